@@ -1,0 +1,180 @@
+"""Log entries: canonical encoding, hash chain and signed chain heads (pure).
+
+One local transaction becomes one entry: `share, actor, seq, prev_hash, hlc, context, ops`, encoded
+as msgpack with a fixed key order. An entry is identified by the SHA-256 of its bytes, and each entry
+names the hash of its actor's previous one, so the origin's signature over one chain head vouches
+for every entry before it. Relays keep and forward the exact bytes they received: fields this
+version does not know (in the entry or in an op) survive untouched. This module never touches
+storage or the network and never reads the clock.
+"""
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from . import vectors
+
+MAX_ENTRY_BYTES = 4 * 1024 * 1024
+HASH_BYTES = 32
+GENESIS_HASH = b""
+HEAD_SIGNATURE_LABEL = "p2psync-head-v1"
+
+PUT = "p"
+DELETE = "d"
+_ENTRY_KEYS = ("s", "a", "n", "p", "h", "c", "o")
+_OP_KEYS = ("o", "c", "k", "v")
+
+
+class IntegrityError(ValueError):
+    """An entry is malformed, breaks its chain, or is not signed by its origin."""
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One put or delete. `value` is msgpack bytes of the application value; `meta` holds every
+    other field of the op (type, schema version, fields from newer versions) as msgpack bytes."""
+
+    kind: str
+    collection: str
+    key: str
+    value: bytes | None = None
+    meta: bytes | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        encoded: dict[str, Any] = {"o": self.kind, "c": self.collection, "k": self.key}
+        if self.kind == PUT:
+            encoded["v"] = self.value
+        if self.meta is not None:
+            encoded.update(msgpack.unpackb(self.meta, raw=False))
+        return encoded
+
+
+def put(collection: str, key: str, value: bytes, **meta: Any) -> Op:
+    return Op(PUT, collection, key, value, pack_meta(meta))
+
+
+def delete(collection: str, key: str, **meta: Any) -> Op:
+    return Op(DELETE, collection, key, None, pack_meta(meta))
+
+
+def pack_meta(meta: Mapping[str, Any]) -> bytes | None:
+    present = {name: meta[name] for name in sorted(meta) if meta[name] is not None}
+    return msgpack.packb(present) if present else None
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    share: str
+    actor: str
+    seq: int
+    prev_hash: bytes
+    hlc: int
+    context: Mapping[str, int]
+    ops: tuple[Op, ...]
+    raw: bytes = field(repr=False)
+    hash: bytes = field(repr=False)
+
+    @property
+    def origin(self) -> str:
+        return vectors.device_of(self.actor)
+
+    def covers(self, actor: str, seq: int) -> bool:
+        """True when the writer of this entry had seen write `(actor, seq)`."""
+        if actor == self.actor:
+            return seq < self.seq
+        return self.context.get(actor, 0) >= seq
+
+
+def encode(
+    share: str,
+    actor: str,
+    seq: int,
+    prev_hash: bytes,
+    hlc: int,
+    context: Mapping[str, int],
+    ops: Sequence[Op],
+) -> LogEntry:
+    """Build a local entry. The writer's own actor is left out of the context: it is implied."""
+    own_context = {a: n for a, n in sorted(context.items()) if a != actor and n > 0}
+    raw = msgpack.packb(
+        {
+            "s": share,
+            "a": actor,
+            "n": seq,
+            "p": prev_hash,
+            "h": hlc,
+            "c": own_context,
+            "o": [op.to_wire() for op in ops],
+        }
+    )
+    return LogEntry(share, actor, seq, prev_hash, hlc, own_context, tuple(ops), raw, _digest(raw))
+
+
+def decode(raw: bytes) -> LogEntry:
+    """Parse and validate entry bytes received from anywhere; raises IntegrityError."""
+    if not isinstance(raw, bytes) or len(raw) > MAX_ENTRY_BYTES:
+        raise IntegrityError("entry is not bytes or is larger than the entry size limit")
+    try:
+        fields = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except Exception as exc:
+        raise IntegrityError(f"entry is not valid msgpack: {exc}") from None
+    if not isinstance(fields, dict):
+        raise IntegrityError("entry is not a map")
+    share, actor, seq = fields.get("s"), fields.get("a"), fields.get("n")
+    prev_hash, hlc, context, wire_ops = fields.get("p"), fields.get("h"), fields.get("c"), fields.get("o")
+    _require(isinstance(share, str) and share, "share must be a non-empty string")
+    _require(isinstance(actor, str) and "/" in actor, "actor must be '<device id>/<epoch>'")
+    _require(type(seq) is int and seq >= 1, "seq must be a positive integer")
+    _require(
+        isinstance(prev_hash, bytes) and len(prev_hash) in (0, HASH_BYTES), "prev_hash must be 32 bytes"
+    )
+    _require((prev_hash == GENESIS_HASH) == (seq == 1), "only the first entry of a chain has no prev_hash")
+    _require(type(hlc) is int and hlc >= 0, "hlc must be a non-negative integer")
+    _require(
+        isinstance(context, dict)
+        and all(isinstance(a, str) and type(n) is int and n > 0 for a, n in context.items())
+        and actor not in context,
+        "context must map other actors to positive integers",
+    )
+    _require(isinstance(wire_ops, list) and wire_ops, "ops must be a non-empty list")
+    ops = tuple(_decode_op(op) for op in wire_ops)
+    return LogEntry(share, actor, seq, prev_hash, hlc, context, ops, raw, _digest(raw))
+
+
+def _decode_op(wire_op: Any) -> Op:
+    _require(isinstance(wire_op, dict), "an op must be a map")
+    kind, collection, key = wire_op.get("o"), wire_op.get("c"), wire_op.get("k")
+    _require(kind in (PUT, DELETE), f"unknown op kind {kind!r}")
+    _require(isinstance(collection, str) and collection, "op collection must be a non-empty string")
+    _require(isinstance(key, str), "op key must be a string")
+    value = wire_op.get("v")
+    _require(kind == DELETE or isinstance(value, bytes), "a put carries its value as bytes")
+    meta = {name: v for name, v in wire_op.items() if name not in _OP_KEYS}
+    return Op(kind, collection, key, value if kind == PUT else None, pack_meta(meta))
+
+
+def _require(condition: object, message: str) -> None:
+    if not condition:
+        raise IntegrityError(f"malformed entry: {message}")
+
+
+def _digest(raw: bytes) -> bytes:
+    return hashlib.sha256(raw).digest()
+
+
+def head_message(share: str, actor: str, seq: int, entry_hash: bytes) -> bytes:
+    """What an origin signs to vouch for its chain up to and including `seq`."""
+    return msgpack.packb([HEAD_SIGNATURE_LABEL, share, actor, seq, entry_hash])
+
+
+def check_chain(previous_hash: bytes, entries: Sequence[LogEntry]) -> None:
+    """Raise IntegrityError unless `entries` extend the chain that ends in `previous_hash`."""
+    for entry in entries:
+        if entry.prev_hash != previous_hash:
+            raise IntegrityError(
+                f"entry {entry.actor} #{entry.seq} does not follow the chain it claims to extend"
+            )
+        previous_hash = entry.hash

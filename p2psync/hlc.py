@@ -1,0 +1,32 @@
+"""Hybrid logical clock arithmetic (pure).
+
+An HLC timestamp is one integer: wall-clock milliseconds shifted left by LOGICAL_BITS, plus a
+logical counter. It never goes backwards on one device and orders causally related writes, which
+makes `max(hlc, origin)` a fair "last writer wins" choice. This module never reads the clock:
+callers pass `now_ms`.
+"""
+
+LOGICAL_BITS = 16
+# A peer whose clock runs far ahead must not drag ours with it: timestamps further in the future
+# than this are still stored (they are data) but not adopted as our own time.
+MAX_ADOPTED_DRIFT_MS = 60 * 60 * 1000
+
+
+def from_millis(ms: int) -> int:
+    return ms << LOGICAL_BITS
+
+
+def to_millis(hlc: int) -> int:
+    return hlc >> LOGICAL_BITS
+
+
+def tick(last: int, now_ms: int) -> int:
+    """The timestamp for a new local event after `last`."""
+    return max(last + 1, from_millis(now_ms))
+
+
+def observe(last: int, remote: int, now_ms: int) -> int:
+    """Our clock after seeing a remote timestamp; the next `tick` will be after both."""
+    if to_millis(remote) > now_ms + MAX_ADOPTED_DRIFT_MS:
+        return last
+    return max(last, remote)

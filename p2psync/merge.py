@@ -1,0 +1,140 @@
+"""The merge rule: a multi-value register per key, and causal delivery (pure).
+
+Each key holds a set of siblings, one per surviving write (its dot). A new op removes exactly the
+siblings its writer had seen (its context covers their dots) and adds itself; writes the writer
+had not seen stay beside it as siblings. Plain reads take a deterministic winner, the maximum
+`(hlc, actor)`; siblings with byte-identical values are one value, not a conflict. This module
+decides; it never stores anything.
+"""
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from .entry import DELETE, LogEntry, Op
+
+
+@dataclass(frozen=True, slots=True)
+class Sibling:
+    actor: str
+    seq: int
+    hlc: int
+    deleted: bool
+    value: bytes | None
+    meta: bytes | None
+
+    @property
+    def dot(self) -> tuple[str, int]:
+        return (self.actor, self.seq)
+
+    @property
+    def content(self) -> tuple[bool, bytes | None]:
+        return (self.deleted, self.value)
+
+
+def sibling_for(entry: LogEntry, op: Op) -> Sibling:
+    return Sibling(entry.actor, entry.seq, entry.hlc, op.kind == DELETE, op.value, op.meta)
+
+
+def apply_op(siblings: Iterable[Sibling], entry: LogEntry, op: Op) -> list[Sibling]:
+    """The siblings of a key after `op` of `entry`. Applying the same entry twice changes nothing."""
+    kept = []
+    for sibling in siblings:
+        if sibling.dot == (entry.actor, entry.seq):
+            return list(siblings)
+        if not entry.covers(sibling.actor, sibling.seq):
+            kept.append(sibling)
+    kept.append(sibling_for(entry, op))
+    return kept
+
+
+def winner(siblings: Iterable[Sibling]) -> Sibling:
+    return max(siblings, key=lambda s: (s.hlc, s.actor))
+
+
+def distinct_values(siblings: Iterable[Sibling]) -> list[Sibling]:
+    """One sibling per distinct content, each the newest of its kind, winner first."""
+    by_content: dict[tuple[bool, bytes | None], Sibling] = {}
+    for sibling in sorted(siblings, key=lambda s: (s.hlc, s.actor), reverse=True):
+        by_content.setdefault(sibling.content, sibling)
+    return list(by_content.values())
+
+
+def is_conflict(siblings: Iterable[Sibling]) -> bool:
+    return len({s.content for s in siblings}) > 1
+
+
+def dedupe_ops(ops: Iterable[Op]) -> list[Op]:
+    """A transaction touching a key twice keeps only its last op (one dot per key per entry)."""
+    last: dict[tuple[str, str], Op] = {}
+    for op in ops:
+        last.pop((op.collection, op.key), None)
+        last[(op.collection, op.key)] = op
+    return list(last.values())
+
+
+def is_ready(entry: LogEntry, vector: Mapping[str, int]) -> bool:
+    """True when everything the entry's writer had seen is here, and its predecessor too."""
+    if vector.get(entry.actor, 0) != entry.seq - 1:
+        return False
+    return all(vector.get(actor, 0) >= seq for actor, seq in entry.context.items())
+
+
+def is_duplicate(entry: LogEntry, vector: Mapping[str, int]) -> bool:
+    return vector.get(entry.actor, 0) >= entry.seq
+
+
+class CausalBuffer:
+    """Entries that arrived before their causal predecessors, held until they can apply.
+
+    Bounded: a peer cannot grow it without limit (`max_entries`); overflow is the caller's error.
+    """
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.max_entries = max_entries
+        self._held: dict[str, dict[int, tuple[LogEntry, bytes | None]]] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def hold(self, entry: LogEntry, signature: bytes | None) -> bool:
+        """Keep a verified entry (with the signature to store beside it); False when full."""
+        by_seq = self._held.setdefault(entry.actor, {})
+        if entry.seq in by_seq:
+            return True
+        if self._count >= self.max_entries:
+            return False
+        by_seq[entry.seq] = (entry, signature)
+        self._count += 1
+        return True
+
+    def pop_ready(self, vector: dict[str, int]) -> list[tuple[LogEntry, bytes | None]]:
+        """Remove and return, in a causal order, every held entry that can now apply.
+
+        `vector` is advanced as entries are taken (the caller applies them in that order)."""
+        ready: list[tuple[LogEntry, bytes | None]] = []
+        progress = True
+        while progress:
+            progress = False
+            for actor in list(self._held):
+                by_seq = self._held[actor]
+                for seq in sorted(by_seq):
+                    entry, signature = by_seq[seq]
+                    if is_duplicate(entry, vector):
+                        del by_seq[seq]
+                        self._count -= 1
+                        continue
+                    if not is_ready(entry, vector):
+                        break
+                    del by_seq[seq]
+                    self._count -= 1
+                    ready.append((entry, signature))
+                    vector[actor] = seq
+                    progress = True
+                if not by_seq:
+                    del self._held[actor]
+        return ready
+
+    def clear(self) -> None:
+        self._held.clear()
+        self._count = 0

@@ -1,0 +1,83 @@
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2psync import entry
+from p2psync.entry import IntegrityError
+
+ACTOR = "AAAAA-BBBBB-CCCCC-DDDDD-EEEEE-FFFFF-GGGGG/0000abcd"
+OTHER = "HHHHH-BBBBB-CCCCC-DDDDD-EEEEE-FFFFF-GGGGG/00001234"
+
+
+def make(seq=1, prev=entry.GENESIS_HASH, ops=None, context=None):
+    ops = ops or [entry.put("notes", "a", msgpack.packb("hello"), type="note", schema_version=2)]
+    return entry.encode("default", ACTOR, seq, prev, 77 << 16, context or {}, ops)
+
+
+def test_encode_decode_round_trip_keeps_every_field():
+    first = make(context={OTHER: 4, ACTOR: 9})
+    decoded = entry.decode(first.raw)
+    assert decoded == first
+    assert decoded.context == {OTHER: 4}, "the writer's own actor is implied, not stored"
+    assert msgpack.unpackb(decoded.ops[0].meta) == {"schema_version": 2, "type": "note"}
+    assert decoded.origin == ACTOR.split("/")[0]
+
+
+def test_unknown_fields_survive_in_the_raw_bytes_and_in_op_meta():
+    fields = msgpack.unpackb(make().raw)
+    fields["future"] = {"x": [1, 2]}
+    fields["o"][0]["z-new"] = b"kept"
+    raw = msgpack.packb(fields)
+    decoded = entry.decode(raw)
+    assert decoded.raw == raw
+    assert msgpack.unpackb(decoded.ops[0].meta)["z-new"] == b"kept"
+
+
+def test_the_chain_links_each_entry_to_its_predecessor():
+    first = make()
+    second = make(seq=2, prev=first.hash)
+    entry.check_chain(entry.GENESIS_HASH, [first, second])
+    with pytest.raises(IntegrityError, match="does not follow"):
+        entry.check_chain(entry.GENESIS_HASH, [second])
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda f: f.update(n=0), "seq"),
+        (lambda f: f.update(s=""), "share"),
+        (lambda f: f.update(a="no-epoch"), "actor"),
+        (lambda f: f.update(p=b"short"), "prev_hash"),
+        (lambda f: f.update(o=[]), "ops"),
+        (lambda f: f.update(o=[{"o": "x", "c": "c", "k": "k"}]), "op kind"),
+        (lambda f: f.update(o=[{"o": "p", "c": "c", "k": "k"}]), "value as bytes"),
+        (lambda f: f.update(c={ACTOR: 1}), "context"),
+        (lambda f: f.update(n=2), "first entry"),
+    ],
+)
+def test_malformed_entries_are_rejected_with_a_reason(change, message):
+    fields = msgpack.unpackb(make().raw)
+    change(fields)
+    with pytest.raises(IntegrityError, match=message):
+        entry.decode(msgpack.packb(fields))
+
+
+@given(st.binary(max_size=300))
+def test_garbage_only_ever_raises_integrity_error(garbage):
+    try:
+        entry.decode(garbage)
+    except IntegrityError:
+        pass
+
+
+@given(st.data())
+def test_any_flipped_byte_changes_the_hash_or_fails_to_decode(data):
+    original = make()
+    position = data.draw(st.integers(0, len(original.raw) - 1))
+    flipped = bytearray(original.raw)
+    flipped[position] ^= data.draw(st.integers(1, 255))
+    try:
+        assert entry.decode(bytes(flipped)).hash != original.hash
+    except IntegrityError:
+        pass

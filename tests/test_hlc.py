@@ -1,0 +1,29 @@
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2psync import hlc
+
+millis = st.integers(min_value=0, max_value=2**40)
+
+
+@given(st.lists(millis, min_size=1, max_size=50))
+def test_ticks_strictly_increase_even_when_the_wall_clock_goes_back(readings):
+    last = 0
+    for now in readings:
+        stamp = hlc.tick(last, now)
+        assert stamp > last
+        assert hlc.to_millis(stamp) >= now
+        last = stamp
+
+
+@given(millis, millis, millis)
+def test_a_tick_after_observing_is_later_than_the_observed_stamp(local_ms, remote_ms, now):
+    last = hlc.from_millis(local_ms)
+    remote = hlc.from_millis(min(remote_ms, now))
+    assert hlc.tick(hlc.observe(last, remote, now), now) > remote
+
+
+def test_a_clock_far_in_the_future_is_not_adopted():
+    now = 1_000_000
+    far = hlc.from_millis(now + hlc.MAX_ADOPTED_DRIFT_MS + 1)
+    assert hlc.observe(hlc.from_millis(now), far, now) == hlc.from_millis(now)

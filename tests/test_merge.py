@@ -1,0 +1,84 @@
+import msgpack
+
+from p2psync import entry, merge
+
+A = "DEVA/1"
+B = "DEVB/1"
+
+
+def write(actor, seq, value, context=None, hlc=None, delete=False):
+    op = entry.delete("c", "k") if delete else entry.put("c", "k", msgpack.packb(value))
+    prev = entry.GENESIS_HASH if seq == 1 else b"\0" * 32
+    return entry.encode("s", actor, seq, prev, hlc or seq, context or {}, [op])
+
+
+def apply(siblings, logged):
+    return merge.apply_op(siblings, logged, logged.ops[0])
+
+
+def values(siblings):
+    return sorted(msgpack.unpackb(s.value) for s in siblings if s.value is not None)
+
+
+def test_a_write_replaces_what_its_writer_had_seen():
+    siblings = apply([], write(A, 1, "one"))
+    siblings = apply(siblings, write(B, 1, "two", context={A: 1}))
+    assert values(siblings) == ["two"]
+
+
+def test_concurrent_writes_stay_as_siblings_with_a_deterministic_winner():
+    left = apply(apply([], write(A, 1, "a", hlc=5)), write(B, 1, "b", hlc=5))
+    right = apply(apply([], write(B, 1, "b", hlc=5)), write(A, 1, "a", hlc=5))
+    assert values(left) == values(right) == ["a", "b"]
+    assert merge.winner(left) == merge.winner(right)
+    assert merge.winner(left).actor == B, "equal clocks: the larger actor wins"
+    assert merge.is_conflict(left)
+
+
+def test_a_write_after_seeing_both_siblings_resolves_them():
+    siblings = apply(apply([], write(A, 1, "a")), write(B, 1, "b"))
+    resolved = apply(siblings, write(A, 2, "merged", context={B: 1}))
+    assert values(resolved) == ["merged"]
+
+
+def test_byte_identical_concurrent_values_are_not_a_conflict():
+    siblings = apply(apply([], write(A, 1, "same")), write(B, 1, "same"))
+    assert len(siblings) == 2 and not merge.is_conflict(siblings)
+    assert len(merge.distinct_values(siblings)) == 1
+
+
+def test_a_delete_is_a_tombstone_sibling_that_can_lose_to_a_concurrent_put():
+    siblings = apply(apply([], write(A, 1, None, delete=True, hlc=1)), write(B, 1, "kept", hlc=2))
+    assert merge.is_conflict(siblings)
+    assert not merge.winner(siblings).deleted
+
+
+def test_applying_an_entry_twice_changes_nothing():
+    logged = write(A, 1, "x")
+    once = apply([], logged)
+    assert apply(once, logged) == once
+
+
+def test_a_transaction_keeps_only_its_last_op_per_key():
+    ops = [entry.put("c", "k", b"1"), entry.put("c", "j", b"2"), entry.delete("c", "k")]
+    assert [(op.key, op.kind) for op in merge.dedupe_ops(ops)] == [("j", "p"), ("k", "d")]
+
+
+def test_early_entries_wait_for_their_causes_then_apply_in_causal_order():
+    held = merge.CausalBuffer()
+    second = write(A, 2, "2")
+    from_b = write(B, 1, "b", context={A: 2})
+    assert held.hold(from_b, None) and held.hold(second, b"sig")
+    assert held.pop_ready({}) == []
+    vector: dict[str, int] = {}
+    assert held.pop_ready(vector) == []
+    assert held.hold(write(A, 1, "1"), None)
+    order = [(e.actor, e.seq) for e, _ in held.pop_ready(vector)]
+    assert order == [(A, 1), (A, 2), (B, 1)]
+    assert vector == {A: 2, B: 1} and len(held) == 0
+
+
+def test_the_buffer_refuses_to_grow_past_its_bound():
+    held = merge.CausalBuffer(max_entries=1)
+    assert held.hold(write(A, 2, "x"), None)
+    assert not held.hold(write(A, 3, "y"), None)
