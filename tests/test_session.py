@@ -1,0 +1,367 @@
+import base64
+import hashlib
+import struct
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2psync.session import (
+    CLOSED,
+    NEED_DATA,
+    Bye,
+    CaughtUp,
+    Entries,
+    LocalProtocolError,
+    PeerHello,
+    PeerVector,
+    Ping,
+    Pong,
+    ProtocolError,
+    SyncConnection,
+    summary_digest,
+)
+
+
+def device_id(n: int) -> str:
+    """Shaped like a real id: base32 of a SHA-256, grouped by five, with a check character."""
+    digits = base64.b32encode(hashlib.sha256(b"device %d" % n).digest()).decode().rstrip("=")
+    return "-".join(digits[i : i + 5] for i in range(0, len(digits), 5)) + "-K"
+
+
+ALICE, BOB, MALLORY = device_id(1), device_id(2), device_id(3)
+
+
+def actor(device: str, epoch: int) -> str:
+    return f"{device}/{epoch:08x}"
+
+
+def hand_frame(message: dict) -> bytes:
+    body = msgpack.packb(message, use_bin_type=True)
+    return struct.pack(">I", len(body)) + body
+
+
+def events_from(conn: SyncConnection, data: bytes) -> list:
+    conn.receive_data(data)
+    events = []
+    while (event := conn.next_event()) not in (NEED_DATA, CLOSED):
+        events.append(event)
+    return events
+
+
+def hello_frame(device: str = BOB, versions=(1, 1), shares=None, **extra) -> bytes:
+    digests = {share: summary_digest(vector) for share, vector in (shares or {}).items()}
+    return hand_frame({"t": "hello", "v": list(versions), "id": device, "s": digests, **extra})
+
+
+def listening(shares=None, expected=BOB, **kwargs) -> SyncConnection:
+    """Alice's side of a connection to Bob, with her hello already sent."""
+    conn = SyncConnection(ALICE, expected, **kwargs)
+    conn.send_hello(shares or {})
+    return conn
+
+
+def test_hello_then_entries_between_two_connections():
+    alice, bob = SyncConnection(ALICE, BOB), SyncConnection(BOB, ALICE)
+    a1, b1 = actor(ALICE, 1), actor(BOB, 7)
+    alice_out = alice.send_hello({"default": {a1: 2}})
+    bob_out = bob.send_hello({"default": {a1: 1, b1: 4}})
+
+    [bob_hello] = events_from(alice, bob_out)
+    [alice_hello] = events_from(bob, alice_out)
+    assert bob_hello == PeerHello(BOB, 1, frozenset({"default"}), {})
+    assert alice_hello == PeerHello(ALICE, 1, frozenset({"default"}), {})
+    assert alice.version == bob.version == 1
+    assert alice.peer_device_id == BOB and bob.peer_device_id == ALICE
+
+    [bob_vector] = events_from(alice, bob.send_vector("default", {a1: 1, b1: 4}))
+    assert bob_vector == PeerVector("default", {a1: 1, b1: 4})
+    items = [(b"entry 2", b"signature"), (b"entry 3", None)]
+    stream = alice.send_entries("default", items) + alice.send_caught_up("default", {a1: 2})
+    assert events_from(bob, stream) == [
+        Entries("default", tuple(items)),
+        CaughtUp("default", {a1: 2}),
+    ]
+
+
+def test_equal_vectors_are_in_sync_from_the_hello_alone():
+    vector = {actor(ALICE, 1): 5, actor(BOB, 1): 3}
+    alice, bob = SyncConnection(ALICE, BOB), SyncConnection(BOB, ALICE)
+    alice_out = alice.send_hello({"default": vector, "photos": {actor(ALICE, 1): 1}})
+    # An actor at 0 is the same as an absent one.
+    bob_out = bob.send_hello({"default": {**vector, actor(MALLORY, 1): 0}, "photos": {}})
+    [hello] = events_from(alice, bob_out)
+    assert hello.shares == {"default", "photos"}
+    assert hello.in_sync == {"default": vector}
+    [hello] = events_from(bob, alice_out)
+    assert hello.in_sync == {"default": {**vector, actor(MALLORY, 1): 0}}
+
+
+def test_reconnect_with_nothing_new_costs_two_small_hellos():
+    devices = [device_id(n) for n in range(5)]
+    vector = {actor(d, epoch): 1000 + epoch for d in devices for epoch in range(5)}
+    alice, bob = SyncConnection(devices[0], devices[1]), SyncConnection(devices[1], devices[0])
+    alice_out, bob_out = alice.send_hello({"default": vector}), bob.send_hello({"default": vector})
+
+    assert len(alice_out) + len(bob_out) < 512
+    assert events_from(alice, bob_out)[0].in_sync == {"default": vector}
+    assert events_from(bob, alice_out)[0].in_sync == {"default": vector}
+    bigger = {actor(device_id(n), 0): n for n in range(100)}
+    assert len(SyncConnection(ALICE, None).send_hello({"default": bigger})) == len(alice_out)
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs", "agreed"),
+    [((1, 1), (1, 1), 1), ((1, 3), (2, 5), 3), ((2, 5), (1, 3), 3), ((1, 4), (2, 2), 2)],
+)
+def test_version_negotiation_picks_the_highest_common(ours, theirs, agreed):
+    conn = listening(versions=ours)
+    [hello] = events_from(conn, hello_frame(versions=theirs))
+    assert hello.version == conn.version == agreed
+
+
+def test_no_common_version_names_both_ranges():
+    conn = listening(versions=(1, 2))
+    with pytest.raises(ProtocolError, match=r"we speak 1\.\.2, peer .* speaks 3\.\.4"):
+        events_from(conn, hello_frame(versions=(3, 4)))
+    assert conn.version is None
+
+
+def test_hello_from_another_device_than_the_certificate_is_refused():
+    conn = listening(expected=BOB)
+    with pytest.raises(ProtocolError, match=f"says it is {MALLORY} but its certificate is {BOB}"):
+        events_from(conn, hello_frame(device=MALLORY))
+    with pytest.raises(LocalProtocolError, match="before the peer's hello"):
+        conn.send_entries("default", [])
+
+
+def test_without_an_expected_id_any_device_may_say_hello():
+    conn = listening(expected=None)
+    [hello] = events_from(conn, hello_frame(device=MALLORY))
+    assert hello.device_id == MALLORY
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        {"t": "entries", "s": "default", "i": []},
+        {"t": "caught_up", "s": "default", "vv": {}},
+        {"t": "ping"},
+        {"t": "gossip"},
+    ],
+)
+def test_anything_but_hello_first_is_an_error(first):
+    conn = listening()
+    with pytest.raises(ProtocolError, match=f"peer sent '{first['t']}' before hello"):
+        events_from(conn, hand_frame(first) + hello_frame())
+
+
+def test_bye_before_hello_is_delivered_so_a_refusal_can_say_why():
+    conn = listening()
+    assert events_from(conn, hand_frame({"t": "bye", "r": "revoked"})) == [Bye("revoked")]
+    assert conn.next_event() is CLOSED
+
+
+def test_second_hello_is_an_error():
+    conn = listening()
+    with pytest.raises(ProtocolError, match="second hello"):
+        events_from(conn, hello_frame() + hello_frame())
+
+
+def test_we_must_send_hello_before_reading():
+    conn = SyncConnection(ALICE, BOB)
+    conn.receive_data(hello_frame())
+    with pytest.raises(LocalProtocolError, match="send our hello"):
+        conn.next_event()
+
+
+def test_no_data_goes_to_a_peer_that_has_not_said_hello():
+    conn = SyncConnection(ALICE, BOB)
+    with pytest.raises(LocalProtocolError, match="before our hello"):
+        conn.send_ping()
+    conn.send_hello({"default": {}})
+    for send in (
+        lambda: conn.send_entries("default", [(b"e", None)]),
+        lambda: conn.send_caught_up("default", {}),
+        lambda: conn.send_vector("default", {}),
+    ):
+        with pytest.raises(LocalProtocolError, match="before the peer's hello"):
+            send()
+    assert conn.send_ping()  # keep-alives do not carry data
+    with pytest.raises(LocalProtocolError, match="hello already sent"):
+        conn.send_hello({})
+
+
+def test_nothing_may_be_sent_after_bye():
+    conn = listening()
+    events_from(conn, hello_frame())
+    conn.send_bye("shutting down")
+    with pytest.raises(LocalProtocolError, match="after bye"):
+        conn.send_entries("default", [])
+
+
+def test_a_batch_over_the_frame_cap_is_our_bug():
+    conn = listening(max_frame=1024)
+    events_from(conn, hello_frame())
+    with pytest.raises(LocalProtocolError, match="over the 1024-byte cap"):
+        conn.send_entries("default", [(b"x" * 2000, None)])
+
+
+def test_unknown_fields_and_message_types_are_ignored():
+    conn = listening()
+    stream = (
+        hello_frame(extra={"nested": [1, 2]}, compression="zstd")
+        + hand_frame({"t": "gossip", "rumour": b"\x00"})
+        + hand_frame({"t": "entries", "s": "default", "i": [[b"e", None]], "prio": 3})
+        + hand_frame({"t": "ping", "nonce": 7})
+    )
+    assert events_from(conn, stream) == [
+        PeerHello(BOB, 1, frozenset(), {}),
+        Entries("default", ((b"e", None),)),
+        Ping(),
+    ]
+
+
+def test_ping_pong_and_bye_round_trip():
+    alice, bob = SyncConnection(ALICE, BOB), SyncConnection(BOB, ALICE)
+    alice_hello, bob_hello = alice.send_hello({}), bob.send_hello({})
+    events_from(bob, alice_hello)
+    events_from(alice, bob_hello)
+    assert events_from(bob, alice.send_ping()) == [Ping()]
+    assert events_from(alice, bob.send_pong()) == [Pong()]
+    assert events_from(bob, alice.send_bye("see you")) == [Bye("see you")]
+    assert bob.next_event() is CLOSED
+
+
+def test_after_bye_later_bytes_are_ignored():
+    conn = listening()
+    events = events_from(conn, hello_frame() + hand_frame({"t": "bye", "r": ""}) + b"\xff" * 9)
+    assert events[-1] == Bye("")
+    conn.receive_data(hand_frame({"t": "ping"}))
+    assert conn.next_event() is CLOSED
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"t": "hello", "v": [1], "id": BOB, "s": {}},
+        {"t": "hello", "v": [2, 1], "id": BOB, "s": {}},
+        {"t": "hello", "v": [True, 1], "id": BOB, "s": {}},
+        {"t": "hello", "v": [1, 1], "id": 42, "s": {}},
+        {"t": "hello", "v": [1, 1], "id": "", "s": {}},
+        {"t": "hello", "v": [1, 1], "id": BOB, "s": {"default": {"a/1": 1}}},
+        {"t": "hello", "v": [1, 1], "id": BOB},
+    ],
+)
+def test_malformed_hello_is_a_protocol_error(message):
+    conn = listening()
+    with pytest.raises(ProtocolError, match="malformed 'hello'"):
+        events_from(conn, hand_frame(message))
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"t": "entries", "i": []},
+        {"t": "entries", "s": "default", "i": {}},
+        {"t": "entries", "s": "default", "i": [[b"e"]]},
+        {"t": "entries", "s": "default", "i": [["e", None]]},
+        {"t": "entries", "s": "default", "i": [[b"e", "sig"]]},
+        {"t": "caught_up", "s": "default", "vv": {"a/1": -1}},
+        {"t": "caught_up", "s": "default", "vv": {"a/1": 1.5}},
+        {"t": "caught_up", "s": "default", "vv": [["a/1", 1]]},
+        {"t": "vector", "s": 3, "vv": {}},
+        {"t": "bye", "r": 3},
+    ],
+)
+def test_bad_field_types_are_protocol_errors(message):
+    conn = listening()
+    with pytest.raises(ProtocolError, match=f"malformed '{message['t']}'"):
+        events_from(conn, hello_frame() + hand_frame(message))
+
+
+def test_garbage_frame_is_a_protocol_error_and_stays_one():
+    conn = listening()
+    with pytest.raises(ProtocolError, match="not valid msgpack"):
+        events_from(conn, hello_frame() + struct.pack(">I", 1) + b"\xc1")
+    conn.receive_data(hand_frame({"t": "ping"}))
+    with pytest.raises(ProtocolError, match="not valid msgpack"):
+        conn.next_event()
+
+
+def test_oversized_frame_is_refused_as_soon_as_its_length_arrives():
+    conn = listening(max_frame=1000)
+    with pytest.raises(ProtocolError, match="1001 bytes announced"):
+        conn.receive_data(struct.pack(">I", 1001))
+
+
+def test_eof_inside_a_frame_is_an_error():
+    conn = listening()
+    frame = hello_frame()
+    conn.receive_data(frame[:-3])
+    assert conn.next_event() is NEED_DATA
+    conn.receive_data(b"")
+    with pytest.raises(ProtocolError, match="middle of a frame"):
+        conn.next_event()
+
+
+def test_clean_eof_closes():
+    conn = listening()
+    assert events_from(conn, hello_frame())[0].device_id == BOB
+    conn.receive_data(b"")
+    assert conn.next_event() is CLOSED
+    assert conn.next_event() is CLOSED
+    with pytest.raises(LocalProtocolError, match="after EOF"):
+        conn.receive_data(b"more")
+
+
+def test_eof_before_hello_closes_without_a_version():
+    conn = listening()
+    conn.receive_data(b"")
+    assert conn.next_event() is CLOSED
+    assert conn.version is None
+
+
+SESSION_STREAM = (
+    hello_frame(shares={"default": {"a/1": 1}})
+    + hand_frame({"t": "vector", "s": "default", "vv": {"a/1": 1}})
+    + hand_frame({"t": "entries", "s": "default", "i": [[b"e1", b"s"], [b"e2", None]]})
+    + hand_frame({"t": "caught_up", "s": "default", "vv": {"a/1": 3}})
+    + hand_frame({"t": "ping"})
+    + hand_frame({"t": "pong"})
+    + hand_frame({"t": "bye", "r": "done"})
+)
+EXPECTED_EVENTS = [
+    PeerHello(BOB, 1, frozenset({"default"}), {"default": {"a/1": 1}}),
+    PeerVector("default", {"a/1": 1}),
+    Entries("default", ((b"e1", b"s"), (b"e2", None))),
+    CaughtUp("default", {"a/1": 3}),
+    Ping(),
+    Pong(),
+    Bye("done"),
+]
+
+
+@given(st.lists(st.integers(0, len(SESSION_STREAM)), max_size=12))
+def test_any_split_of_the_stream_delivers_the_same_events(cuts):
+    conn = listening(shares={"default": {"a/1": 1}})
+    events = []
+    bounds = sorted(cuts)
+    for start, end in zip([0, *bounds], [*bounds, len(SESSION_STREAM)], strict=True):
+        if end > start:  # an empty read means EOF, not "nothing yet"
+            events.extend(events_from(conn, SESSION_STREAM[start:end]))
+    assert events == EXPECTED_EVENTS
+    assert conn.next_event() is CLOSED
+
+
+@given(st.binary(max_size=300))
+def test_garbage_after_hello_only_ever_raises_protocol_error(garbage):
+    conn = listening(max_frame=4096)
+    try:
+        events_from(conn, hello_frame() + garbage)
+        conn.receive_data(b"")
+        while conn.next_event() is not CLOSED:
+            pass
+    except ProtocolError as exc:
+        assert exc.reason
