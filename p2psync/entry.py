@@ -1,9 +1,9 @@
 """Log entries: canonical encoding, hash chain and signed chain heads (pure).
 
 One local transaction becomes one entry: `share, actor, seq, prev_hash, hlc, context, ops`, encoded
-as msgpack with a fixed key order. An entry is identified by the SHA-256 of its bytes, and each entry
-names the hash of its actor's previous one, so the origin's signature over one chain head vouches
-for every entry before it. Relays keep and forward the exact bytes they received: fields this
+as msgpack with a fixed key order. An entry is identified by the SHA-256 of its bytes, and each
+entry names the hash of its actor's previous one, so the origin's signature over one chain head
+vouches for every entry before it. Relays keep and forward the exact bytes they received: fields this
 version does not know (in the entry or in an op) survive untouched. This module never touches
 storage or the network and never reads the clock.
 """
@@ -124,14 +124,23 @@ def decode(raw: bytes) -> LogEntry:
     if not isinstance(fields, dict):
         raise IntegrityError("entry is not a map")
     share, actor, seq = fields.get("s"), fields.get("a"), fields.get("n")
-    prev_hash, hlc, context, wire_ops = fields.get("p"), fields.get("h"), fields.get("c"), fields.get("o")
+    prev_hash, hlc, context, wire_ops = (
+        fields.get("p"),
+        fields.get("h"),
+        fields.get("c"),
+        fields.get("o"),
+    )
     _require(isinstance(share, str) and share, "share must be a non-empty string")
     _require(isinstance(actor, str) and "/" in actor, "actor must be '<device id>/<epoch>'")
     _require(type(seq) is int and seq >= 1, "seq must be a positive integer")
     _require(
-        isinstance(prev_hash, bytes) and len(prev_hash) in (0, HASH_BYTES), "prev_hash must be 32 bytes"
+        isinstance(prev_hash, bytes) and len(prev_hash) in (0, HASH_BYTES),
+        "prev_hash must be 32 bytes",
     )
-    _require((prev_hash == GENESIS_HASH) == (seq == 1), "only the first entry of a chain has no prev_hash")
+    _require(
+        (prev_hash == GENESIS_HASH) == (seq == 1),
+        "only the first entry of a chain has no prev_hash",
+    )
     _require(type(hlc) is int and hlc >= 0, "hlc must be a non-negative integer")
     _require(
         isinstance(context, dict)

@@ -36,7 +36,7 @@ def sibling_for(entry: LogEntry, op: Op) -> Sibling:
 
 
 def apply_op(siblings: Iterable[Sibling], entry: LogEntry, op: Op) -> list[Sibling]:
-    """The siblings of a key after `op` of `entry`. Applying the same entry twice changes nothing."""
+    """The siblings of a key after `op` of `entry`; applying an entry twice changes nothing."""
     kept = []
     for sibling in siblings:
         if sibling.dot == (entry.actor, entry.seq):

@@ -1,0 +1,138 @@
+"""Catch-up speed of the replication core against a plain SQLite bulk insert, in one process.
+
+Builds a source replica with N small records, then times a fresh replica catching up through
+`cursor_for` -> `entries_after` -> `apply` (verify, causal order, merge, store), and in the same
+run a
+plain SQLite bulk insert of the same rows with the same durability settings as the baseline.
+Prints figures and ends with one line `RESULT {json}`.
+
+    python bench/apply.py --records 1000000
+"""
+
+import argparse
+import json
+import resource
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from p2psync import entry, identity
+from p2psync.replica import DEFAULT_SHARE, Replica
+
+
+def rows(count: int):
+    for number in range(count):
+        yield (
+            "items",
+            f"item-{number:08d}",
+            b"\x82\xa1n\xcd" + number.to_bytes(2, "big")[:2] + b"\xa1x\xc3",
+        )
+
+
+def build_source(path: Path, count: int, per_transaction: int, source_id, sink_id) -> Replica:
+    source = Replica.open(path, source_id)
+    source.commit(DEFAULT_SHARE, [source.device_op(sink_id.cert_pem, "sink")])
+    transactions = []
+    for collection, key, value in rows(count):
+        if not transactions or len(transactions[-1]) == per_transaction:
+            transactions.append([])
+        transactions[-1].append(entry.put(collection, key, value))
+    for start in range(0, len(transactions), 10):
+        source.commit_many(DEFAULT_SHARE, transactions[start : start + 10])
+    return source
+
+
+def catch_up(source: Replica, sink: Replica) -> int:
+    vector = sink.summary_vector(DEFAULT_SHARE)
+    cursor = source.cursor_for(DEFAULT_SHARE, vector)
+    applied = 0
+    while True:
+        items, cursor = source.entries_after(DEFAULT_SHARE, cursor, vector, max_bytes=256 * 1024)
+        if not items:
+            return applied
+        applied += sink.apply(DEFAULT_SHARE, items).applied
+        vector = sink.summary_vector(DEFAULT_SHARE)
+
+
+def plain_insert(path: Path, count: int) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE records(coll TEXT, key TEXT, value BLOB, PRIMARY KEY(coll, key))")
+    db.execute("BEGIN")
+    db.executemany("INSERT INTO records VALUES(?, ?, ?)", rows(count))
+    db.execute("COMMIT")
+    db.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument(
+        "--per-transaction",
+        type=int,
+        default=1000,
+        help="records per local transaction (one log entry) on the source",
+    )
+    parser.add_argument("--profile", action="store_true", help="print a cProfile of the catch-up")
+    args = parser.parse_args()
+    source_id, sink_id = identity.DeviceIdentity.generate(), identity.DeviceIdentity.generate()
+    with tempfile.TemporaryDirectory(prefix="p2psync-bench-") as tmp:
+        directory = Path(tmp)
+        started = time.perf_counter()
+        source = build_source(
+            directory / "source.db", args.records, args.per_transaction, source_id, sink_id
+        )
+        build_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
+        plain_insert(directory / "plain.db", args.records)
+        baseline_seconds = time.perf_counter() - started
+
+        sink = Replica.open(directory / "sink.db", sink_id)
+        sink.commit(DEFAULT_SHARE, [sink.device_op(source_id.cert_pem, "source")])
+        started = time.perf_counter()
+        if args.profile:
+            import cProfile
+            import pstats
+
+            profiler = cProfile.Profile()
+            applied = profiler.runcall(catch_up, source, sink)
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+        else:
+            applied = catch_up(source, sink)
+        catch_up_seconds = time.perf_counter() - started
+        assert sink.store.count_records(DEFAULT_SHARE) == args.records
+        assert (
+            sink.summary_vector(DEFAULT_SHARE)[source.actor]
+            == source.summary_vector(DEFAULT_SHARE)[source.actor]
+        )
+
+    baseline_rate = args.records / baseline_seconds
+    catch_up_rate = args.records / catch_up_seconds
+    result = {
+        "records": args.records,
+        "entries_applied": applied,
+        "records_per_transaction": args.per_transaction,
+        "local_commit_records_per_s": round(args.records / build_seconds),
+        "catch_up_records_per_s": round(catch_up_rate),
+        "plain_sqlite_records_per_s": round(baseline_rate),
+        "ratio_to_plain_sqlite": round(catch_up_rate / baseline_rate, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    print(f"local commits:        {result['local_commit_records_per_s']:>10,} records/s")
+    print(f"plain SQLite insert:  {result['plain_sqlite_records_per_s']:>10,} records/s (baseline)")
+    print(
+        f"catch-up (apply):     {result['catch_up_records_per_s']:>10,} records/s"
+        f"  = {result['ratio_to_plain_sqlite']:.0%} of baseline"
+    )
+    print(f"peak RSS:             {result['peak_rss_mb']:>10} MB")
+    print("RESULT " + json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""The SQLite file behind a replica: schema, migrations and every query (the only disk I/O).
+
+WAL mode with synchronous=FULL, so a committed transaction survives kill -9 and power loss; the
+caller groups many local transactions into one SQLite transaction (group commit) to amortise the
+fsync. One connection, used by one thread at a time. This module knows rows and bytes; it never
+decides what merges with what (that is `merge.py`) and never talks to the network.
+"""
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import msgpack
+
+from .merge import Sibling, is_conflict, winner
+
+SCHEMA_VERSION = 1
+# Each step takes a database at version N-1 to version N; never edit a released step, add one.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "CREATE TABLE meta(key TEXT PRIMARY KEY, value BLOB)",
+        "CREATE TABLE shares(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)",
+        "CREATE TABLE actors(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)",
+        "CREATE TABLE heads(share INTEGER NOT NULL, actor INTEGER NOT NULL, seq INTEGER NOT NULL,"
+        " hash BLOB NOT NULL, PRIMARY KEY(share, actor)) WITHOUT ROWID",
+        "CREATE TABLE entries(lseq INTEGER PRIMARY KEY, share INTEGER NOT NULL,"
+        " actor INTEGER NOT NULL, seq INTEGER NOT NULL, raw BLOB NOT NULL, sig BLOB)",
+        "CREATE UNIQUE INDEX entries_by_actor ON entries(share, actor, seq)",
+        "CREATE TABLE records(share INTEGER NOT NULL, coll TEXT NOT NULL, key TEXT NOT NULL,"
+        " siblings BLOB NOT NULL, deleted INTEGER NOT NULL, conflict INTEGER NOT NULL,"
+        " PRIMARY KEY(share, coll, key))",
+        "CREATE INDEX records_conflicts ON records(share, coll, key) WHERE conflict",
+    ),
+}
+_KEY_CHUNK = 400
+_HIGHEST_CHAR = "\U0010ffff"
+
+RecordKey = tuple[str, str]
+StoredEntry = tuple[int, str, int, bytes, bytes | None]
+
+
+class StoreError(Exception):
+    """The database cannot be used (newer schema, not a p2psync file, unreadable)."""
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self._db = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: cannot open the database: {exc}") from None
+        self._actor_ids: dict[str, int] = dict(self._db.execute("SELECT name, id FROM actors"))
+        self._actor_names = {i: name for name, i in self._actor_ids.items()}
+        self._share_ids: dict[str, int] = dict(self._db.execute("SELECT name, id FROM shares"))
+
+    def close(self) -> None:
+        self._db.close()
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer p2psync (schema {version}, this one knows "
+                f"{SCHEMA_VERSION}); upgrade p2psync"
+            )
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            with self.transaction():
+                for statement in MIGRATIONS[step]:
+                    self._db.execute(statement)
+                self._db.execute(f"PRAGMA user_version={step}")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            self._reload_ids()
+            raise
+        self._db.execute("COMMIT")
+
+    def _reload_ids(self) -> None:
+        self._actor_ids = dict(self._db.execute("SELECT name, id FROM actors"))
+        self._actor_names = {i: name for name, i in self._actor_ids.items()}
+        self._share_ids = dict(self._db.execute("SELECT name, id FROM shares"))
+
+    def get_meta(self, key: str) -> bytes | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: bytes) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", (key, value))
+
+    def share_id(self, name: str) -> int:
+        found = self._share_ids.get(name)
+        if found is None:
+            found = self._db.execute("INSERT INTO shares(name) VALUES(?)", (name,)).lastrowid
+            assert found is not None
+            self._share_ids[name] = found
+        return found
+
+    def share_names(self) -> list[str]:
+        return sorted(self._share_ids)
+
+    def actor_id(self, name: str) -> int:
+        found = self._actor_ids.get(name)
+        if found is None:
+            found = self._db.execute("INSERT INTO actors(name) VALUES(?)", (name,)).lastrowid
+            assert found is not None
+            self._actor_ids[name] = found
+            self._actor_names[found] = name
+        return found
+
+    def heads(self, share: str) -> dict[str, tuple[int, bytes]]:
+        rows = self._db.execute(
+            "SELECT actor, seq, hash FROM heads WHERE share=?", (self.share_id(share),)
+        )
+        return {self._actor_names[actor]: (seq, hash_) for actor, seq, hash_ in rows}
+
+    def set_head(self, share: str, actor: str, seq: int, entry_hash: bytes) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO heads(share, actor, seq, hash) VALUES(?, ?, ?, ?)",
+            (self.share_id(share), self.actor_id(actor), seq, entry_hash),
+        )
+
+    def append_entries(
+        self, share: str, rows: Iterable[tuple[str, int, bytes, bytes | None]]
+    ) -> int:
+        """Append `(actor, seq, raw, signature)` rows in the given order; returns the last lseq."""
+        share_id = self.share_id(share)
+        self._db.executemany(
+            "INSERT INTO entries(share, actor, seq, raw, sig) VALUES(?, ?, ?, ?, ?)",
+            ((share_id, self.actor_id(actor), seq, raw, sig) for actor, seq, raw, sig in rows),
+        )
+        return self.last_lseq()
+
+    def last_lseq(self) -> int:
+        return int(self._db.execute("SELECT coalesce(max(lseq), 0) FROM entries").fetchone()[0])
+
+    def lseq_of(self, share: str, actor: str, seq: int) -> int | None:
+        actor_id = self._actor_ids.get(actor)
+        if actor_id is None:
+            return None
+        row = self._db.execute(
+            "SELECT lseq FROM entries WHERE share=? AND actor=? AND seq=?",
+            (self.share_id(share), actor_id, seq),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def entries_after(self, share: str | None, lseq: int, limit: int) -> list[StoredEntry]:
+        """`(lseq, actor, seq, raw, signature)` in local apply order, which is a causal order."""
+        if share is None:
+            rows = self._db.execute(
+                "SELECT lseq, actor, seq, raw, sig FROM entries WHERE lseq>? ORDER BY lseq LIMIT ?",
+                (lseq, limit),
+            )
+        else:
+            rows = self._db.execute(
+                "SELECT lseq, actor, seq, raw, sig FROM entries WHERE share=? AND lseq>?"
+                " ORDER BY lseq LIMIT ?",
+                (self.share_id(share), lseq, limit),
+            )
+        return [(lseq_, self._actor_names[a], seq, raw, sig) for lseq_, a, seq, raw, sig in rows]
+
+    def entry(self, share: str, actor: str, seq: int) -> bytes | None:
+        actor_id = self._actor_ids.get(actor)
+        row = self._db.execute(
+            "SELECT raw FROM entries WHERE share=? AND actor=? AND seq=?",
+            (self.share_id(share), actor_id, seq),
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def load_records(self, share: str, keys: Iterable[RecordKey]) -> dict[RecordKey, list[Sibling]]:
+        share_id = self.share_id(share)
+        wanted = list(keys)
+        found: dict[RecordKey, list[Sibling]] = {}
+        for start in range(0, len(wanted), _KEY_CHUNK):
+            chunk = wanted[start : start + _KEY_CHUNK]
+            placeholders = ",".join("(?,?)" for _ in chunk)
+            params: list[object] = [share_id]
+            for collection, key in chunk:
+                params += (collection, key)
+            rows = self._db.execute(
+                f"SELECT coll, key, siblings FROM records WHERE share=? AND (coll, key) IN"
+                f" (VALUES {placeholders})",
+                params,
+            )
+            for collection, key, blob in rows:
+                found[(collection, key)] = self._unpack_siblings(blob)
+        return found
+
+    def save_records(self, share: str, records: Mapping[RecordKey, list[Sibling]]) -> None:
+        share_id = self.share_id(share)
+        self._db.executemany(
+            "INSERT OR REPLACE INTO records(share, coll, key, siblings, deleted, conflict)"
+            " VALUES(?, ?, ?, ?, ?, ?)",
+            (
+                (
+                    share_id,
+                    collection,
+                    key,
+                    self._pack_siblings(siblings),
+                    winner(siblings).deleted,
+                    len(siblings) > 1 and is_conflict(siblings),
+                )
+                for (collection, key), siblings in records.items()
+            ),
+        )
+
+    def record(self, share: str, collection: str, key: str) -> list[Sibling] | None:
+        return self.load_records(share, [(collection, key)]).get((collection, key))
+
+    def scan(
+        self, share: str, collection: str, prefix: str, after: str | None, limit: int
+    ) -> list[tuple[str, list[Sibling]]]:
+        """Live (not deleted) records of a collection whose key starts with `prefix`, by key."""
+        low = prefix if after is None or after < prefix else after
+        rows = self._db.execute(
+            "SELECT key, siblings FROM records WHERE share=? AND coll=? AND key>=? AND key<?"
+            " AND (key>? OR ? IS NULL) AND NOT deleted ORDER BY key LIMIT ?",
+            (self.share_id(share), collection, low, prefix + _HIGHEST_CHAR, after, after, limit),
+        )
+        return [(key, self._unpack_siblings(blob)) for key, blob in rows]
+
+    def conflicts(
+        self, share: str, collection: str | None, limit: int
+    ) -> list[tuple[str, str, list[Sibling]]]:
+        rows = self._db.execute(
+            "SELECT coll, key, siblings FROM records WHERE share=? AND conflict"
+            " AND (coll=? OR ? IS NULL) ORDER BY coll, key LIMIT ?",
+            (self.share_id(share), collection, collection, limit),
+        )
+        return [(coll, key, self._unpack_siblings(blob)) for coll, key, blob in rows]
+
+    def count_records(self, share: str) -> int:
+        row = self._db.execute(
+            "SELECT count(*) FROM records WHERE share=? AND NOT deleted", (self.share_id(share),)
+        ).fetchone()
+        return int(row[0])
+
+    def _pack_siblings(self, siblings: list[Sibling]) -> bytes:
+        return msgpack.packb(
+            [(self.actor_id(s.actor), s.seq, s.hlc, s.deleted, s.value, s.meta) for s in siblings]
+        )
+
+    def _unpack_siblings(self, blob: bytes) -> list[Sibling]:
+        return [
+            Sibling(self._actor_names[actor], seq, hlc, deleted, value, meta)
+            for actor, seq, hlc, deleted, value, meta in msgpack.unpackb(blob)
+        ]

@@ -1,0 +1,114 @@
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from p2psync import identity
+from p2psync.merge import Sibling
+from p2psync.store import SCHEMA_VERSION, Store, StoreError
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from p2psync import entry, identity
+    from p2psync.replica import Replica
+
+    key_pem, cert_pem = open(sys.argv[1], "rb").read(), open(sys.argv[2], "rb").read()
+    replica = Replica.open(sys.argv[3], identity.DeviceIdentity.from_pem(key_pem, cert_pem))
+    for number in range(1_000_000):
+        # three transactions per group commit, three ops per transaction
+        batch = [[entry.put("d", f"{number}-{t}-{o}", b"1") for o in range(3)] for t in range(3)]
+        replica.commit_many("default", batch)
+        print(number, flush=True)
+    """
+)
+
+
+def sibling(actor="A/1", seq=1, value=b"\x01"):
+    return Sibling(actor, seq, 5, False, value, None)
+
+
+def test_a_new_file_gets_the_current_schema_and_wal(tmp_path):
+    store = Store(tmp_path / "db")
+    assert store.schema_version == SCHEMA_VERSION
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_an_empty_file_from_before_any_schema_is_migrated(tmp_path):
+    path = tmp_path / "db"
+    sqlite3.connect(path).close()
+    assert Store(path).schema_version == SCHEMA_VERSION
+
+
+def test_a_database_from_a_newer_version_is_refused_with_advice(tmp_path):
+    path = tmp_path / "db"
+    connection = sqlite3.connect(path)
+    connection.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    connection.close()
+    with pytest.raises(StoreError, match="newer p2psync"):
+        Store(path)
+
+
+def test_a_file_that_is_not_a_database_is_refused(tmp_path):
+    path = tmp_path / "db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="cannot open"):
+        Store(path)
+
+
+def test_records_round_trip_and_flag_conflicts(tmp_path):
+    store = Store(tmp_path / "db")
+    with store.transaction():
+        store.save_records(
+            "s",
+            {
+                ("c", "one"): [sibling()],
+                ("c", "two"): [sibling(), sibling("B/1", 1, b"\x02")],
+                ("c", "same"): [sibling(), sibling("B/1", 1)],
+            },
+        )
+    assert store.record("s", "c", "one") == [sibling()]
+    assert [key for _, key, _ in store.conflicts("s", None, 10)] == ["two"]
+    assert store.record("other-share", "c", "one") is None
+
+
+def test_a_failed_transaction_leaves_nothing_behind(tmp_path):
+    store = Store(tmp_path / "db")
+    with pytest.raises(RuntimeError), store.transaction():
+        store.save_records("s", {("c", "k"): [sibling()]})
+        raise RuntimeError("boom")
+    assert store.record("s", "c", "k") is None
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_acknowledged_transactions_survive_kill_9(tmp_path, run):
+    device = identity.DeviceIdentity.generate()
+    (tmp_path / "key").write_bytes(device.key_pem())
+    (tmp_path / "cert").write_bytes(device.cert_pem)
+    path = tmp_path / "replica.db"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(tmp_path / "key"), str(tmp_path / "cert"), str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    kill_after = random.Random(run).randint(5, 120)
+    acknowledged = -1
+    for line in child.stdout:
+        acknowledged = int(line)
+        if acknowledged >= kill_after:
+            break
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    store = Store(path)
+    for number in range(acknowledged + 1):
+        for t in range(3):
+            assert all(store.record("default", "d", f"{number}-{t}-{o}") for o in range(3))
+    # whatever came after the last acknowledgement is all there or not there, never half
+    for t in range(3):
+        present = [store.record("default", "d", f"{acknowledged + 1}-{t}-{o}") for o in range(3)]
+        assert all(present) or not any(present)
