@@ -3,9 +3,9 @@
 One local transaction becomes one entry: `share, actor, seq, prev_hash, hlc, context, ops`, encoded
 as msgpack with a fixed key order. An entry is identified by the SHA-256 of its bytes, and each
 entry names the hash of its actor's previous one, so the origin's signature over one chain head
-vouches for every entry before it. Relays keep and forward the exact bytes they received: fields this
-version does not know (in the entry or in an op) survive untouched. This module never touches
-storage or the network and never reads the clock.
+vouches for every entry before it. Relays keep and forward the exact bytes they received: fields
+this version does not know (in the entry or in an op) survive untouched. This module never
+touches storage or the network and never reads the clock.
 """
 
 import hashlib

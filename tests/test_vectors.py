@@ -29,9 +29,9 @@ def test_compare_agrees_with_merge(a, b):
     order = vectors.compare(a, b)
     assert (order in (Order.EQUAL, Order.AFTER)) == (merged == a)
     assert (order in (Order.EQUAL, Order.BEFORE)) == (merged == b)
-    assert vectors.compare(b, a) == {
-        Order.BEFORE: Order.AFTER, Order.AFTER: Order.BEFORE
-    }.get(order, order)
+    assert vectors.compare(b, a) == {Order.BEFORE: Order.AFTER, Order.AFTER: Order.BEFORE}.get(
+        order, order
+    )
 
 
 @given(vector_strategy, vector_strategy)
