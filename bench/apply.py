@@ -18,26 +18,27 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgpack
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from p2psync import entry, identity
 from p2psync.replica import DEFAULT_SHARE, Replica
 
 
-def rows(count: int):
-    for number in range(count):
-        yield (
-            "items",
-            f"item-{number:08d}",
-            b"\x82\xa1n\xcd" + number.to_bytes(2, "big")[:2] + b"\xa1x\xc3",
-        )
+def make_rows(count: int) -> list[tuple[str, str, bytes]]:
+    """Small records: a short key and a two-field map, as msgpack (what the replica stores)."""
+    return [
+        ("items", f"item-{number:08d}", msgpack.packb({"n": number, "done": False}))
+        for number in range(count)
+    ]
 
 
-def build_source(path: Path, count: int, per_transaction: int, source_id, sink_id) -> Replica:
+def build_source(path: Path, rows, per_transaction: int, source_id, sink_id) -> Replica:
     source = Replica.open(path, source_id)
     source.commit(DEFAULT_SHARE, [source.device_op(sink_id.cert_pem, "sink")])
     transactions = []
-    for collection, key, value in rows(count):
+    for collection, key, value in rows:
         if not transactions or len(transactions[-1]) == per_transaction:
             transactions.append([])
         transactions[-1].append(entry.put(collection, key, value))
@@ -58,13 +59,13 @@ def catch_up(source: Replica, sink: Replica) -> int:
         vector = sink.summary_vector(DEFAULT_SHARE)
 
 
-def plain_insert(path: Path, count: int) -> None:
+def plain_insert(path: Path, rows) -> None:
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.execute("CREATE TABLE records(coll TEXT, key TEXT, value BLOB, PRIMARY KEY(coll, key))")
     db.execute("BEGIN")
-    db.executemany("INSERT INTO records VALUES(?, ?, ?)", rows(count))
+    db.executemany("INSERT INTO records VALUES(?, ?, ?)", rows)
     db.execute("COMMIT")
     db.close()
 
@@ -83,14 +84,15 @@ def main() -> None:
     source_id, sink_id = identity.DeviceIdentity.generate(), identity.DeviceIdentity.generate()
     with tempfile.TemporaryDirectory(prefix="p2psync-bench-") as tmp:
         directory = Path(tmp)
+        rows = make_rows(args.records)
         started = time.perf_counter()
         source = build_source(
-            directory / "source.db", args.records, args.per_transaction, source_id, sink_id
+            directory / "source.db", rows, args.per_transaction, source_id, sink_id
         )
         build_seconds = time.perf_counter() - started
 
         started = time.perf_counter()
-        plain_insert(directory / "plain.db", args.records)
+        plain_insert(directory / "plain.db", rows)
         baseline_seconds = time.perf_counter() - started
 
         sink = Replica.open(directory / "sink.db", sink_id)

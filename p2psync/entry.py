@@ -11,7 +11,7 @@ touches storage or the network and never reads the clock.
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -32,8 +32,7 @@ class IntegrityError(ValueError):
     """An entry is malformed, breaks its chain, or is not signed by its origin."""
 
 
-@dataclass(frozen=True, slots=True)
-class Op:
+class Op(NamedTuple):
     """One put or delete. `value` is msgpack bytes of the application value; `meta` holds every
     other field of the op (type, schema version, fields from newer versions) as msgpack bytes."""
 
@@ -161,6 +160,8 @@ def _decode_op(wire_op: Any) -> Op:
     _require(isinstance(key, str), "op key must be a string")
     value = wire_op.get("v")
     _require(kind == DELETE or isinstance(value, bytes), "a put carries its value as bytes")
+    if len(wire_op) == (4 if kind == PUT else 3):
+        return Op(kind, collection, key, value if kind == PUT else None, None)
     meta = {name: v for name, v in wire_op.items() if name not in _OP_KEYS}
     return Op(kind, collection, key, value if kind == PUT else None, pack_meta(meta))
 

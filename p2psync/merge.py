@@ -8,13 +8,12 @@ decides; it never stores anything.
 """
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .entry import DELETE, LogEntry, Op
 
 
-@dataclass(frozen=True, slots=True)
-class Sibling:
+class Sibling(NamedTuple):
     actor: str
     seq: int
     hlc: int

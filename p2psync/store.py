@@ -33,7 +33,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX records_conflicts ON records(share, coll, key) WHERE conflict",
     ),
 }
-_KEY_CHUNK = 400
+_KEY_CHUNK = 900
 _HIGHEST_CHAR = "\U0010ffff"
 
 RecordKey = tuple[str, str]
@@ -184,21 +184,20 @@ class Store:
 
     def load_records(self, share: str, keys: Iterable[RecordKey]) -> dict[RecordKey, list[Sibling]]:
         share_id = self.share_id(share)
-        wanted = list(keys)
+        by_collection: dict[str, list[str]] = {}
+        for collection, key in keys:
+            by_collection.setdefault(collection, []).append(key)
         found: dict[RecordKey, list[Sibling]] = {}
-        for start in range(0, len(wanted), _KEY_CHUNK):
-            chunk = wanted[start : start + _KEY_CHUNK]
-            placeholders = ",".join("(?,?)" for _ in chunk)
-            params: list[object] = [share_id]
-            for collection, key in chunk:
-                params += (collection, key)
-            rows = self._db.execute(
-                f"SELECT coll, key, siblings FROM records WHERE share=? AND (coll, key) IN"
-                f" (VALUES {placeholders})",
-                params,
-            )
-            for collection, key, blob in rows:
-                found[(collection, key)] = self._unpack_siblings(blob)
+        for collection, wanted in by_collection.items():
+            for start in range(0, len(wanted), _KEY_CHUNK):
+                chunk = wanted[start : start + _KEY_CHUNK]
+                rows = self._db.execute(
+                    f"SELECT key, siblings FROM records WHERE share=? AND coll=? AND key IN"
+                    f" ({','.join('?' * len(chunk))})",
+                    (share_id, collection, *chunk),
+                )
+                for key, blob in rows:
+                    found[(collection, key)] = self._unpack_siblings(blob)
         return found
 
     def save_records(self, share: str, records: Mapping[RecordKey, list[Sibling]]) -> None:
@@ -207,14 +206,7 @@ class Store:
             "INSERT OR REPLACE INTO records(share, coll, key, siblings, deleted, conflict)"
             " VALUES(?, ?, ?, ?, ?, ?)",
             (
-                (
-                    share_id,
-                    collection,
-                    key,
-                    self._pack_siblings(siblings),
-                    winner(siblings).deleted,
-                    len(siblings) > 1 and is_conflict(siblings),
-                )
+                (share_id, collection, key, self._pack_siblings(siblings), *_flags(siblings))
                 for (collection, key), siblings in records.items()
             ),
         )
@@ -245,8 +237,11 @@ class Store:
         return [(coll, key, self._unpack_siblings(blob)) for coll, key, blob in rows]
 
     def count_records(self, share: str) -> int:
+        """Live records outside the system collections (whose names start with '_')."""
         row = self._db.execute(
-            "SELECT count(*) FROM records WHERE share=? AND NOT deleted", (self.share_id(share),)
+            "SELECT count(*) FROM records WHERE share=? AND NOT deleted"
+            " AND coll NOT LIKE '\\_%' ESCAPE '\\'",
+            (self.share_id(share),),
         ).fetchone()
         return int(row[0])
 
@@ -260,3 +255,10 @@ class Store:
             Sibling(self._actor_names[actor], seq, hlc, deleted, value, meta)
             for actor, seq, hlc, deleted, value, meta in msgpack.unpackb(blob)
         ]
+
+
+def _flags(siblings: list[Sibling]) -> tuple[bool, bool]:
+    """(winner is deleted, values conflict), with the common single-sibling case kept cheap."""
+    if len(siblings) == 1:
+        return siblings[0].deleted, False
+    return winner(siblings).deleted, is_conflict(siblings)
