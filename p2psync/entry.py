@@ -11,7 +11,7 @@ touches storage or the network and never reads the clock.
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import msgpack
 
@@ -24,7 +24,6 @@ HEAD_SIGNATURE_LABEL = "p2psync-head-v1"
 
 PUT = "p"
 DELETE = "d"
-_ENTRY_KEYS = ("s", "a", "n", "p", "h", "c", "o")
 _OP_KEYS = ("o", "c", "k", "v")
 
 
@@ -122,6 +121,7 @@ def decode(raw: bytes) -> LogEntry:
         raise IntegrityError(f"entry is not valid msgpack: {exc}") from None
     if not isinstance(fields, dict):
         raise IntegrityError("entry is not a map")
+    fields = cast(Any, fields)  # every field is checked below before it is trusted
     share, actor, seq = fields.get("s"), fields.get("a"), fields.get("n")
     prev_hash, hlc, context, wire_ops = (
         fields.get("p"),
@@ -147,9 +147,20 @@ def decode(raw: bytes) -> LogEntry:
         and actor not in context,
         "context must map other actors to positive integers",
     )
-    _require(isinstance(wire_ops, list) and wire_ops, "ops must be a non-empty list")
+    if not isinstance(wire_ops, list) or not wire_ops:
+        raise IntegrityError("malformed entry: ops must be a non-empty list")
     ops = tuple(_decode_op(op) for op in wire_ops)
-    return LogEntry(share, actor, seq, prev_hash, hlc, context, ops, raw, _digest(raw))
+    return LogEntry(
+        share,
+        actor,
+        seq,
+        prev_hash,
+        hlc,
+        context,
+        ops,
+        raw,
+        _digest(raw),
+    )
 
 
 def _decode_op(wire_op: Any) -> Op:

@@ -235,7 +235,7 @@ class Replica:
 
     def changes(self, since: int, limit: int = 1000) -> list[Change]:
         """Every op applied here after local position `since`, in apply order."""
-        found = []
+        found: list[Change] = []
         for lseq, actor, _, raw, _ in self.store.entries_after(None, since, limit):
             logged = entries.decode(raw)
             found.extend(Change(lseq, logged.share, actor, logged.hlc, op) for op in logged.ops)
@@ -322,7 +322,7 @@ class Replica:
     # membership ---------------------------------------------------------------------------
 
     def devices(self) -> list[DeviceRecord]:
-        found = []
+        found: list[DeviceRecord] = []
         after = None
         while True:
             page = self.store.scan(SYSTEM_SHARE, DEVICES, "", after, 500)

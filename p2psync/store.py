@@ -35,6 +35,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 _KEY_CHUNK = 900
 _HIGHEST_CHAR = "\U0010ffff"
+_USER_COLLECTION = "coll NOT LIKE '\\_%' ESCAPE '\\'"
 
 RecordKey = tuple[str, str]
 StoredEntry = tuple[int, str, int, bytes, bytes | None]
@@ -229,9 +230,11 @@ class Store:
     def conflicts(
         self, share: str, collection: str | None, limit: int
     ) -> list[tuple[str, str, list[Sibling]]]:
+        """Records with conflicting siblings: in one collection, or in every user collection (the
+        system ones, named '_...', resolve themselves by rule and are not listed)."""
         rows = self._db.execute(
             "SELECT coll, key, siblings FROM records WHERE share=? AND conflict"
-            " AND (coll=? OR ? IS NULL) ORDER BY coll, key LIMIT ?",
+            f" AND (coll=? OR (? IS NULL AND {_USER_COLLECTION})) ORDER BY coll, key LIMIT ?",
             (self.share_id(share), collection, collection, limit),
         )
         return [(coll, key, self._unpack_siblings(blob)) for coll, key, blob in rows]
@@ -239,8 +242,7 @@ class Store:
     def count_records(self, share: str) -> int:
         """Live records outside the system collections (whose names start with '_')."""
         row = self._db.execute(
-            "SELECT count(*) FROM records WHERE share=? AND NOT deleted"
-            " AND coll NOT LIKE '\\_%' ESCAPE '\\'",
+            f"SELECT count(*) FROM records WHERE share=? AND NOT deleted AND {_USER_COLLECTION}",
             (self.share_id(share),),
         ).fetchone()
         return int(row[0])

@@ -49,11 +49,6 @@ def covers(vector: Vector, actor: str, seq: int) -> bool:
     return vector.get(actor, 0) >= seq
 
 
-def missing_from(ours: Vector, theirs: Vector) -> dict[str, int]:
-    """For each actor where we are ahead, the first seq the other side lacks."""
-    return {actor: theirs.get(actor, 0) + 1 for actor, seq in ours.items() if seq > theirs.get(actor, 0)}
-
-
 def device_of(actor: str) -> str:
     return actor.rpartition("/")[0]
 

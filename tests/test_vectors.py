@@ -40,11 +40,6 @@ def test_merge_dominates_both_sides(a, b):
     assert vectors.dominates(merged, a) and vectors.dominates(merged, b)
 
 
-def test_missing_from_names_the_first_seq_the_other_side_lacks():
-    assert vectors.missing_from({"A/1": 5, "B/1": 2}, {"A/1": 3, "B/1": 2}) == {"A/1": 4}
-    assert vectors.missing_from({"A/1": 1}, {}) == {"A/1": 1}
-
-
 def test_actor_names_split_back_into_device_and_epoch():
     actor = vectors.make_actor("ABCDE-FGHIJ", "0badf00d")
     assert vectors.device_of(actor) == "ABCDE-FGHIJ"

@@ -1,0 +1,7 @@
+"""`python -m p2psync` is the `p2psync` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

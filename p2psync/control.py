@@ -1,0 +1,808 @@
+"""The control socket: newline-delimited JSON requests from local applications and the CLI.
+
+It owns the Unix socket file (stale-file cleanup, permissions), per-connection framing and limits,
+and the translation between JSON requests and replica calls, values included (JSON <-> msgpack).
+Each connection is served on its own: a slow, stuck or malicious client must never stall another
+one, crash the daemon or make it buffer without bound, and clients never see a traceback. It holds
+no merge, sync or membership logic; the protocol is documented in docs/control-protocol.md.
+"""
+
+import base64
+import grp
+import json
+import logging
+import math
+import os
+import secrets
+import stat
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+from typing import Any, Protocol
+
+import msgpack
+import trio
+
+from . import entry as entries
+from .entry import Op
+from .merge import Sibling
+from .node import Node
+from .replica import DEFAULT_SHARE, Change, RecordView, ReplicaError
+from .vectors import device_of
+
+log = logging.getLogger(__name__)
+
+MAX_LINE_BYTES = 1024 * 1024
+MAX_IN_FLIGHT = 128  # pipelined requests per connection before we stop reading from it
+MAX_UNSENT_BYTES = 1024 * 1024  # answers waiting for a client to read them, per connection
+SCAN_DEFAULT_LIMIT = 100
+SCAN_MAX_LIMIT = 1000
+SCAN_PAGE_VALUE_BYTES = 4 * 1024 * 1024  # a scan page ends early rather than grow past this
+CONFLICTS_LIMIT = 1000
+WATCH_PAGE_ENTRIES = 64
+PROBE_TIMEOUT_SECONDS = 2.0
+UNIX_PATH_MAX = 107
+
+BAD_REQUEST = "bad_request"
+UNKNOWN_METHOD = "unknown_method"
+NOT_FOUND = "not_found"
+TOO_LARGE = "too_large"
+CONFLICT = "conflict"
+INTERNAL = "internal"
+INTERNAL_MESSAGE = "internal error; the daemon's log has the details"
+
+
+class ControlContext(Protocol):
+    """What the control socket needs from the daemon."""
+
+    @property
+    def node(self) -> Node: ...
+    @property
+    def device_id(self) -> str: ...
+    @property
+    def device_name(self) -> str: ...
+    def status(self) -> dict[str, Any]: ...
+    def peers_status(self) -> list[dict[str, Any]]: ...
+
+    # may raise ValueError (-> bad_request), LookupError (-> not_found) or RequestError
+    async def trust(
+        self, cert_pem: bytes, name: str | None, address: str | None
+    ) -> dict[str, Any]: ...
+    async def revoke(self, device_id: str) -> dict[str, Any]: ...
+    async def reload(self) -> dict[str, Any]: ...
+
+
+class RequestError(Exception):
+    """A request answered with an error response: a stable `code` and a human `message`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class ControlSocketError(OSError):
+    """The control socket cannot be created; the message says why and what to do."""
+
+
+async def serve_control(
+    path: Path,
+    context: ControlContext,
+    *,
+    mode: int = 0o660,
+    group: str | None = "p2psync",
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Listen on `path` until cancelled; `task_status.started()` once clients can connect."""
+    path = Path(path)
+    listener = await _listen(path, mode, group)
+    inode = os.stat(path).st_ino
+    server = _Server(context)
+    try:
+        await trio.serve_listeners(server.serve_connection, [listener], task_status=task_status)
+    finally:
+        with trio.CancelScope(shield=True):
+            await listener.aclose()
+        try:
+            if os.stat(path).st_ino == inode:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+async def _listen(path: Path, mode: int, group: str | None) -> trio.SocketListener:
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    await _remove_stale_socket(path)
+    # Bind under a temporary name and rename into place, so the socket is never reachable with
+    # the umask's permissions instead of ours.
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(3)}")
+    if len(os.fsencode(temporary)) > UNIX_PATH_MAX:
+        raise ControlSocketError(f"control socket path {path} is too long; choose a shorter one")
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    try:
+        await sock.bind(str(temporary))
+        os.chmod(temporary, mode)
+        if group is not None:
+            _give_to_group(temporary, group, path)
+        sock.listen(128)
+        os.rename(temporary, path)
+    except BaseException:
+        sock.close()
+        temporary.unlink(missing_ok=True)
+        raise
+    return trio.SocketListener(sock)
+
+
+async def _remove_stale_socket(path: Path) -> None:
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(found.st_mode):
+        raise ControlSocketError(
+            f"{path} exists and is not a socket; move it away or choose another control socket path"
+        )
+    try:
+        with trio.fail_after(PROBE_TIMEOUT_SECONDS):
+            probe = await trio.open_unix_socket(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        path.unlink(missing_ok=True)
+        log.info("removed stale control socket %s", path)
+        return
+    except trio.TooSlowError:
+        pass  # someone holds it but does not accept: treat as in use
+    except PermissionError:
+        raise ControlSocketError(
+            f"cannot check whether {path} is in use (permission denied); remove it, or run as "
+            "its owner"
+        ) from None
+    else:
+        await probe.aclose()
+    raise ControlSocketError(
+        f"another p2psync daemon is answering on {path}; stop it first, or give this daemon "
+        f"another control socket path"
+    )
+
+
+def _give_to_group(socket_path: Path, group: str, shown_as: Path) -> None:
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        log.warning(
+            "group %r does not exist, so only this user can use %s; create it with "
+            "`groupadd --system %s`",
+            group,
+            shown_as,
+            group,
+        )
+        return
+    try:
+        os.chown(socket_path, -1, gid)
+    except PermissionError:
+        log.warning(
+            "cannot give %s to group %r (not a member); only this user can use it", shown_as, group
+        )
+
+
+# values ---------------------------------------------------------------------------------------
+
+
+def json_from_value(raw: bytes | None) -> Any:
+    """A stored msgpack value as JSON; what JSON cannot carry is tagged (see the protocol doc)."""
+    if raw is None:
+        return None
+    try:
+        return _jsonable(msgpack.unpackb(raw, raw=False, strict_map_key=False))
+    except Exception:  # a peer may store anything; an unreadable value is shown, not fatal
+        return {"$raw": base64.b64encode(raw).decode()}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {_key_text(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, bytes):
+        return {"$base64": base64.b64encode(value).decode()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"$float": repr(value).replace("inf", "Infinity").replace("nan", "NaN")}
+    if isinstance(value, msgpack.ExtType):
+        return {"$ext": value.code, "$base64": base64.b64encode(value.data).decode()}
+    if isinstance(value, msgpack.Timestamp):
+        return {"$timestamp_ns": value.to_unix_nano()}
+    return value
+
+
+def _key_text(key: Any) -> str:
+    return key if isinstance(key, str) else json.dumps(_jsonable(key), sort_keys=True)
+
+
+def value_from_json(value: Any) -> bytes:
+    try:
+        return msgpack.packb(value)
+    except (ValueError, OverflowError, TypeError) as exc:
+        raise RequestError(BAD_REQUEST, f"value cannot be stored: {exc}") from None
+
+
+def _meta_fields(meta: bytes | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if meta is not None:
+        try:
+            fields = msgpack.unpackb(meta, raw=False, strict_map_key=False)
+        except Exception:
+            fields = {}
+    if not isinstance(fields, dict):
+        fields = {}
+    return {"type": fields.get("type"), "schema_version": fields.get("schema_version")}
+
+
+def _sibling_json(sibling: Sibling) -> dict[str, Any]:
+    return {
+        "origin": device_of(sibling.actor),
+        "hlc": sibling.hlc,
+        "deleted": sibling.deleted,
+        "value": None if sibling.deleted else json_from_value(sibling.value),
+        **_jsonable(_meta_fields(sibling.meta)),
+    }
+
+
+def _record_json(view: RecordView, *, siblings: bool) -> dict[str, Any]:
+    found = {
+        "collection": view.collection,
+        "key": view.key,
+        **_sibling_json(view.winner),
+        "conflict": view.conflict,
+    }
+    if siblings:
+        found["siblings"] = [_sibling_json(s) for s in view.siblings]
+    return found
+
+
+def _change_json(change: Change) -> dict[str, Any]:
+    op = change.op
+    deleted = op.kind == entries.DELETE
+    return {
+        "collection": op.collection,
+        "key": op.key,
+        "op": "delete" if deleted else "put",
+        "value": None if deleted else json_from_value(op.value),
+        "deleted": deleted,
+        "origin": device_of(change.actor),
+        **_jsonable(_meta_fields(op.meta)),
+    }
+
+
+# request parameters ---------------------------------------------------------------------------
+
+_MISSING = object()
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    bool: "true or false",
+    dict: "an object",
+    list: "a list",
+}
+
+
+def _param(request: dict[str, Any], name: str, kind: type, default: Any = _MISSING) -> Any:
+    value = request.get(name)
+    if value is None:
+        if default is _MISSING:
+            raise RequestError(BAD_REQUEST, f"missing parameter {name!r}")
+        return default
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise RequestError(BAD_REQUEST, f"parameter {name!r} must be {_TYPE_NAMES[kind]}")
+    return value
+
+
+def _collection(request: dict[str, Any], *, writing: bool = False) -> str:
+    collection: str = _param(request, "collection", str)
+    if not collection:
+        raise RequestError(BAD_REQUEST, "parameter 'collection' must not be empty")
+    if writing and collection.startswith("_"):
+        raise RequestError(
+            BAD_REQUEST,
+            f"collection {collection!r} is reserved for p2psync itself (names starting with '_'); "
+            "use trust/revoke for devices",
+        )
+    return collection
+
+
+def _share(request: dict[str, Any]) -> str:
+    share: str = _param(request, "share", str, DEFAULT_SHARE)
+    if not share:
+        raise RequestError(BAD_REQUEST, "parameter 'share' must not be empty")
+    return share
+
+
+def _write_op(request: dict[str, Any], kind: str) -> Op:
+    collection = _collection(request, writing=True)
+    key: str = _param(request, "key", str)
+    meta = {
+        "type": _param(request, "type", str, None),
+        "schema_version": _param(request, "schema_version", int, None),
+    }
+    if kind == "delete":
+        return entries.delete(collection, key, **meta)
+    if kind != "put":
+        raise RequestError(BAD_REQUEST, '\'op\' must be "put" or "delete"')
+    if "value" not in request:
+        raise RequestError(BAD_REQUEST, "missing parameter 'value' (null is a value: send null)")
+    return entries.put(collection, key, value_from_json(request["value"]), **meta)
+
+
+def _transaction_ops(request: dict[str, Any]) -> list[Op]:
+    listed: list[Any] = _param(request, "ops", list)
+    if not listed:
+        raise RequestError(BAD_REQUEST, "a transaction needs at least one op")
+    ops = []
+    for index, item in enumerate(listed):
+        if not isinstance(item, dict):
+            raise RequestError(BAD_REQUEST, f"ops[{index}] must be an object")
+        try:
+            ops.append(_write_op(item, _param(item, "op", str)))
+        except RequestError as exc:
+            raise RequestError(exc.code, f"ops[{index}]: {exc.message}") from None
+    return ops
+
+
+# connections ----------------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# made once: json.loads/dumps with options build a new decoder/encoder on every call
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_ASCII_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
+def _line(response: dict[str, Any]) -> bytes:
+    try:
+        return _ENCODER.encode(response).encode() + b"\n"
+    except UnicodeEncodeError:  # lone surrogates sent to us in an id come back escaped
+        return _ASCII_ENCODER.encode(response).encode() + b"\n"
+
+
+def _error(request_id: Any, code: str, message: str) -> bytes:
+    return _line({"id": request_id, "ok": False, "error": {"code": code, "message": message}})
+
+
+class _Reply:
+    """One response slot; slots are sent in request order, each once it is filled."""
+
+    def __init__(self, line: bytes | None = None) -> None:
+        self.done = trio.Event()
+        self.line = b""
+        self.counted = line is not None  # in unsent_bytes; write acknowledgements are tiny
+        if line is not None:
+            self.fill(line)
+
+    def fill(self, line: bytes) -> None:
+        self.line = line
+        self.done.set()
+
+
+class _Lines:
+    """Lines from a stream; a line longer than the limit comes out as None and is skipped."""
+
+    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+        self.stream = stream
+        self.buffer = bytearray()
+        self.searched = 0
+        self.skipping = False
+
+    async def next(self) -> bytes | None:
+        """The next complete line, None for an oversized one; raises EOFError at the end."""
+        while True:
+            newline = self.buffer.find(b"\n", self.searched)
+            if newline >= 0:
+                line = bytes(self.buffer[:newline])
+                del self.buffer[: newline + 1]
+                self.searched = 0
+                if self.skipping:
+                    self.skipping = False
+                    continue
+                return None if len(line) > MAX_LINE_BYTES else line
+            if len(self.buffer) > MAX_LINE_BYTES:
+                self.buffer.clear()
+                self.searched = 0
+                if not self.skipping:
+                    self.skipping = True
+                    return None
+            self.searched = len(self.buffer)
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                if self.buffer and not self.skipping:  # a last request without its newline
+                    self.buffer += b"\n"
+                    continue
+                raise EOFError
+            self.buffer += chunk
+
+
+@dataclass
+class _Watch:
+    since: int
+    collection: str | None
+    share: str | None
+
+    def wants(self, change: Change) -> bool:
+        collection_wanted = self.collection in (None, change.op.collection)
+        return collection_wanted and self.share in (None, change.share)
+
+
+class _Server:
+    def __init__(self, context: ControlContext) -> None:
+        self.context = context
+        self.calls: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
+            "status": self._status,
+            "peers": self._peers,
+            "id": self._id,
+            "get": self._get,
+            "scan": self._scan,
+            "conflicts": self._conflicts,
+            "resolve": self._resolve,
+            "trust": self._trust,
+            "revoke": self._revoke,
+            "forget": self._revoke,
+            "reload": self._reload,
+        }
+        self.writes: dict[str, Callable[[dict[str, Any]], list[Op]]] = {
+            "put": lambda request: [_write_op(request, "put")],
+            "delete": lambda request: [_write_op(request, "delete")],
+            "transaction": _transaction_ops,
+        }
+        self.methods = sorted([*self.calls, *self.writes, "watch"])
+
+    @property
+    def node(self) -> Node:
+        return self.context.node
+
+    async def serve_connection(self, stream: trio.SocketStream) -> None:
+        try:
+            async with stream:
+                await _Connection(self, stream).serve()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        except Exception:
+            log.exception("control connection failed")
+
+    async def answer(self, request_id: Any, method: str, request: dict[str, Any]) -> bytes:
+        try:
+            result = await self.calls[method](request)
+            return _line({"id": request_id, "ok": True, "result": result})
+        except RequestError as exc:
+            return _error(request_id, exc.code, exc.message)
+        except ReplicaError as exc:
+            return _error(request_id, BAD_REQUEST, str(exc))
+        except Exception:
+            log.exception("control request %r failed", method)
+            return _error(request_id, INTERNAL, INTERNAL_MESSAGE)
+
+    async def commit(
+        self,
+        reply: _Reply,
+        request_id: Any,
+        share: str,
+        ops: list[Op],
+        previous_queued: trio.Event,
+        queued: trio.Event,
+    ) -> None:
+        """Commit one pipelined write, queued for group commit after the previous one."""
+        await previous_queued.wait()
+        # Node.commit queues the transaction before its first checkpoint, so whoever waits for
+        # `queued` runs only once we are in the queue: a connection's writes commit in order.
+        queued.set()
+        try:
+            done = await self.node.commit(share, ops)
+        except ReplicaError as exc:
+            reply.fill(_error(request_id, BAD_REQUEST, str(exc)))
+        except Exception:
+            log.exception("control write failed")
+            reply.fill(_error(request_id, INTERNAL, INTERNAL_MESSAGE))
+        else:
+            result = {"position": done.lseq, "seq": done.seq, "hlc": done.hlc}
+            reply.fill(_line({"id": request_id, "ok": True, "result": result}))
+
+    # methods ------------------------------------------------------------------------------
+
+    async def _status(self, request: dict[str, Any]) -> Any:
+        return self.context.status()
+
+    async def _peers(self, request: dict[str, Any]) -> Any:
+        return self.context.peers_status()
+
+    async def _id(self, request: dict[str, Any]) -> Any:
+        cert_pem: bytes = self.node.replica.identity.cert_pem
+        return {
+            "device": self.context.device_id,
+            "name": self.context.device_name,
+            "cert": cert_pem.decode("ascii"),
+        }
+
+    async def _get(self, request: dict[str, Any]) -> Any:
+        share, collection = _share(request), _collection(request)
+        key: str = _param(request, "key", str)
+        everything: bool = _param(request, "all", bool, False)
+        view = await self.node.call(self.node.replica.get, share, collection, key)
+        if view is None:
+            raise RequestError(NOT_FOUND, f"no record {collection}/{key}")
+        if view.deleted and not view.conflict and not everything:
+            raise RequestError(
+                NOT_FOUND, f"{collection}/{key} was deleted (by {device_of(view.winner.actor)})"
+            )
+        return _record_json(view, siblings=everything or view.conflict)
+
+    async def _scan(self, request: dict[str, Any]) -> Any:
+        share, collection = _share(request), _collection(request)
+        prefix: str = _param(request, "prefix", str, "")
+        after: str | None = _param(request, "after", str, None)
+        limit: int = _param(request, "limit", int, SCAN_DEFAULT_LIMIT)
+        if not 1 <= limit <= SCAN_MAX_LIMIT:
+            raise RequestError(BAD_REQUEST, f"'limit' must be between 1 and {SCAN_MAX_LIMIT}")
+        views = await self.node.call(
+            self.node.replica.scan, share, collection, prefix, after, limit
+        )
+        items: list[dict[str, Any]] = []
+        size = 0
+        for view in views:
+            size += len(view.winner.value or b"")
+            if items and size > SCAN_PAGE_VALUE_BYTES:
+                break
+            items.append(_record_json(view, siblings=False))
+        more = len(views) == limit or len(items) < len(views)
+        return {"items": items, "next": items[-1]["key"] if more and items else None}
+
+    async def _conflicts(self, request: dict[str, Any]) -> Any:
+        share = _share(request)
+        collection = _collection(request) if request.get("collection") is not None else None
+        views = await self.node.call(
+            self.node.replica.conflicts, share, collection, CONFLICTS_LIMIT + 1
+        )
+        return {
+            "items": [_record_json(v, siblings=True) for v in views[:CONFLICTS_LIMIT]],
+            "more": len(views) > CONFLICTS_LIMIT,
+        }
+
+    async def _resolve(self, request: dict[str, Any]) -> Any:
+        share = _share(request)
+        pick = _param(request, "pick", dict, None)
+        if (pick is None) == ("value" not in request):
+            raise RequestError(BAD_REQUEST, "give either 'value' or 'pick': {origin, hlc}")
+        if pick is None:
+            op = _write_op(request, "put")
+        else:
+            op = await self._picked_op(share, request, pick)
+        done = await self.node.commit(share, [op])
+        return {"position": done.lseq, "seq": done.seq, "hlc": done.hlc}
+
+    async def _picked_op(self, share: str, request: dict[str, Any], pick: dict[str, Any]) -> Op:
+        collection = _collection(request, writing=True)
+        key: str = _param(request, "key", str)
+        origin: str = _param(pick, "origin", str)
+        hlc: int = _param(pick, "hlc", int)
+        view = await self.node.call(self.node.replica.get, share, collection, key)
+        if view is None:
+            raise RequestError(NOT_FOUND, f"no record {collection}/{key}")
+        for sibling in view.siblings:
+            if device_of(sibling.actor) == origin and sibling.hlc == hlc:
+                if sibling.deleted:
+                    return Op(entries.DELETE, collection, key, None, sibling.meta)
+                return Op(entries.PUT, collection, key, sibling.value, sibling.meta)
+        raise RequestError(
+            CONFLICT,
+            f"{collection}/{key} has no version from {origin} at hlc {hlc} (any more); "
+            "look again with get and all=true",
+        )
+
+    async def _trust(self, request: dict[str, Any]) -> Any:
+        cert: str = _param(request, "cert", str)
+        name: str | None = _param(request, "name", str, None)
+        address: str | None = _param(request, "address", str, None)
+        return await _membership_call(self.context.trust(cert.encode(), name, address))
+
+    async def _revoke(self, request: dict[str, Any]) -> Any:
+        device: str = _param(request, "device", str)
+        return await _membership_call(self.context.revoke(device))
+
+    async def _reload(self, request: dict[str, Any]) -> Any:
+        return await _membership_call(self.context.reload())
+
+
+async def _membership_call(call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return await call
+    except LookupError as exc:
+        raise RequestError(NOT_FOUND, str(exc).strip("'\"")) from None
+    except ValueError as exc:
+        raise RequestError(BAD_REQUEST, str(exc)) from None
+
+
+class _Connection:
+    def __init__(self, server: _Server, stream: trio.SocketStream) -> None:
+        self.server = server
+        self.stream = stream
+        self.lines = _Lines(stream)
+        self.replies_in, self.replies_out = trio.open_memory_channel[_Reply](MAX_IN_FLIGHT)
+        self.writes_in_flight: list[_Reply] = []
+        self.last_write_queued = trio.Event()
+        self.last_write_queued.set()
+        self.replies_sent = trio.Event()
+        self.unsent_bytes = 0  # answers computed but not yet taken by the client's socket
+        self.some_sent = trio.Event()
+
+    async def serve(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._send_replies, nursery.cancel_scope)
+            async with self.replies_in:
+                watch = await self._read_requests(nursery)
+            await self.replies_sent.wait()
+            if watch is not None:
+                nursery.start_soon(self._stream_changes, watch, nursery.cancel_scope)
+                await self._read_until_closed()
+                nursery.cancel_scope.cancel()
+
+    async def _send_replies(self, connection: trio.CancelScope) -> None:
+        try:
+            waiting: _Reply | None = None
+            while True:
+                try:
+                    reply = waiting or await self.replies_out.receive()
+                except trio.EndOfChannel:
+                    return
+                waiting = None
+                await reply.done.wait()
+                batch = [reply]
+                while len(batch) < 64:  # send replies that are ready together
+                    try:
+                        following = self.replies_out.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                    if not following.done.is_set():
+                        waiting = following
+                        break
+                    batch.append(following)
+                await self.stream.send_all(b"".join(r.line for r in batch))
+                self.unsent_bytes -= sum(len(r.line) for r in batch if r.counted)
+                self.some_sent.set()
+                self.some_sent = trio.Event()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            connection.cancel()  # the client is gone: stop everything it asked for
+        finally:
+            self.replies_sent.set()
+
+    async def _read_requests(self, nursery: trio.Nursery) -> _Watch | None:
+        """Answer requests until the client closes or turns the connection into a watch."""
+        while True:
+            try:
+                line = await self.lines.next()
+            except (EOFError, trio.BrokenResourceError):
+                return None
+            if line is None:
+                message = f"request line longer than {MAX_LINE_BYTES} bytes; it was skipped"
+                await self._send(_error(None, TOO_LARGE, message))
+                continue
+            if not line.strip():
+                continue
+            request_id = None
+            try:
+                request = _parse(line)
+                request_id = request.get("id")
+                method = request["method"]
+                if method in self.server.writes:
+                    share, ops = _share(request), self.server.writes[method](request)
+                    reply = _Reply()
+                    await self.replies_in.send(reply)
+                    self._track_write(reply)
+                    previous, self.last_write_queued = self.last_write_queued, trio.Event()
+                    nursery.start_soon(
+                        self.server.commit,
+                        reply,
+                        request_id,
+                        share,
+                        ops,
+                        previous,
+                        self.last_write_queued,
+                    )
+                    continue
+                await self._writes_settled()
+                await self._room_for_answers()
+                if method == "watch":
+                    watch = await self._start_watch(request)
+                    started = {"position": watch.since}
+                    await self._send(_line({"id": request_id, "ok": True, "result": started}))
+                    return watch
+                if method not in self.server.calls:
+                    raise RequestError(
+                        UNKNOWN_METHOD,
+                        f"unknown method {method!r}; known: {', '.join(self.server.methods)}",
+                    )
+                await self._send(await self.server.answer(request_id, method, request))
+            except RequestError as exc:
+                await self._send(_error(request_id, exc.code, exc.message))
+
+    async def _send(self, line: bytes) -> None:
+        self.unsent_bytes += len(line)
+        await self.replies_in.send(_Reply(line))
+
+    async def _room_for_answers(self) -> None:
+        """A client that sends requests without reading the answers gets no more computed."""
+        while self.unsent_bytes > MAX_UNSENT_BYTES:
+            await self.some_sent.wait()
+
+    def _track_write(self, reply: _Reply) -> None:
+        if len(self.writes_in_flight) >= 2 * MAX_IN_FLIGHT:  # a client that only ever writes
+            self.writes_in_flight = [r for r in self.writes_in_flight if not r.done.is_set()]
+        self.writes_in_flight.append(reply)
+
+    async def _writes_settled(self) -> None:
+        """Reads see every write sent before them on this connection."""
+        for reply in self.writes_in_flight:
+            await reply.done.wait()
+        self.writes_in_flight.clear()
+
+    async def _start_watch(self, request: dict[str, Any]) -> _Watch:
+        since: int | None = _param(request, "since", int, None)
+        collection = _collection(request) if request.get("collection") is not None else None
+        share = _share(request) if request.get("share") is not None else None
+        last = await self.server.node.call(self.server.node.replica.last_position)
+        if since is None:
+            since = last
+        elif not 0 <= since <= last:
+            raise RequestError(
+                BAD_REQUEST,
+                f"'since' must be between 0 and this daemon's last position {last}; a position "
+                "from another database is meaningless here: start again with since null",
+            )
+        return _Watch(since, collection, share)
+
+    async def _stream_changes(self, watch: _Watch, connection: trio.CancelScope) -> None:
+        try:
+            await self._send_changes(watch)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            connection.cancel()  # the watcher is gone
+
+    async def _send_changes(self, watch: _Watch) -> None:
+        node = self.server.node
+        position = watch.since
+        while True:
+            changes = await node.call(node.replica.changes, position, WATCH_PAGE_ENTRIES)
+            if not changes:
+                await node.changes.wait_beyond(position)
+                continue
+            for lseq, ops in groupby(changes, key=lambda change: change.lseq):
+                wanted = [c for c in ops if watch.wants(c)]
+                if wanted:
+                    event = {
+                        "event": "change",
+                        "position": lseq,
+                        "share": wanted[0].share,
+                        "hlc": wanted[0].hlc,
+                        "changes": [_change_json(c) for c in wanted],
+                    }
+                    await self.stream.send_all(_line(event))
+            position = changes[-1].lseq
+
+    async def _read_until_closed(self) -> None:
+        """A watch connection takes no more requests; its end is the end of the watch."""
+        try:
+            while await self.stream.receive_some(65536):
+                pass
+        except trio.BrokenResourceError:
+            pass
+
+
+def _parse(line: bytes) -> dict[str, Any]:
+    try:
+        request = _DECODER.decode(line.decode())
+    except (ValueError, RecursionError):
+        raise RequestError(BAD_REQUEST, "request is not valid JSON (one object per line)") from None
+    if not isinstance(request, dict):
+        raise RequestError(BAD_REQUEST, "request must be a JSON object")
+    method = request.get("method")
+    if not isinstance(method, str):
+        raise RequestError(BAD_REQUEST, "request needs a 'method' string")
+    return request

@@ -1,0 +1,437 @@
+"""The daemon: one trio nursery owning the store, listeners, dialers, control socket and signals.
+
+It wires the parts together and answers the control socket's questions about itself (status,
+peers, trust); everything it does to data goes through `Node`, everything on the wire through
+`PeerManager`. It must refuse to start twice on one state directory and must stop cleanly on
+SIGTERM within a bounded grace period.
+"""
+
+import argparse
+import errno
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from . import __version__, config, identity, keystore
+from .config import Config, ConfigError
+from .control import serve_control
+from .node import Node
+from .peers import PeerManager, Timeouts
+from .replica import DEFAULT_SHARE, Replica, ReplicaError
+from .sdnotify import Notifier
+from .store import StoreError
+
+log = logging.getLogger("p2psync")
+STOP_GRACE_SECONDS = 5.0
+ADDRESSES_FILE = "addresses.json"
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message says why and what to do."""
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings: Config,
+        device: identity.DeviceIdentity,
+        replica: Replica,
+        args: argparse.Namespace,
+    ) -> None:
+        self.config = settings
+        self.args = args
+        self.identity = device
+        self.node = Node(replica)
+        self.peers = PeerManager(
+            self.node,
+            settings.state_dir,
+            Timeouts(settings.handshake_timeout, settings.idle_timeout, settings.reconnect_max),
+            on_change=self._update_status_line,
+        )
+        self.notifier = Notifier.from_environ(os.environ)
+        self.listen_addresses: list[str] = []
+        self.members: dict[str, Any] = {}
+        self.started_at = 0.0
+
+    @property
+    def device_id(self) -> str:
+        return self.identity.device_id
+
+    @property
+    def device_name(self) -> str:
+        return self.config.device_name
+
+    # lifetime -----------------------------------------------------------------------------
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await self._open_listeners()
+        # Signals are caught from before READY=1, so a stop request is never lost to a race.
+        stop_signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+        with trio.open_signal_receiver(*stop_signals) as signals:
+            await self._serve(listeners, signals, task_status)
+
+    async def _serve(
+        self,
+        listeners: list[trio.SocketListener],
+        signals: AsyncIterator[int],
+        task_status: trio.TaskStatus[Any],
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.node.run_group_commit)
+            await self._announce_self()
+            await self._load_members()
+            for address in [*self.config.peers, *self._saved_addresses()]:
+                self.peers.dial(address)
+            await nursery.start(self.peers.run, listeners)
+            await nursery.start(
+                partial(
+                    serve_control,
+                    self.config.control_socket,
+                    self,
+                    mode=self.config.control_mode,
+                    group=self.config.control_group,
+                )
+            )
+            nursery.start_soon(self._follow_membership)
+            interval = self.notifier.watchdog_interval(os.environ)
+            if interval:
+                nursery.start_soon(self._feed_watchdog, interval)
+            self.started_at = trio.current_time()
+            log.info(
+                "p2psync %s ready: device %s (%s), listening on %s, control socket %s",
+                __version__,
+                self.device_id,
+                self.device_name,
+                ", ".join(self.listen_addresses),
+                self.config.control_socket,
+            )
+            self.notifier.ready(self._status_line())
+            task_status.started(self)
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self.reload()
+                    continue
+                log.info("stopping on %s", signal.Signals(signum).name)
+                self.notifier.stopping()
+                _exit_if_stuck(STOP_GRACE_SECONDS)
+                nursery.cancel_scope.cancel()
+                return
+
+    async def _open_listeners(self) -> list[trio.SocketListener]:
+        listeners: list[trio.SocketListener] = []
+        failures: list[tuple[str, int, OSError]] = []
+        for host, port in self.config.listen:
+            try:
+                opened = await trio.open_tcp_listeners(port, host=host)
+            except OSError as exc:
+                failures.append((host, port, exc))
+                continue
+            listeners.extend(opened)
+            for listener in opened:
+                bound = listener.socket.getsockname()
+                self.listen_addresses.append(_format(bound[0], bound[1]))
+        for host, port, failure in failures:
+            if failure.errno == errno.EADDRINUSE:
+                raise StartupError(
+                    f"cannot listen on {_format(host, port)}: the port is in use (is another "
+                    f"p2psync running?); choose another port with network.listen in the config"
+                )
+            if listeners and failure.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
+                log.warning("not listening on %s: %s", _format(host, port), failure.strerror)
+                continue
+            raise StartupError(
+                f"cannot listen on {_format(host, port)}: {failure.strerror or failure}"
+            )
+        if not listeners:
+            raise StartupError("no listen address configured (network.listen is empty)")
+        return listeners
+
+    async def _announce_self(self) -> None:
+        """Keep our own membership record current, so pairing introduces our name and cert."""
+        own = await self.node.call(self._own_record)
+        if own is None or own.name != self.device_name or own.cert_pem != self.identity.cert_pem:
+            op = self.node.replica.device_op(self.identity.cert_pem, self.device_name)
+            await self.node.commit(DEFAULT_SHARE, [op])
+
+    def _own_record(self):
+        return next((d for d in self.node.replica.devices() if d.device_id == self.device_id), None)
+
+    async def _load_members(self) -> None:
+        devices = await self.node.call(self.node.replica.devices)
+        self.members = {d.device_id: d for d in devices}
+
+    async def _follow_membership(self) -> None:
+        seen = self.node.membership_changed.position
+        while True:
+            seen = await self.node.membership_changed.wait_beyond(seen)
+            await self._load_members()
+
+    async def _feed_watchdog(self, interval: float) -> None:
+        while True:
+            self.notifier.watchdog()
+            await trio.sleep(interval)
+
+    def _status_line(self) -> str:
+        online = len(self.peers.sessions)
+        return f"{online} peer{'s' if online != 1 else ''} connected"
+
+    def _update_status_line(self) -> None:
+        self.notifier.status(self._status_line())
+
+    # control context ----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "device": self.device_id,
+            "name": self.device_name,
+            "version": __version__,
+            "actor": self.node.replica.actor,
+            "listen": self.listen_addresses,
+            "control_socket": str(self.config.control_socket),
+            "state_dir": str(self.config.state_dir),
+            "position": self.node.changes.position,
+            "uptime": round(trio.current_time() - self.started_at, 1),
+            "peers_connected": len(self.peers.sessions),
+            "peers_known": len([d for d in self.members.values() if not d.revoked]) - 1,
+        }
+
+    def peers_status(self) -> list[dict[str, Any]]:
+        now = trio.current_time()
+        ours = self.node.replica.summary_vector(DEFAULT_SHARE)
+        found = []
+        for device in sorted(self.members.values(), key=lambda d: d.name):
+            if device.device_id == self.device_id:
+                continue
+            session = self.peers.sessions.get(device.device_id)
+            state = session.state if session else self.peers.offline.get(device.device_id)
+            theirs = state.peer_vectors.get(DEFAULT_SHARE, {}) if state else {}
+            found.append(
+                {
+                    "device": device.device_id,
+                    "name": device.name,
+                    "revoked": device.revoked,
+                    "connected": session is not None,
+                    "address": state.address if state else None,
+                    "direction": state.direction if state else None,
+                    "last_seen_seconds_ago": (
+                        round(now - state.last_seen, 1) if state and state.last_seen else None
+                    ),
+                    "in_sync": bool(state and DEFAULT_SHARE in state.in_sync),
+                    "they_lack": _count_missing(ours, theirs) if state else None,
+                    "we_lack": _count_missing(theirs, ours) if state else None,
+                    "entries_sent": state.entries_sent if state else 0,
+                    "entries_received": state.entries_received if state else 0,
+                    "bytes_sent": state.bytes_sent if state else 0,
+                    "bytes_received": state.bytes_received if state else 0,
+                }
+            )
+        return found
+
+    async def trust(self, cert_pem: bytes, name: str | None, address: str | None) -> dict[str, Any]:
+        device_id = identity.device_id_from_certificate(cert_pem)
+        if device_id == self.device_id:
+            raise ValueError("that is this device's own certificate")
+        parsed = config.parse_address(address) if address else None
+        label = name or f"device {identity.short_id(device_id)}"
+        await self.node.commit(DEFAULT_SHARE, [self.node.replica.device_op(cert_pem, label)])
+        log.info("trusted device %s (%s)", device_id, label)
+        if parsed:
+            self._save_address(parsed)
+            self.peers.dial(parsed, device_id)
+        return {"device": device_id, "name": label, "address": address}
+
+    async def revoke(self, device_id: str) -> dict[str, Any]:
+        device_id = identity.parse_device_id(device_id)
+        device = self.members.get(device_id)
+        if device is None:
+            raise LookupError(f"no device {device_id} in this household")
+        if device_id == self.device_id:
+            raise ValueError("a device cannot revoke itself; revoke it from another member")
+        op = self.node.replica.device_op(device.cert_pem, device.name, revoked=True)
+        await self.node.commit(DEFAULT_SHARE, [op])
+        self.peers.drop(device_id, "device was revoked")
+        log.info("revoked device %s (%s)", device_id, device.name)
+        return {"device": device_id, "name": device.name, "revoked": True}
+
+    async def reload(self) -> dict[str, Any]:
+        self.notifier.reloading()
+        try:
+            fresh = load_settings(self.args)
+        except ConfigError as exc:
+            log.error("reload failed, keeping the running configuration: %s", exc)
+            self.notifier.ready(self._status_line())
+            return {"reloaded": False, "error": str(exc)}
+        changes = []
+        if fresh.log_level != self.config.log_level:
+            logging.getLogger().setLevel(fresh.log_level.upper())
+            changes.append("log.level")
+        for address in fresh.peers:
+            if address not in self.config.peers:
+                self.peers.dial(address)
+                changes.append(f"peer {_format(*address)}")
+        if fresh.listen != self.config.listen:
+            log.warning("network.listen changed; it takes effect at the next restart")
+        self.config = fresh
+        log.info("configuration reloaded%s", f": {', '.join(changes)}" if changes else "")
+        self.notifier.ready(self._status_line())
+        return {"reloaded": True, "changed": changes}
+
+    def _saved_addresses(self) -> list[tuple[str, int]]:
+        path = self.config.state_dir / ADDRESSES_FILE
+        try:
+            return [(str(host), int(port)) for host, port in json.loads(path.read_text())]
+        except FileNotFoundError:
+            return []
+        except (ValueError, TypeError) as exc:
+            log.warning("ignoring %s: %s", path, exc)
+            return []
+
+    def _save_address(self, address: tuple[str, int]) -> None:
+        saved = self._saved_addresses()
+        if address not in saved:
+            path = self.config.state_dir / ADDRESSES_FILE
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(json.dumps([*saved, address]))
+            temporary.replace(path)
+
+
+def _count_missing(have: dict[str, int], other: dict[str, int]) -> int:
+    """How many entries `have` holds that `other` lacks."""
+    return sum(max(0, seq - other.get(actor, 0)) for actor, seq in have.items())
+
+
+def _format(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _exit_if_stuck(seconds: float) -> None:
+    """Shutdown is bounded: committed data is safe in SQLite, so a stop that hangs (a thread that
+    does not return) may end the process outright."""
+
+    def give_up() -> None:
+        log.error("did not stop within %s s; exiting anyway", seconds)
+        os._exit(1)
+
+    timer = threading.Timer(seconds, give_up)
+    timer.daemon = True
+    timer.start()
+
+
+@contextmanager
+def state_lock(state_dir: Path) -> Iterator[None]:
+    """One daemon per state directory: a second one fails at once with the holder's pid."""
+    path = state_dir / "daemon.lock"
+    handle = open(path, "a+")  # noqa: SIM115 - held for the daemon's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StartupError(
+            f"another p2psync daemon (pid {holder}) is already using {state_dir}; stop it first "
+            f"or give this one its own --state-dir"
+        ) from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+        yield
+    finally:
+        handle.close()
+
+
+def load_settings(args: argparse.Namespace) -> Config:
+    env = os.environ
+    path = config.find_config_path(env, os.geteuid(), explicit=getattr(args, "config", None))
+    settings = config.load_config_file(
+        path, env=env, euid=os.geteuid(), hostname=socket.gethostname()
+    )
+    return config.apply_overrides(
+        settings,
+        state_dir=getattr(args, "state_dir", None) or env.get(config.ENV_STATE_DIR),
+        log_level=getattr(args, "log_level", None) or env.get(config.ENV_LOG_LEVEL),
+        control_socket=env.get(config.ENV_CONTROL_SOCKET),
+    )
+
+
+def setup_logging(level: str) -> None:
+    """Plain lines on stderr; under systemd the journal adds time and host, and reads the
+    `<N>` priority prefix, so we leave those out and put that in."""
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("JOURNAL_STREAM"):
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class _JournalFormatter(logging.Formatter):
+    PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"<{self.PRIORITIES.get(record.levelno, 2)}>{super().format(record)}"
+
+
+def open_state(settings: Config) -> tuple[identity.DeviceIdentity, Replica]:
+    state_dir = settings.state_dir
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        probe = state_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise StartupError(
+            f"state directory {state_dir} is not writable ({exc.strerror}); set paths.state_dir "
+            f"or --state-dir to a directory this user owns"
+        ) from None
+    device = keystore.load_or_create_identity(state_dir)
+    try:
+        replica = Replica.open(state_dir / "replica.db", device)
+    except (StoreError, ReplicaError) as exc:
+        raise StartupError(str(exc)) from None
+    return device, replica
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args)
+    except ConfigError as exc:
+        print(f"p2psync: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    try:
+        settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with state_lock(settings.state_dir):
+            device, replica = open_state(settings)
+            try:
+                trio.run(_run, settings, device, replica, args)
+            finally:
+                replica.close()
+    except (StartupError, keystore.KeystoreError, OSError) as exc:
+        log.error("%s", exc)
+        Notifier.from_environ(os.environ).status(f"failed: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+async def _run(
+    settings: Config, device: identity.DeviceIdentity, replica: Replica, args: argparse.Namespace
+) -> None:
+    await Daemon(settings, device, replica, args).run()

@@ -1,0 +1,202 @@
+"""Pairing over the network: carries the pure `pairing` state machines over TCP (trio).
+
+The inviter's side listens on the ordinary sync port: a pairing connection starts with a fixed
+preface instead of a TLS ClientHello, and the listener hands it here. Messages are framed with the
+wire codec. This module moves messages and enforces time limits; every decision (right code,
+expiry, one guess) is the state machine's. It never touches membership itself: the daemon records
+the other device when a pairing succeeds.
+"""
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from . import pairing
+from .pairing import Inviter, InviterState, Joiner, PairingCode, PairingError, PairingResult
+from .wire import FrameDecoder, WireError, encode_frame
+
+log = logging.getLogger("p2psync.pairing")
+PREFACE = b"P2PSYNC-PAIR/1\n"
+MAX_PAIRING_FRAME = 256 * 1024
+STEP_TIMEOUT = 15.0
+Address = tuple[str, int]
+
+
+class PairingFailed(Exception):
+    """A pairing attempt ended without success; the message is for people."""
+
+
+@dataclass
+class Invitation:
+    code: PairingCode
+    inviter: Inviter
+    done: trio.Event
+    result: PairingResult | None = None
+    error: str | None = None
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class _Channel:
+    """Framed pairing messages over one TCP stream, each step under a time limit."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self.decoder = FrameDecoder(MAX_PAIRING_FRAME)
+
+    async def send(self, messages: Sequence[dict[str, Any]]) -> None:
+        for message in messages:
+            await self.stream.send_all(encode_frame(message, max_frame=MAX_PAIRING_FRAME))
+
+    async def receive(self) -> dict[str, Any]:
+        with trio.fail_after(STEP_TIMEOUT):
+            while True:
+                message = self.decoder.next_message()
+                if message is not None:
+                    return message
+                data = await self.stream.receive_some(65536)
+                if not data:
+                    raise PairingFailed("the other device closed the connection")
+                self.decoder.feed(bytes(data))
+
+
+class PairingService:
+    def __init__(
+        self,
+        cert_pem: bytes,
+        name: Callable[[], str],
+        members: Callable[[], Awaitable[list[dict[str, Any]]]],
+        on_paired: Callable[[PairingResult, str], Awaitable[None]],
+    ) -> None:
+        self.cert_pem = cert_pem
+        self.name = name
+        self.members = members
+        self.on_paired = on_paired
+        self.invitation: Invitation | None = None
+
+    async def invite(self, ttl_seconds: float) -> Invitation:
+        """Start a new invitation, replacing any earlier one (its code dies with it)."""
+        code = pairing.generate_code(os.urandom)
+        inviter = Inviter(
+            code,
+            self.cert_pem,
+            self.name(),
+            wall_ms(),
+            int(ttl_seconds * 1000),
+            members=await self.members(),
+        )
+        self.invitation = Invitation(code, inviter, trio.Event())
+        return self.invitation
+
+    def cancel(self, invitation: Invitation) -> None:
+        if self.invitation is invitation:
+            self.invitation = None
+        if not invitation.done.is_set():
+            invitation.error = invitation.error or "the pairing was cancelled"
+            invitation.done.set()
+
+    async def handle_incoming(self, stream: trio.abc.Stream, address: str) -> None:
+        """An incoming pairing connection (its preface already read)."""
+        invitation = self.invitation
+        channel = _Channel(stream)
+        if invitation is None:
+            await channel.send(
+                [{"t": "fail", "error": "burned", "reason": "no pairing code is active here"}]
+            )
+            return
+        try:
+            while invitation.inviter.result is None:
+                replies = invitation.inviter.receive(await channel.receive(), wall_ms())
+                await channel.send(replies)
+        except PairingError as exc:
+            await _send_quietly(channel, exc.reply)
+            if _is_final(invitation):
+                self._finish(invitation, error=str(exc))
+            log.warning("pairing attempt from %s failed: %s", address, exc)
+            return
+        except (WireError, PairingFailed, trio.TooSlowError, trio.BrokenResourceError) as exc:
+            if _is_final(invitation):
+                self._finish(invitation, error=f"pairing with {address} broke off: {exc}")
+            log.warning("pairing attempt from %s broke off: %s", address, _describe(exc))
+            return
+        result = invitation.inviter.result
+        await self.on_paired(result, address)
+        self._finish(invitation, result=result)
+
+    def _finish(
+        self,
+        invitation: Invitation,
+        *,
+        result: PairingResult | None = None,
+        error: str | None = None,
+    ) -> None:
+        invitation.result, invitation.error = result, error
+        if self.invitation is invitation:
+            self.invitation = None
+        invitation.done.set()
+
+    async def join(self, code: PairingCode, addresses: Sequence[Address]) -> PairingResult:
+        """Try each candidate address until one answers; the first real attempt decides."""
+        if not addresses:
+            raise PairingFailed(
+                f"found no device offering pairing code {code.nameplate} on the network; check "
+                "that both devices are on the same network, or give the inviter's address with "
+                "--address HOST:PORT"
+            )
+        last_error = "no address answered"
+        for host, port in addresses:
+            try:
+                with trio.fail_after(STEP_TIMEOUT):
+                    stream = await trio.open_tcp_stream(host, port)
+            except (OSError, trio.TooSlowError) as exc:
+                last_error = f"{host}:{port}: {_describe(exc)}"
+                continue
+            async with stream:
+                return await self._run_joiner(code, stream, f"{host}:{port}")
+        raise PairingFailed(f"could not reach the inviting device ({last_error})")
+
+    async def _run_joiner(
+        self, code: PairingCode, stream: trio.abc.Stream, address: str
+    ) -> PairingResult:
+        joiner = Joiner(code, self.cert_pem, self.name())
+        channel = _Channel(stream)
+        try:
+            await stream.send_all(PREFACE)
+            await channel.send(joiner.start())
+            while joiner.result is None:
+                await channel.send(joiner.receive(await channel.receive(), wall_ms()))
+        except PairingError as exc:
+            await _send_quietly(channel, exc.reply)
+            raise PairingFailed(str(exc)) from None
+        except (WireError, trio.TooSlowError, trio.BrokenResourceError, OSError) as exc:
+            raise PairingFailed(f"pairing with {address} broke off: {_describe(exc)}") from None
+        await self.on_paired(joiner.result, address)
+        return joiner.result
+
+
+def _is_final(invitation: Invitation) -> bool:
+    """The state machine burns or expires a code for good; only then is the invitation over."""
+    return invitation.inviter.state in (
+        InviterState.BURNED,
+        InviterState.EXPIRED,
+        InviterState.DONE,
+    )
+
+
+async def _send_quietly(channel: _Channel, messages: Sequence[dict[str, Any]]) -> None:
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        await channel.send(messages)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, trio.TooSlowError):
+        return "timed out"
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,414 @@
+"""Connections to other devices: listener, dialers with backoff, one sync pump per peer (trio).
+
+Owns sockets and TLS streams and moves bytes between them and the pure `SyncConnection`; what to
+send comes from the replica (through `Node`), whom to trust from the membership records. It never
+interprets entries itself, and never sends a peer anything before the TLS handshake proved the
+peer is a current member and the peer answered with its own hello.
+"""
+
+import logging
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import trio
+
+from . import keystore, tls
+from .entry import IntegrityError
+from .node import Node
+from .replica import Replica
+from .session import (
+    CLOSED,
+    NEED_DATA,
+    Bye,
+    CaughtUp,
+    Entries,
+    PeerHello,
+    PeerVector,
+    Ping,
+    ProtocolError,
+    SyncConnection,
+)
+
+log = logging.getLogger("p2psync.peers")
+CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
+Address = tuple[str, int]
+RECEIVE_CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    handshake: float = 10.0
+    idle: float = 60.0
+    reconnect_max: float = 60.0
+
+
+def backoff_delay(attempt: int, cap: float, rng: Callable[[], float] = random.random) -> float:
+    """Capped exponential backoff with full jitter (0.5 s, 1 s, 2 s ... up to `cap`)."""
+    return min(cap, 0.5 * 2 ** min(attempt, 20)) * (0.5 + rng() / 2)
+
+
+def preferred(dialer: str, listener: str) -> bool:
+    """When two devices dial each other at once, both keep the connection dialled by the device
+    with the smaller id, so they agree without talking about it."""
+    return dialer < listener
+
+
+@dataclass
+class PeerState:
+    """What the daemon shows about one peer; updated by its session."""
+
+    device_id: str
+    address: str = ""
+    direction: str = ""
+    connected_at: float | None = None
+    last_seen: float | None = None
+    peer_vectors: dict[str, dict[str, int]] = field(default_factory=dict)
+    in_sync: set[str] = field(default_factory=set)
+    entries_received: int = 0
+    entries_sent: int = 0
+    bytes_received: int = 0
+    bytes_sent: int = 0
+
+
+class _Session:
+    def __init__(self, stream: trio.SSLStream[trio.SocketStream], state: PeerState, dialer: str):
+        self.stream = stream
+        self.state = state
+        self.dialer = dialer
+        self.cancel_scope = trio.CancelScope()
+        self.closed = trio.Event()
+        self.reason = ""
+
+
+class PeerManager:
+    def __init__(
+        self,
+        node: Node,
+        state_dir: Path,
+        timeouts: Timeouts,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.node = node
+        self.replica: Replica = node.replica
+        self.device_id = node.replica.device_id
+        self.state_dir = state_dir
+        self.timeouts = timeouts
+        self.on_change = on_change
+        self.sessions: dict[str, _Session] = {}
+        self.offline: dict[str, PeerState] = {}
+        self._trusted: dict[str, bytes] = {}
+        self._server_context: ssl.SSLContext | None = None
+        self._client_context: ssl.SSLContext | None = None
+        self._dial_requests: dict[Address, str | None] = {}
+        self._nursery: trio.Nursery | None = None
+
+    # trust --------------------------------------------------------------------------------
+
+    async def refresh_trust(self) -> None:
+        """Rebuild TLS contexts from membership and drop sessions of devices no longer trusted."""
+        devices = await self.node.call(self.replica.devices)
+        self._trusted = {
+            d.device_id: d.cert_pem
+            for d in devices
+            if not d.revoked and d.device_id != self.device_id
+        }
+        cert, key = keystore.cert_path(self.state_dir), keystore.key_path(self.state_dir)
+        certs = list(self._trusted.values())
+        self._server_context = tls.make_ssl_context(cert, key, certs, server_side=True)
+        self._client_context = tls.make_ssl_context(cert, key, certs, server_side=False)
+        for device_id, session in list(self.sessions.items()):
+            if device_id not in self._trusted:
+                log.warning("disconnecting %s: no longer a trusted member", device_id)
+                self._close(session, "device is no longer trusted")
+
+    async def watch_membership(self) -> None:
+        seen = self.node.membership_changed.position
+        while True:
+            seen = await self.node.membership_changed.wait_beyond(seen)
+            await self.refresh_trust()
+
+    # incoming -----------------------------------------------------------------------------
+
+    async def serve(self, listeners: list[trio.SocketListener]) -> None:
+        await trio.serve_listeners(self._handle_incoming, listeners)
+
+    async def _handle_incoming(self, tcp: trio.SocketStream) -> None:
+        address = _format_address(tcp.socket.getpeername())
+        assert self._server_context is not None
+        stream = trio.SSLStream(tcp, self._server_context, server_side=True)
+        peer_id = await self._handshake(stream, address)
+        if peer_id is not None:
+            await self._run_session(stream, peer_id, address, dialer=peer_id)
+
+    async def _handshake(
+        self, stream: trio.SSLStream[trio.SocketStream], address: str
+    ) -> str | None:
+        try:
+            with trio.fail_after(self.timeouts.handshake):
+                await stream.do_handshake()
+            peer_id = tls.peer_device_id(stream)
+        except (
+            trio.TooSlowError,
+            trio.BrokenResourceError,
+            ssl.SSLError,
+            OSError,
+            ValueError,
+        ) as exc:
+            log.info("refused connection from %s: %s", address, _describe(exc))
+            await trio.aclose_forcefully(stream)
+            return None
+        if peer_id not in self._trusted:
+            log.info("refused connection from %s: device %s is not a member", address, peer_id)
+            await trio.aclose_forcefully(stream)
+            return None
+        return peer_id
+
+    # outgoing -----------------------------------------------------------------------------
+
+    def dial(self, address: Address, device_id: str | None = None) -> None:
+        """Keep a connection to `address` (for a known device, or any member answering there)."""
+        if address in self._dial_requests:
+            return
+        self._dial_requests[address] = device_id
+        if self._nursery is not None:
+            self._nursery.start_soon(self._dial_loop, address)
+
+    async def run(
+        self, listeners: list[trio.SocketListener], task_status=trio.TASK_STATUS_IGNORED
+    ) -> None:
+        await self.refresh_trust()
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self.serve, listeners)
+            nursery.start_soon(self.watch_membership)
+            for address in self._dial_requests:
+                nursery.start_soon(self._dial_loop, address)
+            task_status.started()
+
+    async def _dial_loop(self, address: Address) -> None:
+        attempt = 0
+        while True:
+            expected = self._dial_requests.get(address)
+            if expected is not None and expected in self.sessions:
+                await self.sessions[expected].closed.wait()
+                continue
+            connected = await self._dial_once(address)
+            attempt = 0 if connected else attempt + 1
+            await trio.sleep(backoff_delay(attempt, self.timeouts.reconnect_max))
+
+    async def _dial_once(self, address: Address) -> bool:
+        host, port = address
+        text = _format_address(address)
+        try:
+            with trio.fail_after(self.timeouts.handshake):
+                tcp = await trio.open_tcp_stream(host, port)
+        except (OSError, trio.TooSlowError) as exc:
+            log.debug("cannot reach %s: %s", text, _describe(exc))
+            return False
+        assert self._client_context is not None
+        stream = trio.SSLStream(tcp, self._client_context, server_side=False)
+        peer_id = await self._handshake(stream, text)
+        if peer_id is None:
+            return False
+        if self._dial_requests.get(address) is None:
+            self._dial_requests[address] = peer_id
+        await self._run_session(stream, peer_id, text, dialer=self.device_id)
+        return True
+
+    # sessions -----------------------------------------------------------------------------
+
+    def _register(self, session: _Session) -> bool:
+        peer_id = session.state.device_id
+        existing = self.sessions.get(peer_id)
+        if existing is not None:
+            listener = self.device_id if session.dialer != self.device_id else peer_id
+            if not preferred(session.dialer, listener):
+                return False
+            self._close(existing, "replaced by a simultaneous connection")
+        self.sessions[peer_id] = session
+        self.offline.pop(peer_id, None)
+        return True
+
+    def _close(self, session: _Session, reason: str) -> None:
+        session.reason = session.reason or reason
+        session.cancel_scope.cancel()
+
+    async def _run_session(
+        self, stream: trio.SSLStream[trio.SocketStream], peer_id: str, address: str, dialer: str
+    ) -> None:
+        state = PeerState(peer_id, address, "out" if dialer == self.device_id else "in")
+        session = _Session(stream, state, dialer)
+        if not self._register(session):
+            await trio.aclose_forcefully(stream)
+            return
+        state.connected_at = state.last_seen = trio.current_time()
+        log.info("peer %s connected (%s, %s)", peer_id, state.direction, address)
+        self.on_change()
+        try:
+            with session.cancel_scope:
+                await _SessionPump(self, session).run()
+        except* (ProtocolError, IntegrityError) as group:
+            session.reason = _first_reason(group)
+            log.warning("peer %s broke the protocol: %s", peer_id, session.reason)
+        except* CONNECTION_ERRORS as group:
+            session.reason = session.reason or _first_reason(group)
+        except* Exception as group:
+            # a bug in one session must not take the daemon down for every other peer
+            log.error("session with %s failed", peer_id, exc_info=group)
+            session.reason = "internal error (see the log)"
+        finally:
+            if self.sessions.get(peer_id) is session:
+                del self.sessions[peer_id]
+                self.offline[peer_id] = state
+            session.closed.set()
+            await trio.aclose_forcefully(stream)
+            log.info("peer %s disconnected: %s", peer_id, session.reason or "connection closed")
+            self.on_change()
+
+    def drop(self, device_id: str, reason: str) -> None:
+        session = self.sessions.get(device_id)
+        if session is not None:
+            self._close(session, reason)
+
+
+class _SessionPump:
+    """Moves one session's bytes: a receiver, one sender per share, and a keep-alive."""
+
+    def __init__(self, manager: PeerManager, session: _Session) -> None:
+        self.manager = manager
+        self.node = manager.node
+        self.replica = manager.replica
+        self.session = session
+        self.state = session.state
+        self.connection = SyncConnection(manager.device_id, session.state.device_id)
+        self.send_lock = trio.Lock()
+        self.peer_known: dict[str, dict[str, int]] = {}
+        self.vectors_sent: set[str] = set()
+
+    async def send(self, data: bytes) -> None:
+        async with self.send_lock:
+            await self.session.stream.send_all(data)
+        self.state.bytes_sent += len(data)
+
+    async def run(self) -> None:
+        shares = await self.node.call(_share_vectors, self.replica)
+        await self.send(self.connection.send_hello(shares))
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            nursery.start_soon(self._keep_alive)
+            await self._receive()
+            nursery.cancel_scope.cancel()
+
+    async def _receive(self) -> None:
+        deadline = self.manager.timeouts.handshake
+        while True:
+            with trio.move_on_after(deadline) as waited:
+                data = await self.session.stream.receive_some(RECEIVE_CHUNK)
+            if waited.cancelled_caught:
+                self.session.reason = "peer went silent"
+                return
+            deadline = self.manager.timeouts.idle
+            self.state.last_seen = trio.current_time()
+            self.state.bytes_received += len(data)
+            self.connection.receive_data(bytes(data))
+            while True:
+                event = self.connection.next_event()
+                if event is NEED_DATA:
+                    break
+                if event is CLOSED:
+                    return
+                await self._handle(event)
+
+    async def _handle(self, event: object) -> None:
+        if isinstance(event, PeerHello):
+            for share in sorted(event.shares):
+                if share in event.in_sync:
+                    self._start_sender(share, event.in_sync[share])
+                else:
+                    vector = await self.node.call(self.replica.summary_vector, share)
+                    self.vectors_sent.add(share)
+                    await self.send(self.connection.send_vector(share, vector))
+        elif isinstance(event, PeerVector):
+            self._start_sender(event.share, event.vector)
+        elif isinstance(event, Entries):
+            await self._apply(event)
+        elif isinstance(event, CaughtUp):
+            self.state.peer_vectors[event.share] = dict(event.vector)
+            self.state.in_sync.add(event.share)
+            log.info("caught up with %s on share %s", self.state.device_id, event.share)
+            self.manager.on_change()
+        elif isinstance(event, Ping):
+            await self.send(self.connection.send_pong())
+        elif isinstance(event, Bye):
+            self.session.reason = f"peer said goodbye: {event.reason}"
+
+    def _start_sender(self, share: str, peer_vector: dict[str, int]) -> None:
+        if share in self.peer_known:
+            return
+        self.peer_known[share] = dict(peer_vector)
+        self.state.peer_vectors[share] = dict(peer_vector)
+        self.nursery.start_soon(self._send_share, share)
+
+    async def _apply(self, event: Entries) -> None:
+        result = await self.node.call(self.replica.apply, event.share, list(event.items))
+        known = self.peer_known.setdefault(event.share, {})
+        for actor, seq in result.received.items():
+            known[actor] = max(known.get(actor, 0), seq)
+        self.state.entries_received += len(event.items)
+        if result.applied:
+            await self.node.applied(result.position, result.devices_changed)
+
+    async def _send_share(self, share: str) -> None:
+        known = self.peer_known[share]
+        cursor = await self.node.call(self.replica.cursor_for, share, dict(known))
+        caught_up_sent = False
+        while True:
+            items, cursor = await self.node.call(
+                self.replica.entries_after, share, cursor, dict(known)
+            )
+            if items:
+                await self.send(self.connection.send_entries(share, items))
+                self.state.entries_sent += len(items)
+                continue
+            if not caught_up_sent:
+                vector = await self.node.call(self.replica.summary_vector, share)
+                await self.send(self.connection.send_caught_up(share, vector))
+                caught_up_sent = True
+            await self.node.changes.wait_beyond(cursor)
+
+    async def _keep_alive(self) -> None:
+        interval = max(self.manager.timeouts.idle / 3, 0.05)
+        while True:
+            await trio.sleep(interval)
+            await self.send(self.connection.send_ping())
+
+
+def _share_vectors(replica: Replica) -> dict[str, dict[str, int]]:
+    return {share: replica.summary_vector(share) for share in replica.shares()}
+
+
+def _format_address(address: tuple) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _first_reason(group: BaseExceptionGroup) -> str:
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return _describe(first)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, trio.TooSlowError):
+        return "timed out"
+    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"not a member of this household (certificate not trusted: {exc.verify_message})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS failed: {exc.reason or exc}"
+    return str(exc) or type(exc).__name__

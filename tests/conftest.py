@@ -1,0 +1,36 @@
+"""Shared fixtures: the network-namespace harness (see tests/netns.py) and its leak check."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+
+import pytest
+
+from tests.netns import (
+    Host,
+    netns_unavailable_reason,
+    own_namespaces,
+    remove_stale_namespaces,
+    require_netns,
+)
+from tests.netns import netns_hosts as build_network
+
+
+@pytest.fixture
+def netns_hosts() -> Iterator[Callable[[int], list[Host]]]:
+    """Factory: `a, b = netns_hosts(2)` builds a bridged LAN, removed after the test."""
+    require_netns()  # here rather than in the test body, where trio would hide the reason
+    with ExitStack() as stack:
+        yield lambda count: stack.enter_context(build_network(count))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaked_namespaces() -> Iterator[None]:
+    if netns_unavailable_reason() is not None:
+        yield
+        return
+    remove_stale_namespaces()
+    yield
+    leaked = own_namespaces()
+    assert not leaked, f"network namespaces left behind: {leaked}"

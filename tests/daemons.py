@@ -1,0 +1,205 @@
+"""Real `p2psync daemon` subprocesses for end-to-end tests (not a test module itself).
+
+Each daemon gets its own state directory, control socket, config file and loopback port, and
+reports readiness through a real sd_notify socket, so tests wait on READY=1 instead of sleeping.
+Tests wait for data with the control socket's `watch` stream, never with sleeps.
+"""
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from p2psync.client import Client
+
+READY_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class DaemonProcess:
+    def __init__(
+        self,
+        directory: Path,
+        name: str,
+        *,
+        peers: list[str] | None = None,
+        host: str = "127.0.0.1",
+        discovery: bool = False,
+        interfaces: list[str] | None = None,
+        netns: str | None = None,
+        idle_timeout: float = 60.0,
+        extra_config: str = "",
+    ) -> None:
+        self.directory = directory / name
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.port = free_port() if netns is None else 47100
+        self.host = host
+        self.netns = netns
+        self.socket_path = self.directory / "control.sock"
+        self.state_dir = self.directory / "state"
+        self.config_path = self.directory / "config.toml"
+        self.log_path = self.directory / "daemon.log"
+        self.peers = list(peers or [])
+        self.discovery = discovery
+        self.interfaces = interfaces or []
+        self.idle_timeout = idle_timeout
+        self.extra_config = extra_config
+        self.process: subprocess.Popen[bytes] | None = None
+        self.notifications: list[str] = []
+        self.write_config()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def write_config(self) -> None:
+        self.config_path.write_text(
+            "\n".join(
+                [
+                    "[device]",
+                    f"name = {json.dumps(self.name)}",
+                    "[paths]",
+                    f"state_dir = {json.dumps(str(self.state_dir))}",
+                    "[control]",
+                    f"socket = {json.dumps(str(self.socket_path))}",
+                    "[network]",
+                    f"listen = [{json.dumps(self.address)}]",
+                    f"peers = {json.dumps(self.peers)}",
+                    "[discovery]",
+                    f"enabled = {json.dumps(self.discovery)}",
+                    f"interfaces = {json.dumps(self.interfaces)}",
+                    "[sync]",
+                    f"idle_timeout = {self.idle_timeout}",
+                    "reconnect_max = 2",
+                    "[log]",
+                    'level = "debug"',
+                    self.extra_config,
+                    "",
+                ]
+            )
+        )
+
+    def command(self) -> list[str]:
+        command = [sys.executable, "-m", "p2psync", "daemon", "--config", str(self.config_path)]
+        return ["ip", "netns", "exec", self.netns, *command] if self.netns else command
+
+    def start(self, wait: bool = True) -> "DaemonProcess":
+        notify_path = self.directory / "notify.sock"
+        with contextlib.suppress(FileNotFoundError):
+            notify_path.unlink()
+        self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._notify.bind(str(notify_path))
+        env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "PYTHONUNBUFFERED": "1"}
+        env.pop("P2PSYNC_SOCKET", None)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.process = subprocess.Popen(self.command(), stdout=log, stderr=log, env=env)
+        log.close()
+        if wait:
+            self.wait_for_notification("READY=1")
+        return self
+
+    def wait_for_notification(self, wanted: str, timeout: float = READY_TIMEOUT) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in self.notifications:
+                if wanted in message.split("\n"):
+                    self.notifications.remove(message)
+                    return message
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or (self.process and self.process.poll() is not None):
+                raise AssertionError(
+                    f"{self.name}: no {wanted} (exit code {self.process and self.process.poll()});"
+                    f" log:\n{self.log()}"
+                )
+            self._notify.settimeout(min(remaining, 0.5))
+            with contextlib.suppress(TimeoutError):
+                self.notifications.append(self._notify.recv(4096).decode())
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def client(self, timeout: float = 20.0) -> Client:
+        return Client(self.socket_path, timeout=timeout)
+
+    def call(self, method: str, **params: Any) -> Any:
+        return self.client().call(method, **params)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        code = self.process.wait(timeout=timeout)
+        self._notify.close()
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def cert(self) -> str:
+        return str(self.call("id")["cert"])
+
+    @property
+    def device_id(self) -> str:
+        return str(self.call("id")["device"])
+
+
+def introduce(*daemons: DaemonProcess) -> None:
+    """Make every daemon trust every other (the explicit way, without pairing codes)."""
+    certs = {d.name: d.cert() for d in daemons}
+    for daemon in daemons:
+        for other in daemons:
+            if other is not daemon:
+                daemon.call("trust", cert=certs[other.name], name=other.name)
+
+
+def wait_for_change(
+    daemon: DaemonProcess,
+    matches: Callable[[dict[str, Any]], bool],
+    since: int | None = 0,
+    timeout: float = 20.0,
+) -> dict[str, Any]:
+    """Follow the daemon's watch stream until a change satisfies `matches`."""
+    with daemon.client(timeout=timeout) as client:
+        deadline = time.monotonic() + timeout
+        for event in client.watch(since=since, idle_timeout=timeout):
+            for change in event.get("changes", []):
+                if matches(change):
+                    return change
+            if time.monotonic() > deadline:
+                break
+    raise AssertionError(f"{daemon.name}: the expected change never arrived; log:\n{daemon.log()}")
+
+
+def wait_for_value(daemon: DaemonProcess, collection: str, key: str, value: Any, **kw: Any) -> None:
+    wait_for_change(
+        daemon,
+        lambda c: c["collection"] == collection and c["key"] == key and c.get("value") == value,
+        **kw,
+    )
+
+
+@contextlib.contextmanager
+def running(*daemons: DaemonProcess) -> Iterator[tuple[DaemonProcess, ...]]:
+    try:
+        for daemon in daemons:
+            if daemon.process is None:
+                daemon.start()
+        yield daemons
+    finally:
+        for daemon in daemons:
+            if daemon.process is not None and daemon.process.poll() is None:
+                daemon.process.kill()
+                daemon.process.wait()

@@ -1,0 +1,180 @@
+"""End-to-end: real `p2psync daemon` processes on 127.0.0.1 with static peers."""
+
+import signal
+import socket
+import ssl
+import struct
+import time
+
+import pytest
+
+from p2psync import identity, keystore, tls
+from p2psync.client import ControlError
+from tests.daemons import DaemonProcess, introduce, running, wait_for_value
+
+pytestmark = pytest.mark.slow
+
+
+def wait_until(predicate, timeout=20.0, what="condition"):
+    """Poll a cheap condition (a log line, a status field) until it holds or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def get_value(daemon, collection, key):
+    return daemon.call("get", collection=collection, key=key)["value"]
+
+
+def test_a_line_of_three_relays_and_converges(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    b = DaemonProcess(tmp_path, "b", peers=[a.address])
+    c = DaemonProcess(tmp_path, "c", peers=[b.address])
+    with running(a, b, c):
+        introduce(a, b, c)
+        a.call("put", collection="notes", key="from-a", value={"n": 1})
+        wait_for_value(c, "notes", "from-a", {"n": 1})
+        b.call("put", collection="notes", key="from-b", value="b")
+        c.call("put", collection="notes", key="from-c", value=[3])
+        for daemon in (a, b, c):
+            wait_for_value(daemon, "notes", "from-b", "b")
+            wait_for_value(daemon, "notes", "from-c", [3])
+        assert get_value(a, "notes", "from-c") == [3]
+        assert get_value(c, "notes", "from-a") == {"n": 1}
+
+
+def test_writes_made_apart_become_siblings_everywhere_and_resolve_everywhere(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    b = DaemonProcess(tmp_path, "b", peers=[a.address])
+    with running(a, b):
+        introduce(a, b)
+        a.call("put", collection="notes", key="meet", value="start")
+        wait_for_value(b, "notes", "meet", "start")
+        a.stop()
+        b.call("put", collection="notes", key="meet", value="from b")
+        b.stop()
+        a.start()
+        a.call("put", collection="notes", key="meet", value="from a")
+        b.start()
+        wait_for_value(a, "notes", "meet", "from b")
+        wait_for_value(b, "notes", "meet", "from a")
+        seen = [d.call("get", collection="notes", key="meet", all=True) for d in (a, b)]
+        assert all(view["conflict"] for view in seen)
+        assert seen[0]["value"] == seen[1]["value"], "both pick the same winner"
+        assert sorted(s["value"] for s in seen[0]["siblings"]) == ["from a", "from b"]
+        b.call("resolve", collection="notes", key="meet", value="agreed")
+        wait_for_value(a, "notes", "meet", "agreed")
+        for daemon in (a, b):
+            assert not daemon.call("get", collection="notes", key="meet")["conflict"]
+            assert daemon.call("conflicts")["items"] == []
+
+
+def test_kill_9_loses_no_acknowledged_write_and_catches_up(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    b = DaemonProcess(tmp_path, "b", peers=[a.address])
+    with running(a, b):
+        introduce(a, b)
+        for number in range(50):
+            a.call("put", collection="acked", key=f"k{number}", value=number)
+        a.kill()
+        a.start()
+        for number in range(50):
+            assert get_value(a, "acked", f"k{number}") == number
+        a.call("put", collection="acked", key="after-restart", value=True)
+        wait_for_value(b, "acked", "k49", 49)
+        wait_for_value(b, "acked", "after-restart", True)
+
+
+def test_an_untrusted_device_is_refused_and_learns_nothing(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    stranger = DaemonProcess(tmp_path, "stranger", peers=[a.address])
+    with running(a, stranger):
+        stranger.call("trust", cert=a.cert(), name="a")
+        a.call("put", collection="secret", key="k", value="only for members")
+        wait_until(lambda: "not a member" in a.log() or "refused" in a.log(), what="refusal")
+        with pytest.raises(ControlError):
+            stranger.call("get", collection="secret", key="k")
+        assert not any(p["connected"] for p in stranger.call("peers"))
+
+
+def test_a_forgotten_device_is_dropped_at_once_and_refused_after(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    b = DaemonProcess(tmp_path, "b", peers=[a.address])
+    with running(a, b):
+        introduce(a, b)
+        b.call("put", collection="n", key="before", value=1)
+        wait_for_value(a, "n", "before", 1)
+        a.call("forget", device=b.device_id)
+        wait_until(lambda: not any(p["connected"] for p in a.call("peers")), what="disconnect")
+        b.call("put", collection="n", key="after", value=2)
+        wait_until(lambda: "not a member" in a.log(), what="refusal of the forgotten device")
+        with pytest.raises(ControlError):
+            a.call("get", collection="n", key="after")
+
+
+def trusted_tls_connection(a, tmp_path):
+    """A raw TLS connection to `a` from a device `a` trusts, to send it bad bytes."""
+    state = tmp_path / "intruder"
+    device = keystore.load_or_create_identity(state)
+    a.call("trust", cert=device.cert_pem.decode(), name="intruder")
+    context = tls.make_ssl_context(
+        keystore.cert_path(state), keystore.key_path(state), [a.cert().encode()], server_side=False
+    )
+    raw = socket.create_connection(("127.0.0.1", a.port), timeout=10)
+    return context.wrap_socket(raw), device
+
+
+def test_garbage_and_oversized_frames_leave_the_daemon_serving_others(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    b = DaemonProcess(tmp_path, "b", peers=[a.address])
+    with running(a, b):
+        introduce(a, b)
+        with socket.create_connection(("127.0.0.1", a.port), timeout=10) as junk:
+            junk.sendall(b"GET / HTTP/1.1\r\n\r\n" + bytes(range(256)) * 4)
+            assert junk.recv(100) == b"", "the daemon hangs up on a non-TLS client"
+        tls_socket, _ = trusted_tls_connection(a, tmp_path)
+        with tls_socket:
+            tls_socket.sendall(struct.pack(">I", 2**31) + b"\x00" * 64)
+            with pytest.raises((ssl.SSLError, ConnectionError, TimeoutError)) as closed:
+                while tls_socket.recv(65536):
+                    pass
+                raise ConnectionError("closed")
+            assert closed.value is not None
+        tls_socket, _ = trusted_tls_connection(a, tmp_path)
+        with tls_socket:
+            tls_socket.sendall(b"\x00\x00\x00\x05garbage-after-handshake")
+        with socket.socket(socket.AF_UNIX) as control:
+            control.connect(str(a.socket_path))
+            control.sendall(b"this is not json\n" + b"x" * (2 << 20) + b"\n")
+            assert b'"ok": false' in control.recv(4096).replace(b'"ok":false', b'"ok": false')
+        b.call("put", collection="n", key="still", value="served")
+        wait_for_value(a, "n", "still", "served")
+        assert a.process.poll() is None
+
+
+def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    with running(a):
+        twin = DaemonProcess(tmp_path, "a")
+        twin.port = a.port + 1 if a.port < 65000 else a.port - 1
+        twin.write_config()
+        twin.start(wait=False)
+        assert twin.process.wait(timeout=20) != 0
+        assert "already using" in twin.log()
+
+
+def test_sigterm_stops_cleanly_and_says_stopping(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    with running(a):
+        a.process.send_signal(signal.SIGTERM)
+        a.wait_for_notification("STOPPING=1")
+        assert a.process.wait(timeout=10) == 0
+
+
+def test_device_ids_from_the_cli_and_the_certificate_agree(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    with running(a):
+        reported = a.call("id")
+        assert identity.device_id_from_certificate(reported["cert"].encode()) == reported["device"]
