@@ -8,6 +8,7 @@ no merge, sync or membership logic; the protocol is documented in docs/control-p
 """
 
 import base64
+import contextlib
 import grp
 import json
 import logging
@@ -26,8 +27,10 @@ import trio
 
 from . import entry as entries
 from .entry import Op
+from .identity import device_id_from_certificate
 from .merge import Sibling
 from .node import Node
+from .pairing_service import Invitation, PairingFailed
 from .replica import DEFAULT_SHARE, Change, RecordView, ReplicaError
 from .vectors import device_of
 
@@ -49,6 +52,8 @@ UNKNOWN_METHOD = "unknown_method"
 NOT_FOUND = "not_found"
 TOO_LARGE = "too_large"
 CONFLICT = "conflict"
+PAIRING_FAILED = "pairing_failed"
+DEFAULT_PAIRING_TTL = 300.0
 INTERNAL = "internal"
 INTERNAL_MESSAGE = "internal error; the daemon's log has the details"
 
@@ -71,6 +76,13 @@ class ControlContext(Protocol):
     ) -> dict[str, Any]: ...
     async def revoke(self, device_id: str) -> dict[str, Any]: ...
     async def reload(self) -> dict[str, Any]: ...
+    def nearby(self) -> list[dict[str, Any]]: ...
+    async def pair(self, ttl_seconds: float) -> Invitation: ...
+    def end_pairing(self, invitation: Invitation) -> None: ...
+    async def join(self, code_text: str, address: str | None) -> dict[str, Any]: ...
+
+
+Follow = Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]]
 
 
 class RequestError(Exception):
@@ -449,13 +461,15 @@ class _Server:
             "revoke": self._revoke,
             "forget": self._revoke,
             "reload": self._reload,
+            "nearby": self._nearby,
+            "join": self._join,
         }
         self.writes: dict[str, Callable[[dict[str, Any]], list[Op]]] = {
             "put": lambda request: [_write_op(request, "put")],
             "delete": lambda request: [_write_op(request, "delete")],
             "transaction": _transaction_ops,
         }
-        self.methods = sorted([*self.calls, *self.writes, "watch"])
+        self.methods = sorted([*self.calls, *self.writes, "watch", "pair"])
 
     @property
     def node(self) -> Node:
@@ -611,6 +625,53 @@ class _Server:
     async def _reload(self, request: dict[str, Any]) -> Any:
         return await _membership_call(self.context.reload())
 
+    async def _nearby(self, request: dict[str, Any]) -> Any:
+        return self.context.nearby()
+
+    async def _join(self, request: dict[str, Any]) -> Any:
+        code: str = _param(request, "code", str)
+        address: str | None = _param(request, "address", str, None)
+        try:
+            return await self.context.join(code, address)
+        except PairingFailed as exc:
+            raise RequestError(PAIRING_FAILED, str(exc)) from None
+        except ValueError as exc:  # an unreadable code or address
+            raise RequestError(BAD_REQUEST, str(exc)) from None
+
+    async def start_pairing(self, request: dict[str, Any]) -> tuple[dict[str, Any], Follow]:
+        """`pair` answers with the code, then one event line when the pairing ends."""
+        ttl: float = _param(request, "ttl", int, DEFAULT_PAIRING_TTL)
+        if not 10 <= ttl <= 3600:
+            raise RequestError(BAD_REQUEST, "'ttl' must be between 10 and 3600 seconds")
+        invitation = await self.context.pair(ttl)
+
+        async def follow(send: Callable[[bytes], Awaitable[None]]) -> None:
+            try:
+                with trio.move_on_after(invitation.expires_in()):
+                    await invitation.done.wait()
+                if not invitation.done.is_set():
+                    invitation.error = "the code expired unused; run `p2psync pair` for a new one"
+            finally:  # also when the client hangs up: the code dies with its connection
+                self.context.end_pairing(invitation)
+            event: dict[str, Any]
+            if invitation.result is not None:
+                from_cert = device_id_from_certificate(invitation.result.peer_cert_pem)
+                event = {
+                    "event": "paired",
+                    "device": from_cert,
+                    "name": invitation.result.peer_name,
+                }
+            else:
+                message = invitation.error or "the pairing failed"
+                event = {
+                    "event": "pairing_failed",
+                    "error": {"code": PAIRING_FAILED, "message": message},
+                }
+            await send(_line(event))
+
+        result = {"code": str(invitation.code), "expires_in": round(invitation.expires_in())}
+        return result, follow
+
 
 async def _membership_call(call: Awaitable[dict[str, Any]]) -> dict[str, Any]:
     try:
@@ -638,10 +699,10 @@ class _Connection:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._send_replies, nursery.cancel_scope)
             async with self.replies_in:
-                watch = await self._read_requests(nursery)
+                follow = await self._read_requests(nursery)
             await self.replies_sent.wait()
-            if watch is not None:
-                nursery.start_soon(self._stream_changes, watch, nursery.cancel_scope)
+            if follow is not None:
+                nursery.start_soon(self._stream, follow, nursery.cancel_scope)
                 await self._read_until_closed()
                 nursery.cancel_scope.cancel()
 
@@ -674,8 +735,9 @@ class _Connection:
         finally:
             self.replies_sent.set()
 
-    async def _read_requests(self, nursery: trio.Nursery) -> _Watch | None:
-        """Answer requests until the client closes or turns the connection into a watch."""
+    async def _read_requests(self, nursery: trio.Nursery) -> Follow | None:
+        """Answer requests until the client closes or turns the connection into a stream
+        (`watch`, `pair`): then return what follows the first answer."""
         while True:
             try:
                 line = await self.lines.next()
@@ -710,11 +772,11 @@ class _Connection:
                     continue
                 await self._writes_settled()
                 await self._room_for_answers()
-                if method == "watch":
-                    watch = await self._start_watch(request)
-                    started = {"position": watch.since}
+                if method in ("watch", "pair"):
+                    start = self._start_watch if method == "watch" else self.server.start_pairing
+                    started, follow = await start(request)
                     await self._send(_line({"id": request_id, "ok": True, "result": started}))
-                    return watch
+                    return follow
                 if method not in self.server.calls:
                     raise RequestError(
                         UNKNOWN_METHOD,
@@ -744,7 +806,7 @@ class _Connection:
             await reply.done.wait()
         self.writes_in_flight.clear()
 
-    async def _start_watch(self, request: dict[str, Any]) -> _Watch:
+    async def _start_watch(self, request: dict[str, Any]) -> tuple[dict[str, Any], Follow]:
         since: int | None = _param(request, "since", int, None)
         collection = _collection(request) if request.get("collection") is not None else None
         share = _share(request) if request.get("share") is not None else None
@@ -757,15 +819,15 @@ class _Connection:
                 f"'since' must be between 0 and this daemon's last position {last}; a position "
                 "from another database is meaningless here: start again with since null",
             )
-        return _Watch(since, collection, share)
+        watch = _Watch(since, collection, share)
+        return {"position": since}, lambda send: self._send_changes(watch, send)
 
-    async def _stream_changes(self, watch: _Watch, connection: trio.CancelScope) -> None:
-        try:
-            await self._send_changes(watch)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            connection.cancel()  # the watcher is gone
+    async def _stream(self, follow: Follow, connection: trio.CancelScope) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await follow(self.stream.send_all)  # until it ends or the client is gone
+        connection.cancel()  # a finished stream ends its connection
 
-    async def _send_changes(self, watch: _Watch) -> None:
+    async def _send_changes(self, watch: _Watch, send: Callable[[bytes], Awaitable[None]]) -> None:
         node = self.server.node
         position = watch.since
         while True:
@@ -783,11 +845,11 @@ class _Connection:
                         "hlc": wanted[0].hlc,
                         "changes": [_change_json(c) for c in wanted],
                     }
-                    await self.stream.send_all(_line(event))
+                    await send(_line(event))
             position = changes[-1].lseq
 
     async def _read_until_closed(self) -> None:
-        """A watch connection takes no more requests; its end is the end of the watch."""
+        """A streaming connection takes no more requests; its end is the end of the stream."""
         try:
             while await self.stream.receive_some(65536):
                 pass

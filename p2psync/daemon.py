@@ -24,18 +24,22 @@ from typing import Any
 
 import trio
 
-from . import __version__, config, identity, keystore
+from . import __version__, config, identity, keystore, pairing
 from .config import Config, ConfigError
 from .control import serve_control
+from .discovery import Discovery, Found
 from .node import Node
+from .pairing import PairingResult
+from .pairing_service import Invitation, PairingService
 from .peers import PeerManager, Timeouts
-from .replica import DEFAULT_SHARE, Replica, ReplicaError
+from .replica import DEFAULT_SHARE, DeviceRecord, Replica, ReplicaError
 from .sdnotify import Notifier
 from .store import StoreError
 
 log = logging.getLogger("p2psync")
 STOP_GRACE_SECONDS = 5.0
 ADDRESSES_FILE = "addresses.json"
+JOIN_SEARCH_SECONDS = 10.0
 
 
 class StartupError(Exception):
@@ -62,8 +66,17 @@ class Daemon:
         )
         self.notifier = Notifier.from_environ(os.environ)
         self.listen_addresses: list[str] = []
-        self.members: dict[str, Any] = {}
+        self.listen_port = 0
+        self.members: dict[str, DeviceRecord] = {}
+        self.counts = {"records": 0, "conflicts": 0}
         self.started_at = 0.0
+        self.discovery: Discovery | None = None
+        self.nearby_changed = trio.Event()
+        self._discovered: dict[str, list[tuple[str, int]]] = {}
+        self.pairing = PairingService(
+            device.cert_pem, lambda: self.device_name, self._member_certs, self._paired
+        )
+        self.peers.pairing_handler = self.pairing.handle_incoming
 
     @property
     def device_id(self) -> str:
@@ -95,6 +108,8 @@ class Daemon:
             for address in [*self.config.peers, *self._saved_addresses()]:
                 self.peers.dial(address)
             await nursery.start(self.peers.run, listeners)
+            if self.config.discovery_enabled:
+                await nursery.start(self._run_discovery)
             await nursery.start(
                 partial(
                     serve_control,
@@ -105,6 +120,7 @@ class Daemon:
                 )
             )
             nursery.start_soon(self._follow_membership)
+            nursery.start_soon(self._count_records)
             interval = self.notifier.watchdog_interval(os.environ)
             if interval:
                 nursery.start_soon(self._feed_watchdog, interval)
@@ -142,6 +158,7 @@ class Daemon:
             for listener in opened:
                 bound = listener.socket.getsockname()
                 self.listen_addresses.append(_format(bound[0], bound[1]))
+                self.listen_port = self.listen_port or int(bound[1])
         for host, port, failure in failures:
             if failure.errno == errno.EADDRINUSE:
                 raise StartupError(
@@ -177,6 +194,130 @@ class Daemon:
         while True:
             seen = await self.node.membership_changed.wait_beyond(seen)
             await self._load_members()
+            if self.discovery is not None:
+                for found in self.discovery.nearby().values():
+                    self._dial_if_member(found)
+
+    async def _count_records(self) -> None:
+        """Keep the record and conflict counts for `status` current, at most once a second."""
+        seen = -1
+        while True:
+            seen = await self.node.changes.wait_beyond(seen)
+            self.counts = await self.node.call(_counts, self.node.replica)
+            await trio.sleep(1.0)
+
+    # discovery and pairing ----------------------------------------------------------------
+
+    async def _run_discovery(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        interfaces = list(self.config.discovery_interfaces)
+        async with Discovery(
+            self.device_id, self.device_name, self.listen_port, interfaces=interfaces
+        ) as discovery:
+            self.discovery = discovery
+            log.info("discovery: announcing on %s", ", ".join(interfaces) or "all interfaces")
+            task_status.started()
+            try:
+                async for event in discovery.events():
+                    if isinstance(event, Found):
+                        log.debug("nearby: %s %s", event.device_id, event.addresses)
+                        self._dial_if_member(event)
+                    else:
+                        log.info("device %s left the network", event.device_id)
+                        for address in self._discovered.pop(event.device_id, ()):
+                            self.peers.undial(address)
+                    self.nearby_changed.set()
+                    self.nearby_changed = trio.Event()
+            finally:
+                self.discovery = None
+
+    def _dial_if_member(self, found: Found) -> None:
+        if found.device_id == self.device_id or not self.peers.trusts(found.device_id):
+            return
+        known = self._discovered.setdefault(found.device_id, [])
+        for address in found.addresses:
+            if address not in known:
+                known.append(address)
+                self.peers.dial(address, found.device_id)
+
+    def nearby(self) -> list[dict[str, Any]]:
+        if self.discovery is None:
+            return []
+        return [
+            {
+                "device": found.device_id,
+                "name": found.name,
+                "addresses": [_format(host, port) for host, port in found.addresses],
+                "member": found.device_id in self.members
+                and not self.members[found.device_id].revoked,
+                "pairing": int(found.txt["pair"]) if found.txt.get("pair", "").isdigit() else None,
+            }
+            for found in self.discovery.nearby().values()
+            if found.device_id != self.device_id
+        ]
+
+    async def pair(self, ttl_seconds: float) -> Invitation:
+        invitation = await self.pairing.invite(ttl_seconds)
+        if self.discovery is not None:
+            self.discovery.set_pairing(invitation.code.nameplate)
+        nameplate = invitation.code.nameplate
+        log.info("pairing code issued (number %s, valid %d s)", nameplate, ttl_seconds)
+        return invitation
+
+    def end_pairing(self, invitation: Invitation) -> None:
+        self.pairing.cancel(invitation)
+        if self.discovery is not None and self.pairing.invitation is None:
+            self.discovery.set_pairing(None)
+
+    async def join(self, code_text: str, address: str | None) -> dict[str, Any]:
+        code = pairing.parse_code(code_text)
+        if address:
+            candidates = [config.parse_address(address)]
+        else:
+            candidates = await self._find_inviter(code.nameplate)
+        result, inviter = await self.pairing.join(code, candidates)
+        device_id = identity.device_id_from_certificate(result.peer_cert_pem)
+        self.peers.dial(inviter, device_id)
+        return {
+            "device": identity.device_id_from_certificate(result.peer_cert_pem),
+            "name": result.peer_name,
+            "members": len(result.members),
+        }
+
+    async def _find_inviter(self, nameplate: int) -> list[tuple[str, int]]:
+        """Addresses of devices announcing this pairing number, waiting a little for them."""
+        with trio.move_on_after(JOIN_SEARCH_SECONDS):
+            while True:
+                found = [
+                    address
+                    for device in (self.discovery.nearby().values() if self.discovery else ())
+                    if device.txt.get("pair") == str(nameplate)
+                    for address in device.addresses
+                ]
+                if found or self.discovery is None:
+                    return found
+                await self.nearby_changed.wait()
+        return []
+
+    async def _member_certs(self) -> list[dict[str, Any]]:
+        return [
+            {"cert": device.cert_pem, "name": device.name}
+            for device in self.members.values()
+            if not device.revoked
+        ]
+
+    async def _paired(self, result: PairingResult, address: str) -> None:
+        """Both sides record the other; the joiner also learns the rest of the household."""
+        device_id = identity.device_id_from_certificate(result.peer_cert_pem)
+        ops = [self.node.replica.device_op(result.peer_cert_pem, result.peer_name)]
+        for member in result.members:
+            cert = member.get("cert") if isinstance(member, dict) else None
+            if isinstance(cert, bytes) and _is_certificate(cert) and cert != self.identity.cert_pem:
+                known = self.members.get(identity.device_id_from_certificate(cert))
+                if known is None:
+                    ops.append(self.node.replica.device_op(cert, str(member.get("name", ""))))
+        await self.node.commit(DEFAULT_SHARE, ops)
+        await self.peers.refresh_trust()
+        log.info("paired with %s (%s) at %s", result.peer_name, device_id, address)
 
     async def _feed_watchdog(self, interval: float) -> None:
         while True:
@@ -193,6 +334,7 @@ class Daemon:
     # control context ----------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        invitation = self.pairing.invitation
         return {
             "device": self.device_id,
             "name": self.device_name,
@@ -205,6 +347,16 @@ class Daemon:
             "uptime": round(trio.current_time() - self.started_at, 1),
             "peers_connected": len(self.peers.sessions),
             "peers_known": len([d for d in self.members.values() if not d.revoked]) - 1,
+            "records": self.counts["records"],
+            "conflicts": self.counts["conflicts"],
+            "discovery": {
+                "enabled": self.config.discovery_enabled,
+                "interfaces": list(self.config.discovery_interfaces),
+                "nearby": len(self.nearby()),
+            },
+            "pairing": (
+                {"active": True, "expires_in": invitation.expires_in()} if invitation else None
+            ),
         }
 
     def peers_status(self) -> list[dict[str, Any]]:
@@ -305,6 +457,21 @@ class Daemon:
             temporary = path.with_suffix(".tmp")
             temporary.write_text(json.dumps([*saved, address]))
             temporary.replace(path)
+
+
+def _counts(replica: Replica) -> dict[str, int]:
+    return {
+        "records": replica.store.count_records(DEFAULT_SHARE),
+        "conflicts": len(replica.conflicts(DEFAULT_SHARE, limit=10_000)),
+    }
+
+
+def _is_certificate(cert: bytes) -> bool:
+    try:
+        identity.device_id_from_certificate(cert)
+    except identity.InvalidCertificate:
+        return False
+    return True
 
 
 def _count_missing(have: dict[str, int], other: dict[str, int]) -> int:

@@ -40,6 +40,9 @@ class Invitation:
     result: PairingResult | None = None
     error: str | None = None
 
+    def expires_in(self) -> float:
+        return max(0.0, (self.inviter.expires_at_ms - wall_ms()) / 1000)
+
 
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
@@ -143,7 +146,9 @@ class PairingService:
             self.invitation = None
         invitation.done.set()
 
-    async def join(self, code: PairingCode, addresses: Sequence[Address]) -> PairingResult:
+    async def join(
+        self, code: PairingCode, addresses: Sequence[Address]
+    ) -> tuple[PairingResult, Address]:
         """Try each candidate address until one answers; the first real attempt decides."""
         if not addresses:
             raise PairingFailed(
@@ -160,7 +165,7 @@ class PairingService:
                 last_error = f"{host}:{port}: {_describe(exc)}"
                 continue
             async with stream:
-                return await self._run_joiner(code, stream, f"{host}:{port}")
+                return await self._run_joiner(code, stream, f"{host}:{port}"), (host, port)
         raise PairingFailed(f"could not reach the inviting device ({last_error})")
 
     async def _run_joiner(

@@ -9,15 +9,17 @@ peer is a current member and the peer answered with its own hello.
 import logging
 import random
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trio
 
-from . import keystore, tls
+from . import identity, keystore, tls
 from .entry import IntegrityError
 from .node import Node
+from .pairing_service import PREFACE as PAIRING_PREFACE
 from .replica import Replica
 from .session import (
     CLOSED,
@@ -33,6 +35,7 @@ from .session import (
 )
 
 log = logging.getLogger("p2psync.peers")
+TLS_HANDSHAKE_RECORD = b"\x16"  # the first byte of every TLS ClientHello
 CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 Address = tuple[str, int]
 RECEIVE_CHUNK = 256 * 1024
@@ -74,7 +77,7 @@ class PeerState:
 
 
 class _Session:
-    def __init__(self, stream: trio.SSLStream[trio.SocketStream], state: PeerState, dialer: str):
+    def __init__(self, stream: trio.SSLStream[Any], state: PeerState, dialer: str):
         self.stream = stream
         self.state = state
         self.dialer = dialer
@@ -103,7 +106,9 @@ class PeerManager:
         self._server_context: ssl.SSLContext | None = None
         self._client_context: ssl.SSLContext | None = None
         self._dial_requests: dict[Address, str | None] = {}
+        self._dialers: dict[Address, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
+        self.pairing_handler: Callable[[trio.abc.Stream, str], Awaitable[None]] | None = None
 
     # trust --------------------------------------------------------------------------------
 
@@ -113,7 +118,7 @@ class PeerManager:
         self._trusted = {
             d.device_id: d.cert_pem
             for d in devices
-            if not d.revoked and d.device_id != self.device_id
+            if not d.revoked and d.device_id != self.device_id and _usable(d.cert_pem, d.device_id)
         }
         cert, key = keystore.cert_path(self.state_dir), keystore.key_path(self.state_dir)
         certs = list(self._trusted.values())
@@ -137,15 +142,29 @@ class PeerManager:
 
     async def _handle_incoming(self, tcp: trio.SocketStream) -> None:
         address = _format_address(tcp.socket.getpeername())
+        try:
+            with trio.fail_after(self.timeouts.handshake):
+                opening = await _read_opening(tcp)
+        except (trio.TooSlowError, trio.BrokenResourceError, OSError) as exc:
+            log.info("dropped connection from %s: %s", address, _describe(exc))
+            await trio.aclose_forcefully(tcp)
+            return
+        if opening == PAIRING_PREFACE:
+            async with tcp:
+                if self.pairing_handler is not None:
+                    await self.pairing_handler(tcp, address)
+            return
+        if not opening.startswith(TLS_HANDSHAKE_RECORD):
+            log.info("dropped connection from %s: neither TLS nor pairing", address)
+            await trio.aclose_forcefully(tcp)
+            return
         assert self._server_context is not None
-        stream = trio.SSLStream(tcp, self._server_context, server_side=True)
+        stream = trio.SSLStream(_Replay(opening, tcp), self._server_context, server_side=True)
         peer_id = await self._handshake(stream, address)
         if peer_id is not None:
             await self._run_session(stream, peer_id, address, dialer=peer_id)
 
-    async def _handshake(
-        self, stream: trio.SSLStream[trio.SocketStream], address: str
-    ) -> str | None:
+    async def _handshake(self, stream: trio.SSLStream[Any], address: str) -> str | None:
         try:
             with trio.fail_after(self.timeouts.handshake):
                 await stream.do_handshake()
@@ -176,6 +195,16 @@ class PeerManager:
         if self._nursery is not None:
             self._nursery.start_soon(self._dial_loop, address)
 
+    def undial(self, address: Address) -> None:
+        """Stop trying `address` (a discovered device went away); a live session stays."""
+        self._dial_requests.pop(address, None)
+        scope = self._dialers.pop(address, None)
+        if scope is not None:
+            scope.cancel()
+
+    def trusts(self, device_id: str) -> bool:
+        return device_id in self._trusted
+
     async def run(
         self, listeners: list[trio.SocketListener], task_status=trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -189,15 +218,17 @@ class PeerManager:
             task_status.started()
 
     async def _dial_loop(self, address: Address) -> None:
-        attempt = 0
-        while True:
-            expected = self._dial_requests.get(address)
-            if expected is not None and expected in self.sessions:
-                await self.sessions[expected].closed.wait()
-                continue
-            connected = await self._dial_once(address)
-            attempt = 0 if connected else attempt + 1
-            await trio.sleep(backoff_delay(attempt, self.timeouts.reconnect_max))
+        with trio.CancelScope() as scope:
+            self._dialers[address] = scope
+            attempt = 0
+            while address in self._dial_requests:
+                expected = self._dial_requests.get(address)
+                if expected is not None and expected in self.sessions:
+                    await self.sessions[expected].closed.wait()
+                    continue
+                connected = await self._dial_once(address)
+                attempt = 0 if connected else attempt + 1
+                await trio.sleep(backoff_delay(attempt, self.timeouts.reconnect_max))
 
     async def _dial_once(self, address: Address) -> bool:
         host, port = address
@@ -237,7 +268,7 @@ class PeerManager:
         session.cancel_scope.cancel()
 
     async def _run_session(
-        self, stream: trio.SSLStream[trio.SocketStream], peer_id: str, address: str, dialer: str
+        self, stream: trio.SSLStream[Any], peer_id: str, address: str, dialer: str
     ) -> None:
         state = PeerState(peer_id, address, "out" if dialer == self.device_id else "in")
         session = _Session(stream, state, dialer)
@@ -384,6 +415,50 @@ class _SessionPump:
         while True:
             await trio.sleep(interval)
             await self.send(self.connection.send_ping())
+
+
+class _Replay(trio.abc.Stream):
+    """A stream that first gives back bytes already read from it (to sniff the protocol)."""
+
+    def __init__(self, already_read: bytes, stream: trio.SocketStream) -> None:
+        self._pending = already_read
+        self._stream = stream
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if self._pending:
+            data, self._pending = self._pending, b""
+            return data
+        return bytes(await self._stream.receive_some(max_bytes))
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self._stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+async def _read_opening(tcp: trio.SocketStream) -> bytes:
+    """Enough of the first bytes to tell a TLS ClientHello from our pairing preface."""
+    opening = b""
+    while len(opening) < len(PAIRING_PREFACE):
+        data = await tcp.receive_some(len(PAIRING_PREFACE) - len(opening))
+        if not data:
+            break
+        opening += data
+        if not PAIRING_PREFACE.startswith(opening):
+            break  # not pairing: what we have is the start of something else
+    return opening
+
+
+def _usable(cert_pem: bytes, device_id: str) -> bool:
+    """A membership record replicated from elsewhere may hold junk; it must not break TLS."""
+    try:
+        return identity.device_id_from_certificate(cert_pem) == device_id
+    except identity.InvalidCertificate:
+        return False
 
 
 def _share_vectors(replica: Replica) -> dict[str, dict[str, int]]:

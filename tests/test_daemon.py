@@ -133,7 +133,11 @@ def test_garbage_and_oversized_frames_leave_the_daemon_serving_others(tmp_path):
         introduce(a, b)
         with socket.create_connection(("127.0.0.1", a.port), timeout=10) as junk:
             junk.sendall(b"GET / HTTP/1.1\r\n\r\n" + bytes(range(256)) * 4)
-            assert junk.recv(100) == b"", "the daemon hangs up on a non-TLS client"
+            try:
+                answer = junk.recv(100)
+            except ConnectionResetError:
+                answer = b""
+            assert answer == b"", "the daemon hangs up on a non-TLS client without a word"
         tls_socket, _ = trusted_tls_connection(a, tmp_path)
         with tls_socket:
             tls_socket.sendall(struct.pack(">I", 2**31) + b"\x00" * 64)

@@ -1,0 +1,95 @@
+"""Pairing by code between real daemons on loopback (the inviter's address given explicitly)."""
+
+import json
+import socket
+
+import pytest
+
+from p2psync import pairing
+from p2psync.pairing_words import WORDS
+from p2psync.client import ControlError
+from tests.daemons import DaemonProcess, running, wait_for_value
+
+pytestmark = pytest.mark.slow
+
+
+class PairStream:
+    """The `pair` stream of a daemon's control socket: the code first, the outcome later."""
+
+    def __init__(self, daemon: DaemonProcess, ttl: int = 60) -> None:
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.settimeout(30)
+        self.sock.connect(str(daemon.socket_path))
+        self.sock.sendall(json.dumps({"id": 1, "method": "pair", "ttl": ttl}).encode() + b"\n")
+        self.lines = self.sock.makefile("r")
+        first = json.loads(self.lines.readline())
+        assert first["ok"], first
+        self.code = first["result"]["code"]
+
+    def outcome(self) -> dict:
+        return json.loads(self.lines.readline())
+
+    def close(self) -> None:
+        self.lines.close()
+        self.sock.close()
+
+
+def wrong_words(code: str) -> str:
+    parsed = pairing.parse_code(code)
+    others = [w for w in WORDS if w not in parsed.words][:2]
+    return f"{parsed.nameplate}-{others[0]}-{others[1]}"
+
+
+def test_join_by_code_records_both_devices_and_they_sync(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    b = DaemonProcess(tmp_path, "b")
+    with running(a, b):
+        invitation = PairStream(a)
+        joined = b.call("join", code=invitation.code, address=a.address)
+        assert joined["device"] == a.device_id and joined["name"] == "a"
+        outcome = invitation.outcome()
+        invitation.close()
+        assert outcome == {"event": "paired", "device": b.device_id, "name": "b"}
+        a.call("put", collection="notes", key="hello", value="from a")
+        wait_for_value(b, "notes", "hello", "from a")
+        b.call("put", collection="notes", key="reply", value="from b")
+        wait_for_value(a, "notes", "reply", "from b")
+
+
+def test_a_wrong_code_fails_both_sides_and_burns_the_code(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    b = DaemonProcess(tmp_path, "b")
+    with running(a, b):
+        invitation = PairStream(a)
+        with pytest.raises(ControlError) as wrong:
+            b.call("join", code=wrong_words(invitation.code), address=a.address)
+        assert wrong.value.code == "pairing_failed"
+        outcome = invitation.outcome()
+        invitation.close()
+        assert outcome["event"] == "pairing_failed"
+        with pytest.raises(ControlError) as late:
+            b.call("join", code=invitation.code, address=a.address)
+        assert late.value.code == "pairing_failed", "one guess per code: the right one is dead too"
+        assert all(not p["connected"] for p in b.call("peers"))
+
+
+def test_an_unreadable_code_is_a_bad_request_with_a_suggestion(tmp_path):
+    b = DaemonProcess(tmp_path, "b")
+    with running(b):
+        word = WORDS[0]
+        with pytest.raises(ControlError) as typo:
+            b.call("join", code=f"7-{word[:-1]}x-{word}", address="127.0.0.1:1")
+        assert typo.value.code == "bad_request"
+        assert "did you mean" in typo.value.message.lower() or word in typo.value.message
+
+
+def test_a_withdrawn_code_fails(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    b = DaemonProcess(tmp_path, "b")
+    with running(a, b):
+        invitation = PairStream(a, ttl=10)
+        code = invitation.code
+        invitation.close()  # the person pressed Ctrl-C: the code is withdrawn
+        with pytest.raises(ControlError) as dead:
+            b.call("join", code=code, address=a.address)
+        assert dead.value.code == "pairing_failed"
