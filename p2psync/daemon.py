@@ -383,6 +383,8 @@ class Daemon:
                     "in_sync": bool(state and DEFAULT_SHARE in state.in_sync),
                     "they_lack": _count_missing(ours, theirs) if state else None,
                     "we_lack": _count_missing(theirs, ours) if state else None,
+                    "receive_rate": round(state.receive_rate(now), 1) if session and state else 0.0,
+                    "clock_offset_ms": state.clock_offset_ms if state else None,
                     "entries_sent": state.entries_sent if state else 0,
                     "entries_received": state.entries_received if state else 0,
                     "bytes_sent": state.bytes_sent if state else 0,

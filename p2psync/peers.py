@@ -9,6 +9,7 @@ peer is a current member and the peer answered with its own hello.
 import logging
 import random
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from . import identity, keystore, tls
 from .entry import IntegrityError
 from .node import Node
 from .pairing_service import PREFACE as PAIRING_PREFACE
-from .replica import Replica
+from .replica import Replica, wall_clock_ms
 from .session import (
     CLOSED,
     NEED_DATA,
@@ -36,6 +37,7 @@ from .session import (
 
 log = logging.getLogger("p2psync.peers")
 TLS_HANDSHAKE_RECORD = b"\x16"  # the first byte of every TLS ClientHello
+RATE_WINDOW_SECONDS = 5.0
 CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 Address = tuple[str, int]
 RECEIVE_CHUNK = 256 * 1024
@@ -74,6 +76,19 @@ class PeerState:
     entries_sent: int = 0
     bytes_received: int = 0
     bytes_sent: int = 0
+    clock_offset_ms: int | None = None  # the peer's wall clock minus ours, from its pings
+    recent_receipts: deque[tuple[float, int]] = field(default_factory=deque)
+
+    def count_received(self, now: float, entries: int) -> None:
+        self.entries_received += entries
+        self.recent_receipts.append((now, entries))
+        while self.recent_receipts and self.recent_receipts[0][0] < now - RATE_WINDOW_SECONDS:
+            self.recent_receipts.popleft()
+
+    def receive_rate(self, now: float) -> float:
+        """Entries per second received over the last few seconds."""
+        recent = sum(n for when, n in self.recent_receipts if when >= now - RATE_WINDOW_SECONDS)
+        return recent / RATE_WINDOW_SECONDS
 
 
 class _Session:
@@ -372,6 +387,8 @@ class _SessionPump:
             log.info("caught up with %s on share %s", self.state.device_id, event.share)
             self.manager.on_change()
         elif isinstance(event, Ping):
+            if event.wall_ms is not None:
+                self.state.clock_offset_ms = event.wall_ms - wall_clock_ms()
             await self.send(self.connection.send_pong())
         elif isinstance(event, Bye):
             self.session.reason = f"peer said goodbye: {event.reason}"
@@ -388,7 +405,7 @@ class _SessionPump:
         known = self.peer_known.setdefault(event.share, {})
         for actor, seq in result.received.items():
             known[actor] = max(known.get(actor, 0), seq)
-        self.state.entries_received += len(event.items)
+        self.state.count_received(trio.current_time(), len(event.items))
         if result.applied:
             await self.node.applied(result.position, result.devices_changed)
 
@@ -411,10 +428,11 @@ class _SessionPump:
             await self.node.changes.wait_beyond(cursor)
 
     async def _keep_alive(self) -> None:
+        """Pings keep an idle connection alive and carry our clock for the peer's skew check."""
         interval = max(self.manager.timeouts.idle / 3, 0.05)
         while True:
+            await self.send(self.connection.send_ping(wall_clock_ms()))
             await trio.sleep(interval)
-            await self.send(self.connection.send_ping())
 
 
 class _Replay(trio.abc.Stream):

@@ -84,7 +84,9 @@ class CaughtUp:
 
 @dataclass(frozen=True)
 class Ping:
-    pass
+    """A keep-alive; `wall_ms` is the sender's wall clock when it says so."""
+
+    wall_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,11 @@ class Bye:
 
 
 Event = PeerHello | PeerVector | Entries | CaughtUp | Ping | Pong | Bye
+
+
+def _on_ping(message: dict[str, Any]) -> Ping:
+    wall_ms = message.get("ms")
+    return Ping(wall_ms if type(wall_ms) is int else None)
 
 
 def summary_digest(vector: Mapping[str, int]) -> bytes:
@@ -136,7 +143,7 @@ class SyncConnection:
             "vector": self._on_vector,
             "entries": self._on_entries,
             "caught_up": self._on_caught_up,
-            "ping": lambda _: Ping(),
+            "ping": _on_ping,
             "pong": lambda _: Pong(),
             "bye": self._on_bye,
         }
@@ -165,9 +172,10 @@ class SyncConnection:
         self._check_peer_proven("caught_up")
         return self._frame({"t": "caught_up", "s": share, "vv": dict(vector)})
 
-    def send_ping(self) -> bytes:
+    def send_ping(self, wall_ms: int | None = None) -> bytes:
+        """A keep-alive; with `wall_ms` (our wall clock) it lets the peer estimate clock skew."""
         self._check_hello_sent("ping")
-        return self._frame({"t": "ping"})
+        return self._frame({"t": "ping"} if wall_ms is None else {"t": "ping", "ms": wall_ms})
 
     def send_pong(self) -> bytes:
         self._check_hello_sent("pong")

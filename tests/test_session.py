@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from p2psync import wire
 from p2psync.session import (
     CLOSED,
     NEED_DATA,
@@ -365,3 +366,13 @@ def test_garbage_after_hello_only_ever_raises_protocol_error(garbage):
             pass
     except ProtocolError as exc:
         assert exc.reason
+
+
+def test_a_ping_may_carry_the_senders_wall_clock_for_skew_estimates():
+    alice, bob = SyncConnection(ALICE, BOB), SyncConnection(BOB, ALICE)
+    alice_hello, bob_hello = alice.send_hello({}), bob.send_hello({})
+    events_from(bob, alice_hello)
+    events_from(alice, bob_hello)
+    assert events_from(bob, alice.send_ping(wall_ms=1_700_000_000_123)) == [Ping(1_700_000_000_123)]
+    odd = wire.encode_frame({"t": "ping", "ms": "soon"})
+    assert events_from(bob, odd) == [Ping()], "a clock that is not a number is ignored"
