@@ -391,7 +391,12 @@ _SYNTAX_HINTS = {
 def _syntax_message(source: str, exc: tomllib.TOMLDecodeError) -> str:
     reason, _, where = str(exc).partition(" (at ")
     position = re.fullmatch(r"line (\d+), column (\d+)\)", where)
-    place = f"{source}, line {position[1]}, column {position[2]}" if position else source
+    if position:
+        place = f"{source}, line {position[1]}, column {position[2]}"
+    elif where == "end of document)":
+        place = f"{source}, at the last line (something opened there is never closed)"
+    else:
+        place = source
     reason = reason[:1].lower() + reason[1:]
     hint = next(
         (hint for start, hint in _SYNTAX_HINTS.items() if reason.startswith(start)),

@@ -556,8 +556,7 @@ class _JournalFormatter(logging.Formatter):
         return f"<{self.PRIORITIES.get(record.levelno, 2)}>{super().format(record)}"
 
 
-def open_state(settings: Config) -> tuple[identity.DeviceIdentity, Replica]:
-    state_dir = settings.state_dir
+def prepare_state_dir(state_dir: Path) -> None:
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         probe = state_dir / ".write-test"
@@ -565,9 +564,13 @@ def open_state(settings: Config) -> tuple[identity.DeviceIdentity, Replica]:
         probe.unlink()
     except OSError as exc:
         raise StartupError(
-            f"state directory {state_dir} is not writable ({exc.strerror}); set paths.state_dir "
-            f"or --state-dir to a directory this user owns"
+            f"state directory {state_dir} is not usable ({exc.strerror}); set paths.state_dir "
+            f"or --state-dir to a directory this user can write"
         ) from None
+
+
+def open_state(settings: Config) -> tuple[identity.DeviceIdentity, Replica]:
+    state_dir = settings.state_dir
     device = keystore.load_or_create_identity(state_dir)
     try:
         replica = Replica.open(state_dir / "replica.db", device)
@@ -584,7 +587,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     setup_logging(settings.log_level)
     try:
-        settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        prepare_state_dir(settings.state_dir)
         with state_lock(settings.state_dir):
             device, replica = open_state(settings)
             try:

@@ -96,14 +96,18 @@ class DaemonProcess:
         command = [sys.executable, "-m", "p2psync", "daemon", "--config", str(self.config_path)]
         return ["ip", "netns", "exec", self.netns, *command] if self.netns else command
 
-    def start(self, wait: bool = True) -> "DaemonProcess":
+    def start(self, wait: bool = True, env: dict[str, str] | None = None) -> "DaemonProcess":
         notify_path = self.directory / "notify.sock"
         with contextlib.suppress(FileNotFoundError):
             notify_path.unlink()
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(notify_path))
-        env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "PYTHONUNBUFFERED": "1"}
-        env.pop("P2PSYNC_SOCKET", None)
+        env = {
+            **os.environ,
+            "NOTIFY_SOCKET": str(notify_path),
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=log, env=env)
         log.close()

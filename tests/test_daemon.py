@@ -4,6 +4,8 @@ import signal
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 import time
 
 import pytest
@@ -182,3 +184,68 @@ def test_device_ids_from_the_cli_and_the_certificate_agree(tmp_path):
     with running(a):
         reported = a.call("id")
         assert identity.device_id_from_certificate(reported["cert"].encode()) == reported["device"]
+
+
+def start_with_config(tmp_path, text: str) -> subprocess.CompletedProcess:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return subprocess.run(
+        [sys.executable, "-m", "p2psync", "daemon", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_a_broken_config_stops_the_start_with_the_file_and_line(tmp_path):
+    broken = start_with_config(tmp_path, '[network]\nlisten = ["127.0.0.1:0"\n')
+    assert broken.returncode == 2
+    assert str(tmp_path / "config.toml") in broken.stderr and "last line" in broken.stderr
+    misspelt = start_with_config(tmp_path, '[network]\nlisen = ["127.0.0.1:0"]\n')
+    assert misspelt.returncode == 2
+    assert "network.lisen" in misspelt.stderr and "network.listen" in misspelt.stderr
+
+
+def test_a_port_in_use_or_an_unusable_state_dir_is_named(tmp_path):
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    with busy:
+        port = busy.getsockname()[1]
+        state = tmp_path / "state"
+        taken = start_with_config(
+            tmp_path,
+            f'[paths]\nstate_dir = "{state}"\n[control]\nsocket = "{tmp_path / "c.sock"}"\n'
+            f'[network]\nlisten = ["127.0.0.1:{port}"]\n[discovery]\nenabled = false\n',
+        )
+    assert taken.returncode == 1
+    assert f"127.0.0.1:{port}" in taken.stderr and "in use" in taken.stderr
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    unusable = start_with_config(
+        tmp_path,
+        f'[paths]\nstate_dir = "{not_a_dir / "state"}"\n[network]\nlisten = ["127.0.0.1:0"]\n'
+        "[discovery]\nenabled = false\n",
+    )
+    assert unusable.returncode == 1
+    assert "state directory" in unusable.stderr and "--state-dir" in unusable.stderr
+
+
+def test_sd_notify_ready_status_watchdog_reload_and_stopping(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    a.start(wait=False, env={"WATCHDOG_USEC": "200000"})
+    try:
+        ready = a.wait_for_notification("READY=1")
+        assert any(line.startswith("STATUS=") for line in ready.split("\n"))
+        a.wait_for_notification("WATCHDOG=1")
+        a.config_path.write_text(a.config_path.read_text().replace('"debug"', '"info"'))
+        a.process.send_signal(signal.SIGHUP)
+        a.wait_for_notification("RELOADING=1")
+        a.wait_for_notification("READY=1")
+        assert "configuration reloaded: log.level" in a.log()
+        a.process.send_signal(signal.SIGTERM)
+        a.wait_for_notification("STOPPING=1")
+        assert a.process.wait(timeout=10) == 0
+    finally:
+        if a.process.poll() is None:
+            a.kill()
