@@ -7,12 +7,10 @@ one, crash the daemon or make it buffer without bound, and clients never see a t
 no merge, sync or membership logic; the protocol is documented in docs/control-protocol.md.
 """
 
-import base64
 import contextlib
 import grp
 import json
 import logging
-import math
 import os
 import secrets
 import stat
@@ -22,16 +20,30 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any, Protocol
 
-import msgpack
 import trio
 
 from . import entry as entries
+from .control_api import (
+    BAD_REQUEST,
+    CONFLICT,
+    NOT_FOUND,
+    PAIRING_FAILED,
+    TOO_LARGE,
+    UNKNOWN_METHOD,
+    RequestError,
+    change_json,
+    collection_param,
+    param,
+    record_json,
+    share_param,
+    transaction_ops,
+    write_op,
+)
 from .entry import Op
 from .identity import device_id_from_certificate
-from .merge import Sibling
 from .node import Node
 from .pairing_service import Invitation, PairingFailed
-from .replica import DEFAULT_SHARE, Change, RecordView, ReplicaError
+from .replica import Change, ReplicaError
 from .vectors import device_of
 
 log = logging.getLogger(__name__)
@@ -47,12 +59,6 @@ WATCH_PAGE_ENTRIES = 64
 PROBE_TIMEOUT_SECONDS = 2.0
 UNIX_PATH_MAX = 107
 
-BAD_REQUEST = "bad_request"
-UNKNOWN_METHOD = "unknown_method"
-NOT_FOUND = "not_found"
-TOO_LARGE = "too_large"
-CONFLICT = "conflict"
-PAIRING_FAILED = "pairing_failed"
 DEFAULT_PAIRING_TTL = 300.0
 INTERNAL = "internal"
 INTERNAL_MESSAGE = "internal error; the daemon's log has the details"
@@ -83,15 +89,6 @@ class ControlContext(Protocol):
 
 
 Follow = Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]]
-
-
-class RequestError(Exception):
-    """A request answered with an error response: a stable `code` and a human `message`."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 class ControlSocketError(OSError):
@@ -195,168 +192,6 @@ def _give_to_group(socket_path: Path, group: str, shown_as: Path) -> None:
         log.warning(
             "cannot give %s to group %r (not a member); only this user can use it", shown_as, group
         )
-
-
-# values ---------------------------------------------------------------------------------------
-
-
-def json_from_value(raw: bytes | None) -> Any:
-    """A stored msgpack value as JSON; what JSON cannot carry is tagged (see the protocol doc)."""
-    if raw is None:
-        return None
-    try:
-        return _jsonable(msgpack.unpackb(raw, raw=False, strict_map_key=False))
-    except Exception:  # a peer may store anything; an unreadable value is shown, not fatal
-        return {"$raw": base64.b64encode(raw).decode()}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {_key_text(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bytes):
-        return {"$base64": base64.b64encode(value).decode()}
-    if isinstance(value, float) and not math.isfinite(value):
-        return {"$float": repr(value).replace("inf", "Infinity").replace("nan", "NaN")}
-    if isinstance(value, msgpack.ExtType):
-        return {"$ext": value.code, "$base64": base64.b64encode(value.data).decode()}
-    if isinstance(value, msgpack.Timestamp):
-        return {"$timestamp_ns": value.to_unix_nano()}
-    return value
-
-
-def _key_text(key: Any) -> str:
-    return key if isinstance(key, str) else json.dumps(_jsonable(key), sort_keys=True)
-
-
-def value_from_json(value: Any) -> bytes:
-    try:
-        return msgpack.packb(value)
-    except (ValueError, OverflowError, TypeError) as exc:
-        raise RequestError(BAD_REQUEST, f"value cannot be stored: {exc}") from None
-
-
-def _meta_fields(meta: bytes | None) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    if meta is not None:
-        try:
-            fields = msgpack.unpackb(meta, raw=False, strict_map_key=False)
-        except Exception:
-            fields = {}
-    if not isinstance(fields, dict):
-        fields = {}
-    return {"type": fields.get("type"), "schema_version": fields.get("schema_version")}
-
-
-def _sibling_json(sibling: Sibling) -> dict[str, Any]:
-    return {
-        "origin": device_of(sibling.actor),
-        "hlc": sibling.hlc,
-        "deleted": sibling.deleted,
-        "value": None if sibling.deleted else json_from_value(sibling.value),
-        **_jsonable(_meta_fields(sibling.meta)),
-    }
-
-
-def _record_json(view: RecordView, *, siblings: bool) -> dict[str, Any]:
-    found = {
-        "collection": view.collection,
-        "key": view.key,
-        **_sibling_json(view.winner),
-        "conflict": view.conflict,
-    }
-    if siblings:
-        found["siblings"] = [_sibling_json(s) for s in view.siblings]
-    return found
-
-
-def _change_json(change: Change) -> dict[str, Any]:
-    op = change.op
-    deleted = op.kind == entries.DELETE
-    return {
-        "collection": op.collection,
-        "key": op.key,
-        "op": "delete" if deleted else "put",
-        "value": None if deleted else json_from_value(op.value),
-        "deleted": deleted,
-        "origin": device_of(change.actor),
-        **_jsonable(_meta_fields(op.meta)),
-    }
-
-
-# request parameters ---------------------------------------------------------------------------
-
-_MISSING = object()
-_TYPE_NAMES = {
-    str: "a string",
-    int: "an integer",
-    bool: "true or false",
-    dict: "an object",
-    list: "a list",
-}
-
-
-def _param(request: dict[str, Any], name: str, kind: type, default: Any = _MISSING) -> Any:
-    value = request.get(name)
-    if value is None:
-        if default is _MISSING:
-            raise RequestError(BAD_REQUEST, f"missing parameter {name!r}")
-        return default
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise RequestError(BAD_REQUEST, f"parameter {name!r} must be {_TYPE_NAMES[kind]}")
-    return value
-
-
-def _collection(request: dict[str, Any], *, writing: bool = False) -> str:
-    collection: str = _param(request, "collection", str)
-    if not collection:
-        raise RequestError(BAD_REQUEST, "parameter 'collection' must not be empty")
-    if writing and collection.startswith("_"):
-        raise RequestError(
-            BAD_REQUEST,
-            f"collection {collection!r} is reserved for p2psync itself (names starting with '_'); "
-            "use trust/revoke for devices",
-        )
-    return collection
-
-
-def _share(request: dict[str, Any]) -> str:
-    share: str = _param(request, "share", str, DEFAULT_SHARE)
-    if not share:
-        raise RequestError(BAD_REQUEST, "parameter 'share' must not be empty")
-    return share
-
-
-def _write_op(request: dict[str, Any], kind: str) -> Op:
-    collection = _collection(request, writing=True)
-    key: str = _param(request, "key", str)
-    meta = {
-        "type": _param(request, "type", str, None),
-        "schema_version": _param(request, "schema_version", int, None),
-    }
-    if kind == "delete":
-        return entries.delete(collection, key, **meta)
-    if kind != "put":
-        raise RequestError(BAD_REQUEST, '\'op\' must be "put" or "delete"')
-    if "value" not in request:
-        raise RequestError(BAD_REQUEST, "missing parameter 'value' (null is a value: send null)")
-    return entries.put(collection, key, value_from_json(request["value"]), **meta)
-
-
-def _transaction_ops(request: dict[str, Any]) -> list[Op]:
-    listed: list[Any] = _param(request, "ops", list)
-    if not listed:
-        raise RequestError(BAD_REQUEST, "a transaction needs at least one op")
-    ops = []
-    for index, item in enumerate(listed):
-        if not isinstance(item, dict):
-            raise RequestError(BAD_REQUEST, f"ops[{index}] must be an object")
-        try:
-            ops.append(_write_op(item, _param(item, "op", str)))
-        except RequestError as exc:
-            raise RequestError(exc.code, f"ops[{index}]: {exc.message}") from None
-    return ops
 
 
 # connections ----------------------------------------------------------------------------------
@@ -465,9 +300,9 @@ class _Server:
             "join": self._join,
         }
         self.writes: dict[str, Callable[[dict[str, Any]], list[Op]]] = {
-            "put": lambda request: [_write_op(request, "put")],
-            "delete": lambda request: [_write_op(request, "delete")],
-            "transaction": _transaction_ops,
+            "put": lambda request: [write_op(request, "put")],
+            "delete": lambda request: [write_op(request, "delete")],
+            "transaction": transaction_ops,
         }
         self.methods = sorted([*self.calls, *self.writes, "watch", "pair"])
 
@@ -538,9 +373,9 @@ class _Server:
         }
 
     async def _get(self, request: dict[str, Any]) -> Any:
-        share, collection = _share(request), _collection(request)
-        key: str = _param(request, "key", str)
-        everything: bool = _param(request, "all", bool, False)
+        share, collection = share_param(request), collection_param(request)
+        key: str = param(request, "key", str)
+        everything: bool = param(request, "all", bool, False)
         view = await self.node.call(self.node.replica.get, share, collection, key)
         if view is None:
             raise RequestError(NOT_FOUND, f"no record {collection}/{key}")
@@ -548,13 +383,13 @@ class _Server:
             raise RequestError(
                 NOT_FOUND, f"{collection}/{key} was deleted (by {device_of(view.winner.actor)})"
             )
-        return _record_json(view, siblings=everything or view.conflict)
+        return record_json(view, siblings=everything or view.conflict)
 
     async def _scan(self, request: dict[str, Any]) -> Any:
-        share, collection = _share(request), _collection(request)
-        prefix: str = _param(request, "prefix", str, "")
-        after: str | None = _param(request, "after", str, None)
-        limit: int = _param(request, "limit", int, SCAN_DEFAULT_LIMIT)
+        share, collection = share_param(request), collection_param(request)
+        prefix: str = param(request, "prefix", str, "")
+        after: str | None = param(request, "after", str, None)
+        limit: int = param(request, "limit", int, SCAN_DEFAULT_LIMIT)
         if not 1 <= limit <= SCAN_MAX_LIMIT:
             raise RequestError(BAD_REQUEST, f"'limit' must be between 1 and {SCAN_MAX_LIMIT}")
         views = await self.node.call(
@@ -566,38 +401,38 @@ class _Server:
             size += len(view.winner.value or b"")
             if items and size > SCAN_PAGE_VALUE_BYTES:
                 break
-            items.append(_record_json(view, siblings=False))
+            items.append(record_json(view, siblings=False))
         more = len(views) == limit or len(items) < len(views)
         return {"items": items, "next": items[-1]["key"] if more and items else None}
 
     async def _conflicts(self, request: dict[str, Any]) -> Any:
-        share = _share(request)
-        collection = _collection(request) if request.get("collection") is not None else None
+        share = share_param(request)
+        collection = collection_param(request) if request.get("collection") is not None else None
         views = await self.node.call(
             self.node.replica.conflicts, share, collection, CONFLICTS_LIMIT + 1
         )
         return {
-            "items": [_record_json(v, siblings=True) for v in views[:CONFLICTS_LIMIT]],
+            "items": [record_json(v, siblings=True) for v in views[:CONFLICTS_LIMIT]],
             "more": len(views) > CONFLICTS_LIMIT,
         }
 
     async def _resolve(self, request: dict[str, Any]) -> Any:
-        share = _share(request)
-        pick = _param(request, "pick", dict, None)
+        share = share_param(request)
+        pick = param(request, "pick", dict, None)
         if (pick is None) == ("value" not in request):
             raise RequestError(BAD_REQUEST, "give either 'value' or 'pick': {origin, hlc}")
         if pick is None:
-            op = _write_op(request, "put")
+            op = write_op(request, "put")
         else:
             op = await self._picked_op(share, request, pick)
         done = await self.node.commit(share, [op])
         return {"position": done.lseq, "seq": done.seq, "hlc": done.hlc}
 
     async def _picked_op(self, share: str, request: dict[str, Any], pick: dict[str, Any]) -> Op:
-        collection = _collection(request, writing=True)
-        key: str = _param(request, "key", str)
-        origin: str = _param(pick, "origin", str)
-        hlc: int = _param(pick, "hlc", int)
+        collection = collection_param(request, writing=True)
+        key: str = param(request, "key", str)
+        origin: str = param(pick, "origin", str)
+        hlc: int = param(pick, "hlc", int)
         view = await self.node.call(self.node.replica.get, share, collection, key)
         if view is None:
             raise RequestError(NOT_FOUND, f"no record {collection}/{key}")
@@ -613,13 +448,13 @@ class _Server:
         )
 
     async def _trust(self, request: dict[str, Any]) -> Any:
-        cert: str = _param(request, "cert", str)
-        name: str | None = _param(request, "name", str, None)
-        address: str | None = _param(request, "address", str, None)
+        cert: str = param(request, "cert", str)
+        name: str | None = param(request, "name", str, None)
+        address: str | None = param(request, "address", str, None)
         return await _membership_call(self.context.trust(cert.encode(), name, address))
 
     async def _revoke(self, request: dict[str, Any]) -> Any:
-        device: str = _param(request, "device", str)
+        device: str = param(request, "device", str)
         return await _membership_call(self.context.revoke(device))
 
     async def _reload(self, request: dict[str, Any]) -> Any:
@@ -629,8 +464,8 @@ class _Server:
         return self.context.nearby()
 
     async def _join(self, request: dict[str, Any]) -> Any:
-        code: str = _param(request, "code", str)
-        address: str | None = _param(request, "address", str, None)
+        code: str = param(request, "code", str)
+        address: str | None = param(request, "address", str, None)
         try:
             return await self.context.join(code, address)
         except PairingFailed as exc:
@@ -640,7 +475,7 @@ class _Server:
 
     async def start_pairing(self, request: dict[str, Any]) -> tuple[dict[str, Any], Follow]:
         """`pair` answers with the code, then one event line when the pairing ends."""
-        ttl: float = _param(request, "ttl", int, DEFAULT_PAIRING_TTL)
+        ttl: float = param(request, "ttl", int, DEFAULT_PAIRING_TTL)
         if not 10 <= ttl <= 3600:
             raise RequestError(BAD_REQUEST, "'ttl' must be between 10 and 3600 seconds")
         invitation = await self.context.pair(ttl)
@@ -755,7 +590,7 @@ class _Connection:
                 request_id = request.get("id")
                 method = request["method"]
                 if method in self.server.writes:
-                    share, ops = _share(request), self.server.writes[method](request)
+                    share, ops = share_param(request), self.server.writes[method](request)
                     reply = _Reply()
                     await self.replies_in.send(reply)
                     self._track_write(reply)
@@ -807,9 +642,9 @@ class _Connection:
         self.writes_in_flight.clear()
 
     async def _start_watch(self, request: dict[str, Any]) -> tuple[dict[str, Any], Follow]:
-        since: int | None = _param(request, "since", int, None)
-        collection = _collection(request) if request.get("collection") is not None else None
-        share = _share(request) if request.get("share") is not None else None
+        since: int | None = param(request, "since", int, None)
+        collection = collection_param(request) if request.get("collection") is not None else None
+        share = share_param(request) if request.get("share") is not None else None
         last = await self.server.node.call(self.server.node.replica.last_position)
         if since is None:
             since = last
@@ -843,7 +678,7 @@ class _Connection:
                         "position": lseq,
                         "share": wanted[0].share,
                         "hlc": wanted[0].hlc,
-                        "changes": [_change_json(c) for c in wanted],
+                        "changes": [change_json(c) for c in wanted],
                     }
                     await send(_line(event))
             position = changes[-1].lseq
