@@ -249,3 +249,31 @@ def test_sd_notify_ready_status_watchdog_reload_and_stopping(tmp_path):
     finally:
         if a.process.poll() is None:
             a.kill()
+
+
+def test_watch_delivers_every_change_once_in_order_across_a_reconnect(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    b = DaemonProcess(tmp_path, "b", peers=[a.address])
+    with running(a, b):
+        introduce(a, b)
+        start = b.call("status")["position"]
+        for number in range(60):
+            target = a if number % 2 else b  # half local to b, half arriving from a
+            target.call("put", collection="feed", key=f"{number:03}", value=number)
+        seen: list[str] = []
+        with b.client() as client:
+            watch = client.watch(since=start, collection="feed", idle_timeout=20)
+            for event in watch:
+                seen.extend(change["key"] for change in event["changes"])
+                if len(seen) >= 25:
+                    resume_from = event["position"]
+                    break
+        with b.client() as client:
+            for event in client.watch(since=resume_from, collection="feed", idle_timeout=20):
+                seen.extend(change["key"] for change in event["changes"])
+                if len(seen) >= 60:
+                    break
+        assert sorted(seen) == [f"{n:03}" for n in range(60)]
+        assert len(set(seen)) == 60, "no change delivered twice"
+        local = [k for k in seen if int(k) % 2 == 0]
+        assert local == sorted(local), "one device's writes arrive in the order they were made"
