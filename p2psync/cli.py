@@ -9,21 +9,26 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import config, hlc
+from . import cli_format, config, doctor, hlc
+from .cli_format import compact, fit, safe_text, table
 from .client import Client, ClientError, ControlError, DaemonNotRunning
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NO_DAEMON = 3
+EXIT_INTERRUPTED = 130
 ENV_SOCKET = "P2PSYNC_SOCKET"
 LS_PAGE = 1000
 CELL_WIDTH = 80
+JOIN_TIMEOUT_SECONDS = 120.0
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 
 class UsageError(Exception):
@@ -53,26 +58,13 @@ def default_socket_path(env: Mapping[str, str] = os.environ, euid: int | None = 
 # output ---------------------------------------------------------------------------------------
 
 
-def compact(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _cell(text: str, width: int = CELL_WIDTH) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def _value_cell(value: Any) -> str:
-    return _cell(compact(value))
+    return fit(safe_text(compact(value)), CELL_WIDTH)
 
 
-def print_table(out: TextIO, headers: list[str] | None, rows: Iterable[list[str]]) -> None:
-    rows = [headers, *rows] if headers else list(rows)
-    if not rows:
-        return
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-        out.write("  ".join(cells).rstrip() + "\n")
+def write_lines(out: TextIO, lines: Iterable[str]) -> None:
+    for line in lines:
+        out.write(line + "\n")
 
 
 def _time(stamp: int | None) -> str:
@@ -146,11 +138,7 @@ def _read_text(name: str) -> str:
 
 def cmd_revoke(c: Command) -> int:
     done = c.client.call("revoke", device=c.args.device)
-    return c.say(
-        done,
-        f"revoked {done.get('name')} ({done.get('device')}) for the whole household; it can no "
-        "longer sync with any device",
-    )
+    return c.say(done, cli_format.revoked_message(done))
 
 
 def cmd_reload(c: Command) -> int:
@@ -158,57 +146,106 @@ def cmd_reload(c: Command) -> int:
     return c.say(done, lambda: _print_mapping(c.out, done))
 
 
-def cmd_status(c: Command) -> int:
-    found = c.client.call("status")
-    return c.say(found, lambda: _print_mapping(c.out, found))
-
-
 def _print_mapping(out: TextIO, found: Mapping[str, Any]) -> None:
     rows = [[name, v if isinstance(v, str) else compact(v)] for name, v in found.items()]
-    print_table(out, None, [[name, _cell(text, 200)] for name, text in rows])
+    write_lines(out, table(None, [[name, fit(safe_text(text), 200)] for name, text in rows]))
+
+
+def _status_and_peers(client: Client) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    return client.call("status"), client.call("peers")
+
+
+def cmd_status(c: Command) -> int:
+    if c.args.watch:
+        return _watch_status(c)
+    status, peers = _status_and_peers(c.client)
+    return c.say(
+        {**status, "peers": peers},
+        lambda: write_lines(c.out, cli_format.status_lines(status, peers)),
+    )
+
+
+def _watch_status(c: Command) -> int:
+    """Redraw the status every interval until Ctrl-C; rates come from successive samples."""
+    meter = cli_format.RateMeter()
+    clear = CLEAR_SCREEN if c.out.isatty() else ""
+    try:
+        while True:
+            status, peers = _status_and_peers(c.client)
+            rates = meter.update(time.monotonic(), peers)
+            if c.json:
+                c.out.write(compact({**status, "peers": peers}) + "\n")
+            else:
+                heading = f"{time.strftime('%H:%M:%S')}  every {c.args.interval:g} s, Ctrl-C stops"
+                frame = [heading, "", *cli_format.status_lines(status, peers, rates)]
+                # Without a terminal (a log, a pipe), snapshots follow each other, blank-separated.
+                c.out.write(clear + "\n".join(frame) + ("\n" if clear else "\n\n"))
+            c.out.flush()
+            time.sleep(c.args.interval)
+    except KeyboardInterrupt:
+        return EXIT_OK
 
 
 def cmd_peers(c: Command) -> int:
-    found = c.client.call("peers")
+    peers = c.client.call("peers")
+    nearby = c.client.call("nearby") if c.args.nearby else None
 
     def human() -> None:
-        if not found:
-            c.out.write(
-                "no other devices yet: on another device run `p2psync export-cert --out FILE`, "
-                "then here `p2psync trust FILE`\n"
-            )
-            return
-        print_table(
-            c.out,
-            ["NAME", "DEVICE", "STATE", "ADDRESS", "SYNC"],
-            [
-                [
-                    str(p.get("name", "")),
-                    str(p.get("device", "")),
-                    "revoked"
-                    if p.get("revoked")
-                    else "connected"
-                    if p.get("connected")
-                    else "offline",
-                    str(p.get("address") or "-"),
-                    _sync_state(p),
-                ]
-                for p in found
-            ],
-        )
+        write_lines(c.out, cli_format.peers_table(peers) if peers else [cli_format.NO_PEERS])
+        if nearby is not None:
+            discovery = {} if nearby else c.client.call("status").get("discovery") or {}
+            shown = cli_format.nearby_lines(nearby, discovery_on=discovery.get("enabled", True))
+            write_lines(c.out, ["", "nearby on the LAN:", *shown])
 
-    return c.say(found, human)
+    return c.say(peers if nearby is None else {"members": peers, "nearby": nearby}, human)
 
 
-def _sync_state(peer: Mapping[str, Any]) -> str:
-    if peer.get("in_sync"):
-        return "in sync"
-    lack = [
-        f"{label} {peer[field]}"
-        for field, label in (("they_lack", "they lack"), ("we_lack", "we lack"))
-        if peer.get(field)
-    ]
-    return ", ".join(lack) or "-"
+def cmd_pair(c: Command) -> int:
+    with c.client.stream("pair", ttl=c.args.ttl) as pairing:
+        if c.json:
+            c.out.write(compact(pairing.result) + "\n")
+        else:
+            c.out.write(cli_format.pairing_instructions(pairing.result))
+            c.out.write("Waiting for the other device...\n")
+        c.out.flush()
+        try:
+            event = next(pairing)
+        except KeyboardInterrupt:  # closing the connection withdraws the code on the daemon
+            sys.stderr.write("p2psync: pairing cancelled; that code no longer works\n")
+            return EXIT_INTERRUPTED
+    if c.json:
+        c.out.write(compact(event) + "\n")
+    if event.get("event") == "paired":
+        if not c.json:
+            c.out.write(cli_format.paired_message(event) + "\n")
+        return EXIT_OK
+    error = event.get("error") if event.get("event") == "pairing_failed" else None
+    if not isinstance(error, dict):
+        raise ControlError("protocol", f"the daemon ended the pairing with {compact(event)}")
+    message = str(error.get("message") or error.get("code"))
+    if "p2psync pair" not in message:
+        message += "; each code works once: run `p2psync pair` again for a new one"
+    sys.stderr.write(f"p2psync: pairing failed: {message}\n")
+    return EXIT_FAILED
+
+
+def cmd_join(c: Command) -> int:
+    if not c.json:
+        where = c.args.address or "the device showing that code on the LAN"
+        sys.stderr.write(f"p2psync: contacting {where}...\n")
+    # Finding the device and the key exchange take longer than an ordinary request.
+    with Client(c.client.socket_path, timeout=JOIN_TIMEOUT_SECONDS) as client:
+        done = client.call("join", code=c.args.code, address=c.args.address)
+    return c.say(done, cli_format.joined_message(done))
+
+
+def cmd_doctor(c: Command) -> int:
+    checks = doctor.run_doctor(c.client.socket_path)
+    if c.json:
+        c.out.write(compact([check.as_json() for check in checks]) + "\n")
+    else:
+        write_lines(c.out, doctor.render(checks))
+    return EXIT_FAILED if doctor.failed(checks) else EXIT_OK
 
 
 def parse_value(text: str) -> Any:
@@ -277,18 +314,15 @@ def cmd_get(c: Command) -> int:
 
 
 def _print_siblings(out: TextIO, siblings: list[dict[str, Any]], indent: str = "") -> None:
-    print_table(
-        out,
-        [f"{indent}ORIGIN", "TIME", "VALUE"],
+    rows = [
         [
-            [
-                indent + s["origin"],
-                _time(s["hlc"]),
-                "(deleted)" if s["deleted"] else _value_cell(s["value"]),
-            ]
-            for s in siblings
-        ],
-    )
+            indent + s["origin"],
+            _time(s["hlc"]),
+            "(deleted)" if s["deleted"] else _value_cell(s["value"]),
+        ]
+        for s in siblings
+    ]
+    write_lines(out, table([f"{indent}ORIGIN", "TIME", "VALUE"], rows))
 
 
 def cmd_ls(c: Command) -> int:
@@ -308,7 +342,7 @@ def cmd_ls(c: Command) -> int:
                 c.out.write(compact(item) + "\n")
             else:
                 value = _value_cell(item["value"]) + ("  (in conflict)" if item["conflict"] else "")
-                rows.append([item["key"], value])
+                rows.append([safe_text(item["key"]), value])
         if wanted is not None:
             wanted -= len(page["items"])
         after = page["next"]
@@ -316,7 +350,7 @@ def cmd_ls(c: Command) -> int:
             break
     if not c.json:
         if rows:
-            print_table(c.out, ["KEY", "VALUE"], rows)
+            write_lines(c.out, table(["KEY", "VALUE"], rows))
         else:
             sys.stderr.write(f"p2psync: no records in {c.args.collection}\n")
     return EXIT_OK
@@ -331,7 +365,7 @@ def cmd_watch(c: Command) -> int:
                 c.out.write(compact(event) + "\n")
             else:
                 for change in event["changes"]:
-                    where = f"{change['collection']}/{change['key']}"
+                    where = safe_text(f"{change['collection']}/{change['key']}")
                     shown = "" if change["deleted"] else "  " + _value_cell(change["value"])
                     c.out.write(f"{event['position']}  {change['op']:<6}  {where}{shown}\n")
             c.out.flush()
@@ -345,7 +379,8 @@ def cmd_conflicts(c: Command) -> int:
         if not found["items"]:
             c.out.write("no conflicts\n")
         for item in found["items"]:
-            c.out.write(f"{item['collection']}/{item['key']}: {len(item['siblings'])} versions\n")
+            where = safe_text(f"{item['collection']}/{item['key']}")
+            c.out.write(f"{where}: {len(item['siblings'])} versions\n")
             _print_siblings(c.out, item["siblings"], indent="  ")
         if found.get("more"):
             c.out.write("(more not shown: resolve these first, or ask for one collection)\n")
@@ -364,6 +399,15 @@ def cmd_daemon(args: argparse.Namespace) -> int:
 EPILOG = """\
 exit codes: 0 ok, 1 the daemon refused (e.g. not found), 2 usage, 3 no daemon running.
 The CLI talks to the daemon over its control socket; see docs/control-protocol.md."""
+GETTING_STARTED = """\
+examples:
+  p2psync status                 this device, its peers, how far behind they are
+  p2psync pair                   invite another device: prints a code like 7-guitar-orbit
+  p2psync join 7-guitar-orbit    on the other device: join this household with the code
+  p2psync doctor                 check the setup and say what to fix
+  p2psync put notes a '{"x": 1}' / get notes a / ls notes / watch
+
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -384,20 +428,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="p2psync",
         parents=[common],
-        epilog=EPILOG,
+        epilog=GETTING_STARTED + EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Peer-to-peer sync of records between the devices of a household.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, run: Callable[[Command], int], summary: str, details: str = ""):
+    def command(
+        name: str,
+        run: Callable[[Command], int],
+        summary: str,
+        details: str = "",
+        examples: str = "",
+    ):
         sentence = f"{summary[0].upper()}{summary[1:]}."
         sub = commands.add_parser(
             name,
             parents=[common],
             help=summary,
             description=f"{sentence} {details}".strip(),
-            epilog=EPILOG,
+            epilog=f"examples:\n{examples}\n{EPILOG}" if examples else EPILOG,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         sub.set_defaults(run=run)
@@ -435,10 +485,61 @@ def build_parser() -> argparse.ArgumentParser:
             cmd_revoke,
             "remove a device from the household",
             "Membership is household-wide: revoke and forget are the same, and every device "
-            "stops syncing with it.",
+            "stops syncing with it. The removed device keeps the records it already has but "
+            "gets no new changes.",
+            f"  p2psync {name} TPSDW-QVCLZ-3WFQ7-ENPPE-JYSJU-YEKOD-6PFNI\n",
         ).add_argument("device", metavar="DEVICE", help="device id (see `p2psync peers`)")
-    command("status", cmd_status, "show the daemon's state")
-    command("peers", cmd_peers, "list the other devices and whether they are in sync")
+    status = command(
+        "status",
+        cmd_status,
+        "show this device, its peers and how far behind they are",
+        "BEHIND counts the entries a peer has that we lack, AHEAD the other way round; RATE is "
+        "entries received per second. --json prints the status with a `peers` list.",
+        "  p2psync status\n  p2psync status --watch --interval 1    follow a catch-up\n",
+    )
+    status.add_argument("--watch", action="store_true", help="redraw every interval until Ctrl-C")
+    status.add_argument(
+        "--interval",
+        metavar="SECONDS",
+        type=_seconds,
+        default=2.0,
+        help="time between redraws with --watch (default: 2)",
+    )
+    command(
+        "peers",
+        cmd_peers,
+        "list the other devices of the household and their sync state",
+        "With --nearby, also the devices announcing themselves on the LAN, paired or not.",
+        "  p2psync peers\n  p2psync peers --nearby\n",
+    ).add_argument("--nearby", action="store_true", help="also list devices seen on the LAN")
+    command(
+        "pair",
+        cmd_pair,
+        "invite a device into the household with a one-time code",
+        "Prints a code and waits until the other device runs `p2psync join CODE` (exit 0), the "
+        "attempt fails or the code expires (exit 1). One wrong attempt burns the code; Ctrl-C "
+        "withdraws it.",
+        "  p2psync pair\n  p2psync pair --ttl 600\n",
+    ).add_argument("--ttl", metavar="SECONDS", type=_positive, help="how long the code stays valid")
+    join = command(
+        "join",
+        cmd_join,
+        "join a household with the code shown by `p2psync pair` on one of its devices",
+        "The device showing the code is found on the LAN; where multicast does not pass, give "
+        "its address. A mistyped code can be retyped; a wrong one burns it (ask for a new one).",
+        "  p2psync join 7-guitar-orbit\n"
+        "  p2psync join 7-guitar-orbit --address 192.168.1.20:47100\n",
+    )
+    join.add_argument("code", metavar="CODE", help="the code, e.g. 7-guitar-orbit")
+    join.add_argument("--address", metavar="HOST:PORT", help="where the inviting device listens")
+    command(
+        "doctor",
+        cmd_doctor,
+        "check this device's setup and say what to fix",
+        "Checks the control socket, the daemon, its port (over loopback only), discovery, peers, "
+        "clocks and conflicts. Exit 0 when nothing failed (warnings allowed), 1 otherwise.",
+        "  p2psync doctor\n  p2psync doctor --json\n",
+    )
     command("reload", cmd_reload, "re-read the configuration file")
 
     value_help = (
@@ -488,6 +589,16 @@ def _positive(text: str) -> int:
     return number
 
 
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds >= 0.1:
+        raise argparse.ArgumentTypeError("must be at least 0.1 seconds")
+    return seconds
+
+
 def _natural(text: str) -> int:
     try:
         number = int(text)
@@ -522,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"p2psync: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. `p2psync ls notes | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
@@ -531,4 +642,6 @@ def main(argv: list[str] | None = None) -> int:
 def _hint(code: str) -> str:
     if code == "internal":
         return " (journalctl -u p2psync shows what went wrong)"
+    if code == "unknown_method":
+        return " (the daemon is older than this command: upgrade it and restart it)"
     return ""

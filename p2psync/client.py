@@ -157,6 +157,12 @@ class Client:
         `timeout`; without, the iterator waits as long as it takes."""
         return Watch(self.socket_path, self.timeout, since, collection, idle_timeout)
 
+    def stream(self, method: str, *, idle_timeout: float | None = None, **params: Any) -> "Stream":
+        """Start a streaming request (like `pair`): `.result` is its first answer, iterating
+        gives the event lines that follow. With `idle_timeout`, waiting longer than that for an
+        event raises ControlError `timeout`."""
+        return Stream(self.socket_path, self.timeout, method, params, idle_timeout)
+
     def close(self) -> None:
         if self._connection is not None:
             self._connection.close()
@@ -169,7 +175,45 @@ class Client:
         self.close()
 
 
-class Watch:
+class Stream:
+    """A request answered by one result and then event lines, on a connection of its own
+    (`watch`, `pair`). Closing it ends the stream on the daemon's side too."""
+
+    def __init__(
+        self,
+        path: Path,
+        timeout: float | None,
+        method: str,
+        params: dict[str, Any],
+        idle_timeout: float | None = None,
+    ) -> None:
+        self._connection = _LineConnection(path, timeout)
+        try:
+            self._connection.send(_request(0, method, params))
+            self.result: Any = _result(self._connection.receive())
+        except BaseException:
+            self._connection.close()
+            raise
+        self._connection.timeout = idle_timeout
+        self._connection.sock.settimeout(idle_timeout)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self
+
+    def __next__(self) -> dict[str, Any]:
+        return self._connection.receive()
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Watch(Stream):
     """An iterator of change events; `position` is the last one received (resume from it)."""
 
     def __init__(
@@ -180,33 +224,17 @@ class Watch:
         collection: str | None,
         idle_timeout: float | None = None,
     ) -> None:
-        self._connection = _LineConnection(path, timeout)
-        try:
-            self._connection.send(_request(0, "watch", {"since": since, "collection": collection}))
-            started = _result(self._connection.receive())
-        except BaseException:
-            self._connection.close()
-            raise
-        self.position: int = started["position"]
-        self._connection.timeout = idle_timeout
-        self._connection.sock.settimeout(idle_timeout)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return self
+        params = {"since": since, "collection": collection}
+        super().__init__(path, timeout, "watch", params, idle_timeout)
+        self.position: int = self.result["position"]
 
     def __next__(self) -> dict[str, Any]:
-        event = self._connection.receive()
+        event = super().__next__()
         self.position = event.get("position", self.position)
         return event
 
-    def close(self) -> None:
-        self._connection.close()
-
     def __enter__(self) -> "Watch":
         return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def _request(request_id: int, method: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -3,15 +3,21 @@
 import io
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
 from p2psync import cli, config
-from p2psync.cli import default_socket_path, main, parse_value
+from p2psync.cli import CLEAR_SCREEN, default_socket_path, main, parse_value
+from p2psync.pairing_words import WORDS
+from tests.daemons import DaemonProcess, running
 from tests.test_control import Served, conflicting_write, start_served
 
 
@@ -160,11 +166,13 @@ async def test_identity_and_membership_commands(run: Run, tmp_path: Path) -> Non
     assert code == 1
 
 
-async def test_status_and_peers(run: Run) -> None:
-    assert run.served.household.device_id in await run.ok("status")
-    assert json.loads(await run.ok("status", "--json"))["device"] == run.served.household.device_id
+async def test_status_and_peers_of_a_daemon_that_says_little(run: Run) -> None:
+    device = run.served.household.device_id
+    assert (await run.ok("status")).startswith(f"this device ({device})\n")
+    found = json.loads(await run.ok("status", "--json"))
+    assert found["device"] == device and found["peers"] == [{"device": "PEER", "connected": False}]
     table = (await run.ok("peers")).splitlines()
-    assert table[0].split() == ["NAME", "DEVICE", "STATE", "ADDRESS", "SYNC"]
+    assert table[0].split()[:3] == ["NAME", "DEVICE", "STATE"]
     assert "offline" in table[1]
     assert json.loads(await run.ok("peers", "--json")) == [{"device": "PEER", "connected": False}]
 
@@ -226,3 +234,289 @@ def test_main_is_the_console_script() -> None:
         env={**os.environ, "P2PSYNC_SOCKET": "/nonexistent"},
     )
     assert result.returncode == 2 and "usage: p2psync" in result.stderr
+
+
+# status, peers, pairing and doctor -------------------------------------------------------------
+
+KITCHEN = "V4TH3-AXRC4-7VFHX-COVCC-WBIP3-642MQ-AWHR7"
+ATTIC = "TPSDW-QVCLZ-3WFQ7-ENPPE-JYSJU-YEKOD-6PFNI"
+ROOT = Path(__file__).parent.parent
+Answer = Callable[[dict[str, Any]], Any]
+
+
+async def serve_scripted(nursery: trio.Nursery, path: Path, answers: dict[str, Answer]) -> None:
+    """A real control socket whose answers come from `answers` (method -> function of the
+    request); other methods get `unknown_method`, as from an older daemon."""
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    await sock.bind(str(path))
+    sock.listen()
+
+    async def serve(stream: trio.SocketStream) -> None:
+        buffer = b""
+        async with stream:
+            while chunk := await stream.receive_some():
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    request = json.loads(line)
+                    answer = answers.get(request["method"])
+                    response: dict[str, Any] = {"id": request.get("id"), "ok": answer is not None}
+                    if answer is None:
+                        response["error"] = {"code": "unknown_method", "message": "unknown method"}
+                    else:
+                        response["result"] = answer(request)
+                    await stream.send_all(json.dumps(response).encode() + b"\n")
+
+    await nursery.start(trio.serve_listeners, serve, [trio.SocketListener(sock)])
+
+
+def command_line(socket_path: Path, *argv: str) -> list[str]:
+    return [sys.executable, "-m", "p2psync", "--socket", str(socket_path), *argv]
+
+
+async def read_until(stream: trio.abc.ReceiveStream, done: Callable[[str], bool]) -> str:
+    received = b""
+    with trio.fail_after(20):
+        while not done(received.decode(errors="replace")):
+            chunk = await stream.receive_some()
+            assert chunk, f"the output ended early: {received!r}"
+            received += chunk
+    return received.decode()
+
+
+async def read_all(stream: trio.abc.ReceiveStream | None) -> str:
+    assert stream is not None
+    received = b""
+    with trio.fail_after(20):
+        while chunk := await stream.receive_some():
+            received += chunk
+    return received.decode()
+
+
+def catching_up(calls: list[int]) -> Answer:
+    """Peers answers of a catch-up from attic: 0%, then 50%, then done."""
+
+    def peers(request: dict[str, Any]) -> list[dict[str, Any]]:
+        received = min(100, 50 * len(calls))
+        calls.append(1)
+        return [
+            {
+                "device": ATTIC,
+                "name": "attic ünï",
+                "connected": True,
+                "address": "10.0.0.2:1",
+                "last_seen_seconds_ago": 0.2,
+                "we_lack": 100 - received,
+                "they_lack": 0,
+                "entries_received": received,
+            },
+        ]
+
+    return peers
+
+
+STATUS = {
+    "device": KITCHEN,
+    "name": "kitchen",
+    "version": "0.1.0",
+    "uptime": 42.0,
+    "listen": ["0.0.0.0:47100"],
+    "records": 7,
+    "conflicts": 3,
+    "position": 9,
+    "discovery": {"enabled": True, "interfaces": [], "nearby": 1},
+    "pairing": None,
+}
+
+
+async def test_status_shows_the_device_its_peers_and_the_catch_up(
+    nursery: trio.Nursery, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s.sock"
+    await serve_scripted(nursery, path, {"status": lambda _: STATUS, "peers": catching_up([1])})
+    code = await trio.to_thread.run_sync(main, ["--socket", str(path), "status"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith(f"kitchen ({KITCHEN})\n")
+    assert "3 conflicts: run `p2psync conflicts`" in out
+    assert "attic ünï  TPSDW   online  10.0.0.2:1" in out
+    assert "[##########..........]  50%  50 entries to go, -" in out
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["pipe", "tty"])
+async def test_status_watch_redraws_with_rates_until_ctrl_c(
+    nursery: trio.Nursery, tmp_path: Path, terminal: bool
+) -> None:
+    path = tmp_path / "s.sock"
+    await serve_scripted(nursery, path, {"status": lambda _: STATUS, "peers": catching_up([])})
+    if terminal:
+        reader, writer = os.openpty()
+        output: trio.abc.ReceiveStream = trio.lowlevel.FdStream(reader)
+        stdout: Any = writer
+    else:
+        stdout = subprocess.PIPE
+    process = await trio.lowlevel.open_process(
+        command_line(path, "status", "--watch", "--interval", "0.1"), stdout=stdout, cwd=ROOT
+    )
+    if terminal:
+        os.close(writer)
+    else:
+        assert process.stdout is not None
+        output = process.stdout
+    try:
+        # three headings: the second snapshot is complete
+        shown = await read_until(output, lambda text: text.count("Ctrl-C stops") >= 3)
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(20):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await output.aclose()
+    assert (CLEAR_SCREEN in shown) == terminal
+    first, second = [s.replace("\r\n", "\n") for s in shown.split("Ctrl-C stops")[1:3]]
+    assert "[....................]   0%  100 entries to go" in first
+    assert re.search(r"  -\n", first)  # no rate from a single sample
+    assert re.search(r"\[#{10}\.{10}\]  50%  50 entries to go, [0-9.]+k?/s, about", second)
+
+
+async def test_peers_nearby_marks_devices_that_are_not_paired(
+    nursery: trio.Nursery, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s.sock"
+    nearby = [
+        {
+            "device": ATTIC,
+            "name": "new laptop",
+            "addresses": ["10.0.0.9:47100"],
+            "member": False,
+            "pairing": None,
+        },
+    ]
+    answers: dict[str, Answer] = {
+        "peers": lambda _: [],
+        "nearby": lambda _: nearby,
+        "status": lambda _: {"discovery": {"enabled": False}},
+    }
+    await serve_scripted(nursery, path, answers)
+    code = await trio.to_thread.run_sync(main, ["--socket", str(path), "peers", "--nearby"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.startswith("no other devices yet: run `p2psync pair` here")
+    assert "new laptop  TPSDW   NOT PAIRED  10.0.0.9:47100" in out
+    assert "not paired: run `p2psync pair` here and `p2psync join CODE` there" in out
+    code = await trio.to_thread.run_sync(
+        main, ["--socket", str(path), "peers", "--nearby", "--json"]
+    )
+    assert code == 0 and json.loads(capsys.readouterr().out) == {"members": [], "nearby": nearby}
+    nearby.clear()
+    code = await trio.to_thread.run_sync(main, ["--socket", str(path), "peers", "--nearby"])
+    assert code == 0 and "discovery is off" in capsys.readouterr().out
+
+
+async def test_an_older_daemon_is_told_apart(
+    nursery: trio.Nursery, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s.sock"
+    await serve_scripted(nursery, path, {"peers": lambda _: []})
+    code = await trio.to_thread.run_sync(main, ["--socket", str(path), "peers", "--nearby"])
+    assert code == 1 and "older than this command" in capsys.readouterr().err
+
+
+def other_word(word: str) -> str:
+    return next(w for w in WORDS if w != word)
+
+
+async def test_pair_join_status_and_revoke_between_real_daemons(tmp_path: Path) -> None:
+    inviter, joiner = DaemonProcess(tmp_path, "a"), DaemonProcess(tmp_path, "b")
+
+    async def pair() -> tuple[trio.Process, str]:
+        process = await trio.lowlevel.open_process(
+            command_line(inviter.socket_path, "pair", "--ttl", "60"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+        )
+        assert process.stdout is not None
+        shown = await read_until(process.stdout, lambda text: "Waiting for" in text)
+        found = re.search(r"On the other device run:  p2psync join (\S+)\n", shown)
+        assert found and f"\n    {found.group(1)}\n" in shown and "one attempt" in shown
+        return process, found.group(1)
+
+    async def run(daemon: DaemonProcess, *argv: str) -> subprocess.CompletedProcess[bytes]:
+        with trio.fail_after(60):
+            return await trio.run_process(
+                command_line(daemon.socket_path, *argv),
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+                cwd=ROOT,
+            )
+
+    with running(inviter, joiner):
+        process, code = await pair()
+        number, first, second = code.split("-")
+        wrong = await run(
+            joiner, "join", f"{number}-{other_word(first)}-{second}", "--address", inviter.address
+        )
+        assert wrong.returncode == 1 and wrong.stderr.startswith(b"p2psync: ")
+        with trio.fail_after(20):
+            assert await process.wait() == 1
+        failed = await read_all(process.stderr)
+        assert "pairing failed" in failed and "run `p2psync pair` again" in failed
+
+        process, code = await pair()
+        joined = await run(joiner, "join", code, "--address", inviter.address)
+        assert joined.returncode == 0, joined.stderr
+        assert f"Joined the household of a ({inviter.device_id})" in joined.stdout.decode()
+        with trio.fail_after(20):
+            assert await process.wait() == 0
+        assert f"Paired with b ({joiner.device_id})" in await read_all(process.stdout)
+
+        status = await run(inviter, "status")
+        assert status.returncode == 0
+        shown = status.stdout.decode()
+        assert shown.startswith(f"a ({inviter.device_id})\n")
+        assert re.search(rf"\nb +{joiner.device_id[:5]} ", shown)
+
+        revoked = await run(inviter, "revoke", joiner.device_id)
+        assert revoked.returncode == 0
+        assert f"Revoked b ({joiner.device_id})" in revoked.stdout.decode()
+        assert "keeps its copy" in revoked.stdout.decode()
+
+
+async def test_ctrl_c_withdraws_a_pairing_code(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path, "a")
+    with running(daemon):
+        process = await trio.lowlevel.open_process(
+            command_line(daemon.socket_path, "pair"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+        )
+        assert process.stdout is not None
+        await read_until(process.stdout, lambda text: "Waiting for" in text)
+        assert daemon.call("status")["pairing"]["active"] is True
+        process.send_signal(signal.SIGINT)
+        with trio.fail_after(20):
+            assert await process.wait() == 130
+        assert "pairing cancelled" in await read_all(process.stderr)
+
+
+def test_help_of_the_main_commands_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
+    for command, example in (
+        ("status", "p2psync status --watch"),
+        ("peers", "p2psync peers --nearby"),
+        ("pair", "p2psync pair --ttl 600"),
+        ("join", "p2psync join 7-guitar-orbit --address"),
+        ("doctor", "p2psync doctor --json"),
+        ("revoke", "p2psync revoke TPSDW"),
+    ):
+        assert main([command, "--help"]) == 0
+        shown = capsys.readouterr().out
+        assert "examples:" in shown and example in shown, command
+    assert main(["--help"]) == 0
+    assert "p2psync join 7-guitar-orbit" in capsys.readouterr().out
+    for argv in (["status", "--interval", "0"], ["pair", "--ttl", "0"], ["join"]):
+        assert main(argv) == 2
+        assert "usage:" in capsys.readouterr().err

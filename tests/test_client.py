@@ -68,6 +68,20 @@ async def test_watch_iterates_events_and_resumes_from_its_position(served: Serve
     await in_thread(session)
 
 
+async def test_generic_stream_gives_its_first_answer_then_events(served: Served) -> None:
+    def session() -> None:
+        with Client(served.path) as client:
+            written = client.call("put", collection="c", key="k", value=1)["position"]
+            with client.stream("watch", since=0, collection="c", idle_timeout=5) as stream:
+                assert stream.result == {"position": 0}
+                assert next(stream)["position"] == written
+            with pytest.raises(ControlError) as refused:
+                client.stream("watch", since=10**9)
+            assert refused.value.code == "bad_request"
+
+    await in_thread(session)
+
+
 async def test_watch_idle_timeout(served: Served) -> None:
     def session() -> None:
         events = Client(served.path).watch(idle_timeout=0.05)
