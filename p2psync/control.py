@@ -73,7 +73,7 @@ class ControlContext(Protocol):
     def device_id(self) -> str: ...
     @property
     def device_name(self) -> str: ...
-    def status(self) -> dict[str, Any]: ...
+    async def status(self) -> dict[str, Any]: ...
     def peers_status(self) -> list[dict[str, Any]]: ...
 
     # may raise ValueError (-> bad_request), LookupError (-> not_found) or RequestError
@@ -359,7 +359,7 @@ class _Server:
     # methods ------------------------------------------------------------------------------
 
     async def _status(self, request: dict[str, Any]) -> Any:
-        return self.context.status()
+        return await self.context.status()
 
     async def _peers(self, request: dict[str, Any]) -> Any:
         return self.context.peers_status()

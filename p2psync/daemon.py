@@ -69,6 +69,7 @@ class Daemon:
         self.listen_port = 0
         self.members: dict[str, DeviceRecord] = {}
         self.counts = {"records": 0, "conflicts": 0}
+        self.counted_at = -1
         self.started_at = 0.0
         self.discovery: Discovery | None = None
         self.nearby_changed = trio.Event()
@@ -120,7 +121,6 @@ class Daemon:
                 )
             )
             nursery.start_soon(self._follow_membership)
-            nursery.start_soon(self._count_records)
             interval = self.notifier.watchdog_interval(os.environ)
             if interval:
                 nursery.start_soon(self._feed_watchdog, interval)
@@ -197,14 +197,6 @@ class Daemon:
             if self.discovery is not None:
                 for found in self.discovery.nearby().values():
                     self._dial_if_member(found)
-
-    async def _count_records(self) -> None:
-        """Keep the record and conflict counts for `status` current, at most once a second."""
-        seen = -1
-        while True:
-            seen = await self.node.changes.wait_beyond(seen)
-            self.counts = await self.node.call(_counts, self.node.replica)
-            await trio.sleep(1.0)
 
     # discovery and pairing ----------------------------------------------------------------
 
@@ -333,7 +325,10 @@ class Daemon:
 
     # control context ----------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
+        if self.counted_at != self.node.changes.position:
+            self.counted_at = self.node.changes.position
+            self.counts = await self.node.call(_counts, self.node.replica)
         invitation = self.pairing.invitation
         return {
             "device": self.device_id,

@@ -10,7 +10,7 @@ import logging
 import random
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -332,6 +332,7 @@ class _SessionPump:
         self.connection = SyncConnection(manager.device_id, session.state.device_id)
         self.send_lock = trio.Lock()
         self.peer_known: dict[str, dict[str, int]] = {}
+        self.senders: set[str] = set()
         self.vectors_sent: set[str] = set()
 
     async def send(self, data: bytes) -> None:
@@ -382,7 +383,7 @@ class _SessionPump:
         elif isinstance(event, Entries):
             await self._apply(event)
         elif isinstance(event, CaughtUp):
-            self.state.peer_vectors[event.share] = dict(event.vector)
+            _raise_to(self._known(event.share), event.vector)
             self.state.in_sync.add(event.share)
             log.info("caught up with %s on share %s", self.state.device_id, event.share)
             self.manager.on_change()
@@ -393,24 +394,30 @@ class _SessionPump:
         elif isinstance(event, Bye):
             self.session.reason = f"peer said goodbye: {event.reason}"
 
+    def _known(self, share: str) -> dict[str, int]:
+        """What the peer is known to hold: its vector, plus what it sent us and we sent it.
+        It filters what we send and is what `status` shows as behind/ahead."""
+        known = self.peer_known.get(share)
+        if known is None:
+            known = self.peer_known[share] = self.state.peer_vectors[share] = {}
+        return known
+
     def _start_sender(self, share: str, peer_vector: dict[str, int]) -> None:
-        if share in self.peer_known:
+        if share in self.senders:
             return
-        self.peer_known[share] = dict(peer_vector)
-        self.state.peer_vectors[share] = dict(peer_vector)
+        self.senders.add(share)
+        _raise_to(self._known(share), peer_vector)
         self.nursery.start_soon(self._send_share, share)
 
     async def _apply(self, event: Entries) -> None:
         result = await self.node.call(self.replica.apply, event.share, list(event.items))
-        known = self.peer_known.setdefault(event.share, {})
-        for actor, seq in result.received.items():
-            known[actor] = max(known.get(actor, 0), seq)
+        _raise_to(self._known(event.share), result.received)
         self.state.count_received(trio.current_time(), len(event.items))
         if result.applied:
             await self.node.applied(result.position, result.devices_changed)
 
     async def _send_share(self, share: str) -> None:
-        known = self.peer_known[share]
+        known = self._known(share)
         cursor = await self.node.call(self.replica.cursor_for, share, dict(known))
         caught_up_sent = False
         while True:
@@ -421,8 +428,10 @@ class _SessionPump:
                 await self.send(self.connection.send_entries(share, items))
                 self.state.entries_sent += len(items)
                 continue
+            # everything up to the cursor is on its way: the peer will hold our whole vector
+            vector = await self.node.call(self.replica.summary_vector, share)
+            _raise_to(known, vector)
             if not caught_up_sent:
-                vector = await self.node.call(self.replica.summary_vector, share)
                 await self.send(self.connection.send_caught_up(share, vector))
                 caught_up_sent = True
             await self.node.changes.wait_beyond(cursor)
@@ -477,6 +486,12 @@ def _usable(cert_pem: bytes, device_id: str) -> bool:
         return identity.device_id_from_certificate(cert_pem) == device_id
     except identity.InvalidCertificate:
         return False
+
+
+def _raise_to(known: dict[str, int], seen: Mapping[str, int]) -> None:
+    for actor, seq in seen.items():
+        if seq > known.get(actor, 0):
+            known[actor] = seq
 
 
 def _share_vectors(replica: Replica) -> dict[str, dict[str, int]]:

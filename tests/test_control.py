@@ -35,7 +35,7 @@ class Household:
     def device_id(self) -> str:
         return self.node.replica.device_id
 
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
         if self.status_error is not None:
             raise self.status_error
         return {"device": self.device_id, "position": self.node.changes.position}

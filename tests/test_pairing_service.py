@@ -6,8 +6,8 @@ import socket
 import pytest
 
 from p2psync import pairing
-from p2psync.pairing_words import WORDS
 from p2psync.client import ControlError
+from p2psync.pairing_words import WORDS
 from tests.daemons import DaemonProcess, running, wait_for_value
 
 pytestmark = pytest.mark.slow
