@@ -363,7 +363,8 @@ class Daemon:
                 continue
             session = self.peers.sessions.get(device.device_id)
             state = session.state if session else self.peers.offline.get(device.device_id)
-            theirs = state.peer_vectors.get(DEFAULT_SHARE, {}) if state else {}
+            # a copy: the database thread raises these vectors while we read (dict() is atomic)
+            theirs = dict(state.peer_vectors.get(DEFAULT_SHARE, {})) if state else {}
             found.append(
                 {
                     "device": device.device_id,

@@ -10,7 +10,7 @@ import logging
 import random
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from . import identity, keystore, tls
 from .entry import IntegrityError
 from .node import Node
 from .pairing_service import PREFACE as PAIRING_PREFACE
-from .replica import Replica, wall_clock_ms
+from .replica import ApplyResult, Replica, WireItem, wall_clock_ms
 from .session import (
     CLOSED,
     NEED_DATA,
@@ -410,27 +410,24 @@ class _SessionPump:
         self.nursery.start_soon(self._send_share, share)
 
     async def _apply(self, event: Entries) -> None:
-        result = await self.node.call(self.replica.apply, event.share, list(event.items))
-        _raise_to(self._known(event.share), result.received)
+        known = self._known(event.share)
+        result = await self.node.call(_apply_noting, self.replica, event.share, event.items, known)
         self.state.count_received(trio.current_time(), len(event.items))
         if result.applied:
             await self.node.applied(result.position, result.devices_changed)
 
     async def _send_share(self, share: str) -> None:
         known = self._known(share)
-        cursor = await self.node.call(self.replica.cursor_for, share, dict(known))
+        cursor = await self.node.call(self.replica.cursor_for, share, known)
         caught_up_sent = False
         while True:
-            items, cursor = await self.node.call(
-                self.replica.entries_after, share, cursor, dict(known)
+            items, cursor, vector = await self.node.call(
+                _next_batch, self.replica, share, cursor, known
             )
             if items:
                 await self.send(self.connection.send_entries(share, items))
                 self.state.entries_sent += len(items)
                 continue
-            # everything up to the cursor is on its way: the peer will hold our whole vector
-            vector = await self.node.call(self.replica.summary_vector, share)
-            _raise_to(known, vector)
             if not caught_up_sent:
                 await self.send(self.connection.send_caught_up(share, vector))
                 caught_up_sent = True
@@ -486,6 +483,32 @@ def _usable(cert_pem: bytes, device_id: str) -> bool:
         return identity.device_id_from_certificate(cert_pem) == device_id
     except identity.InvalidCertificate:
         return False
+
+
+# `known` is read and raised on the database thread only, inside these calls, so that what the
+# sender skips always matches what was applied or sent at that same moment (no stale copies:
+# a stale one re-sends a peer its own entries, a too-new one skips entries never sent).
+
+
+def _apply_noting(
+    replica: Replica, share: str, items: Sequence[WireItem], known: dict[str, int]
+) -> ApplyResult:
+    result = replica.apply(share, items)
+    _raise_to(known, result.received)
+    return result
+
+
+def _next_batch(
+    replica: Replica, share: str, cursor: int, known: dict[str, int]
+) -> tuple[list[WireItem], int, dict[str, int]]:
+    """The next entries the peer lacks; when there are none, the peer is about to hold all we
+    have, so `known` rises to our vector (returned for the caught_up message)."""
+    items, cursor = replica.entries_after(share, cursor, known)
+    vector: dict[str, int] = {}
+    if not items:
+        vector = replica.summary_vector(share)
+        _raise_to(known, vector)
+    return items, cursor, vector
 
 
 def _raise_to(known: dict[str, int], seen: Mapping[str, int]) -> None:

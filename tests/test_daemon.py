@@ -6,6 +6,7 @@ import ssl
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -277,3 +278,30 @@ def test_watch_delivers_every_change_once_in_order_across_a_reconnect(tmp_path):
         assert len(set(seen)) == 60, "no change delivered twice"
         local = [k for k in seen if int(k) % 2 == 0]
         assert local == sorted(local), "one device's writes arrive in the order they were made"
+
+
+def test_many_concurrent_writers_all_reach_the_peer(tmp_path):
+    """Group commits racing the live push: every acknowledged write must arrive (a sender that
+    marks entries as sent before they were read from the log loses them)."""
+    a = DaemonProcess(tmp_path, "a")
+    b = DaemonProcess(tmp_path, "b", peers=[a.address])
+    with running(a, b):
+        introduce(a, b)
+
+        def source(number: int) -> DaemonProcess:
+            return a if number % 4 else b  # mostly a, some b: both directions are live
+
+        def writer(number: int) -> None:
+            with source(number).client() as client:
+                for index in range(150):
+                    client.call("put", collection="load", key=f"{number}-{index}", value=index)
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for number in range(16):
+            destination = b if source(number) is a else a
+            wait_for_value(destination, "load", f"{number}-149", 149)
+        assert a.call("status")["records"] == b.call("status")["records"] == 16 * 150
