@@ -11,6 +11,7 @@ touches storage or the network and never reads the clock.
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NamedTuple, cast
 
 import msgpack
@@ -50,15 +51,22 @@ class Op(NamedTuple):
         return encoded
 
 
+# Builds an Op from a 5-tuple in C; calling Op(...) runs a Python-level __new__, which shows when
+# a catch-up decodes a million ops.
+_new_op = partial(tuple.__new__, Op)
+
+
 def put(collection: str, key: str, value: bytes, **meta: Any) -> Op:
-    return Op(PUT, collection, key, value, pack_meta(meta))
+    return _new_op((PUT, collection, key, value, pack_meta(meta)))
 
 
 def delete(collection: str, key: str, **meta: Any) -> Op:
-    return Op(DELETE, collection, key, None, pack_meta(meta))
+    return _new_op((DELETE, collection, key, None, pack_meta(meta)))
 
 
 def pack_meta(meta: Mapping[str, Any]) -> bytes | None:
+    if not meta:
+        return None
     present = {name: meta[name] for name in sorted(meta) if meta[name] is not None}
     return msgpack.packb(present) if present else None
 
@@ -105,7 +113,13 @@ def encode(
             "p": prev_hash,
             "h": hlc,
             "c": own_context,
-            "o": [op.to_wire() for op in ops],
+            "o": [
+                # a put without meta is most ops; its map is built here without a method call
+                {"o": PUT, "c": op.collection, "k": op.key, "v": op.value}
+                if op.kind == PUT and op.meta is None
+                else op.to_wire()
+                for op in ops
+            ],
         }
     )
     return LogEntry(share, actor, seq, prev_hash, hlc, own_context, tuple(ops), raw, _digest(raw))
@@ -149,7 +163,7 @@ def decode(raw: bytes) -> LogEntry:
     )
     if not isinstance(wire_ops, list) or not wire_ops:
         raise IntegrityError("malformed entry: ops must be a non-empty list")
-    ops = tuple(_decode_op(op) for op in wire_ops)
+    ops = _decode_ops(wire_ops)
     return LogEntry(
         share,
         actor,
@@ -161,6 +175,20 @@ def decode(raw: bytes) -> LogEntry:
         raw,
         _digest(raw),
     )
+
+
+def _decode_ops(wire_ops: list[Any]) -> tuple[Op, ...]:
+    ops = []
+    for wire_op in wire_ops:
+        # The common op, a put of exactly its four fields, is checked and built inline: this loop
+        # runs once per record of a catch-up. Every other op takes the general path below.
+        if type(wire_op) is dict and len(wire_op) == 4 and wire_op.get("o") == PUT:
+            collection, key, value = wire_op.get("c"), wire_op.get("k"), wire_op.get("v")
+            if type(collection) is str and collection and type(key) is str and type(value) is bytes:
+                ops.append(_new_op((PUT, collection, key, value, None)))
+                continue
+        ops.append(_decode_op(wire_op))
+    return tuple(ops)
 
 
 def _decode_op(wire_op: Any) -> Op:

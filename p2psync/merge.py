@@ -7,10 +7,15 @@ had not seen stay beside it as siblings. Plain reads take a deterministic winner
 decides; it never stores anything.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import NamedTuple
 
 from .entry import DELETE, LogEntry, Op
+
+RecordKey = tuple[str, str]  # (collection, key)
+# A Sibling's fields as a plain tuple: the garbage collector stops tracking plain tuples of plain
+# values, never NamedTuples, and a catch-up makes one of these per record.
+SiblingFields = tuple[str, int, int, bool, bytes | None, bytes | None]
 
 
 class Sibling(NamedTuple):
@@ -32,6 +37,14 @@ class Sibling(NamedTuple):
 
 def sibling_for(entry: LogEntry, op: Op) -> Sibling:
     return Sibling(entry.actor, entry.seq, entry.hlc, op.kind == DELETE, op.value, op.meta)
+
+
+def writes(entries: Iterable[LogEntry]) -> Iterator[tuple[RecordKey, SiblingFields]]:
+    """Every op of `entries`, in apply order, as its record key and the sibling it adds."""
+    for entry in entries:
+        actor, seq, hlc = entry.actor, entry.seq, entry.hlc
+        for kind, collection, key, value, meta in entry.ops:
+            yield (collection, key), (actor, seq, hlc, kind == DELETE, value, meta)
 
 
 def apply_op(siblings: Iterable[Sibling], entry: LogEntry, op: Op) -> list[Sibling]:
@@ -64,8 +77,11 @@ def is_conflict(siblings: Iterable[Sibling]) -> bool:
 
 def dedupe_ops(ops: Iterable[Op]) -> list[Op]:
     """A transaction touching a key twice keeps only its last op (one dot per key per entry)."""
+    listed = list(ops)
+    if len({(op.collection, op.key) for op in listed}) == len(listed):
+        return listed  # the common case, checked cheaply
     last: dict[tuple[str, str], Op] = {}
-    for op in ops:
+    for op in listed:
         last.pop((op.collection, op.key), None)
         last[(op.collection, op.key)] = op
     return list(last.values())

@@ -170,13 +170,18 @@ class Replica:
 
     def _store_entries(self, share: str, signed: Sequence[tuple[LogEntry, bytes | None]]) -> bool:
         """Apply and log entries inside the caller's transaction; True when membership changed."""
-        keys = {(op.collection, op.key) for e, _ in signed for op in e.ops}
-        records = self.store.load_records(share, keys)
-        for e, _ in signed:
-            for op in e.ops:
-                record_key = (op.collection, op.key)
-                records[record_key] = merge.apply_op(records.get(record_key, ()), e, op)
-        self.store.save_records(share, records)
+        written = [e for e, _ in signed]
+        # Most writes land on keys without a record (a catch-up, new records): they are stored as
+        # they are, with no lookup first. Where a record was there, from before or from an earlier
+        # write of this batch, the batch is replayed onto it (a write it holds changes nothing).
+        records = self.store.insert_new_records(share, merge.writes(written))
+        if records:
+            for e in written:
+                for op in e.ops:
+                    record_key = (op.collection, op.key)
+                    if record_key in records:
+                        records[record_key] = merge.apply_op(records[record_key], e, op)
+            self.store.save_records(share, records)
         self.store.append_entries(
             share, ((e.actor, e.seq, e.raw, signature) for e, signature in signed)
         )
@@ -188,7 +193,7 @@ class Replica:
             self.store.set_head(share, actor, seq, entry_hash)
         self.store.set_meta("hlc", self._clock.to_bytes(8, "big"))
         devices_changed = share == SYSTEM_SHARE and any(
-            collection == DEVICES for collection, _ in keys
+            op.collection == DEVICES for e in written for op in e.ops
         )
         if devices_changed:
             self._load_device_keys()
@@ -270,7 +275,7 @@ class Replica:
         items: list[WireItem] = []
         size = 0
         while size < max_bytes:
-            rows = self.store.entries_after(share, cursor, 256)
+            rows = self.store.entries_after(share, cursor, 256, max_bytes - size)
             if not rows:
                 # nothing further in this share: skip past other shares' positions too
                 cursor = max(cursor, self.store.last_lseq())

@@ -7,13 +7,15 @@ decides what merges with what (that is `merge.py`) and never talks to the networ
 """
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import cache
+from itertools import islice
 from pathlib import Path
 
 import msgpack
 
-from .merge import Sibling, is_conflict, winner
+from .merge import RecordKey, Sibling, SiblingFields, is_conflict, winner
 
 SCHEMA_VERSION = 1
 # Each step takes a database at version N-1 to version N; never edit a released step, add one.
@@ -27,17 +29,23 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE entries(lseq INTEGER PRIMARY KEY, share INTEGER NOT NULL,"
         " actor INTEGER NOT NULL, seq INTEGER NOT NULL, raw BLOB NOT NULL, sig BLOB)",
         "CREATE UNIQUE INDEX entries_by_actor ON entries(share, actor, seq)",
+        # a share's entries in apply order: catch-up reads them from a point on, never the whole log
+        "CREATE INDEX entries_by_share ON entries(share, lseq)",
+        # WITHOUT ROWID: the primary key is the only b-tree, so a record costs one insert, not two
         "CREATE TABLE records(share INTEGER NOT NULL, coll TEXT NOT NULL, key TEXT NOT NULL,"
         " siblings BLOB NOT NULL, deleted INTEGER NOT NULL, conflict INTEGER NOT NULL,"
-        " PRIMARY KEY(share, coll, key))",
+        " PRIMARY KEY(share, coll, key)) WITHOUT ROWID",
         "CREATE INDEX records_conflicts ON records(share, coll, key) WHERE conflict",
     ),
 }
 _KEY_CHUNK = 900
+# Rows per multi-row INSERT: executemany pays its per-statement cost (step, reset, Python
+# round trip) on every row; one statement of 150 rows pays it once, and its at most 751
+# parameters stay under the 999 that older SQLite builds allow.
+_ROWS_PER_INSERT = 150
 _HIGHEST_CHAR = "\U0010ffff"
 _USER_COLLECTION = "coll NOT LIKE '\\_%' ESCAPE '\\'"
 
-RecordKey = tuple[str, str]
 StoredEntry = tuple[int, str, int, bytes, bytes | None]
 
 
@@ -60,6 +68,7 @@ class Store:
         self._actor_ids: dict[str, int] = dict(self._db.execute("SELECT name, id FROM actors"))
         self._actor_names = {i: name for name, i in self._actor_ids.items()}
         self._share_ids: dict[str, int] = dict(self._db.execute("SELECT name, id FROM shares"))
+        self._pack = msgpack.Packer().pack  # reused: msgpack.packb builds a Packer every call
 
     def close(self) -> None:
         self._db.close()
@@ -160,8 +169,11 @@ class Store:
         ).fetchone()
         return None if row is None else int(row[0])
 
-    def entries_after(self, share: str | None, lseq: int, limit: int) -> list[StoredEntry]:
-        """`(lseq, actor, seq, raw, signature)` in local apply order, which is a causal order."""
+    def entries_after(
+        self, share: str | None, lseq: int, limit: int, max_bytes: int | None = None
+    ) -> list[StoredEntry]:
+        """`(lseq, actor, seq, raw, signature)` in local apply order, which is a causal order; no
+        more rows than needed to reach `max_bytes` of raw entries (entries can be megabytes)."""
         if share is None:
             rows = self._db.execute(
                 "SELECT lseq, actor, seq, raw, sig FROM entries WHERE lseq>? ORDER BY lseq LIMIT ?",
@@ -173,7 +185,14 @@ class Store:
                 " ORDER BY lseq LIMIT ?",
                 (self.share_id(share), lseq, limit),
             )
-        return [(lseq_, self._actor_names[a], seq, raw, sig) for lseq_, a, seq, raw, sig in rows]
+        found: list[StoredEntry] = []
+        size = 0
+        for lseq_, actor, seq, raw, sig in rows:
+            found.append((lseq_, self._actor_names[actor], seq, raw, sig))
+            size += len(raw)
+            if max_bytes is not None and size >= max_bytes:
+                break
+        return found
 
     def entry(self, share: str, actor: str, seq: int) -> bytes | None:
         actor_id = self._actor_ids.get(actor)
@@ -184,11 +203,17 @@ class Store:
         return None if row is None else bytes(row[0])
 
     def load_records(self, share: str, keys: Iterable[RecordKey]) -> dict[RecordKey, list[Sibling]]:
+        return {
+            record_key: self._unpack_siblings(blob)
+            for record_key, blob in self._stored_siblings(share, keys).items()
+        }
+
+    def _stored_siblings(self, share: str, keys: Iterable[RecordKey]) -> dict[RecordKey, bytes]:
         share_id = self.share_id(share)
         by_collection: dict[str, list[str]] = {}
         for collection, key in keys:
             by_collection.setdefault(collection, []).append(key)
-        found: dict[RecordKey, list[Sibling]] = {}
+        found: dict[RecordKey, bytes] = {}
         for collection, wanted in by_collection.items():
             for start in range(0, len(wanted), _KEY_CHUNK):
                 chunk = wanted[start : start + _KEY_CHUNK]
@@ -198,19 +223,51 @@ class Store:
                     (share_id, collection, *chunk),
                 )
                 for key, blob in rows:
-                    found[(collection, key)] = self._unpack_siblings(blob)
+                    found[(collection, key)] = blob
         return found
+
+    def insert_new_records(
+        self, share: str, writes: Iterable[tuple[RecordKey, SiblingFields]]
+    ) -> dict[RecordKey, list[Sibling]]:
+        """Store each write as a one-sibling record where its key has no row yet. Return the
+        records that were there, from before or from an earlier write of `writes`: their rows are
+        left as they were, for the caller to merge into."""
+        share_id = self.share_id(share)
+        found: dict[RecordKey, list[Sibling]] = {}
+        pending = iter(writes)
+        while chunk := list(islice(pending, _ROWS_PER_INSERT)):
+            params: list[object] = [share_id]
+            for (collection, key), (actor, seq, hlc, deleted, value, meta) in chunk:
+                # _pack_one(sibling), inline: this line runs once per record of a catch-up
+                blob = self._pack(((self.actor_id(actor), seq, hlc, deleted, value, meta),))
+                params += (collection, key, blob, deleted)
+            inserted = self._db.execute(_insert_new_sql(len(chunk)), params).rowcount
+            if inserted < len(chunk):
+                found.update(self._records_kept(share, chunk))
+        return found
+
+    def _records_kept(
+        self, share: str, offered: Sequence[tuple[RecordKey, SiblingFields]]
+    ) -> dict[RecordKey, list[Sibling]]:
+        """The records whose row is not the one-sibling row just offered: they were there before.
+        (A row equal to the offered one is ours, or already holds that very write, which merging
+        again would leave as it is.)"""
+        stored = self._stored_siblings(share, [record_key for record_key, _ in offered])
+        return {
+            record_key: self._unpack_siblings(stored[record_key])
+            for record_key, sibling in offered
+            if stored[record_key] != self._pack_one(sibling)
+        }
 
     def save_records(self, share: str, records: Mapping[RecordKey, list[Sibling]]) -> None:
         share_id = self.share_id(share)
-        self._db.executemany(
-            "INSERT OR REPLACE INTO records(share, coll, key, siblings, deleted, conflict)"
-            " VALUES(?, ?, ?, ?, ?, ?)",
-            (
-                (share_id, collection, key, self._pack_siblings(siblings), *_flags(siblings))
-                for (collection, key), siblings in records.items()
-            ),
-        )
+        items = list(records.items())
+        for start in range(0, len(items), _ROWS_PER_INSERT):
+            chunk = items[start : start + _ROWS_PER_INSERT]
+            params: list[object] = [share_id]
+            for (collection, key), siblings in chunk:
+                params += (collection, key, self._pack_siblings(siblings), *_flags(siblings))
+            self._db.execute(_save_records_sql(len(chunk)), params)
 
     def record(self, share: str, collection: str, key: str) -> list[Sibling] | None:
         return self.load_records(share, [(collection, key)]).get((collection, key))
@@ -247,8 +304,13 @@ class Store:
         ).fetchone()
         return int(row[0])
 
+    def _pack_one(self, sibling: SiblingFields) -> bytes:
+        """What `_pack_siblings([sibling])` gives, from a sibling's fields."""
+        actor, seq, hlc, deleted, value, meta = sibling
+        return self._pack(((self.actor_id(actor), seq, hlc, deleted, value, meta),))
+
     def _pack_siblings(self, siblings: list[Sibling]) -> bytes:
-        return msgpack.packb(
+        return self._pack(
             [(self.actor_id(s.actor), s.seq, s.hlc, s.deleted, s.value, s.meta) for s in siblings]
         )
 
@@ -264,3 +326,23 @@ def _flags(siblings: list[Sibling]) -> tuple[bool, bool]:
     if len(siblings) == 1:
         return siblings[0].deleted, False
     return winner(siblings).deleted, is_conflict(siblings)
+
+
+# Multi-row INSERTs. "?1" is the share in every row; each bare "?" numbers on from the highest
+# number used so far, so the rows bind (share, then each row's own columns).
+_INTO_RECORDS = "INSERT INTO records(share, coll, key, siblings, deleted, conflict) VALUES"
+
+
+@cache
+def _insert_new_sql(rows: int) -> str:
+    values = ",".join(["(?1,?,?,?,?,0)"] * rows)
+    return f"{_INTO_RECORDS} {values} ON CONFLICT DO NOTHING"
+
+
+@cache
+def _save_records_sql(rows: int) -> str:
+    values = ",".join(["(?1,?,?,?,?,?)"] * rows)
+    return (
+        f"{_INTO_RECORDS} {values} ON CONFLICT(share, coll, key) DO UPDATE SET"
+        " siblings=excluded.siblings, deleted=excluded.deleted, conflict=excluded.conflict"
+    )

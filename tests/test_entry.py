@@ -83,3 +83,52 @@ def test_any_flipped_byte_changes_the_hash_or_fails_to_decode(data):
     except IntegrityError:
         return
     assert decoded.hash != original.hash
+
+
+wire_ops = st.lists(
+    st.one_of(
+        st.builds(
+            entry.put,
+            st.text(min_size=1, max_size=5),
+            st.text(max_size=5),
+            st.binary(max_size=8),
+            type=st.none() | st.text(max_size=3),
+        ),
+        st.builds(
+            entry.delete,
+            st.text(min_size=1, max_size=5),
+            st.text(max_size=5),
+            schema_version=st.none() | st.integers(0, 9),
+        ),
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@given(wire_ops)
+def test_ops_round_trip_and_encode_in_the_canonical_form(ops):
+    made = entry.encode("default", ACTOR, 1, entry.GENESIS_HASH, 5, {OTHER: 2}, ops)
+    canonical = {
+        "s": "default",
+        "a": ACTOR,
+        "n": 1,
+        "p": entry.GENESIS_HASH,
+        "h": 5,
+        "c": {OTHER: 2},
+        "o": [op.to_wire() for op in ops],
+    }
+    assert made.raw == msgpack.packb(canonical), "the bytes every earlier version wrote"
+    decoded = entry.decode(made.raw)
+    assert decoded.ops == tuple(ops)
+    assert all(type(op) is entry.Op for op in decoded.ops)
+
+
+def test_an_op_with_four_fields_that_are_not_a_plain_put_is_checked_in_full():
+    fields = msgpack.unpackb(make().raw)
+    fields["o"] = [{"o": "p", "c": "notes", "k": "a", "x": b"no value"}]
+    with pytest.raises(IntegrityError, match="value as bytes"):
+        entry.decode(msgpack.packb(fields))
+    fields["o"] = [{"o": "p", "c": "", "k": "a", "v": b"1"}]
+    with pytest.raises(IntegrityError, match="collection"):
+        entry.decode(msgpack.packb(fields))

@@ -82,3 +82,23 @@ def test_the_buffer_refuses_to_grow_past_its_bound():
     held = merge.CausalBuffer(max_entries=1)
     assert held.hold(write(A, 2, "x"), None)
     assert not held.hold(write(A, 3, "y"), None)
+
+
+def test_writes_list_every_op_as_the_sibling_the_merge_rule_adds():
+    first = entry.encode(
+        "s", A, 1, entry.GENESIS_HASH, 7, {}, [entry.put("c", "k", b"1"), entry.delete("c", "j")]
+    )
+    second = entry.encode("s", A, 2, first.hash, 8, {}, [entry.put("c", "k", b"2")])
+    assert list(merge.writes([first, second])) == [
+        (("c", "k"), (A, 1, 7, False, b"1", None)),
+        (("c", "j"), (A, 1, 7, True, None, None)),
+        (("c", "k"), (A, 2, 8, False, b"2", None)),
+    ]
+    assert [merge.Sibling(*fields) for _, fields in merge.writes([first])] == [
+        merge.sibling_for(first, op) for op in first.ops
+    ]
+
+
+def test_a_transaction_without_repeated_keys_keeps_its_order():
+    ops = [entry.put("c", key, b"1") for key in "zyx"]
+    assert merge.dedupe_ops(ops) == ops

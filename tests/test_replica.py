@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from p2psync import entry, identity
+from p2psync import entry, identity, merge
 from p2psync.entry import IntegrityError
 from p2psync.replica import DEFAULT_SHARE as SHARE
 from p2psync.replica import Replica
@@ -114,6 +114,37 @@ def test_two_replicas_converge_and_concurrent_writes_become_siblings():
     converge([left, right])
     assert not right.get(SHARE, "notes", "a").conflict
     assert msgpack.unpackb(right.get(SHARE, "notes", "a").winner.value) == "resolved"
+
+
+def test_a_batch_of_new_existing_and_rewritten_keys_ends_as_the_merge_rule_says():
+    a, b = household(2)
+    converge([a, b])
+    b.commit(SHARE, [entry.put("notes", f"k{i:03}", msgpack.packb("b")) for i in range(0, 600, 7)])
+    a.commit_many(
+        SHARE,
+        [
+            [entry.put("notes", f"k{i:03}", msgpack.packb(i)) for i in range(600)],
+            [entry.put("notes", f"k{i:03}", msgpack.packb(-i)) for i in range(0, 600, 5)],
+            [entry.delete("notes", f"k{i:03}") for i in range(0, 600, 11)],
+        ],
+    )
+    keys = [("notes", f"k{i:03}") for i in range(600)]
+    seen = b.summary_vector(SHARE).get(a.actor, 0)
+    items = [
+        (raw, signature)
+        for raw, signature in all_items(a)
+        if entry.decode(raw).actor == a.actor and entry.decode(raw).seq > seen
+    ]
+    expected = {key: b.store.record(SHARE, *key) or [] for key in keys}
+    for raw, _ in items:
+        logged = entry.decode(raw)
+        for op in logged.ops:
+            key = (op.collection, op.key)
+            expected[key] = merge.apply_op(expected[key], logged, op)
+    assert b.apply(SHARE, items).applied == 3
+    assert {key: b.store.record(SHARE, *key) for key in keys} == expected
+    assert b.get(SHARE, "notes", "k007").conflict, "b's concurrent write stays as a sibling"
+    assert b.get(SHARE, "notes", "k011").deleted
 
 
 def test_relay_through_a_middle_replica_preserves_bytes_and_unknown_fields():

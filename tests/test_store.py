@@ -112,3 +112,43 @@ def test_acknowledged_transactions_survive_kill_9(tmp_path, run):
     for t in range(3):
         present = [store.record("default", "d", f"{acknowledged + 1}-{t}-{o}") for o in range(3)]
         assert all(present) or not any(present)
+
+
+def test_new_records_are_inserted_and_existing_ones_reported_and_left_alone(tmp_path):
+    store = Store(tmp_path / "db")
+    existing = {("c", f"k{i:04}"): [sibling("B/1", i + 1, b"old")] for i in range(0, 700, 9)}
+    offered = [(("c", f"k{i:04}"), tuple(sibling("A/1", 1, b"new"))) for i in range(700)]
+    offered.insert(3, (("c", "k0002"), tuple(sibling("A/1", 2, b"again, same chunk"))))
+    offered.append((("c", "k0001"), tuple(sibling("A/1", 2, b"again, later chunk"))))
+    with store.transaction():
+        store.save_records("s", existing)
+        found = store.insert_new_records("s", offered)
+    assert found == {
+        **existing,
+        ("c", "k0001"): [sibling("A/1", 1, b"new")],
+        ("c", "k0002"): [sibling("A/1", 1, b"new")],
+    }, "every record there before its write, in any chunk, as it was"
+    for (collection, key), siblings in existing.items():
+        assert store.record("s", collection, key) == siblings
+    assert store.record("s", "c", "k0001") == [sibling("A/1", 1, b"new")]
+    assert store.record("other", "c", "k0001") is None
+
+
+def test_entries_after_stops_at_the_byte_budget(tmp_path):
+    store = Store(tmp_path / "db")
+    with store.transaction():
+        store.append_entries("s", [("A/1", seq, b"x" * 1000, None) for seq in range(1, 11)])
+    assert [row[2] for row in store.entries_after("s", 0, 100, max_bytes=2500)] == [1, 2, 3]
+    assert len(store.entries_after("s", 0, 100)) == 10
+
+
+def test_reading_a_share_from_a_point_does_not_sort_the_whole_log(tmp_path):
+    store = Store(tmp_path / "db")
+    store.share_id("s")
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    store.entries_after("s", 0, 10)
+    store._db.set_trace_callback(None)
+    (query,) = statements
+    plan = " ".join(row[-1] for row in store._db.execute(f"EXPLAIN QUERY PLAN {query}"))
+    assert "TEMP B-TREE" not in plan, f"sorts every entry of the share on each call: {plan}"
