@@ -143,8 +143,8 @@ class PeerManager:
             if device_id not in self._trusted:
                 log.warning("disconnecting %s: no longer a trusted member", device_id)
                 self._close(session, "device is no longer trusted")
-        for address, device_id in list(self._dial_requests.items()):
-            if device_id is not None and device_id not in self._trusted:
+        for address, expected in list(self._dial_requests.items()):
+            if expected is not None and expected not in self._trusted:
                 self.undial(address)  # every attempt would be refused by both sides
 
     async def watch_membership(self) -> None:
