@@ -421,6 +421,14 @@ class _SessionPump:
 
     async def _send_share(self, share: str) -> None:
         known = self._known(share)
+        if await self.node.call(self.replica.is_restored_copy, share, known):
+            actor = await self.node.call(self.replica.start_new_epoch)
+            log.warning(
+                "%s holds more of this device's log than this device does: the state was "
+                "restored from a backup; writing as %s from now on",
+                self.state.device_id,
+                actor,
+            )
         cursor = await self.node.call(self.replica.cursor_for, share, known)
         caught_up_sent = False
         while True:

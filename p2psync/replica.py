@@ -103,7 +103,7 @@ class Replica:
         if owner is None or epoch is None:
             with store.transaction():
                 store.set_meta("device_id", device.device_id.encode())
-                epoch = os.urandom(4).hex().encode()
+                epoch = _new_epoch()
                 store.set_meta("epoch", epoch)
         self.actor = f"{device.device_id}/{epoch.decode()}"
         self._clock = max(int.from_bytes(store.get_meta("hlc") or b"", "big"), 0)
@@ -128,6 +128,21 @@ class Replica:
     @property
     def device_id(self) -> str:
         return self.identity.device_id
+
+    def is_restored_copy(self, share: str, peer_vector: Mapping[str, int]) -> bool:
+        """True when a peer holds more of our own log than we do: this database is an older
+        copy (restored from a backup), and writing on under the same actor would fork it."""
+        ours = self.summary_vector(share).get(self.actor, 0)
+        return peer_vector.get(self.actor, 0) > ours
+
+    def start_new_epoch(self) -> str:
+        """Write under a fresh actor from now on; the old actor's history stays valid and its
+        missing tail comes back from peers like anyone else's entries."""
+        epoch = _new_epoch()
+        with self.store.transaction():
+            self.store.set_meta("epoch", epoch)
+        self.actor = f"{self.device_id}/{epoch.decode()}"
+        return self.actor
 
     # local writes -------------------------------------------------------------------------
 
@@ -351,6 +366,10 @@ class Replica:
             if identity.device_id_from_public_key(public_key) == device.device_id:
                 keys.setdefault(device.device_id, public_key)
         self._device_keys = keys
+
+
+def _new_epoch() -> bytes:
+    return os.urandom(4).hex().encode()
 
 
 def _view(collection: str, key: str, siblings: list[Sibling]) -> RecordView:

@@ -1,5 +1,6 @@
 """End-to-end: real `p2psync daemon` processes on 127.0.0.1 with static peers."""
 
+import shutil
 import signal
 import socket
 import ssl
@@ -305,3 +306,28 @@ def test_many_concurrent_writers_all_reach_the_peer(tmp_path):
             destination = b if source(number) is a else a
             wait_for_value(destination, "load", f"{number}-149", 149)
         assert a.call("status")["records"] == b.call("status")["records"] == 16 * 150
+
+
+def test_a_device_restored_from_a_backup_takes_a_new_epoch_and_recovers(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    b = DaemonProcess(tmp_path, "b", peers=[a.address])
+    with running(a, b):
+        introduce(a, b)
+        a.call("put", collection="n", key="before-backup", value=1)
+        wait_for_value(b, "n", "before-backup", 1)
+        a.stop()
+        backup = tmp_path / "backup"
+        shutil.copytree(a.state_dir, backup)
+        a.start()
+        old_actor = a.call("status")["actor"]
+        a.call("put", collection="n", key="after-backup", value=2)
+        wait_for_value(b, "n", "after-backup", 2)
+        a.stop()
+        shutil.rmtree(a.state_dir)
+        shutil.copytree(backup, a.state_dir)
+        a.start()
+        wait_until(lambda: "restored from a backup" in a.log(), what="restore detection")
+        wait_for_value(a, "n", "after-backup", 2)
+        a.call("put", collection="n", key="after-restore", value=3)
+        wait_for_value(b, "n", "after-restore", 3)
+        assert a.call("status")["actor"] != old_actor

@@ -316,3 +316,34 @@ def test_membership_records_list_devices_and_revocation_is_sticky():
     converge([a, b])
     for replica in (a, b):
         assert next(d for d in replica.devices() if d.device_id == b.device_id).revoked
+
+
+def test_a_replica_restored_from_a_backup_starts_a_new_epoch_and_recovers_its_tail(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "device.db"
+    device = Replica.open(path, _identities[0], FakeClock(10))
+    peer = Replica.open(":memory:", _identities[1], FakeClock(20))
+    device.commit(SHARE, [device.device_op(peer.identity.cert_pem, "peer")])
+    peer.commit(SHARE, [peer.device_op(device.identity.cert_pem, "device")])
+    put(device, "a", 1)
+    backup = tmp_path / "backup.db"
+    with sqlite3.connect(backup) as copy:
+        device.store._db.backup(copy)
+    put(device, "b", 2)
+    converge([device, peer])
+    old_actor = device.actor
+    device.close()
+
+    restored = Replica.open(backup, _identities[0], FakeClock(30))
+    assert restored.actor == old_actor
+    assert restored.is_restored_copy(SHARE, peer.summary_vector(SHARE))
+    new_actor = restored.start_new_epoch()
+    assert new_actor != old_actor and new_actor.startswith(restored.device_id)
+    converge([restored, peer])
+    assert msgpack.unpackb(restored.get(SHARE, "notes", "b").winner.value) == 2, "tail recovered"
+    put(restored, "c", 3)
+    converge([restored, peer])
+    assert peer.get(SHARE, "notes", "c").winner.actor == new_actor
+    assert state(restored) == state(peer)
+    assert not restored.is_restored_copy(SHARE, peer.summary_vector(SHARE))
