@@ -202,6 +202,7 @@ def _decode_op(wire_op: Any) -> Op:
     if len(wire_op) == (4 if kind == PUT else 3):
         return Op(kind, collection, key, value if kind == PUT else None, None)
     meta = {name: v for name, v in wire_op.items() if name not in _OP_KEYS}
+    _require(all(isinstance(name, str) for name in meta), "op field names must be strings")
     return Op(kind, collection, key, value if kind == PUT else None, pack_meta(meta))
 
 

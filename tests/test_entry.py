@@ -132,3 +132,10 @@ def test_an_op_with_four_fields_that_are_not_a_plain_put_is_checked_in_full():
     fields["o"] = [{"o": "p", "c": "", "k": "a", "v": b"1"}]
     with pytest.raises(IntegrityError, match="collection"):
         entry.decode(msgpack.packb(fields))
+
+
+def test_an_op_field_name_that_is_not_a_string_is_rejected_not_a_crash():
+    fields = msgpack.unpackb(make().raw)
+    fields["o"][0][7] = "seven"
+    with pytest.raises(IntegrityError, match="field names must be strings"):
+        entry.decode(msgpack.packb(fields))
