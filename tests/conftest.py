@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 
 import pytest
+from hypothesis import settings
 
 from tests.netns import (
     Host,
@@ -15,6 +17,12 @@ from tests.netns import (
     require_netns,
 )
 from tests.netns import netns_hosts as build_network
+
+# CI runs the same examples every time (a property that finds a new bug there should find it
+# in a developer's run first, where the random search goes on); deadlines only measure noise.
+settings.register_profile("ci", derandomize=True, deadline=None)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 @pytest.fixture
