@@ -197,7 +197,10 @@ class Daemon:
         seen = self.node.membership_changed.position
         while True:
             seen = await self.node.membership_changed.wait_beyond(seen)
+            await self.peers.refresh_trust()
             await self._load_members()
+            for device_id in [d for d in self._discovered if not self.peers.trusts(d)]:
+                del self._discovered[device_id]  # its dialers stopped; a re-pairing redials
             if self.discovery is not None:
                 for found in self.discovery.nearby().values():
                     self._dial_if_member(found)

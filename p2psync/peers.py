@@ -99,6 +99,7 @@ class _Session:
         self.cancel_scope = trio.CancelScope()
         self.closed = trio.Event()
         self.reason = ""
+        self.greeted = False
 
 
 class PeerManager:
@@ -147,12 +148,6 @@ class PeerManager:
             if expected is not None and expected not in self._trusted:
                 self.undial(address)  # every attempt would be refused by both sides
 
-    async def watch_membership(self) -> None:
-        seen = self.node.membership_changed.position
-        while True:
-            seen = await self.node.membership_changed.wait_beyond(seen)
-            await self.refresh_trust()
-
     # incoming -----------------------------------------------------------------------------
 
     async def serve(self, listeners: list[trio.SocketListener]) -> None:
@@ -182,7 +177,9 @@ class PeerManager:
         if peer_id is not None:
             await self._run_session(stream, peer_id, address, dialer=peer_id)
 
-    async def _handshake(self, stream: trio.SSLStream[Any], address: str) -> str | None:
+    async def _handshake(
+        self, stream: trio.SSLStream[Any], address: str, outgoing: bool = False
+    ) -> str | None:
         try:
             with trio.fail_after(self.timeouts.handshake):
                 await stream.do_handshake()
@@ -194,7 +191,10 @@ class PeerManager:
             OSError,
             ValueError,
         ) as exc:
-            log.info("refused connection from %s: %s", address, _describe(exc))
+            if outgoing:
+                log.info("could not connect to %s: %s", address, _describe(exc))
+            else:
+                log.info("refused connection from %s: %s", address, _describe(exc))
             await trio.aclose_forcefully(stream)
             return None
         if peer_id not in self._trusted:
@@ -230,7 +230,6 @@ class PeerManager:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self.serve, listeners)
-            nursery.start_soon(self.watch_membership)
             for address in self._dial_requests:
                 nursery.start_soon(self._dial_loop, address)
             task_status.started()
@@ -259,13 +258,14 @@ class PeerManager:
             return False
         assert self._client_context is not None
         stream = trio.SSLStream(tcp, self._client_context, server_side=False)
-        peer_id = await self._handshake(stream, text)
+        peer_id = await self._handshake(stream, text, outgoing=True)
         if peer_id is None:
             return False
         if self._dial_requests.get(address) is None:
             self._dial_requests[address] = peer_id
-        await self._run_session(stream, peer_id, text, dialer=self.device_id)
-        return True
+        # A TLS 1.3 handshake completes on the client's side before the server has checked the
+        # client's certificate: only the peer's hello shows that it accepted us.
+        return await self._run_session(stream, peer_id, text, dialer=self.device_id)
 
     # sessions -----------------------------------------------------------------------------
 
@@ -287,14 +287,14 @@ class PeerManager:
 
     async def _run_session(
         self, stream: trio.SSLStream[Any], peer_id: str, address: str, dialer: str
-    ) -> None:
+    ) -> bool:
+        """Run one session to its end; whether the peer greeted us (or another session did)."""
         state = PeerState(peer_id, address, "out" if dialer == self.device_id else "in")
         session = _Session(stream, state, dialer)
         if not self._register(session):
             await trio.aclose_forcefully(stream)
-            return
+            return True
         state.connected_at = state.last_seen = trio.current_time()
-        log.info("peer %s connected (%s, %s)", peer_id, state.direction, address)
         self.on_change()
         try:
             with session.cancel_scope:
@@ -314,8 +314,13 @@ class PeerManager:
                 self.offline[peer_id] = state
             session.closed.set()
             await trio.aclose_forcefully(stream)
-            log.info("peer %s disconnected: %s", peer_id, session.reason or "connection closed")
+            if session.greeted:
+                reason = session.reason or "connection closed"
+                log.info("peer %s disconnected: %s", peer_id, reason)
+            else:
+                log.info("peer %s did not accept us at %s: %s", peer_id, address, session.reason)
             self.on_change()
+        return session.greeted
 
     def drop(self, device_id: str, reason: str) -> None:
         session = self.sessions.get(device_id)
@@ -374,6 +379,13 @@ class _SessionPump:
 
     async def _handle(self, event: object) -> None:
         if isinstance(event, PeerHello):
+            self.session.greeted = True
+            log.info(
+                "peer %s connected (%s, %s)",
+                self.state.device_id,
+                self.state.direction,
+                self.state.address,
+            )
             for share in sorted(event.shares):
                 if share in event.in_sync:
                     self._start_sender(share, event.in_sync[share])

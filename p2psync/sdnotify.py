@@ -19,6 +19,7 @@ class Notifier:
     def __init__(self, address: str | None) -> None:
         """`address` as in $NOTIFY_SOCKET; None (or a kind we cannot use) disables notifying."""
         self.address = _socket_address(address) if address else None
+        self._warned = False
         if address and self.address is None:
             log.warning("NOTIFY_SOCKET=%r is neither a path nor @abstract; not notifying", address)
 
@@ -73,7 +74,10 @@ class Notifier:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
                 sock.sendto(message, socket.MSG_DONTWAIT, self.address)
         except OSError as exc:
-            log.warning("cannot notify systemd (%s): %s", assignments[0], exc)
+            # once is enough: a notify socket nobody reads would otherwise flood the log
+            level = logging.DEBUG if self._warned else logging.WARNING
+            self._warned = True
+            log.log(level, "cannot notify systemd (%s): %s", assignments[0], exc)
             return False
         return True
 
