@@ -41,6 +41,7 @@ log = logging.getLogger("p2psync")
 STOP_GRACE_SECONDS = 5.0
 ADDRESSES_FILE = "addresses.json"
 JOIN_SEARCH_SECONDS = 10.0
+CONFLICT_CHECK_SECONDS = 1.0
 
 
 class StartupError(Exception):
@@ -122,6 +123,7 @@ class Daemon:
                 )
             )
             nursery.start_soon(self._follow_membership)
+            nursery.start_soon(self._report_conflicts)
             interval = self.notifier.watchdog_interval(os.environ)
             if interval:
                 nursery.start_soon(self._feed_watchdog, interval)
@@ -204,6 +206,22 @@ class Daemon:
             if self.discovery is not None:
                 for found in self.discovery.nearby().values():
                     self._dial_if_member(found)
+
+    async def _report_conflicts(self) -> None:
+        """One log line when syncing or writing leaves new conflicts (checked at most once a
+        second, and only after something changed)."""
+        seen, known = self.node.changes.position, -1
+        while True:
+            counts = await self.node.call(_counts, self.node.replica)
+            if known >= 0 and counts["conflicts"] > known:
+                log.info(
+                    "%d new conflict(s), %d in all: see `p2psync conflicts`",
+                    counts["conflicts"] - known,
+                    counts["conflicts"],
+                )
+            known = counts["conflicts"]
+            seen = await self.node.changes.wait_beyond(seen)
+            await trio.sleep(CONFLICT_CHECK_SECONDS)
 
     # discovery and pairing ----------------------------------------------------------------
 

@@ -65,6 +65,7 @@ def test_writes_made_apart_become_siblings_everywhere_and_resolve_everywhere(tmp
         wait_for_value(a, "notes", "meet", "from b")
         wait_for_value(b, "notes", "meet", "from a")
         seen = [d.call("get", collection="notes", key="meet", all=True) for d in (a, b)]
+        wait_until(lambda: "new conflict(s)" in a.log(), what="a log line about the conflict")
         assert all(view["conflict"] for view in seen)
         assert seen[0]["value"] == seen[1]["value"], "both pick the same winner"
         assert sorted(s["value"] for s in seen[0]["siblings"]) == ["from a", "from b"]
