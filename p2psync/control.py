@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import stat
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from itertools import groupby
@@ -41,7 +42,7 @@ from .control_api import (
 )
 from .entry import Op
 from .identity import device_id_from_certificate
-from .node import Node
+from .node import Node, Transaction
 from .pairing_service import Invitation, PairingFailed
 from .replica import Change, ReplicaError
 from .vectors import device_of
@@ -51,11 +52,13 @@ log = logging.getLogger(__name__)
 MAX_LINE_BYTES = 1024 * 1024
 MAX_IN_FLIGHT = 128  # pipelined requests per connection before we stop reading from it
 MAX_UNSENT_BYTES = 1024 * 1024  # answers waiting for a client to read them, per connection
+MAX_UNCOMMITTED_BYTES = 1024 * 1024  # write requests waiting for their commit, per connection
 SCAN_DEFAULT_LIMIT = 100
 SCAN_MAX_LIMIT = 1000
 SCAN_PAGE_VALUE_BYTES = 4 * 1024 * 1024  # a scan page ends early rather than grow past this
 CONFLICTS_LIMIT = 1000
 WATCH_PAGE_ENTRIES = 64
+WATCH_SEND_BYTES = 64 * 1024  # events go out together up to this much, not one send each
 PROBE_TIMEOUT_SECONDS = 2.0
 UNIX_PATH_MAX = 107
 
@@ -219,18 +222,38 @@ def _error(request_id: Any, code: str, message: str) -> bytes:
 
 
 class _Reply:
-    """One response slot; slots are sent in request order, each once it is filled."""
+    """One response slot; slots are sent in request order, each once it is done."""
 
-    def __init__(self, line: bytes | None = None) -> None:
+    counted = True  # in unsent_bytes; write acknowledgements are tiny and are not
+
+    def __init__(self, line: bytes) -> None:
         self.done = trio.Event()
-        self.line = b""
-        self.counted = line is not None  # in unsent_bytes; write acknowledgements are tiny
-        if line is not None:
-            self.fill(line)
-
-    def fill(self, line: bytes) -> None:
-        self.line = line
         self.done.set()
+        self.line = line
+
+
+class _WriteReply:
+    """The slot of a write: done when its transaction committed or failed."""
+
+    counted = False
+
+    def __init__(self, request_id: Any, transaction: Transaction, size: int) -> None:
+        self.request_id = request_id
+        self.transaction = transaction
+        self.done = transaction.done
+        self.size = size  # of the request line
+
+    @property
+    def line(self) -> bytes:
+        """Read once, when the reply is sent."""
+        commit, error = self.transaction.commit, self.transaction.error
+        if commit is not None:
+            result = {"position": commit.lseq, "seq": commit.seq, "hlc": commit.hlc}
+            return _line({"id": self.request_id, "ok": True, "result": result})
+        if isinstance(error, ReplicaError):
+            return _error(self.request_id, BAD_REQUEST, str(error))
+        log.error("control write failed", exc_info=error)
+        return _error(self.request_id, INTERNAL, INTERNAL_MESSAGE)
 
 
 class _Lines:
@@ -330,31 +353,6 @@ class _Server:
         except Exception:
             log.exception("control request %r failed", method)
             return _error(request_id, INTERNAL, INTERNAL_MESSAGE)
-
-    async def commit(
-        self,
-        reply: _Reply,
-        request_id: Any,
-        share: str,
-        ops: list[Op],
-        previous_queued: trio.Event,
-        queued: trio.Event,
-    ) -> None:
-        """Commit one pipelined write, queued for group commit after the previous one."""
-        await previous_queued.wait()
-        # Node.commit queues the transaction before its first checkpoint, so whoever waits for
-        # `queued` runs only once we are in the queue: a connection's writes commit in order.
-        queued.set()
-        try:
-            done = await self.node.commit(share, ops)
-        except ReplicaError as exc:
-            reply.fill(_error(request_id, BAD_REQUEST, str(exc)))
-        except Exception:
-            log.exception("control write failed")
-            reply.fill(_error(request_id, INTERNAL, INTERNAL_MESSAGE))
-        else:
-            result = {"position": done.lseq, "seq": done.seq, "hlc": done.hlc}
-            reply.fill(_line({"id": request_id, "ok": True, "result": result}))
 
     # methods ------------------------------------------------------------------------------
 
@@ -522,10 +520,11 @@ class _Connection:
         self.server = server
         self.stream = stream
         self.lines = _Lines(stream)
-        self.replies_in, self.replies_out = trio.open_memory_channel[_Reply](MAX_IN_FLIGHT)
-        self.writes_in_flight: list[_Reply] = []
-        self.last_write_queued = trio.Event()
-        self.last_write_queued.set()
+        self.replies_in, self.replies_out = trio.open_memory_channel[_Reply | _WriteReply](
+            MAX_IN_FLIGHT
+        )
+        self.writes_in_flight: deque[_WriteReply] = deque()  # in commit order
+        self.uncommitted_bytes = 0
         self.replies_sent = trio.Event()
         self.unsent_bytes = 0  # answers computed but not yet taken by the client's socket
         self.some_sent = trio.Event()
@@ -534,7 +533,7 @@ class _Connection:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._send_replies, nursery.cancel_scope)
             async with self.replies_in:
-                follow = await self._read_requests(nursery)
+                follow = await self._read_requests()
             await self.replies_sent.wait()
             if follow is not None:
                 nursery.start_soon(self._stream, follow, nursery.cancel_scope)
@@ -543,7 +542,7 @@ class _Connection:
 
     async def _send_replies(self, connection: trio.CancelScope) -> None:
         try:
-            waiting: _Reply | None = None
+            waiting: _Reply | _WriteReply | None = None
             while True:
                 try:
                     reply = waiting or await self.replies_out.receive()
@@ -570,7 +569,7 @@ class _Connection:
         finally:
             self.replies_sent.set()
 
-    async def _read_requests(self, nursery: trio.Nursery) -> Follow | None:
+    async def _read_requests(self) -> Follow | None:
         """Answer requests until the client closes or turns the connection into a stream
         (`watch`, `pair`): then return what follows the first answer."""
         while True:
@@ -591,19 +590,15 @@ class _Connection:
                 method = request["method"]
                 if method in self.server.writes:
                     share, ops = share_param(request), self.server.writes[method](request)
-                    reply = _Reply()
-                    await self.replies_in.send(reply)
-                    self._track_write(reply)
-                    previous, self.last_write_queued = self.last_write_queued, trio.Event()
-                    nursery.start_soon(
-                        self.server.commit,
-                        reply,
-                        request_id,
-                        share,
-                        ops,
-                        previous,
-                        self.last_write_queued,
-                    )
+                    await self._room_for_write(len(line))
+                    # queued at once, in request order: a connection's writes commit in order
+                    reply = _WriteReply(request_id, self.server.node.submit(share, ops), len(line))
+                    self.writes_in_flight.append(reply)
+                    self.uncommitted_bytes += reply.size
+                    try:  # no checkpoint per request: a pipelined burst is read in one go
+                        self.replies_in.send_nowait(reply)
+                    except trio.WouldBlock:
+                        await self.replies_in.send(reply)
                     continue
                 await self._writes_settled()
                 await self._room_for_answers()
@@ -630,16 +625,23 @@ class _Connection:
         while self.unsent_bytes > MAX_UNSENT_BYTES:
             await self.some_sent.wait()
 
-    def _track_write(self, reply: _Reply) -> None:
-        if len(self.writes_in_flight) >= 2 * MAX_IN_FLIGHT:  # a client that only ever writes
-            self.writes_in_flight = [r for r in self.writes_in_flight if not r.done.is_set()]
-        self.writes_in_flight.append(reply)
+    async def _room_for_write(self, size: int) -> None:
+        """Writes waiting for their commit hold their ops in memory: a connection may queue
+        many small ones, or a few big ones, not 128 transactions of a thousand ops each."""
+        self._forget_committed()
+        while self.writes_in_flight and self.uncommitted_bytes + size > MAX_UNCOMMITTED_BYTES:
+            await self.writes_in_flight[0].done.wait()
+            self._forget_committed()
 
     async def _writes_settled(self) -> None:
         """Reads see every write sent before them on this connection."""
-        for reply in self.writes_in_flight:
-            await reply.done.wait()
-        self.writes_in_flight.clear()
+        while self.writes_in_flight:
+            await self.writes_in_flight[0].done.wait()
+            self._forget_committed()
+
+    def _forget_committed(self) -> None:
+        while self.writes_in_flight and self.writes_in_flight[0].done.is_set():
+            self.uncommitted_bytes -= self.writes_in_flight.popleft().size
 
     async def _start_watch(self, request: dict[str, Any]) -> tuple[dict[str, Any], Follow]:
         since: int | None = param(request, "since", int, None)
@@ -667,10 +669,11 @@ class _Connection:
         position = watch.since
         while True:
             changes = await node.call(node.replica.changes, position, WATCH_PAGE_ENTRIES)
-            if not changes:
-                await node.changes.wait_beyond(position)
-                continue
+            unsent = bytearray()
+            entries = 0
             for lseq, ops in groupby(changes, key=lambda change: change.lseq):
+                entries += 1
+                position = lseq
                 wanted = [c for c in ops if watch.wants(c)]
                 if wanted:
                     event = {
@@ -680,8 +683,16 @@ class _Connection:
                         "hlc": wanted[0].hlc,
                         "changes": [change_json(c) for c in wanted],
                     }
-                    await send(_line(event))
-            position = changes[-1].lseq
+                    unsent += _line(event)
+                    if len(unsent) >= WATCH_SEND_BYTES:
+                        await send(bytes(unsent))
+                        unsent.clear()
+            if unsent:
+                await send(bytes(unsent))
+            if entries < WATCH_PAGE_ENTRIES:
+                # A short page ended at the last entry there was; positions are announced only
+                # once their entries are stored, so nothing is missed by waiting now.
+                await node.changes.wait_beyond(position)
 
     async def _read_until_closed(self) -> None:
         """A streaming connection takes no more requests; its end is the end of the stream."""

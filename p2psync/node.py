@@ -1,19 +1,25 @@
 """The replica as seen from trio: one database thread, group commit, and change notification.
 
-Every replica call runs on one worker thread at a time, so trio never blocks on SQLite. Local
-transactions from any number of clients queue up and commit together (one fsync, one signature).
-Whoever waits for "something new was applied" — peer sessions, watchers — waits on the change
-notifier here instead of polling. This module holds no protocol logic.
+Every replica call runs on one thread owned here, one at a time, so trio never blocks on SQLite
+and the replica is never used from two threads at once. The thread takes everything queued at
+once: local transactions from any number of clients commit together (one fsync, one signature),
+then the calls run back to back, and each lot is answered in one wake-up of trio (a thread hop
+costs tens of microseconds here; trio.to_thread paid one per call, with a trip through the event
+loop between calls). Whoever waits for "something new was applied" — peer sessions, watchers —
+waits on the change notifier here instead of polling. This module holds no protocol logic.
 """
 
-import math
+import queue
+import threading
 from collections.abc import Callable, Sequence
+from itertools import groupby
 from typing import Any, TypeVar
 
+import outcome
 import trio
 
 from .entry import Op
-from .replica import DEVICES, Commit, Replica, ReplicaError
+from .replica import DEVICES, Commit, Replica
 
 T = TypeVar("T")
 MAX_GROUP_TRANSACTIONS = 512
@@ -39,94 +45,176 @@ class ChangeNotifier:
         return self.position
 
 
+class Transaction:
+    """A local transaction queued for group commit. `done` is set once it is durable (`commit`)
+    or refused (`error`)."""
+
+    __slots__ = ("commit", "done", "error", "ops", "share")
+
+    def __init__(self, share: str, ops: Sequence[Op]) -> None:
+        self.share = share
+        self.ops = ops
+        self.done = trio.Event()
+        self.commit: Commit | None = None
+        self.error: Exception | None = None
+
+    async def result(self) -> Commit:
+        await self.done.wait()
+        if self.error is not None:
+            raise self.error
+        assert self.commit is not None
+        return self.commit
+
+
+class _Call:
+    __slots__ = ("args", "function", "task")
+
+    def __init__(self, function: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        self.function = function
+        self.args = args
+        self.task = trio.lowlevel.current_task()
+
+
+_STOP = object()  # queued last when the node stops
+
+
 class Node:
     def __init__(self, replica: Replica) -> None:
         self.replica = replica
         self.changes = ChangeNotifier(replica.last_position())
         self.membership_changed = ChangeNotifier(0)
-        self._db_lock = trio.CapacityLimiter(1)
-        self._queue_send, self._queue_receive = trio.open_memory_channel[
-            tuple[str, Sequence[Op], "_Reply"]
-        ](math.inf)
+        # Jobs queue up from the start; the database thread runs them once run_group_commit runs.
+        self._jobs: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._started = False
+        self._stopping = False
 
     async def call(self, function: Callable[..., T], *args: Any) -> T:
-        """Run a replica method on the database thread."""
-        return await trio.to_thread.run_sync(function, *args, limiter=self._db_lock)
+        """Run a replica method on the database thread. Once queued it runs even if the caller
+        is cancelled meanwhile (as trio.to_thread does once started); the cancellation arrives
+        after it."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._refuse_if_stopping()
+        self._jobs.put(_Call(function, args))
+        result: T = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+        return result
+
+    def submit(self, share: str, ops: Sequence[Op]) -> Transaction:
+        """Queue one local transaction. Transactions commit in the order they were submitted."""
+        self._refuse_if_stopping()
+        transaction = Transaction(share, ops)
+        self._jobs.put(transaction)
+        return transaction
 
     async def commit(self, share: str, ops: Sequence[Op]) -> Commit:
         """One local transaction, durable when this returns."""
-        reply = _Reply()
-        self._queue_send.send_nowait((share, ops, reply))
-        return await reply.wait()
+        return await self.submit(share, ops).result()
 
     async def applied(self, last_position: int, touched_devices: bool) -> None:
         """Tell waiters that entries up to `last_position` are in the store."""
+        self._advance(last_position, touched_devices)
+
+    async def run_group_commit(self) -> None:
+        """Run the database thread (every replica call, group commit) until cancelled; jobs
+        queued before it starts wait for it, jobs queued when it stops still run."""
+        if self._started:
+            raise RuntimeError("this node's database thread is already running")
+        self._started = True
+        token = trio.lowlevel.current_trio_token()
+        thread = threading.Thread(
+            target=self._serve_jobs, args=(token,), name="p2psync-database", daemon=True
+        )
+        thread.start()
+        try:
+            await trio.sleep_forever()
+        finally:
+            self._stopping = True
+            self._jobs.put(_STOP)  # runs after every job already queued, so no caller is left
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(thread.join)
+
+    def _refuse_if_stopping(self) -> None:
+        if self._stopping:
+            raise RuntimeError("the database thread has stopped")
+
+    def _advance(self, last_position: int, touched_devices: bool) -> None:
         self.changes.advance(last_position)
         if touched_devices:
             self.membership_changed.advance(self.membership_changed.position + 1)
 
-    async def run_group_commit(self) -> None:
-        """Drain queued transactions and commit them in batches, forever."""
-        async for first in self._queue_receive:
-            batch = [first]
-            ops_count = len(first[1])
-            while len(batch) < MAX_GROUP_TRANSACTIONS and ops_count < MAX_GROUP_OPS:
+    # on the database thread -----------------------------------------------------------------
+
+    def _serve_jobs(self, token: trio.lowlevel.TrioToken) -> None:
+        while True:
+            jobs = [self._jobs.get()]
+            while True:
                 try:
-                    queued = self._queue_receive.receive_nowait()
-                except trio.WouldBlock:
+                    jobs.append(self._jobs.get_nowait())
+                except queue.Empty:
                     break
-                batch.append(queued)
-                ops_count += len(queued[1])
-            await self._commit_batch(batch)
+            # Everything waiting is taken at once: the transactions commit first, together (their
+            # clients wait for an fsync; a read does not), then the calls run back to back and
+            # are answered together.
+            transactions = [job for job in jobs if isinstance(job, Transaction)]
+            for group in _groups(transactions):
+                self._commit_group(group)
+                token.run_sync_soon(self._finish, group)
+            calls = [job for job in jobs if isinstance(job, _Call)]
+            if calls:
+                results = [(c.task, outcome.capture(c.function, *c.args)) for c in calls]
+                token.run_sync_soon(_reschedule_all, results)
+            if _STOP in jobs:
+                return
 
-    async def _commit_batch(self, batch: list[tuple[str, Sequence[Op], "_Reply"]]) -> None:
-        by_share: dict[str, list[tuple[Sequence[Op], _Reply]]] = {}
-        for share, ops, reply in batch:
-            by_share.setdefault(share, []).append((ops, reply))
-        for share, queued in by_share.items():
-            try:
-                committed = await self.call(
-                    self.replica.commit_many, share, [ops for ops, _ in queued]
-                )
-            except ReplicaError:
-                # one bad transaction must not fail the others batched with it
-                outcomes = [await self._commit_alone(share, ops, reply) for ops, reply in queued]
-                done = [commit for commit in outcomes if commit is not None]
-            else:
-                for commit, (_, reply) in zip(committed, queued, strict=True):
-                    reply.set(commit)
-                done = committed
-            if done:
-                touched = any(op.collection == DEVICES for ops, _ in queued for op in ops)
-                await self.applied(max(c.lseq for c in done), touched)
-
-    async def _commit_alone(self, share: str, ops: Sequence[Op], reply: "_Reply") -> Commit | None:
+    def _commit_group(self, group: list[Transaction]) -> None:
+        share = group[0].share
         try:
-            commit = await self.call(self.replica.commit, share, ops)
-        except ReplicaError as exc:
-            reply.fail(exc)
-            return None
-        reply.set(commit)
-        return commit
+            commits = self.replica.commit_many(share, [t.ops for t in group])
+        except Exception as exc:
+            if len(group) == 1:
+                group[0].error = exc
+                return
+            # one failing transaction must not fail the others batched with it
+            for transaction in group:
+                try:
+                    transaction.commit = self.replica.commit(share, transaction.ops)
+                except Exception as alone:
+                    transaction.error = alone
+            return
+        for transaction, commit in zip(group, commits, strict=True):
+            transaction.commit = commit
+
+    # back on the trio thread -----------------------------------------------------------------
+
+    def _finish(self, group: list[Transaction]) -> None:
+        for transaction in group:
+            transaction.done.set()
+        positions = [t.commit.lseq for t in group if t.commit is not None]
+        if positions:
+            touched = any(
+                op.collection == DEVICES for t in group if t.commit is not None for op in t.ops
+            )
+            self._advance(max(positions), touched)
 
 
-class _Reply:
-    def __init__(self) -> None:
-        self._done = trio.Event()
-        self._commit: Commit | None = None
-        self._error: Exception | None = None
+def _groups(transactions: list[Transaction]) -> list[list[Transaction]]:
+    """Runs of one share in submission order, each small enough for one commit."""
+    groups: list[list[Transaction]] = []
+    for _, run in groupby(transactions, key=lambda t: t.share):
+        group: list[Transaction] = []
+        ops_count = 0
+        for transaction in run:
+            if group and (
+                len(group) >= MAX_GROUP_TRANSACTIONS
+                or ops_count + len(transaction.ops) > MAX_GROUP_OPS
+            ):
+                groups.append(group)
+                group, ops_count = [], 0
+            group.append(transaction)
+            ops_count += len(transaction.ops)
+        groups.append(group)
+    return groups
 
-    def set(self, commit: Commit) -> None:
-        self._commit = commit
-        self._done.set()
 
-    def fail(self, error: Exception) -> None:
-        self._error = error
-        self._done.set()
-
-    async def wait(self) -> Commit:
-        await self._done.wait()
-        if self._error is not None:
-            raise self._error
-        assert self._commit is not None
-        return self._commit
+def _reschedule_all(results: list[tuple[trio.lowlevel.Task, outcome.Outcome[Any]]]) -> None:
+    for task, result in results:
+        trio.lowlevel.reschedule(task, result)

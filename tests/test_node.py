@@ -1,0 +1,336 @@
+"""Node: the database thread, group commit and change notification, over a real Replica on a
+temporary SQLite file. The database thread is held inside a call (a gate) where a test needs
+transactions to queue up, so batching is deterministic without sleeps."""
+
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+import trio
+import trio.testing
+
+from p2psync import entry, identity, node
+from p2psync.entry import Op
+from p2psync.node import ChangeNotifier, Node, Transaction
+from p2psync.replica import DEFAULT_SHARE, Commit, Replica, ReplicaError
+
+TIMEOUT = 10
+
+
+def put(key: str, value: Any = 1) -> list[Op]:
+    return [entry.put("c", key, msgpack.packb(value))]
+
+
+class Gate:
+    """Holds the database thread inside a call until opened."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.opened = threading.Event()
+
+    def _hold(self) -> None:
+        self.entered.set()
+        self.opened.wait(TIMEOUT)
+
+    async def close(self, on: Node, nursery: trio.Nursery) -> None:
+        nursery.start_soon(on.call, self._hold)
+        assert await trio.to_thread.run_sync(self.entered.wait, TIMEOUT)
+
+    def open(self) -> None:
+        self.opened.set()
+
+
+class Running:
+    """A node over a fresh replica whose commit_many calls are recorded."""
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+        self.node = Node(replica)
+        self.batches: list[list[int]] = []  # ops per transaction, one list per commit_many
+        real_commit_many = replica.commit_many
+
+        def recorded(share: str, transactions: Sequence[Sequence[Op]]) -> list[Commit]:
+            self.batches.append([len(ops) for ops in transactions])
+            return real_commit_many(share, transactions)
+
+        replica.commit_many = recorded  # type: ignore[method-assign]
+
+    async def gated(self, nursery: trio.Nursery) -> Gate:
+        gate = Gate()
+        await gate.close(self.node, nursery)
+        return gate
+
+
+@pytest.fixture
+async def running(nursery: trio.Nursery, tmp_path: Path) -> Running:
+    replica = Replica.open(tmp_path / "replica.db", identity.DeviceIdentity.generate())
+    found = Running(replica)
+    nursery.start_soon(found.node.run_group_commit)
+    return found
+
+
+async def results(transactions: list[Transaction]) -> list[Commit | Exception]:
+    found: list[Commit | Exception] = []
+    with trio.fail_after(TIMEOUT):
+        for transaction in transactions:
+            try:
+                found.append(await transaction.result())
+            except Exception as exc:
+                found.append(exc)
+    return found
+
+
+# group commit -----------------------------------------------------------------------------
+
+
+async def test_transactions_queued_together_commit_in_one_batch_in_order(
+    running: Running, nursery: trio.Nursery
+) -> None:
+    gate = await running.gated(nursery)
+    queued = [running.node.submit(DEFAULT_SHARE, put(f"k{i}", i)) for i in range(50)]
+    gate.open()
+    commits = await results(queued)
+    assert running.batches == [[1] * 50]
+    assert all(isinstance(c, Commit) for c in commits)
+    assert [c.seq for c in commits] == list(range(1, 51))  # type: ignore[union-attr]
+    positions = [c.lseq for c in commits]  # type: ignore[union-attr]
+    assert positions == sorted(positions)
+    assert running.node.changes.position == positions[-1]
+    view = await running.node.call(running.replica.get, DEFAULT_SHARE, "c", "k49")
+    assert view is not None and msgpack.unpackb(view.winner.value) == 49
+
+
+async def test_many_concurrent_committers_need_fewer_commits_than_transactions(
+    running: Running,
+) -> None:
+    commits: list[Commit] = []
+
+    async def commit(key: str) -> None:
+        commits.append(await running.node.commit(DEFAULT_SHARE, put(key)))
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as writers:
+            for i in range(200):
+                writers.start_soon(commit, f"k{i}")
+    assert len(commits) == 200
+    assert len({c.lseq for c in commits}) == 200
+    assert sum(len(batch) for batch in running.batches) == 200
+    assert len(running.batches) < 200
+
+
+async def test_a_bad_transaction_fails_alone(running: Running, nursery: trio.Nursery) -> None:
+    too_big = [entry.put("c", "big", b"x" * (entry.MAX_ENTRY_BYTES + 1))]
+    gate = await running.gated(nursery)
+    queued = [
+        running.node.submit(DEFAULT_SHARE, put("before")),
+        running.node.submit(DEFAULT_SHARE, []),
+        running.node.submit(DEFAULT_SHARE, too_big),
+        running.node.submit(DEFAULT_SHARE, put("after")),
+    ]
+    gate.open()
+    before, empty, big, after = await results(queued)
+    assert isinstance(before, Commit) and isinstance(after, Commit)
+    assert isinstance(empty, ReplicaError) and "at least one op" in str(empty)
+    assert isinstance(big, ReplicaError) and "limit" in str(big)
+    assert after.seq == before.seq + 1  # the failed ones left no gap in the log
+    assert running.batches == [[1, 0, 1, 1], [1], [0], [1], [1]]  # together, then one by one
+    assert running.node.changes.position == after.lseq
+    for key in ("before", "after"):
+        assert await running.node.call(running.replica.get, DEFAULT_SHARE, "c", key) is not None
+
+
+async def test_commit_raises_the_replica_error_of_its_transaction(running: Running) -> None:
+    with trio.fail_after(TIMEOUT), pytest.raises(ReplicaError):
+        await running.node.commit(DEFAULT_SHARE, [])
+    assert running.node.changes.position == 0
+
+
+async def test_groups_respect_the_size_limits_and_the_order_of_shares(
+    running: Running, nursery: trio.Nursery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node, "MAX_GROUP_TRANSACTIONS", 3)
+    monkeypatch.setattr(node, "MAX_GROUP_OPS", 3)
+    gate = await running.gated(nursery)
+    shares_and_ops = [
+        ("default", put("a")),
+        ("default", put("b")),
+        ("default", put("c")),
+        ("default", put("d")),  # a fourth transaction: a new group
+        ("default", put("e") + put("f") + put("g")),  # would pass three ops: a new group
+        ("photos", put("p")),  # another share: a new group, committed after the ones before
+        ("default", put("h")),
+    ]
+    queued = [running.node.submit(share, ops) for share, ops in shares_and_ops]
+    gate.open()
+    commits = await results(queued)
+    assert running.batches == [[1, 1, 1], [1], [3], [1], [1]]
+    positions = [c.lseq for c in commits if isinstance(c, Commit)]
+    assert positions == sorted(positions) and len(positions) == len(queued)
+
+
+async def test_devices_written_locally_announce_a_membership_change(running: Running) -> None:
+    other = identity.DeviceIdentity.generate()
+    seen = running.node.membership_changed.position
+    with trio.fail_after(TIMEOUT):
+        await running.node.commit(DEFAULT_SHARE, put("not-a-device"))
+        assert running.node.membership_changed.position == seen
+        await running.node.commit(
+            DEFAULT_SHARE, [running.replica.device_op(other.cert_pem, "other")]
+        )
+    assert running.node.membership_changed.position > seen
+
+
+# calls ------------------------------------------------------------------------------------
+
+
+async def test_calls_return_values_and_raise_errors_of_the_database_thread(
+    running: Running,
+) -> None:
+    def refuse() -> None:
+        raise LookupError("no such thing")
+
+    with trio.fail_after(TIMEOUT):
+        caller_thread = threading.get_ident()
+        assert await running.node.call(threading.get_ident) != caller_thread
+        assert await running.node.call(pow, 2, 10) == 1024
+        with pytest.raises(LookupError, match="no such thing"):
+            await running.node.call(refuse)
+
+
+async def test_a_queued_call_runs_to_its_end_even_when_its_caller_is_cancelled(
+    running: Running, nursery: trio.Nursery
+) -> None:
+    ran: list[str] = []
+    returned: list[Any] = []
+    went_on: list[bool] = []
+    scope = trio.CancelScope()
+
+    async def caller() -> None:
+        with scope:
+            returned.append(await running.node.call(ran.append, "ran"))
+            await trio.lowlevel.checkpoint()  # where the cancellation arrives
+            went_on.append(True)
+
+    gate = await running.gated(nursery)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as callers:
+            callers.start_soon(caller)
+            await trio.testing.wait_all_tasks_blocked()
+            scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            assert ran == []  # still waiting for its turn, not abandoned
+            gate.open()
+    assert ran == ["ran"] and returned == [None]
+    assert scope.cancelled_caught and went_on == []
+
+
+async def test_a_stopping_node_finishes_what_was_queued_and_refuses_more(
+    tmp_path: Path,
+) -> None:
+    replica = Replica.open(tmp_path / "replica.db", identity.DeviceIdentity.generate())
+    stopping = Node(replica)
+    gate = Gate()
+    committed: list[Commit] = []
+
+    async def commit_later() -> None:
+        committed.append(await stopping.commit(DEFAULT_SHARE, put("queued")))
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as outside:
+            node_scope = trio.CancelScope()
+
+            async def run_node() -> None:
+                with node_scope:
+                    await stopping.run_group_commit()
+
+            outside.start_soon(run_node)
+            await gate.close(stopping, outside)
+            outside.start_soon(commit_later)
+            await trio.testing.wait_all_tasks_blocked()
+            node_scope.cancel()  # the node waits for its thread, which waits at the gate
+            await trio.testing.wait_all_tasks_blocked()
+            gate.open()
+    assert [c.seq for c in committed] == [1]
+    with pytest.raises(RuntimeError):
+        stopping.submit(DEFAULT_SHARE, put("late"))
+    with pytest.raises(RuntimeError):
+        await stopping.call(replica.last_position)
+    replica.close()
+
+
+async def test_jobs_queued_before_the_thread_starts_run_once_it_does(tmp_path: Path) -> None:
+    replica = Replica.open(tmp_path / "replica.db", identity.DeviceIdentity.generate())
+    early = Node(replica)
+    found: list[Any] = []
+    both_done = trio.Event()
+
+    async def use(job: Callable[[], Awaitable[Any]]) -> None:
+        found.append(await job())
+        if len(found) == 2:
+            both_done.set()
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(use, lambda: early.commit(DEFAULT_SHARE, put("k")))
+            nursery.start_soon(use, lambda: early.call(replica.last_position))
+            await trio.testing.wait_all_tasks_blocked()
+            assert found == []
+            nursery.start_soon(early.run_group_commit)
+            await both_done.wait()
+            nursery.cancel_scope.cancel()
+    commit = next(f for f in found if isinstance(f, Commit))
+    assert commit.seq == 1
+    replica.close()
+
+
+# change notifier --------------------------------------------------------------------------
+
+
+async def test_notifier_only_grows() -> None:
+    notifier = ChangeNotifier(5)
+    notifier.advance(3)
+    assert notifier.position == 5
+    notifier.advance(8)
+    assert notifier.position == 8
+
+
+async def test_wait_beyond_returns_at_once_when_already_past() -> None:
+    notifier = ChangeNotifier(5)
+    with trio.fail_after(TIMEOUT):
+        assert await notifier.wait_beyond(4) == 5
+
+
+async def test_waiters_wake_only_when_the_position_passes_theirs() -> None:
+    notifier = ChangeNotifier(0)
+    woke: list[tuple[str, int]] = []
+
+    async def waiter(name: str, beyond: int) -> None:
+        woke.append((name, await notifier.wait_beyond(beyond)))
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(waiter, "first", 0)
+            nursery.start_soon(waiter, "second", 0)
+            nursery.start_soon(waiter, "later", 2)
+            await trio.testing.wait_all_tasks_blocked()
+            notifier.advance(0)  # not beyond anyone
+            await trio.testing.wait_all_tasks_blocked()
+            assert woke == []
+            notifier.advance(2)
+            await trio.testing.wait_all_tasks_blocked()
+            assert sorted(woke) == [("first", 2), ("second", 2)]
+            notifier.advance(3)
+    assert sorted(woke) == [("first", 2), ("later", 3), ("second", 2)]
+
+
+async def test_applied_announces_positions_and_membership(running: Running) -> None:
+    membership = running.node.membership_changed.position
+    await running.node.applied(7, touched_devices=False)
+    assert running.node.changes.position == 7
+    assert running.node.membership_changed.position == membership
+    await running.node.applied(9, touched_devices=True)
+    assert running.node.changes.position == 9
+    assert running.node.membership_changed.position > membership
