@@ -77,7 +77,7 @@ class ControlContext(Protocol):
     @property
     def device_name(self) -> str: ...
     async def status(self) -> dict[str, Any]: ...
-    def peers_status(self) -> list[dict[str, Any]]: ...
+    async def peers_status(self) -> list[dict[str, Any]]: ...
 
     # may raise ValueError (-> bad_request), LookupError (-> not_found) or RequestError
     async def trust(
@@ -360,7 +360,7 @@ class _Server:
         return await self.context.status()
 
     async def _peers(self, request: dict[str, Any]) -> Any:
-        return self.context.peers_status()
+        return await self.context.peers_status()
 
     async def _id(self, request: dict[str, Any]) -> Any:
         cert_pem: bytes = self.node.replica.identity.cert_pem

@@ -91,15 +91,24 @@ class Store:
         return int(self._db.execute("PRAGMA user_version").fetchone()[0])
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
+    def transaction(self, *, fsync: bool = True) -> Iterator[None]:
+        """One SQLite transaction. `fsync=False` skips the fsync of this commit only: for data
+        a peer would send again. The WAL is sequential, so the next fsynced commit makes it
+        durable too: nothing written later can survive without it."""
+        if not fsync:
+            self._db.execute("PRAGMA synchronous=NORMAL")
         try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            self._reload_ids()
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                self._reload_ids()
+                raise
+            self._db.execute("COMMIT")
+        finally:
+            if not fsync:
+                self._db.execute("PRAGMA synchronous=FULL")
 
     def _reload_ids(self) -> None:
         self._actor_ids = dict(self._db.execute("SELECT name, id FROM actors"))

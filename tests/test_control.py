@@ -40,7 +40,7 @@ class Household:
             raise self.status_error
         return {"device": self.device_id, "position": self.node.changes.position}
 
-    def peers_status(self) -> list[dict[str, Any]]:
+    async def peers_status(self) -> list[dict[str, Any]]:
         return [{"device": "PEER", "connected": False}]
 
     async def trust(self, cert_pem: bytes, name: str | None, address: str | None) -> dict[str, Any]:

@@ -152,3 +152,15 @@ def test_reading_a_share_from_a_point_does_not_sort_the_whole_log(tmp_path):
     (query,) = statements
     plan = " ".join(row[-1] for row in store._db.execute(f"EXPLAIN QUERY PLAN {query}"))
     assert "TEMP B-TREE" not in plan, f"sorts every entry of the share on each call: {plan}"
+
+
+def test_a_commit_without_fsync_restores_full_durability_after_it(tmp_path):
+    store = Store(tmp_path / "db")
+    with store.transaction(fsync=False):
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+        store.save_records("s", {("c", "k"): [sibling()]})
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL again
+    with pytest.raises(RuntimeError), store.transaction(fsync=False):
+        raise RuntimeError("boom")
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert store.record("s", "c", "k") == [sibling()]
