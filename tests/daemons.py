@@ -195,12 +195,29 @@ def wait_for_value(daemon: DaemonProcess, collection: str, key: str, value: Any,
     )
 
 
+def wait_for(
+    condition: Callable[[], Any], what: str, *daemons: DaemonProcess, timeout: float = 20.0
+) -> Any:
+    """Poll a cheap condition every 50 ms until it is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {d.name} ---\n{d.log()}" for d in daemons)
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}")
+        time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def running(*daemons: DaemonProcess) -> Iterator[tuple[DaemonProcess, ...]]:
     try:
-        for daemon in daemons:
-            if daemon.process is None:
-                daemon.start()
+        waiting = [daemon for daemon in daemons if daemon.process is None]
+        for daemon in waiting:  # side by side: start-up is mostly Python importing
+            daemon.start(wait=False)
+        for daemon in waiting:
+            daemon.wait_for_notification("READY=1")
         yield daemons
     finally:
         for daemon in daemons:

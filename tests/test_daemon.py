@@ -8,24 +8,14 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
 from p2psync import identity, keystore, tls
 from p2psync.client import ControlError
-from tests.daemons import DaemonProcess, introduce, running, wait_for_value
+from tests.daemons import DaemonProcess, introduce, running, wait_for, wait_for_value
 
 pytestmark = pytest.mark.slow
-
-
-def wait_until(predicate, timeout=20.0, what="condition"):
-    """Poll a cheap condition (a log line, a status field) until it holds or time runs out."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def get_value(daemon, collection, key):
@@ -65,7 +55,7 @@ def test_writes_made_apart_become_siblings_everywhere_and_resolve_everywhere(tmp
         wait_for_value(a, "notes", "meet", "from b")
         wait_for_value(b, "notes", "meet", "from a")
         seen = [d.call("get", collection="notes", key="meet", all=True) for d in (a, b)]
-        wait_until(lambda: "new conflict(s)" in a.log(), what="a log line about the conflict")
+        wait_for(lambda: "new conflict(s)" in a.log(), "a log line about the conflict")
         assert all(view["conflict"] for view in seen)
         assert seen[0]["value"] == seen[1]["value"], "both pick the same winner"
         assert sorted(s["value"] for s in seen[0]["siblings"]) == ["from a", "from b"]
@@ -98,7 +88,7 @@ def test_an_untrusted_device_is_refused_and_learns_nothing(tmp_path):
     with running(a, stranger):
         stranger.call("trust", cert=a.cert(), name="a")
         a.call("put", collection="secret", key="k", value="only for members")
-        wait_until(lambda: "not a member" in a.log() or "refused" in a.log(), what="refusal")
+        wait_for(lambda: "not a member" in a.log() or "refused" in a.log(), "refusal")
         with pytest.raises(ControlError):
             stranger.call("get", collection="secret", key="k")
         assert not any(p["connected"] for p in stranger.call("peers"))
@@ -112,9 +102,9 @@ def test_a_forgotten_device_is_dropped_at_once_and_refused_after(tmp_path):
         b.call("put", collection="n", key="before", value=1)
         wait_for_value(a, "n", "before", 1)
         a.call("forget", device=b.device_id)
-        wait_until(lambda: not any(p["connected"] for p in a.call("peers")), what="disconnect")
+        wait_for(lambda: not any(p["connected"] for p in a.call("peers")), "disconnect")
         b.call("put", collection="n", key="after", value=2)
-        wait_until(lambda: "not a member" in a.log(), what="refusal of the forgotten device")
+        wait_for(lambda: "not a member" in a.log(), "refusal of the forgotten device")
         with pytest.raises(ControlError):
             a.call("get", collection="n", key="after")
 
@@ -327,7 +317,7 @@ def test_a_device_restored_from_a_backup_takes_a_new_epoch_and_recovers(tmp_path
         shutil.rmtree(a.state_dir)
         shutil.copytree(backup, a.state_dir)
         a.start()
-        wait_until(lambda: "restored from a backup" in a.log(), what="restore detection")
+        wait_for(lambda: "restored from a backup" in a.log(), "restore detection")
         wait_for_value(a, "n", "after-backup", 2)
         a.call("put", collection="n", key="after-restore", value=3)
         wait_for_value(b, "n", "after-restore", 3)

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime
 from functools import partial
@@ -26,7 +26,7 @@ import trio
 
 from p2psync.client import ControlError
 from p2psync.discovery import instance_label
-from tests.daemons import DaemonProcess, running, wait_for_value
+from tests.daemons import DaemonProcess, running, wait_for, wait_for_value
 from tests.netns import Host
 from tests.test_discovery import (
     AVAHI_CONFIG,
@@ -75,21 +75,6 @@ def started(*daemons: DaemonProcess) -> Iterator[dict[str, float]]:
             if daemon.process is not None and daemon.process.poll() is None:
                 daemon.process.kill()
                 daemon.process.wait()
-
-
-def wait_for(
-    condition: Callable[[], Any], what: str, *daemons: DaemonProcess, timeout: float = 20.0
-) -> Any:
-    """Poll a cheap condition every 50 ms until it is truthy; return its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {d.name} ---\n{d.log()}" for d in daemons)
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}")
-        time.sleep(0.05)
 
 
 def nearby(daemon: DaemonProcess) -> dict[str, dict[str, Any]]:
