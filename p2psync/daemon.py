@@ -163,20 +163,19 @@ class Daemon:
             listeners.extend(opened)
             for listener in opened:
                 bound = listener.socket.getsockname()
-                self.listen_addresses.append(_format(bound[0], bound[1]))
+                self.listen_addresses.append(config.format_address(bound[0], bound[1]))
                 self.listen_port = self.listen_port or int(bound[1])
         for host, port, failure in failures:
+            where = config.format_address(host, port)
             if failure.errno == errno.EADDRINUSE:
                 raise StartupError(
-                    f"cannot listen on {_format(host, port)}: the port is in use (is another "
-                    f"p2psync running?); choose another port with network.listen in the config"
+                    f"cannot listen on {where}: the port is in use (is another p2psync "
+                    f"running?); choose another port with network.listen in the config"
                 )
             if listeners and failure.errno in (errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT):
-                log.warning("not listening on %s: %s", _format(host, port), failure.strerror)
+                log.warning("not listening on %s: %s", where, failure.strerror)
                 continue
-            raise StartupError(
-                f"cannot listen on {_format(host, port)}: {failure.strerror or failure}"
-            )
+            raise StartupError(f"cannot listen on {where}: {failure.strerror or failure}")
         if not listeners:
             raise StartupError("no listen address configured (network.listen is empty)")
         return listeners
@@ -263,7 +262,7 @@ class Daemon:
             {
                 "device": found.device_id,
                 "name": found.name,
-                "addresses": [_format(host, port) for host, port in found.addresses],
+                "addresses": [config.format_address(host, port) for host, port in found.addresses],
                 "member": found.device_id in self.members
                 and not self.members[found.device_id].revoked,
                 "pairing": int(found.txt["pair"]) if found.txt.get("pair", "").isdigit() else None,
@@ -455,7 +454,7 @@ class Daemon:
         for address in fresh.peers:
             if address not in self.config.peers:
                 self.peers.dial(address)
-                changes.append(f"peer {_format(*address)}")
+                changes.append(f"peer {config.format_address(*address)}")
         if fresh.listen != self.config.listen:
             log.warning("network.listen changed; it takes effect at the next restart")
         self.config = fresh
@@ -505,10 +504,6 @@ def _is_certificate(cert: bytes) -> bool:
 def _count_missing(have: dict[str, int], other: dict[str, int]) -> int:
     """How many entries `have` holds that `other` lacks."""
     return sum(max(0, seq - other.get(actor, 0)) for actor, seq in have.items())
-
-
-def _format(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _exit_if_stuck(seconds: float) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 import trio
 
 from . import identity, keystore, tls
+from .config import format_address
 from .entry import IntegrityError
 from .node import Node
 from .pairing_service import PREFACE as PAIRING_PREFACE
@@ -154,7 +155,7 @@ class PeerManager:
         await trio.serve_listeners(self._handle_incoming, listeners)
 
     async def _handle_incoming(self, tcp: trio.SocketStream) -> None:
-        address = _format_address(tcp.socket.getpeername())
+        address = format_address(*tcp.socket.getpeername()[:2])
         try:
             with trio.fail_after(self.timeouts.handshake):
                 opening = await _read_opening(tcp)
@@ -249,7 +250,7 @@ class PeerManager:
 
     async def _dial_once(self, address: Address) -> bool:
         host, port = address
-        text = _format_address(address)
+        text = format_address(*address)
         try:
             with trio.fail_after(self.timeouts.handshake):
                 tcp = await trio.open_tcp_stream(host, port)
@@ -542,11 +543,6 @@ def _raise_to(known: dict[str, int], seen: Mapping[str, int]) -> None:
 
 def _share_vectors(replica: Replica) -> dict[str, dict[str, int]]:
     return {share: replica.summary_vector(share) for share in replica.shares()}
-
-
-def _format_address(address: tuple) -> str:
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _first_reason(group: BaseExceptionGroup) -> str:

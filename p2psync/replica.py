@@ -20,6 +20,7 @@ from .entry import IntegrityError, LogEntry, Op
 from .intake import Intake
 from .merge import CausalBuffer, Sibling
 from .store import Store
+from .vectors import make_actor
 
 DEFAULT_SHARE = "default"
 DEVICES = "_devices"
@@ -105,7 +106,7 @@ class Replica:
                 store.set_meta("device_id", device.device_id.encode())
                 epoch = _new_epoch()
                 store.set_meta("epoch", epoch)
-        self.actor = f"{device.device_id}/{epoch.decode()}"
+        self.actor = make_actor(device.device_id, epoch.decode())
         self._clock = max(int.from_bytes(store.get_meta("hlc") or b"", "big"), 0)
         self._heads: dict[str, dict[str, tuple[int, bytes]]] = {}
         self._intakes: dict[str, Intake] = {}
@@ -141,7 +142,7 @@ class Replica:
         epoch = _new_epoch()
         with self.store.transaction():
             self.store.set_meta("epoch", epoch)
-        self.actor = f"{self.device_id}/{epoch.decode()}"
+        self.actor = make_actor(self.device_id, epoch.decode())
         return self.actor
 
     # local writes -------------------------------------------------------------------------
