@@ -58,6 +58,7 @@ class DaemonProcess:
         self.idle_timeout = idle_timeout
         self.extra_config = extra_config
         self.process: subprocess.Popen[bytes] | None = None
+        self.spawned_at = 0.0
         self.notifications: list[str] = []
         self.write_config()
 
@@ -109,6 +110,7 @@ class DaemonProcess:
             **(env or {}),
         }
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
+        self.spawned_at = time.monotonic()
         self.process = subprocess.Popen(self.command(), stdout=log, stderr=log, env=env)
         log.close()
         if wait:

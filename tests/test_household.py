@@ -14,8 +14,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -57,24 +57,6 @@ def lan_daemon(tmp_path: Path, host: Host, name: str, **options: Any) -> DaemonP
         interfaces=[host.iface],
         **options,
     )
-
-
-@contextmanager
-def started(*daemons: DaemonProcess) -> Iterator[dict[str, float]]:
-    """Start the daemons side by side; yields when each was spawned; kills them on exit."""
-    spawned_at = {}
-    try:
-        for daemon in daemons:
-            spawned_at[daemon.name] = time.monotonic()
-            daemon.start(wait=False)
-        for daemon in daemons:
-            daemon.wait_for_notification("READY=1")
-        yield spawned_at
-    finally:
-        for daemon in daemons:
-            if daemon.process is not None and daemon.process.poll() is None:
-                daemon.process.kill()
-                daemon.process.wait()
 
 
 def nearby(daemon: DaemonProcess) -> dict[str, dict[str, Any]]:
@@ -160,7 +142,7 @@ def test_three_devices_find_each_other_pair_by_code_and_sync(netns_hosts, tmp_pa
     b = lan_daemon(tmp_path, host_b, "Küchen-PC")
     c = lan_daemon(tmp_path, host_c, "tv.living-room")
     daemons = (a, b, c)
-    with started(*daemons) as spawned_at:
+    with running(*daemons):
         all_ready_at = time.monotonic()
         ids = {d.name: d.device_id for d in daemons}
         others = {d.name: {ids[o.name] for o in daemons if o is not d} for d in daemons}
@@ -179,7 +161,7 @@ def test_three_devices_find_each_other_pair_by_code_and_sync(netns_hosts, tmp_pa
             timeout=DISCOVERY_SECONDS,
         )
         for daemon in daemons:
-            start = spawned_at[daemon.name]
+            start = daemon.spawned_at
             print(
                 f"\n{daemon.name}: both others nearby {discovered_at[daemon.name] - start:.2f} s"
                 f" after its start (all three were ready after {all_ready_at - start:.2f} s)"
@@ -244,7 +226,7 @@ def test_a_wrong_code_fails_both_sides_and_kills_the_code(netns_hosts, tmp_path)
     host_a, host_b = netns_hosts(2)
     a = lan_daemon(tmp_path, host_a, "a")
     b = lan_daemon(tmp_path, host_b, "b")
-    with started(a, b):
+    with running(a, b):
         invitation = PairStream(a)
         try:
             with pytest.raises(ControlError) as wrong:
@@ -272,7 +254,7 @@ def test_an_expired_code_fails(netns_hosts, tmp_path):
     host_a, host_b = netns_hosts(2)
     a = lan_daemon(tmp_path, host_a, "a")
     b = lan_daemon(tmp_path, host_b, "b")
-    with started(a, b):
+    with running(a, b):
         issued = time.monotonic()
         invitation = PairStream(a, ttl=10)
         try:
@@ -298,7 +280,7 @@ def test_a_partition_heals_and_concurrent_writes_become_the_same_conflict_everyw
         lan_daemon(tmp_path, host, name, idle_timeout=3)
         for host, name in ((host_a, "a"), (host_b, "b"), (host_c, "c"))
     ]
-    with started(*daemons):
+    with running(*daemons):
         ids = {d.name: d.device_id for d in daemons}
         pair_by_code(a, b)
         pair_by_code(a, c)
@@ -355,7 +337,7 @@ def test_a_stopped_daemon_says_goodbye_and_comes_back_connected(netns_hosts, tmp
     a = lan_daemon(tmp_path, host_a, "a")
     b = lan_daemon(tmp_path, host_b, "b")
     observer = lan_daemon(tmp_path, host_c, "observer")  # not a member: sees b only by mDNS
-    with started(a, b, observer):
+    with running(a, b, observer):
         a_id, b_id = a.device_id, b.device_id
         pair_by_code(a, b)
         wait_for(lambda: connected_to(a, b_id), "a connected to b", a, b)
@@ -411,7 +393,7 @@ def test_a_revocation_reaches_another_member_by_sync_and_both_refuse_the_device(
     b = lan_daemon(tmp_path, host_b, "b")
     c = lan_daemon(tmp_path, host_c, "c")
     cut_between(host_a, host_c)
-    with started(a, b, c):
+    with running(a, b, c):
         a_id, c_id = a.device_id, c.device_id
         refusal = f"refused connection from {host_c.ip}:"
         pair_by_code(a, b)
@@ -469,7 +451,7 @@ def test_members_stop_dialling_a_revoked_device(netns_hosts, tmp_path):
     a = lan_daemon(tmp_path, host_a, "a")
     b = lan_daemon(tmp_path, host_b, "b")
     c = lan_daemon(tmp_path, host_c, "c")
-    with started(a, b, c):
+    with running(a, b, c):
         c_id = c.device_id
         pair_by_code(a, b)
         pair_by_code(a, c)  # b learns of c through sync, and dials it when it finds it nearby
@@ -518,7 +500,7 @@ def test_a_refused_device_backs_off_instead_of_redialling_at_once(netns_hosts, t
     host_a, host_c = netns_hosts(2)
     a = lan_daemon(tmp_path, host_a, "a")
     c = lan_daemon(tmp_path, host_c, "c")
-    with started(a, c):
+    with running(a, c):
         c_id = c.device_id
         pair_by_code(a, c)
         wait_for(partial(connected_to, a, c_id), "a connected to c", a, c)
