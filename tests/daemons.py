@@ -20,6 +20,20 @@ from typing import Any
 from p2psync.client import Client
 
 READY_TIMEOUT = 20.0
+REPO = Path(__file__).parent.parent
+
+
+def run_python_as_nobody(code: str) -> subprocess.CompletedProcess[str]:
+    """Run a snippet of Python as uid/gid 65534 with no groups (needs root and setpriv)."""
+    unprivileged = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    return subprocess.run(
+        [*unprivileged, sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
 
 
 def free_port() -> int:

@@ -3,8 +3,6 @@
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +12,7 @@ import pytest
 import trio
 
 from p2psync.client import Client, ControlError, DaemonNotRunning
+from tests.daemons import run_python_as_nobody
 from tests.test_control import Served, start_served
 
 
@@ -170,14 +169,6 @@ def test_permission_denied_says_to_join_the_group(tmp_path: Path) -> None:
             "except DaemonNotRunning as exc:\n"
             "    print(exc)\n"
         )
-        unprivileged = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        result = subprocess.run(
-            [*unprivileged, sys.executable, "-c", probe],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            cwd=Path(__file__).parent.parent,
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)},
-        )
+        result = run_python_as_nobody(probe)
     assert "permission denied" in result.stdout, result.stderr
     assert "group p2psync" in result.stdout

@@ -488,6 +488,15 @@ async def _read_lines(stream: trio.abc.ReceiveStream, until: Callable[[str], boo
                 return line.decode()
 
 
+def assert_avahi_resolved(line: str, label: str, host: Host, port: int, device_id: str) -> None:
+    """One resolved line of `avahi-browse -rp`: our instance name, address, port and TXT."""
+    fields = line.split(";")
+    assert _unescape_avahi(fields[3]) == label
+    assert fields[7] in (host.ip, host.ip6) or fields[7].startswith("fe80:")
+    assert fields[8] == str(port)
+    assert set(re.findall(r'"([^"]*)"', fields[9])) == {f"id={device_id}", "pv=1-1"}
+
+
 def _same_namespace(pid: int, host: Host) -> bool:
     return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{host.namespace}").st_ino
 
@@ -533,8 +542,4 @@ async def test_avahi_browse_sees_our_service_with_its_txt_records(
                     assert browse.stdout is not None
                     with trio.fail_after(15):
                         line = await _read_lines(browse.stdout, lambda line: line[:2] == "=;")
-    fields = line.split(";")
-    assert _unescape_avahi(fields[3]) == instance_label(NAME_A, DEVICE_A)
-    assert fields[7] in (host_a.ip, host_a.ip6) or fields[7].startswith("fe80:")
-    assert fields[8] == "22000"
-    assert set(re.findall(r'"([^"]*)"', fields[9])) == {f"id={DEVICE_A}", "pv=1-1"}
+    assert_avahi_resolved(line, instance_label(NAME_A, DEVICE_A), host_a, 22000, DEVICE_A)

@@ -31,7 +31,7 @@ from p2psync.doctor import (
     render,
     run_doctor,
 )
-from tests.daemons import DaemonProcess, running
+from tests.daemons import DaemonProcess, run_python_as_nobody, running
 
 ROOT = Path(__file__).parent.parent
 SOCKET = Path("/run/p2psync/control.sock")
@@ -240,15 +240,7 @@ def test_probe_says_permission_denied_to_someone_outside_the_group(tmp_path: Pat
             f"check = probe_control_socket(Path({str(path)!r}))\n"
             "print(check.level, check.message, check.advice, sep='|')\n"
         )
-        unprivileged = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-        result = subprocess.run(
-            [*unprivileged, sys.executable, "-c", probe],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
+        result = run_python_as_nobody(probe)
     level, message, advice = result.stdout.strip().split("|")
     assert (level, message) == ("fail", f"permission denied on {path}"), result.stderr
     assert "sudo usermod -aG" in advice and "log in again" in advice

@@ -33,7 +33,7 @@ from tests.test_discovery import (
     DBUS_CONFIG,
     _read_lines,
     _same_namespace,
-    _unescape_avahi,
+    assert_avahi_resolved,
     spawned,
 )
 from tests.test_pairing_service import PairStream, wrong_words
@@ -561,8 +561,4 @@ async def test_avahi_browse_sees_a_running_daemon_with_its_device_id(netns_hosts
             assert browse.stdout is not None
             with trio.fail_after(15):
                 line = await _read_lines(browse.stdout, lambda line: line[:2] == "=;")
-    fields = line.split(";")
-    assert _unescape_avahi(fields[3]) == instance_label(name, device_id)
-    assert fields[7] in (host_a.ip, host_a.ip6) or fields[7].startswith("fe80:")
-    assert fields[8] == str(daemon.port)
-    assert set(re.findall(r'"([^"]*)"', fields[9])) == {f"id={device_id}", "pv=1-1"}
+    assert_avahi_resolved(line, instance_label(name, device_id), host_a, daemon.port, device_id)
