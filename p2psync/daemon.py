@@ -66,6 +66,7 @@ class Daemon:
             Timeouts(settings.handshake_timeout, settings.idle_timeout, settings.reconnect_max),
             on_change=self._update_status_line,
         )
+        replica.now_ms = self.peers.now_ms  # a fast clock here gains no lead over the household
         self.notifier = Notifier.from_environ(os.environ)
         self.listen_addresses: list[str] = []
         self.listen_port = 0
@@ -354,6 +355,7 @@ class Daemon:
             self.counted_at = self.node.changes.position
             self.counts = await self.node.call(_counts, self.node.replica)
         invitation = self.pairing.invitation
+        notices = await self.node.call(lambda: list(self.node.replica.notices.values()))
         return {
             "device": self.device_id,
             "name": self.device_name,
@@ -376,7 +378,28 @@ class Daemon:
             "pairing": (
                 {"active": True, "expires_in": invitation.expires_in()} if invitation else None
             ),
+            "notices": [
+                {
+                    "device": n.device_id,
+                    "name": self._name_of(n.device_id),
+                    "kind": n.kind,
+                    "text": f"{self._name_of(n.device_id)} {n.text}",
+                }
+                for n in notices
+            ],
+            "revoked": [
+                {"by": self._name_of(member), "text": f"this device was {text}"}
+                for member, text in self.peers.revoked_us.items()
+            ],
+            "clock_skew": [
+                {"device": device_id, "name": self._name_of(device_id), "offset_ms": offset}
+                for device_id, offset in self.peers.skewed_clocks().items()
+            ],
         }
+
+    def _name_of(self, device_id: str) -> str:
+        member = self.members.get(device_id)
+        return member.name if member is not None and member.name else device_id
 
     async def peers_status(self) -> list[dict[str, Any]]:
         now = trio.current_time()
@@ -433,7 +456,7 @@ class Daemon:
             raise LookupError(f"no device {device_id} in this household")
         if device_id == self.device_id:
             raise ValueError("a device cannot revoke itself; revoke it from another member")
-        op = self.node.replica.device_op(device.cert_pem, device.name, revoked=True)
+        op = await self.node.call(self.node.replica.revocation_op, device)
         await self.node.commit(DEFAULT_SHARE, [op])
         self.peers.drop(device_id, "device was revoked")
         log.info("revoked device %s (%s)", device_id, device.name)

@@ -1,7 +1,10 @@
 """Log entries: canonical encoding, hash chain and signed chain heads (pure).
 
-One local transaction becomes one entry: `share, actor, seq, prev_hash, hlc, context, ops`, encoded
-as msgpack with a fixed key order. An entry is identified by the SHA-256 of its bytes, and each
+One local transaction becomes one entry: `share, actor, seq, prev_hash, hlc, context, ops` (and, on
+the first entry of an epoch, the earlier epochs it retires), encoded as msgpack with a fixed key
+order. The context holds only the dots the entry's own ops replace (the siblings of the keys it
+writes), so an entry's size follows its own ops, never how many writers the household has had.
+An entry is identified by the SHA-256 of its bytes, and each
 entry names the hash of its actor's previous one, so the origin's signature over one chain head
 vouches for every entry before it. Relays keep and forward the exact bytes they received: fields
 this version does not know (in the entry or in an op) survive untouched. This module never
@@ -9,6 +12,7 @@ touches storage or the network and never reads the clock.
 """
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,6 +23,11 @@ import msgpack
 from . import vectors
 
 MAX_ENTRY_BYTES = 4 * 1024 * 1024
+# A context names the writers of the siblings an entry replaces; more than this many concurrent
+# writers on the keys of one transaction is not something an honest household produces.
+MAX_CONTEXT_ACTORS = 4096
+# The first entry of an epoch retires at most this many earlier epochs of its device.
+MAX_RETIRED = 64
 HASH_BYTES = 32
 GENESIS_HASH = b""
 HEAD_SIGNATURE_LABEL = "p2psync-head-v1"
@@ -71,6 +80,16 @@ def pack_meta(meta: Mapping[str, Any]) -> bytes | None:
     return msgpack.packb(present) if present else None
 
 
+# An epoch's chain at a point: (actor, seq, hash of the entry at seq).
+ChainHead = tuple[str, int, bytes]
+# The one form an actor takes: a canonical device id, "/", an epoch of 8 lowercase hex digits.
+_ACTOR = re.compile(r"[A-Z2-7]{5}(?:-[A-Z2-7]{5}){6}/[0-9a-f]{8}")
+
+
+def is_actor(value: object) -> bool:
+    return isinstance(value, str) and _ACTOR.fullmatch(value) is not None
+
+
 @dataclass(frozen=True, slots=True)
 class LogEntry:
     share: str
@@ -82,6 +101,7 @@ class LogEntry:
     ops: tuple[Op, ...]
     raw: bytes = field(repr=False)
     hash: bytes = field(repr=False)
+    retires: tuple[ChainHead, ...] = ()
 
     @property
     def origin(self) -> str:
@@ -102,27 +122,34 @@ def encode(
     hlc: int,
     context: Mapping[str, int],
     ops: Sequence[Op],
+    retires: Sequence[ChainHead] = (),
 ) -> LogEntry:
-    """Build a local entry. The writer's own actor is left out of the context: it is implied."""
+    """Build a local entry. The writer's own actor is left out of the context: it is implied.
+    `retires` goes only on an epoch's first entry: the heads of the device's earlier epochs that
+    this one continues from."""
     own_context = {a: n for a, n in sorted(context.items()) if a != actor and n > 0}
-    raw = msgpack.packb(
-        {
-            "s": share,
-            "a": actor,
-            "n": seq,
-            "p": prev_hash,
-            "h": hlc,
-            "c": own_context,
-            "o": [
-                # a put without meta is most ops; its map is built here without a method call
-                {"o": PUT, "c": op.collection, "k": op.key, "v": op.value}
-                if op.kind == PUT and op.meta is None
-                else op.to_wire()
-                for op in ops
-            ],
-        }
+    fields: dict[str, Any] = {
+        "s": share,
+        "a": actor,
+        "n": seq,
+        "p": prev_hash,
+        "h": hlc,
+        "c": own_context,
+        "o": [
+            # a put without meta is most ops; its map is built here without a method call
+            {"o": PUT, "c": op.collection, "k": op.key, "v": op.value}
+            if op.kind == PUT and op.meta is None
+            else op.to_wire()
+            for op in ops
+        ],
+    }
+    retired = tuple(sorted((a, n, h) for a, n, h in retires))
+    if retired:
+        fields["r"] = [list(head) for head in retired]
+    raw = msgpack.packb(fields)
+    return LogEntry(
+        share, actor, seq, prev_hash, hlc, own_context, tuple(ops), raw, _digest(raw), retired
     )
-    return LogEntry(share, actor, seq, prev_hash, hlc, own_context, tuple(ops), raw, _digest(raw))
 
 
 def decode(raw: bytes) -> LogEntry:
@@ -144,7 +171,7 @@ def decode(raw: bytes) -> LogEntry:
         fields.get("o"),
     )
     _require(isinstance(share, str) and share, "share must be a non-empty string")
-    _require(isinstance(actor, str) and "/" in actor, "actor must be '<device id>/<epoch>'")
+    _require(is_actor(actor), "actor must be '<device id>/<8 hex digits>'")
     _require(type(seq) is int and seq >= 1, "seq must be a positive integer")
     _require(
         isinstance(prev_hash, bytes) and len(prev_hash) in (0, HASH_BYTES),
@@ -157,10 +184,12 @@ def decode(raw: bytes) -> LogEntry:
     _require(type(hlc) is int and hlc >= 0, "hlc must be a non-negative integer")
     _require(
         isinstance(context, dict)
-        and all(isinstance(a, str) and type(n) is int and n > 0 for a, n in context.items())
+        and len(context) <= MAX_CONTEXT_ACTORS
+        and all(is_actor(a) and type(n) is int and n > 0 for a, n in context.items())
         and actor not in context,
-        "context must map other actors to positive integers",
+        "context must map at most 4096 other actors to positive integers",
     )
+    retires = _decode_retires(fields.get("r", []), actor, seq)
     if not isinstance(wire_ops, list) or not wire_ops:
         raise IntegrityError("malformed entry: ops must be a non-empty list")
     ops = _decode_ops(wire_ops)
@@ -174,7 +203,30 @@ def decode(raw: bytes) -> LogEntry:
         ops,
         raw,
         _digest(raw),
+        retires,
     )
+
+
+def _decode_retires(wire: Any, actor: str, seq: int) -> tuple[ChainHead, ...]:
+    _require(isinstance(wire, list) and len(wire) <= MAX_RETIRED, "'r' must be a short list")
+    _require(seq == 1 or not wire, "only the first entry of an epoch retires earlier ones")
+    device = vectors.device_of(actor)
+    heads = []
+    for head in wire:
+        _require(
+            isinstance(head, list)
+            and len(head) == 3
+            and is_actor(head[0])
+            and head[0] != actor
+            and vectors.device_of(head[0]) == device
+            and type(head[1]) is int
+            and head[1] >= 1
+            and isinstance(head[2], bytes)
+            and len(head[2]) == HASH_BYTES,
+            "'r' must list [actor of the same device, seq, hash]",
+        )
+        heads.append((head[0], head[1], head[2]))
+    return tuple(heads)
 
 
 def _decode_ops(wire_ops: list[Any]) -> tuple[Op, ...]:

@@ -6,10 +6,13 @@ makes `max(hlc, origin)` a fair "last writer wins" choice. This module never rea
 callers pass `now_ms`.
 """
 
+from collections.abc import Iterable
+
 LOGICAL_BITS = 16
 # A peer whose clock runs far ahead must not drag ours with it: timestamps further in the future
-# than this are still stored (they are data) but not adopted as our own time.
-MAX_ADOPTED_DRIFT_MS = 60 * 60 * 1000
+# than this are still stored (they are data) but not adopted as our own time, and the skew is
+# reported on both sides (peers compare wall clocks in their pings).
+MAX_ADOPTED_DRIFT_MS = 5 * 60 * 1000
 
 
 def from_millis(ms: int) -> int:
@@ -30,3 +33,11 @@ def observe(last: int, remote: int, now_ms: int) -> int:
     if to_millis(remote) > now_ms + MAX_ADOPTED_DRIFT_MS:
         return last
     return max(last, remote)
+
+
+def corrected_now(wall_ms: int, peer_offsets_ms: Iterable[int]) -> int:
+    """Our wall clock, held back when it runs ahead of every connected peer's by more than
+    MAX_ADOPTED_DRIFT_MS (offsets are theirs minus ours): a device with a fast clock then gives
+    its own concurrent writes a lead of that drift at most, instead of its whole error."""
+    lead = min((-offset for offset in peer_offsets_ms), default=0)
+    return wall_ms - max(0, lead - MAX_ADOPTED_DRIFT_MS)

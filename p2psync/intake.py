@@ -3,65 +3,133 @@
 Entries arrive from any peer, relayed byte for byte, each optionally carrying its origin's signature
 over the chain head it ends. An actor's entries are released only as a contiguous run that extends
 the chain we hold and ends at a valid signature from the origin's key; a run cannot be shortened,
-reordered or edited without breaking the hash chain. Entries whose predecessors or signature have
-not arrived yet wait here (bounded); entries from devices we have no key for wait for the
-membership record that introduces them. This module never stores anything.
+reordered or edited without breaking the hash chain.
+
+What waits is kept apart per sending peer and bounded in bytes per peer, so one member's junk can
+neither fill memory nor stand in the way of another peer's valid copy: a forged unsigned entry
+sent by one peer waits in that peer's own queue while the honest relay's signed run is verified and
+released, after which the forgery is dropped and its sender named. Entries from devices we have no
+key for wait for the membership record that introduces them. This module never stores anything.
 """
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import identity
 from .entry import IntegrityError, LogEntry, check_chain, head_message
 
 ChainHead = tuple[int, bytes]
+Peer = str
+# An honest sender signs at least every few MiB of its log (see Replica.commit_many), so a run
+# waiting for its signature stays well under this.
+MAX_PENDING_BYTES_PER_PEER = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class Verified:
     entry: LogEntry
     signature: bytes | None
+    peer: Peer
+
+
+@dataclass(frozen=True, slots=True)
+class Fork:
+    """Two different entries, each validly signed by the origin, claim one (actor, seq)."""
+
+    actor: str
+    seq: int
+    peer: Peer
+
+
+@dataclass(slots=True)
+class Released:
+    verified: list[Verified] = field(default_factory=list)
+    offenders: dict[Peer, str] = field(default_factory=dict)  # peer -> what it did wrong
+    forks: list[Fork] = field(default_factory=list)
+
+
+class _PeerQueue:
+    __slots__ = ("by_actor", "size")
+
+    def __init__(self) -> None:
+        self.by_actor: dict[str, dict[int, tuple[LogEntry, bytes | None]]] = {}
+        self.size = 0
+
+    def drop(self, actor: str, seqs: list[int]) -> None:
+        by_seq = self.by_actor[actor]
+        for seq in seqs:
+            self.size -= len(by_seq.pop(seq)[0].raw)
+        if not by_seq:
+            del self.by_actor[actor]
 
 
 class Intake:
-    def __init__(self, max_pending: int = 200_000) -> None:
-        self.max_pending = max_pending
-        self._pending: dict[str, dict[int, tuple[LogEntry, bytes | None]]] = {}
+    def __init__(self, max_pending_bytes: int = MAX_PENDING_BYTES_PER_PEER) -> None:
+        self.max_pending_bytes = max_pending_bytes
+        self._queues: dict[Peer, _PeerQueue] = {}
         self._verified_heads: dict[str, ChainHead] = {}
-        self._count = 0
 
     def __len__(self) -> int:
-        return self._count
+        return sum(len(s) for q in self._queues.values() for s in q.by_actor.values())
 
-    def add(self, entry: LogEntry, signature: bytes | None, stored_head: ChainHead) -> None:
-        """Queue a received entry; duplicates of what is held or verified are dropped."""
+    def pending_bytes(self, peer: Peer) -> int:
+        queue = self._queues.get(peer)
+        return 0 if queue is None else queue.size
+
+    def add(
+        self, peer: Peer, entry: LogEntry, signature: bytes | None, stored_head: ChainHead
+    ) -> None:
+        """Queue an entry `peer` sent; duplicates of what is verified are dropped. Raises
+        IntegrityError when `peer` contradicts itself or sends more than its byte allowance."""
         head_seq, _ = self._verified_heads.setdefault(entry.actor, stored_head)
         if entry.seq <= head_seq:
             return
-        by_seq = self._pending.setdefault(entry.actor, {})
+        queue = self._queues.setdefault(peer, _PeerQueue())
+        by_seq = queue.by_actor.setdefault(entry.actor, {})
         held = by_seq.get(entry.seq)
         if held is not None:
             if held[0].hash != entry.hash:
-                raise IntegrityError(f"two different entries claim {entry.actor} #{entry.seq}")
+                raise IntegrityError(f"sent two different entries for {entry.actor} #{entry.seq}")
             if signature is not None and held[1] is None:
                 by_seq[entry.seq] = (entry, signature)
             return
-        if self._count >= self.max_pending:
-            raise IntegrityError("too many entries waiting for their predecessors or signature")
+        if queue.size + len(entry.raw) > self.max_pending_bytes:
+            raise IntegrityError(
+                f"sent more than {self.max_pending_bytes >> 20} MiB of entries that do not "
+                "extend a chain up to a signature"
+            )
         by_seq[entry.seq] = (entry, signature)
-        self._count += 1
+        queue.size += len(entry.raw)
 
-    def release(self, public_key_of: Callable[[str], bytes | None]) -> list[Verified]:
-        """Every entry that now extends a verified chain up to a valid origin signature."""
-        released: list[Verified] = []
-        for actor in list(self._pending):
-            released.extend(self._release_actor(actor, public_key_of))
+    def release(self, public_key_of: Callable[[str], bytes | None]) -> Released:
+        """Every entry that now extends a verified chain up to a valid origin signature, the peers
+        whose queued entries proved false, and the forks seen."""
+        released = Released()
+        progress = True
+        while progress:
+            progress = False
+            for peer, queue in list(self._queues.items()):
+                for actor in list(queue.by_actor):
+                    if peer in released.offenders:
+                        break
+                    run = self._release_run(peer, queue, actor, public_key_of, released)
+                    if run:
+                        released.verified.extend(run)
+                        self._drop_settled(actor, released)
+                        progress = True
+        for peer in released.offenders:
+            self.forget_peer(peer)
         return released
 
-    def _release_actor(
-        self, actor: str, public_key_of: Callable[[str], bytes | None]
+    def _release_run(
+        self,
+        peer: Peer,
+        queue: _PeerQueue,
+        actor: str,
+        public_key_of: Callable[[str], bytes | None],
+        released: Released,
     ) -> list[Verified]:
-        by_seq = self._pending[actor]
+        by_seq = queue.by_actor[actor]
         head_seq, head_hash = self._verified_heads[actor]
         run: list[tuple[LogEntry, bytes | None]] = []
         seq = head_seq + 1
@@ -75,32 +143,76 @@ class Intake:
         if public_key is None:
             return []
         run = run[: signed_end + 1]
-        check_chain(head_hash, [entry for entry, _ in run])
-        for entry, signature in run:
-            if signature is not None:
-                check_signature(public_key, signature, entry)
-        for entry, _ in run:
-            del by_seq[entry.seq]
-        self._count -= len(run)
-        if not by_seq:
-            del self._pending[actor]
+        verdict = _judge(public_key, head_hash, run)
+        if verdict is not None:
+            if verdict == _FORK:
+                released.forks.append(Fork(actor, run[0][0].seq, peer))
+            else:
+                released.offenders[peer] = verdict
+            queue.drop(actor, [entry.seq for entry, _ in run])
+            return []
+        queue.drop(actor, [entry.seq for entry, _ in run])
         last = run[-1][0]
         self._verified_heads[actor] = (last.seq, last.hash)
-        return [Verified(entry, signature) for entry, signature in run]
+        return [Verified(entry, signature, peer) for entry, signature in run]
+
+    def _drop_settled(self, actor: str, released: Released) -> None:
+        """Other peers' copies of entries now verified go; a different unsigned copy is a lie."""
+        head_seq, _ = self._verified_heads[actor]
+        verified = {v.entry.seq: v.entry.hash for v in released.verified if v.entry.actor == actor}
+        for peer, queue in self._queues.items():
+            by_seq = queue.by_actor.get(actor)
+            if not by_seq:
+                continue
+            settled = [seq for seq in by_seq if seq <= head_seq]
+            for seq in settled:
+                if seq in verified and by_seq[seq][0].hash != verified[seq]:
+                    released.offenders.setdefault(
+                        peer, f"sent a forged copy of {actor} #{seq} (not what its origin signed)"
+                    )
+            queue.drop(actor, settled)
+
+    def forget_peer(self, peer: Peer) -> None:
+        """Free everything a peer sent that is still waiting (it left, or it lied)."""
+        self._queues.pop(peer, None)
 
     def waiting(self) -> Mapping[str, int]:
         """How many entries wait per actor (for status displays)."""
-        return {actor: len(by_seq) for actor, by_seq in self._pending.items()}
+        counts: dict[str, int] = {}
+        for queue in self._queues.values():
+            for actor, by_seq in queue.by_actor.items():
+                counts[actor] = counts.get(actor, 0) + len(by_seq)
+        return counts
+
+    def rewind(self, actor: str, head: ChainHead) -> None:
+        """Our stored chain of `actor` was cut back (a revocation): verify from there again."""
+        self._verified_heads[actor] = head
 
     def clear(self) -> None:
-        self._pending.clear()
+        self._queues.clear()
         self._verified_heads.clear()
-        self._count = 0
 
 
-def check_signature(public_key: bytes, signature: bytes, entry: LogEntry) -> None:
+_FORK = "fork"
+
+
+def _judge(
+    public_key: bytes, head_hash: bytes, run: list[tuple[LogEntry, bytes | None]]
+) -> str | None:
+    """None when `run` extends `head_hash` and every signature in it is valid; _FORK when it is
+    a validly signed chain that branches off ours; otherwise what is wrong with it."""
+    for entry, signature in run:
+        if signature is not None and not _signed(public_key, signature, entry):
+            return f"sent {entry.actor} #{entry.seq} with a signature that is not its origin's"
+    try:
+        check_chain(run[0][0].prev_hash, [entry for entry, _ in run])
+    except IntegrityError:
+        return f"sent entries of {run[0][0].actor} that do not form a hash chain"
+    if run[0][0].prev_hash != head_hash:
+        return _FORK
+    return None
+
+
+def _signed(public_key: bytes, signature: bytes, entry: LogEntry) -> bool:
     message = head_message(entry.share, entry.actor, entry.seq, entry.hash)
-    if not identity.verify_signature(public_key, signature, message):
-        raise IntegrityError(
-            f"entry {entry.actor} #{entry.seq} is not signed by its origin device {entry.origin}"
-        )
+    return identity.verify_signature(public_key, signature, message)

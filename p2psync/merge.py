@@ -7,7 +7,7 @@ had not seen stay beside it as siblings. Plain reads take a deterministic winner
 decides; it never stores anything.
 """
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import NamedTuple
 
 from .entry import DELETE, LogEntry, Op
@@ -87,69 +87,104 @@ def dedupe_ops(ops: Iterable[Op]) -> list[Op]:
     return list(last.values())
 
 
-def is_ready(entry: LogEntry, vector: Mapping[str, int]) -> bool:
-    """True when everything the entry's writer had seen is here, and its predecessor too."""
+Cap = Callable[[str], int | None]
+
+
+def is_ready(entry: LogEntry, vector: Mapping[str, int], cap: Cap | None = None) -> bool:
+    """True when everything the entry's writer had seen is here, and its predecessor too.
+    `cap` gives, for an actor that can never pass a point (a revoked device's epochs), that
+    point: a context naming a dot beyond it waits only for what can still come."""
     if vector.get(entry.actor, 0) != entry.seq - 1:
         return False
-    return all(vector.get(actor, 0) >= seq for actor, seq in entry.context.items())
+    if cap is None:
+        return all(vector.get(actor, 0) >= seq for actor, seq in entry.context.items())
+    for actor, seq in entry.context.items():
+        limit = cap(actor)
+        if vector.get(actor, 0) < (seq if limit is None else min(seq, limit)):
+            return False
+    return True
 
 
 def is_duplicate(entry: LogEntry, vector: Mapping[str, int]) -> bool:
     return vector.get(entry.actor, 0) >= entry.seq
 
 
+Held = tuple[LogEntry, bytes | None, str]  # entry, its signature, the peer that delivered it
+# A member can sign entries whose context names dots that never come; they wait here, so what one
+# peer delivered is bounded and goes when that peer leaves.
+MAX_HELD_BYTES_PER_PEER = 64 * 1024 * 1024
+
+
 class CausalBuffer:
-    """Entries that arrived before their causal predecessors, held until they can apply.
+    """Verified entries that arrived before their causal predecessors, held until they can
+    apply. Bounded in bytes per delivering peer; overflow is the caller's error."""
 
-    Bounded: a peer cannot grow it without limit (`max_entries`); overflow is the caller's error.
-    """
-
-    def __init__(self, max_entries: int = 100_000) -> None:
-        self.max_entries = max_entries
-        self._held: dict[str, dict[int, tuple[LogEntry, bytes | None]]] = {}
+    def __init__(self, max_bytes_per_peer: int = MAX_HELD_BYTES_PER_PEER) -> None:
+        self.max_bytes_per_peer = max_bytes_per_peer
+        self._held: dict[str, dict[int, Held]] = {}
+        self._bytes: dict[str, int] = {}
         self._count = 0
 
     def __len__(self) -> int:
         return self._count
 
-    def hold(self, entry: LogEntry, signature: bytes | None) -> bool:
-        """Keep a verified entry (with the signature to store beside it); False when full."""
+    def hold(self, entry: LogEntry, signature: bytes | None, peer: str = "") -> bool:
+        """Keep a verified entry (with the signature to store beside it); False when `peer` has
+        used up its allowance."""
         by_seq = self._held.setdefault(entry.actor, {})
         if entry.seq in by_seq:
             return True
-        if self._count >= self.max_entries:
+        size = self._bytes.get(peer, 0) + len(entry.raw)
+        if size > self.max_bytes_per_peer:
+            if not by_seq:
+                del self._held[entry.actor]
             return False
-        by_seq[entry.seq] = (entry, signature)
+        by_seq[entry.seq] = (entry, signature, peer)
+        self._bytes[peer] = size
         self._count += 1
         return True
 
-    def pop_ready(self, vector: dict[str, int]) -> list[tuple[LogEntry, bytes | None]]:
+    def _take(self, actor: str, seq: int) -> Held:
+        held = self._held[actor].pop(seq)
+        self._bytes[held[2]] -= len(held[0].raw)
+        self._count -= 1
+        return held
+
+    def pop_ready(self, vector: dict[str, int], cap: Cap | None = None) -> list[Held]:
         """Remove and return, in a causal order, every held entry that can now apply.
 
         `vector` is advanced as entries are taken (the caller applies them in that order)."""
-        ready: list[tuple[LogEntry, bytes | None]] = []
+        ready: list[Held] = []
         progress = True
         while progress:
             progress = False
             for actor in list(self._held):
                 by_seq = self._held[actor]
                 for seq in sorted(by_seq):
-                    entry, signature = by_seq[seq]
+                    entry = by_seq[seq][0]
                     if is_duplicate(entry, vector):
-                        del by_seq[seq]
-                        self._count -= 1
+                        self._take(actor, seq)
                         continue
-                    if not is_ready(entry, vector):
+                    if not is_ready(entry, vector, cap):
                         break
-                    del by_seq[seq]
-                    self._count -= 1
-                    ready.append((entry, signature))
+                    ready.append(self._take(actor, seq))
                     vector[actor] = seq
                     progress = True
                 if not by_seq:
                     del self._held[actor]
         return ready
 
+    def forget_peer(self, peer: str) -> None:
+        """Drop what `peer` delivered and is still waiting (it will send it again)."""
+        for actor in list(self._held):
+            by_seq = self._held[actor]
+            for seq in [s for s, held in by_seq.items() if held[2] == peer]:
+                self._take(actor, seq)
+            if not by_seq:
+                del self._held[actor]
+        self._bytes.pop(peer, None)
+
     def clear(self) -> None:
         self._held.clear()
+        self._bytes.clear()
         self._count = 0

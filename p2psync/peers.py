@@ -6,9 +6,11 @@ interprets entries itself, and never sends a peer anything before the TLS handsh
 peer is a current member and the peer answered with its own hello.
 """
 
+import contextlib
 import logging
 import random
 import ssl
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,9 +19,10 @@ from typing import Any
 
 import trio
 
-from . import identity, keystore, tls
+from . import hlc, identity, keystore, tls
 from .config import format_address
 from .entry import IntegrityError
+from .membership import DeviceRecord
 from .node import Node
 from .pairing_service import PREFACE as PAIRING_PREFACE
 from .replica import ApplyResult, Replica, WireItem, wall_clock_ms
@@ -35,6 +38,7 @@ from .session import (
     ProtocolError,
     SyncConnection,
 )
+from .wire import encode_frame
 
 log = logging.getLogger("p2psync.peers")
 TLS_HANDSHAKE_RECORD = b"\x16"  # the first byte of every TLS ClientHello
@@ -42,6 +46,7 @@ RATE_WINDOW_SECONDS = 5.0
 CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 Address = tuple[str, int]
 RECEIVE_CHUNK = 256 * 1024
+REVOKED = "revoked"  # the bye code that tells a device its household revoked it
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class _Session:
         self.closed = trio.Event()
         self.reason = ""
         self.greeted = False
+        self.farewell: tuple[str, str] | None = None  # a bye (reason, code) to send at the end
 
 
 class PeerManager:
@@ -126,24 +132,36 @@ class PeerManager:
         self._dialers: dict[Address, trio.CancelScope] = {}
         self._nursery: trio.Nursery | None = None
         self.pairing_handler: Callable[[trio.abc.Stream, str], Awaitable[None]] | None = None
+        self._revoked: dict[str, str] = {}
+        self.revoked_us: dict[str, str] = {}  # member -> what it said when it revoked us
+        self.clock_offsets_ms: list[int] = []
 
     # trust --------------------------------------------------------------------------------
 
     async def refresh_trust(self) -> None:
         """Rebuild TLS contexts from membership and drop sessions of devices no longer trusted."""
         devices = await self.node.call(self.replica.devices)
-        self._trusted = {
-            d.device_id: d.cert_pem
-            for d in devices
-            if not d.revoked and d.device_id != self.device_id and _usable(d.cert_pem, d.device_id)
+        usable = [
+            d for d in devices if d.device_id != self.device_id and _usable(d.cert_pem, d.device_id)
+        ]
+        self._trusted = {d.device_id: d.cert_pem for d in usable if not d.revoked}
+        names = {d.device_id: d.name or d.device_id for d in devices}
+        # Revoked devices still get through TLS, only to be told so and closed: otherwise they
+        # would see a bare certificate error and keep dialling.
+        self._revoked = {
+            d.device_id: _revocation_text(d, names.get(d.revoked_by, d.revoked_by))
+            for d in usable
+            if d.revoked
         }
         cert, key = keystore.cert_path(self.state_dir), keystore.key_path(self.state_dir)
-        certs = list(self._trusted.values())
+        certs = [d.cert_pem for d in usable]
         self._server_context = tls.make_ssl_context(cert, key, certs, server_side=True)
         self._client_context = tls.make_ssl_context(cert, key, certs, server_side=False)
         for device_id, session in list(self.sessions.items()):
             if device_id not in self._trusted:
                 log.warning("disconnecting %s: no longer a trusted member", device_id)
+                if device_id in self._revoked:
+                    session.farewell = (self._revoked[device_id], REVOKED)
                 self._close(session, "device is no longer trusted")
         for address, expected in list(self._dial_requests.items()):
             if expected is not None and expected not in self._trusted:
@@ -198,6 +216,11 @@ class PeerManager:
                 log.info("refused connection from %s: %s", address, _describe(exc))
             await trio.aclose_forcefully(stream)
             return None
+        if peer_id in self._revoked:
+            log.info("refused connection from %s: %s was revoked (told so)", address, peer_id)
+            await self._say_bye(stream, self._revoked[peer_id], REVOKED)
+            await trio.aclose_forcefully(stream)
+            return None
         if peer_id not in self._trusted:
             log.info("refused connection from %s: device %s is not a member", address, peer_id)
             await trio.aclose_forcefully(stream)
@@ -208,7 +231,7 @@ class PeerManager:
 
     def dial(self, address: Address, device_id: str | None = None) -> None:
         """Keep a connection to `address` (for a known device, or any member answering there)."""
-        if address in self._dial_requests:
+        if address in self._dial_requests or device_id in self.revoked_us:
             return
         self._dial_requests[address] = device_id
         if self._nursery is not None:
@@ -245,6 +268,9 @@ class PeerManager:
                     await self.sessions[expected].closed.wait()
                     continue
                 connected = await self._dial_once(address)
+                if self._dial_requests.get(address) in self.revoked_us:
+                    self._dial_requests.pop(address, None)
+                    return  # that household revoked this device: asking again changes nothing
                 attempt = 0 if connected else attempt + 1
                 await trio.sleep(backoff_delay(attempt, self.timeouts.reconnect_max))
 
@@ -302,6 +328,7 @@ class PeerManager:
                 await _SessionPump(self, session).run()
         except* (ProtocolError, IntegrityError) as group:
             session.reason = _first_reason(group)
+            session.farewell = session.farewell or (session.reason, "")
             log.warning("peer %s broke the protocol: %s", peer_id, session.reason)
         except* CONNECTION_ERRORS as group:
             session.reason = session.reason or _first_reason(group)
@@ -313,7 +340,12 @@ class PeerManager:
             if self.sessions.get(peer_id) is session:
                 del self.sessions[peer_id]
                 self.offline[peer_id] = state
+                self.note_clock_offsets()
+                with trio.CancelScope(shield=True):
+                    await self.node.call(self.replica.forget_peer, peer_id)
             session.closed.set()
+            if session.farewell is not None:
+                await self._say_bye(stream, *session.farewell)
             await trio.aclose_forcefully(stream)
             if session.greeted:
                 reason = session.reason or "connection closed"
@@ -322,6 +354,47 @@ class PeerManager:
                 log.info("peer %s did not accept us at %s: %s", peer_id, address, session.reason)
             self.on_change()
         return session.greeted
+
+    def note_clock_offsets(self) -> None:
+        # a new list each time: the database thread reads it (through now_ms) unlocked
+        self.clock_offsets_ms = [
+            s.state.clock_offset_ms
+            for s in self.sessions.values()
+            if s.state.clock_offset_ms is not None
+        ]
+
+    def now_ms(self) -> int:
+        """The time local writes are stamped with (see hlc.corrected_now)."""
+        return hlc.corrected_now(wall_clock_ms(), self.clock_offsets_ms)
+
+    def skewed_clocks(self) -> dict[str, int]:
+        """Connected peers whose wall clock is further from ours than any clock is adopted."""
+        return {
+            device_id: session.state.clock_offset_ms
+            for device_id, session in self.sessions.items()
+            if session.state.clock_offset_ms is not None
+            and abs(session.state.clock_offset_ms) > hlc.MAX_ADOPTED_DRIFT_MS
+        }
+
+    def after_apply(self, result: ApplyResult) -> None:
+        """Peers that this apply showed to have sent false entries go, named; what the entries
+        revealed about devices (copies running, restores, forks) is said once."""
+        for peer, reason in result.offenders.items():
+            log.warning("disconnecting %s: it %s", peer, reason)
+            self.drop(peer, f"you {reason}")
+        for notice in result.notices:
+            log.warning("device %s %s", notice.device_id, notice.text)
+        for fork in result.forks:
+            log.error("two different signed histories exist for %s; kept the first", fork)
+        if result.refused:
+            log.info("refused %d entries that no member may accept", result.refused)
+
+    async def _say_bye(self, stream: trio.SSLStream[Any], reason: str, code: str) -> None:
+        """Best effort: tell the peer why we close, in a bye it can show its user."""
+        bye = encode_frame({"t": "bye", "r": reason, **({"c": code} if code else {})})
+        with trio.move_on_after(1.0) as scope, contextlib.suppress(*CONNECTION_ERRORS):
+            scope.shield = True
+            await stream.send_all(bye)
 
     def drop(self, device_id: str, reason: str) -> None:
         session = self.sessions.get(device_id)
@@ -350,7 +423,7 @@ class _SessionPump:
         self.state.bytes_sent += len(data)
 
     async def run(self) -> None:
-        shares = await self.node.call(_share_vectors, self.replica)
+        shares = await self.node.call(_share_heads, self.replica)
         await self.send(self.connection.send_hello(shares))
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
@@ -405,10 +478,26 @@ class _SessionPump:
             self.manager.on_change()
         elif isinstance(event, Ping):
             if event.wall_ms is not None:
-                self.state.clock_offset_ms = event.wall_ms - wall_clock_ms()
+                offset = event.wall_ms - wall_clock_ms()
+                skewed = abs(offset) > hlc.MAX_ADOPTED_DRIFT_MS
+                was_skewed = abs(self.state.clock_offset_ms or 0) > hlc.MAX_ADOPTED_DRIFT_MS
+                if skewed and not was_skewed:
+                    log.warning(
+                        "the clock of %s is %+.0f s off ours (more than %d s): check both "
+                        "clocks; its time is not adopted here",
+                        self.state.device_id,
+                        offset / 1000,
+                        hlc.MAX_ADOPTED_DRIFT_MS // 1000,
+                    )
+                self.state.clock_offset_ms = offset
+                self.manager.note_clock_offsets()
             await self.send(self.connection.send_pong())
         elif isinstance(event, Bye):
             self.session.reason = f"peer said goodbye: {event.reason}"
+            if event.code == REVOKED:
+                self.session.reason = f"this device was {event.reason}"
+                self.manager.revoked_us[self.state.device_id] = event.reason
+                log.error("this device was %s; it stops syncing with that household", event.reason)
 
     def _known(self, share: str) -> dict[str, int]:
         """What the peer is known to hold: its vector, plus what it sent us and we sent it.
@@ -427,21 +516,16 @@ class _SessionPump:
 
     async def _apply(self, event: Entries) -> None:
         known = self._known(event.share)
-        result = await self.node.call(_apply_noting, self.replica, event.share, event.items, known)
+        result = await self.node.call(
+            _apply_noting, self.replica, event.share, event.items, known, self.state.device_id
+        )
         self.state.count_received(trio.current_time(), len(event.items))
+        self.manager.after_apply(result)
         if result.applied:
             await self.node.applied(result.position, result.devices_changed)
 
     async def _send_share(self, share: str) -> None:
         known = self._known(share)
-        if await self.node.call(self.replica.is_restored_copy, share, known):
-            actor = await self.node.call(self.replica.start_new_epoch)
-            log.warning(
-                "%s holds more of this device's log than this device does: the state was "
-                "restored from a backup; writing as %s from now on",
-                self.state.device_id,
-                actor,
-            )
         cursor = await self.node.call(self.replica.cursor_for, share, known)
         caught_up_sent = False
         while True:
@@ -501,6 +585,13 @@ async def _read_opening(tcp: trio.SocketStream) -> bytes:
     return opening
 
 
+def _revocation_text(device: DeviceRecord, revoker: str) -> str:
+    if not device.revoked_by:
+        return "revoked by a member of this household"
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(device.revoked_at_ms / 1000))
+    return f"revoked by {revoker} at {when}"
+
+
 def _usable(cert_pem: bytes, device_id: str) -> bool:
     """A membership record replicated from elsewhere may hold junk; it must not break TLS."""
     try:
@@ -515,9 +606,9 @@ def _usable(cert_pem: bytes, device_id: str) -> bool:
 
 
 def _apply_noting(
-    replica: Replica, share: str, items: Sequence[WireItem], known: dict[str, int]
+    replica: Replica, share: str, items: Sequence[WireItem], known: dict[str, int], peer: str
 ) -> ApplyResult:
-    result = replica.apply(share, items)
+    result = replica.apply(share, items, peer)
     _raise_to(known, result.received)
     return result
 
@@ -541,8 +632,8 @@ def _raise_to(known: dict[str, int], seen: Mapping[str, int]) -> None:
             known[actor] = seq
 
 
-def _share_vectors(replica: Replica) -> dict[str, dict[str, int]]:
-    return {share: replica.summary_vector(share) for share in replica.shares()}
+def _share_heads(replica: Replica) -> dict[str, dict[str, tuple[int, bytes]]]:
+    return {share: replica.chain_heads(share) for share in replica.shares()}
 
 
 def _first_reason(group: BaseExceptionGroup) -> str:

@@ -7,25 +7,25 @@ daemon calls it from one worker thread. It never opens sockets and never decides
 
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import msgpack
 
 from . import entry as entries
-from . import hlc, identity, merge
+from . import hlc, identity, membership, merge
 from .entry import IntegrityError, LogEntry, Op
 from .intake import Intake
+from .membership import DEVICES, DeviceRecord, EpochBook, Notice
 from .merge import CausalBuffer, Sibling
 from .store import Store
-from .vectors import make_actor
+from .vectors import device_of, make_actor
 
 DEFAULT_SHARE = "default"
-DEVICES = "_devices"
 SYSTEM_SHARE = DEFAULT_SHARE
 WireItem = tuple[bytes, bytes | None]
+# A group commit signs its chain head at least this often, so what a receiver must hold before it
+# can verify anything stays small (see intake.MAX_PENDING_BYTES_PER_PEER).
+SIGN_EVERY_BYTES = 4 * 1024 * 1024
 
 
 class ReplicaError(Exception):
@@ -73,15 +73,10 @@ class ApplyResult:
     received: dict[str, int]  # per actor, the highest seq the sender showed it has
     position: int
     devices_changed: bool
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceRecord:
-    device_id: str
-    name: str
-    cert_pem: bytes
-    added_by: str
-    revoked: bool
+    offenders: dict[str, str] = field(default_factory=dict)  # other peers caught lying
+    notices: list[Notice] = field(default_factory=list)
+    forks: list[str] = field(default_factory=list)
+    refused: int = 0  # entries no member may accept (beyond a revocation, too many epochs)
 
 
 def wall_clock_ms() -> int:
@@ -100,18 +95,29 @@ class Replica:
             raise ReplicaError(
                 f"{store.path} belongs to device {owner.decode()}, not {device.device_id}"
             )
-        epoch = store.get_meta("epoch")
-        if owner is None or epoch is None:
+        if owner is None:
             with store.transaction():
                 store.set_meta("device_id", device.device_id.encode())
-                epoch = _new_epoch()
-                store.set_meta("epoch", epoch)
+        # Every start writes as a new epoch: a copy of this state dir (a cloned VM, an SD card,
+        # a restored backup) running beside the original can then never write an (actor, seq)
+        # that the original wrote too. The first entry of the epoch retires the earlier ones.
+        used = {
+            actor for share in store.share_names() for actor in store.heads(share)
+        } | {make_actor(device.device_id, (store.get_meta("epoch") or b"").decode())}
+        epoch = _new_epoch()
+        while make_actor(device.device_id, epoch.decode()) in used:
+            epoch = _new_epoch()
+        with store.transaction():
+            store.set_meta("epoch", epoch)
         self.actor = make_actor(device.device_id, epoch.decode())
         self._clock = max(int.from_bytes(store.get_meta("hlc") or b"", "big"), 0)
         self._heads: dict[str, dict[str, tuple[int, bytes]]] = {}
         self._intakes: dict[str, Intake] = {}
         self._held: dict[str, CausalBuffer] = {}
+        self._books: dict[str, EpochBook] = {}
         self._device_keys: dict[str, bytes] = {}
+        self._records: list[DeviceRecord] = []
+        self.notices: dict[tuple[str, str], Notice] = {}
         self._load_device_keys()
 
     @classmethod
@@ -130,21 +136,6 @@ class Replica:
     def device_id(self) -> str:
         return self.identity.device_id
 
-    def is_restored_copy(self, share: str, peer_vector: Mapping[str, int]) -> bool:
-        """True when a peer holds more of our own log than we do: this database is an older
-        copy (restored from a backup), and writing on under the same actor would fork it."""
-        ours = self.summary_vector(share).get(self.actor, 0)
-        return peer_vector.get(self.actor, 0) > ours
-
-    def start_new_epoch(self) -> str:
-        """Write under a fresh actor from now on; the old actor's history stays valid and its
-        missing tail comes back from peers like anyone else's entries."""
-        epoch = _new_epoch()
-        with self.store.transaction():
-            self.store.set_meta("epoch", epoch)
-        self.actor = make_actor(self.device_id, epoch.decode())
-        return self.actor
-
     # local writes -------------------------------------------------------------------------
 
     def commit(self, share: str, ops: Sequence[Op]) -> Commit:
@@ -155,14 +146,25 @@ class Replica:
         if not transactions or not all(transactions):
             raise ReplicaError("a transaction needs at least one op")
         heads = self._heads_of(share)
-        context = self.summary_vector(share)
         seq, prev_hash = heads.get(self.actor, (0, entries.GENESIS_HASH))
+        # Each entry's context is the dots of the siblings its own ops replace, nothing else.
+        current = self.store.load_records(
+            share, {(op.collection, op.key) for ops in transactions for op in ops}
+        )
         written: list[LogEntry] = []
         for ops in transactions:
             seq += 1
             self._clock = hlc.tick(self._clock, self.now_ms())
+            unique_ops = merge.dedupe_ops(ops)
             new = entries.encode(
-                share, self.actor, seq, prev_hash, self._clock, context, merge.dedupe_ops(ops)
+                share,
+                self.actor,
+                seq,
+                prev_hash,
+                self._clock,
+                _replaced_dots(current, unique_ops, self.actor),
+                unique_ops,
+                self._book(share).own_leaves(self.device_id, heads) if seq == 1 else (),
             )
             if len(new.raw) > entries.MAX_ENTRY_BYTES:
                 raise ReplicaError(
@@ -170,9 +172,7 @@ class Replica:
                 )
             written.append(new)
             prev_hash = new.hash
-        last = written[-1]
-        signature = self.identity.sign(entries.head_message(share, self.actor, last.seq, last.hash))
-        signed = [(e, signature if e is last else None) for e in written]
+        signed = self._sign(share, written)
         try:
             with self.store.transaction():
                 self._store_entries(share, signed)
@@ -183,6 +183,19 @@ class Replica:
         return [
             Commit(share, self.actor, e.seq, e.hlc, first_lseq + i) for i, e in enumerate(written)
         ]
+
+    def _sign(self, share: str, written: list[LogEntry]) -> list[tuple[LogEntry, bytes | None]]:
+        """One signature for the group's last entry, and one every SIGN_EVERY_BYTES before it."""
+        signed: list[tuple[LogEntry, bytes | None]] = []
+        unsigned_bytes = 0
+        for e in written:
+            unsigned_bytes += len(e.raw)
+            signature = None
+            if e is written[-1] or unsigned_bytes >= SIGN_EVERY_BYTES:
+                message = entries.head_message(share, self.actor, e.seq, e.hash)
+                signature, unsigned_bytes = self.identity.sign(message), 0
+            signed.append((e, signature))
+        return signed
 
     def _store_entries(self, share: str, signed: Sequence[tuple[LogEntry, bytes | None]]) -> bool:
         """Apply and log entries inside the caller's transaction; True when membership changed."""
@@ -208,6 +221,9 @@ class Replica:
         for actor, (seq, entry_hash) in {e.actor: heads[e.actor] for e, _ in signed}.items():
             self.store.set_head(share, actor, seq, entry_hash)
         self.store.set_meta("hlc", self._clock.to_bytes(8, "big"))
+        for e, _ in signed:
+            if e.seq == 1:
+                self._note(self._book(share).learn(e, self.summary_vector(share)))
         devices_changed = share == SYSTEM_SHARE and any(
             op.collection == DEVICES for e in written for op in e.ops
         )
@@ -221,9 +237,25 @@ class Replica:
             heads = self._heads[share] = self.store.heads(share)
         return heads
 
+    def _book(self, share: str) -> EpochBook:
+        book = self._books.get(share)
+        if book is None:
+            book = self._books[share] = EpochBook()
+            held = self.summary_vector(share)
+            for actor in sorted(held):
+                first = self.store.entry(share, actor, 1)
+                if first is not None:
+                    self._note(book.learn(entries.decode(first), held))
+        return book
+
+    def _note(self, notices: list[Notice]) -> None:
+        for notice in notices:
+            self.notices.setdefault((notice.device_id, notice.kind), notice)
+
     def _forget_cached_state(self) -> None:
         """After a rollback the database is the truth again; drop what memory said."""
         self._heads.clear()
+        self._books.clear()
         self._clock = max(int.from_bytes(self.store.get_meta("hlc") or b"", "big"), 0)
         for intake in self._intakes.values():
             intake.clear()
@@ -267,6 +299,10 @@ class Replica:
 
     # sync ---------------------------------------------------------------------------------
 
+    def chain_heads(self, share: str) -> dict[str, tuple[int, bytes]]:
+        """actor -> (seq, hash of our entry at seq): what "in sync" compares."""
+        return dict(self._heads_of(share))
+
     def summary_vector(self, share: str) -> dict[str, int]:
         return {actor: seq for actor, (seq, _) in self._heads_of(share).items()}
 
@@ -306,12 +342,17 @@ class Replica:
                     break
         return items, cursor
 
-    def apply(self, share: str, items: Iterable[WireItem]) -> ApplyResult:
-        """Verify and apply received entries. All or nothing: on IntegrityError nothing changed."""
+    def apply(self, share: str, items: Iterable[WireItem], peer: str = "") -> ApplyResult:
+        """Verify and apply entries received from `peer`. Raises IntegrityError when `peer` itself
+        sent something false, and then nothing changed; other peers whose earlier entries this
+        exposes as false are named in `offenders`."""
         intake = self._intakes.setdefault(share, Intake())
         held = self._held.setdefault(share, CausalBuffer())
-        applied = 0
+        applied = refused = 0
         received: dict[str, int] = {}
+        offenders: dict[str, str] = {}
+        forks: list[str] = []
+        notices_before = len(self.notices)
         devices_changed = False
         try:
             heads = self._heads_of(share)
@@ -321,26 +362,131 @@ class Replica:
                     raise IntegrityError(
                         f"entry of share {logged.share!r} sent as part of share {share!r}"
                     )
-                intake.add(logged, signature, heads.get(logged.actor, (0, b"")))
+                intake.add(peer, logged, signature, heads.get(logged.actor, (0, b"")))
                 received[logged.actor] = max(received.get(logged.actor, 0), logged.seq)
             # Received entries are not fsynced on their own: a peer sends again whatever a
             # power cut takes, and our next local commit's fsync covers them anyway.
             with self.store.transaction(fsync=False):
                 while True:
-                    for verified in intake.release(self._device_keys.get):
-                        if not held.hold(verified.entry, verified.signature):
-                            raise IntegrityError("too many entries waiting for their causes")
-                    ready = held.pop_ready(self.summary_vector(share))
+                    released = intake.release(self._device_keys.get)
+                    offenders.update(released.offenders)
+                    forks += [f"{f.actor} #{f.seq} (from {f.peer})" for f in released.forks]
+                    for verified in released.verified:
+                        if not held.hold(verified.entry, verified.signature, verified.peer):
+                            offenders.setdefault(
+                                verified.peer, "sent too many entries waiting for their causes"
+                            )
+                    ready = held.pop_ready(self.summary_vector(share), self._cap_of(share))
                     if not ready:
                         break
-                    devices_changed |= self._store_entries(share, ready)
-                    applied += len(ready)
+                    for run in _membership_runs(share, ready):
+                        accepted = [(e, sig) for e, sig, _ in run if self._accepts(share, e)]
+                        refused += len(run) - len(accepted)
+                        applied += len(accepted)
+                        if accepted and self._store_entries(share, accepted):
+                            devices_changed = True
+                            self._enforce_cuts(share)
         except BaseException:
             self._forget_cached_state()
             raise
+        if peer in offenders:
+            intake.forget_peer(peer)
+            raise IntegrityError(offenders[peer])
+        for offender in offenders:
+            self.forget_peer(offender)
         return ApplyResult(
-            applied, len(intake) + len(held), received, self.store.last_lseq(), devices_changed
+            applied,
+            len(intake) + len(held),
+            received,
+            self.store.last_lseq(),
+            devices_changed,
+            offenders,
+            list(self.notices.values())[notices_before:],
+            forks,
+            refused,
         )
+
+    def forget_peer(self, peer: str) -> None:
+        """Free what `peer` sent that still waits (it left; it sends again when it is back)."""
+        for intake in self._intakes.values():
+            intake.forget_peer(peer)
+        for held in self._held.values():
+            held.forget_peer(peer)
+
+    # membership rules ---------------------------------------------------------------------
+
+    def _cap_of(self, share: str) -> merge.Cap | None:
+        """The last seq any member may accept of an actor, for actors a revocation froze."""
+        if not self._revoked and not self._frozen.get(share):
+            return None
+        frozen = self._frozen.get(share, {})
+        heads = self._heads_of(share)
+
+        def cap(actor: str) -> int | None:
+            limit = frozen.get(actor)
+            if limit is not None:
+                return limit
+            device = device_of(actor)
+            if device in self._legacy_revoked:
+                return heads.get(actor, (0, b""))[0]
+            return 0 if device in self._revoked else None
+
+        return cap
+
+    def _accepts(self, share: str, entry: LogEntry) -> bool:
+        cap = self._cap_of(share)
+        limit = None if cap is None else cap(entry.actor)
+        if limit is not None and entry.seq > limit:
+            return False
+        return self._book(share).admits(entry)
+
+    def _enforce_cuts(self, share: str) -> None:
+        """Take back out what we applied of a revoked device beyond its revocation's cut."""
+        cap = self._cap_of(share)
+        if cap is None:
+            return
+        heads = self._heads_of(share)
+        beyond = {}
+        for actor, (seq, _) in heads.items():
+            limit = cap(actor)
+            if limit is not None and seq > limit and device_of(actor) != self.device_id:
+                beyond[actor] = limit
+        if beyond:
+            self._cut_back(share, beyond)
+
+    def _cut_back(self, share: str, limits: Mapping[str, int]) -> None:
+        """Remove entries past `limits` and rebuild the records they touched from the log that
+        stays (rare: one pass over the share's log)."""
+        touched: set[tuple[str, str]] = set()
+        heads = self._heads_of(share)
+        intake = self._intakes.setdefault(share, Intake())
+        for actor, limit in limits.items():
+            for raw in self.store.remove_entries_after(share, actor, limit):
+                touched.update((op.collection, op.key) for op in entries.decode(raw).ops)
+            kept = self.store.entry(share, actor, limit) if limit else None
+            if kept is None:
+                heads.pop(actor, None)
+                self.store.remove_head(share, actor)
+                intake.rewind(actor, (0, entries.GENESIS_HASH))
+            else:
+                heads[actor] = (limit, entries.decode(kept).hash)
+                self.store.set_head(share, actor, *heads[actor])
+                intake.rewind(actor, heads[actor])
+        rebuilt: dict[tuple[str, str], list[Sibling]] = {}
+        cursor = 0
+        while rows := self.store.entries_after(share, cursor, 512):
+            for lseq, _, _, raw, _ in rows:
+                cursor = lseq
+                logged = entries.decode(raw)
+                for op in logged.ops:
+                    record_key = (op.collection, op.key)
+                    if record_key in touched:
+                        rebuilt[record_key] = merge.apply_op(
+                            rebuilt.get(record_key, []), logged, op
+                        )
+        self.store.remove_records(share, touched - rebuilt.keys())
+        self.store.save_records(share, rebuilt)
+        self._load_device_keys()
 
     # membership ---------------------------------------------------------------------------
 
@@ -351,17 +497,39 @@ class Replica:
             page = self.store.scan(SYSTEM_SHARE, DEVICES, "", after, 500)
             if not page:
                 return found
-            found.extend(_device_record(key, siblings) for key, siblings in page)
+            found.extend(membership.device_record(key, siblings) for key, siblings in page)
             after = page[-1][0]
 
-    def device_op(self, cert_pem: bytes, name: str, *, revoked: bool = False) -> Op:
+    def device_op(self, cert_pem: bytes, name: str) -> Op:
+        """Admit a device, or change its name or certificate. A cut from an earlier revocation
+        stays: a re-admitted device starts on new epochs."""
         device_id = identity.device_id_from_certificate(cert_pem)
-        value = {"cert": cert_pem, "name": name, "added_by": self.device_id, "revoked": revoked}
-        return entries.put(DEVICES, device_id, msgpack.packb(value))
+        known = next((r for r in self._records if r.device_id == device_id), None)
+        value = membership.device_value(
+            cert_pem, name, self.device_id, cut=known.cut if known is not None else None
+        )
+        return entries.put(DEVICES, device_id, value)
+
+    def revocation_op(self, device: DeviceRecord) -> Op:
+        """Revoke a device: its entries up to what we hold now stay, none after."""
+        cut = membership.revocation_cut(
+            device.device_id, {share: self.summary_vector(share) for share in self.shares()}
+        )
+        value = membership.device_value(
+            device.cert_pem,
+            device.name,
+            device.added_by,
+            revoked=True,
+            cut=cut,
+            revoked_by=self.device_id,
+            revoked_at_ms=self.now_ms(),
+        )
+        return entries.put(DEVICES, device.device_id, value)
 
     def _load_device_keys(self) -> None:
+        self._records = self.devices()
         keys = {self.device_id: self.identity.public_key}
-        for device in self.devices():
+        for device in self._records:
             try:
                 public_key = identity.public_key_from_certificate(device.cert_pem)
             except identity.InvalidCertificate:
@@ -369,6 +537,13 @@ class Replica:
             if identity.device_id_from_public_key(public_key) == device.device_id:
                 keys.setdefault(device.device_id, public_key)
         self._device_keys = keys
+        others = [r for r in self._records if r.device_id != self.device_id]
+        self._revoked = {r.device_id for r in others if r.revoked}
+        self._legacy_revoked = membership.revoked_without_cut(others)
+        self._frozen = {
+            share: membership.frozen_epochs(self._records, share, self.device_id)
+            for share in self.shares()
+        }
 
 
 def _new_epoch() -> bytes:
@@ -379,19 +554,26 @@ def _view(collection: str, key: str, siblings: list[Sibling]) -> RecordView:
     return RecordView(collection, key, merge.winner(siblings), merge.distinct_values(siblings))
 
 
-def _device_record(device_id: str, siblings: list[Sibling]) -> DeviceRecord:
-    """A device is revoked when any surviving sibling says so: revocation wins over a concurrent
-    edit, so a device cannot be re-admitted by racing its own revocation."""
-    live = [s for s in siblings if not s.deleted and s.value is not None]
-    newest = merge.winner(live) if live else merge.winner(siblings)
-    fields: dict[str, Any] = msgpack.unpackb(newest.value, raw=False) if newest.value else {}
-    revoked = newest.deleted or any(
-        msgpack.unpackb(s.value, raw=False).get("revoked", False) for s in live
-    )
-    return DeviceRecord(
-        device_id,
-        str(fields.get("name", "")),
-        bytes(fields.get("cert", b"")),
-        str(fields.get("added_by", "")),
-        bool(revoked),
-    )
+def _membership_runs(share: str, ready: list[merge.Held]) -> Iterator[list[merge.Held]]:
+    """`ready` cut after each entry that changes membership: the rules for what follows it may
+    have changed (a revocation refuses the revoked device's later entries)."""
+    run: list[merge.Held] = []
+    for held in ready:
+        run.append(held)
+        if share == SYSTEM_SHARE and any(op.collection == DEVICES for op in held[0].ops):
+            yield run
+            run = []
+    if run:
+        yield run
+
+
+def _replaced_dots(
+    current: Mapping[tuple[str, str], list[Sibling]], ops: Sequence[Op], own_actor: str
+) -> dict[str, int]:
+    """The newest seq per actor among the siblings `ops` replace (our own actor is implied)."""
+    context: dict[str, int] = {}
+    for op in ops:
+        for sibling in current.get((op.collection, op.key), ()):
+            if sibling.actor != own_actor and sibling.seq > context.get(sibling.actor, 0):
+                context[sibling.actor] = sibling.seq
+    return context

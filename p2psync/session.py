@@ -5,10 +5,16 @@ Bytes from the peer go in with `receive_data`, events come out of `next_event` (
 the peer's device id, version negotiation, field types, no data before the peer has said hello. It
 never does I/O, never reads the clock and never decides what to sync: that is the daemon's job.
 
-Hellos carry a digest of each share's summary vector rather than the vector: full vectors of a
-household with a few restored devices run to kilobytes, and a reconnect with nothing new should
-cost one small hello each way. Where the digests differ, each side sends its full vector
-(`send_vector`) and waits for the peer's (`PeerVector`) before streaming entries.
+Hellos carry a digest of each share's chain heads (actor, seq and the hash of the entry at seq)
+rather than the vector: full vectors run to kilobytes, and a reconnect with nothing new should
+cost one small hello each way. Because the digest covers hashes, two devices that hold different
+histories under the same seqs are never "in sync". Where the digests differ, each side sends its
+full vector (`send_vector`) and waits for the peer's (`PeerVector`) before streaming entries.
+Vectors are split over as many frames as they need, so no number of actors pushes a message over
+the frame cap; what a peer may make us buffer of a vector is bounded.
+
+Protocol 2 (release 0.2.0) changed the entry rules (per-key contexts, epochs per start,
+revocation cuts); a 0.1 peer speaks protocol 1 and is told to upgrade.
 """
 
 import hashlib
@@ -21,11 +27,16 @@ import msgpack
 
 from .wire import MAX_FRAME, FrameDecoder, WireError, encode_frame
 
-PROTOCOL_VERSIONS = (1, 1)
-_DIGEST_LABEL = b"p2psync-summary-vector-v1\x00"
+PROTOCOL_VERSIONS = (2, 2)
+# The first release that speaks each protocol version, for "upgrade to ..." messages.
+RELEASE_OF_PROTOCOL = {1: "0.1.0", 2: "0.2.0"}
+_DIGEST_LABEL = b"p2psync-chain-heads-v2\x00"
 _DIGEST_BYTES = 16
+ACTORS_PER_FRAME = 20_000  # ~1.1 MB of vector per frame, far under the cap
+MAX_VECTOR_ACTORS = 500_000  # what we buffer of one peer's vector before it is complete
 
 Vector = dict[str, int]
+Heads = Mapping[str, int | tuple[int, bytes]]  # actor -> seq, or (seq, hash of the entry at seq)
 WireItem = tuple[bytes, bytes | None]
 
 
@@ -97,6 +108,7 @@ class Pong:
 @dataclass(frozen=True)
 class Bye:
     reason: str
+    code: str = ""  # machine-readable: "revoked", "upgrade", or empty
 
 
 Event = PeerHello | PeerVector | Entries | CaughtUp | Ping | Pong | Bye
@@ -107,10 +119,22 @@ def _on_ping(message: dict[str, Any]) -> Ping:
     return Ping(wall_ms if type(wall_ms) is int else None)
 
 
-def summary_digest(vector: Mapping[str, int]) -> bytes:
-    """A digest equal for equal vectors; absent actors and actors at 0 are the same thing."""
-    canonical = sorted((actor, seq) for actor, seq in vector.items() if seq > 0)
+def summary_digest(heads: Heads) -> bytes:
+    """A digest equal for equal chain heads; absent actors and actors at 0 are the same thing."""
+    canonical = sorted(
+        (actor, *(head if isinstance(head, tuple) else (head,)))
+        for actor, head in heads.items()
+        if _seq(head) > 0
+    )
     return hashlib.sha256(_DIGEST_LABEL + msgpack.packb(canonical)).digest()[:_DIGEST_BYTES]
+
+
+def _seq(head: int | tuple[int, bytes]) -> int:
+    return head[0] if isinstance(head, tuple) else head
+
+
+def _vector_of(heads: Heads) -> Vector:
+    return {actor: _seq(head) for actor, head in heads.items()}
 
 
 class SyncConnection:
@@ -133,12 +157,13 @@ class SyncConnection:
         self.peer_device_id: str | None = None
         self._max_frame = max_frame
         self._decoder = FrameDecoder(max_frame)
-        self._announced: dict[str, Vector] | None = None
+        self._announced: dict[str, Heads] | None = None
+        self._partial_vectors: dict[tuple[str, str], Vector] = {}
         self._said_bye = False
         self._eof = False
         self._closed = False
         self._failure: str | None = None
-        self._handlers: dict[str, Callable[[dict[str, Any]], Event]] = {
+        self._handlers: dict[str, Callable[[dict[str, Any]], Event | None]] = {
             "hello": self._on_hello,
             "vector": self._on_vector,
             "entries": self._on_entries,
@@ -150,19 +175,19 @@ class SyncConnection:
 
     # -- sending ----------------------------------------------------------------------------------
 
-    def send_hello(self, shares: Mapping[str, Mapping[str, int]]) -> bytes:
+    def send_hello(self, shares: Mapping[str, Heads]) -> bytes:
         """Must come first on every connection, before reading anything from the peer."""
         if self._announced is not None:
             raise LocalProtocolError("hello already sent")
         self._check_can_send("hello")
-        self._announced = {share: dict(vector) for share, vector in shares.items()}
+        self._announced = {share: dict(heads) for share, heads in shares.items()}
         digests = {share: summary_digest(vector) for share, vector in shares.items()}
         low, high = self.versions
         return self._frame({"t": "hello", "v": [low, high], "id": self.our_device_id, "s": digests})
 
     def send_vector(self, share: str, vector: Mapping[str, int]) -> bytes:
         self._check_peer_proven("vector")
-        return self._frame({"t": "vector", "s": share, "vv": dict(vector)})
+        return self._vector_frames("vector", share, vector)
 
     def send_entries(self, share: str, items: Iterable[WireItem]) -> bytes:
         self._check_peer_proven("entries")
@@ -170,7 +195,19 @@ class SyncConnection:
 
     def send_caught_up(self, share: str, vector: Mapping[str, int]) -> bytes:
         self._check_peer_proven("caught_up")
-        return self._frame({"t": "caught_up", "s": share, "vv": dict(vector)})
+        return self._vector_frames("caught_up", share, vector)
+
+    def _vector_frames(self, kind: str, share: str, vector: Mapping[str, int]) -> bytes:
+        """One frame, or several of which all but the last say "more"."""
+        items = sorted(vector.items())
+        chunks = [items[i : i + ACTORS_PER_FRAME] for i in range(0, len(items), ACTORS_PER_FRAME)]
+        frames = [
+            self._frame({"t": kind, "s": share, "vv": dict(chunk), "more": True})
+            for chunk in chunks[:-1]
+        ]
+        last = chunks[-1] if chunks else []
+        frames.append(self._frame({"t": kind, "s": share, "vv": dict(last)}))
+        return b"".join(frames)
 
     def send_ping(self, wall_ms: int | None = None) -> bytes:
         """A keep-alive; with `wall_ms` (our wall clock) it lets the peer estimate clock skew."""
@@ -181,11 +218,11 @@ class SyncConnection:
         self._check_hello_sent("pong")
         return self._frame({"t": "pong"})
 
-    def send_bye(self, reason: str) -> bytes:
+    def send_bye(self, reason: str, code: str = "") -> bytes:
         """Allowed at any time, even before hello, so a refusal can say why; nothing after it."""
         self._check_can_send("bye")
         self._said_bye = True
-        return self._frame({"t": "bye", "r": reason})
+        return self._frame({"t": "bye", "r": reason, **({"c": code} if code else {})})
 
     def _frame(self, message: dict[str, Any]) -> bytes:
         try:
@@ -293,20 +330,31 @@ class SyncConnection:
         low, high = max(self.versions[0], versions[0]), min(self.versions[1], versions[1])
         if low > high:
             raise self._failed(
-                f"no common protocol version: we speak {self.versions[0]}..{self.versions[1]}, "
-                f"peer {device_id} speaks {versions[0]}..{versions[1]}"
+                _version_mismatch(self.our_device_id, self.versions, device_id, versions)
             )
         self.version, self.peer_device_id = high, device_id
         assert self._announced is not None
         in_sync = {
-            share: dict(self._announced[share])
+            share: _vector_of(self._announced[share])
             for share, digest in digests.items()
             if share in self._announced and summary_digest(self._announced[share]) == digest
         }
         return PeerHello(device_id, high, frozenset(digests), in_sync)
 
-    def _on_vector(self, message: dict[str, Any]) -> PeerVector:
-        return PeerVector(_share_field(message), _vector_field(message))
+    def _on_vector(self, message: dict[str, Any]) -> PeerVector | None:
+        complete = self._gather_vector("vector", message)
+        return None if complete is None else PeerVector(_share_field(message), complete)
+
+    def _gather_vector(self, kind: str, message: dict[str, Any]) -> Vector | None:
+        """The whole vector once its last frame is in; None while more frames are due."""
+        key = (kind, _share_field(message))
+        gathered = self._partial_vectors.pop(key, {})
+        gathered.update(_vector_field(message))
+        _require(len(gathered) <= MAX_VECTOR_ACTORS, f"more than {MAX_VECTOR_ACTORS} actors")
+        if message.get("more") is True:
+            self._partial_vectors[key] = gathered
+            return None
+        return gathered
 
     def _on_entries(self, message: dict[str, Any]) -> Entries:
         share = _share_field(message)
@@ -324,18 +372,30 @@ class SyncConnection:
             checked.append((item[0], item[1]))
         return Entries(share, tuple(checked))
 
-    def _on_caught_up(self, message: dict[str, Any]) -> CaughtUp:
-        return CaughtUp(_share_field(message), _vector_field(message))
+    def _on_caught_up(self, message: dict[str, Any]) -> CaughtUp | None:
+        complete = self._gather_vector("caught_up", message)
+        return None if complete is None else CaughtUp(_share_field(message), complete)
 
     def _on_bye(self, message: dict[str, Any]) -> Bye:
-        reason = message.get("r", "")
-        _require(isinstance(reason, str), "'r' must be a string")
+        reason, code = message.get("r", ""), message.get("c", "")
+        _require(isinstance(reason, str) and isinstance(code, str), "'r' and 'c' must be strings")
         self._closed = True
-        return Bye(reason)
+        return Bye(reason, code)
 
     def _failed(self, reason: str) -> ProtocolError:
         self._failure = reason
         return ProtocolError(reason)
+
+
+def _version_mismatch(us: str, ours: tuple[int, int], peer: str, theirs: list[int]) -> str:
+    """Worded for both ends: the same text is logged here and sent to the peer in a bye."""
+    newest = max(ours[1], theirs[1])
+    release = RELEASE_OF_PROTOCOL.get(newest, f"a release with sync protocol {newest}")
+    older = us if ours[1] < theirs[1] else peer
+    return (
+        f"no common sync protocol version: {us} speaks {ours[0]}..{ours[1]}, {peer} speaks "
+        f"{theirs[0]}..{theirs[1]}; upgrade p2psync on {older} to {release} or newer"
+    )
 
 
 class _BadField(Exception):

@@ -211,6 +211,29 @@ class Store:
         ).fetchone()
         return None if row is None else bytes(row[0])
 
+    def remove_entries_after(self, share: str, actor: str, seq: int) -> list[bytes]:
+        """Delete an actor's entries after `seq` (a revocation's cut); returns their bytes."""
+        actor_id, share_id = self._actor_ids.get(actor), self.share_id(share)
+        rows = self._db.execute(
+            "SELECT raw FROM entries WHERE share=? AND actor=? AND seq>?", (share_id, actor_id, seq)
+        ).fetchall()
+        self._db.execute(
+            "DELETE FROM entries WHERE share=? AND actor=? AND seq>?", (share_id, actor_id, seq)
+        )
+        return [bytes(raw) for (raw,) in rows]
+
+    def remove_head(self, share: str, actor: str) -> None:
+        self._db.execute(
+            "DELETE FROM heads WHERE share=? AND actor=?",
+            (self.share_id(share), self._actor_ids.get(actor)),
+        )
+
+    def remove_records(self, share: str, keys: Iterable[RecordKey]) -> None:
+        self._db.executemany(
+            "DELETE FROM records WHERE share=? AND coll=? AND key=?",
+            ((self.share_id(share), collection, key) for collection, key in keys),
+        )
+
     def load_records(self, share: str, keys: Iterable[RecordKey]) -> dict[RecordKey, list[Sibling]]:
         return {
             record_key: self._unpack_siblings(blob)

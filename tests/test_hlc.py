@@ -27,3 +27,18 @@ def test_a_clock_far_in_the_future_is_not_adopted():
     now = 1_000_000
     far = hlc.from_millis(now + hlc.MAX_ADOPTED_DRIFT_MS + 1)
     assert hlc.observe(hlc.from_millis(now), far, now) == hlc.from_millis(now)
+
+
+def test_a_clock_ahead_of_every_peer_is_held_back_to_the_adopted_drift():
+    hour, drift = 3_600_000, hlc.MAX_ADOPTED_DRIFT_MS
+    assert hlc.corrected_now(10 * hour, []) == 10 * hour, "alone, a device keeps its own clock"
+    assert hlc.corrected_now(10 * hour, [-hour, -hour - 5]) == 9 * hour + drift
+    assert hlc.corrected_now(10 * hour, [-hour, 0]) == 10 * hour, "one peer agrees with us"
+    assert hlc.corrected_now(10 * hour, [hour]) == 10 * hour, "a slow self is not pushed ahead"
+
+
+def test_a_remote_clock_more_than_minutes_ahead_is_not_adopted():
+    now = 1_000_000_000
+    assert hlc.MAX_ADOPTED_DRIFT_MS <= 10 * 60 * 1000
+    ahead = hlc.from_millis(now + 3_600_000)
+    assert hlc.observe(hlc.from_millis(now), ahead, now) == hlc.from_millis(now)

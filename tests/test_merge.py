@@ -2,8 +2,8 @@ import msgpack
 
 from p2psync import entry, merge
 
-A = "DEVA/1"
-B = "DEVB/1"
+A = "AAAAA-AAAAA-AAAAA-AAAAA-AAAAA-AAAAA-AAAAA/0000000a"
+B = "BBBBB-BBBBB-BBBBB-BBBBB-BBBBB-BBBBB-BBBBB/0000000b"
 
 
 def write(actor, seq, value, context=None, hlc=None, delete=False):
@@ -73,15 +73,29 @@ def test_early_entries_wait_for_their_causes_then_apply_in_causal_order():
     vector: dict[str, int] = {}
     assert held.pop_ready(vector) == []
     assert held.hold(write(A, 1, "1"), None)
-    order = [(e.actor, e.seq) for e, _ in held.pop_ready(vector)]
+    order = [(e.actor, e.seq) for e, _, _ in held.pop_ready(vector)]
     assert order == [(A, 1), (A, 2), (B, 1)]
     assert vector == {A: 2, B: 1} and len(held) == 0
 
 
-def test_the_buffer_refuses_to_grow_past_its_bound():
-    held = merge.CausalBuffer(max_entries=1)
-    assert held.hold(write(A, 2, "x"), None)
-    assert not held.hold(write(A, 3, "y"), None)
+def test_the_buffer_bounds_bytes_per_peer_and_frees_a_peer_that_leaves():
+    first, second = write(A, 2, "x"), write(A, 3, "y")
+    held = merge.CausalBuffer(max_bytes_per_peer=len(first.raw) + len(second.raw) - 1)
+    assert held.hold(first, None, "mallory")
+    assert not held.hold(second, None, "mallory"), "mallory's allowance is used up"
+    assert held.hold(second, None, "bob"), "another peer's allowance is its own"
+    held.forget_peer("mallory")
+    assert len(held) == 1
+    assert held.hold(first, None, "mallory"), "what a peer held is freed when it leaves"
+
+
+def test_a_context_naming_dots_beyond_a_revocation_cut_waits_only_up_to_the_cut():
+    after_cut = write(B, 1, "b", context={A: 9})
+    held = merge.CausalBuffer()
+    held.hold(after_cut, None)
+    assert held.pop_ready({A: 4}) == []
+    ready = held.pop_ready({A: 4}, lambda actor: 4 if actor == A else None)
+    assert [(e.actor, e.seq) for e, _, _ in ready] == [(B, 1)]
 
 
 def test_writes_list_every_op_as_the_sibling_the_merge_rule_adds():

@@ -291,15 +291,17 @@ def test_any_delivery_order_duplication_or_partition_converges(count, script):
     assert all(v == vectors_[0] for v in vectors_)
 
 
-def test_restart_keeps_epoch_and_clock_and_refuses_another_device(tmp_path):
+def test_each_start_writes_as_a_new_epoch_that_retires_the_last_and_keeps_the_clock(tmp_path):
     path = tmp_path / "replica.db"
     first = Replica.open(path, _identities[0], FakeClock(1))
     put(first, "a", 1)
     actor, clock = first.actor, first.get(SHARE, "notes", "a").winner.hlc
     first.close()
     again = Replica.open(path, _identities[0], FakeClock(0))
-    assert again.actor == actor
+    assert again.actor != actor and again.device_id == first.device_id
     assert put(again, "b", 2).hlc > clock, "the clock never runs backwards across restarts"
+    first_of_epoch = entry.decode(again.store.entry(SHARE, again.actor, 1))
+    assert [(a, n) for a, n, _ in first_of_epoch.retires] == [(actor, 1)]
     again.close()
     from p2psync.replica import ReplicaError
 
@@ -311,7 +313,7 @@ def test_membership_records_list_devices_and_revocation_is_sticky():
     a, b = household(2)
     device = next(d for d in a.devices() if d.device_id == b.device_id)
     assert not device.revoked and device.added_by == a.device_id
-    a.commit(SHARE, [a.device_op(b.identity.cert_pem, "dev", revoked=True)])
+    a.commit(SHARE, [a.revocation_op(device)])
     b.commit(SHARE, [b.device_op(b.identity.cert_pem, "renamed")])
     converge([a, b])
     for replica in (a, b):
@@ -336,14 +338,12 @@ def test_a_replica_restored_from_a_backup_starts_a_new_epoch_and_recovers_its_ta
     device.close()
 
     restored = Replica.open(backup, _identities[0], FakeClock(30))
-    assert restored.actor == old_actor
-    assert restored.is_restored_copy(SHARE, peer.summary_vector(SHARE))
-    new_actor = restored.start_new_epoch()
+    new_actor = restored.actor
     assert new_actor != old_actor and new_actor.startswith(restored.device_id)
+    put(restored, "c", 3)  # writes before it meets the peer: still no (actor, seq) reused
     converge([restored, peer])
     assert msgpack.unpackb(restored.get(SHARE, "notes", "b").winner.value) == 2, "tail recovered"
-    put(restored, "c", 3)
-    converge([restored, peer])
     assert peer.get(SHARE, "notes", "c").winner.actor == new_actor
     assert state(restored) == state(peer)
-    assert not restored.is_restored_copy(SHARE, peer.summary_vector(SHARE))
+    notices = [n for n in peer.notices.values() if n.device_id == restored.device_id]
+    assert [n.kind for n in notices] == ["restored"], "the peer says the device was restored"

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2psync import wire
+from p2psync import session, wire
 from p2psync.session import (
     CLOSED,
     NEED_DATA,
@@ -51,7 +51,7 @@ def events_from(conn: SyncConnection, data: bytes) -> list:
     return events
 
 
-def hello_frame(device: str = BOB, versions=(1, 1), shares=None, **extra) -> bytes:
+def hello_frame(device: str = BOB, versions=(2, 2), shares=None, **extra) -> bytes:
     digests = {share: summary_digest(vector) for share, vector in (shares or {}).items()}
     return hand_frame({"t": "hello", "v": list(versions), "id": device, "s": digests, **extra})
 
@@ -71,9 +71,9 @@ def test_hello_then_entries_between_two_connections():
 
     [bob_hello] = events_from(alice, bob_out)
     [alice_hello] = events_from(bob, alice_out)
-    assert bob_hello == PeerHello(BOB, 1, frozenset({"default"}), {})
-    assert alice_hello == PeerHello(ALICE, 1, frozenset({"default"}), {})
-    assert alice.version == bob.version == 1
+    assert bob_hello == PeerHello(BOB, 2, frozenset({"default"}), {})
+    assert alice_hello == PeerHello(ALICE, 2, frozenset({"default"}), {})
+    assert alice.version == bob.version == 2
     assert alice.peer_device_id == BOB and bob.peer_device_id == ALICE
 
     [bob_vector] = events_from(alice, bob.send_vector("default", {a1: 1, b1: 4}))
@@ -124,7 +124,7 @@ def test_version_negotiation_picks_the_highest_common(ours, theirs, agreed):
 
 def test_no_common_version_names_both_ranges():
     conn = listening(versions=(1, 2))
-    with pytest.raises(ProtocolError, match=r"we speak 1\.\.2, peer .* speaks 3\.\.4"):
+    with pytest.raises(ProtocolError, match=r"speaks 1\.\.2, .* speaks 3\.\.4; upgrade p2psync on"):
         events_from(conn, hello_frame(versions=(3, 4)))
     assert conn.version is None
 
@@ -218,7 +218,7 @@ def test_unknown_fields_and_message_types_are_ignored():
         + hand_frame({"t": "ping", "nonce": 7})
     )
     assert events_from(conn, stream) == [
-        PeerHello(BOB, 1, frozenset(), {}),
+        PeerHello(BOB, 2, frozenset(), {}),
         Entries("default", ((b"e", None),)),
         Ping(),
     ]
@@ -249,10 +249,10 @@ def test_after_bye_later_bytes_are_ignored():
         {"t": "hello", "v": [1], "id": BOB, "s": {}},
         {"t": "hello", "v": [2, 1], "id": BOB, "s": {}},
         {"t": "hello", "v": [True, 1], "id": BOB, "s": {}},
-        {"t": "hello", "v": [1, 1], "id": 42, "s": {}},
-        {"t": "hello", "v": [1, 1], "id": "", "s": {}},
-        {"t": "hello", "v": [1, 1], "id": BOB, "s": {"default": {"a/1": 1}}},
-        {"t": "hello", "v": [1, 1], "id": BOB},
+        {"t": "hello", "v": [2, 2], "id": 42, "s": {}},
+        {"t": "hello", "v": [2, 2], "id": "", "s": {}},
+        {"t": "hello", "v": [2, 2], "id": BOB, "s": {"default": {"a/1": 1}}},
+        {"t": "hello", "v": [2, 2], "id": BOB},
     ],
 )
 def test_malformed_hello_is_a_protocol_error(message):
@@ -334,7 +334,7 @@ SESSION_STREAM = (
     + hand_frame({"t": "bye", "r": "done"})
 )
 EXPECTED_EVENTS = [
-    PeerHello(BOB, 1, frozenset({"default"}), {"default": {"a/1": 1}}),
+    PeerHello(BOB, 2, frozenset({"default"}), {"default": {"a/1": 1}}),
     PeerVector("default", {"a/1": 1}),
     Entries("default", ((b"e1", b"s"), (b"e2", None))),
     CaughtUp("default", {"a/1": 3}),
@@ -376,3 +376,32 @@ def test_a_ping_may_carry_the_senders_wall_clock_for_skew_estimates():
     assert events_from(bob, alice.send_ping(wall_ms=1_700_000_000_123)) == [Ping(1_700_000_000_123)]
     odd = wire.encode_frame({"t": "ping", "ms": "soon"})
     assert events_from(bob, odd) == [Ping()], "a clock that is not a number is ignored"
+
+
+def test_a_vector_of_any_size_crosses_in_frames_under_the_cap_and_arrives_whole():
+    alice, bob = listening(), listening(expected=ALICE)
+    [_] = events_from(alice, hello_frame())
+    [_] = events_from(bob, hello_frame(device=ALICE))
+    huge = {actor(f"{n:05d}", n): n + 1 for n in range(50_000)}
+    data = alice.send_vector("default", huge) + alice.send_caught_up("default", huge)
+    decoder = wire.FrameDecoder(wire.MAX_FRAME)
+    decoder.feed(data)
+    frames = []
+    while (message := decoder.next_message()) is not None:
+        frames.append(message)
+    assert len(frames) == 6 and all(len(wire.encode_frame(f)) < wire.MAX_FRAME for f in frames)
+    assert events_from(bob, data) == [PeerVector("default", huge), CaughtUp("default", huge)]
+
+
+def test_hello_digests_differ_when_the_same_seqs_hold_different_histories():
+    same_seqs = {actor(ALICE, 1): (3, b"\x01" * 32)}
+    forked = {actor(ALICE, 1): (3, b"\x02" * 32)}
+    assert session.summary_digest(same_seqs) != session.summary_digest(forked)
+    assert session.summary_digest({actor(ALICE, 1): 0}) == session.summary_digest({})
+
+
+def test_a_bye_carries_a_machine_readable_code():
+    conn = listening()
+    assert events_from(conn, hand_frame({"t": "bye", "r": "revoked by Küche", "c": "revoked"})) == [
+        Bye("revoked by Küche", "revoked")
+    ]

@@ -1,0 +1,216 @@
+"""Membership rules and device epochs (pure).
+
+Membership is the replicated `_devices` collection. This module reads and writes its values and
+holds the rules every device checks on apply, so that no device depends on another's goodwill:
+- A revocation records a *cut*: per share, how far the revoker held each of the revoked device's
+  epochs. Entries of those epochs beyond the cut are refused everywhere, and a device that applied
+  some before it heard of the revocation takes them back out, so every member ends in one state.
+  A pre-signed "un-revoke" lies beyond the cut too, so revocation is sticky.
+- Every daemon start writes as a fresh epoch (actor), whose first entry in a share retires the
+  device's earlier epochs it holds. Two epochs retiring the same head mean the state dir runs in
+  two places; a retirement below what we hold means it was restored from an older copy. Neither
+  can reuse an (actor, seq). A device has at most MAX_OPEN_EPOCHS unretired epochs per share.
+It never stores anything and never reads the clock.
+"""
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from . import merge
+from .entry import ChainHead, LogEntry
+from .merge import Sibling
+from .vectors import device_of
+
+DEVICES = "_devices"
+# Each running copy or restored backup of one state dir holds one open epoch until a later start
+# retires it; an honest household never comes near this.
+MAX_OPEN_EPOCHS = 16
+Cut = dict[str, dict[str, int]]  # share -> actor -> last seq accepted
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    device_id: str
+    name: str
+    cert_pem: bytes
+    added_by: str
+    revoked: bool
+    cut: Cut = field(default_factory=dict)
+    revoked_by: str = ""
+    revoked_at_ms: int = 0
+
+
+def device_value(
+    cert_pem: bytes,
+    name: str,
+    added_by: str,
+    *,
+    revoked: bool = False,
+    cut: Cut | None = None,
+    revoked_by: str = "",
+    revoked_at_ms: int = 0,
+) -> bytes:
+    value: dict[str, Any] = {"cert": cert_pem, "name": name, "added_by": added_by}
+    value["revoked"] = revoked
+    if cut:
+        value["cut"] = cut
+    if revoked_by:
+        value["revoked_by"], value["revoked_at"] = revoked_by, revoked_at_ms
+    return msgpack.packb(value)
+
+
+def device_record(device_id: str, siblings: list[Sibling]) -> DeviceRecord:
+    """A device is revoked when any surviving sibling says so: revocation wins over a concurrent
+    edit, so a device cannot be re-admitted by racing its own revocation. Cuts of all siblings
+    combine (the lowest per epoch), so a re-admission never lifts an earlier cut."""
+    live = [s for s in siblings if not s.deleted and s.value is not None]
+    newest = merge.winner(live) if live else merge.winner(siblings)
+    fields = _fields(newest)
+    revocations = [f for f in map(_fields, live) if f.get("revoked") is True]
+    revoked = newest.deleted or bool(revocations)
+    cut: Cut = {}
+    for sibling in live:
+        _lower_into(cut, _fields(sibling).get("cut"))
+    first_revocation = min(revocations, key=lambda f: _int(f.get("revoked_at")), default={})
+    return DeviceRecord(
+        device_id,
+        str(fields.get("name", "")),
+        bytes(fields.get("cert", b"")) if isinstance(fields.get("cert"), bytes) else b"",
+        str(fields.get("added_by", "")),
+        bool(revoked),
+        cut,
+        str(first_revocation.get("revoked_by", "")),
+        _int(first_revocation.get("revoked_at")),
+    )
+
+
+def _fields(sibling: Sibling) -> dict[str, Any]:
+    if not sibling.value:
+        return {}
+    try:
+        fields = msgpack.unpackb(sibling.value, raw=False, strict_map_key=False)
+    except Exception:
+        return {}  # a record we cannot read vouches for nothing
+    return fields if isinstance(fields, dict) else {}
+
+
+def _int(value: object) -> int:
+    return value if type(value) is int else 0
+
+
+def _lower_into(cut: Cut, wire: object) -> None:
+    if not isinstance(wire, dict):
+        return
+    for share, actors in wire.items():
+        if not isinstance(share, str) or not isinstance(actors, dict):
+            continue
+        target = cut.setdefault(share, {})
+        for actor, seq in actors.items():
+            if isinstance(actor, str) and type(seq) is int and seq >= 0:
+                target[actor] = min(seq, target.get(actor, seq))
+
+
+def revocation_cut(device_id: str, heads_by_share: Mapping[str, Mapping[str, int]]) -> Cut:
+    """What the revoker holds of the device's epochs: the device's entries up to here stay."""
+    return {
+        share: {actor: seq for actor, seq in heads.items() if device_of(actor) == device_id}
+        for share, heads in heads_by_share.items()
+    }
+
+
+def frozen_epochs(records: Iterable[DeviceRecord], share: str, own_device: str) -> dict[str, int]:
+    """actor -> last seq accepted, for every epoch a revocation cut (our own are never cut
+    here: a revoked device keeps its own writes)."""
+    frozen: dict[str, int] = {}
+    for record in records:
+        if record.device_id != own_device:
+            frozen.update(record.cut.get(share, {}))
+    return frozen
+
+
+def revoked_without_cut(records: Iterable[DeviceRecord]) -> set[str]:
+    """Devices revoked by a release that recorded no cut: all their new epochs are refused."""
+    return {r.device_id for r in records if r.revoked and not r.cut}
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something about a device's epochs that people should know; said once."""
+
+    device_id: str
+    kind: str  # "running_twice" | "restored"
+    text: str
+
+
+class EpochBook:
+    """The epochs of every device in one share: which are retired, which retire what."""
+
+    def __init__(self) -> None:
+        self._retired: set[str] = set()
+        self._retirements: dict[ChainHead, str] = {}  # a retired head -> the epoch retiring it
+        self._actors: dict[str, set[str]] = {}  # device -> epochs seen
+        self.refused: set[str] = set()
+
+    def learn(self, entry: LogEntry, held_seq_of: Mapping[str, int]) -> list[Notice]:
+        """Record an applied entry's epoch; notices for copies and restores it reveals."""
+        device = device_of(entry.actor)
+        self._actors.setdefault(device, set()).add(entry.actor)
+        notices = []
+        for head in entry.retires:
+            actor, seq, _ = head
+            self._retired.add(actor)
+            other = self._retirements.setdefault(head, entry.actor)
+            if other != entry.actor:
+                notices.append(
+                    Notice(
+                        device,
+                        "running_twice",
+                        f"started twice from the same state ({_epoch(other)} and "
+                        f"{_epoch(entry.actor)} both continue {_epoch(actor)} #{seq})",
+                    )
+                )
+            elif held_seq_of.get(actor, 0) > seq:
+                notices.append(
+                    Notice(
+                        device,
+                        "restored",
+                        f"started from an older copy of its state ({_epoch(entry.actor)} "
+                        f"continues {_epoch(actor)} at #{seq}, but #{held_seq_of[actor]} exists)",
+                    )
+                )
+        return notices
+
+    def admits(self, entry: LogEntry) -> bool:
+        """False for a new epoch that would give its device more than MAX_OPEN_EPOCHS open ones
+        (and for every later entry of an epoch refused so)."""
+        if entry.actor in self.refused:
+            return False
+        if entry.seq != 1:
+            return True
+        device = device_of(entry.actor)
+        retiring = {actor for actor, _, _ in entry.retires}
+        open_epochs = {
+            a for a in self._actors.get(device, ()) if a not in self._retired and a not in retiring
+        }
+        if entry.actor not in open_epochs and len(open_epochs) >= MAX_OPEN_EPOCHS:
+            self.refused.add(entry.actor)
+            return False
+        # counted at once: the rest of a batch is judged with this epoch open
+        self._actors.setdefault(device, set()).add(entry.actor)
+        self._retired.update(retiring)
+        return True
+
+    def own_leaves(self, device: str, heads: Mapping[str, tuple[int, bytes]]) -> list[ChainHead]:
+        """The heads of `device`'s epochs that no epoch retires yet: what a new one continues."""
+        return sorted(
+            (actor, seq, entry_hash)
+            for actor, (seq, entry_hash) in heads.items()
+            if device_of(actor) == device and actor not in self._retired
+        )
+
+
+def _epoch(actor: str) -> str:
+    return actor.rpartition("/")[2]
