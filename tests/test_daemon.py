@@ -1,5 +1,7 @@
 """End-to-end: real `p2psync daemon` processes on 127.0.0.1 with static peers."""
 
+import os
+import select
 import shutil
 import signal
 import socket
@@ -8,6 +10,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -322,3 +325,89 @@ def test_a_device_restored_from_a_backup_takes_a_new_epoch_and_recovers(tmp_path
         a.call("put", collection="n", key="after-restore", value=3)
         wait_for_value(b, "n", "after-restore", 3)
         assert a.call("status")["actor"] != old_actor
+
+
+FLOOD_CONNECTIONS = 300
+FLOOD_SOURCES = 40  # 127.0.0.2 ... 127.0.0.41: loopback answers for all of 127/8
+FLOOD_NOFILE = 128  # the daemon's file limit: 300 idle connections would exhaust it
+
+
+def open_flood(port: int) -> list[socket.socket]:
+    """Idle TCP connections to the sync port from many loopback sources; nothing is sent."""
+    flood = []
+    for i in range(FLOOD_CONNECTIONS):
+        sock = socket.socket()
+        sock.bind((f"127.0.0.{2 + i % FLOOD_SOURCES}", 0))
+        sock.connect(("127.0.0.1", port))
+        flood.append(sock)
+    return flood
+
+
+def hung_up(flood: list[socket.socket], timeout: float) -> int:
+    """How many of the connections the daemon closed, waiting until that stops changing or
+    `timeout` passed (poll() on the sockets: EOF or reset makes them readable)."""
+    poller = select.poll()
+    by_fd = {sock.fileno(): sock for sock in flood}
+    for fd in by_fd:
+        poller.register(fd, select.POLLIN)
+    closed = 0
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        ready = poller.poll(min(remaining, 1.0) * 1000)
+        if not ready:
+            break  # a second without a hang-up: the turned-away ones are all closed
+        for fd, _ in ready:
+            poller.unregister(fd)
+            try:
+                gone = by_fd[fd].recv(1) == b""
+            except ConnectionResetError:
+                gone = True
+            closed += gone
+    return closed
+
+
+def test_an_idle_connection_flood_leaves_control_and_members_fast(tmp_path):
+    a = DaemonProcess(tmp_path, "a", nofile=FLOOD_NOFILE)
+    b = DaemonProcess(tmp_path, "b", peers=[a.address])
+    with running(a, b):
+        introduce(a, b)
+        b_id = b.device_id
+        wait_for(lambda: a.call("status")["peers_connected"] == 1, "b connected to a", a, b)
+        mark = len(a.log_path.read_bytes())
+        flood = open_flood(a.port)
+        try:
+            # Only the first 32 (a quarter of the file limit) may stay, at most 8 per source;
+            # every other one is closed at once, without the daemon reading a byte.
+            closed = hung_up(flood, timeout=20)
+            assert FLOOD_CONNECTIONS - 32 <= closed < FLOOD_CONNECTIONS, closed
+            latencies = []
+            for _ in range(20):
+                started = time.perf_counter()
+                assert a.call("status")["peers_connected"] == 1
+                latencies.append(time.perf_counter() - started)
+            position = a.call("status")["position"]
+            started = time.perf_counter()
+            b.call("put", collection="flood", key="during", value="still syncing")
+            wait_for_value(a, "flood", "during", "still syncing", since=position)
+            synced = time.perf_counter() - started
+            open_fds = len(os.listdir(f"/proc/{a.process.pid}/fd"))
+        finally:
+            for sock in flood:
+                sock.close()
+        worst = max(latencies)
+        print(
+            f"\nflood of {FLOOD_CONNECTIONS}: {closed} turned away, {open_fds} fds open of "
+            f"{FLOOD_NOFILE}; status median {sorted(latencies)[10] * 1000:.1f} ms, worst "
+            f"{worst * 1000:.1f} ms; a write on b seen on a after {synced * 1000:.1f} ms"
+        )
+        assert worst < 1.0 and synced < 1.0  # under 100 ms on a quiet machine; CI may be busy
+        assert open_fds < FLOOD_NOFILE - 32
+        assert a.call("peers")[0]["device"] == b_id and a.call("peers")[0]["connected"]
+        logged = a.log_path.read_bytes()[mark:].decode(errors="replace")
+        assert "Traceback" not in logged and "ERROR" not in logged
+        loud = [
+            line
+            for line in logged.splitlines()
+            if " DEBUG " not in line and ("turned away" in line or "accept failed" in line)
+        ]
+        assert 1 <= len(loud) <= 3, loud  # the first one, and summaries once a minute
