@@ -6,17 +6,27 @@ import shutil
 import signal
 import socket
 import ssl
+import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from p2psync import identity, keystore, tls
 from p2psync.client import ControlError
-from tests.daemons import DaemonProcess, introduce, running, wait_for, wait_for_value
+from tests.daemons import (
+    DaemonProcess,
+    introduce,
+    run_python_as_nobody,
+    running,
+    wait_for,
+    wait_for_value,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -411,3 +421,68 @@ def test_an_idle_connection_flood_leaves_control_and_members_fast(tmp_path):
             if " DEBUG " not in line and ("turned away" in line or "accept failed" in line)
         ]
         assert 1 <= len(loud) <= 3, loud  # the first one, and summaries once a minute
+
+
+def file_mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_the_state_dir_and_database_are_private_whatever_existed_before(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    state = a.state_dir
+    private = ["replica.db", "replica.db-wal", "replica.db-shm", "device.key"]
+    previous = os.umask(0o022)  # the daemon inherits an umask that would make them 0644
+    try:
+        with running(a):
+            a.call("put", collection="n", key="k", value="secret")
+            assert file_mode(state) == 0o700
+            assert {name: file_mode(state / name) for name in private} == dict.fromkeys(
+                private, 0o600
+            )
+            assert a.stop() == 0
+        # an older release, a restored backup or a copy left it all open to local users
+        state.chmod(0o755)
+        loose = [path for path in state.iterdir() if path.name in private]
+        assert {"replica.db", "device.key"} <= {path.name for path in loose}
+        for path in loose:
+            path.chmod(0o644)
+        mark = len(a.log_path.read_bytes())
+        with running(a.start()):
+            assert file_mode(state) == 0o700
+            for path in loose:
+                assert file_mode(path) == 0o600, path
+            assert a.call("get", collection="n", key="k")["value"] == "secret"
+        logged = a.log_path.read_bytes()[mark:].decode()
+        assert f"made {state} private (mode 0700, was 0755)" in logged
+        assert f"made {state / 'replica.db'} private (mode 0600, was 0644)" in logged
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"
+)
+def test_a_database_others_can_read_and_we_cannot_fix_stops_the_start_with_the_fix():
+    with tempfile.TemporaryDirectory(dir="/tmp") as top:  # reachable for nobody, unlike tmp_path
+        os.chmod(top, 0o755)
+        state = Path(top) / "state"
+        state.mkdir()
+        os.chown(state, 65534, 65534)
+        state.chmod(0o755)
+        database = state / "replica.db"
+        database.write_bytes(b"")  # root's, so nobody cannot chmod it
+        database.chmod(0o644)
+        probe = (
+            "from pathlib import Path\n"
+            "from p2psync.daemon import StartupError, prepare_state_dir\n"
+            "try:\n"
+            f"    prepare_state_dir(Path({str(state)!r}))\n"
+            "except StartupError as exc:\n"
+            "    print(exc)\n"
+        )
+        result = run_python_as_nobody(probe)
+        assert file_mode(state) == 0o700  # what this user owns was made private first
+        assert file_mode(database) == 0o644
+    message = result.stdout
+    assert f"{database} is open to other local users (mode 0644)" in message, result.stderr
+    assert f"chmod 0600 {database}" in message and "chown 65534" in message
