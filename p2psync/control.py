@@ -11,6 +11,7 @@ import contextlib
 import grp
 import json
 import logging
+import math
 import os
 import secrets
 import stat
@@ -27,15 +28,20 @@ from . import entry as entries
 from .control_api import (
     BAD_REQUEST,
     CONFLICT,
+    DISK_FULL,
+    DISK_FULL_MESSAGE,
     NOT_FOUND,
     PAIRING_FAILED,
+    SURROGATE_ESCAPE,
     TOO_LARGE,
     UNKNOWN_METHOD,
     RequestError,
     change_json,
     collection_param,
+    is_disk_full,
     param,
     record_json,
+    reject_lone_surrogates,
     share_param,
     transaction_ops,
     write_op,
@@ -200,12 +206,26 @@ def _give_to_group(socket_path: Path, group: str, shown_as: Path) -> None:
 # connections ----------------------------------------------------------------------------------
 
 
+class _NotFinite(ValueError):
+    """A number JSON cannot mean (the protocol forbids NaN and infinities, docs say why)."""
+
+
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+    raise _NotFinite(f"{name} is not a JSON number; numbers must be finite")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses as infinity, which JSON cannot carry back
+        raise _NotFinite(
+            f"number {text[:40]} is beyond a 64-bit float; numbers must be finite (send a "
+            "string for such values)"
+        )
+    return value
 
 
 # made once: json.loads/dumps with options build a new decoder/encoder on every call
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _ASCII_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
 
@@ -250,6 +270,9 @@ class _WriteReply:
         if commit is not None:
             result = {"position": commit.lseq, "seq": commit.seq, "hlc": commit.hlc}
             return _line({"id": self.request_id, "ok": True, "result": result})
+        if error is not None and is_disk_full(error):
+            log.warning("a control write was refused: the disk is full (%s)", error)
+            return _error(self.request_id, DISK_FULL, DISK_FULL_MESSAGE)
         if isinstance(error, ReplicaError):
             return _error(self.request_id, BAD_REQUEST, str(error))
         log.error("control write failed", exc_info=error)
@@ -350,7 +373,10 @@ class _Server:
             return _error(request_id, exc.code, exc.message)
         except ReplicaError as exc:
             return _error(request_id, BAD_REQUEST, str(exc))
-        except Exception:
+        except Exception as exc:
+            if is_disk_full(exc):  # resolve, trust and revoke write too
+                log.warning("control request %r was refused: the disk is full (%s)", method, exc)
+                return _error(request_id, DISK_FULL, DISK_FULL_MESSAGE)
             log.exception("control request %r failed", method)
             return _error(request_id, INTERNAL, INTERNAL_MESSAGE)
 
@@ -587,6 +613,8 @@ class _Connection:
             try:
                 request = _parse(line)
                 request_id = request.get("id")
+                if SURROGATE_ESCAPE.search(line):  # rare: only then walk the whole request
+                    reject_lone_surrogates(request)
                 method = request["method"]
                 if method in self.server.writes:
                     share, ops = share_param(request), self.server.writes[method](request)
@@ -706,6 +734,8 @@ class _Connection:
 def _parse(line: bytes) -> dict[str, Any]:
     try:
         request = _DECODER.decode(line.decode())
+    except _NotFinite as exc:
+        raise RequestError(BAD_REQUEST, str(exc)) from None
     except (ValueError, RecursionError):
         raise RequestError(BAD_REQUEST, "request is not valid JSON (one object per line)") from None
     if not isinstance(request, dict):

@@ -6,8 +6,11 @@ sockets or the store: control.py reads lines and calls the replica, this module 
 """
 
 import base64
+import errno
 import json
 import math
+import re
+import sqlite3
 from typing import Any
 
 import msgpack
@@ -24,6 +27,13 @@ NOT_FOUND = "not_found"
 TOO_LARGE = "too_large"
 CONFLICT = "conflict"
 PAIRING_FAILED = "pairing_failed"
+DISK_FULL = "disk_full"
+DISK_FULL_MESSAGE = (
+    "the disk holding this device's database is full, so nothing was written; free some space "
+    "there and send it again (reads keep working)"
+)
+# JSON text can only carry a lone surrogate as an escape: a line without one needs no walk
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class RequestError(Exception):
@@ -121,6 +131,58 @@ def change_json(change: Change) -> dict[str, Any]:
         "origin": device_of(change.actor),
         **jsonable(meta_fields(op.meta)),
     }
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether `error`, or what it was raised from, is SQLite's SQLITE_FULL or ENOSPC."""
+    seen: set[int] = set()
+    found: BaseException | None = error
+    while found is not None and id(found) not in seen:
+        seen.add(id(found))
+        if isinstance(found, sqlite3.Error):
+            code = getattr(found, "sqlite_errorcode", None)
+            if (code is not None and code & 0xFF == sqlite3.SQLITE_FULL) or (
+                "database or disk is full" in str(found)
+            ):
+                return True
+        if isinstance(found, OSError) and found.errno == errno.ENOSPC:
+            return True
+        found = found.__cause__ or found.__context__
+    return False
+
+
+def reject_lone_surrogates(request: Any) -> None:
+    """Text must be valid Unicode: a lone surrogate (JSON `"\\ud800"`) cannot be stored, sent to
+    peers or even logged as UTF-8, so it is refused here, naming where it was."""
+    stack: list[tuple[str, Any]] = [("", request)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if not _valid_unicode(value):
+                raise _surrogate_error(f"{where!r}" if where else "the request")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not _valid_unicode(key):
+                    raise _surrogate_error(f"a key in {where!r}" if where else "a parameter name")
+                stack.append((f"{where}.{key}" if where else key, item))
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{index}]", item) for index, item in enumerate(value))
+
+
+def _valid_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _surrogate_error(where: str) -> RequestError:
+    return RequestError(
+        BAD_REQUEST,
+        f"{where} is not valid Unicode text: it holds a lone surrogate (such as \\ud800); "
+        "send text as UTF-8, or characters beyond U+FFFF as a surrogate pair",
+    )
 
 
 # request parameters ---------------------------------------------------------------------------

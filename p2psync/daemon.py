@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -600,6 +601,11 @@ class _JournalFormatter(logging.Formatter):
         return f"<{self.PRIORITIES.get(record.levelno, 2)}>{super().format(record)}"
 
 
+# What must stay private to the daemon's user: the database holds every record of the household,
+# the key is the device's identity. (device.crt is public, and the lock holds a pid.)
+PRIVATE_FILES = ("replica.db", "replica.db-wal", "replica.db-shm", keystore.KEY_FILE)
+
+
 def prepare_state_dir(state_dir: Path) -> None:
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -611,15 +617,49 @@ def prepare_state_dir(state_dir: Path) -> None:
             f"state directory {state_dir} is not usable ({exc.strerror}); set paths.state_dir "
             f"or --state-dir to a directory this user can write"
         ) from None
+    # mkdir's mode does nothing to a directory that already exists, and files from an older
+    # version, a restored backup or a copy keep whatever mode they came with
+    _make_private(state_dir)
+    for name in PRIVATE_FILES:
+        _make_private(state_dir / name)
+
+
+def _make_private(path: Path) -> None:
+    """Take away every permission of group and others (0700 for the directory, 0600 for files),
+    or refuse to start: a database readable by every local user must not go unnoticed."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return
+    mode = stat.S_IMODE(found.st_mode)
+    if not mode & 0o077:
+        return
+    private = mode & 0o700
+    try:
+        os.chmod(path, private)
+    except OSError as exc:
+        raise StartupError(
+            f"{path} is open to other local users (mode {mode:04o}) and this user cannot make it "
+            f"private ({exc.strerror}; it belongs to uid {found.st_uid}); as its owner or root, "
+            f"run `chmod {private:04o} {path}`, or give it to this user with `chown "
+            f"{os.geteuid()} {path}`"
+        ) from None
+    log.warning("made %s private (mode %04o, was %04o)", path, private, mode)
 
 
 def open_state(settings: Config) -> tuple[identity.DeviceIdentity, Replica]:
     state_dir = settings.state_dir
-    device = keystore.load_or_create_identity(state_dir)
+    # SQLite creates the database with the umask's mode, and its -wal and -shm files later with
+    # the database's: a private umask here keeps all three 0600 from their first byte.
+    umask = os.umask(0o077)
     try:
-        replica = Replica.open(state_dir / "replica.db", device)
-    except (StoreError, ReplicaError) as exc:
-        raise StartupError(str(exc)) from None
+        device = keystore.load_or_create_identity(state_dir)
+        try:
+            replica = Replica.open(state_dir / "replica.db", device)
+        except (StoreError, ReplicaError) as exc:
+            raise StartupError(str(exc)) from None
+    finally:
+        os.umask(umask)
     return device, replica
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from . import hlc, identity, keystore, tls
+from . import hlc, identity, keystore, listening, tls
 from .config import format_address
 from .entry import IntegrityError
 from .membership import DeviceRecord
@@ -170,28 +170,41 @@ class PeerManager:
     # incoming -----------------------------------------------------------------------------
 
     async def serve(self, listeners: list[trio.SocketListener]) -> None:
-        await trio.serve_listeners(self._handle_incoming, listeners)
+        gate = listening.Gate.for_this_process(log)
+        await listening.serve(self._handle_incoming, listeners, gate)
 
-    async def _handle_incoming(self, tcp: trio.SocketStream) -> None:
-        address = format_address(*tcp.socket.getpeername()[:2])
+    async def _handle_incoming(self, tcp: trio.SocketStream, arrival: listening.Arrival) -> None:
+        """A stranger until its TLS handshake proves it a member: until then it counts against
+        the unauthenticated caps, has one handshake timeout for everything, and its failures are
+        logged through the throttle (a flood makes a line a minute, not one per connection)."""
+        address = arrival.address
+        deadline = trio.current_time() + self.timeouts.handshake
         try:
-            with trio.fail_after(self.timeouts.handshake):
+            with trio.fail_at(deadline):
                 opening = await _read_opening(tcp)
         except (trio.TooSlowError, trio.BrokenResourceError, OSError) as exc:
-            log.info("dropped connection from %s: %s", address, _describe(exc))
-            await trio.aclose_forcefully(tcp)
+            arrival.failed("dropped connection", _describe(exc))
             return
         if opening == PAIRING_PREFACE:
+            # A pairing attempt proves nothing before its PAKE does, so it keeps its place under
+            # the caps for its whole life (the pairing service has timeouts of its own).
             async with tcp:
                 if self.pairing_handler is not None:
                     await self.pairing_handler(tcp, address)
             return
         if not opening.startswith(TLS_HANDSHAKE_RECORD):
-            log.info("dropped connection from %s: neither TLS nor pairing", address)
-            await trio.aclose_forcefully(tcp)
+            arrival.failed("dropped connection", "neither TLS nor pairing")
             return
         assert self._server_context is not None
         stream = trio.SSLStream(_Replay(opening, tcp), self._server_context, server_side=True)
+        try:
+            with trio.fail_at(deadline):
+                await stream.do_handshake()  # `_handshake` finds it done and checks membership
+        except (trio.TooSlowError, trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
+            arrival.failed("refused connection", _describe(exc))
+            await trio.aclose_forcefully(stream)
+            return
+        arrival.release()
         peer_id = await self._handshake(stream, address)
         if peer_id is not None:
             await self._run_session(stream, peer_id, address, dialer=peer_id)

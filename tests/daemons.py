@@ -8,6 +8,7 @@ Tests wait for data with the control socket's `watch` stream, never with sleeps.
 import contextlib
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -55,6 +56,7 @@ class DaemonProcess:
         netns: str | None = None,
         idle_timeout: float = 60.0,
         extra_config: str = "",
+        nofile: int | None = None,
     ) -> None:
         self.directory = directory / name
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -71,6 +73,7 @@ class DaemonProcess:
         self.interfaces = interfaces or []
         self.idle_timeout = idle_timeout
         self.extra_config = extra_config
+        self.nofile = nofile  # RLIMIT_NOFILE for the daemon, to make fd exhaustion reachable
         self.process: subprocess.Popen[bytes] | None = None
         self.spawned_at = 0.0
         self.notifications: list[str] = []
@@ -125,11 +128,22 @@ class DaemonProcess:
         }
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
         self.spawned_at = time.monotonic()
-        self.process = subprocess.Popen(self.command(), stdout=log, stderr=log, env=env)
+        self.process = subprocess.Popen(
+            self.command(),
+            stdout=log,
+            stderr=log,
+            env=env,
+            preexec_fn=self._limit_files if self.nofile is not None else None,
+        )
         log.close()
         if wait:
             self.wait_for_notification("READY=1")
         return self
+
+    def _limit_files(self) -> None:
+        """In the child, before exec."""
+        assert self.nofile is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
 
     def wait_for_notification(self, wanted: str, timeout: float = READY_TIMEOUT) -> str:
         deadline = time.monotonic() + timeout

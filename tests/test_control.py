@@ -3,6 +3,8 @@
 import grp
 import json
 import os
+import shlex
+import shutil
 import socket
 import stat
 from functools import partial
@@ -18,6 +20,7 @@ from p2psync import entry, identity
 from p2psync.control import MAX_LINE_BYTES, ControlSocketError, RequestError, serve_control
 from p2psync.node import Node
 from p2psync.replica import DEFAULT_SHARE, Replica
+from tests.daemons import DaemonProcess, running
 
 TIMEOUT = 10
 
@@ -568,3 +571,135 @@ async def test_socket_goes_to_the_group_or_warns(
         assert stat.S_IMODE(os.stat(tmp_path / "missing.sock").st_mode) == 0o600
         nursery.cancel_scope.cancel()
     assert f"group '{missing_group}' does not exist" in caplog.text
+
+
+# against a real daemon ------------------------------------------------------------------------
+
+
+def control_lines(daemon: DaemonProcess, lines: list[bytes]) -> list[dict[str, Any]]:
+    """Send raw request lines on one control connection and read one answer per line: all
+    answers arriving shows the connection was never dropped."""
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(20)
+        sock.connect(str(daemon.socket_path))
+        sock.sendall(b"".join(lines))
+        with sock.makefile("rb") as reader:
+            return [json.loads(reader.readline()) for _ in lines]
+
+
+def test_lone_surrogates_and_non_finite_numbers_are_bad_requests(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path, "a")
+    put = b'"method":"put","collection":"c","key":"k"'
+    cases = [
+        (b'{"id":1,"method":"put","collection":"c","key":"\\ud800","value":1}', "'key'"),
+        (b'{"id":2,"method":"put","collection":"\\udc00x","key":"k","value":1}', "'collection'"),
+        (b'{"id":3,' + put + b',"value":1,"type":"\\uDBFF"}', "'type'"),
+        (b'{"id":4,' + put + b',"value":{"a":["ok","\\ud800"]}}', "'value.a[1]'"),
+        (b'{"id":5,' + put + b',"value":{"\\ud800":1}}', "a key in 'value'"),
+        (b'{"id":6,"method":"get","collection":"c","key":"\\ud800"}', "'key'"),
+        (
+            b'{"id":7,"method":"transaction","ops":[{"op":"put","collection":"c","key":"a",'
+            b'"value":1},{"op":"delete","collection":"c","key":"\\ud801"}]}',
+            "'ops[1].key'",
+        ),
+        (b'{"id":"\\ud800","method":"status"}', "'id'"),
+        (b'{"id":9,' + put + b',"value":1e400}', "1e400"),
+        (b'{"id":10,' + put + b',"value":[1,-1e999]}', "-1e999"),
+        (b'{"id":11,' + put + b',"value":NaN}', "NaN"),
+        (b'{"id":12,' + put + b',"value":{"x":Infinity}}', "Infinity"),
+        (b'{"id":13,' + put + b',"value":-Infinity}', "Infinity"),
+        (b'{"id":14,"method":"scan","collection":"c","limit":1e400}', "1e400"),
+    ]
+    valid_pair = b'{"id":15,' + put + b',"value":"\\ud83d\\ude00 1e300","type":"\\u00e9"}'
+    with running(daemon):
+        answers = control_lines(daemon, [line + b"\n" for line, _ in cases] + [valid_pair + b"\n"])
+        for (line, where), answer in zip(cases, answers, strict=False):
+            assert answer["ok"] is False, (line, answer)
+            assert answer["error"]["code"] == "bad_request", (line, answer)
+            assert where in answer["error"]["message"], (line, answer)
+        assert "'key' is not valid Unicode text" in answers[0]["error"]["message"]
+        assert "finite" in answers[8]["error"]["message"]
+        assert answers[7]["id"] == "\ud800"  # the id comes back, escaped, so it can be matched
+        assert answers[-1]["ok"] is True, answers[-1]
+        stored = daemon.call("get", collection="c", key="k")
+        assert stored["value"] == "\U0001f600 1e300" and stored["type"] == "é"
+        assert daemon.call("scan", collection="c")["items"] == [stored]  # nothing else got in
+        logged = daemon.log()
+    assert "Traceback" not in logged and "ERROR" not in logged
+
+
+class DaemonOnASmallDisk(DaemonProcess):
+    """A daemon whose state dir is a 2 MiB tmpfs, mounted in a private mount namespace of its
+    own (unshare -m): the test's view of the file system is untouched, and the mount is gone
+    with the daemon. A real ENOSPC, not a simulated one."""
+
+    def command(self) -> list[str]:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        daemon = shlex.join(super().command())
+        mount = (
+            f"mount -t tmpfs -o size=2m,mode=0700 p2psync-test {shlex.quote(str(self.state_dir))}"
+        )
+        return [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            f"{mount} && exec {daemon}",
+        ]
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="needs root and unshare(1) to mount a small tmpfs in a private mount namespace",
+)
+def test_a_full_disk_answers_disk_full_and_reads_keep_working(tmp_path: Path) -> None:
+    daemon = DaemonOnASmallDisk(tmp_path, "a")
+    with running(daemon):
+        daemon.call("put", collection="c", key="first", value="kept")
+        chunk = "x" * 64 * 1024
+        refused = None
+        for i in range(200):  # 2 MiB fills after about 30 of these
+            answer = control_lines(
+                daemon,
+                [
+                    json.dumps(
+                        {
+                            "id": i,
+                            "method": "put",
+                            "collection": "c",
+                            "key": f"k{i}",
+                            "value": chunk,
+                        }
+                    ).encode()
+                    + b"\n"
+                ],
+            )[0]
+            if not answer["ok"]:
+                refused = answer
+                break
+        assert refused is not None, "the disk never filled"
+        assert refused["error"]["code"] == "disk_full", refused
+        assert "disk" in refused["error"]["message"] and "full" in refused["error"]["message"]
+        assert daemon.call("get", collection="c", key="first")["value"] == "kept"
+        assert daemon.call("status")["records"] >= 2
+        written = daemon.call("scan", collection="c", limit=1000)["items"]
+        assert [item["key"] for item in written][:1] == ["first"]
+        transaction = control_lines(
+            daemon,
+            [
+                json.dumps(
+                    {
+                        "id": "t",
+                        "method": "transaction",
+                        "ops": [{"op": "put", "collection": "c", "key": "t", "value": chunk}],
+                    }
+                ).encode()
+                + b"\n"
+            ],
+        )[0]
+        assert transaction["error"]["code"] == "disk_full", transaction
+        logged = daemon.log()
+    assert "Traceback" not in logged and "ERROR" not in logged
+    assert "the disk is full" in logged

@@ -1,19 +1,32 @@
 """End-to-end: real `p2psync daemon` processes on 127.0.0.1 with static peers."""
 
+import os
+import select
 import shutil
 import signal
 import socket
 import ssl
+import stat
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
+import time
+from pathlib import Path
 
 import pytest
 
 from p2psync import identity, keystore, tls
 from p2psync.client import ControlError
-from tests.daemons import DaemonProcess, introduce, running, wait_for, wait_for_value
+from tests.daemons import (
+    DaemonProcess,
+    introduce,
+    run_python_as_nobody,
+    running,
+    wait_for,
+    wait_for_value,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -327,3 +340,154 @@ def test_a_device_restored_from_a_backup_writes_at_once_loses_nothing_and_is_rep
         notices = b.call("status")["notices"]
         assert [n["kind"] for n in notices] == ["running_twice"]
         assert notices[0]["device"] == a.device_id and notices[0]["text"].startswith("a ")
+
+
+FLOOD_CONNECTIONS = 300
+FLOOD_SOURCES = 40  # 127.0.0.2 ... 127.0.0.41: loopback answers for all of 127/8
+FLOOD_NOFILE = 128  # the daemon's file limit: 300 idle connections would exhaust it
+
+
+def open_flood(port: int) -> list[socket.socket]:
+    """Idle TCP connections to the sync port from many loopback sources; nothing is sent."""
+    flood = []
+    for i in range(FLOOD_CONNECTIONS):
+        sock = socket.socket()
+        sock.bind((f"127.0.0.{2 + i % FLOOD_SOURCES}", 0))
+        sock.connect(("127.0.0.1", port))
+        flood.append(sock)
+    return flood
+
+
+def hung_up(flood: list[socket.socket], timeout: float) -> int:
+    """How many of the connections the daemon closed, waiting until that stops changing or
+    `timeout` passed (poll() on the sockets: EOF or reset makes them readable)."""
+    poller = select.poll()
+    by_fd = {sock.fileno(): sock for sock in flood}
+    for fd in by_fd:
+        poller.register(fd, select.POLLIN)
+    closed = 0
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        ready = poller.poll(min(remaining, 1.0) * 1000)
+        if not ready:
+            break  # a second without a hang-up: the turned-away ones are all closed
+        for fd, _ in ready:
+            poller.unregister(fd)
+            try:
+                gone = by_fd[fd].recv(1) == b""
+            except ConnectionResetError:
+                gone = True
+            closed += gone
+    return closed
+
+
+def test_an_idle_connection_flood_leaves_control_and_members_fast(tmp_path):
+    a = DaemonProcess(tmp_path, "a", nofile=FLOOD_NOFILE)
+    b = DaemonProcess(tmp_path, "b", peers=[a.address])
+    with running(a, b):
+        introduce(a, b)
+        b_id = b.device_id
+        wait_for(lambda: a.call("status")["peers_connected"] == 1, "b connected to a", a, b)
+        mark = len(a.log_path.read_bytes())
+        flood = open_flood(a.port)
+        try:
+            # Only the first 32 (a quarter of the file limit) may stay, at most 8 per source;
+            # every other one is closed at once, without the daemon reading a byte.
+            closed = hung_up(flood, timeout=20)
+            assert FLOOD_CONNECTIONS - 32 <= closed < FLOOD_CONNECTIONS, closed
+            latencies = []
+            for _ in range(20):
+                started = time.perf_counter()
+                assert a.call("status")["peers_connected"] == 1
+                latencies.append(time.perf_counter() - started)
+            position = a.call("status")["position"]
+            started = time.perf_counter()
+            b.call("put", collection="flood", key="during", value="still syncing")
+            wait_for_value(a, "flood", "during", "still syncing", since=position)
+            synced = time.perf_counter() - started
+            open_fds = len(os.listdir(f"/proc/{a.process.pid}/fd"))
+        finally:
+            for sock in flood:
+                sock.close()
+        worst = max(latencies)
+        print(
+            f"\nflood of {FLOOD_CONNECTIONS}: {closed} turned away, {open_fds} fds open of "
+            f"{FLOOD_NOFILE}; status median {sorted(latencies)[10] * 1000:.1f} ms, worst "
+            f"{worst * 1000:.1f} ms; a write on b seen on a after {synced * 1000:.1f} ms"
+        )
+        assert worst < 1.0 and synced < 1.0  # under 100 ms on a quiet machine; CI may be busy
+        assert open_fds < FLOOD_NOFILE - 32
+        assert a.call("peers")[0]["device"] == b_id and a.call("peers")[0]["connected"]
+        logged = a.log_path.read_bytes()[mark:].decode(errors="replace")
+        assert "Traceback" not in logged and "ERROR" not in logged
+        loud = [
+            line
+            for line in logged.splitlines()
+            if " DEBUG " not in line and ("turned away" in line or "accept failed" in line)
+        ]
+        assert 1 <= len(loud) <= 3, loud  # the first one, and summaries once a minute
+
+
+def file_mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_the_state_dir_and_database_are_private_whatever_existed_before(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    state = a.state_dir
+    private = ["replica.db", "replica.db-wal", "replica.db-shm", "device.key"]
+    previous = os.umask(0o022)  # the daemon inherits an umask that would make them 0644
+    try:
+        with running(a):
+            a.call("put", collection="n", key="k", value="secret")
+            assert file_mode(state) == 0o700
+            assert {name: file_mode(state / name) for name in private} == dict.fromkeys(
+                private, 0o600
+            )
+            assert a.stop() == 0
+        # an older release, a restored backup or a copy left it all open to local users
+        state.chmod(0o755)
+        loose = [path for path in state.iterdir() if path.name in private]
+        assert {"replica.db", "device.key"} <= {path.name for path in loose}
+        for path in loose:
+            path.chmod(0o644)
+        mark = len(a.log_path.read_bytes())
+        with running(a.start()):
+            assert file_mode(state) == 0o700
+            for path in loose:
+                assert file_mode(path) == 0o600, path
+            assert a.call("get", collection="n", key="k")["value"] == "secret"
+        logged = a.log_path.read_bytes()[mark:].decode()
+        assert f"made {state} private (mode 0700, was 0755)" in logged
+        assert f"made {state / 'replica.db'} private (mode 0600, was 0644)" in logged
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"
+)
+def test_a_database_others_can_read_and_we_cannot_fix_stops_the_start_with_the_fix():
+    with tempfile.TemporaryDirectory(dir="/tmp") as top:  # reachable for nobody, unlike tmp_path
+        os.chmod(top, 0o755)
+        state = Path(top) / "state"
+        state.mkdir()
+        os.chown(state, 65534, 65534)
+        state.chmod(0o755)
+        database = state / "replica.db"
+        database.write_bytes(b"")  # root's, so nobody cannot chmod it
+        database.chmod(0o644)
+        probe = (
+            "from pathlib import Path\n"
+            "from p2psync.daemon import StartupError, prepare_state_dir\n"
+            "try:\n"
+            f"    prepare_state_dir(Path({str(state)!r}))\n"
+            "except StartupError as exc:\n"
+            "    print(exc)\n"
+        )
+        result = run_python_as_nobody(probe)
+        assert file_mode(state) == 0o700  # what this user owns was made private first
+        assert file_mode(database) == 0o644
+    message = result.stdout
+    assert f"{database} is open to other local users (mode 0644)" in message, result.stderr
+    assert f"chmod 0600 {database}" in message and "chown 65534" in message

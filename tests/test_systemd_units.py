@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from p2psync import config
+from p2psync import admission, config
 from p2psync.client import Client
 
 REPO = Path(__file__).resolve().parent.parent
@@ -309,3 +309,10 @@ def test_the_daemon_works_within_the_system_units_sandbox(traced_daemon):
         or (name in ("mprotect", "pkey_mprotect") and "PROT_EXEC" in args)
     ]
     assert not writable_code, f"refused by MemoryDenyWriteExecute=: {writable_code[:3]}"
+
+
+def test_both_units_set_a_file_limit_that_holds_the_stranger_caps_well_inside() -> None:
+    for unit in (SYSTEM_UNIT, USER_UNIT):
+        limit = int(directive(unit, "LimitNOFILE"))
+        assert admission.total_cap(limit) == admission.MAX_UNAUTHENTICATED, unit
+        assert limit >= 16 * admission.MAX_UNAUTHENTICATED, unit
