@@ -278,12 +278,36 @@ def conflicts_check(status: Mapping[str, Any]) -> Check | None:
     )
 
 
+def trust_checks(status: Mapping[str, Any]) -> list[Check]:
+    """Revocation of this device, and copies or restores of any device's state."""
+    found = [
+        Check(
+            Level.FAIL,
+            safe_text(str(told.get("text", "this device was revoked"))),
+            "a member has to re-admit this device (pair it again) before it syncs again",
+        )
+        for told in status.get("revoked") or []
+        if isinstance(told, dict)
+    ]
+    found += [
+        Check(
+            Level.WARN,
+            safe_text(str(notice.get("text", ""))),
+            "if a machine was cloned or its state restored, stop the copy that should not run; "
+            "both copies' writes are kept",
+        )
+        for notice in status.get("notices") or []
+        if isinstance(notice, dict)
+    ]
+    return found
+
+
 def diagnose(
     status: Mapping[str, Any], peers: Sequence[Peer], nearby: Sequence[Any] | None
 ) -> list[Check]:
     """The checks that need only the daemon's answers (`nearby`: None when not available)."""
     found = [daemon_check(status), discovery_check(status, peers, nearby), *peer_checks(peers)]
-    found += [clock_check(peers), conflicts_check(status)]
+    found += [clock_check(peers), conflicts_check(status), *trust_checks(status)]
     return [check for check in found if check is not None]
 
 

@@ -95,7 +95,7 @@ class Intake:
             return
         if queue.size + len(entry.raw) > self.max_pending_bytes:
             raise IntegrityError(
-                f"sent more than {self.max_pending_bytes >> 20} MiB of entries that do not "
+                f"sent more than {self.max_pending_bytes:,} bytes of entries that do not "
                 "extend a chain up to a signature"
             )
         by_seq[entry.seq] = (entry, signature)

@@ -30,6 +30,7 @@ from p2psync.doctor import (
     probe_port,
     render,
     run_doctor,
+    trust_checks,
 )
 from tests.daemons import DaemonProcess, run_python_as_nobody, running
 
@@ -244,3 +245,17 @@ def test_probe_says_permission_denied_to_someone_outside_the_group(tmp_path: Pat
     level, message, advice = result.stdout.strip().split("|")
     assert (level, message) == ("fail", f"permission denied on {path}"), result.stderr
     assert "sudo usermod -aG" in advice and "log in again" in advice
+
+
+def test_a_revoked_device_and_a_copied_state_dir_are_named_with_advice() -> None:
+    told = "this device was revoked by Küche at 2026-12-02 10:41"
+    twice = "Anna's iPad started twice from the same state"
+    status = {
+        "revoked": [{"by": "Küche", "text": told}],
+        "notices": [{"kind": "running_twice", "text": twice}],
+    }
+    revoked, copied = trust_checks(status)
+    assert revoked.level is Level.FAIL and "revoked by Küche at 2026-12-02 10:41" in revoked.message
+    assert "re-admit" in (revoked.advice or "")
+    assert copied.level is Level.WARN and copied.message.startswith("Anna's iPad started twice")
+    assert trust_checks({"revoked": [], "notices": []}) == []

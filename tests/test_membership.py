@@ -177,7 +177,7 @@ def test_a_peer_that_sends_more_unsigned_bytes_than_its_allowance_is_refused_and
         )
         items.append((made.raw, None))
         head = made.hash
-    with pytest.raises(IntegrityError, match="MiB"):
+    with pytest.raises(IntegrityError, match="bytes of entries"):
         a.apply(SHARE, items, "mallory")
     intake = a._intakes[SHARE]
     assert intake.pending_bytes("mallory") == 0, "what it sent is freed"
