@@ -17,7 +17,7 @@ import msgpack
 
 from .merge import RecordKey, Sibling, SiblingFields, is_conflict, winner
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # Each step takes a database at version N-1 to version N; never edit a released step, add one.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -36,6 +36,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         " siblings BLOB NOT NULL, deleted INTEGER NOT NULL, conflict INTEGER NOT NULL,"
         " PRIMARY KEY(share, coll, key)) WITHOUT ROWID",
         "CREATE INDEX records_conflicts ON records(share, coll, key) WHERE conflict",
+    ),
+    2: (
+        # what `status` shows, kept up to date by every record write so reading it costs one row
+        # whatever the size of the store: live records and conflicting records, both outside the
+        # system collections (named '_...')
+        "CREATE TABLE counts(share INTEGER PRIMARY KEY, live INTEGER NOT NULL,"
+        " conflicts INTEGER NOT NULL)",
+        "INSERT INTO counts(share, live, conflicts) SELECT share, sum(NOT deleted), sum(conflict)"
+        " FROM records WHERE coll NOT LIKE '\\_%' ESCAPE '\\' GROUP BY share",
     ),
 }
 _KEY_CHUNK = 900
@@ -56,6 +65,11 @@ class StoreError(Exception):
 class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        # What the user-collection rows that `insert_new_records` just found count for (live,
+        # conflict), so that `save_records` overwriting them can keep `counts` right without
+        # reading them again. Valid while nothing else changes those rows: only `save_records`
+        # does (and takes them out), or a rollback (which empties it).
+        self._counted: dict[tuple[int, str, str], tuple[bool, bool]] = {}
         try:
             self._db = sqlite3.connect(
                 str(self.path), isolation_level=None, check_same_thread=False
@@ -99,11 +113,13 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
         try:
             self._db.execute("BEGIN IMMEDIATE")
+            self._counted.clear()
             try:
                 yield
             except BaseException:
                 self._db.execute("ROLLBACK")
                 self._reload_ids()
+                self._counted.clear()
                 raise
             self._db.execute("COMMIT")
         finally:
@@ -214,25 +230,28 @@ class Store:
     def load_records(self, share: str, keys: Iterable[RecordKey]) -> dict[RecordKey, list[Sibling]]:
         return {
             record_key: self._unpack_siblings(blob)
-            for record_key, blob in self._stored_siblings(share, keys).items()
+            for record_key, (blob, _, _) in self._stored_rows(share, keys).items()
         }
 
-    def _stored_siblings(self, share: str, keys: Iterable[RecordKey]) -> dict[RecordKey, bytes]:
+    def _stored_rows(
+        self, share: str, keys: Iterable[RecordKey]
+    ) -> dict[RecordKey, tuple[bytes, bool, bool]]:
+        """`(siblings, deleted, conflict)` of each of these records that has a row."""
         share_id = self.share_id(share)
         by_collection: dict[str, list[str]] = {}
         for collection, key in keys:
             by_collection.setdefault(collection, []).append(key)
-        found: dict[RecordKey, bytes] = {}
+        found: dict[RecordKey, tuple[bytes, bool, bool]] = {}
         for collection, wanted in by_collection.items():
             for start in range(0, len(wanted), _KEY_CHUNK):
                 chunk = wanted[start : start + _KEY_CHUNK]
                 rows = self._db.execute(
-                    f"SELECT key, siblings FROM records WHERE share=? AND coll=? AND key IN"
-                    f" ({','.join('?' * len(chunk))})",
+                    "SELECT key, siblings, deleted, conflict FROM records WHERE share=? AND coll=?"
+                    f" AND key IN ({','.join('?' * len(chunk))})",
                     (share_id, collection, *chunk),
                 )
-                for key, blob in rows:
-                    found[(collection, key)] = blob
+                for key, blob, deleted, conflict in rows:
+                    found[(collection, key)] = (blob, bool(deleted), bool(conflict))
         return found
 
     def insert_new_records(
@@ -243,40 +262,92 @@ class Store:
         left as they were, for the caller to merge into."""
         share_id = self.share_id(share)
         found: dict[RecordKey, list[Sibling]] = {}
+        added = 0  # live user records among the rows inserted
         pending = iter(writes)
         while chunk := list(islice(pending, _ROWS_PER_INSERT)):
             params: list[object] = [share_id]
+            live = 0
             for (collection, key), (actor, seq, hlc, deleted, value, meta) in chunk:
                 # _pack_one(sibling), inline: this line runs once per record of a catch-up
                 blob = self._pack(((self.actor_id(actor), seq, hlc, deleted, value, meta),))
                 params += (collection, key, blob, deleted)
-            inserted = self._db.execute(_insert_new_sql(len(chunk)), params).rowcount
+                live += not deleted and collection[:1] != "_"
+            if live in (0, len(chunk)):
+                # every row counts alike, so how many went in says how many count
+                inserted = self._db.execute(_insert_new_sql(len(chunk)), params).rowcount
+                added += inserted if live else 0
+            else:
+                # rows that count and rows that do not: only SQLite knows which of them went in
+                counted = self._db.execute(_insert_new_sql(len(chunk), counting=True), params)
+                went_in = [is_live for (is_live,) in counted]
+                inserted, added = len(went_in), added + sum(went_in)
             if inserted < len(chunk):
-                found.update(self._records_kept(share, chunk))
+                found.update(self._records_kept(share_id, share, chunk))
+        self._add_counts(share_id, added, 0)
         return found
 
     def _records_kept(
-        self, share: str, offered: Sequence[tuple[RecordKey, SiblingFields]]
+        self, share_id: int, share: str, offered: Sequence[tuple[RecordKey, SiblingFields]]
     ) -> dict[RecordKey, list[Sibling]]:
         """The records whose row is not the one-sibling row just offered: they were there before.
         (A row equal to the offered one is ours, or already holds that very write, which merging
-        again would leave as it is.)"""
-        stored = self._stored_siblings(share, [record_key for record_key, _ in offered])
-        return {
-            record_key: self._unpack_siblings(stored[record_key])
-            for record_key, sibling in offered
-            if stored[record_key] != self._pack_one(sibling)
-        }
+        again would leave as it is.) Notes what each user record counts for now, for
+        `save_records`."""
+        stored = self._stored_rows(share, [record_key for record_key, _ in offered])
+        kept: dict[RecordKey, list[Sibling]] = {}
+        for record_key, sibling in offered:
+            blob, deleted, conflict = stored[record_key]
+            if blob != self._pack_one(sibling):
+                kept[record_key] = self._unpack_siblings(blob)
+                if record_key[0][:1] != "_":
+                    self._counted[(share_id, *record_key)] = (not deleted, conflict)
+        return kept
 
     def save_records(self, share: str, records: Mapping[RecordKey, list[Sibling]]) -> None:
         share_id = self.share_id(share)
+        before = self._counted_before(share_id, share, records)
+        live = conflicts = 0
         items = list(records.items())
         for start in range(0, len(items), _ROWS_PER_INSERT):
             chunk = items[start : start + _ROWS_PER_INSERT]
             params: list[object] = [share_id]
-            for (collection, key), siblings in chunk:
-                params += (collection, key, self._pack_siblings(siblings), *_flags(siblings))
+            for record_key, siblings in chunk:
+                deleted, conflict = _flags(siblings)
+                params += (*record_key, self._pack_siblings(siblings), deleted, conflict)
+                if record_key in before:
+                    was_live, was_conflict = before[record_key]
+                    live += (not deleted) - was_live
+                    conflicts += conflict - was_conflict
             self._db.execute(_save_records_sql(len(chunk)), params)
+        self._add_counts(share_id, live, conflicts)
+
+    def _counted_before(
+        self, share_id: int, share: str, records: Iterable[RecordKey]
+    ) -> dict[RecordKey, tuple[bool, bool]]:
+        """(live, conflict) of each user record's row as it is, (False, False) for no row: from
+        what `insert_new_records` noted, or read for the records it did not find."""
+        before: dict[RecordKey, tuple[bool, bool]] = {}
+        unknown: list[RecordKey] = []
+        for record_key in records:
+            if record_key[0][:1] != "_":
+                noted = self._counted.pop((share_id, *record_key), None)
+                if noted is None:
+                    unknown.append(record_key)
+                else:
+                    before[record_key] = noted
+        stored = self._stored_rows(share, unknown) if unknown else {}
+        for record_key in unknown:
+            row = stored.get(record_key)
+            before[record_key] = (False, False) if row is None else (not row[1], row[2])
+        return before
+
+    def _add_counts(self, share_id: int, live: int, conflicts: int) -> None:
+        if live or conflicts:
+            self._db.execute(
+                "INSERT INTO counts(share, live, conflicts) VALUES(?, ?, ?) ON CONFLICT(share)"
+                " DO UPDATE SET live=live+excluded.live, conflicts=conflicts+excluded.conflicts",
+                (share_id, live, conflicts),
+            )
 
     def record(self, share: str, collection: str, key: str) -> list[Sibling] | None:
         return self.load_records(share, [(collection, key)]).get((collection, key))
@@ -307,11 +378,17 @@ class Store:
 
     def count_records(self, share: str) -> int:
         """Live records outside the system collections (whose names start with '_')."""
+        return self._counts(share)[0]
+
+    def count_conflicts(self, share: str) -> int:
+        """Records with conflicting siblings outside the system collections."""
+        return self._counts(share)[1]
+
+    def _counts(self, share: str) -> tuple[int, int]:
         row = self._db.execute(
-            f"SELECT count(*) FROM records WHERE share=? AND NOT deleted AND {_USER_COLLECTION}",
-            (self.share_id(share),),
+            "SELECT live, conflicts FROM counts WHERE share=?", (self.share_id(share),)
         ).fetchone()
-        return int(row[0])
+        return (0, 0) if row is None else (int(row[0]), int(row[1]))
 
     def _pack_one(self, sibling: SiblingFields) -> bytes:
         """What `_pack_siblings([sibling])` gives, from a sibling's fields."""
@@ -343,9 +420,11 @@ _INTO_RECORDS = "INSERT INTO records(share, coll, key, siblings, deleted, confli
 
 
 @cache
-def _insert_new_sql(rows: int) -> str:
+def _insert_new_sql(rows: int, counting: bool = False) -> str:
+    """`counting`: one row back for each row inserted, 1 where it is a live user record."""
     values = ",".join(["(?1,?,?,?,?,0)"] * rows)
-    return f"{_INTO_RECORDS} {values} ON CONFLICT DO NOTHING"
+    returning = f" RETURNING NOT deleted AND {_USER_COLLECTION}" if counting else ""
+    return f"{_INTO_RECORDS} {values} ON CONFLICT DO NOTHING{returning}"
 
 
 @cache

@@ -1,15 +1,21 @@
+import json
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+from contextlib import nullcontext
+from pathlib import Path
 
 import pytest
 
 from p2psync import identity
-from p2psync.merge import Sibling
+from p2psync.merge import Sibling, winner
 from p2psync.store import SCHEMA_VERSION, Store, StoreError
+
+RELEASE_0_1_0 = Path(__file__).parent / "fixtures" / "release-0.1.0"
 
 CHILD = textwrap.dedent(
     """
@@ -164,3 +170,94 @@ def test_a_commit_without_fsync_restores_full_durability_after_it(tmp_path):
         raise RuntimeError("boom")
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2
     assert store.record("s", "c", "k") == [sibling()]
+
+
+def full_counts(store: Store, share: str) -> tuple[int, int]:
+    """Live and conflicting user records, counted row by row: what the kept counts must equal."""
+    row = store._db.execute(
+        "SELECT count(*) FILTER (WHERE NOT deleted), count(*) FILTER (WHERE conflict)"
+        " FROM records WHERE share=? AND coll NOT LIKE '\\_%' ESCAPE '\\'",
+        (store.share_id(share),),
+    ).fetchone()
+    return row[0], row[1]
+
+
+def kept_counts(store: Store, share: str) -> tuple[int, int]:
+    return store.count_records(share), store.count_conflicts(share)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_kept_counts_follow_every_write_and_rollback(tmp_path, seed):
+    """Writes as the replica makes them (insert what is new, then save the merged records it was
+    told about), besides direct saves, system collections, deletes and batches rolled back
+    half-way or at the end."""
+    rng = random.Random(seed)
+    store = Store(tmp_path / "db")
+    collections, actors, values = ["c", "d", "_sys"], ["A/1", "B/1", "C/1"], [b"x", b"y"]
+    last_keys: dict[str, list[tuple[str, str]]] = {"s": [], "t": []}
+    for seq in range(1, 60):
+        share = rng.choice(["s", "t"])
+        writes = [
+            (
+                (rng.choice(collections), f"k{rng.randrange(300)}"),
+                (rng.choice(actors), seq, seq, rng.random() < 0.2, rng.choice(values), None),
+            )
+            for _ in range(rng.choice([1, 3, 160, 400]))
+        ]
+        if rng.random() < 0.3:  # a batch whose chunks count alike: live user writes only
+            writes = [((key[0].lstrip("_"), key[1]), (*w[:3], False, *w[4:])) for key, w in writes]
+        # direct saves, of keys the last batch of this share wrote (maybe rolled back)
+        direct = {
+            record_key: [
+                Sibling(rng.choice(actors), seq, seq, rng.random() < 0.3, value, None)
+                for value in rng.sample(values, rng.randint(1, 2))
+            ]
+            for record_key in rng.sample(last_keys[share], min(len(last_keys[share]), 20))
+        }
+        last_keys[share] = [record_key for record_key, _ in writes]
+        fail = rng.choice([None, None, "after insert", "at the end"])
+        with pytest.raises(RuntimeError) if fail else nullcontext(), store.transaction():
+            store.save_records(share, direct)
+            found = store.insert_new_records(share, writes)
+            if fail == "after insert":
+                raise RuntimeError(fail)
+            merged = {}
+            for record_key, siblings in found.items():
+                fresh = [Sibling(*w) for key, w in writes if key == record_key]
+                # keep the old siblings beside the new ones or let the newest replace them
+                merged[record_key] = siblings + fresh if rng.random() < 0.5 else fresh[-1:]
+            store.save_records(share, merged)
+            if fail == "at the end":
+                raise RuntimeError(fail)
+        for name in ("s", "t"):
+            assert kept_counts(store, name) == full_counts(store, name), (seq, name)
+    assert full_counts(store, "s")[0] > 0 and full_counts(store, "s")[1] > 0, "a test of nothing"
+
+
+def test_a_release_0_1_0_database_is_upgraded_with_counts_and_records_intact(tmp_path):
+    path = tmp_path / "replica.db"
+    shutil.copy(RELEASE_0_1_0 / "device-a" / "replica.db", path)
+    old = sqlite3.connect(path)
+    assert old.execute("PRAGMA user_version").fetchone()[0] == 1
+    rows_before = old.execute("SELECT * FROM records ORDER BY 1, 2, 3").fetchall()
+    entries_before = old.execute("SELECT * FROM entries ORDER BY lseq").fetchall()
+    old.close()
+
+    store = Store(path)
+    assert store.schema_version == SCHEMA_VERSION == 2
+    assert kept_counts(store, "default") == full_counts(store, "default") == (22, 1)
+    assert store._db.execute("SELECT * FROM records ORDER BY 1, 2, 3").fetchall() == rows_before
+    assert store._db.execute("SELECT * FROM entries ORDER BY lseq").fetchall() == entries_before
+    expected = json.loads((RELEASE_0_1_0 / "expected.json").read_text())
+    for name, (value_hex, sibling_count) in expected["records"].items():
+        collection, key = name.split("/", 1)
+        siblings = store.record("default", collection, key)
+        assert siblings is not None, name
+        assert (winner(siblings).value.hex(), len(siblings)) == (value_hex, sibling_count), name
+    for name in expected["deleted"]:
+        siblings = store.record("default", *name.split("/", 1))
+        assert siblings is not None and winner(siblings).deleted, name
+    # and the counts go on from there
+    with store.transaction():
+        store.save_records("default", {("notes", "n0"): [Sibling("A/1", 1, 5, True, None, None)]})
+    assert kept_counts(store, "default") == full_counts(store, "default") == (21, 1)
