@@ -369,11 +369,20 @@ class Store:
     ) -> list[tuple[str, str, list[Sibling]]]:
         """Records with conflicting siblings: in one collection, or in every user collection (the
         system ones, named '_...', resolve themselves by rule and are not listed)."""
-        rows = self._db.execute(
-            "SELECT coll, key, siblings FROM records WHERE share=? AND conflict"
-            f" AND (coll=? OR (? IS NULL AND {_USER_COLLECTION})) ORDER BY coll, key LIMIT ?",
-            (self.share_id(share), collection, collection, limit),
-        )
+        # INDEXED BY: the planner rates the partial index and the primary key alike and picks the
+        # primary key, which walks every record of the share (54 ms instead of 0.13 ms at 1M)
+        if collection is None:
+            rows = self._db.execute(
+                "SELECT coll, key, siblings FROM records INDEXED BY records_conflicts"
+                f" WHERE share=? AND conflict AND {_USER_COLLECTION} ORDER BY coll, key LIMIT ?",
+                (self.share_id(share), limit),
+            )
+        else:
+            rows = self._db.execute(
+                "SELECT coll, key, siblings FROM records INDEXED BY records_conflicts"
+                " WHERE share=? AND coll=? AND conflict ORDER BY key LIMIT ?",
+                (self.share_id(share), collection, limit),
+            )
         return [(coll, key, self._unpack_siblings(blob)) for coll, key, blob in rows]
 
     def count_records(self, share: str) -> int:

@@ -234,6 +234,29 @@ def test_the_kept_counts_follow_every_write_and_rollback(tmp_path, seed):
     assert full_counts(store, "s")[0] > 0 and full_counts(store, "s")[1] > 0, "a test of nothing"
 
 
+def test_conflicts_list_one_collection_or_every_user_collection(tmp_path):
+    store = Store(tmp_path / "db")
+    both = [sibling(), sibling("B/1", 1, b"\x02")]
+    with store.transaction():
+        store.save_records(
+            "s",
+            {
+                ("b", "2"): both,
+                ("a", "9"): both,
+                ("a", "1"): both,
+                ("a", "fine"): [sibling()],
+                ("_sys", "1"): both,
+            },
+        )
+        store.save_records("t", {("a", "other share"): both})
+    found = [(coll, key) for coll, key, _ in store.conflicts("s", None, 10)]
+    assert found == [("a", "1"), ("a", "9"), ("b", "2")]
+    assert [(c, k) for c, k, _ in store.conflicts("s", None, 2)] == found[:2]
+    assert [(c, k) for c, k, _ in store.conflicts("s", "a", 10)] == found[:2]
+    assert [(c, k) for c, k, _ in store.conflicts("s", "_sys", 10)] == [("_sys", "1")]
+    assert kept_counts(store, "s") == (3 + 1, 3)
+
+
 def test_a_release_0_1_0_database_is_upgraded_with_counts_and_records_intact(tmp_path):
     path = tmp_path / "replica.db"
     shutil.copy(RELEASE_0_1_0 / "device-a" / "replica.db", path)
@@ -261,3 +284,84 @@ def test_a_release_0_1_0_database_is_upgraded_with_counts_and_records_intact(tmp
     with store.transaction():
         store.save_records("default", {("notes", "n0"): [Sibling("A/1", 1, 5, True, None, None)]})
     assert kept_counts(store, "default") == full_counts(store, "default") == (21, 1)
+
+
+def _query_plans(store: Store, call) -> list[list[str]]:
+    """The plan of each statement `call` runs on the store, as SQLite would run it now."""
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    try:
+        call(store)
+    finally:
+        store._db.set_trace_callback(None)
+    return [
+        [row[-1] for row in store._db.execute(f"EXPLAIN QUERY PLAN {statement}")]
+        for statement in statements
+    ]
+
+
+# The queries that run per change, per status call or per request, and the one way each may
+# reach its rows: by key, or by a range of an index that holds only what is asked for.
+HOT_QUERIES = {
+    "conflicts of the user collections": (
+        lambda st: st.conflicts("s", None, 10),
+        "SEARCH records USING INDEX records_conflicts (share=?)",
+    ),
+    "conflicts of one collection": (
+        lambda st: st.conflicts("s", "c", 10),
+        "SEARCH records USING INDEX records_conflicts (share=? AND coll=?)",
+    ),
+    "record count": (
+        lambda st: st.count_records("s"),
+        "SEARCH counts USING INTEGER PRIMARY KEY (rowid=?)",
+    ),
+    "conflict count": (
+        lambda st: st.count_conflicts("s"),
+        "SEARCH counts USING INTEGER PRIMARY KEY (rowid=?)",
+    ),
+    "scan": (
+        lambda st: st.scan("s", "c", "k", "k1", 10),
+        "SEARCH records USING PRIMARY KEY (share=? AND coll=? AND key>? AND key<?)",
+    ),
+    "record lookups": (
+        lambda st: st.load_records("s", [("c", "k1"), ("c", "k2")]),
+        "SEARCH records USING PRIMARY KEY (share=? AND coll=? AND key=?)",
+    ),
+    "entries after, one share": (
+        lambda st: st.entries_after("s", 1, 10),
+        "SEARCH entries USING INDEX entries_by_share (share=? AND lseq>?)",
+    ),
+    "entries after, every share": (
+        lambda st: st.entries_after(None, 1, 10),
+        "SEARCH entries USING INTEGER PRIMARY KEY (rowid>?)",
+    ),
+    "lseq of": (
+        lambda st: st.lseq_of("s", "A/1", 2),
+        "SEARCH entries USING COVERING INDEX entries_by_actor (share=? AND actor=? AND seq=?)",
+    ),
+    "entry": (
+        lambda st: st.entry("s", "A/1", 2),
+        "SEARCH entries USING INDEX entries_by_actor (share=? AND actor=? AND seq=?)",
+    ),
+    "last lseq": (lambda st: st.last_lseq(), "SEARCH entries"),
+    # one row per writer of the share, however many records it holds
+    "heads": (lambda st: st.heads("s"), "SEARCH heads USING PRIMARY KEY (share=?)"),
+}
+
+
+@pytest.mark.parametrize("name", HOT_QUERIES)
+def test_hot_queries_reach_their_rows_by_index_never_by_a_scan(tmp_path, name):
+    store = Store(tmp_path / "db")
+    both = [sibling(), sibling("B/1", 1, b"\x02")]
+    with store.transaction():
+        store.save_records("s", {("c", f"k{i}"): both if i % 3 else [sibling()] for i in range(50)})
+        store.append_entries("s", [("A/1", seq, b"x", None) for seq in range(1, 20)])
+        store.set_head("s", "A/1", 19, b"h")
+    call, expected = HOT_QUERIES[name]
+    plans = _query_plans(store, call)
+    assert plans, "the call ran no query"
+    for plan in plans:
+        text = "; ".join(plan)
+        assert expected in text, f"{name}: {text}"
+        assert not [line for line in plan if line.startswith("SCAN")], f"{name}: {text}"
+        assert "TEMP B-TREE" not in text, f"{name} sorts what it found: {text}"
