@@ -53,6 +53,7 @@ _KEY_CHUNK = 900
 # parameters stay under the 999 that older SQLite builds allow.
 _ROWS_PER_INSERT = 150
 _HIGHEST_CHAR = "\U0010ffff"
+# Not a system collection ('_...'); in Python, where the write path counts: `coll[:1] != "_"`.
 _USER_COLLECTION = "coll NOT LIKE '\\_%' ESCAPE '\\'"
 
 StoredEntry = tuple[int, str, int, bytes, bytes | None]
@@ -65,11 +66,12 @@ class StoreError(Exception):
 class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        # What the user-collection rows that `insert_new_records` just found count for (live,
-        # conflict), so that `save_records` overwriting them can keep `counts` right without
-        # reading them again. Valid while nothing else changes those rows: only `save_records`
-        # does (and takes them out), or a rollback (which empties it).
-        self._counted: dict[tuple[int, str, str], tuple[bool, bool]] = {}
+        # What the user-collection rows of one share that `insert_new_records` just found count
+        # for (live, conflict), so that `save_records` overwriting them can keep `counts` right
+        # without reading them again. Valid while nothing else changes those rows: only
+        # `save_records` does (and takes them out), or a rollback (which empties it).
+        self._counted: dict[RecordKey, tuple[bool, int]] = {}
+        self._counted_share = 0
         try:
             self._db = sqlite3.connect(
                 str(self.path), isolation_level=None, check_same_thread=False
@@ -235,13 +237,13 @@ class Store:
 
     def _stored_rows(
         self, share: str, keys: Iterable[RecordKey]
-    ) -> dict[RecordKey, tuple[bytes, bool, bool]]:
+    ) -> dict[RecordKey, tuple[bytes, int, int]]:
         """`(siblings, deleted, conflict)` of each of these records that has a row."""
         share_id = self.share_id(share)
         by_collection: dict[str, list[str]] = {}
         for collection, key in keys:
             by_collection.setdefault(collection, []).append(key)
-        found: dict[RecordKey, tuple[bytes, bool, bool]] = {}
+        found: dict[RecordKey, tuple[bytes, int, int]] = {}
         for collection, wanted in by_collection.items():
             for start in range(0, len(wanted), _KEY_CHUNK):
                 chunk = wanted[start : start + _KEY_CHUNK]
@@ -251,7 +253,7 @@ class Store:
                     (share_id, collection, *chunk),
                 )
                 for key, blob, deleted, conflict in rows:
-                    found[(collection, key)] = (blob, bool(deleted), bool(conflict))
+                    found[(collection, key)] = (blob, deleted, conflict)
         return found
 
     def insert_new_records(
@@ -266,16 +268,17 @@ class Store:
         pending = iter(writes)
         while chunk := list(islice(pending, _ROWS_PER_INSERT)):
             params: list[object] = [share_id]
-            live = 0
+            uncounted = 0  # deletes and system records
             for (collection, key), (actor, seq, hlc, deleted, value, meta) in chunk:
                 # _pack_one(sibling), inline: this line runs once per record of a catch-up
                 blob = self._pack(((self.actor_id(actor), seq, hlc, deleted, value, meta),))
                 params += (collection, key, blob, deleted)
-                live += not deleted and collection[:1] != "_"
-            if live in (0, len(chunk)):
+                if deleted or collection[:1] == "_":
+                    uncounted += 1
+            if uncounted in (0, len(chunk)):
                 # every row counts alike, so how many went in says how many count
                 inserted = self._db.execute(_insert_new_sql(len(chunk)), params).rowcount
-                added += inserted if live else 0
+                added += 0 if uncounted else inserted
             else:
                 # rows that count and rows that do not: only SQLite knows which of them went in
                 counted = self._db.execute(_insert_new_sql(len(chunk), counting=True), params)
@@ -294,52 +297,50 @@ class Store:
         again would leave as it is.) Notes what each user record counts for now, for
         `save_records`."""
         stored = self._stored_rows(share, [record_key for record_key, _ in offered])
+        counted = self._counted_in(share_id)
         kept: dict[RecordKey, list[Sibling]] = {}
         for record_key, sibling in offered:
             blob, deleted, conflict = stored[record_key]
             if blob != self._pack_one(sibling):
                 kept[record_key] = self._unpack_siblings(blob)
                 if record_key[0][:1] != "_":
-                    self._counted[(share_id, *record_key)] = (not deleted, conflict)
+                    counted[record_key] = (not deleted, conflict)
         return kept
 
     def save_records(self, share: str, records: Mapping[RecordKey, list[Sibling]]) -> None:
         share_id = self.share_id(share)
-        before = self._counted_before(share_id, share, records)
+        counted = self._counted_in(share_id)
         live = conflicts = 0
         items = list(records.items())
         for start in range(0, len(items), _ROWS_PER_INSERT):
             chunk = items[start : start + _ROWS_PER_INSERT]
             params: list[object] = [share_id]
+            unknown: list[tuple[RecordKey, bool, bool]] = []
             for record_key, siblings in chunk:
                 deleted, conflict = _flags(siblings)
                 params += (*record_key, self._pack_siblings(siblings), deleted, conflict)
-                if record_key in before:
-                    was_live, was_conflict = before[record_key]
-                    live += (not deleted) - was_live
+                was = counted.pop(record_key, None)
+                if was is not None:
+                    live += (not deleted) - was[0]
+                    conflicts += conflict - was[1]
+                elif record_key[0][:1] != "_":
+                    unknown.append((record_key, deleted, conflict))
+            if unknown:  # rows insert_new_records did not find: read them before they change
+                stored = self._stored_rows(share, [record_key for record_key, _, _ in unknown])
+                for record_key, deleted, conflict in unknown:
+                    # no row counts for nothing, as a deleted record does
+                    _, was_deleted, was_conflict = stored.get(record_key, (b"", 1, 0))
+                    live += (not deleted) - (not was_deleted)
                     conflicts += conflict - was_conflict
             self._db.execute(_save_records_sql(len(chunk)), params)
         self._add_counts(share_id, live, conflicts)
 
-    def _counted_before(
-        self, share_id: int, share: str, records: Iterable[RecordKey]
-    ) -> dict[RecordKey, tuple[bool, bool]]:
-        """(live, conflict) of each user record's row as it is, (False, False) for no row: from
-        what `insert_new_records` noted, or read for the records it did not find."""
-        before: dict[RecordKey, tuple[bool, bool]] = {}
-        unknown: list[RecordKey] = []
-        for record_key in records:
-            if record_key[0][:1] != "_":
-                noted = self._counted.pop((share_id, *record_key), None)
-                if noted is None:
-                    unknown.append(record_key)
-                else:
-                    before[record_key] = noted
-        stored = self._stored_rows(share, unknown) if unknown else {}
-        for record_key in unknown:
-            row = stored.get(record_key)
-            before[record_key] = (False, False) if row is None else (not row[1], row[2])
-        return before
+    def _counted_in(self, share_id: int) -> dict[RecordKey, tuple[bool, int]]:
+        """The notes of `share_id` (one share at a time: a batch writes to one share)."""
+        if share_id != self._counted_share:
+            self._counted.clear()
+            self._counted_share = share_id
+        return self._counted
 
     def _add_counts(self, share_id: int, live: int, conflicts: int) -> None:
         if live or conflicts:

@@ -234,6 +234,22 @@ def test_the_kept_counts_follow_every_write_and_rollback(tmp_path, seed):
     assert full_counts(store, "s")[0] > 0 and full_counts(store, "s")[1] > 0, "a test of nothing"
 
 
+def test_saving_what_insert_new_records_found_does_not_read_those_rows_again(tmp_path):
+    store = Store(tmp_path / "db")
+    with store.transaction():
+        store.save_records("s", {("c", f"k{i}"): [sibling()] for i in range(10)})
+    offered = [(("c", f"k{i}"), tuple(sibling("B/1", 1, b"new"))) for i in range(20)]
+    statements: list[str] = []
+    with store.transaction():
+        found = store.insert_new_records("s", offered)
+        store._db.set_trace_callback(statements.append)
+        store.save_records("s", {k: [*v, sibling("B/1", 1, b"new")] for k, v in found.items()})
+        store._db.set_trace_callback(None)
+    assert len(found) == 10
+    assert not [s for s in statements if s.startswith("SELECT")], statements
+    assert kept_counts(store, "s") == full_counts(store, "s") == (20, 10)
+
+
 def test_conflicts_list_one_collection_or_every_user_collection(tmp_path):
     store = Store(tmp_path / "db")
     both = [sibling(), sibling("B/1", 1, b"\x02")]
