@@ -285,6 +285,12 @@ def test_any_delivery_order_duplication_or_partition_converges(count, script):
     converge(replicas)
     states = [state(r) for r in replicas]
     assert all(s == states[0] for s in states)
+    # the counts `status` shows, kept as records are written, agree with what reads find
+    records, conflicts = states[0]
+    live = len([c for c, _ in records if not c.startswith("_")])
+    for replica in replicas:
+        assert replica.store.count_records(SHARE) == live
+        assert replica.store.count_conflicts(SHARE) == len(conflicts) > 0
     siblings = replicas[0].get(SHARE, "conflict", "k").siblings
     assert sorted(msgpack.unpackb(s.value) for s in siblings) == ["one", "zero"]
     vectors_ = [r.summary_vector(SHARE) for r in replicas]

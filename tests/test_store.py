@@ -1,15 +1,21 @@
+import json
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import textwrap
+from contextlib import nullcontext
+from pathlib import Path
 
 import pytest
 
 from p2psync import identity
-from p2psync.merge import Sibling
+from p2psync.merge import Sibling, winner
 from p2psync.store import SCHEMA_VERSION, Store, StoreError
+
+RELEASE_0_1_0 = Path(__file__).parent / "fixtures" / "release-0.1.0"
 
 CHILD = textwrap.dedent(
     """
@@ -164,3 +170,214 @@ def test_a_commit_without_fsync_restores_full_durability_after_it(tmp_path):
         raise RuntimeError("boom")
     assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2
     assert store.record("s", "c", "k") == [sibling()]
+
+
+def full_counts(store: Store, share: str) -> tuple[int, int]:
+    """Live and conflicting user records, counted row by row: what the kept counts must equal."""
+    row = store._db.execute(
+        "SELECT count(*) FILTER (WHERE NOT deleted), count(*) FILTER (WHERE conflict)"
+        " FROM records WHERE share=? AND coll NOT LIKE '\\_%' ESCAPE '\\'",
+        (store.share_id(share),),
+    ).fetchone()
+    return row[0], row[1]
+
+
+def kept_counts(store: Store, share: str) -> tuple[int, int]:
+    return store.count_records(share), store.count_conflicts(share)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_kept_counts_follow_every_write_and_rollback(tmp_path, seed):
+    """Writes as the replica makes them (insert what is new, then save the merged records it was
+    told about), besides direct saves, system collections, deletes and batches rolled back
+    half-way or at the end."""
+    rng = random.Random(seed)
+    store = Store(tmp_path / "db")
+    collections, actors, values = ["c", "d", "_sys"], ["A/1", "B/1", "C/1"], [b"x", b"y"]
+    last_keys: dict[str, list[tuple[str, str]]] = {"s": [], "t": []}
+    for seq in range(1, 60):
+        share = rng.choice(["s", "t"])
+        writes = [
+            (
+                (rng.choice(collections), f"k{rng.randrange(300)}"),
+                (rng.choice(actors), seq, seq, rng.random() < 0.2, rng.choice(values), None),
+            )
+            for _ in range(rng.choice([1, 3, 160, 400]))
+        ]
+        if rng.random() < 0.3:  # a batch whose chunks count alike: live user writes only
+            writes = [((key[0].lstrip("_"), key[1]), (*w[:3], False, *w[4:])) for key, w in writes]
+        # direct saves, of keys the last batch of this share wrote (maybe rolled back)
+        direct = {
+            record_key: [
+                Sibling(rng.choice(actors), seq, seq, rng.random() < 0.3, value, None)
+                for value in rng.sample(values, rng.randint(1, 2))
+            ]
+            for record_key in rng.sample(last_keys[share], min(len(last_keys[share]), 20))
+        }
+        last_keys[share] = [record_key for record_key, _ in writes]
+        fail = rng.choice([None, None, "after insert", "at the end"])
+        with pytest.raises(RuntimeError) if fail else nullcontext(), store.transaction():
+            store.save_records(share, direct)
+            found = store.insert_new_records(share, writes)
+            if fail == "after insert":
+                raise RuntimeError(fail)
+            merged = {}
+            for record_key, siblings in found.items():
+                fresh = [Sibling(*w) for key, w in writes if key == record_key]
+                # keep the old siblings beside the new ones or let the newest replace them
+                merged[record_key] = siblings + fresh if rng.random() < 0.5 else fresh[-1:]
+            store.save_records(share, merged)
+            if fail == "at the end":
+                raise RuntimeError(fail)
+        for name in ("s", "t"):
+            assert kept_counts(store, name) == full_counts(store, name), (seq, name)
+    assert full_counts(store, "s")[0] > 0 and full_counts(store, "s")[1] > 0, "a test of nothing"
+
+
+def test_saving_what_insert_new_records_found_does_not_read_those_rows_again(tmp_path):
+    store = Store(tmp_path / "db")
+    with store.transaction():
+        store.save_records("s", {("c", f"k{i}"): [sibling()] for i in range(10)})
+    offered = [(("c", f"k{i}"), tuple(sibling("B/1", 1, b"new"))) for i in range(20)]
+    statements: list[str] = []
+    with store.transaction():
+        found = store.insert_new_records("s", offered)
+        store._db.set_trace_callback(statements.append)
+        store.save_records("s", {k: [*v, sibling("B/1", 1, b"new")] for k, v in found.items()})
+        store._db.set_trace_callback(None)
+    assert len(found) == 10
+    assert not [s for s in statements if s.startswith("SELECT")], statements
+    assert kept_counts(store, "s") == full_counts(store, "s") == (20, 10)
+
+
+def test_conflicts_list_one_collection_or_every_user_collection(tmp_path):
+    store = Store(tmp_path / "db")
+    both = [sibling(), sibling("B/1", 1, b"\x02")]
+    with store.transaction():
+        store.save_records(
+            "s",
+            {
+                ("b", "2"): both,
+                ("a", "9"): both,
+                ("a", "1"): both,
+                ("a", "fine"): [sibling()],
+                ("_sys", "1"): both,
+            },
+        )
+        store.save_records("t", {("a", "other share"): both})
+    found = [(coll, key) for coll, key, _ in store.conflicts("s", None, 10)]
+    assert found == [("a", "1"), ("a", "9"), ("b", "2")]
+    assert [(c, k) for c, k, _ in store.conflicts("s", None, 2)] == found[:2]
+    assert [(c, k) for c, k, _ in store.conflicts("s", "a", 10)] == found[:2]
+    assert [(c, k) for c, k, _ in store.conflicts("s", "_sys", 10)] == [("_sys", "1")]
+    assert kept_counts(store, "s") == (3 + 1, 3)
+
+
+def test_a_release_0_1_0_database_is_upgraded_with_counts_and_records_intact(tmp_path):
+    path = tmp_path / "replica.db"
+    shutil.copy(RELEASE_0_1_0 / "device-a" / "replica.db", path)
+    old = sqlite3.connect(path)
+    assert old.execute("PRAGMA user_version").fetchone()[0] == 1
+    rows_before = old.execute("SELECT * FROM records ORDER BY 1, 2, 3").fetchall()
+    entries_before = old.execute("SELECT * FROM entries ORDER BY lseq").fetchall()
+    old.close()
+
+    store = Store(path)
+    assert store.schema_version == SCHEMA_VERSION == 2
+    assert kept_counts(store, "default") == full_counts(store, "default") == (22, 1)
+    assert store._db.execute("SELECT * FROM records ORDER BY 1, 2, 3").fetchall() == rows_before
+    assert store._db.execute("SELECT * FROM entries ORDER BY lseq").fetchall() == entries_before
+    expected = json.loads((RELEASE_0_1_0 / "expected.json").read_text())
+    for name, (value_hex, sibling_count) in expected["records"].items():
+        collection, key = name.split("/", 1)
+        siblings = store.record("default", collection, key)
+        assert siblings is not None, name
+        assert (winner(siblings).value.hex(), len(siblings)) == (value_hex, sibling_count), name
+    for name in expected["deleted"]:
+        siblings = store.record("default", *name.split("/", 1))
+        assert siblings is not None and winner(siblings).deleted, name
+    # and the counts go on from there
+    with store.transaction():
+        store.save_records("default", {("notes", "n0"): [Sibling("A/1", 1, 5, True, None, None)]})
+    assert kept_counts(store, "default") == full_counts(store, "default") == (21, 1)
+
+
+def _query_plans(store: Store, call) -> list[list[str]]:
+    """The plan of each statement `call` runs on the store, as SQLite would run it now."""
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    try:
+        call(store)
+    finally:
+        store._db.set_trace_callback(None)
+    return [
+        [row[-1] for row in store._db.execute(f"EXPLAIN QUERY PLAN {statement}")]
+        for statement in statements
+    ]
+
+
+# The queries that run per change, per status call or per request, and the one way each may
+# reach its rows: by key, or by a range of an index that holds only what is asked for.
+HOT_QUERIES = {
+    "conflicts of the user collections": (
+        lambda st: st.conflicts("s", None, 10),
+        "SEARCH records USING INDEX records_conflicts (share=?)",
+    ),
+    "conflicts of one collection": (
+        lambda st: st.conflicts("s", "c", 10),
+        "SEARCH records USING INDEX records_conflicts (share=? AND coll=?)",
+    ),
+    "record count": (
+        lambda st: st.count_records("s"),
+        "SEARCH counts USING INTEGER PRIMARY KEY (rowid=?)",
+    ),
+    "conflict count": (
+        lambda st: st.count_conflicts("s"),
+        "SEARCH counts USING INTEGER PRIMARY KEY (rowid=?)",
+    ),
+    "scan": (
+        lambda st: st.scan("s", "c", "k", "k1", 10),
+        "SEARCH records USING PRIMARY KEY (share=? AND coll=? AND key>? AND key<?)",
+    ),
+    "record lookups": (
+        lambda st: st.load_records("s", [("c", "k1"), ("c", "k2")]),
+        "SEARCH records USING PRIMARY KEY (share=? AND coll=? AND key=?)",
+    ),
+    "entries after, one share": (
+        lambda st: st.entries_after("s", 1, 10),
+        "SEARCH entries USING INDEX entries_by_share (share=? AND lseq>?)",
+    ),
+    "entries after, every share": (
+        lambda st: st.entries_after(None, 1, 10),
+        "SEARCH entries USING INTEGER PRIMARY KEY (rowid>?)",
+    ),
+    "lseq of": (
+        lambda st: st.lseq_of("s", "A/1", 2),
+        "SEARCH entries USING COVERING INDEX entries_by_actor (share=? AND actor=? AND seq=?)",
+    ),
+    "entry": (
+        lambda st: st.entry("s", "A/1", 2),
+        "SEARCH entries USING INDEX entries_by_actor (share=? AND actor=? AND seq=?)",
+    ),
+    "last lseq": (lambda st: st.last_lseq(), "SEARCH entries"),
+    # one row per writer of the share, however many records it holds
+    "heads": (lambda st: st.heads("s"), "SEARCH heads USING PRIMARY KEY (share=?)"),
+}
+
+
+@pytest.mark.parametrize("name", HOT_QUERIES)
+def test_hot_queries_reach_their_rows_by_index_never_by_a_scan(tmp_path, name):
+    store = Store(tmp_path / "db")
+    both = [sibling(), sibling("B/1", 1, b"\x02")]
+    with store.transaction():
+        store.save_records("s", {("c", f"k{i}"): both if i % 3 else [sibling()] for i in range(50)})
+        store.append_entries("s", [("A/1", seq, b"x", None) for seq in range(1, 20)])
+        store.set_head("s", "A/1", 19, b"h")
+    call, expected = HOT_QUERIES[name]
+    plans = _query_plans(store, call)
+    assert plans, "the call ran no query"
+    for plan in plans:
+        text = "; ".join(plan)
+        assert expected in text, f"{name}: {text}"
+        assert not [line for line in plan if line.startswith("SCAN")], f"{name}: {text}"
+        assert "TEMP B-TREE" not in text, f"{name} sorts what it found: {text}"
