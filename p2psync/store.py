@@ -247,9 +247,19 @@ class Store:
         )
 
     def remove_records(self, share: str, keys: Iterable[RecordKey]) -> None:
+        share_id, wanted = self.share_id(share), list(keys)
+        stored = self._stored_rows(share, [k for k in wanted if k[0][:1] != "_"])
+        counted = self._counted_in(share_id)
+        for record_key in wanted:
+            counted.pop(record_key, None)
         self._db.executemany(
             "DELETE FROM records WHERE share=? AND coll=? AND key=?",
-            ((self.share_id(share), collection, key) for collection, key in keys),
+            ((share_id, collection, key) for collection, key in wanted),
+        )
+        self._add_counts(
+            share_id,
+            -sum(not deleted for _, deleted, _ in stored.values()),
+            -sum(conflict for _, _, conflict in stored.values()),
         )
 
     def load_records(self, share: str, keys: Iterable[RecordKey]) -> dict[RecordKey, list[Sibling]]:

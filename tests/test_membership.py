@@ -206,3 +206,16 @@ def test_a_clone_running_beside_the_original_keeps_both_writes_and_is_reported(t
     assert state(original) == state(peer) == state(clone)
     kinds = {(n.device_id, n.kind) for n in peer.notices.values()}
     assert (device.device_id, "running_twice") in kinds
+
+
+def test_taking_back_writes_after_a_cut_keeps_the_status_counts_exact():
+    a, b, mallory = household(3)
+    converge([a, b, mallory])
+    record = next(d for d in a.devices() if d.device_id == mallory.device_id)
+    a.commit(SHARE, [a.revocation_op(record)])
+    put(mallory, "x", "after the revocation")
+    put(mallory, "y", "after the revocation")
+    sync(mallory, b)
+    assert b.store.count_records(SHARE) == 2
+    sync(a, b)
+    assert b.store.count_records(SHARE) == 0 == len(b.scan(SHARE, "notes"))

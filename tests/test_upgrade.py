@@ -34,6 +34,7 @@ def test_a_0_1_state_dir_opens_with_every_record_device_and_entry(tmp_path):
     for path in EXPECTED["deleted"]:
         view = replica.get(SHARE, *path.split("/", 1))
         assert view is not None and view.deleted
+    assert [f"{v.collection}/{v.key}" for v in replica.conflicts(SHARE)] == EXPECTED["conflicts"]
     assert {d.device_id: d.name for d in replica.devices()} == EXPECTED["devices"]
     assert replica.actor != EXPECTED["actors"]["device-a"], "a start writes as a new epoch"
 
