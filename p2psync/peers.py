@@ -354,7 +354,8 @@ class PeerManager:
                 del self.sessions[peer_id]
                 self.offline[peer_id] = state
                 self.note_clock_offsets()
-                with trio.CancelScope(shield=True):
+                # at shutdown the database thread may be gone already: nothing to free then
+                with trio.CancelScope(shield=True), contextlib.suppress(RuntimeError):
                     await self.node.call(self.replica.forget_peer, peer_id)
             session.closed.set()
             if session.farewell is not None:
