@@ -387,6 +387,16 @@ class Daemon:
                     "text": f"{self._name_of(n.device_id)} {n.text}",
                 }
                 for n in notices
+            ]
+            + [
+                {
+                    "device": device_id,
+                    "name": self._name_of(device_id),
+                    "kind": "running_in_two_places",
+                    "text": f"{self._name_of(device_id)} is running in two places: "
+                    + " and ".join(sorted(places)),
+                }
+                for device_id, places in self.peers.running_twice.items()
             ],
             "revoked": [
                 {"by": self._name_of(member), "text": f"this device was {text}"}

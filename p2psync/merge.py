@@ -39,6 +39,11 @@ def sibling_for(entry: LogEntry, op: Op) -> Sibling:
     return Sibling(entry.actor, entry.seq, entry.hlc, op.kind == DELETE, op.value, op.meta)
 
 
+def sibling_fields(actor: str, seq: int, hlc: int, op: Op) -> SiblingFields:
+    """The sibling an op adds, before its entry exists (a local write knows all of it)."""
+    return (actor, seq, hlc, op.kind == DELETE, op.value, op.meta)
+
+
 def writes(entries: Iterable[LogEntry]) -> Iterator[tuple[RecordKey, SiblingFields]]:
     """Every op of `entries`, in apply order, as its record key and the sibling it adds."""
     for entry in entries:

@@ -107,6 +107,8 @@ class _Session:
         self.reason = ""
         self.greeted = False
         self.farewell: tuple[str, str] | None = None  # a bye (reason, code) to send at the end
+        self.actor = ""  # the epoch the peer said it writes as
+        self.newer_copy: _Session | None = None  # a session of another epoch of this device
 
 
 class PeerManager:
@@ -135,6 +137,8 @@ class PeerManager:
         self._revoked: dict[str, str] = {}
         self.revoked_us: dict[str, str] = {}  # member -> what it said when it revoked us
         self.clock_offsets_ms: list[int] = []
+        self.twins: dict[str, dict[str, _Session]] = {}  # second copies' sessions, by epoch
+        self.running_twice: dict[str, set[str]] = {}  # device -> hosts seen running it at once
 
     # trust --------------------------------------------------------------------------------
 
@@ -309,17 +313,65 @@ class PeerManager:
 
     # sessions -----------------------------------------------------------------------------
 
-    def _register(self, session: _Session) -> bool:
+    def _register(self, session: _Session) -> None:
+        """A device's first session is its session; another one waits for its hello to tell
+        whether it is the same instance dialling at the same time, or a second running copy."""
         peer_id = session.state.device_id
-        existing = self.sessions.get(peer_id)
-        if existing is not None:
-            listener = self.device_id if session.dialer != self.device_id else peer_id
-            if not preferred(session.dialer, listener):
-                return False
-            self._close(existing, "replaced by a simultaneous connection")
-        self.sessions[peer_id] = session
-        self.offline.pop(peer_id, None)
-        return True
+        if peer_id not in self.sessions:
+            self.sessions[peer_id] = session
+            self.offline.pop(peer_id, None)
+
+    def _greeted(self, session: _Session, actor: str) -> bool:
+        """Settle which session a device keeps once it said hello; False: close this one."""
+        session.actor = actor
+        peer_id = session.state.device_id
+        current = self.sessions.setdefault(peer_id, session)
+        if current is session:
+            return True
+        if actor and current.actor and actor != current.actor and current.greeted:
+            # Another epoch of the same device: a second running copy, or a restart whose old
+            # session has not ended yet. Both are kept; the old one proves to be alive by
+            # sending anything more, and then the device is reported as running twice.
+            self.twins.setdefault(peer_id, {})[actor] = session
+            current.newer_copy = session
+            return True
+        listener = self.device_id if session.dialer != self.device_id else peer_id
+        if preferred(session.dialer, listener):
+            self._close(current, "replaced by a simultaneous connection")
+            self.sessions[peer_id] = session
+            return True
+        self._close(session, "replaced by a simultaneous connection")
+        return False
+
+    def confirm_copies(self, older: _Session) -> None:
+        """`older` spoke after a session of another epoch of its device began: both run."""
+        newer, older.newer_copy = older.newer_copy, None
+        if newer is None or newer.closed.is_set():
+            return
+        addresses = {older.state.address, newer.state.address}
+        hosts = {_host(address) for address in addresses}
+        places = self.running_twice.setdefault(older.state.device_id, set())
+        before = set(places)
+        places.update(hosts if len(hosts) == len(addresses) else addresses)
+        if places != before:
+            log.warning(
+                "device %s is running in two places: %s", older.state.device_id, _and(places)
+            )
+            self.on_change()
+
+    def _unregister(self, session: _Session) -> bool:
+        """Forget an ended session; True when the device has no session left."""
+        peer_id = session.state.device_id
+        twins = self.twins.get(peer_id, {})
+        if twins.get(session.actor) is session:
+            del twins[session.actor]
+        elif self.sessions.get(peer_id) is session:
+            del self.sessions[peer_id]
+            if twins:  # the other copy's session carries on as the device's session
+                self.sessions[peer_id] = twins.pop(next(iter(twins)))
+        if not twins:
+            self.twins.pop(peer_id, None)
+        return peer_id not in self.sessions
 
     def _close(self, session: _Session, reason: str) -> None:
         session.reason = session.reason or reason
@@ -331,9 +383,7 @@ class PeerManager:
         """Run one session to its end; whether the peer greeted us (or another session did)."""
         state = PeerState(peer_id, address, "out" if dialer == self.device_id else "in")
         session = _Session(stream, state, dialer)
-        if not self._register(session):
-            await trio.aclose_forcefully(stream)
-            return True
+        self._register(session)
         state.connected_at = state.last_seen = trio.current_time()
         self.on_change()
         try:
@@ -350,8 +400,7 @@ class PeerManager:
             log.error("session with %s failed", peer_id, exc_info=group)
             session.reason = "internal error (see the log)"
         finally:
-            if self.sessions.get(peer_id) is session:
-                del self.sessions[peer_id]
+            if self._unregister(session):
                 self.offline[peer_id] = state
                 self.note_clock_offsets()
                 # at shutdown the database thread may be gone already: nothing to free then
@@ -438,7 +487,7 @@ class _SessionPump:
 
     async def run(self) -> None:
         shares = await self.node.call(_share_heads, self.replica)
-        await self.send(self.connection.send_hello(shares))
+        await self.send(self.connection.send_hello(shares, self.replica.actor))
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
             nursery.start_soon(self._keep_alive)
@@ -455,6 +504,8 @@ class _SessionPump:
                 return
             deadline = self.manager.timeouts.idle
             self.state.last_seen = trio.current_time()
+            if data and self.session.newer_copy is not None:
+                self.manager.confirm_copies(self.session)
             self.state.bytes_received += len(data)
             self.connection.receive_data(bytes(data))
             while True:
@@ -468,6 +519,8 @@ class _SessionPump:
     async def _handle(self, event: object) -> None:
         if isinstance(event, PeerHello):
             self.session.greeted = True
+            if not self.manager._greeted(self.session, event.actor):
+                return
             log.info(
                 "peer %s connected (%s, %s)",
                 self.state.device_id,
@@ -597,6 +650,15 @@ async def _read_opening(tcp: trio.SocketStream) -> bytes:
         if not PAIRING_PREFACE.startswith(opening):
             break  # not pairing: what we have is the start of something else
     return opening
+
+
+def _host(address: str) -> str:
+    return address.rpartition(":")[0].strip("[]")
+
+
+def _and(places: set[str]) -> str:
+    ordered = sorted(places)
+    return ", ".join(ordered[:-1]) + f" and {ordered[-1]}" if len(ordered) > 1 else ordered[0]
 
 
 def _revocation_text(device: DeviceRecord, revoker: str) -> str:

@@ -147,23 +147,51 @@ class Replica:
             raise ReplicaError("a transaction needs at least one op")
         heads = self._heads_of(share)
         seq, prev_hash = heads.get(self.actor, (0, entries.GENESIS_HASH))
-        # Each entry's context is the dots of the siblings its own ops replace, nothing else.
-        current = self.store.load_records(
-            share, {(op.collection, op.key) for ops in transactions for op in ops}
-        )
-        written: list[LogEntry] = []
+        planned: list[tuple[int, int, list[Op]]] = []
         for ops in transactions:
             seq += 1
             self._clock = hlc.tick(self._clock, self.now_ms())
-            unique_ops = merge.dedupe_ops(ops)
+            planned.append((seq, self._clock, merge.dedupe_ops(ops)))
+        try:
+            with self.store.transaction():
+                # Insert first, as for received entries: the records that were there come back,
+                # and their siblings are exactly what each entry's context has to name.
+                existing = self.store.insert_new_records(
+                    share,
+                    (
+                        ((op.collection, op.key), merge.sibling_fields(self.actor, s, clock, op))
+                        for s, clock, ops in planned
+                        for op in ops
+                    ),
+                )
+                written = self._encode(share, planned, prev_hash, existing, heads)
+                self._store_entries(share, self._sign(share, written), existing)
+        except BaseException:
+            self._forget_cached_state()
+            raise
+        first_lseq = self.store.last_lseq() - len(written) + 1
+        return [
+            Commit(share, self.actor, e.seq, e.hlc, first_lseq + i) for i, e in enumerate(written)
+        ]
+
+    def _encode(
+        self,
+        share: str,
+        planned: list[tuple[int, int, list[Op]]],
+        prev_hash: bytes,
+        existing: Mapping[tuple[str, str], list[Sibling]],
+        heads: Mapping[str, tuple[int, bytes]],
+    ) -> list[LogEntry]:
+        written: list[LogEntry] = []
+        for seq, clock, ops in planned:
             new = entries.encode(
                 share,
                 self.actor,
                 seq,
                 prev_hash,
-                self._clock,
-                _replaced_dots(current, unique_ops, self.actor),
-                unique_ops,
+                clock,
+                _replaced_dots(existing, ops, self.actor),
+                ops,
                 self._book(share).own_leaves(self.device_id, heads) if seq == 1 else (),
             )
             if len(new.raw) > entries.MAX_ENTRY_BYTES:
@@ -172,17 +200,7 @@ class Replica:
                 )
             written.append(new)
             prev_hash = new.hash
-        signed = self._sign(share, written)
-        try:
-            with self.store.transaction():
-                self._store_entries(share, signed)
-        except BaseException:
-            self._forget_cached_state()
-            raise
-        first_lseq = self.store.last_lseq() - len(written) + 1
-        return [
-            Commit(share, self.actor, e.seq, e.hlc, first_lseq + i) for i, e in enumerate(written)
-        ]
+        return written
 
     def _sign(self, share: str, written: list[LogEntry]) -> list[tuple[LogEntry, bytes | None]]:
         """One signature for the group's last entry, and one every SIGN_EVERY_BYTES before it."""
@@ -197,13 +215,20 @@ class Replica:
             signed.append((e, signature))
         return signed
 
-    def _store_entries(self, share: str, signed: Sequence[tuple[LogEntry, bytes | None]]) -> bool:
-        """Apply and log entries inside the caller's transaction; True when membership changed."""
+    def _store_entries(
+        self,
+        share: str,
+        signed: Sequence[tuple[LogEntry, bytes | None]],
+        records: dict[tuple[str, str], list[Sibling]] | None = None,
+    ) -> bool:
+        """Apply and log entries inside the caller's transaction; True when membership changed.
+        `records`: what `insert_new_records` already gave back for these entries' writes."""
         written = [e for e, _ in signed]
         # Most writes land on keys without a record (a catch-up, new records): they are stored as
         # they are, with no lookup first. Where a record was there, from before or from an earlier
         # write of this batch, the batch is replayed onto it (a write it holds changes nothing).
-        records = self.store.insert_new_records(share, merge.writes(written))
+        if records is None:
+            records = self.store.insert_new_records(share, merge.writes(written))
         if records:
             for e in written:
                 for op in e.ops:

@@ -71,6 +71,7 @@ class PeerHello:
     version: int
     shares: frozenset[str]
     in_sync: dict[str, Vector]
+    actor: str = ""  # the epoch the peer writes as now: tells two running copies apart
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,7 @@ class SyncConnection:
 
     # -- sending ----------------------------------------------------------------------------------
 
-    def send_hello(self, shares: Mapping[str, Heads]) -> bytes:
+    def send_hello(self, shares: Mapping[str, Heads], actor: str = "") -> bytes:
         """Must come first on every connection, before reading anything from the peer."""
         if self._announced is not None:
             raise LocalProtocolError("hello already sent")
@@ -183,7 +184,8 @@ class SyncConnection:
         self._announced = {share: dict(heads) for share, heads in shares.items()}
         digests = {share: summary_digest(vector) for share, vector in shares.items()}
         low, high = self.versions
-        return self._frame({"t": "hello", "v": [low, high], "id": self.our_device_id, "s": digests})
+        hello = {"t": "hello", "v": [low, high], "id": self.our_device_id, "s": digests}
+        return self._frame({**hello, "a": actor} if actor else hello)
 
     def send_vector(self, share: str, vector: Mapping[str, int]) -> bytes:
         self._check_peer_proven("vector")
@@ -339,7 +341,9 @@ class SyncConnection:
             for share, digest in digests.items()
             if share in self._announced and summary_digest(self._announced[share]) == digest
         }
-        return PeerHello(device_id, high, frozenset(digests), in_sync)
+        actor = message.get("a", "")
+        _require(isinstance(actor, str) and len(actor) <= 100, "'a' must be an actor")
+        return PeerHello(device_id, high, frozenset(digests), in_sync, actor)
 
     def _on_vector(self, message: dict[str, Any]) -> PeerVector | None:
         complete = self._gather_vector("vector", message)

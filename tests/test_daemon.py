@@ -1,6 +1,7 @@
 """End-to-end: real `p2psync daemon` processes on 127.0.0.1 with static peers."""
 
 import os
+import re
 import select
 import shutil
 import signal
@@ -491,3 +492,41 @@ def test_a_database_others_can_read_and_we_cannot_fix_stops_the_start_with_the_f
     message = result.stdout
     assert f"{database} is open to other local users (mode 0644)" in message, result.stderr
     assert f"chmod 0600 {database}" in message and "chown 65534" in message
+
+
+def test_two_running_copies_of_one_device_both_sync_and_are_named_with_their_places(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    b = DaemonProcess(tmp_path, "b", host="127.0.0.2", peers=[a.address])
+    with running(a, b):
+        introduce(a, b)
+        b.call("put", collection="n", key="from-b", value=0)
+        wait_for_value(a, "n", "from-b", 0)
+        b.stop()
+        copy = DaemonProcess(tmp_path, "b-copy", host="127.0.0.3", peers=[a.address])
+        shutil.copytree(b.state_dir, copy.state_dir)
+        b.start()
+        with running(copy):
+            assert copy.device_id == b.device_id
+            b.call("put", collection="n", key="original", value=1)
+            copy.call("put", collection="n", key="copy", value=2)
+            wait_for_value(a, "n", "original", 1)
+            wait_for_value(a, "n", "copy", 2)
+            wait_for(
+                lambda: any(
+                    n["kind"] == "running_in_two_places" for n in a.call("status")["notices"]
+                ),
+                "a to name the two places",
+            )
+            [places] = [
+                n for n in a.call("status")["notices"] if n["kind"] == "running_in_two_places"
+            ]
+            # on loopback both copies dial from 127.0.0.1, so their places are told by port
+            place = r"127\.0\.0\.1:\d+"
+            expected = rf"b(-copy)? is running in two places: {place} and {place}"
+            assert re.fullmatch(expected, places["text"])
+            assert f"device {b.device_id} is running in two places" in a.log()
+            # both copies stay connected, so each one's writes keep flowing
+            b.call("put", collection="n", key="original-later", value=3)
+            copy.call("put", collection="n", key="copy-later", value=4)
+            wait_for_value(a, "n", "original-later", 3)
+            wait_for_value(a, "n", "copy-later", 4)

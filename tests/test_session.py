@@ -405,3 +405,12 @@ def test_a_bye_carries_a_machine_readable_code():
     assert events_from(conn, hand_frame({"t": "bye", "r": "revoked by Küche", "c": "revoked"})) == [
         Bye("revoked by Küche", "revoked")
     ]
+
+
+def test_hello_says_which_epoch_the_peer_writes_as():
+    alice, bob = listening(), listening(expected=ALICE)
+    alice_out = SyncConnection(ALICE, BOB).send_hello({}, actor(ALICE, 7))
+    [hello] = events_from(bob, alice_out)
+    assert hello.actor == actor(ALICE, 7)
+    [without] = events_from(alice, hello_frame())
+    assert without.actor == ""
