@@ -119,12 +119,20 @@ def cmd_export_cert(c: Command) -> int:
     )
 
 
+READMIT_HELP = (
+    "let a revoked device back in (it starts on a new epoch; what it wrote after its revocation "
+    "stays out)"
+)
+
+
 def cmd_trust(c: Command) -> int:
     try:
         cert = _read_text(c.args.certfile)
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read certificate {c.args.certfile}: {exc}") from None
-    done = c.client.call("trust", cert=cert, name=c.args.name, address=c.args.address)
+    done = c.client.call(
+        "trust", cert=cert, name=c.args.name, address=c.args.address, readmit=c.args.readmit
+    )
     return c.say(
         done,
         f"trusted {done.get('name')} ({done.get('device')}); it syncs when both daemons can reach "
@@ -201,7 +209,7 @@ def cmd_peers(c: Command) -> int:
 
 
 def cmd_pair(c: Command) -> int:
-    with c.client.stream("pair", ttl=c.args.ttl) as pairing:
+    with c.client.stream("pair", ttl=c.args.ttl, readmit=c.args.readmit) as pairing:
         if c.json:
             c.out.write(compact(pairing.result) + "\n")
         else:
@@ -479,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     trust.add_argument("certfile", metavar="CERTFILE", help="certificate file ('-': stdin)")
     trust.add_argument("--address", metavar="HOST:PORT", help="where to reach that device")
     trust.add_argument("--name", metavar="NAME", help="a name for it (default: from its id)")
+    trust.add_argument("--readmit", action="store_true", help=READMIT_HELP)
     for name in ("revoke", "forget"):
         command(
             name,
@@ -512,15 +521,19 @@ def build_parser() -> argparse.ArgumentParser:
         "With --nearby, also the devices announcing themselves on the LAN, paired or not.",
         "  p2psync peers\n  p2psync peers --nearby\n",
     ).add_argument("--nearby", action="store_true", help="also list devices seen on the LAN")
-    command(
+    pair = command(
         "pair",
         cmd_pair,
         "invite a device into the household with a one-time code",
         "Prints a code and waits until the other device runs `p2psync join CODE` (exit 0), the "
         "attempt fails or the code expires (exit 1). One wrong attempt burns the code; Ctrl-C "
         "withdraws it.",
-        "  p2psync pair\n  p2psync pair --ttl 600\n",
-    ).add_argument("--ttl", metavar="SECONDS", type=_positive, help="how long the code stays valid")
+        "  p2psync pair\n  p2psync pair --ttl 600\n  p2psync pair --readmit\n",
+    )
+    pair.add_argument(
+        "--ttl", metavar="SECONDS", type=_positive, help="how long the code stays valid"
+    )
+    pair.add_argument("--readmit", action="store_true", help=READMIT_HELP)
     join = command(
         "join",
         cmd_join,

@@ -87,12 +87,12 @@ class ControlContext(Protocol):
 
     # may raise ValueError (-> bad_request), LookupError (-> not_found) or RequestError
     async def trust(
-        self, cert_pem: bytes, name: str | None, address: str | None
+        self, cert_pem: bytes, name: str | None, address: str | None, readmit: bool = False
     ) -> dict[str, Any]: ...
     async def revoke(self, device_id: str) -> dict[str, Any]: ...
     async def reload(self) -> dict[str, Any]: ...
     def nearby(self) -> list[dict[str, Any]]: ...
-    async def pair(self, ttl_seconds: float) -> Invitation: ...
+    async def pair(self, ttl_seconds: float, readmit: bool = False) -> Invitation: ...
     def end_pairing(self, invitation: Invitation) -> None: ...
     async def join(self, code_text: str, address: str | None) -> dict[str, Any]: ...
 
@@ -475,7 +475,8 @@ class _Server:
         cert: str = param(request, "cert", str)
         name: str | None = param(request, "name", str, None)
         address: str | None = param(request, "address", str, None)
-        return await _membership_call(self.context.trust(cert.encode(), name, address))
+        readmit: bool = param(request, "readmit", bool, False)
+        return await _membership_call(self.context.trust(cert.encode(), name, address, readmit))
 
     async def _revoke(self, request: dict[str, Any]) -> Any:
         device: str = param(request, "device", str)
@@ -502,7 +503,8 @@ class _Server:
         ttl: float = param(request, "ttl", int, DEFAULT_PAIRING_TTL)
         if not 10 <= ttl <= 3600:
             raise RequestError(BAD_REQUEST, "'ttl' must be between 10 and 3600 seconds")
-        invitation = await self.context.pair(ttl)
+        readmit: bool = param(request, "readmit", bool, False)
+        invitation = await self.context.pair(ttl, readmit)
 
         async def follow(send: Callable[[bytes], Awaitable[None]]) -> None:
             try:

@@ -74,6 +74,7 @@ class Daemon:
         self.members: dict[str, DeviceRecord] = {}
         self.counts = {"records": 0, "conflicts": 0}
         self.counted_at = -1
+        self.readmit_by_pairing = False
         self.started_at = 0.0
         self.discovery: Discovery | None = None
         self.nearby_changed = trio.Event()
@@ -273,8 +274,9 @@ class Daemon:
             if found.device_id != self.device_id
         ]
 
-    async def pair(self, ttl_seconds: float) -> Invitation:
+    async def pair(self, ttl_seconds: float, readmit: bool = False) -> Invitation:
         invitation = await self.pairing.invite(ttl_seconds)
+        self.readmit_by_pairing = readmit
         if self.discovery is not None:
             self.discovery.set_pairing(invitation.code.nameplate)
         nameplate = invitation.code.nameplate
@@ -326,6 +328,15 @@ class Daemon:
     async def _paired(self, result: PairingResult, address: str) -> None:
         """Both sides record the other; the joiner also learns the rest of the household."""
         device_id = identity.device_id_from_certificate(result.peer_cert_pem)
+        known = self.members.get(device_id)
+        if known is not None and known.revoked and not self.readmit_by_pairing:
+            log.warning(
+                "paired with %s (%s), which was revoked: not re-admitted (pair with --readmit "
+                "to let it back in)",
+                result.peer_name,
+                device_id,
+            )
+            return
         ops = [self.node.replica.device_op(result.peer_cert_pem, result.peer_name)]
         for member in result.members:
             cert = member.get("cert") if isinstance(member, dict) else None
@@ -447,10 +458,19 @@ class Daemon:
             )
         return found
 
-    async def trust(self, cert_pem: bytes, name: str | None, address: str | None) -> dict[str, Any]:
+    async def trust(
+        self, cert_pem: bytes, name: str | None, address: str | None, readmit: bool = False
+    ) -> dict[str, Any]:
         device_id = identity.device_id_from_certificate(cert_pem)
         if device_id == self.device_id:
             raise ValueError("that is this device's own certificate")
+        known = self.members.get(device_id)
+        if known is not None and known.revoked and not readmit:
+            raise ValueError(
+                f"{known.name or device_id} was revoked; to let it back in, confirm with "
+                "`p2psync trust --readmit` (it starts on a new epoch; what it wrote after the "
+                "revocation stays out)"
+            )
         parsed = config.parse_address(address) if address else None
         label = name or f"device {identity.short_id(device_id)}"
         await self.node.commit(DEFAULT_SHARE, [self.node.replica.device_op(cert_pem, label)])

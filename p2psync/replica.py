@@ -101,15 +101,8 @@ class Replica:
         # Every start writes as a new epoch: a copy of this state dir (a cloned VM, an SD card,
         # a restored backup) running beside the original can then never write an (actor, seq)
         # that the original wrote too. The first entry of the epoch retires the earlier ones.
-        used = {
-            actor for share in store.share_names() for actor in store.heads(share)
-        } | {make_actor(device.device_id, (store.get_meta("epoch") or b"").decode())}
-        epoch = _new_epoch()
-        while make_actor(device.device_id, epoch.decode()) in used:
-            epoch = _new_epoch()
-        with store.transaction():
-            store.set_meta("epoch", epoch)
-        self.actor = make_actor(device.device_id, epoch.decode())
+        self.actor = ""
+        self.start_new_epoch()
         self._clock = max(int.from_bytes(store.get_meta("hlc") or b"", "big"), 0)
         self._heads: dict[str, dict[str, tuple[int, bytes]]] = {}
         self._intakes: dict[str, Intake] = {}
@@ -131,6 +124,19 @@ class Replica:
 
     def close(self) -> None:
         self.store.close()
+
+    def start_new_epoch(self) -> str:
+        """Write as a new actor from now on (never one this device used before)."""
+        used = {actor for share in self.store.share_names() for actor in self.store.heads(share)}
+        last = (self.store.get_meta("epoch") or b"").decode()
+        used |= {self.actor, make_actor(self.device_id, last)}
+        epoch = _new_epoch()
+        while make_actor(self.device_id, epoch.decode()) in used:
+            epoch = _new_epoch()
+        with self.store.transaction():
+            self.store.set_meta("epoch", epoch)
+        self.actor = make_actor(self.device_id, epoch.decode())
+        return self.actor
 
     @property
     def device_id(self) -> str:

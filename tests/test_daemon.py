@@ -530,3 +530,21 @@ def test_two_running_copies_of_one_device_both_sync_and_are_named_with_their_pla
             copy.call("put", collection="n", key="copy-later", value=4)
             wait_for_value(a, "n", "original-later", 3)
             wait_for_value(a, "n", "copy-later", 4)
+
+
+def test_a_revoked_device_comes_back_only_when_readmitted_and_on_a_new_epoch(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    b = DaemonProcess(tmp_path, "b", peers=[a.address])
+    with running(a, b):
+        introduce(a, b)
+        a.call("revoke", device=b.device_id)
+        wait_for(lambda: b.call("status")["revoked"], "b to be told")
+        epoch_when_revoked = b.call("status")["actor"]
+        with pytest.raises(ControlError) as refused:
+            a.call("trust", cert=b.cert(), name="b")
+        assert refused.value.code == "bad_request" and "--readmit" in str(refused.value)
+        a.call("trust", cert=b.cert(), name="b", address=b.address, readmit=True)
+        wait_for(lambda: not b.call("status")["revoked"], "b to hear from a again")
+        assert b.call("status")["actor"] != epoch_when_revoked
+        b.call("put", collection="n", key="back", value=1)
+        wait_for_value(a, "n", "back", 1)

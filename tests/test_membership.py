@@ -219,3 +219,20 @@ def test_taking_back_writes_after_a_cut_keeps_the_status_counts_exact():
     assert b.store.count_records(SHARE) == 2
     sync(a, b)
     assert b.store.count_records(SHARE) == 0 == len(b.scan(SHARE, "notes"))
+
+
+def test_a_readmitted_device_writes_again_on_a_new_epoch_and_its_old_one_stays_cut():
+    a, mallory = household(2)
+    converge([a, mallory])
+    record = next(d for d in a.devices() if d.device_id == mallory.device_id)
+    a.commit(SHARE, [a.revocation_op(record)])
+    put(mallory, "while-revoked", "on the old epoch")
+    a.commit(SHARE, [a.device_op(mallory.identity.cert_pem, "back again")])
+    readmitted = next(d for d in a.devices() if d.device_id == mallory.device_id)
+    assert not readmitted.revoked and readmitted.cut, "re-admission keeps the old cut"
+    old_actor = mallory.actor
+    assert mallory.start_new_epoch() != old_actor
+    put(mallory, "after", "on the new epoch")
+    converge([a, mallory])
+    assert a.get(SHARE, "notes", "while-revoked") is None
+    assert msgpack.unpackb(a.get(SHARE, "notes", "after").winner.value) == "on the new epoch"
