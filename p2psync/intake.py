@@ -68,6 +68,7 @@ class Intake:
         self.max_pending_bytes = max_pending_bytes
         self._queues: dict[Peer, _PeerQueue] = {}
         self._verified_heads: dict[str, ChainHead] = {}
+        self._differing_heads: list[tuple[Peer, LogEntry, bytes]] = []
 
     def __len__(self) -> int:
         return sum(len(s) for q in self._queues.values() for s in q.by_actor.values())
@@ -81,8 +82,10 @@ class Intake:
     ) -> None:
         """Queue an entry `peer` sent; duplicates of what is verified are dropped. Raises
         IntegrityError when `peer` contradicts itself or sends more than its byte allowance."""
-        head_seq, _ = self._verified_heads.setdefault(entry.actor, stored_head)
+        head_seq, head_hash = self._verified_heads.setdefault(entry.actor, stored_head)
         if entry.seq <= head_seq:
+            if entry.seq == head_seq and entry.hash != head_hash and signature is not None:
+                self._differing_heads.append((peer, entry, signature))  # judged on release
             return
         queue = self._queues.setdefault(peer, _PeerQueue())
         by_seq = queue.by_actor.setdefault(entry.actor, {})
@@ -105,6 +108,15 @@ class Intake:
         """Every entry that now extends a verified chain up to a valid origin signature, the peers
         whose queued entries proved false, and the forks seen."""
         released = Released()
+        for peer, entry, signature in self._differing_heads:
+            public_key = public_key_of(entry.origin)
+            if public_key is None:
+                continue
+            if _signed(public_key, signature, entry):
+                released.forks.append(Fork(entry.actor, entry.seq, peer))
+            else:
+                released.offenders[peer] = f"sent {entry.actor} #{entry.seq} with a false signature"
+        self._differing_heads.clear()
         progress = True
         while progress:
             progress = False
@@ -191,6 +203,7 @@ class Intake:
     def clear(self) -> None:
         self._queues.clear()
         self._verified_heads.clear()
+        self._differing_heads.clear()
 
 
 _FORK = "fork"

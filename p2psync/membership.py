@@ -141,7 +141,7 @@ class Notice:
     """Something about a device's epochs that people should know; said once."""
 
     device_id: str
-    kind: str  # "running_twice" | "restored"
+    kind: str  # "running_twice" | "restored" | "fork"
     text: str
 
 

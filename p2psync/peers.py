@@ -447,8 +447,6 @@ class PeerManager:
             self.drop(peer, f"you {reason}")
         for notice in result.notices:
             log.warning("device %s %s", notice.device_id, notice.text)
-        for fork in result.forks:
-            log.error("two different signed histories exist for %s; kept the first", fork)
         if result.refused:
             log.info("refused %d entries that no member may accept", result.refused)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from . import entry as entries
 from . import hlc, identity, membership, merge
 from .entry import IntegrityError, LogEntry, Op
-from .intake import Intake
+from .intake import Fork, Intake
 from .membership import DEVICES, DeviceRecord, EpochBook, Notice
 from .merge import CausalBuffer, Sibling
 from .store import Store
@@ -75,7 +75,6 @@ class ApplyResult:
     devices_changed: bool
     offenders: dict[str, str] = field(default_factory=dict)  # other peers caught lying
     notices: list[Notice] = field(default_factory=list)
-    forks: list[str] = field(default_factory=list)
     refused: int = 0  # entries no member may accept (beyond a revocation, too many epochs)
 
 
@@ -382,7 +381,6 @@ class Replica:
         applied = refused = 0
         received: dict[str, int] = {}
         offenders: dict[str, str] = {}
-        forks: list[str] = []
         notices_before = len(self.notices)
         devices_changed = False
         try:
@@ -401,7 +399,7 @@ class Replica:
                 while True:
                     released = intake.release(self._device_keys.get)
                     offenders.update(released.offenders)
-                    forks += [f"{f.actor} #{f.seq} (from {f.peer})" for f in released.forks]
+                    self._note([_fork_notice(fork) for fork in released.forks])
                     for verified in released.verified:
                         if not held.hold(verified.entry, verified.signature, verified.peer):
                             offenders.setdefault(
@@ -433,7 +431,6 @@ class Replica:
             devices_changed,
             offenders,
             list(self.notices.values())[notices_before:],
-            forks,
             refused,
         )
 
@@ -583,6 +580,16 @@ def _new_epoch() -> bytes:
 
 def _view(collection: str, key: str, siblings: list[Sibling]) -> RecordView:
     return RecordView(collection, key, merge.winner(siblings), merge.distinct_values(siblings))
+
+
+def _fork_notice(fork: Fork) -> Notice:
+    return Notice(
+        device_of(fork.actor),
+        "fork",
+        f"has two different signed histories from #{fork.seq} of epoch "
+        f"{fork.actor.rpartition('/')[2]} (state written by p2psync 0.1 on two copies); "
+        "the first one received is kept",
+    )
 
 
 def _membership_runs(share: str, ready: list[merge.Held]) -> Iterator[list[merge.Held]]:

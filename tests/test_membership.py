@@ -236,3 +236,22 @@ def test_a_readmitted_device_writes_again_on_a_new_epoch_and_its_old_one_stays_c
     converge([a, mallory])
     assert a.get(SHARE, "notes", "while-revoked") is None
     assert msgpack.unpackb(a.get(SHARE, "notes", "after").winner.value) == "on the new epoch"
+
+
+def test_two_signed_histories_of_one_epoch_are_reported_once_and_sync_goes_on():
+    a, b, old = household(3)
+    converge([a, b, old])
+    seq, head = chain_after(old)
+    branches = [
+        entry.encode(SHARE, old.actor, seq + 1, head, 5, {}, [entry.put("notes", "k", value)])
+        for value in (b"\x01", b"\x02")
+    ]
+    a.apply(SHARE, [signed(old.identity, branches[0])], "old")
+    for _ in range(2):
+        result = a.apply(SHARE, [signed(old.identity, branches[1])], "copy-of-old")
+        assert not result.offenders, "a validly signed branch is no lie of the relay"
+    forks = [n for n in a.notices.values() if n.kind == "fork"]
+    assert len(forks) == 1 and forks[0].device_id == old.device_id
+    put(b, "still", "syncing")
+    sync(b, a)
+    assert a.get(SHARE, "notes", "still") is not None
