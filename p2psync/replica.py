@@ -12,16 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import entry as entries
-from . import hlc, identity, membership, merge
+from . import hlc, identity, merge
 from .entry import IntegrityError, LogEntry, Op
 from .intake import Fork, Intake
 from .membership import DEVICES, DeviceRecord, EpochBook, Notice
 from .merge import CausalBuffer, Sibling
+from .replica_trust import SYSTEM_SHARE, TrustRules
 from .store import Store
 from .vectors import device_of, make_actor
 
 DEFAULT_SHARE = "default"
-SYSTEM_SHARE = DEFAULT_SHARE
 WireItem = tuple[bytes, bytes | None]
 # A group commit signs its chain head at least this often, so what a receiver must hold before it
 # can verify anything stays small (see intake.MAX_PENDING_BYTES_PER_PEER).
@@ -82,7 +82,7 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class Replica:
+class Replica(TrustRules):
     def __init__(
         self, store: Store, device: identity.DeviceIdentity, now_ms: Callable[[], int]
     ) -> None:
@@ -136,10 +136,6 @@ class Replica:
             self.store.set_meta("epoch", epoch)
         self.actor = make_actor(self.device_id, epoch.decode())
         return self.actor
-
-    @property
-    def device_id(self) -> str:
-        return self.identity.device_id
 
     # local writes -------------------------------------------------------------------------
 
@@ -440,138 +436,6 @@ class Replica:
             intake.forget_peer(peer)
         for held in self._held.values():
             held.forget_peer(peer)
-
-    # membership rules ---------------------------------------------------------------------
-
-    def _cap_of(self, share: str) -> merge.Cap | None:
-        """The last seq any member may accept of an actor, for actors a revocation froze."""
-        if not self._revoked and not self._frozen.get(share):
-            return None
-        frozen = self._frozen.get(share, {})
-        heads = self._heads_of(share)
-
-        def cap(actor: str) -> int | None:
-            limit = frozen.get(actor)
-            if limit is not None:
-                return limit
-            device = device_of(actor)
-            if device in self._legacy_revoked:
-                return heads.get(actor, (0, b""))[0]
-            return 0 if device in self._revoked else None
-
-        return cap
-
-    def _accepts(self, share: str, entry: LogEntry) -> bool:
-        cap = self._cap_of(share)
-        limit = None if cap is None else cap(entry.actor)
-        if limit is not None and entry.seq > limit:
-            return False
-        return self._book(share).admits(entry)
-
-    def _enforce_cuts(self, share: str) -> None:
-        """Take back out what we applied of a revoked device beyond its revocation's cut."""
-        cap = self._cap_of(share)
-        if cap is None:
-            return
-        heads = self._heads_of(share)
-        beyond = {}
-        for actor, (seq, _) in heads.items():
-            limit = cap(actor)
-            if limit is not None and seq > limit and device_of(actor) != self.device_id:
-                beyond[actor] = limit
-        if beyond:
-            self._cut_back(share, beyond)
-
-    def _cut_back(self, share: str, limits: Mapping[str, int]) -> None:
-        """Remove entries past `limits` and rebuild the records they touched from the log that
-        stays (rare: one pass over the share's log)."""
-        touched: set[tuple[str, str]] = set()
-        heads = self._heads_of(share)
-        intake = self._intakes.setdefault(share, Intake())
-        for actor, limit in limits.items():
-            for raw in self.store.remove_entries_after(share, actor, limit):
-                touched.update((op.collection, op.key) for op in entries.decode(raw).ops)
-            kept = self.store.entry(share, actor, limit) if limit else None
-            if kept is None:
-                heads.pop(actor, None)
-                self.store.remove_head(share, actor)
-                intake.rewind(actor, (0, entries.GENESIS_HASH))
-            else:
-                heads[actor] = (limit, entries.decode(kept).hash)
-                self.store.set_head(share, actor, *heads[actor])
-                intake.rewind(actor, heads[actor])
-        rebuilt: dict[tuple[str, str], list[Sibling]] = {}
-        cursor = 0
-        while rows := self.store.entries_after(share, cursor, 512):
-            for lseq, _, _, raw, _ in rows:
-                cursor = lseq
-                logged = entries.decode(raw)
-                for op in logged.ops:
-                    record_key = (op.collection, op.key)
-                    if record_key in touched:
-                        rebuilt[record_key] = merge.apply_op(
-                            rebuilt.get(record_key, []), logged, op
-                        )
-        self.store.remove_records(share, touched - rebuilt.keys())
-        self.store.save_records(share, rebuilt)
-        self._load_device_keys()
-
-    # membership ---------------------------------------------------------------------------
-
-    def devices(self) -> list[DeviceRecord]:
-        found: list[DeviceRecord] = []
-        after = None
-        while True:
-            page = self.store.scan(SYSTEM_SHARE, DEVICES, "", after, 500)
-            if not page:
-                return found
-            found.extend(membership.device_record(key, siblings) for key, siblings in page)
-            after = page[-1][0]
-
-    def device_op(self, cert_pem: bytes, name: str) -> Op:
-        """Admit a device, or change its name or certificate. A cut from an earlier revocation
-        stays: a re-admitted device starts on new epochs."""
-        device_id = identity.device_id_from_certificate(cert_pem)
-        known = next((r for r in self._records if r.device_id == device_id), None)
-        value = membership.device_value(
-            cert_pem, name, self.device_id, cut=known.cut if known is not None else None
-        )
-        return entries.put(DEVICES, device_id, value)
-
-    def revocation_op(self, device: DeviceRecord) -> Op:
-        """Revoke a device: its entries up to what we hold now stay, none after."""
-        cut = membership.revocation_cut(
-            device.device_id, {share: self.summary_vector(share) for share in self.shares()}
-        )
-        value = membership.device_value(
-            device.cert_pem,
-            device.name,
-            device.added_by,
-            revoked=True,
-            cut=cut,
-            revoked_by=self.device_id,
-            revoked_at_ms=self.now_ms(),
-        )
-        return entries.put(DEVICES, device.device_id, value)
-
-    def _load_device_keys(self) -> None:
-        self._records = self.devices()
-        keys = {self.device_id: self.identity.public_key}
-        for device in self._records:
-            try:
-                public_key = identity.public_key_from_certificate(device.cert_pem)
-            except identity.InvalidCertificate:
-                continue  # a record we cannot use vouches for nothing
-            if identity.device_id_from_public_key(public_key) == device.device_id:
-                keys.setdefault(device.device_id, public_key)
-        self._device_keys = keys
-        others = [r for r in self._records if r.device_id != self.device_id]
-        self._revoked = {r.device_id for r in others if r.revoked}
-        self._legacy_revoked = membership.revoked_without_cut(others)
-        self._frozen = {
-            share: membership.frozen_epochs(self._records, share, self.device_id)
-            for share in self.shares()
-        }
 
 
 def _new_epoch() -> bytes:

@@ -1,0 +1,180 @@
+"""The membership rules a replica enforces on apply: who may write, and up to where (I/O via the
+replica's store).
+
+Reads `_devices` into the keys that verify entries and the revocation cuts (see `membership.py`),
+refuses entries beyond a cut, and takes back out what was applied beyond one before the
+revocation arrived. A mixin of `Replica`, kept apart so each file can be read whole; it never
+talks to the network and decides nothing about merging (that is `merge.py`).
+"""
+
+from collections.abc import Callable, Mapping
+
+from . import entry as entries
+from . import identity, membership, merge
+from .entry import LogEntry, Op
+from .intake import Intake
+from .membership import DEVICES, DeviceRecord, EpochBook
+from .merge import Sibling
+from .store import Store
+from .vectors import device_of
+
+SYSTEM_SHARE = "default"  # the share that holds membership
+
+
+class TrustRules:
+    # set by Replica
+    store: Store
+    identity: identity.DeviceIdentity
+    now_ms: Callable[[], int]
+    _intakes: dict[str, Intake]
+    _device_keys: dict[str, bytes]
+    _records: list[DeviceRecord]
+    _revoked: set[str]
+    _legacy_revoked: set[str]
+    _frozen: dict[str, dict[str, int]]
+
+    @property
+    def device_id(self) -> str:
+        return self.identity.device_id
+
+    def _heads_of(self, share: str) -> dict[str, tuple[int, bytes]]:
+        raise NotImplementedError
+
+    def _book(self, share: str) -> EpochBook:
+        raise NotImplementedError
+
+    def summary_vector(self, share: str) -> dict[str, int]:
+        raise NotImplementedError
+
+    def shares(self) -> list[str]:
+        raise NotImplementedError
+
+    def _cap_of(self, share: str) -> merge.Cap | None:
+        """The last seq any member may accept of an actor, for actors a revocation froze."""
+        if not self._revoked and not self._frozen.get(share):
+            return None
+        frozen = self._frozen.get(share, {})
+        heads = self._heads_of(share)
+
+        def cap(actor: str) -> int | None:
+            limit = frozen.get(actor)
+            if limit is not None:
+                return limit
+            device = device_of(actor)
+            if device in self._legacy_revoked:
+                return heads.get(actor, (0, b""))[0]
+            return 0 if device in self._revoked else None
+
+        return cap
+
+    def _accepts(self, share: str, entry: LogEntry) -> bool:
+        cap = self._cap_of(share)
+        limit = None if cap is None else cap(entry.actor)
+        if limit is not None and entry.seq > limit:
+            return False
+        return self._book(share).admits(entry)
+
+    def _enforce_cuts(self, share: str) -> None:
+        """Take back out what we applied of a revoked device beyond its revocation's cut."""
+        cap = self._cap_of(share)
+        if cap is None:
+            return
+        heads = self._heads_of(share)
+        beyond = {}
+        for actor, (seq, _) in heads.items():
+            limit = cap(actor)
+            if limit is not None and seq > limit and device_of(actor) != self.device_id:
+                beyond[actor] = limit
+        if beyond:
+            self._cut_back(share, beyond)
+
+    def _cut_back(self, share: str, limits: Mapping[str, int]) -> None:
+        """Remove entries past `limits` and rebuild the records they touched from the log that
+        stays (rare: one pass over the share's log)."""
+        touched: set[tuple[str, str]] = set()
+        heads = self._heads_of(share)
+        intake = self._intakes.setdefault(share, Intake())
+        for actor, limit in limits.items():
+            for raw in self.store.remove_entries_after(share, actor, limit):
+                touched.update((op.collection, op.key) for op in entries.decode(raw).ops)
+            kept = self.store.entry(share, actor, limit) if limit else None
+            if kept is None:
+                heads.pop(actor, None)
+                self.store.remove_head(share, actor)
+                intake.rewind(actor, (0, entries.GENESIS_HASH))
+            else:
+                heads[actor] = (limit, entries.decode(kept).hash)
+                self.store.set_head(share, actor, *heads[actor])
+                intake.rewind(actor, heads[actor])
+        rebuilt: dict[tuple[str, str], list[Sibling]] = {}
+        cursor = 0
+        while rows := self.store.entries_after(share, cursor, 512):
+            for lseq, _, _, raw, _ in rows:
+                cursor = lseq
+                logged = entries.decode(raw)
+                for op in logged.ops:
+                    record_key = (op.collection, op.key)
+                    if record_key in touched:
+                        rebuilt[record_key] = merge.apply_op(
+                            rebuilt.get(record_key, []), logged, op
+                        )
+        self.store.remove_records(share, touched - rebuilt.keys())
+        self.store.save_records(share, rebuilt)
+        self._load_device_keys()
+
+    def devices(self) -> list[DeviceRecord]:
+        found: list[DeviceRecord] = []
+        after = None
+        while True:
+            page = self.store.scan(SYSTEM_SHARE, DEVICES, "", after, 500)
+            if not page:
+                return found
+            found.extend(membership.device_record(key, siblings) for key, siblings in page)
+            after = page[-1][0]
+
+    def device_op(self, cert_pem: bytes, name: str) -> Op:
+        """Admit a device, or change its name or certificate. A cut from an earlier revocation
+        stays: a re-admitted device starts on new epochs."""
+        device_id = identity.device_id_from_certificate(cert_pem)
+        known = next((r for r in self._records if r.device_id == device_id), None)
+        value = membership.device_value(
+            cert_pem, name, self.device_id, cut=known.cut if known is not None else None
+        )
+        return entries.put(DEVICES, device_id, value)
+
+    def revocation_op(self, device: DeviceRecord) -> Op:
+        """Revoke a device: its entries up to what we hold now stay, none after."""
+        cut = membership.revocation_cut(
+            device.device_id, {share: self.summary_vector(share) for share in self.shares()}
+        )
+        value = membership.device_value(
+            device.cert_pem,
+            device.name,
+            device.added_by,
+            revoked=True,
+            cut=cut,
+            revoked_by=self.device_id,
+            revoked_at_ms=self.now_ms(),
+        )
+        return entries.put(DEVICES, device.device_id, value)
+
+    def _load_device_keys(self) -> None:
+        self._records = self.devices()
+        keys = {self.device_id: self.identity.public_key}
+        for device in self._records:
+            try:
+                public_key = identity.public_key_from_certificate(device.cert_pem)
+            except identity.InvalidCertificate:
+                continue  # a record we cannot use vouches for nothing
+            if identity.device_id_from_public_key(public_key) == device.device_id:
+                keys.setdefault(device.device_id, public_key)
+        self._device_keys = keys
+        others = [r for r in self._records if r.device_id != self.device_id]
+        self._revoked = {r.device_id for r in others if r.revoked}
+        self._legacy_revoked = membership.revoked_without_cut(others)
+        self._frozen = {
+            share: membership.frozen_epochs(self._records, share, self.device_id)
+            for share in self.shares()
+        }
+
+
