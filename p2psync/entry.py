@@ -15,7 +15,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, NamedTuple, cast
 
 import msgpack
@@ -87,7 +87,12 @@ _ACTOR = re.compile(r"[A-Z2-7]{5}(?:-[A-Z2-7]{5}){6}/[0-9a-f]{8}")
 
 
 def is_actor(value: object) -> bool:
-    return isinstance(value, str) and _ACTOR.fullmatch(value) is not None
+    return isinstance(value, str) and _is_actor_text(value)
+
+
+@lru_cache(maxsize=4096)  # a catch-up meets the same few actors again and again
+def _is_actor_text(value: str) -> bool:
+    return _ACTOR.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +194,7 @@ def decode(raw: bytes) -> LogEntry:
         and actor not in context,
         "context must map at most 4096 other actors to positive integers",
     )
-    retires = _decode_retires(fields.get("r", []), actor, seq)
+    retires = _decode_retires(fields["r"], actor, seq) if "r" in fields else ()
     if not isinstance(wire_ops, list) or not wire_ops:
         raise IntegrityError("malformed entry: ops must be a non-empty list")
     ops = _decode_ops(wire_ops)

@@ -23,6 +23,7 @@ Peer = str
 # An honest sender signs at least every few MiB of its log (see Replica.commit_many), so a run
 # waiting for its signature stays well under this.
 MAX_PENDING_BYTES_PER_PEER = 32 * 1024 * 1024
+KEEP_SIGNATURE_EVERY_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +155,7 @@ class Intake:
         public_key = public_key_of(run[0][0].origin)
         if public_key is None:
             return []
-        run = run[: signed_end + 1]
+        run = _thin_signatures(run[: signed_end + 1])
         verdict = _judge(public_key, head_hash, run)
         if verdict is not None:
             if verdict == _FORK:
@@ -224,6 +225,26 @@ def _judge(
     if run[0][0].prev_hash != head_hash:
         return _FORK
     return None
+
+
+def _thin_signatures(
+    run: list[tuple[LogEntry, bytes | None]],
+) -> list[tuple[LogEntry, bytes | None]]:
+    """The run with only the signatures worth keeping: the last one, which vouches for every
+    entry before it through the hash chain, and one every KEEP_SIGNATURE_EVERY_BYTES, so what we
+    relay later reaches a signature often enough for the receiver's allowance. The others are
+    neither checked (an Ed25519 verify costs more than the rest of an entry) nor stored."""
+    thinned: list[tuple[LogEntry, bytes | None]] = []
+    since_kept = 0
+    for index, (entry, signature) in enumerate(run):
+        since_kept += len(entry.raw)
+        keep = index == len(run) - 1 or (
+            signature is not None and since_kept >= KEEP_SIGNATURE_EVERY_BYTES
+        )
+        thinned.append((entry, signature if keep else None))
+        if keep:
+            since_kept = 0
+    return thinned
 
 
 def _signed(public_key: bytes, signature: bytes, entry: LogEntry) -> bool:

@@ -76,3 +76,25 @@ def test_a_validly_signed_branch_off_our_chain_is_a_fork_not_an_offence():
     released = intake.release(keys)
     assert [(f.actor, f.seq, f.peer) for f in released.forks] == [(ACTOR, 2, "bob")]
     assert not released.offenders and not released.verified
+
+
+def test_a_run_keeps_the_last_signature_and_one_per_mebibyte_and_checks_only_those():
+    made = chain(40, b"x" * 100_000)  # 4 MB of entries, each one signed
+    intake = Intake()
+    intake.add("bob", made[0], b"junk where no signature is kept: never checked", START)
+    for item in made[1:]:
+        intake.add("bob", item, signature(item), START)
+    released = intake.release(keys)
+    assert not released.offenders and len(released.verified) == 40
+    kept = [v for v in released.verified if v.signature is not None]
+    assert kept[-1].entry is made[-1]
+    assert 2 <= len(kept) <= 5, "about one signature per MiB is kept"
+
+
+def test_a_kept_intermediate_signature_that_is_false_names_its_sender():
+    made = chain(12, b"x" * 100_000)
+    intake = Intake()
+    for n, item in enumerate(made):
+        intake.add("bob", item, signature(item) if n != 10 else b"false", START)
+    released = intake.release(keys)
+    assert "signature" in released.offenders.get("bob", "")
