@@ -151,6 +151,7 @@ class EpochBook:
     def __init__(self) -> None:
         self._retired: set[str] = set()
         self._retirements: dict[ChainHead, str] = {}  # a retired head -> the epoch retiring it
+        self._retired_at: dict[str, set[int]] = {}  # a retired epoch -> the seqs it was retired at
         self._actors: dict[str, set[str]] = {}  # device -> epochs seen
         self.refused: set[str] = set()
 
@@ -162,6 +163,7 @@ class EpochBook:
         for head in entry.retires:
             actor, seq, _ = head
             self._retired.add(actor)
+            self._retired_at.setdefault(actor, set()).add(seq)
             other = self._retirements.setdefault(head, entry.actor)
             if other != entry.actor:
                 notices.append(
@@ -202,6 +204,14 @@ class EpochBook:
         self._actors.setdefault(device, set()).add(entry.actor)
         self._retired.update(retiring)
         return True
+
+    def closed(self) -> dict[str, int]:
+        """Retired epochs whose end is known without doubt (one retirement, so no other copy
+        went on writing it): peers leave these out of the vectors they exchange when they hold
+        them to that end, so vectors follow the open epochs, not every start there ever was."""
+        return {
+            actor: next(iter(seqs)) for actor, seqs in self._retired_at.items() if len(seqs) == 1
+        }
 
     def own_leaves(self, device: str, heads: Mapping[str, tuple[int, bytes]]) -> list[ChainHead]:
         """The heads of `device`'s epochs that no epoch retires yet: what a new one continues."""

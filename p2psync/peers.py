@@ -534,15 +534,17 @@ class _SessionPump:
                 if share in event.in_sync:
                     self._start_sender(share, event.in_sync[share])
                 else:
-                    vector = await self.node.call(self.replica.summary_vector, share)
+                    vector = await self.node.call(self.replica.wire_vector, share)
                     self.vectors_sent.add(share)
                     await self.send(self.connection.send_vector(share, vector))
         elif isinstance(event, PeerVector):
-            self._start_sender(event.share, event.vector)
+            vector = await self.node.call(self.replica.expand_vector, event.share, event.vector)
+            self._start_sender(event.share, vector)
         elif isinstance(event, Entries):
             await self._apply(event)
         elif isinstance(event, CaughtUp):
-            _raise_to(self._known(event.share), event.vector)
+            vector = await self.node.call(self.replica.expand_vector, event.share, event.vector)
+            _raise_to(self._known(event.share), vector)
             self.state.in_sync.add(event.share)
             log.info("caught up with %s on share %s", self.state.device_id, event.share)
             self.manager.on_change()
@@ -700,8 +702,8 @@ def _next_batch(
     items, cursor = replica.entries_after(share, cursor, known)
     vector: dict[str, int] = {}
     if not items:
-        vector = replica.summary_vector(share)
-        _raise_to(known, vector)
+        _raise_to(known, replica.summary_vector(share))
+        vector = replica.wire_vector(share)
     return items, cursor, vector
 
 

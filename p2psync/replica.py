@@ -332,6 +332,22 @@ class Replica(TrustRules):
     def summary_vector(self, share: str) -> dict[str, int]:
         return {actor: seq for actor, (seq, _) in self._heads_of(share).items()}
 
+    def wire_vector(self, share: str) -> dict[str, int]:
+        """The summary vector as exchanged with peers: closed epochs held to their end are
+        implied (see EpochBook.closed), so its size follows the open epochs."""
+        closed = self._book(share).closed()
+        return {
+            actor: seq
+            for actor, (seq, _) in self._heads_of(share).items()
+            if closed.get(actor) != seq
+        }
+
+    def expand_vector(self, share: str, vector: Mapping[str, int]) -> dict[str, int]:
+        """A peer's exchanged vector with the closed epochs it implies put back."""
+        expanded = {actor: seq for actor, seq in self._book(share).closed().items()}
+        expanded.update(vector)
+        return expanded
+
     def shares(self) -> list[str]:
         names = set(self.store.share_names()) | {DEFAULT_SHARE}
         return sorted(names)

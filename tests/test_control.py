@@ -46,7 +46,9 @@ class Household:
     async def peers_status(self) -> list[dict[str, Any]]:
         return [{"device": "PEER", "connected": False}]
 
-    async def trust(self, cert_pem: bytes, name: str | None, address: str | None) -> dict[str, Any]:
+    async def trust(
+        self, cert_pem: bytes, name: str | None, address: str | None, readmit: bool = False
+    ) -> dict[str, Any]:
         if not cert_pem.startswith(b"-----BEGIN"):
             raise ValueError("that is not a PEM certificate")
         self.trusted.append((cert_pem, name, address))

@@ -55,10 +55,15 @@ def test_the_size_of_an_entry_follows_its_own_ops_not_the_writers_the_household_
         prev_actor, prev_head = actor, (1, made.hash)
     sync(mallory, a)
     assert a.apply(SHARE, items, "mallory").applied == 300
+    mallory.apply(SHARE, items, "itself")
     assert len(a.summary_vector(SHARE)) >= 302
     put(a, "k", "after")
     after = len(all_items(a)[-1][0])
     assert abs(after - before) <= 2, "a one-op entry costs the same however many actors are known"
+    # The vector exchanged with peers holds the open epochs only: retired ones held to their end
+    # are implied, and a peer that holds them too puts them back.
+    assert len([x for x in a.wire_vector(SHARE) if x.startswith(mallory.device_id)]) == 1
+    assert a.expand_vector(SHARE, mallory.wire_vector(SHARE)) == mallory.summary_vector(SHARE)
 
 
 def test_a_device_cannot_hold_more_than_the_bound_of_open_epochs():
