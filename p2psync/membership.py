@@ -151,7 +151,9 @@ class EpochBook:
     def __init__(self) -> None:
         self._retired: set[str] = set()
         self._retirements: dict[ChainHead, str] = {}  # a retired head -> the epoch retiring it
-        self._retired_at: dict[str, set[int]] = {}  # a retired epoch -> the seqs it was retired at
+        # a retired epoch -> the seqs it was retired at; (epoch, seq) -> the epochs retiring it
+        self._retired_at: dict[str, set[int]] = {}
+        self._retired_by: dict[tuple[str, int], list[str]] = {}
         self._actors: dict[str, set[str]] = {}  # device -> epochs seen
         self.refused: set[str] = set()
 
@@ -164,6 +166,7 @@ class EpochBook:
             actor, seq, _ = head
             self._retired.add(actor)
             self._retired_at.setdefault(actor, set()).add(seq)
+            self._retired_by.setdefault((actor, seq), []).append(entry.actor)
             other = self._retirements.setdefault(head, entry.actor)
             if other != entry.actor:
                 notices.append(
@@ -205,12 +208,16 @@ class EpochBook:
         self._retired.update(retiring)
         return True
 
-    def closed(self) -> dict[str, int]:
-        """Retired epochs whose end is known without doubt (one retirement, so no other copy
-        went on writing it): peers leave these out of the vectors they exchange when they hold
-        them to that end, so vectors follow the open epochs, not every start there ever was."""
+    def closed(self) -> dict[str, tuple[int, str]]:
+        """Retired epochs whose end is known without doubt (retired once, so no other copy went
+        on writing them): epoch -> (its last seq, the epoch that retired it). Whoever holds the
+        retiring epoch holds the retired one to that end (a retirement is part of the new
+        epoch's causal past), so peers leave such epochs out of the vectors they exchange and
+        vectors follow the open epochs, not every start there ever was."""
         return {
-            actor: next(iter(seqs)) for actor, seqs in self._retired_at.items() if len(seqs) == 1
+            actor: (next(iter(seqs)), self._retired_by[(actor, next(iter(seqs)))][0])
+            for actor, seqs in self._retired_at.items()
+            if len(seqs) == 1
         }
 
     def own_leaves(self, device: str, heads: Mapping[str, tuple[int, bytes]]) -> list[ChainHead]:

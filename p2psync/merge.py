@@ -101,13 +101,19 @@ def is_ready(entry: LogEntry, vector: Mapping[str, int], cap: Cap | None = None)
     point: a context naming a dot beyond it waits only for what can still come."""
     if vector.get(entry.actor, 0) != entry.seq - 1:
         return False
+    # The epochs a new epoch continues are part of its past, up to where it continued them.
+    needed = entry.context.items() if not entry.retires else _needs(entry)
     if cap is None:
-        return all(vector.get(actor, 0) >= seq for actor, seq in entry.context.items())
-    for actor, seq in entry.context.items():
+        return all(vector.get(actor, 0) >= seq for actor, seq in needed)
+    for actor, seq in needed:
         limit = cap(actor)
         if vector.get(actor, 0) < (seq if limit is None else min(seq, limit)):
             return False
     return True
+
+
+def _needs(entry: LogEntry) -> list[tuple[str, int]]:
+    return [*entry.context.items(), *((actor, seq) for actor, seq, _ in entry.retires)]
 
 
 def is_duplicate(entry: LogEntry, vector: Mapping[str, int]) -> bool:

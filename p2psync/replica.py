@@ -334,18 +334,27 @@ class Replica(TrustRules):
 
     def wire_vector(self, share: str) -> dict[str, int]:
         """The summary vector as exchanged with peers: closed epochs held to their end are
-        implied (see EpochBook.closed), so its size follows the open epochs."""
+        implied by the epoch that retired them (see EpochBook.closed)."""
         closed = self._book(share).closed()
         return {
             actor: seq
             for actor, (seq, _) in self._heads_of(share).items()
-            if closed.get(actor) != seq
+            if closed.get(actor, (0, ""))[0] != seq
         }
 
     def expand_vector(self, share: str, vector: Mapping[str, int]) -> dict[str, int]:
-        """A peer's exchanged vector with the closed epochs it implies put back."""
-        expanded = {actor: seq for actor, seq in self._book(share).closed().items()}
-        expanded.update(vector)
+        """A peer's exchanged vector with the closed epochs it implies put back: those retired by
+        an epoch it lists or implies, and that it does not list itself."""
+        retired_by: dict[str, list[tuple[str, int]]] = {}
+        for actor, (seq, retirer) in self._book(share).closed().items():
+            retired_by.setdefault(retirer, []).append((actor, seq))
+        expanded = dict(vector)
+        pending = [actor for actor in vector if actor in retired_by]
+        while pending:
+            for actor, seq in retired_by.get(pending.pop(), ()):
+                if actor not in expanded:
+                    expanded[actor] = seq
+                    pending.append(actor)
         return expanded
 
     def shares(self) -> list[str]:

@@ -64,6 +64,9 @@ def test_the_size_of_an_entry_follows_its_own_ops_not_the_writers_the_household_
     # are implied, and a peer that holds them too puts them back.
     assert len([x for x in a.wire_vector(SHARE) if x.startswith(mallory.device_id)]) == 1
     assert a.expand_vector(SHARE, mallory.wire_vector(SHARE)) == mallory.summary_vector(SHARE)
+    # A peer that holds none of those epochs implies none of them, and is sent them all.
+    newcomer = {a.actor: 1}
+    assert a.expand_vector(SHARE, newcomer) == newcomer
 
 
 def test_a_device_cannot_hold_more_than_the_bound_of_open_epochs():

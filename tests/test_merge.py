@@ -116,3 +116,13 @@ def test_writes_list_every_op_as_the_sibling_the_merge_rule_adds():
 def test_a_transaction_without_repeated_keys_keeps_its_order():
     ops = [entry.put("c", key, b"1") for key in "zyx"]
     assert merge.dedupe_ops(ops) == ops
+
+
+def test_a_new_epoch_waits_for_the_epochs_it_continues_up_to_where_it_continued_them():
+    successor = A.replace("/0000000a", "/0000000c")
+    first = entry.encode(
+        "s", successor, 1, entry.GENESIS_HASH, 9, {}, [entry.put("c", "k", b"1")], [(A, 3, b"h" * 32)]
+    )
+    assert not merge.is_ready(first, {A: 2})
+    assert merge.is_ready(first, {A: 3})
+    assert merge.is_ready(first, {A: 1}, lambda actor: 1 if actor == A else None), "cut at 1"
