@@ -120,9 +120,8 @@ def test_a_transaction_without_repeated_keys_keeps_its_order():
 
 def test_a_new_epoch_waits_for_the_epochs_it_continues_up_to_where_it_continued_them():
     successor = A.replace("/0000000a", "/0000000c")
-    first = entry.encode(
-        "s", successor, 1, entry.GENESIS_HASH, 9, {}, [entry.put("c", "k", b"1")], [(A, 3, b"h" * 32)]
-    )
+    op = entry.put("c", "k", b"1")
+    first = entry.encode("s", successor, 1, entry.GENESIS_HASH, 9, {}, [op], [(A, 3, b"h" * 32)])
     assert not merge.is_ready(first, {A: 2})
     assert merge.is_ready(first, {A: 3})
     assert merge.is_ready(first, {A: 1}, lambda actor: 1 if actor == A else None), "cut at 1"
