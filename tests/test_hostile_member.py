@@ -1,0 +1,303 @@
+"""A member under an attacker's control against real daemons (issue 8).
+
+Daemons run as subprocesses on 127.0.0.1 (tests/daemons.py); the attacker is `HostileMember`
+(tests/hostile_peer.py): a device the daemons trust, speaking the protocol over real TLS with the
+package's own session and entry code and its own signing key. Each test checks what the issue
+says a member must not be able to do: get an honest device disconnected, slip in writes under
+another device's name, stop the household from writing or syncing, undo its revocation, make
+writes stick after it, or fill a daemon's memory. The replica-level versions of the same rules
+are in tests/test_membership.py and tests/test_intake.py.
+"""
+
+import itertools
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from p2psync import entry, hlc, membership
+from p2psync.client import ControlError
+from tests.daemons import DaemonProcess, introduce, running, wait_for, wait_for_value
+from tests.hostile_peer import HostileMember, chain, heads_of
+
+pytestmark = pytest.mark.slow
+
+
+def peers(daemon: DaemonProcess) -> dict[str, dict[str, Any]]:
+    return {peer["device"]: peer for peer in daemon.call("peers")}
+
+
+def connected(daemon: DaemonProcess, device_id: str) -> bool:
+    return bool(peers(daemon).get(device_id, {}).get("connected"))
+
+
+def value_of(daemon: DaemonProcess, collection: str, key: str) -> Any:
+    try:
+        return daemon.call("get", collection=collection, key=key)["value"]
+    except ControlError as exc:
+        if exc.code == "not_found":
+            return None
+        raise
+
+
+def log_since(daemon: DaemonProcess, offset: int) -> str:
+    with open(daemon.log_path, "rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
+
+
+def log_size(daemon: DaemonProcess) -> int:
+    return daemon.log_path.stat().st_size
+
+
+def note(text: str) -> entry.Op:
+    return entry.put("notes", text, msgpack.packb(text))
+
+
+@contextmanager
+def household(tmp_path: Path, *names: str) -> Iterator[tuple[DaemonProcess, ...]]:
+    """Daemons in a line (each dials the one before it), all trusting each other, connected."""
+    daemons: list[DaemonProcess] = []
+    for name in names:
+        dials = [daemons[-1].address] if daemons else []
+        daemons.append(DaemonProcess(tmp_path, name, peers=dials))
+    with running(*daemons):
+        introduce(*daemons)
+        ids = [d.device_id for d in daemons]
+        for before, after in itertools.pairwise(daemons):
+            wait_for(
+                lambda b=before, a=after: connected(a, b.device_id) and connected(b, a.device_id),
+                f"{after.name} connected to {before.name}",
+                *daemons,
+            )
+        assert len(set(ids)) == len(daemons)
+        yield tuple(daemons)
+
+
+def blamed(daemon: DaemonProcess, device_id: str, mark: int) -> list[str]:
+    """Lines of the daemon's log since `mark` that close or blame `device_id`'s session."""
+    said = (
+        f"peer {device_id} disconnected",
+        f"peer {device_id} broke",
+        f"disconnecting {device_id}",
+    )
+    return [line for line in log_since(daemon, mark).splitlines() if any(s in line for s in said)]
+
+
+def test_an_entry_under_another_devices_name_gets_the_forger_dropped_not_the_device(tmp_path):
+    with household(tmp_path, "a", "b") as (a, b):
+        mallory = HostileMember(tmp_path)
+        mallory.admitted_by(a)
+        b.call("put", collection="notes", key="first", value="from b")
+        wait_for_value(a, "notes", "first", "from b")
+        b_actor = b.call("status")["actor"]
+        mark = log_size(a)
+        with mallory.connect(a) as attack:
+            attack.hello()
+            head = heads_of(attack.fetch_log())[b_actor]
+            # B's next entry, signed with Mallory's own key: a member can build it, but it is
+            # not what B's key signed.
+            [forged] = chain(b_actor, [[note("forged")]], head)
+            attack.send_entries([(forged.raw, mallory.sign(forged))])
+            reason = attack.wait_closed()
+        assert reason is not None and "not its origin's" in reason, attack.events
+        logged = log_since(a, mark)
+        assert f"peer {mallory.device_id} broke the protocol" in logged
+        assert "not its origin's" in logged
+        b.call("put", collection="notes", key="second", value="from b")  # B's seq that was forged
+        wait_for_value(a, "notes", "second", "from b")
+        assert value_of(a, "notes", "forged") is None
+        assert blamed(a, b.device_id, mark) == [] and connected(a, b.device_id)
+
+
+def test_unsigned_forgeries_of_the_next_entry_never_block_the_honest_relay(tmp_path):
+    # A - C - B in a line: B's real entries reach A only through C, the honest relay.
+    with household(tmp_path, "a", "c", "b") as (a, c, b):
+        mallory = HostileMember(tmp_path)
+        mallory.admitted_by(a)
+        b.call("put", collection="notes", key="first", value="from b")
+        wait_for_value(a, "notes", "first", "from b")
+        b_actor = b.call("status")["actor"]
+        mark = log_size(a)
+        with mallory.connect(a) as attack:
+            attack.hello()
+            head = heads_of(attack.fetch_log())[b_actor]
+            # Unsigned copies of B's next three entries: they extend B's chain as A holds it,
+            # and A cannot tell them from the real ones until a signature arrives.
+            forged = chain(b_actor, [[note(f"forged {n}")] for n in range(3)], head)
+            attack.send_entries([(f.raw, None) for f in forged])
+            assert attack.roundtrip(), "unsigned entries wait: no reason to hang up yet"
+            b.call("put", collection="notes", key="genuine", value="from b")
+            attack.wait_closed()  # raises unless A hangs up on the forger
+        wait_for_value(a, "notes", "genuine", "from b")
+        logged = log_since(a, mark)
+        assert f"disconnecting {mallory.device_id}: it sent a forged copy of {b_actor}" in logged
+        assert all(value_of(a, "notes", f"forged {n}") is None for n in range(3))
+        for honest in (b, c):
+            assert blamed(a, honest.device_id, mark) == [], "only the forger is dropped"
+        assert connected(a, c.device_id) and connected(c, b.device_id)
+        b.call("put", collection="notes", key="later", value="from b")
+        wait_for_value(a, "notes", "later", "from b")
+
+
+EPOCHS = 320
+
+
+def test_huge_and_many_actors_do_not_stop_the_household_from_writing_or_syncing(tmp_path):
+    with household(tmp_path, "a", "b") as (a, b):
+        mallory = HostileMember(tmp_path)
+        mallory.admitted_by(a)
+        marks = {d.name: log_size(d) for d in (a, b)}
+        with mallory.connect(a) as attack:
+            attack.hello()
+            # 0.1.0 accepted and relayed this, and every later local write on every device
+            # failed: the actor went into every entry's context.
+            huge_actor = f"{mallory.device_id}/{'f' * 4_000_000}"
+            [huge] = chain(huge_actor, [[note("huge")]])
+            attack.send_entries([(huge.raw, mallory.sign(huge))])
+            reason = attack.wait_closed()
+        assert reason is not None and "actor must be" in reason, reason
+        with mallory.connect(a) as attack:
+            attack.hello()
+            # Many actors the allowed way: every epoch's first entry retires the one before,
+            # so the device never has more than one open epoch, and each is a new vector slot.
+            made, retires = [], []
+            for n in range(EPOCHS):
+                [first] = chain(mallory.new_actor(), [[note(f"m{n}")]], retires=retires)
+                made.append((first.raw, mallory.sign(first)))
+                retires = [(first.actor, 1, first.hash)]
+            for start in range(0, EPOCHS, 100):
+                assert attack.send_entries(made[start : start + 100])
+            assert attack.roundtrip(), attack.events
+            attack.finish()
+        assert value_of(a, "notes", f"m{EPOCHS - 1}") == f"m{EPOCHS - 1}"
+        wait_for_value(b, "notes", f"m{EPOCHS - 1}", f"m{EPOCHS - 1}")  # relayed by A
+        records = a.call("status")["records"]
+        assert records >= EPOCHS
+        a.call("put", collection="notes", key="from a", value="still writing")
+        wait_for_value(b, "notes", "from a", "still writing")
+        b.call("put", collection="notes", key="from b", value="still writing")
+        wait_for_value(a, "notes", "from b", "still writing")
+        assert blamed(a, b.device_id, marks["a"]) == [] == blamed(b, a.device_id, marks["b"])
+        # B starts again: a new session, a new epoch, hellos and vectors with 320 more actors.
+        b.stop()
+        b.start()
+        b.call("put", collection="notes", key="after restart", value="from b")
+        wait_for_value(a, "notes", "after restart", "from b")
+        assert a.call("status")["records"] == b.call("status")["records"] == records + 3
+        for daemon in (a, b):
+            logged = log_since(daemon, marks[daemon.name])
+            assert " over the " not in logged and "bytes; the limit is" not in logged
+            assert "Traceback" not in logged
+
+
+def far_future_hlc() -> int:
+    """A year ahead: a record stamped so would win every last-writer-wins comparison."""
+    return hlc.from_millis(int(time.time() * 1000) + 365 * 24 * 3600 * 1000)
+
+
+def devices_record(daemon: DaemonProcess, device_id: str) -> Any:
+    return daemon.call("get", collection=membership.DEVICES, key=device_id, all=True)
+
+
+def test_a_pre_signed_un_revocation_and_writes_relayed_after_the_revocation_do_not_stick(
+    tmp_path,
+):
+    a = DaemonProcess(tmp_path, "a")
+    b = DaemonProcess(tmp_path, "b", peers=[a.address])
+    with running(a, b):
+        introduce(a, b)
+        a_id, a_actor = a.device_id, a.call("status")["actor"]
+        wait_for(lambda: connected(b, a_id), "b connected to a", a, b)
+        mallory = HostileMember(tmp_path)
+        mallory.admitted_by(a, b)
+        observer = HostileMember(tmp_path, "observer")  # reads A's log, as any member may
+        observer.admitted_by(a)
+        shared = entry.put("notes", "shared", msgpack.packb("before the revocation"))
+        [before] = chain(mallory.new_actor(), [[shared]])
+        with mallory.connect(b) as member:
+            member.hello()
+            member.send_entries([(before.raw, mallory.sign(before))])
+            assert member.roundtrip()
+            member.finish()
+        wait_for_value(a, "notes", "shared", "before the revocation")  # relayed by B
+
+        # While still a member, Mallory signs a record of itself as not revoked, whose context
+        # claims A's next write (which is going to be the revocation), stamped to win any
+        # last-writer-wins comparison. It holds on to it for later.
+        with observer.connect(a) as watching:
+            watching.hello()
+            a_next = heads_of(watching.fetch_log())[a_actor][0] + 1
+            watching.finish()
+        still_here = membership.device_value(mallory.identity.cert_pem, "still here", a_id)
+        [unrevoke] = chain(
+            mallory.new_actor(),
+            [[entry.put(membership.DEVICES, mallory.device_id, still_here)]],
+            context={a_actor: a_next},
+            hlc=far_future_hlc(),
+        )
+
+        # A revokes Mallory while B is away; B comes back without a path to A.
+        b.stop()
+        b.peers = []
+        b.write_config()
+        a.call("revoke", device=mallory.device_id)
+        with observer.connect(a) as watching:
+            watching.hello()
+            [revocation] = [
+                e for e in watching.fetch_log() if (e.actor, e.seq) == (a_actor, a_next)
+            ]
+            watching.finish()
+        assert [(op.collection, op.key) for op in revocation.ops] == [
+            (membership.DEVICES, mallory.device_id)
+        ], "the un-revocation's context names exactly the revocation"
+        b_mark = log_size(b)
+        b.start()
+
+        # Mallory hands B the pre-signed record and new writes on the epoch A cut; B has not
+        # heard of the revocation, so it applies the writes (the record waits for A's entry).
+        after = chain(
+            before.actor,
+            [
+                [entry.put("notes", "shared", msgpack.packb("after the revocation"))],
+                [note("own")],
+            ],
+            (1, before.hash),
+        )
+        with mallory.connect(b) as member:
+            member.hello()
+            first, last = after
+            items = [(unrevoke.raw, mallory.sign(unrevoke)), (first.raw, None)]
+            items.append((last.raw, mallory.sign(last)))  # one signature vouches for both
+            member.send_entries(items)
+            assert member.roundtrip()
+            assert value_of(b, "notes", "own") == "own", "B relays a write made after the cut"
+            b.call("put", collection="notes", key="shared", value="b saw mallory's write")
+
+            # A and B meet. B learns of the revocation from A's log and drops Mallory.
+            b.peers = [a.address]
+            b.write_config()
+            b.call("reload")
+            member.wait_closed(timeout=20)
+
+        def settled() -> bool:
+            return all(
+                peers(d)[mallory.device_id]["revoked"]
+                and value_of(d, "notes", "own") is None
+                and value_of(d, "notes", "shared") == "b saw mallory's write"
+                for d in (a, b)
+            )
+
+        wait_for(settled, "both to drop mallory's writes after the revocation", a, b)
+        for daemon in (a, b):
+            view = daemon.call("get", collection="notes", key="shared", all=True)
+            assert not view["conflict"], view
+        assert devices_record(a, mallory.device_id) == devices_record(b, mallory.device_id)
+        assert a.call("status")["records"] == b.call("status")["records"]
+        assert a.call("scan", collection="notes") == b.call("scan", collection="notes")
+        # B did consider the held record once the revocation arrived, and refused it.
+        assert "refused 1 entries that no member may accept" in log_since(b, b_mark)
