@@ -13,6 +13,7 @@ import itertools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -301,3 +302,112 @@ def test_a_pre_signed_un_revocation_and_writes_relayed_after_the_revocation_do_n
         assert a.call("scan", collection="notes") == b.call("scan", collection="notes")
         # B did consider the held record once the revocation arrived, and refused it.
         assert "refused 1 entries that no member may accept" in log_since(b, b_mark)
+
+
+LARGE_ENTRIES = 300
+LARGE_VALUE = 3_900_000  # each entry just under the 4 MiB entry limit, as in the issue
+MiB = 1024 * 1024
+
+
+def memory_kib(daemon: DaemonProcess, field: str) -> int:
+    """VmRSS (resident now) or VmHWM (the most it was resident) of the daemon, in KiB."""
+    assert daemon.process is not None
+    with open(f"/proc/{daemon.process.pid}/status") as status:
+        for line in status:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{daemon.process.pid}/status")
+
+
+@dataclass
+class Flood:
+    a: DaemonProcess
+    b: DaemonProcess
+    mallory: HostileMember
+    sent: int
+    sessions: int
+    drops: int
+    before_kib: int  # the daemon's RSS before the flood
+    after_kib: int  # ... once Mallory left and an honest write went through
+    peak_kib: int  # the most it ever held
+
+
+@pytest.fixture(scope="module")
+def flood(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flood]:
+    """300 large unsigned entries sent to A by a member, once for the tests below."""
+    tmp_path = tmp_path_factory.mktemp("flood")
+    with household(tmp_path, "a", "b") as (a, b):
+        mallory = HostileMember(tmp_path)
+        mallory.admitted_by(a)
+        with mallory.connect(a) as warm_up:  # the first session's imports and buffers
+            warm_up.hello()
+            assert warm_up.roundtrip()
+            warm_up.finish()
+        before = memory_kib(a, "VmRSS")
+        mark = log_size(a)
+        actor, head = mallory.new_actor(), (0, entry.GENESIS_HASH)
+        blob = b"\x00" * LARGE_VALUE
+        sent, sessions, attack = 0, 0, None
+        started = time.monotonic()
+        # Entries that never reach a signature (1.2 GB in all): each session gets as far as its
+        # allowance lets it, and Mallory comes back for more until all of them went out.
+        while sent < LARGE_ENTRIES:
+            if attack is None or attack.closed:
+                if attack is not None:
+                    attack.finish()
+                wait_for(lambda: not connected(a, mallory.device_id), "a to drop mallory", a)
+                attack = mallory.connect(a)
+                attack.hello()
+                sessions += 1
+            [large] = chain(actor, [[entry.put("blobs", str(sent), blob)]], head)
+            if attack.send_entries([(large.raw, None)]):
+                sent, head = sent + 1, (large.seq, large.hash)
+        assert attack is not None
+        attack.finish()
+        flooded = time.monotonic() - started
+        wait_for(lambda: not connected(a, mallory.device_id), "a to drop mallory", a)
+        drops = log_since(a, mark).count(
+            f"peer {mallory.device_id} broke the protocol: sent more than 33,554,432 bytes"
+        )
+        position = a.call("status")["position"]
+        b.call("put", collection="notes", key="after the flood", value="from b")
+        wait_for_value(a, "notes", "after the flood", "from b", since=position)
+        after, peak = memory_kib(a, "VmRSS"), memory_kib(a, "VmHWM")
+        print(
+            f"\n{sent} entries of {LARGE_VALUE / MiB:.1f} MiB in {sessions} sessions, {drops} "
+            f"dropped at the allowance, in {flooded:.1f} s; daemon RSS {before / 1024:.0f} MiB "
+            f"before, {after / 1024:.0f} MiB after, peak {peak / 1024:.0f} MiB"
+        )
+        yield Flood(a, b, mallory, sent, sessions, drops, before, after, peak)
+
+
+def test_large_unsigned_entries_get_the_member_dropped_at_its_allowance(flood):
+    a = flood.a
+    # At most 8 entries fit the 32 MiB allowance; socket buffers hold a few more per session.
+    assert flood.sent == LARGE_ENTRIES
+    assert flood.drops >= LARGE_ENTRIES // 16 and flood.sessions >= flood.drops
+    assert a.call("status")["records"] == 1, "nothing of the flood was stored"
+    started = time.monotonic()
+    assert a.call("status")["peers_connected"] == 1
+    assert time.monotonic() - started < 1.0
+    assert blamed(a, flood.b.device_id, 0) == []
+    flood.b.call("put", collection="notes", key="still", value="syncing")
+    wait_for_value(a, "notes", "still", "syncing")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a dropped peer's entries stay in memory (issue 8 point 5): Replica.apply raises "
+    "IntegrityError for the sending peer and its traceback keeps the frames of Replica.apply "
+    "and Intake.add alive, with `items` (every raw entry of the frame) and the decoded entries; "
+    "the exception sits in reference cycles through trio (outcome Error.unwrap/capture, "
+    "Nursery._add_exc, the nursery's ExceptionGroup), so ~70 MB per dropped session waits for "
+    "a full cyclic GC, which an idle daemon rarely runs (RSS +500..600 MiB here; gc.collect() "
+    "plus malloc_trim brings it back to the baseline). Fix: clear the frames "
+    "(traceback.clear_frames) and re-raise a fresh IntegrityError in _SessionPump._apply, or "
+    "catch it there and end the session without the traceback (measured: +85 MiB after)",
+)
+def test_the_memory_of_large_unsigned_entries_is_bounded_and_freed_when_the_member_leaves(flood):
+    grown, peak = flood.after_kib - flood.before_kib, flood.peak_kib - flood.before_kib
+    assert grown * 1024 < 200 * MiB, "what waited is freed when the peer leaves"
+    assert peak * 1024 < 400 * MiB, "the 0.1.0 daemon held 2.3 GB"
