@@ -19,11 +19,14 @@ from typing import Any
 
 import msgpack
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from p2psync import entry, hlc, membership
+from p2psync import entry, hlc, identity, membership
 from p2psync.client import ControlError
+from p2psync.wire import encode_frame
 from tests.daemons import DaemonProcess, introduce, running, wait_for, wait_for_value
-from tests.hostile_peer import HostileMember, chain, heads_of
+from tests.hostile_peer import HostileMember, chain, heads_of, raw_frame
 
 pytestmark = pytest.mark.slow
 
@@ -411,3 +414,159 @@ def test_the_memory_of_large_unsigned_entries_is_bounded_and_freed_when_the_memb
     grown, peak = flood.after_kib - flood.before_kib, flood.peak_kib - flood.before_kib
     assert grown * 1024 < 200 * MiB, "what waited is freed when the peer leaves"
     assert peak * 1024 < 400 * MiB, "the 0.1.0 daemon held 2.3 GB"
+
+
+# Frames a member may send that break a protocol rule; each must end that member's session.
+BAD_FIELDS = [
+    {"t": "hello", "v": "2", "id": "me", "s": {}},
+    {"t": "vector", "s": 7, "vv": {}},
+    {"t": "vector", "s": "default", "vv": {"someone": -1}},
+    {"t": "entries", "s": "default", "i": "not a list"},
+    {"t": "entries", "s": "default", "i": [[1, None]]},
+    {"t": "entries", "s": "default", "i": [[msgpack.packb({"s": "default"}), None]]},
+    {"t": "caught_up", "s": "default", "vv": [1, 2]},
+    {"t": "bye", "r": 5},
+    {"t": 5},
+]
+FATAL = ("bye", "junk", "truncated", "oversized", "bad_field", "bad_signature", "bad_chain")
+valid_frames = st.one_of(
+    st.sampled_from(["hello", "vector", "ping", "future", "fork"]).map(lambda k: (k, 0)),
+    st.tuples(st.sampled_from(["signed", "signed", "unsigned"]), st.integers(1, 3)),
+)
+frames = st.one_of(
+    valid_frames,
+    st.sampled_from(["bye", "oversized", "bad_signature", "bad_chain"]).map(lambda k: (k, 0)),
+    st.tuples(st.just("junk"), st.binary(min_size=1, max_size=40)),
+    st.tuples(st.just("truncated"), st.integers(1, 100)),
+    st.tuples(st.just("bad_field"), st.integers(0, len(BAD_FIELDS) - 1)),
+)
+# Mostly a hello first, then valid frames, then anything: a session that dies at its first
+# frame says little about what the daemon does with the frames a member may send.
+sessions = st.tuples(
+    st.sampled_from([True, True, True, False]),
+    st.lists(valid_frames, max_size=6),
+    st.lists(frames, max_size=3),
+).map(lambda s: [("hello", 0)] * s[0] + s[1] + s[2])
+
+
+class Member:
+    """Mallory's side of the property: plays frames and predicts what the daemon applied."""
+
+    def __init__(self, mallory: HostileMember, daemon: DaemonProcess) -> None:
+        self.mallory, self.daemon = mallory, daemon
+        self.actor = mallory.new_actor()
+        self.stranger = identity.DeviceIdentity.generate()  # signs what Mallory's key did not
+        self.head = (0, entry.GENESIS_HASH)  # of Mallory's chain, as the daemon holds it
+        self.written = 0
+
+    def entries(self, count: int, after: tuple[int, bytes]) -> list[entry.LogEntry]:
+        self.written += count
+        made = [[note(f"h{self.written - count + n}")] for n in range(count)]
+        return chain(self.actor, made, after)
+
+    def play(self, actions: list[tuple[str, Any]]) -> None:
+        """Send `actions` on a new session; afterwards `head` is what the daemon must hold."""
+        with self.mallory.connect(self.daemon) as conn:
+            hello = conn.hello_bytes()
+            greeted, alive, tip = False, True, self.head
+            for kind, arg in actions:
+                # before the daemon's hello, anything but a hello breaks the protocol
+                alive = kind not in FATAL and (greeted or kind == "hello")
+                if kind == "hello":
+                    alive = not greeted  # a second hello breaks it too
+                    greeted, data = True, hello
+                elif kind in ("vector", "ping", "future", "bye"):
+                    message = {
+                        "vector": {"t": "vector", "s": "default", "vv": {}},
+                        "ping": {"t": "ping"},
+                        "future": {"t": "from-a-newer-version", "x": 1},
+                        "bye": {"t": "bye", "r": "leaving"},
+                    }[kind]
+                    data = encode_frame(message)
+                elif kind in ("signed", "unsigned"):
+                    made = self.entries(arg, tip)
+                    items = [(e.raw, None) for e in made]
+                    if kind == "signed":
+                        items[-1] = (made[-1].raw, self.mallory.sign(made[-1]))
+                    data = encode_frame({"t": "entries", "s": "default", "i": items})
+                    if alive:
+                        tip = (made[-1].seq, made[-1].hash)
+                        if kind == "signed":
+                            self.head = tip  # it releases the unsigned ones before it too
+                elif kind == "fork":
+                    # a validly signed entry of Mallory's that does not follow its chain: a
+                    # fork, kept out; after unsigned entries of this session, a broken chain
+                    [made] = chain(self.actor, [[note("fork")]], (tip[0], bytes(32)))
+                    data = encode_frame(
+                        {"t": "entries", "s": "default", "i": [(made.raw, self.mallory.sign(made))]}
+                    )
+                    alive = alive and tip == self.head
+                elif kind == "bad_signature":
+                    [made] = self.entries(1, tip)
+                    signature = self.stranger.sign(
+                        entry.head_message(made.share, made.actor, made.seq, made.hash)
+                    )
+                    data = encode_frame(
+                        {"t": "entries", "s": "default", "i": [(made.raw, signature)]}
+                    )
+                elif kind == "bad_chain":
+                    first, second = self.entries(2, tip)
+                    [second] = chain(self.actor, [list(second.ops)], (first.seq, bytes(32)))
+                    items = [(first.raw, None), (second.raw, self.mallory.sign(second))]
+                    data = encode_frame({"t": "entries", "s": "default", "i": items})
+                elif kind == "junk":
+                    data = arg
+                elif kind == "truncated":
+                    data = raw_frame(msgpack.packb({"t": "ping", "pad": b"x" * 200})[:arg], 220)
+                elif kind == "oversized":
+                    data = raw_frame(b"\x80" * 64, 2**31)
+                else:
+                    data = raw_frame(msgpack.packb(BAD_FIELDS[arg]))
+                conn.send(data)
+                if not alive:
+                    break  # nothing after it is read (or it is swallowed by a cut frame)
+            if alive and greeted:
+                assert conn.roundtrip(), f"the daemon hung up on valid frames: {conn.events}"
+            conn.finish()
+
+    def daemon_vector(self, daemon: DaemonProcess) -> dict[str, int]:
+        with self.mallory.connect(daemon) as conn:
+            conn.hello()
+            vector = conn.vector()
+            conn.finish()
+        return vector
+
+
+def test_random_valid_and_invalid_frames_from_a_member_leave_the_daemon_serving(tmp_path):
+    with household(tmp_path, "a", "b") as (a, b):
+        mallory = HostileMember(tmp_path)
+        mallory.admitted_by(a)
+        member = Member(mallory, a)
+        member.play([("hello", 0), ("signed", 1)])  # a chain to fork from
+        assert member.head[0] == 1
+        examples = []
+
+        @settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+        @given(sessions)
+        def property(actions: list[tuple[str, Any]]) -> None:
+            examples.append(actions)
+            wait_for(lambda: not connected(a, mallory.device_id), "a to drop mallory", a)
+            member.play(actions)
+            wait_for(lambda: not connected(a, mallory.device_id), "a to drop mallory", a)
+            started = time.monotonic()
+            a.call("status")
+            assert time.monotonic() - started < 1.0, "status stays fast"
+            held = member.daemon_vector(a).get(member.actor, 0)
+            assert held == member.head[0], f"a holds #{held} of mallory, expected {member.head}"
+            position = a.call("status")["position"]
+            b.call("put", collection="honest", key=str(len(examples)), value=len(examples))
+            wait_for_value(a, "honest", str(len(examples)), len(examples), since=position)
+
+        property()
+        assert len(examples) >= 10
+        # B got Mallory's accepted entries through A and nothing else: both hold the same.
+        wait_for(
+            lambda: member.daemon_vector(a) == member.daemon_vector(b), "a and b to agree", a, b
+        )
+        assert a.call("status")["records"] == b.call("status")["records"]
+        assert blamed(a, b.device_id, 0) == [] == blamed(b, a.device_id, 0)
