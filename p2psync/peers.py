@@ -11,6 +11,7 @@ import logging
 import random
 import ssl
 import time
+import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -359,6 +360,14 @@ class PeerManager:
             )
             self.on_change()
 
+    def end_for_misbehaviour(self, session: _Session, reason: str) -> None:
+        """Close a session whose peer sent something false, naming it, and tell it why."""
+        if session.farewell is None:
+            log.warning("peer %s broke the protocol: %s", session.state.device_id, reason)
+        session.reason = session.reason or reason
+        session.farewell = session.farewell or (reason, "")
+        session.cancel_scope.cancel()
+
     def _unregister(self, session: _Session) -> bool:
         """Forget an ended session; True when the device has no session left."""
         peer_id = session.state.device_id
@@ -390,9 +399,7 @@ class PeerManager:
             with session.cancel_scope:
                 await _SessionPump(self, session).run()
         except* (ProtocolError, IntegrityError) as group:
-            session.reason = _first_reason(group)
-            session.farewell = session.farewell or (session.reason, "")
-            log.warning("peer %s broke the protocol: %s", peer_id, session.reason)
+            self.end_for_misbehaviour(session, _first_reason(group))
         except* CONNECTION_ERRORS as group:
             session.reason = session.reason or _first_reason(group)
         except* Exception as group:
@@ -443,8 +450,9 @@ class PeerManager:
         """Peers that this apply showed to have sent false entries go, named; what the entries
         revealed about devices (copies running, restores, forks) is said once."""
         for peer, reason in result.offenders.items():
-            log.warning("disconnecting %s: it %s", peer, reason)
-            self.drop(peer, f"you {reason}")
+            session = self.sessions.get(peer)
+            if session is not None:
+                self.end_for_misbehaviour(session, f"it {reason}")
         for notice in result.notices:
             log.warning("device %s %s", notice.device_id, notice.text)
         if result.refused:
@@ -588,9 +596,19 @@ class _SessionPump:
 
     async def _apply(self, event: Entries) -> None:
         known = self._known(event.share)
-        result = await self.node.call(
-            _apply_noting, self.replica, event.share, event.items, known, self.state.device_id
-        )
+        try:
+            result = await self.node.call(
+                _apply_noting, self.replica, event.share, event.items, known, self.state.device_id
+            )
+        except IntegrityError as exc:
+            # The session ends by cancellation, not by this exception: its traceback holds the
+            # frames of the apply with every entry of the batch, and the cycles trio's nurseries
+            # put exceptions in would keep them until a full collection (tens of MB per peer).
+            reason = str(exc)
+            traceback.clear_frames(exc.__traceback__)
+            del exc
+            self.manager.end_for_misbehaviour(self.session, reason)
+            return
         self.state.count_received(trio.current_time(), len(event.items))
         self.manager.after_apply(result)
         if result.applied:

@@ -529,16 +529,6 @@ def keys_in_order(tmp_path: Path, *daemons: DaemonProcess) -> None:
         shutil.copytree(by_id[device_id], daemon.state_dir)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a member keeps one session per device id (PeerManager.sessions), so with two running "
-    "copies of B it talks to only one: when B's id sorts after A's, `_register` silently refuses "
-    "every incoming session of the other copy (not preferred) and A's own dial loop for the other "
-    "address waits on the session it has (`expected in self.sessions`), so the other copy's "
-    "writes never reach A (and it never gets A's). Fix: key sessions by device and epoch "
-    "(the hello could carry the sender's actor) or by device and address, keep both, and name "
-    "both addresses in the running_twice notice",
-)
 def test_a_copy_of_a_state_dir_running_beside_the_original_is_named_and_loses_nothing(
     netns_hosts, tmp_path
 ):
@@ -549,8 +539,8 @@ def test_a_copy_of_a_state_dir_running_beside_the_original_is_named_and_loses_no
     b = lan_daemon(tmp_path, host_b, "b")
     # the same device name: the copy's config is a copy too
     copy = lan_daemon(tmp_path / "copy", host_copy, "b")
-    # B's id after A's: A then never gives up a session with one copy for the other's (with
-    # the other order the two copies take turns, each replacing the other's session).
+    # B's id after A's: before members kept a session per running copy, A then never gave up
+    # its session with one copy for the other's.
     keys_in_order(tmp_path, a, b)
     with running(a, b):
         b_id = b.device_id
@@ -566,13 +556,25 @@ def test_a_copy_of_a_state_dir_running_beside_the_original_is_named_and_loses_no
             # the other writes, or the household splits for good (0.1.0).
             b.call("put", collection="notes", key="by the original", value="b")
             copy.call("put", collection="notes", key="by the copy", value="b'")
-            for daemon in (a, b, copy):  # seconds when it works; 10 s keeps the xfail short
+            for daemon in (a, b, copy):
                 wait_for_value(daemon, "notes", "by the original", "b", timeout=10)
                 wait_for_value(daemon, "notes", "by the copy", "b'", timeout=10)
-            wait_for(lambda: notices_about(a, b_id), "a to name b as running twice", a, b, copy)
-            [notice] = notices_about(a, b_id)
-            assert notice["kind"] == "running_twice" and notice["name"] == "b", notice
-            assert notice["text"].startswith("b started twice from the same state")
+            wait_for(
+                lambda: {n["kind"] for n in notices_about(a, b_id)}
+                == {"running_twice", "running_in_two_places"},
+                "a to name b as running twice, and where",
+                a,
+                b,
+                copy,
+            )
+            by_kind = {n["kind"]: n for n in notices_about(a, b_id)}
+            twice = by_kind["running_twice"]
+            assert twice["name"] == "b"
+            assert twice["text"].startswith("b started twice from the same state")
+            places = sorted([host_b.ip, host_copy.ip])
+            assert by_kind["running_in_two_places"]["text"] == (
+                f"b is running in two places: {places[0]} and {places[1]}"
+            )
             b.call("put", collection="notes", key="later", value="b")
             copy.call("put", collection="notes", key="later", value="b'")
             for daemon in (a, b, copy):
