@@ -185,13 +185,20 @@ class Replica(TrustRules):
     ) -> list[LogEntry]:
         written: list[LogEntry] = []
         for seq, clock, ops in planned:
+            context = _replaced_dots(existing, ops, self.actor)
+            if len(context) > entries.MAX_CONTEXT_ACTORS:
+                raise ReplicaError(
+                    f"these keys hold concurrent values from {len(context)} writers, more than the "
+                    f"{entries.MAX_CONTEXT_ACTORS} an entry may replace at once; write fewer keys "
+                    "per transaction, and see `p2psync conflicts` for who wrote them"
+                )
             new = entries.encode(
                 share,
                 self.actor,
                 seq,
                 prev_hash,
                 clock,
-                _replaced_dots(existing, ops, self.actor),
+                context,
                 ops,
                 self._book(share).own_leaves(self.device_id, heads) if seq == 1 else (),
             )
