@@ -26,7 +26,7 @@ from typing import Any
 
 import trio
 
-from . import __version__, config, identity, keystore, pairing
+from . import __version__, config, identity, keystore, netwatch, pairing
 from .config import Config, ConfigError
 from .control import serve_control
 from .discovery import Discovery, Found
@@ -114,6 +114,7 @@ class Daemon:
             for address in [*self.config.peers, *self._saved_addresses()]:
                 self.peers.dial(address)
             await nursery.start(self.peers.run, listeners)
+            nursery.start_soon(self._follow_network)
             if self.config.discovery_enabled:
                 await nursery.start(self._run_discovery)
             await nursery.start(
@@ -230,7 +231,11 @@ class Daemon:
     async def _run_discovery(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         interfaces = list(self.config.discovery_interfaces)
         async with Discovery(
-            self.device_id, self.device_name, self.listen_port, interfaces=interfaces
+            self.device_id,
+            self.device_name,
+            self.listen_port,
+            interfaces=interfaces,
+            on_heard=self._heard,
         ) as discovery:
             self.discovery = discovery
             log.info("discovery: announcing on %s", ", ".join(interfaces) or "all interfaces")
@@ -257,6 +262,22 @@ class Daemon:
             if address not in known:
                 known.append(address)
                 self.peers.dial(address, found.device_id)
+        self.peers.wake(found.device_id)  # addresses dialled before: it announced itself anew
+
+    def _heard(self, device_id: str) -> None:
+        """A member spoke on the LAN (announced itself, answered a query): dial it at once if a
+        dialer of it is backing off."""
+        if device_id in self._discovered:
+            self.peers.wake(device_id)
+
+    async def _follow_network(self) -> None:
+        """A link of ours came up or gained an address: every dialer tries at once, and
+        discovery announces us again, so that peers backing off from us dial us at once too."""
+        async for news in netwatch.changes():
+            log.info("network change (%s): dialling peers again", "; ".join(news))
+            self.peers.wake()
+            if self.discovery is not None:
+                self.discovery.links_changed()
 
     def nearby(self) -> list[dict[str, Any]]:
         if self.discovery is None:

@@ -26,6 +26,7 @@ import ifaddr
 import trio
 from zeroconf import (
     DNSCache,
+    DNSPointer,
     DNSText,
     IPVersion,
     RecordUpdate,
@@ -212,6 +213,31 @@ class ReturningTxtRecords(RecordUpdateListener):
         self._arrived.clear()
 
 
+class HeardServices(RecordUpdateListener):
+    """Reports every service of ours that any packet just spoke for (an announcement, a
+    re-announcement, an answer), changed or not: a device speaking on the LAN is reachable now,
+    which is news for a dialer backing off. Runs on zeroconf's thread; one report per service
+    per packet."""
+
+    def __init__(self, on_heard: Callable[[str], None]) -> None:
+        self._on_heard = on_heard
+        self._heard: set[str] = set()
+
+    def async_update_records(self, zc: Zeroconf, now: float, records: list[RecordUpdate]) -> None:
+        for update in records:
+            record = update.new
+            if record.is_expired(now):
+                continue  # a goodbye
+            name = record.alias if isinstance(record, DNSPointer) else record.name
+            if name.lower().endswith("." + SERVICE_TYPE):
+                self._heard.add(name)
+
+    def async_update_records_complete(self) -> None:
+        for service_name in self._heard:
+            self._on_heard(service_name)
+        self._heard.clear()
+
+
 class NearbyDevices:
     """The view of announcing devices, kept on the trio side: service names in, events out.
 
@@ -219,8 +245,13 @@ class NearbyDevices:
     the last service naming it goes away.
     """
 
-    def __init__(self, emit: Callable[[DiscoveryEvent], None]) -> None:
+    def __init__(
+        self,
+        emit: Callable[[DiscoveryEvent], None],
+        on_heard: Callable[[str], None] = lambda device_id: None,
+    ) -> None:
         self._emit = emit
+        self._on_heard = on_heard
         self._by_service_name: dict[str, Found] = {}
 
     def by_device_id(self) -> dict[str, Found]:
@@ -233,6 +264,12 @@ class NearbyDevices:
             self._forget(previous.device_id)
         if found != previous:
             self._emit(found)
+
+    def heard(self, service_name: str) -> None:
+        """A packet spoke for a service: its device (once resolved) is there right now."""
+        found = self._by_service_name.get(service_name)
+        if found is not None:
+            self._on_heard(found.device_id)
 
     def removed(self, service_name: str) -> None:
         previous = self._by_service_name.pop(service_name, None)
@@ -263,6 +300,7 @@ class Discovery:
         interfaces: Sequence[str],
         protocol_versions: tuple[int, int] = (1, 1),
         interface_poll_seconds: float = INTERFACE_POLL_SECONDS,
+        on_heard: Callable[[str], None] = lambda device_id: None,
     ) -> None:
         self.device_id = device_id
         self.name = name
@@ -273,14 +311,16 @@ class Discovery:
         self._pairing: int | None = None
         self._instance_name = f"{instance_label(name, device_id)}.{SERVICE_TYPE}"
         self._events_send, self._events_receive = trio.open_memory_channel[DiscoveryEvent](math.inf)
-        self._nearby = NearbyDevices(self._emit)
+        self._nearby = NearbyDevices(self._emit, on_heard)
         self._republish = trio.Event()
+        self._links_changed = trio.Event()
         self._context: AbstractAsyncContextManager[None] | None = None
         # Touched only on zeroconf's thread:
         self._resolvers: dict[str, asyncio.Task[None]] = {}
         self._broadcasts: set[asyncio.Future[Any]] = set()
         self._browser: AsyncServiceBrowser | None = None
         self._returning_txt: ReturningTxtRecords | None = None
+        self._heard_services: HeardServices | None = None
         self._registered = False
 
     async def __aenter__(self) -> Discovery:
@@ -312,6 +352,12 @@ class Discovery:
         """
         self._pairing = nameplate
         self._republish.set()
+
+    def links_changed(self) -> None:
+        """A link came up or an address appeared: look at the interfaces now rather than at the
+        next poll, and announce again (devices that missed us meanwhile hear that we are back,
+        and dial us at once)."""
+        self._links_changed.set()
 
     @asynccontextmanager
     async def _running(self) -> AsyncIterator[None]:
@@ -368,12 +414,17 @@ class Discovery:
 
     async def _follow_interfaces(self) -> None:
         while True:
-            await trio.sleep(self._interface_poll_seconds)
+            with trio.move_on_after(self._interface_poll_seconds):
+                await self._links_changed.wait()
+            links_changed = self._links_changed.is_set()
+            self._links_changed = trio.Event()
             binding = await trio.to_thread.run_sync(self._current_binding)
             if binding != self._binding:
                 log.info("interface addresses changed: %s", binding.published_addresses)
                 self._binding = binding
                 self._republish.set()
+            elif links_changed:
+                self._republish.set()  # publishing binds again too
             else:
                 # Retries sockets that could not be bound before (an IPv6 address still in
                 # duplicate address detection at boot); a no-op when all are in place.
@@ -395,6 +446,8 @@ class Discovery:
     async def _async_start(self, info: ServiceInfo) -> None:
         self._returning_txt = ReturningTxtRecords(self._zeroconf.cache, self._service_changed)
         self._zeroconf.async_add_listener(self._returning_txt, None)
+        self._heard_services = HeardServices(partial(self._handoff.call, self._nearby.heard))
+        self._zeroconf.async_add_listener(self._heard_services, None)
         self._browser = AsyncServiceBrowser(
             self._zeroconf, [SERVICE_TYPE], handlers=[self._on_service_state_change]
         )
@@ -405,6 +458,8 @@ class Discovery:
     async def _async_stop(self) -> None:
         if self._returning_txt is not None:
             self._zeroconf.async_remove_listener(self._returning_txt)
+        if self._heard_services is not None:
+            self._zeroconf.async_remove_listener(self._heard_services)
         if self._browser is not None:
             await self._browser.async_cancel()
         for pending in [*self._resolvers.values(), *self._broadcasts]:

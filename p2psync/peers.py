@@ -8,7 +8,6 @@ peer is a current member and the peer answered with its own hello.
 
 import contextlib
 import logging
-import random
 import ssl
 import time
 import traceback
@@ -26,6 +25,7 @@ from .entry import IntegrityError
 from .membership import DeviceRecord
 from .node import Node
 from .pairing_service import PREFACE as PAIRING_PREFACE
+from .redial import Redial
 from .replica import ApplyResult, Replica, WireItem, wall_clock_ms
 from .session import (
     CLOSED,
@@ -55,11 +55,6 @@ class Timeouts:
     handshake: float = 10.0
     idle: float = 60.0
     reconnect_max: float = 60.0
-
-
-def backoff_delay(attempt: int, cap: float, rng: Callable[[], float] = random.random) -> float:
-    """Capped exponential backoff with full jitter (0.5 s, 1 s, 2 s ... up to `cap`)."""
-    return min(cap, 0.5 * 2 ** min(attempt, 20)) * (0.5 + rng() / 2)
 
 
 def preferred(dialer: str, listener: str) -> bool:
@@ -98,6 +93,23 @@ class PeerState:
         return recent / RATE_WINDOW_SECONDS
 
 
+class _Dialer:
+    """One address's dialer task: its schedule, and what wakes it when there is news."""
+
+    def __init__(self, cap: float) -> None:
+        self.scope = trio.CancelScope()
+        self.schedule = Redial(cap)
+        self.news = trio.Event()
+        self.connecting: trio.CancelScope | None = None  # a TCP connect still unanswered
+
+    def wake(self) -> None:
+        self.schedule.woken(trio.current_time())
+        self.news.set()
+        if self.connecting is not None:
+            # a connect whose SYN went out before the news may wait seconds for its retransmit
+            self.connecting.cancel()
+
+
 class _Session:
     def __init__(self, stream: trio.SSLStream[Any], state: PeerState, dialer: str):
         self.stream = stream
@@ -132,7 +144,7 @@ class PeerManager:
         self._server_context: ssl.SSLContext | None = None
         self._client_context: ssl.SSLContext | None = None
         self._dial_requests: dict[Address, str | None] = {}
-        self._dialers: dict[Address, trio.CancelScope] = {}
+        self._dialers: dict[Address, _Dialer] = {}
         self._nursery: trio.Nursery | None = None
         self.pairing_handler: Callable[[trio.abc.Stream, str], Awaitable[None]] | None = None
         self._revoked: dict[str, str] = {}
@@ -212,6 +224,7 @@ class PeerManager:
         arrival.release()
         peer_id = await self._handshake(stream, address)
         if peer_id is not None:
+            self._arrived(peer_id)
             await self._run_session(stream, peer_id, address, dialer=peer_id)
 
     async def _handshake(
@@ -258,9 +271,21 @@ class PeerManager:
     def undial(self, address: Address) -> None:
         """Stop trying `address` (a discovered device went away); a live session stays."""
         self._dial_requests.pop(address, None)
-        scope = self._dialers.pop(address, None)
-        if scope is not None:
-            scope.cancel()
+        dialer = self._dialers.pop(address, None)
+        if dialer is not None:
+            dialer.scope.cancel()
+
+    def wake(self, device_id: str | None = None) -> None:
+        """News that `device_id` (None: any device, e.g. a link came up) may be reachable now:
+        its dialers try again at once, and their back-off starts over."""
+        for address, expected in self._dial_requests.items():
+            dialer = self._dialers.get(address)
+            if dialer is not None and (device_id is None or expected == device_id):
+                dialer.wake()
+
+    def _arrived(self, peer_id: str) -> None:
+        """An incoming session from `peer_id`: the device is there, whatever our dialers think."""
+        self.wake(peer_id)
 
     def trusts(self, device_id: str) -> bool:
         return device_id in self._trusted
@@ -277,29 +302,51 @@ class PeerManager:
             task_status.started()
 
     async def _dial_loop(self, address: Address) -> None:
-        with trio.CancelScope() as scope:
-            self._dialers[address] = scope
-            attempt = 0
-            while address in self._dial_requests:
-                expected = self._dial_requests.get(address)
-                if expected is not None and expected in self.sessions:
-                    await self.sessions[expected].closed.wait()
-                    continue
-                connected = await self._dial_once(address)
-                if self._dial_requests.get(address) in self.revoked_us:
-                    self._dial_requests.pop(address, None)
-                    return  # that household revoked this device: asking again changes nothing
-                attempt = 0 if connected else attempt + 1
-                await trio.sleep(backoff_delay(attempt, self.timeouts.reconnect_max))
+        dialer = self._dialers[address] = _Dialer(self.timeouts.reconnect_max)
+        schedule = dialer.schedule
+        try:
+            with dialer.scope:
+                while address in self._dial_requests:
+                    expected = self._dial_requests.get(address)
+                    if expected is not None and expected in self.sessions:
+                        await self.sessions[expected].closed.wait()
+                        continue
+                    delay = schedule.delay(trio.current_time())
+                    if delay > 0:
+                        dialer.news = trio.Event()
+                        with trio.move_on_after(delay):
+                            await dialer.news.wait()
+                        continue
+                    schedule.started(trio.current_time())
+                    connected = await self._dial_once(address, dialer)
+                    if self._dial_requests.get(address) in self.revoked_us:
+                        self._dial_requests.pop(address, None)
+                        return  # that household revoked this device: asking again changes nothing
+                    if connected:
+                        schedule.connected(trio.current_time())
+                    else:
+                        schedule.failed(trio.current_time())
+        finally:
+            if self._dialers.get(address) is dialer:
+                del self._dialers[address]
 
-    async def _dial_once(self, address: Address) -> bool:
+    async def _dial_once(self, address: Address, dialer: _Dialer | None = None) -> bool:
         host, port = address
         text = format_address(*address)
         try:
-            with trio.fail_after(self.timeouts.handshake):
+            with trio.fail_after(self.timeouts.handshake), trio.CancelScope() as connecting:
+                if dialer is not None:
+                    dialer.connecting = connecting
+                # an unreachable address fails as fast as the OS says so (refused, no route)
                 tcp = await trio.open_tcp_stream(host, port)
         except (OSError, trio.TooSlowError) as exc:
             log.debug("cannot reach %s: %s", text, _describe(exc))
+            return False
+        finally:
+            if dialer is not None:
+                dialer.connecting = None
+        if connecting.cancelled_caught:
+            log.debug("connecting to %s again at once: there is news of it", text)
             return False
         assert self._client_context is not None
         stream = trio.SSLStream(tcp, self._client_context, server_side=False)

@@ -55,6 +55,7 @@ class DaemonProcess:
         interfaces: list[str] | None = None,
         netns: str | None = None,
         idle_timeout: float = 60.0,
+        reconnect_max: float = 2.0,
         extra_config: str = "",
         nofile: int | None = None,
     ) -> None:
@@ -72,6 +73,7 @@ class DaemonProcess:
         self.discovery = discovery
         self.interfaces = interfaces or []
         self.idle_timeout = idle_timeout
+        self.reconnect_max = reconnect_max
         self.extra_config = extra_config
         self.nofile = nofile  # RLIMIT_NOFILE for the daemon, to make fd exhaustion reachable
         self.process: subprocess.Popen[bytes] | None = None
@@ -101,7 +103,7 @@ class DaemonProcess:
                     f"interfaces = {json.dumps(self.interfaces)}",
                     "[sync]",
                     f"idle_timeout = {self.idle_timeout}",
-                    "reconnect_max = 2",
+                    f"reconnect_max = {self.reconnect_max}",
                     "[log]",
                     'level = "debug"',
                     self.extra_config,

@@ -45,6 +45,7 @@ from p2psync.discovery import (
     SERVICE_TYPE,
     DiscoveryEvent,
     Found,
+    HeardServices,
     Lost,
     NearbyDevices,
     ReturningTxtRecords,
@@ -258,6 +259,30 @@ async def test_events_follow_services_in_order_and_only_on_change() -> None:
         Lost(DEVICE_B),
     ]
     assert nearby.by_device_id() == {DEVICE_A: _found(DEVICE_A, "10.0.0.4")}
+
+
+def test_every_packet_speaking_for_a_known_device_is_heard_changed_or_not() -> None:
+    """A re-announcement of unchanged records is news for a dialer backing off (see redial.py),
+    though it is no Found event; goodbyes and devices never resolved are not heard."""
+    heard: list[str] = []  # records created at 1 s, received at 2 s (zeroconf's ms clock)
+    nearby = NearbyDevices(lambda event: None, heard.append)
+    listener = HeardServices(nearby.heard)
+    service_b = f"Laptop (NBSWY3DP).{SERVICE_TYPE}"
+    nearby.resolved(service_b, _found(DEVICE_B, "10.0.0.2"))
+    txt = DNSText(service_b, _TYPE_TXT, _CLASS_IN | _CLASS_UNIQUE, 4500, b"\x06pv=1-1", 1000)
+    ptr = DNSPointer(SERVICE_TYPE, _TYPE_PTR, _CLASS_IN, 4500, service_b, 1000)
+    goodbye = DNSText(service_b, _TYPE_TXT, _CLASS_IN | _CLASS_UNIQUE, 0, b"\x06pv=1-1", 1000)
+    stranger = DNSText(f"Other (ABCDEFGH).{SERVICE_TYPE}", _TYPE_TXT, _CLASS_IN, 4500, b"", 1000)
+
+    def receive(*records: Any) -> None:
+        listener.async_update_records(None, 2000.0, [RecordUpdate(r, r) for r in records])  # type: ignore[arg-type]
+        listener.async_update_records_complete()
+
+    receive(txt, ptr)  # one packet: heard once
+    receive(ptr)
+    receive(goodbye)
+    receive(stranger)
+    assert heard == [DEVICE_B, DEVICE_B]
 
 
 @pytest.mark.parametrize("seconds_between_changes", [2.0, 0.5])
