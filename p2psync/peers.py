@@ -573,10 +573,7 @@ class _SessionPump:
         if isinstance(event, PeerHello):
             self.session.greeted = True
             if self.manager.revoked_us.pop(self.state.device_id, None) is not None:
-                # a member that revoked us talks to us again: we were re-admitted, and what we
-                # wrote on our epoch after the revocation's cut stays out, so write anew
-                actor = await self.node.call(self.replica.start_new_epoch)
-                log.warning("re-admitted by %s: writing as %s", self.state.device_id, actor)
+                log.warning("%s talks to this device again: re-admitted", self.state.device_id)
             if not self.manager._greeted(self.session, event.actor):
                 return
             log.info(

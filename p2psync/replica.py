@@ -135,6 +135,7 @@ class Replica(TrustRules):
         with self.store.transaction():
             self.store.set_meta("epoch", epoch)
         self.actor = make_actor(self.device_id, epoch.decode())
+        self.epoch_frozen = False
         return self.actor
 
     # local writes -------------------------------------------------------------------------
@@ -446,6 +447,8 @@ class Replica(TrustRules):
         except BaseException:
             self._forget_cached_state()
             raise
+        if self.epoch_frozen:
+            self.start_new_epoch()
         if peer in offenders:
             intake.forget_peer(peer)
             raise IntegrityError(offenders[peer])

@@ -32,6 +32,8 @@ class TrustRules:
     _revoked: set[str]
     _legacy_revoked: set[str]
     _frozen: dict[str, dict[str, int]]
+    epoch_frozen: bool
+    _own_state: tuple[bool, str] | None
 
     @property
     def device_id(self) -> str:
@@ -169,6 +171,15 @@ class TrustRules:
             if identity.device_id_from_public_key(public_key) == device.device_id:
                 keys.setdefault(device.device_id, public_key)
         self._device_keys = keys
+        own = next((r for r in self._records if r.device_id == self.device_id), None)
+        own_state = None if own is None else (own.revoked, repr(sorted(own.cut.items())))
+        if own_state != getattr(self, "_own_state", own_state) and own is not None:
+            actor = getattr(self, "actor", "")
+            if own.revoked or any(actor in cut for cut in own.cut.values()):
+                # A revocation of this device froze the epoch it writes as: what it writes on
+                # it would be refused everywhere, so a new one is due (see Replica.apply).
+                self.epoch_frozen = True
+        self._own_state = own_state
         others = [r for r in self._records if r.device_id != self.device_id]
         self._revoked = {r.device_id for r in others if r.revoked}
         self._legacy_revoked = membership.revoked_without_cut(others)

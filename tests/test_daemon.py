@@ -545,6 +545,9 @@ def test_a_revoked_device_comes_back_only_when_readmitted_and_on_a_new_epoch(tmp
         assert refused.value.code == "bad_request" and "--readmit" in str(refused.value)
         a.call("trust", cert=b.cert(), name="b", address=b.address, readmit=True)
         wait_for(lambda: not b.call("status")["revoked"], "b to hear from a again")
-        assert b.call("status")["actor"] != epoch_when_revoked
+        wait_for(
+            lambda: b.call("status")["actor"] != epoch_when_revoked,
+            "b to learn from the revocation it applies that its epoch was frozen",
+        )
         b.call("put", collection="n", key="back", value=1)
         wait_for_value(a, "n", "back", 1)

@@ -239,7 +239,8 @@ def test_a_readmitted_device_writes_again_on_a_new_epoch_and_its_old_one_stays_c
     readmitted = next(d for d in a.devices() if d.device_id == mallory.device_id)
     assert not readmitted.revoked and readmitted.cut, "re-admission keeps the old cut"
     old_actor = mallory.actor
-    assert mallory.start_new_epoch() != old_actor
+    sync(a, mallory)  # it learns, from the signed revocation, that its epoch is frozen
+    assert mallory.actor != old_actor
     put(mallory, "after", "on the new epoch")
     converge([a, mallory])
     assert a.get(SHARE, "notes", "while-revoked") is None
