@@ -174,7 +174,10 @@ class PeerManager:
         certs = [d.cert_pem for d in usable]
         self._server_context = tls.make_ssl_context(cert, key, certs, server_side=True)
         self._client_context = tls.make_ssl_context(cert, key, certs, server_side=False)
-        for device_id, session in list(self.sessions.items()):
+        every_session = [*self.sessions.items()] + [
+            (device_id, twin) for device_id, twins in self.twins.items() for twin in twins.values()
+        ]
+        for device_id, session in every_session:
             if device_id not in self._trusted:
                 log.warning("disconnecting %s: no longer a trusted member", device_id)
                 if device_id in self._revoked:
@@ -373,6 +376,11 @@ class PeerManager:
         """Settle which session a device keeps once it said hello; False: close this one."""
         session.actor = actor
         peer_id = session.state.device_id
+        if peer_id not in self._trusted:  # revoked while this session was being set up
+            if peer_id in self._revoked:
+                session.farewell = (self._revoked[peer_id], REVOKED)
+            self._close(session, "device is no longer trusted")
+            return False
         current = self.sessions.setdefault(peer_id, session)
         if current is session:
             return True
