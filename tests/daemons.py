@@ -256,3 +256,13 @@ def running(*daemons: DaemonProcess) -> Iterator[tuple[DaemonProcess, ...]]:
             if daemon.process is not None and daemon.process.poll() is None:
                 daemon.process.kill()
                 daemon.process.wait()
+
+
+def log_since(daemon: DaemonProcess, offset: int) -> str:
+    with open(daemon.log_path, "rb") as log:
+        log.seek(offset)
+        return log.read().decode(errors="replace")
+
+
+def log_size(daemon: DaemonProcess) -> int:
+    return daemon.log_path.stat().st_size

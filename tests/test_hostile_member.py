@@ -25,7 +25,15 @@ from hypothesis import strategies as st
 from p2psync import entry, hlc, identity, membership
 from p2psync.client import ControlError
 from p2psync.wire import encode_frame
-from tests.daemons import DaemonProcess, introduce, running, wait_for, wait_for_value
+from tests.daemons import (
+    DaemonProcess,
+    introduce,
+    log_since,
+    log_size,
+    running,
+    wait_for,
+    wait_for_value,
+)
 from tests.hostile_peer import HostileMember, chain, heads_of, raw_frame
 
 pytestmark = pytest.mark.slow
@@ -46,16 +54,6 @@ def value_of(daemon: DaemonProcess, collection: str, key: str) -> Any:
         if exc.code == "not_found":
             return None
         raise
-
-
-def log_since(daemon: DaemonProcess, offset: int) -> str:
-    with open(daemon.log_path, "rb") as log:
-        log.seek(offset)
-        return log.read().decode(errors="replace")
-
-
-def log_size(daemon: DaemonProcess) -> int:
-    return daemon.log_path.stat().st_size
 
 
 def note(text: str) -> entry.Op:
@@ -92,14 +90,21 @@ def blamed(daemon: DaemonProcess, device_id: str, mark: int) -> list[str]:
     return [line for line in log_since(daemon, mark).splitlines() if any(s in line for s in said)]
 
 
+def b_wrote_and_mallory_is_in(
+    tmp_path: Path, a: DaemonProcess, b: DaemonProcess
+) -> tuple[HostileMember, str, int]:
+    """B's first write has reached A, and Mallory is a member of A's household: Mallory, the
+    actor B writes as, and where A's log stood then."""
+    mallory = HostileMember(tmp_path)
+    mallory.admitted_by(a)
+    b.call("put", collection="notes", key="first", value="from b")
+    wait_for_value(a, "notes", "first", "from b")
+    return mallory, b.call("status")["actor"], log_size(a)
+
+
 def test_an_entry_under_another_devices_name_gets_the_forger_dropped_not_the_device(tmp_path):
     with household(tmp_path, "a", "b") as (a, b):
-        mallory = HostileMember(tmp_path)
-        mallory.admitted_by(a)
-        b.call("put", collection="notes", key="first", value="from b")
-        wait_for_value(a, "notes", "first", "from b")
-        b_actor = b.call("status")["actor"]
-        mark = log_size(a)
+        mallory, b_actor, mark = b_wrote_and_mallory_is_in(tmp_path, a, b)
         with mallory.connect(a) as attack:
             attack.hello()
             head = heads_of(attack.fetch_log())[b_actor]
@@ -121,12 +126,7 @@ def test_an_entry_under_another_devices_name_gets_the_forger_dropped_not_the_dev
 def test_unsigned_forgeries_of_the_next_entry_never_block_the_honest_relay(tmp_path):
     # A - C - B in a line: B's real entries reach A only through C, the honest relay.
     with household(tmp_path, "a", "c", "b") as (a, c, b):
-        mallory = HostileMember(tmp_path)
-        mallory.admitted_by(a)
-        b.call("put", collection="notes", key="first", value="from b")
-        wait_for_value(a, "notes", "first", "from b")
-        b_actor = b.call("status")["actor"]
-        mark = log_size(a)
+        mallory, b_actor, mark = b_wrote_and_mallory_is_in(tmp_path, a, b)
         with mallory.connect(a) as attack:
             attack.hello()
             head = heads_of(attack.fetch_log())[b_actor]

@@ -27,7 +27,14 @@ import trio
 from p2psync import keystore
 from p2psync.client import ControlError
 from p2psync.discovery import instance_label
-from tests.daemons import DaemonProcess, running, wait_for, wait_for_value
+from tests.daemons import (
+    DaemonProcess,
+    log_since,
+    log_size,
+    running,
+    wait_for,
+    wait_for_value,
+)
 from tests.netns import Host
 from tests.test_discovery import (
     AVAHI_CONFIG,
@@ -98,16 +105,6 @@ def pair_by_code(inviter: DaemonProcess, joiner: DaemonProcess) -> float:
     finally:
         invitation.close()
     return returned_at
-
-
-def log_since(daemon: DaemonProcess, offset: int) -> str:
-    with open(daemon.log_path, "rb") as log:
-        log.seek(offset)
-        return log.read().decode(errors="replace")
-
-
-def log_size(daemon: DaemonProcess) -> int:
-    return daemon.log_path.stat().st_size
 
 
 def cut_between(first: Host, second: Host) -> None:

@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from tests.daemons import running, wait_for, wait_for_value
+from tests.daemons import log_since, log_size, running, wait_for, wait_for_value
 from tests.netns import Host
-from tests.test_household import connected_to, lan_daemon, log_since, log_size, pair_by_code
+from tests.test_household import connected_to, lan_daemon, pair_by_code
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
