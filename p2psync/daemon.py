@@ -473,6 +473,7 @@ class Daemon:
                     "clock_offset_ms": state.clock_offset_ms if state else None,
                     "entries_sent": state.entries_sent if state else 0,
                     "entries_received": state.entries_received if state else 0,
+                    "direct_actors": state.direct_actors if session and state else 0,
                     "bytes_sent": state.bytes_sent if state else 0,
                     "bytes_received": state.bytes_received if state else 0,
                 }

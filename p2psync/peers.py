@@ -12,7 +12,7 @@ import ssl
 import time
 import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,17 @@ from .membership import DeviceRecord
 from .node import Node
 from .pairing_service import PREFACE as PAIRING_PREFACE
 from .redial import Redial
-from .replica import ApplyResult, Replica, WireItem, wall_clock_ms
+from .relay import raise_to as _raise_to
+from .replica import DEFAULT_SHARE, ApplyResult, Replica, WireItem, wall_clock_ms
+from .sender import Link, Neighbourhood
 from .session import (
     CLOSED,
     NEED_DATA,
     Bye,
     CaughtUp,
+    Direct,
     Entries,
+    Have,
     PeerHello,
     PeerVector,
     Ping,
@@ -75,6 +79,7 @@ class PeerState:
     peer_vectors: dict[str, dict[str, int]] = field(default_factory=dict)
     in_sync: set[str] = field(default_factory=set)
     entries_received: int = 0
+    direct_actors: int = 0  # writers the peer says deliver to it (default share): not relayed
     entries_sent: int = 0
     bytes_received: int = 0
     bytes_sent: int = 0
@@ -152,6 +157,7 @@ class PeerManager:
         self.clock_offsets_ms: list[int] = []
         self.twins: dict[str, dict[str, _Session]] = {}  # second copies' sessions, by epoch
         self.running_twice: dict[str, set[str]] = {}  # device -> hosts seen running it at once
+        self.neighbourhood = Neighbourhood()
 
     # trust --------------------------------------------------------------------------------
 
@@ -527,7 +533,7 @@ class PeerManager:
 
 
 class _SessionPump:
-    """Moves one session's bytes: a receiver, one sender per share, and a keep-alive."""
+    """Moves one session's bytes: a receiver, a keep-alive, and the senders (`sender.Link`)."""
 
     def __init__(self, manager: PeerManager, session: _Session) -> None:
         self.manager = manager
@@ -540,6 +546,14 @@ class _SessionPump:
         self.peer_known: dict[str, dict[str, int]] = {}
         self.senders: set[str] = set()
         self.vectors_sent: set[str] = set()
+        self.link = Link(
+            self.node,
+            manager.neighbourhood,
+            self.connection,
+            self._known,
+            self.send,
+            self._count_sent,
+        )
 
     async def send(self, data: bytes) -> None:
         async with self.send_lock:
@@ -549,11 +563,17 @@ class _SessionPump:
     async def run(self) -> None:
         shares = await self.node.call(_share_heads, self.replica)
         await self.send(self.connection.send_hello(shares, self.replica.actor))
-        async with trio.open_nursery() as nursery:
-            self.nursery = nursery
-            nursery.start_soon(self._keep_alive)
-            await self._receive()
-            nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                nursery.start_soon(self._keep_alive)
+                await self._receive()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.link.stop()
+
+    def _count_sent(self, entries: int) -> None:
+        self.state.entries_sent += entries
 
     async def _receive(self) -> None:
         deadline = self.manager.timeouts.handshake
@@ -602,6 +622,11 @@ class _SessionPump:
             self._start_sender(event.share, vector)
         elif isinstance(event, Entries):
             await self._apply(event)
+        elif isinstance(event, Have):
+            await self.link.on_have(event.share, event.vector)
+        elif isinstance(event, Direct):
+            self.link.on_direct(event)
+            self.state.direct_actors = len(event.shares.get(DEFAULT_SHARE, ()))
         elif isinstance(event, CaughtUp):
             vector = await self.node.call(self.replica.expand_vector, event.share, event.vector)
             _raise_to(self._known(event.share), vector)
@@ -644,7 +669,8 @@ class _SessionPump:
             return
         self.senders.add(share)
         _raise_to(self._known(share), peer_vector)
-        self.nursery.start_soon(self._send_share, share)
+        self.link.start(self.nursery)
+        self.nursery.start_soon(self.link.send_share, share)
 
     async def _apply(self, event: Entries) -> None:
         known = self._known(event.share)
@@ -664,24 +690,8 @@ class _SessionPump:
         self.state.count_received(trio.current_time(), len(event.items))
         self.manager.after_apply(result)
         if result.applied:
+            self.manager.neighbourhood.received(self.link, event.share, result.received)
             await self.node.applied(result.position, result.devices_changed)
-
-    async def _send_share(self, share: str) -> None:
-        known = self._known(share)
-        cursor = await self.node.call(self.replica.cursor_for, share, known)
-        caught_up_sent = False
-        while True:
-            items, cursor, vector = await self.node.call(
-                _next_batch, self.replica, share, cursor, known
-            )
-            if items:
-                await self.send(self.connection.send_entries(share, items))
-                self.state.entries_sent += len(items)
-                continue
-            if not caught_up_sent:
-                await self.send(self.connection.send_caught_up(share, vector))
-                caught_up_sent = True
-            await self.node.changes.wait_beyond(cursor)
 
     async def _keep_alive(self) -> None:
         """Pings keep an idle connection alive and carry our clock for the peer's skew check."""
@@ -762,25 +772,6 @@ def _apply_noting(
     result = replica.apply(share, items, peer)
     _raise_to(known, result.received)
     return result
-
-
-def _next_batch(
-    replica: Replica, share: str, cursor: int, known: dict[str, int]
-) -> tuple[list[WireItem], int, dict[str, int]]:
-    """The next entries the peer lacks; when there are none, the peer is about to hold all we
-    have, so `known` rises to our vector (returned for the caught_up message)."""
-    items, cursor = replica.entries_after(share, cursor, known)
-    vector: dict[str, int] = {}
-    if not items:
-        _raise_to(known, replica.summary_vector(share))
-        vector = replica.wire_vector(share)
-    return items, cursor, vector
-
-
-def _raise_to(known: dict[str, int], seen: Mapping[str, int]) -> None:
-    for actor, seq in seen.items():
-        if seq > known.get(actor, 0):
-            known[actor] = seq
 
 
 def _share_heads(replica: Replica) -> dict[str, dict[str, tuple[int, bytes]]]:

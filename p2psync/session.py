@@ -13,6 +13,11 @@ full vector (`send_vector`) and waits for the peer's (`PeerVector`) before strea
 Vectors are split over as many frames as they need, so no number of actors pushes a message over
 the frame cap; what a peer may make us buffer of a vector is bounded.
 
+Two small messages keep relays from sending what a peer has or gets from elsewhere (see "Each
+entry crosses each link once" in docs/architecture.md): `have` (actor -> seq now held, a delta that
+only raises) and `direct` (our current actor, and per share the actors whose writers deliver to us
+over a live session; each one replaces the last). What to do with them is the daemon's business.
+
 Protocol 2 (release 0.2.0) changed the entry rules (per-key contexts, epochs per start,
 revocation cuts); a 0.1 peer speaks protocol 1 and is told to upgrade.
 """
@@ -34,6 +39,7 @@ _DIGEST_LABEL = b"p2psync-chain-heads-v2\x00"
 _DIGEST_BYTES = 16
 ACTORS_PER_FRAME = 20_000  # ~1.1 MB of vector per frame, far under the cap
 MAX_VECTOR_ACTORS = 500_000  # what we buffer of one peer's vector before it is complete
+MAX_DIRECT_ACTORS = 10_000  # of all shares together in one `direct`: far above any household
 
 Vector = dict[str, int]
 Heads = Mapping[str, int | tuple[int, bytes]]  # actor -> seq, or (seq, hash of the entry at seq)
@@ -112,7 +118,24 @@ class Bye:
     code: str = ""  # machine-readable: "revoked", "upgrade", or empty
 
 
-Event = PeerHello | PeerVector | Entries | CaughtUp | Ping | Pong | Bye
+@dataclass(frozen=True)
+class Have:
+    """The peer now holds every entry of each actor up to the seq in `vector` (a delta)."""
+
+    share: str
+    vector: Vector
+
+
+@dataclass(frozen=True)
+class Direct:
+    """The peer writes as `actor`, and receives the entries of the actors in `shares[share]`
+    from their writer over a live session. Replaces the peer's previous `Direct`."""
+
+    actor: str
+    shares: dict[str, frozenset[str]]
+
+
+Event = PeerHello | PeerVector | Entries | CaughtUp | Ping | Pong | Bye | Have | Direct
 
 
 def _on_ping(message: dict[str, Any]) -> Ping:
@@ -160,6 +183,7 @@ class SyncConnection:
         self._decoder = FrameDecoder(max_frame)
         self._announced: dict[str, Heads] | None = None
         self._partial_vectors: dict[tuple[str, str], Vector] = {}
+        self._peer_shares: frozenset[str] | None = None
         self._said_bye = False
         self._eof = False
         self._closed = False
@@ -172,6 +196,8 @@ class SyncConnection:
             "ping": _on_ping,
             "pong": lambda _: Pong(),
             "bye": self._on_bye,
+            "have": self._on_have,
+            "direct": self._on_direct,
         }
 
     # -- sending ----------------------------------------------------------------------------------
@@ -198,6 +224,29 @@ class SyncConnection:
     def send_caught_up(self, share: str, vector: Mapping[str, int]) -> bytes:
         self._check_peer_proven("caught_up")
         return self._vector_frames("caught_up", share, vector)
+
+    def send_have(self, share: str, vector: Mapping[str, int]) -> bytes:
+        """What we now hold of some actors; frames stand alone, so a big one is split freely."""
+        self._check_peer_proven("have")
+        items = sorted(vector.items())
+        return b"".join(
+            self._frame({"t": "have", "s": share, "vv": dict(items[i : i + ACTORS_PER_FRAME])})
+            for i in range(0, len(items), ACTORS_PER_FRAME)
+        )
+
+    def send_direct(self, actor: str, shares: Mapping[str, Iterable[str]]) -> bytes:
+        self._check_peer_proven("direct")
+        listed = {share: sorted(actors) for share, actors in shares.items() if actors}
+        if sum(len(actors) for actors in listed.values()) > MAX_DIRECT_ACTORS:
+            raise LocalProtocolError(f"more than {MAX_DIRECT_ACTORS} direct actors")
+        return self._frame({"t": "direct", "a": actor, "d": listed})
+
+    @property
+    def common_shares(self) -> frozenset[str]:
+        """Shares both hellos named: the ones each side streams to the other."""
+        if self._announced is None or self._peer_shares is None:
+            return frozenset()
+        return self._peer_shares & frozenset(self._announced)
 
     def _vector_frames(self, kind: str, share: str, vector: Mapping[str, int]) -> bytes:
         """One frame, or several of which all but the last say "more"."""
@@ -343,6 +392,7 @@ class SyncConnection:
         }
         actor = message.get("a", "")
         _require(isinstance(actor, str) and len(actor) <= 100, "'a' must be an actor")
+        self._peer_shares = frozenset(digests)
         return PeerHello(device_id, high, frozenset(digests), in_sync, actor)
 
     def _on_vector(self, message: dict[str, Any]) -> PeerVector | None:
@@ -379,6 +429,27 @@ class SyncConnection:
     def _on_caught_up(self, message: dict[str, Any]) -> CaughtUp | None:
         complete = self._gather_vector("caught_up", message)
         return None if complete is None else CaughtUp(_share_field(message), complete)
+
+    def _on_have(self, message: dict[str, Any]) -> Have:
+        return Have(_share_field(message), _vector_field(message))
+
+    def _on_direct(self, message: dict[str, Any]) -> Direct:
+        actor: Any = message.get("a")
+        _require(isinstance(actor, str) and actor != "", "'a' must be an actor")
+        listed: Any = message.get("d")
+        _require(
+            isinstance(listed, dict)
+            and all(
+                isinstance(share, str)
+                and isinstance(actors, list)
+                and all(isinstance(a, str) for a in actors)
+                for share, actors in listed.items()
+            ),
+            "'d' must map share names to lists of actors",
+        )
+        total = sum(len(actors) for actors in listed.values())
+        _require(total <= MAX_DIRECT_ACTORS, f"more than {MAX_DIRECT_ACTORS} direct actors")
+        return Direct(actor, {share: frozenset(actors) for share, actors in listed.items()})
 
     def _on_bye(self, message: dict[str, Any]) -> Bye:
         reason, code = message.get("r", ""), message.get("c", "")

@@ -13,7 +13,9 @@ from p2psync.session import (
     NEED_DATA,
     Bye,
     CaughtUp,
+    Direct,
     Entries,
+    Have,
     LocalProtocolError,
     PeerHello,
     PeerVector,
@@ -414,3 +416,74 @@ def test_hello_says_which_epoch_the_peer_writes_as():
     assert hello.actor == actor(ALICE, 7)
     [without] = events_from(alice, hello_frame())
     assert without.actor == ""
+
+
+def test_have_and_direct_cross_between_two_connections():
+    alice, bob = SyncConnection(ALICE, BOB), SyncConnection(BOB, ALICE)
+    alice_hello = alice.send_hello({"default": {}, "photos": {}})
+    bob_hello = bob.send_hello({"default": {}, "music": {}})
+    events_from(alice, bob_hello)
+    events_from(bob, alice_hello)
+    assert alice.common_shares == bob.common_shares == frozenset({"default"})
+    a1, m1 = actor(ALICE, 1), actor(MALLORY, 4)
+    stream = alice.send_have("default", {m1: 17}) + alice.send_direct(
+        a1, {"default": {m1}, "photos": set()}
+    )
+    assert events_from(bob, stream) == [
+        Have("default", {m1: 17}),
+        Direct(a1, {"default": frozenset({m1})}),  # empty shares are left out
+    ]
+
+
+def test_common_shares_are_empty_until_the_peer_said_hello():
+    conn = listening({"default": {}})
+    assert conn.common_shares == frozenset()
+    events_from(conn, hello_frame(shares={"default": {}}))
+    assert conn.common_shares == frozenset({"default"})
+
+
+def test_have_and_direct_wait_for_the_peers_hello():
+    conn = listening()
+    with pytest.raises(LocalProtocolError, match="before the peer's hello"):
+        conn.send_have("default", {actor(BOB, 1): 1})
+    with pytest.raises(LocalProtocolError, match="before the peer's hello"):
+        conn.send_direct(actor(ALICE, 1), {})
+    with pytest.raises(ProtocolError, match="'have' before hello"):
+        events_from(listening(), hand_frame({"t": "have", "s": "default", "vv": {}}))
+
+
+def test_a_big_have_is_split_into_frames_that_each_stand_alone():
+    alice = listening()
+    events_from(alice, hello_frame())
+    bob = listening(expected=ALICE)
+    events_from(bob, hello_frame(device=ALICE))
+    huge = {actor(f"{n:05d}", n): n + 1 for n in range(45_000)}
+    events = events_from(bob, alice.send_have("default", huge))
+    assert len(events) == 3 and all(isinstance(e, Have) for e in events)
+    assert {k: v for e in events for k, v in e.vector.items()} == huge
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"t": "have", "s": "default", "vv": {"x": -1}},
+        {"t": "have", "s": "", "vv": {}},
+        {"t": "direct", "d": {}},
+        {"t": "direct", "a": 7, "d": {}},
+        {"t": "direct", "a": "x", "d": {"default": "y"}},
+        {"t": "direct", "a": "x", "d": {"default": [1]}},
+        {"t": "direct", "a": "x", "d": {"default": [str(n) for n in range(10_001)]}},
+    ],
+)
+def test_malformed_have_and_direct_are_protocol_errors(message):
+    conn = listening()
+    events_from(conn, hello_frame())
+    with pytest.raises(ProtocolError, match=f"malformed '{message['t']}'"):
+        events_from(conn, hand_frame(message))
+
+
+def test_too_many_direct_actors_is_our_bug():
+    conn = listening()
+    events_from(conn, hello_frame())
+    with pytest.raises(LocalProtocolError, match="direct actors"):
+        conn.send_direct(actor(ALICE, 1), {"default": {str(n) for n in range(10_001)}})

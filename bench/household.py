@@ -1,0 +1,429 @@
+"""Household benchmark: N real daemons on loopback in a static full mesh, N = 2, 4, 8.
+
+Measures how a write spreads through a household (issue 9):
+- one write, fan-out: copies of the entry each device receives (the `peers` call's per-peer
+  `entries_received`), sync bytes of all daemons, CPU of all daemons (from /proc); against N-1
+  times what the same write costs between 2 devices (the cost of direct sends), interleaved;
+- one write visible on all N (`one_write_all_ms`): put on one device until the change shows on
+  every device's `watch` stream, p50 / p99;
+- concurrent writes: every device puts W single-record writes at once (pipelined on its control
+  socket); the duplicate ratio (entries received / entries needed) and the time until every
+  device holds every record, against 2 devices writing the same number of records in total.
+Every ratio compares medians of interleaved runs (at least three) and prints the spread.
+
+Each daemon listens on its own 127.0.0.x address with explicit config (no discovery); nothing
+is sent beyond loopback and Unix sockets. Loops are bounded in count and time; the daemons are
+stopped even on error. Prints figures and ends with one line `RESULT {json}`.
+
+    .venv/bin/python bench/household.py                 # a few minutes
+    .venv/bin/python bench/household.py --writes 10000  # the issue's size (much longer)
+"""
+
+import argparse
+import contextlib
+import json
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.sync import (
+    CALL_TIMEOUT,
+    BenchError,
+    _line,
+    cpu_seconds,
+    percentile,
+    pid_of,
+    pipelined,
+    record_value,
+    stop_all,
+)
+from p2psync.client import ControlError, Watch
+from tests.daemons import DaemonProcess, free_port, introduce
+
+SETTLE_SECONDS = 0.3  # counters unchanged this long after the last arrival: nothing more comes
+SETTLE_LIMIT = 5.0
+
+
+class Cluster:
+    """N daemons, every one told every other's address (as discovery would), all trusted."""
+
+    def __init__(self, directory: Path, number: int, size: int) -> None:
+        self.size = size
+        self.daemons = []
+        for i in range(size):
+            daemon = DaemonProcess(
+                directory / f"n{size}", f"d{i}", host=f"127.0.0.{10 * number + i + 1}"
+            )
+            daemon.port = free_port()
+            self.daemons.append(daemon)
+        for daemon in self.daemons:
+            daemon.peers = [other.address for other in self.daemons if other is not daemon]
+            daemon.write_config()
+
+    def start(self) -> None:
+        for daemon in self.daemons:
+            daemon.start(wait=False)
+        for daemon in self.daemons:
+            daemon.wait_for_notification("READY=1")
+        introduce(*self.daemons)
+        deadline = time.monotonic() + 60
+        while not all(self.connected(d) for d in self.daemons):
+            if time.monotonic() > deadline:
+                raise BenchError(f"the mesh of {self.size} did not connect in 60 s")
+            time.sleep(0.05)
+
+    def connected(self, daemon: DaemonProcess) -> bool:
+        peers = daemon.call("peers")
+        return sum(1 for p in peers if p["connected"]) == self.size - 1
+
+    def counters(self) -> dict[str, int]:
+        """Entries received and sync bytes sent, summed over every daemon and peer."""
+        received = sent = 0
+        for daemon in self.daemons:
+            for peer in daemon.call("peers"):
+                received += peer["entries_received"]
+                sent += peer["bytes_sent"]
+        return {"entries_received": received, "bytes_sent": sent}
+
+    def cpu(self) -> float:
+        return sum(cpu_seconds(pid_of(d)) for d in self.daemons)
+
+    def settled_counters(self) -> dict[str, int]:
+        """Counters once they stopped moving (late duplicates are counted too)."""
+        last = self.counters()
+        stable_since = time.monotonic()
+        deadline = stable_since + SETTLE_LIMIT
+        while time.monotonic() - stable_since < SETTLE_SECONDS and time.monotonic() < deadline:
+            time.sleep(0.05)
+            now = self.counters()
+            if now != last:
+                last, stable_since = now, time.monotonic()
+        return last
+
+
+class Arrivals:
+    """Follows every daemon's watch stream of one collection in threads; notes when each key
+    first showed on each daemon."""
+
+    def __init__(self, daemons: list[DaemonProcess], collection: str) -> None:
+        self.seen: list[dict[str, float]] = [{} for _ in daemons]
+        self.condition = threading.Condition()
+        self.failure: BaseException | None = None
+        self.watches: list[Watch] = [
+            d.client(timeout=CALL_TIMEOUT).watch(since=None, collection=collection) for d in daemons
+        ]
+        self.threads = [
+            threading.Thread(target=self._read, args=(index, watch), daemon=True)
+            for index, watch in enumerate(self.watches)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _read(self, index: int, watch: Watch) -> None:
+        try:
+            for event in watch:
+                now = time.perf_counter()
+                with self.condition:
+                    for change in event.get("changes", []):
+                        self.seen[index].setdefault(change["key"], now)
+                    self.condition.notify_all()
+        except BaseException as exc:
+            with self.condition:
+                self.failure = self.failure or exc
+                self.condition.notify_all()
+
+    def wait_everywhere(self, key: str, timeout: float) -> float:
+        """When the key showed on the last daemon."""
+        with self.condition:
+            done = self.condition.wait_for(
+                lambda: self.failure is not None or all(key in seen for seen in self.seen),
+                timeout,
+            )
+            if self.failure is not None and not isinstance(self.failure, ControlError):
+                raise BenchError(f"a watch stream failed: {self.failure}")
+            if not done:
+                raise BenchError(f"{key} did not reach every device in {timeout} s")
+            return max(seen[key] for seen in self.seen)
+
+    def close(self) -> None:
+        # the reading threads hold the streams' buffers: end the connections under them first
+        for watch in self.watches:
+            with contextlib.suppress(OSError):
+                watch._connection.sock.shutdown(socket.SHUT_RDWR)
+        for thread in self.threads:
+            thread.join(5)
+        for watch in self.watches:
+            watch.close()
+
+
+def one_write(cluster: Cluster, arrivals: Arrivals, number: int) -> dict[str, float]:
+    """One put on one device (in turn), until every device shows it and counters settle."""
+    writer = cluster.daemons[number % cluster.size]
+    before, cpu_before = cluster.settled_counters(), cluster.cpu()
+    key = f"one-{number:05d}"
+    started = time.perf_counter()
+    writer.call("put", collection="one", key=key, value={"n": number})
+    visible = arrivals.wait_everywhere(key, timeout=30)
+    after = cluster.settled_counters()
+    return {
+        "all_ms": 1000 * (visible - started),
+        "copies_per_device": (after["entries_received"] - before["entries_received"])
+        / (cluster.size - 1),
+        "bytes": after["bytes_sent"] - before["bytes_sent"],
+        "cpu_ms": 1000 * (cluster.cpu() - cpu_before),
+    }
+
+
+def concurrent_writes(cluster: Cluster, per_device: int, run: int) -> dict[str, float]:
+    """Every device puts `per_device` records at once; until every device holds them all."""
+    collection = f"many-{run}"
+    before = cluster.settled_counters()
+    last_keys = {f"item-{per_device - 1:08d}@{d.name}" for d in cluster.daemons}
+    lines = {d.name: device_put_lines(collection, per_device, d.name) for d in cluster.daemons}
+    started = time.perf_counter()
+    with ThreadPoolExecutor(cluster.size) as pool:
+        writes = [pool.submit(pipelined, d.socket_path, lines[d.name]) for d in cluster.daemons]
+        converged = wait_for_keys(cluster, collection, last_keys, started, timeout=600)
+        for write in writes:
+            write.result()
+    after = cluster.settled_counters()
+    needed = cluster.size * (cluster.size - 1) * per_device
+    return {
+        "seconds": converged - started,
+        "duplicate_ratio": (after["entries_received"] - before["entries_received"]) / needed,
+        "bytes_per_record": (after["bytes_sent"] - before["bytes_sent"]) / needed,
+    }
+
+
+def device_put_lines(collection: str, count: int, device: str) -> list[bytes]:
+    """Single puts whose keys end in the writing device's name, so one origin's last key marks
+    the end of its writes (entries from one origin apply in order)."""
+    return [
+        _line(
+            {
+                "method": "put",
+                "collection": collection,
+                "key": f"item-{number:08d}@{device}",
+                "value": record_value(number),
+            }
+        )
+        for number in range(count)
+    ]
+
+
+def wait_for_keys(
+    cluster: Cluster, collection: str, keys: set[str], started: float, timeout: float
+) -> float:
+    """Poll `get` of each device's missing last keys every 50 ms; when the last one showed."""
+    missing = {d.name: set(keys) for d in cluster.daemons}
+    clients = {d.name: d.client(timeout=CALL_TIMEOUT) for d in cluster.daemons}
+    try:
+        while True:
+            for name, client in clients.items():
+                for key in sorted(missing[name]):
+                    try:
+                        client.call("get", collection=collection, key=key)
+                        missing[name].discard(key)
+                    except ControlError as exc:
+                        if exc.code != "not_found":
+                            raise
+            now = time.perf_counter()
+            if not any(missing.values()):
+                return now
+            if now - started > timeout:
+                raise BenchError(f"not converged after {timeout} s: missing {missing}")
+            time.sleep(0.05)
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+def median_spread(values: list[float]) -> str:
+    return f"median {statistics.median(values):.3g} (min {min(values):.3g}, max {max(values):.3g})"
+
+
+def interleaved(
+    runs: int, measures: dict[str, Callable[[int], dict[str, float]]]
+) -> dict[str, list[dict[str, float]]]:
+    found: dict[str, list[dict[str, float]]] = {name: [] for name in measures}
+    for run in range(runs):
+        for name, measure in measures.items():
+            found[name].append(measure(run))
+    return found
+
+
+def fan_out(clusters: dict[int, Cluster], args: argparse.Namespace, result: dict[str, Any]) -> None:
+    arrivals = {n: Arrivals(c.daemons, "one") for n, c in clusters.items()}
+    try:
+        samples = interleaved(
+            args.one_writes,
+            {str(n): (lambda i, n=n: one_write(clusters[n], arrivals[n], i)) for n in clusters},
+        )
+    finally:
+        for watching in arrivals.values():
+            watching.close()
+    base = samples["2"]
+    base_bytes = statistics.median(s["bytes"] for s in base)
+    base_cpu = statistics.median(s["cpu_ms"] for s in base)
+    print(f"\none write, fan-out ({args.one_writes} interleaved writes per size):")
+    for n in clusters:
+        found = samples[str(n)]
+        copies = [s["copies_per_device"] for s in found]
+        latencies = [s["all_ms"] for s in found]
+        bytes_ = [s["bytes"] for s in found]
+        cpu = [s["cpu_ms"] for s in found]
+        direct_bytes, direct_cpu = (n - 1) * base_bytes, (n - 1) * base_cpu
+        result["copies_per_device"][str(n)] = round(statistics.median(copies), 2)
+        result["one_write_all_ms"][str(n)] = {
+            "p50": round(percentile(latencies, 0.5), 1),
+            "p99": round(percentile(latencies, 0.99), 1),
+        }
+        result["one_write_bytes"][str(n)] = round(statistics.median(bytes_))
+        result["one_write_cpu_ms"][str(n)] = round(statistics.median(cpu), 1)
+        result["one_write_bytes_ratio_to_direct"][str(n)] = round(
+            statistics.median(bytes_) / direct_bytes, 2
+        )
+        result["one_write_cpu_ratio_to_direct"][str(n)] = round(
+            statistics.median(cpu) / direct_cpu, 2
+        )
+        print(
+            f"  N={n}: copies per device {median_spread(copies)}; visible on all "
+            f"p50 {percentile(latencies, 0.5):.1f} ms p99 {percentile(latencies, 0.99):.1f} ms"
+        )
+        print(
+            f"        sync bytes {median_spread(bytes_)} = "
+            f"{statistics.median(bytes_) / direct_bytes:.2f}x {n - 1} direct sends; "
+            f"CPU of all daemons {median_spread(cpu)} ms = "
+            f"{statistics.median(cpu) / direct_cpu:.2f}x {n - 1} direct sends"
+        )
+
+
+def convergence(
+    clusters: dict[int, Cluster], args: argparse.Namespace, result: dict[str, Any]
+) -> None:
+    print(
+        f"\nconcurrent writes ({args.writes} single puts per device, {args.runs} interleaved runs):"
+    )
+    two = clusters[2]
+    for n, cluster in clusters.items():
+        if n == 2:
+            continue
+        total = n * args.writes
+        samples = interleaved(
+            args.runs,
+            {
+                "two": lambda run, total=total, n=n: concurrent_writes(
+                    two, total // 2, 100 * n + run
+                ),
+                "mesh": lambda run, cluster=cluster, n=n: concurrent_writes(
+                    cluster, args.writes, 100 * n + run
+                ),
+            },
+        )
+        mesh_seconds = [s["seconds"] for s in samples["mesh"]]
+        two_seconds = [s["seconds"] for s in samples["two"]]
+        duplicates = [s["duplicate_ratio"] for s in samples["mesh"]]
+        ratio = statistics.median(mesh_seconds) / statistics.median(two_seconds)
+        result["duplicate_ratio"][str(n)] = round(statistics.median(duplicates), 2)
+        result["converge_ratio_to_2_devices"][str(n)] = round(ratio, 2)
+        result["converge_seconds"][str(n)] = round(statistics.median(mesh_seconds), 2)
+        result["converge_seconds_2_devices"][str(n)] = round(statistics.median(two_seconds), 2)
+        result["bytes_per_record"][str(n)] = round(
+            statistics.median(s["bytes_per_record"] for s in samples["mesh"])
+        )
+        print(
+            f"  N={n}, {total:,} records: converged in {median_spread(mesh_seconds)} s; "
+            f"2 devices, same records: {median_spread(two_seconds)} s; ratio {ratio:.2f}"
+        )
+        print(
+            f"        duplicate ratio {median_spread(duplicates)}; "
+            f"{result['bytes_per_record'][str(n)]} sync bytes per delivered record; 2 devices: "
+            f"duplicate ratio {median_spread([s['duplicate_ratio'] for s in samples['two']])}"
+        )
+
+
+def run(directory: Path, args: argparse.Namespace, result: dict[str, Any]) -> None:
+    sizes = sorted({2, *args.sizes})
+    clusters = {n: Cluster(directory, number, n) for number, n in enumerate(sizes)}
+    try:
+        for cluster in clusters.values():
+            cluster.start()
+        print(f"meshes of {sizes} connected")
+        fan_out(clusters, args, result)
+        convergence(clusters, args, result)
+    except BaseException:
+        for cluster in clusters.values():
+            for daemon in cluster.daemons:
+                if daemon.process is not None:
+                    print(
+                        f"--- {daemon.directory} log (tail) ---\n{daemon.log()[-1500:]}",
+                        file=sys.stderr,
+                    )
+        raise
+    finally:
+        for cluster in clusters.values():
+            stop_all(cluster.daemons)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[2, 4, 8])
+    parser.add_argument("--one-writes", type=int, default=30, help="one-write samples per size")
+    parser.add_argument("--writes", type=int, default=1000, help="concurrent puts per device")
+    parser.add_argument("--runs", type=int, default=3, help="interleaved convergence runs (>= 3)")
+    parser.add_argument("--dir", type=Path, default=None, help="where the state dirs go")
+    args = parser.parse_args()
+    signal.signal(signal.SIGTERM, _interrupt)  # so `timeout` still stops the daemons
+    if args.runs < 3 or args.one_writes < 3:
+        parser.error("ratios need at least three runs")
+    result: dict[str, Any] = {
+        name: {}
+        for name in (
+            "copies_per_device",
+            "duplicate_ratio",
+            "converge_ratio_to_2_devices",
+            "one_write_all_ms",
+            "one_write_bytes",
+            "one_write_cpu_ms",
+            "one_write_bytes_ratio_to_direct",
+            "one_write_cpu_ratio_to_direct",
+            "converge_seconds",
+            "converge_seconds_2_devices",
+            "bytes_per_record",
+        )
+    }
+    result["writes_per_device"] = args.writes
+    failed = False
+    started = time.monotonic()
+    try:
+        with tempfile.TemporaryDirectory(prefix="p2psync-household-", dir=args.dir) as tmp:
+            run(Path(tmp), args, result)
+    except Exception as exc:
+        traceback.print_exc()
+        result["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        failed = True
+    result["bench_seconds"] = round(time.monotonic() - started, 1)
+    print("RESULT " + json.dumps(result))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

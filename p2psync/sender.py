@@ -1,0 +1,211 @@
+"""The sending side of one sync session, and what the sessions of a daemon tell each other (trio).
+
+`Link` owns, for one session: a sender per share (entries the peer lacks, in causal order,
+skipping what the peer's own writers deliver to it), the peer's announced claims and the
+rewinds they trigger, and the announcer that sends the peer `have` and `direct` messages.
+`Neighbourhood` holds the links of the daemon: our claims (whose writers deliver to us), and
+which links to tell when entries reach us by relay. The rules are pure, in `relay.py`; the
+messages are in `session.py`. See "Each entry crosses each link once" in docs/architecture.md.
+"""
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
+
+import trio
+
+from . import relay
+from .node import Node
+from .replica import Replica, WireItem
+from .session import Direct, SyncConnection
+
+LAZY_HAVE_SECONDS = 5.0  # how stale a peer's idea of our claimed actors' seqs may get
+
+
+class Neighbourhood:
+    """The links of one daemon that know their peer's actor; our claims come from them."""
+
+    def __init__(self) -> None:
+        self.links: set[Link] = set()
+        self._claims: dict[str, frozenset[str]] | None = None
+
+    def claims(self) -> dict[str, frozenset[str]]:
+        if self._claims is None:
+            self._claims = relay.claims(
+                (link.peer_actor, link.connection.common_shares)
+                for link in self.links
+                if link.peer_actor is not None
+            )
+        return self._claims
+
+    def join(self, link: "Link") -> None:
+        self.links.add(link)
+        self.changed()
+
+    def leave(self, link: "Link") -> None:
+        if link in self.links:
+            self.links.discard(link)
+            self.changed()
+
+    def changed(self) -> None:
+        self._claims = None
+        for link in self.links:
+            link.wake()
+
+    def received(self, source: "Link", share: str, actors: Mapping[str, int]) -> None:
+        """Entries arrived over `source`: the other peers hear at once of the relayed ones."""
+        relayed = set(actors) - self.claims().get(share, frozenset())
+        if not relayed:
+            return
+        for link in self.links:
+            if link is not source:
+                link.outbox.note(share, relayed)
+                link.wake()
+
+
+class Link:
+    """One session's senders and announcer. `known(share)` is the peer's known vector, which
+    the session's receiver raises too; it is read and raised on the database thread only."""
+
+    def __init__(
+        self,
+        node: Node,
+        neighbourhood: Neighbourhood,
+        connection: SyncConnection,
+        known: Callable[[str], dict[str, int]],
+        send: Callable[[bytes], Awaitable[None]],
+        on_sent: Callable[[int], None],
+    ) -> None:
+        self.node = node
+        self.replica: Replica = node.replica
+        self.our_actor = node.replica.actor
+        self.neighbourhood = neighbourhood
+        self.connection = connection
+        self.known = known
+        self.send = send
+        self.on_sent = on_sent
+        self.peer_actor: str | None = None
+        self.peer_claims: dict[str, frozenset[str]] = {}
+        self.outbox = relay.Outbox()
+        self._rewind: set[str] = set()
+        self._rewound = trio.Event()
+        self._wake = trio.Event()
+        self._started = False
+
+    def start(self, nursery: trio.Nursery) -> None:
+        """Once the peer said hello: join the neighbourhood and start announcing."""
+        if not self._started:
+            self._started = True
+            self.neighbourhood.join(self)
+            nursery.start_soon(self._announce)
+
+    def stop(self) -> None:
+        self.neighbourhood.leave(self)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # from the peer --------------------------------------------------------------------------
+
+    def on_direct(self, event: Direct) -> None:
+        """The peer's claims changed: senders skip the new ones and rewind for the lost ones."""
+        gone = relay.lost(self.peer_claims, event.shares)
+        self.peer_claims = event.shares
+        if gone:
+            self._rewind.update(gone)
+            self._rewound.set()
+            self._rewound = trio.Event()
+        if event.actor != self.peer_actor:
+            self.peer_actor = event.actor
+            self.neighbourhood.changed()
+
+    async def on_have(self, share: str, vector: Mapping[str, int]) -> None:
+        await self.node.call(relay.raise_to, self.known(share), vector)
+
+    # to the peer ----------------------------------------------------------------------------
+
+    async def send_share(self, share: str) -> None:
+        known = self.known(share)
+        cursor = await self.node.call(self.replica.cursor_for, share, known)
+        caught_up_sent = False
+        while True:
+            if share in self._rewind:
+                self._rewind.discard(share)
+                cursor = await self.node.call(self.replica.cursor_for, share, known)
+                continue  # the claims may have changed again meanwhile
+            # no await between the rewind check and this: a claim that went is never skipped
+            skip = relay.skipped(self.peer_claims, share, self.our_actor)
+            items, cursor, vector = await self.node.call(
+                _next_batch, self.replica, share, cursor, known, skip
+            )
+            if items:
+                await self.send(self.connection.send_entries(share, items))
+                self.on_sent(len(items))
+                continue
+            if not caught_up_sent:
+                await self.send(self.connection.send_caught_up(share, vector))
+                caught_up_sent = True
+            if share not in self._rewind:
+                await _first_of(partial(self.node.changes.wait_beyond, cursor), self._rewound.wait)
+
+    async def _announce(self) -> None:
+        """Tell the peer what we hold (relayed actors at once, claimed ones lazily) and our
+        claims when they change; everything waiting goes in one write."""
+        lazy_at = trio.current_time() + LAZY_HAVE_SECONDS
+        while True:
+            with trio.move_on_at(lazy_at):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            lazy = trio.current_time() >= lazy_at
+            if lazy:
+                lazy_at = trio.current_time() + LAZY_HAVE_SECONDS
+            ours = self.neighbourhood.claims()
+            wanted = self.outbox.wanted(ours, lazy, self.peer_actor)
+            frames = []
+            if wanted:
+                held = await self.node.call(_seqs_of, self.replica, wanted)
+                for share, vector in sorted(self.outbox.news(held).items()):
+                    frames.append(self.connection.send_have(share, vector))
+            if self.outbox.direct_due(ours):
+                # after the haves of the actors it drops, so the peer rewinds no further back
+                frames.append(self.connection.send_direct(self.our_actor, ours))
+                self.outbox.announced = dict(ours)
+            if frames:
+                await self.send(b"".join(frames))
+
+
+async def _first_of(*waits: Callable[[], Awaitable[object]]) -> None:
+    async with trio.open_nursery() as nursery:
+        for wait in waits:
+            nursery.start_soon(_then_cancel, wait, nursery.cancel_scope)
+
+
+async def _then_cancel(wait: Callable[[], Awaitable[object]], scope: trio.CancelScope) -> None:
+    await wait()
+    scope.cancel()
+
+
+# on the database thread -------------------------------------------------------------------------
+
+
+def _next_batch(
+    replica: Replica, share: str, cursor: int, known: dict[str, int], skip: frozenset[str]
+) -> tuple[list[WireItem], int, dict[str, int]]:
+    """The next entries the peer lacks, less the skipped actors'; when there are none, the peer
+    is about to hold all we have of the others, so `known` rises to our vector for them
+    (returned whole for the caught_up message)."""
+    items, cursor = replica.entries_after(share, cursor, relay.Skipping(known, skip))
+    vector: dict[str, int] = {}
+    if not items:
+        relay.raise_to(known, relay.without(replica.summary_vector(share), skip))
+        vector = replica.wire_vector(share)  # closed epochs held to their end are implied
+    return items, cursor, vector
+
+
+def _seqs_of(
+    replica: Replica, wanted: Mapping[str, Sequence[str] | set[str]]
+) -> dict[str, dict[str, int]]:
+    found = {}
+    for share, actors in wanted.items():
+        vector = replica.summary_vector(share)
+        found[share] = {actor: vector.get(actor, 0) for actor in actors}
+    return found
