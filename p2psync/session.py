@@ -112,6 +112,9 @@ class Pong:
     pass
 
 
+BYE_REVOKED = "revoked"  # the bye code that tells a device its household revoked it
+
+
 @dataclass(frozen=True)
 class Bye:
     reason: str

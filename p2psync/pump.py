@@ -1,0 +1,226 @@
+"""One sync session's byte pump (trio): the receiver, the keep-alive and the per-share senders.
+
+It moves bytes between one TLS stream and its pure `SyncConnection`, hands received entries to
+the replica on the database thread, and reports what the session showed (hello, trust, clocks,
+offenders) back to the `PeerManager` that owns every session. It never decides whom to trust or
+dial, and never interprets entries itself.
+"""
+
+import logging
+import traceback
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import trio
+
+from . import hlc
+from .entry import IntegrityError
+from .relay import raise_to as _raise_to
+from .replica import DEFAULT_SHARE, ApplyResult, Replica, WireItem, wall_clock_ms
+from .sender import Link
+from .session import (
+    BYE_REVOKED,
+    CLOSED,
+    NEED_DATA,
+    Bye,
+    CaughtUp,
+    Direct,
+    Entries,
+    Have,
+    PeerHello,
+    PeerVector,
+    Ping,
+    SyncConnection,
+)
+
+if TYPE_CHECKING:
+    from .peers import PeerManager, _Session
+
+log = logging.getLogger("p2psync.peers")
+RECEIVE_CHUNK = 256 * 1024
+
+
+class SessionPump:
+    """Moves one session's bytes: a receiver, a keep-alive, and the senders (`sender.Link`)."""
+
+    def __init__(self, manager: "PeerManager", session: "_Session") -> None:
+        self.manager = manager
+        self.node = manager.node
+        self.replica = manager.replica
+        self.session = session
+        self.state = session.state
+        self.connection = SyncConnection(manager.device_id, session.state.device_id)
+        self.send_lock = trio.Lock()
+        self.peer_known: dict[str, dict[str, int]] = {}
+        self.senders: set[str] = set()
+        self.vectors_sent: set[str] = set()
+        self.link = Link(
+            self.node,
+            manager.neighbourhood,
+            self.connection,
+            self._known,
+            self.send,
+            self._count_sent,
+        )
+
+    async def send(self, data: bytes) -> None:
+        async with self.send_lock:
+            await self.session.stream.send_all(data)
+        self.state.bytes_sent += len(data)
+
+    async def run(self) -> None:
+        shares = await self.node.call(_share_heads, self.replica)
+        await self.send(self.connection.send_hello(shares, self.replica.actor))
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                nursery.start_soon(self._keep_alive)
+                await self._receive()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.link.stop()
+
+    def _count_sent(self, entries: int) -> None:
+        self.state.entries_sent += entries
+
+    async def _receive(self) -> None:
+        deadline = self.manager.timeouts.handshake
+        while True:
+            with trio.move_on_after(deadline) as waited:
+                data = await self.session.stream.receive_some(RECEIVE_CHUNK)
+            if waited.cancelled_caught:
+                self.session.reason = "peer went silent"
+                return
+            deadline = self.manager.timeouts.idle
+            self.state.last_seen = trio.current_time()
+            if data and self.session.newer_copy is not None:
+                self.manager.confirm_copies(self.session)
+            self.state.bytes_received += len(data)
+            self.connection.receive_data(bytes(data))
+            while True:
+                event = self.connection.next_event()
+                if event is NEED_DATA:
+                    break
+                if event is CLOSED:
+                    return
+                await self._handle(event)
+
+    async def _handle(self, event: object) -> None:
+        if isinstance(event, PeerHello):
+            self.session.greeted = True
+            if self.manager.revoked_us.pop(self.state.device_id, None) is not None:
+                log.warning("%s talks to this device again: re-admitted", self.state.device_id)
+            if not self.manager._greeted(self.session, event.actor):
+                return
+            log.info(
+                "peer %s connected (%s, %s)",
+                self.state.device_id,
+                self.state.direction,
+                self.state.address,
+            )
+            for share in sorted(event.shares):
+                if share in event.in_sync:
+                    self._start_sender(share, event.in_sync[share])
+                else:
+                    vector = await self.node.call(self.replica.wire_vector, share)
+                    self.vectors_sent.add(share)
+                    await self.send(self.connection.send_vector(share, vector))
+        elif isinstance(event, PeerVector):
+            vector = await self.node.call(self.replica.expand_vector, event.share, event.vector)
+            self._start_sender(event.share, vector)
+        elif isinstance(event, Entries):
+            await self._apply(event)
+        elif isinstance(event, Have):
+            await self.link.on_have(event.share, event.vector)
+        elif isinstance(event, Direct):
+            self.link.on_direct(event)
+            self.state.direct_actors = len(event.shares.get(DEFAULT_SHARE, ()))
+        elif isinstance(event, CaughtUp):
+            vector = await self.node.call(self.replica.expand_vector, event.share, event.vector)
+            _raise_to(self._known(event.share), vector)
+            self.state.in_sync.add(event.share)
+            log.info("caught up with %s on share %s", self.state.device_id, event.share)
+            self.manager.on_change()
+        elif isinstance(event, Ping):
+            if event.wall_ms is not None:
+                offset = event.wall_ms - wall_clock_ms()
+                skewed = abs(offset) > hlc.MAX_ADOPTED_DRIFT_MS
+                was_skewed = abs(self.state.clock_offset_ms or 0) > hlc.MAX_ADOPTED_DRIFT_MS
+                if skewed and not was_skewed:
+                    log.warning(
+                        "the clock of %s is %+.0f s off ours (more than %d s): check both "
+                        "clocks; its time is not adopted here",
+                        self.state.device_id,
+                        offset / 1000,
+                        hlc.MAX_ADOPTED_DRIFT_MS // 1000,
+                    )
+                self.state.clock_offset_ms = offset
+                self.manager.note_clock_offsets()
+            await self.send(self.connection.send_pong())
+        elif isinstance(event, Bye):
+            self.session.reason = f"peer said goodbye: {event.reason}"
+            if event.code == BYE_REVOKED:
+                self.session.reason = f"this device was {event.reason}"
+                self.manager.revoked_us[self.state.device_id] = event.reason
+                log.error("this device was %s; it stops syncing with that household", event.reason)
+
+    def _known(self, share: str) -> dict[str, int]:
+        """What the peer is known to hold: its vector, plus what it sent us and we sent it.
+        It filters what we send and is what `status` shows as behind/ahead."""
+        known = self.peer_known.get(share)
+        if known is None:
+            known = self.peer_known[share] = self.state.peer_vectors[share] = {}
+        return known
+
+    def _start_sender(self, share: str, peer_vector: dict[str, int]) -> None:
+        if share in self.senders:
+            return
+        self.senders.add(share)
+        _raise_to(self._known(share), peer_vector)
+        self.link.start(self.nursery)
+        self.nursery.start_soon(self.link.send_share, share)
+
+    async def _apply(self, event: Entries) -> None:
+        known = self._known(event.share)
+        try:
+            result = await self.node.call(
+                _apply_noting, self.replica, event.share, event.items, known, self.state.device_id
+            )
+        except IntegrityError as exc:
+            # The session ends by cancellation, not by this exception: its traceback holds the
+            # frames of the apply with every entry of the batch, and the cycles trio's nurseries
+            # put exceptions in would keep them until a full collection (tens of MB per peer).
+            reason = str(exc)
+            traceback.clear_frames(exc.__traceback__)
+            del exc
+            self.manager.end_for_misbehaviour(self.session, reason)
+            return
+        self.state.count_received(trio.current_time(), len(event.items))
+        self.manager.after_apply(result)
+        if result.applied:
+            self.manager.neighbourhood.received(self.link, event.share, result.received)
+            await self.node.applied(result.position, result.devices_changed)
+
+    async def _keep_alive(self) -> None:
+        """Pings keep an idle connection alive and carry our clock for the peer's skew check."""
+        interval = max(self.manager.timeouts.idle / 3, 0.05)
+        while True:
+            await self.send(self.connection.send_ping(wall_clock_ms()))
+            await trio.sleep(interval)
+
+
+# `known` is read and raised on the database thread only, inside these calls, so that what the
+# sender skips always matches what was applied or sent at that same moment (no stale copies:
+# a stale one re-sends a peer its own entries, a too-new one skips entries never sent).
+
+
+def _apply_noting(
+    replica: Replica, share: str, items: Sequence[WireItem], known: dict[str, int], peer: str
+) -> ApplyResult:
+    result = replica.apply(share, items, peer)
+    _raise_to(known, result.received)
+    return result
+
+
+def _share_heads(replica: Replica) -> dict[str, dict[str, tuple[int, bytes]]]:
+    return {share: replica.chain_heads(share) for share in replica.shares()}
