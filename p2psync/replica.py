@@ -110,7 +110,8 @@ class Replica(TrustRules):
         self._device_keys: dict[str, bytes] = {}
         self._records: list[DeviceRecord] = []
         self.notices: dict[tuple[str, str], Notice] = {}
-        self._load_device_keys()
+        with store.transaction():  # keeps the certificates the records hold (see devices())
+            self._load_device_keys()
 
     @classmethod
     def open(

@@ -7,6 +7,7 @@ revocation arrived. A mixin of `Replica`, kept apart so each file can be read wh
 talks to the network and decides nothing about merging (that is `merge.py`).
 """
 
+import dataclasses
 from collections.abc import Callable, Mapping
 
 from . import entry as entries
@@ -19,6 +20,13 @@ from .store import Store
 from .vectors import device_of
 
 SYSTEM_SHARE = "default"  # the share that holds membership
+
+
+def _cert_matches(cert_pem: bytes, device_id: str) -> bool:
+    try:
+        return identity.device_id_from_certificate(cert_pem) == device_id
+    except identity.InvalidCertificate:
+        return False
 
 
 class TrustRules:
@@ -125,14 +133,23 @@ class TrustRules:
         self._load_device_keys()
 
     def devices(self) -> list[DeviceRecord]:
+        """Membership records. A device id is the hash of its key, so the first certificate
+        seen for it stays valid for good: a member that writes junk into another device's
+        record cannot take that device's key away (its certificate is kept in the meta table)."""
         found: list[DeviceRecord] = []
         after = None
-        while True:
-            page = self.store.scan(SYSTEM_SHARE, DEVICES, "", after, 500)
-            if not page:
-                return found
-            found.extend(membership.device_record(key, siblings) for key, siblings in page)
+        while page := self.store.scan(SYSTEM_SHARE, DEVICES, "", after, 500):
+            for key, siblings in page:
+                record = membership.device_record(key, siblings)
+                kept = self.store.get_meta(f"cert/{record.device_id}")
+                if _cert_matches(record.cert_pem, record.device_id):
+                    if kept != record.cert_pem and self.store.in_transaction:
+                        self.store.set_meta(f"cert/{record.device_id}", record.cert_pem)
+                elif kept is not None:
+                    record = dataclasses.replace(record, cert_pem=kept)
+                found.append(record)
             after = page[-1][0]
+        return found
 
     def device_op(self, cert_pem: bytes, name: str) -> Op:
         """Admit a device, or change its name or certificate. A cut from an earlier revocation

@@ -133,6 +133,10 @@ class Store:
         self._actor_names = {i: name for name, i in self._actor_ids.items()}
         self._share_ids = dict(self._db.execute("SELECT name, id FROM shares"))
 
+    @property
+    def in_transaction(self) -> bool:
+        return self._db.in_transaction
+
     def get_meta(self, key: str) -> bytes | None:
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return None if row is None else row[0]

@@ -264,3 +264,16 @@ def test_two_signed_histories_of_one_epoch_are_reported_once_and_sync_goes_on():
     put(b, "still", "syncing")
     sync(b, a)
     assert a.get(SHARE, "notes", "still") is not None
+
+
+def test_a_member_cannot_take_another_devices_key_away_by_writing_junk_into_its_record():
+    a, b, mallory = household(3)
+    converge([a, b, mallory])
+    junk = membership.device_value(b"not a certificate", "gone", mallory.device_id)
+    mallory.commit(SHARE, [entry.Op(entry.PUT, membership.DEVICES, b.device_id, junk)])
+    converge([a, b, mallory])
+    record = next(d for d in a.devices() if d.device_id == b.device_id)
+    assert record.name == "gone" and record.cert_pem == b.identity.cert_pem
+    put(b, "still", "b")
+    sync(b, a)
+    assert msgpack.unpackb(a.get(SHARE, "notes", "still").winner.value) == "b"
