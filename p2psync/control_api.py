@@ -2,7 +2,8 @@
 
 Owns the error codes, request parameter checks, JSON <-> msgpack values (what JSON cannot carry
 is tagged, never dropped) and the JSON shapes of records, siblings and changes. It never touches
-sockets or the store: control.py reads lines and calls the replica, this module only converts.
+sockets or the store: control_connection.py reads lines, control.py calls the replica, this module
+only converts.
 """
 
 import base64

@@ -3,50 +3,50 @@
 It wires the parts together and answers the control socket's questions about itself (status,
 peers, trust); everything it does to data goes through `Node`, everything on the wire through
 `PeerManager`. It must refuse to start twice on one state directory and must stop cleanly on
-SIGTERM within a bounded grace period.
+SIGTERM within a bounded grace period. Getting ready to run (settings, logging, the state
+directory, its lock) is `daemon_setup.py`'s; the JSON shapes of its reports are
+`daemon_status.py`'s.
 """
 
 import argparse
 import errno
-import fcntl
 import gc
 import json
 import logging
 import os
 import signal
-import socket
-import stat
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import trio
 
-from . import __version__, config, identity, keystore, netwatch, pairing
+from . import __version__, config, daemon_status, identity, keystore, netwatch, pairing
 from .config import Config, ConfigError
 from .control import serve_control
+from .daemon_setup import (
+    StartupError,
+    load_settings,
+    open_state,
+    prepare_state_dir,
+    setup_logging,
+    state_lock,
+)
 from .discovery import Discovery, Found
 from .node import Node
 from .pairing import PairingResult
 from .pairing_service import Invitation, PairingService
 from .peers import PeerManager, Timeouts
-from .replica import DEFAULT_SHARE, DeviceRecord, Replica, ReplicaError
+from .replica import DEFAULT_SHARE, DeviceRecord, Replica
 from .sdnotify import Notifier
-from .store import StoreError
 
 log = logging.getLogger("p2psync")
 STOP_GRACE_SECONDS = 5.0
 ADDRESSES_FILE = "addresses.json"
 JOIN_SEARCH_SECONDS = 10.0
 CONFLICT_CHECK_SECONDS = 1.0
-
-
-class StartupError(Exception):
-    """The daemon cannot start; the message says why and what to do."""
 
 
 class Daemon:
@@ -349,7 +349,7 @@ class Daemon:
     async def _paired(self, result: PairingResult, address: str) -> None:
         """Both sides record the other; the joiner also learns the rest of the household."""
         device_id = identity.device_id_from_certificate(result.peer_cert_pem)
-        known = self.members.get(device_id)
+        known = await self._member(device_id)
         if known is not None and known.revoked and not self.readmit_by_pairing:
             log.warning(
                 "paired with %s (%s), which was revoked: not re-admitted (pair with --readmit "
@@ -411,38 +411,10 @@ class Daemon:
             "pairing": (
                 {"active": True, "expires_in": invitation.expires_in()} if invitation else None
             ),
-            "notices": [
-                {
-                    "device": n.device_id,
-                    "name": self._name_of(n.device_id),
-                    "kind": n.kind,
-                    "text": f"{self._name_of(n.device_id)} {n.text}",
-                }
-                for n in notices
-            ]
-            + [
-                {
-                    "device": device_id,
-                    "name": self._name_of(device_id),
-                    "kind": "running_in_two_places",
-                    "text": f"{self._name_of(device_id)} is running in two places: "
-                    + " and ".join(sorted(places)),
-                }
-                for device_id, places in self.peers.running_twice.items()
-            ],
-            "revoked": [
-                {"by": self._name_of(member), "text": f"this device was {text}"}
-                for member, text in self.peers.revoked_us.items()
-            ],
-            "clock_skew": [
-                {"device": device_id, "name": self._name_of(device_id), "offset_ms": offset}
-                for device_id, offset in self.peers.skewed_clocks().items()
-            ],
+            "notices": daemon_status.notices_json(notices, self.peers.running_twice, self.members),
+            "revoked": daemon_status.revoked_json(self.peers.revoked_us, self.members),
+            "clock_skew": daemon_status.clock_skew_json(self.peers.skewed_clocks(), self.members),
         }
-
-    def _name_of(self, device_id: str) -> str:
-        member = self.members.get(device_id)
-        return member.name if member is not None and member.name else device_id
 
     async def peers_status(self) -> list[dict[str, Any]]:
         now = trio.current_time()
@@ -453,31 +425,8 @@ class Daemon:
                 continue
             session = self.peers.sessions.get(device.device_id)
             state = session.state if session else self.peers.offline.get(device.device_id)
-            # a copy: the database thread raises these vectors while we read (dict() is atomic)
-            theirs = dict(state.peer_vectors.get(DEFAULT_SHARE, {})) if state else {}
-            found.append(
-                {
-                    "device": device.device_id,
-                    "name": device.name,
-                    "revoked": device.revoked,
-                    "connected": session is not None,
-                    "address": state.address if state else None,
-                    "direction": state.direction if state else None,
-                    "last_seen_seconds_ago": (
-                        round(now - state.last_seen, 1) if state and state.last_seen else None
-                    ),
-                    "in_sync": bool(state and DEFAULT_SHARE in state.in_sync),
-                    "they_lack": _count_missing(ours, theirs) if state else None,
-                    "we_lack": _count_missing(theirs, ours) if state else None,
-                    "receive_rate": round(state.receive_rate(now), 1) if session and state else 0.0,
-                    "clock_offset_ms": state.clock_offset_ms if state else None,
-                    "entries_sent": state.entries_sent if state else 0,
-                    "entries_received": state.entries_received if state else 0,
-                    "direct_actors": state.direct_actors if session and state else 0,
-                    "bytes_sent": state.bytes_sent if state else 0,
-                    "bytes_received": state.bytes_received if state else 0,
-                }
-            )
+            connected = session is not None
+            found.append(daemon_status.peer_json(device, state, connected, ours, now))
         return found
 
     async def trust(
@@ -486,7 +435,7 @@ class Daemon:
         device_id = identity.device_id_from_certificate(cert_pem)
         if device_id == self.device_id:
             raise ValueError("that is this device's own certificate")
-        known = self.members.get(device_id)
+        known = await self._member(device_id)
         if known is not None and known.revoked and not readmit:
             raise ValueError(
                 f"{known.name or device_id} was revoked; to let it back in, confirm with "
@@ -502,9 +451,15 @@ class Daemon:
             self.peers.dial(parsed, device_id)
         return {"device": device_id, "name": label, "address": address}
 
+    async def _member(self, device_id: str) -> DeviceRecord | None:
+        """From the database, not `self.members`: that follows membership a moment later, and
+        a revoke right after a trust (or a trust right after a revoke) must see it."""
+        devices = await self.node.call(self.node.replica.devices)
+        return next((d for d in devices if d.device_id == device_id), None)
+
     async def revoke(self, device_id: str) -> dict[str, Any]:
         device_id = identity.parse_device_id(device_id)
-        device = self.members.get(device_id)
+        device = await self._member(device_id)
         if device is None:
             raise LookupError(f"no device {device_id} in this household")
         if device_id == self.device_id:
@@ -577,11 +532,6 @@ def _is_certificate(cert: bytes) -> bool:
     return True
 
 
-def _count_missing(have: dict[str, int], other: dict[str, int]) -> int:
-    """How many entries `have` holds that `other` lacks."""
-    return sum(max(0, seq - other.get(actor, 0)) for actor, seq in have.items())
-
-
 def _exit_if_stuck(seconds: float) -> None:
     """Shutdown is bounded: committed data is safe in SQLite, so a stop that hangs (a thread that
     does not return) may end the process outright."""
@@ -593,126 +543,6 @@ def _exit_if_stuck(seconds: float) -> None:
     timer = threading.Timer(seconds, give_up)
     timer.daemon = True
     timer.start()
-
-
-@contextmanager
-def state_lock(state_dir: Path) -> Iterator[None]:
-    """One daemon per state directory: a second one fails at once with the holder's pid."""
-    path = state_dir / "daemon.lock"
-    handle = open(path, "a+")  # noqa: SIM115 - held for the daemon's lifetime
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        raise StartupError(
-            f"another p2psync daemon (pid {holder}) is already using {state_dir}; stop it first "
-            f"or give this one its own --state-dir"
-        ) from None
-    handle.truncate(0)
-    handle.write(str(os.getpid()))
-    handle.flush()
-    try:
-        yield
-    finally:
-        handle.close()
-
-
-def load_settings(args: argparse.Namespace) -> Config:
-    env = os.environ
-    path = config.find_config_path(env, os.geteuid(), explicit=getattr(args, "config", None))
-    settings = config.load_config_file(
-        path, env=env, euid=os.geteuid(), hostname=socket.gethostname()
-    )
-    return config.apply_overrides(
-        settings,
-        state_dir=getattr(args, "state_dir", None) or env.get(config.ENV_STATE_DIR),
-        log_level=getattr(args, "log_level", None) or env.get(config.ENV_LOG_LEVEL),
-        control_socket=env.get(config.ENV_CONTROL_SOCKET),
-    )
-
-
-def setup_logging(level: str) -> None:
-    """Plain lines on stderr; under systemd the journal adds time and host, and reads the
-    `<N>` priority prefix, so we leave those out and put that in."""
-    handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-
-
-class _JournalFormatter(logging.Formatter):
-    PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"<{self.PRIORITIES.get(record.levelno, 2)}>{super().format(record)}"
-
-
-# What must stay private to the daemon's user: the database holds every record of the household,
-# the key is the device's identity. (device.crt is public, and the lock holds a pid.)
-PRIVATE_FILES = ("replica.db", "replica.db-wal", "replica.db-shm", keystore.KEY_FILE)
-
-
-def prepare_state_dir(state_dir: Path) -> None:
-    try:
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        probe = state_dir / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise StartupError(
-            f"state directory {state_dir} is not usable ({exc.strerror}); set paths.state_dir "
-            f"or --state-dir to a directory this user can write"
-        ) from None
-    # mkdir's mode does nothing to a directory that already exists, and files from an older
-    # version, a restored backup or a copy keep whatever mode they came with
-    _make_private(state_dir)
-    for name in PRIVATE_FILES:
-        _make_private(state_dir / name)
-
-
-def _make_private(path: Path) -> None:
-    """Take away every permission of group and others (0700 for the directory, 0600 for files),
-    or refuse to start: a database readable by every local user must not go unnoticed."""
-    try:
-        found = os.stat(path)
-    except FileNotFoundError:
-        return
-    mode = stat.S_IMODE(found.st_mode)
-    if not mode & 0o077:
-        return
-    private = mode & 0o700
-    try:
-        os.chmod(path, private)
-    except OSError as exc:
-        raise StartupError(
-            f"{path} is open to other local users (mode {mode:04o}) and this user cannot make it "
-            f"private ({exc.strerror}; it belongs to uid {found.st_uid}); as its owner or root, "
-            f"run `chmod {private:04o} {path}`, or give it to this user with `chown "
-            f"{os.geteuid()} {path}`"
-        ) from None
-    log.warning("made %s private (mode %04o, was %04o)", path, private, mode)
-
-
-def open_state(settings: Config) -> tuple[identity.DeviceIdentity, Replica]:
-    state_dir = settings.state_dir
-    # SQLite creates the database with the umask's mode, and its -wal and -shm files later with
-    # the database's: a private umask here keeps all three 0600 from their first byte.
-    umask = os.umask(0o077)
-    try:
-        device = keystore.load_or_create_identity(state_dir)
-        try:
-            replica = Replica.open(state_dir / "replica.db", device)
-        except (StoreError, ReplicaError) as exc:
-            raise StartupError(str(exc)) from None
-    finally:
-        os.umask(umask)
-    return device, replica
 
 
 def main(args: argparse.Namespace) -> int:

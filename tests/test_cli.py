@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import trio
 
-from p2psync import cli, config
-from p2psync.cli import CLEAR_SCREEN, default_socket_path, main, parse_value
+from p2psync import cli_commands, config
+from p2psync.cli import default_socket_path, main
+from p2psync.cli_commands import CLEAR_SCREEN, parse_value
 from p2psync.pairing_words import WORDS
 from tests.daemons import DaemonProcess, running
 from tests.test_control import Served, conflicting_write, start_served
@@ -134,7 +135,7 @@ async def test_put_get_rm_human_and_json(run: Run) -> None:
 
 
 async def test_ls_follows_pagination(run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "LS_PAGE", 3)
+    monkeypatch.setattr(cli_commands, "LS_PAGE", 3)
     for i in range(10):
         await run.ok("put", "c", f"k{i}", json.dumps({"i": i}))
     await run.ok("put", "c", "other", "1")

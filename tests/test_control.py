@@ -17,7 +17,9 @@ import trio
 import trio.testing
 
 from p2psync import entry, identity
-from p2psync.control import MAX_LINE_BYTES, ControlSocketError, RequestError, serve_control
+from p2psync.control import RequestError, serve_control
+from p2psync.control_connection import MAX_LINE_BYTES
+from p2psync.control_socket import ControlSocketError
 from p2psync.node import Node
 from p2psync.replica import DEFAULT_SHARE, Replica
 from tests.daemons import DaemonProcess, running

@@ -480,7 +480,7 @@ def test_a_database_others_can_read_and_we_cannot_fix_stops_the_start_with_the_f
         database.chmod(0o644)
         probe = (
             "from pathlib import Path\n"
-            "from p2psync.daemon import StartupError, prepare_state_dir\n"
+            "from p2psync.daemon_setup import StartupError, prepare_state_dir\n"
             "try:\n"
             f"    prepare_state_dir(Path({str(state)!r}))\n"
             "except StartupError as exc:\n"

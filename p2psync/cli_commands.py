@@ -1,0 +1,371 @@
+"""What each `p2psync` subcommand does: its calls to the daemon and what it prints.
+
+One `cmd_*` function per subcommand (but `daemon`), each given a `Command`: the connected client,
+the parsed arguments and where to print. It prints for people (aligned tables, values as compact
+JSON, via `cli_format.py`) or, with --json, for programs, and returns the exit code. It never
+parses the command line (`cli.py` does, and maps errors to exit codes), and never opens the
+database or the network itself: everything goes through `client.Client`.
+"""
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import cli_format, doctor, hlc
+from .cli_format import compact, fit, safe_text, table
+from .client import Client, ControlError
+
+# exit codes, of every command and of `cli.main`
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_NO_DAEMON = 3
+EXIT_INTERRUPTED = 130
+LS_PAGE = 1000
+CELL_WIDTH = 80
+JOIN_TIMEOUT_SECONDS = 120.0
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
+
+
+class UsageError(Exception):
+    """Bad input on our side (a file that cannot be read, a value that is not text)."""
+
+
+# output ---------------------------------------------------------------------------------------
+
+
+def _value_cell(value: Any) -> str:
+    return fit(safe_text(compact(value)), CELL_WIDTH)
+
+
+def write_lines(out: TextIO, lines: Iterable[str]) -> None:
+    for line in lines:
+        out.write(line + "\n")
+
+
+def _time(stamp: int | None) -> str:
+    if not stamp:
+        return "-"
+    return datetime.fromtimestamp(hlc.to_millis(stamp) / 1000).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _where(args: argparse.Namespace) -> str:
+    return f"{args.collection}/{args.key}"
+
+
+# commands -------------------------------------------------------------------------------------
+
+
+class Command:
+    """One subcommand run: the client, the parsed arguments and where to print."""
+
+    def __init__(self, client: Client, args: argparse.Namespace, out: TextIO) -> None:
+        self.client = client
+        self.args = args
+        self.out = out
+        self.json = bool(getattr(args, "json", False))
+
+    def say(self, result: Any, human: str | Callable[[], object]) -> int:
+        if self.json:
+            self.out.write(compact(result) + "\n")
+        elif callable(human):
+            human()
+        else:
+            self.out.write(human + "\n")
+        return EXIT_OK
+
+
+def cmd_id(c: Command) -> int:
+    own = c.client.call("id")
+    return c.say(own, f"device  {own['device']}\nname    {own['name']}")
+
+
+def cmd_export_cert(c: Command) -> int:
+    own = c.client.call("id")
+    if c.args.out is None:
+        return c.say(own, lambda: c.out.write(own["cert"]))
+    try:
+        Path(c.args.out).write_text(own["cert"])
+    except OSError as exc:
+        raise UsageError(f"cannot write {c.args.out}: {exc.strerror or exc}") from None
+    return c.say(
+        {**own, "out": c.args.out},
+        f"wrote the certificate of {own['name']} ({own['device']}) to {c.args.out}; on the other "
+        f"device run: p2psync trust {Path(c.args.out).name}",
+    )
+
+
+def cmd_trust(c: Command) -> int:
+    try:
+        cert = _read_text(c.args.certfile)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read certificate {c.args.certfile}: {exc}") from None
+    done = c.client.call(
+        "trust", cert=cert, name=c.args.name, address=c.args.address, readmit=c.args.readmit
+    )
+    return c.say(
+        done,
+        f"trusted {done.get('name')} ({done.get('device')}); it syncs when both daemons can reach "
+        "each other",
+    )
+
+
+def _read_text(name: str) -> str:
+    return sys.stdin.read() if name == "-" else Path(name).read_text()
+
+
+def cmd_revoke(c: Command) -> int:
+    done = c.client.call("revoke", device=c.args.device)
+    return c.say(done, cli_format.revoked_message(done))
+
+
+def cmd_reload(c: Command) -> int:
+    done = c.client.call("reload")
+    return c.say(done, lambda: _print_mapping(c.out, done))
+
+
+def _print_mapping(out: TextIO, found: Mapping[str, Any]) -> None:
+    rows = [[name, v if isinstance(v, str) else compact(v)] for name, v in found.items()]
+    write_lines(out, table(None, [[name, fit(safe_text(text), 200)] for name, text in rows]))
+
+
+def _status_and_peers(client: Client) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    return client.call("status"), client.call("peers")
+
+
+def cmd_status(c: Command) -> int:
+    if c.args.watch:
+        return _watch_status(c)
+    status, peers = _status_and_peers(c.client)
+    return c.say(
+        {**status, "peers": peers},
+        lambda: write_lines(c.out, cli_format.status_lines(status, peers)),
+    )
+
+
+def _watch_status(c: Command) -> int:
+    """Redraw the status every interval until Ctrl-C; rates come from successive samples."""
+    meter = cli_format.RateMeter()
+    clear = CLEAR_SCREEN if c.out.isatty() else ""
+    try:
+        while True:
+            status, peers = _status_and_peers(c.client)
+            rates = meter.update(time.monotonic(), peers)
+            if c.json:
+                c.out.write(compact({**status, "peers": peers}) + "\n")
+            else:
+                heading = f"{time.strftime('%H:%M:%S')}  every {c.args.interval:g} s, Ctrl-C stops"
+                frame = [heading, "", *cli_format.status_lines(status, peers, rates)]
+                # Without a terminal (a log, a pipe), snapshots follow each other, blank-separated.
+                c.out.write(clear + "\n".join(frame) + ("\n" if clear else "\n\n"))
+            c.out.flush()
+            time.sleep(c.args.interval)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def cmd_peers(c: Command) -> int:
+    peers = c.client.call("peers")
+    nearby = c.client.call("nearby") if c.args.nearby else None
+
+    def human() -> None:
+        write_lines(c.out, cli_format.peers_table(peers) if peers else [cli_format.NO_PEERS])
+        if nearby is not None:
+            discovery = {} if nearby else c.client.call("status").get("discovery") or {}
+            shown = cli_format.nearby_lines(nearby, discovery_on=discovery.get("enabled", True))
+            write_lines(c.out, ["", "nearby on the LAN:", *shown])
+
+    return c.say(peers if nearby is None else {"members": peers, "nearby": nearby}, human)
+
+
+def cmd_pair(c: Command) -> int:
+    with c.client.stream("pair", ttl=c.args.ttl, readmit=c.args.readmit) as pairing:
+        if c.json:
+            c.out.write(compact(pairing.result) + "\n")
+        else:
+            c.out.write(cli_format.pairing_instructions(pairing.result))
+            c.out.write("Waiting for the other device...\n")
+        c.out.flush()
+        try:
+            event = next(pairing)
+        except KeyboardInterrupt:  # closing the connection withdraws the code on the daemon
+            sys.stderr.write("p2psync: pairing cancelled; that code no longer works\n")
+            return EXIT_INTERRUPTED
+    if c.json:
+        c.out.write(compact(event) + "\n")
+    if event.get("event") == "paired":
+        if not c.json:
+            c.out.write(cli_format.paired_message(event) + "\n")
+        return EXIT_OK
+    error = event.get("error") if event.get("event") == "pairing_failed" else None
+    if not isinstance(error, dict):
+        raise ControlError("protocol", f"the daemon ended the pairing with {compact(event)}")
+    message = str(error.get("message") or error.get("code"))
+    if "p2psync pair" not in message:
+        message += "; each code works once: run `p2psync pair` again for a new one"
+    sys.stderr.write(f"p2psync: pairing failed: {message}\n")
+    return EXIT_FAILED
+
+
+def cmd_join(c: Command) -> int:
+    if not c.json:
+        where = c.args.address or "the device showing that code on the LAN"
+        sys.stderr.write(f"p2psync: contacting {where}...\n")
+    # Finding the device and the key exchange take longer than an ordinary request.
+    with Client(c.client.socket_path, timeout=JOIN_TIMEOUT_SECONDS) as client:
+        done = client.call("join", code=c.args.code, address=c.args.address)
+    return c.say(done, cli_format.joined_message(done))
+
+
+def cmd_doctor(c: Command) -> int:
+    checks = doctor.run_doctor(c.client.socket_path)
+    if c.json:
+        c.out.write(compact([check.as_json() for check in checks]) + "\n")
+    else:
+        write_lines(c.out, doctor.render(checks))
+    return EXIT_FAILED if doctor.failed(checks) else EXIT_OK
+
+
+def parse_value(text: str) -> Any:
+    """JSON when it parses as JSON, else the text itself."""
+    try:
+        return json.loads(text, parse_constant=_not_json)
+    except ValueError:
+        return text
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _value_argument(args: argparse.Namespace) -> Any:
+    text: str = args.value
+    if text == "-":
+        try:
+            text = sys.stdin.buffer.read().decode()
+        except UnicodeDecodeError:
+            raise UsageError("standard input is not UTF-8 text") from None
+        text = text.removesuffix("\n")
+    return text if args.string else parse_value(text)
+
+
+def _write_params(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "collection": args.collection,
+        "key": args.key,
+        "value": _value_argument(args),
+        "type": args.type,
+        "schema_version": args.schema_version,
+    }
+
+
+def cmd_put(c: Command) -> int:
+    done = c.client.call("put", **_write_params(c.args))
+    return c.say(done, f"wrote {_where(c.args)} (position {done['position']})")
+
+
+def cmd_resolve(c: Command) -> int:
+    done = c.client.call("resolve", **_write_params(c.args))
+    return c.say(done, f"resolved {_where(c.args)} (position {done['position']})")
+
+
+def cmd_rm(c: Command) -> int:
+    done = c.client.call("delete", collection=c.args.collection, key=c.args.key)
+    return c.say(done, f"deleted {_where(c.args)} (position {done['position']})")
+
+
+def cmd_get(c: Command) -> int:
+    found = c.client.call("get", collection=c.args.collection, key=c.args.key, all=c.args.all)
+    if c.json:
+        return c.say(found, "")
+    if c.args.all:
+        _print_siblings(c.out, found["siblings"])
+        return EXIT_OK
+    c.out.write(compact(found["value"]) + "\n")
+    if found["conflict"]:
+        sys.stderr.write(
+            f"p2psync: note: {_where(c.args)} has {len(found['siblings'])} conflicting versions; "
+            f"this is the newest. See them with `p2psync get {c.args.collection} {c.args.key} "
+            f"--all` and settle with `p2psync resolve {c.args.collection} {c.args.key} VALUE`\n"
+        )
+    return EXIT_OK
+
+
+def _print_siblings(out: TextIO, siblings: list[dict[str, Any]], indent: str = "") -> None:
+    rows = [
+        [
+            indent + s["origin"],
+            _time(s["hlc"]),
+            "(deleted)" if s["deleted"] else _value_cell(s["value"]),
+        ]
+        for s in siblings
+    ]
+    write_lines(out, table([f"{indent}ORIGIN", "TIME", "VALUE"], rows))
+
+
+def cmd_ls(c: Command) -> int:
+    wanted = c.args.limit
+    after = None
+    rows = []
+    while wanted is None or wanted > 0:
+        page = c.client.call(
+            "scan",
+            collection=c.args.collection,
+            prefix=c.args.prefix,
+            after=after,
+            limit=min(LS_PAGE, wanted or LS_PAGE),
+        )
+        for item in page["items"]:
+            if c.json:
+                c.out.write(compact(item) + "\n")
+            else:
+                value = _value_cell(item["value"]) + ("  (in conflict)" if item["conflict"] else "")
+                rows.append([safe_text(item["key"]), value])
+        if wanted is not None:
+            wanted -= len(page["items"])
+        after = page["next"]
+        if after is None:
+            break
+    if not c.json:
+        if rows:
+            write_lines(c.out, table(["KEY", "VALUE"], rows))
+        else:
+            sys.stderr.write(f"p2psync: no records in {c.args.collection}\n")
+    return EXIT_OK
+
+
+def cmd_watch(c: Command) -> int:
+    with c.client.watch(since=c.args.since, collection=c.args.collection) as events:
+        if not c.json:
+            sys.stderr.write(f"p2psync: watching from position {events.position}; Ctrl-C stops\n")
+        for event in events:
+            if c.json:
+                c.out.write(compact(event) + "\n")
+            else:
+                for change in event["changes"]:
+                    where = safe_text(f"{change['collection']}/{change['key']}")
+                    shown = "" if change["deleted"] else "  " + _value_cell(change["value"])
+                    c.out.write(f"{event['position']}  {change['op']:<6}  {where}{shown}\n")
+            c.out.flush()
+    return EXIT_OK
+
+
+def cmd_conflicts(c: Command) -> int:
+    found = c.client.call("conflicts", collection=c.args.collection)
+
+    def human() -> None:
+        if not found["items"]:
+            c.out.write("no conflicts\n")
+        for item in found["items"]:
+            where = safe_text(f"{item['collection']}/{item['key']}")
+            c.out.write(f"{where}: {len(item['siblings'])} versions\n")
+            _print_siblings(c.out, item["siblings"], indent="  ")
+        if found.get("more"):
+            c.out.write("(more not shown: resolve these first, or ask for one collection)\n")
+
+    return c.say(found, human)

@@ -1,0 +1,121 @@
+"""The control socket's file: creating it with the right permissions, and removing it again.
+
+It owns the Unix socket path: binding under a temporary name and renaming into place (so the
+socket is never reachable with the umask's permissions), its mode and group, telling a stale
+socket file from a live daemon's, and unlinking only the socket it created. It must never remove
+a file that is not a socket or a socket another daemon answers on, and it never reads a request:
+connections are `control_connection.py`'s, their meaning `control.py`'s.
+"""
+
+import grp
+import logging
+import os
+import secrets
+import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+log = logging.getLogger("p2psync.control")  # the name these lines have always been logged under
+
+PROBE_TIMEOUT_SECONDS = 2.0
+UNIX_PATH_MAX = 107
+
+
+class ControlSocketError(OSError):
+    """The control socket cannot be created; the message says why and what to do."""
+
+
+@asynccontextmanager
+async def control_listener(
+    path: Path, mode: int, group: str | None
+) -> AsyncIterator[trio.SocketListener]:
+    """A listener on `path`; on the way out it is closed and the file removed if still ours."""
+    listener = await _listen(path, mode, group)
+    inode = os.stat(path).st_ino
+    try:
+        yield listener
+    finally:
+        with trio.CancelScope(shield=True):
+            await listener.aclose()
+        try:
+            if os.stat(path).st_ino == inode:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+async def _listen(path: Path, mode: int, group: str | None) -> trio.SocketListener:
+    path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    await _remove_stale_socket(path)
+    # Bind under a temporary name and rename into place, so the socket is never reachable with
+    # the umask's permissions instead of ours.
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(3)}")
+    if len(os.fsencode(temporary)) > UNIX_PATH_MAX:
+        raise ControlSocketError(f"control socket path {path} is too long; choose a shorter one")
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    try:
+        await sock.bind(str(temporary))
+        os.chmod(temporary, mode)
+        if group is not None:
+            _give_to_group(temporary, group, path)
+        sock.listen(128)
+        os.rename(temporary, path)
+    except BaseException:
+        sock.close()
+        temporary.unlink(missing_ok=True)
+        raise
+    return trio.SocketListener(sock)
+
+
+async def _remove_stale_socket(path: Path) -> None:
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(found.st_mode):
+        raise ControlSocketError(
+            f"{path} exists and is not a socket; move it away or choose another control socket path"
+        )
+    try:
+        with trio.fail_after(PROBE_TIMEOUT_SECONDS):
+            probe = await trio.open_unix_socket(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        path.unlink(missing_ok=True)
+        log.info("removed stale control socket %s", path)
+        return
+    except trio.TooSlowError:
+        pass  # someone holds it but does not accept: treat as in use
+    except PermissionError:
+        raise ControlSocketError(
+            f"cannot check whether {path} is in use (permission denied); remove it, or run as "
+            "its owner"
+        ) from None
+    else:
+        await probe.aclose()
+    raise ControlSocketError(
+        f"another p2psync daemon is answering on {path}; stop it first, or give this daemon "
+        f"another control socket path"
+    )
+
+
+def _give_to_group(socket_path: Path, group: str, shown_as: Path) -> None:
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        log.warning(
+            "group %r does not exist, so only this user can use %s; create it with "
+            "`groupadd --system %s`",
+            group,
+            shown_as,
+            group,
+        )
+        return
+    try:
+        os.chown(socket_path, -1, gid)
+    except PermissionError:
+        log.warning(
+            "cannot give %s to group %r (not a member); only this user can use it", shown_as, group
+        )

@@ -1,0 +1,106 @@
+"""The daemon's reports, as the control socket's `status` and `peers` answers carry them (pure).
+
+It turns what the daemon hands it (membership records, peer states, summary vectors, notices and
+`now`) into the JSON shapes documented in docs/control-protocol.md: one row per peer, and the
+notices, revocations and clock skews `status` lists with people's names in them. It holds no
+state, never reads the clock, the database or the network, and decides nothing: what to report,
+and when, is the daemon's.
+"""
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .membership import Notice
+from .replica import DEFAULT_SHARE, DeviceRecord
+
+if TYPE_CHECKING:
+    from .peers import PeerState
+
+
+def name_of(members: Mapping[str, DeviceRecord], device_id: str) -> str:
+    """A member's name for people; its id when it has none (or is not a member)."""
+    member = members.get(device_id)
+    return member.name if member is not None and member.name else device_id
+
+
+def notices_json(
+    notices: Iterable[Notice],
+    running_twice: Mapping[str, set[str]],
+    members: Mapping[str, DeviceRecord],
+) -> list[dict[str, Any]]:
+    """The replica's notices about epochs, then the devices seen running in two places."""
+    return [
+        {
+            "device": n.device_id,
+            "name": name_of(members, n.device_id),
+            "kind": n.kind,
+            "text": f"{name_of(members, n.device_id)} {n.text}",
+        }
+        for n in notices
+    ] + [
+        {
+            "device": device_id,
+            "name": name_of(members, device_id),
+            "kind": "running_in_two_places",
+            "text": f"{name_of(members, device_id)} is running in two places: "
+            + " and ".join(sorted(places)),
+        }
+        for device_id, places in running_twice.items()
+    ]
+
+
+def revoked_json(
+    revoked_us: Mapping[str, str], members: Mapping[str, DeviceRecord]
+) -> list[dict[str, Any]]:
+    """The members that told us we were revoked, and what they said."""
+    return [
+        {"by": name_of(members, member), "text": f"this device was {text}"}
+        for member, text in revoked_us.items()
+    ]
+
+
+def clock_skew_json(
+    skewed: Mapping[str, int], members: Mapping[str, DeviceRecord]
+) -> list[dict[str, Any]]:
+    return [
+        {"device": device_id, "name": name_of(members, device_id), "offset_ms": offset}
+        for device_id, offset in skewed.items()
+    ]
+
+
+def peer_json(
+    device: DeviceRecord,
+    state: "PeerState | None",
+    connected: bool,
+    ours: dict[str, int],
+    now: float,
+) -> dict[str, Any]:
+    """One row of `peers`: a member, and its session's state when we have one."""
+    # a copy: the database thread raises these vectors while we read (dict() is atomic)
+    theirs = dict(state.peer_vectors.get(DEFAULT_SHARE, {})) if state else {}
+    return {
+        "device": device.device_id,
+        "name": device.name,
+        "revoked": device.revoked,
+        "connected": connected,
+        "address": state.address if state else None,
+        "direction": state.direction if state else None,
+        "last_seen_seconds_ago": (
+            round(now - state.last_seen, 1) if state and state.last_seen else None
+        ),
+        "in_sync": bool(state and DEFAULT_SHARE in state.in_sync),
+        "they_lack": count_missing(ours, theirs) if state else None,
+        "we_lack": count_missing(theirs, ours) if state else None,
+        "receive_rate": round(state.receive_rate(now), 1) if connected and state else 0.0,
+        "clock_offset_ms": state.clock_offset_ms if state else None,
+        "entries_sent": state.entries_sent if state else 0,
+        "entries_received": state.entries_received if state else 0,
+        "direct_actors": state.direct_actors if connected and state else 0,
+        "bytes_sent": state.bytes_sent if state else 0,
+        "bytes_received": state.bytes_received if state else 0,
+    }
+
+
+def count_missing(have: dict[str, int], other: dict[str, int]) -> int:
+    """How many entries `have` holds that `other` lacks."""
+    return sum(max(0, seq - other.get(actor, 0)) for actor, seq in have.items())
