@@ -1,10 +1,11 @@
 """Catch-up speed of the replication core against a plain SQLite bulk insert, in one process.
 
 Builds a source replica with N small records, then times a fresh replica catching up through
-`cursor_for` -> `entries_after` -> `apply` (verify, causal order, merge, store), and in the same
-run a
-plain SQLite bulk insert of the same rows with the same durability settings as the baseline.
-Prints figures and ends with one line `RESULT {json}`.
+`cursor_for` -> `entries_after` -> `apply` (verify, causal order, merge, store), and a plain
+SQLite bulk insert of the same rows with the same durability settings as the baseline. The two
+are timed in interleaved rounds (3 by default) and compared by their medians, with the spread
+printed: on a shared machine the baseline alone swings by a factor of two. Prints figures and
+ends with one line `RESULT {json}`.
 
     python bench/apply.py --records 1000000
 """
@@ -13,6 +14,7 @@ import argparse
 import json
 import resource
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -88,6 +90,7 @@ def main() -> None:
         default=1000,
         help="records per local transaction (one log entry) on the source",
     )
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (medians)")
     parser.add_argument("--profile", action="store_true", help="print a cProfile of the catch-up")
     args = parser.parse_args()
     source_id, sink_id = identity.DeviceIdentity.generate(), identity.DeviceIdentity.generate()
@@ -100,47 +103,58 @@ def main() -> None:
         )
         build_seconds = time.perf_counter() - started
 
-        started = time.perf_counter()
-        plain_insert(directory / "plain.db", rows)
-        baseline_seconds = time.perf_counter() - started
+        baseline_rates, catch_up_rates = [], []
+        for round_number in range(args.rounds):
+            started = time.perf_counter()
+            plain_insert(directory / f"plain-{round_number}.db", rows)
+            baseline_rates.append(args.records / (time.perf_counter() - started))
 
-        sink = Replica.open(directory / "sink.db", sink_id)
-        sink.commit(DEFAULT_SHARE, [sink.device_op(source_id.cert_pem, "source")])
-        started = time.perf_counter()
-        if args.profile:
-            import cProfile
-            import pstats
+            sink = Replica.open(directory / f"sink-{round_number}.db", sink_id)
+            sink.commit(DEFAULT_SHARE, [sink.device_op(source_id.cert_pem, "source")])
+            started = time.perf_counter()
+            if args.profile and round_number == 0:
+                import cProfile
+                import pstats
 
-            profiler = cProfile.Profile()
-            applied = profiler.runcall(catch_up, source, sink)
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
-            pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
-        else:
-            applied = catch_up(source, sink)
-        catch_up_seconds = time.perf_counter() - started
-        assert sink.store.count_records(DEFAULT_SHARE) == args.records
-        assert (
-            sink.summary_vector(DEFAULT_SHARE)[source.actor]
-            == source.summary_vector(DEFAULT_SHARE)[source.actor]
-        )
+                profiler = cProfile.Profile()
+                applied = profiler.runcall(catch_up, source, sink)
+                pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+                pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
+            else:
+                applied = catch_up(source, sink)
+            catch_up_rates.append(args.records / (time.perf_counter() - started))
+            assert sink.store.count_records(DEFAULT_SHARE) == args.records
+            assert (
+                sink.summary_vector(DEFAULT_SHARE)[source.actor]
+                == source.summary_vector(DEFAULT_SHARE)[source.actor]
+            )
+            sink.close()
 
-    baseline_rate = args.records / baseline_seconds
-    catch_up_rate = args.records / catch_up_seconds
+    baseline_rate = statistics.median(baseline_rates)
+    catch_up_rate = statistics.median(catch_up_rates)
     result = {
         "records": args.records,
+        "rounds": args.rounds,
         "entries_applied": applied,
         "records_per_transaction": args.per_transaction,
         "local_commit_records_per_s": round(args.records / build_seconds),
         "catch_up_records_per_s": round(catch_up_rate),
+        "catch_up_spread": [round(min(catch_up_rates)), round(max(catch_up_rates))],
         "plain_sqlite_records_per_s": round(baseline_rate),
+        "plain_sqlite_spread": [round(min(baseline_rates)), round(max(baseline_rates))],
         "ratio_to_plain_sqlite": round(catch_up_rate / baseline_rate, 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
     print(f"local commits:        {result['local_commit_records_per_s']:>10,} records/s")
-    print(f"plain SQLite insert:  {result['plain_sqlite_records_per_s']:>10,} records/s (baseline)")
+    low, high = result["plain_sqlite_spread"]
+    print(
+        f"plain SQLite insert:  {result['plain_sqlite_records_per_s']:>10,} records/s (baseline,"
+        f" median of {args.rounds}; {low:,}..{high:,})"
+    )
+    low, high = result["catch_up_spread"]
     print(
         f"catch-up (apply):     {result['catch_up_records_per_s']:>10,} records/s"
-        f"  = {result['ratio_to_plain_sqlite']:.0%} of baseline"
+        f"  = {result['ratio_to_plain_sqlite']:.0%} of baseline (median; {low:,}..{high:,})"
     )
     print(f"peak RSS:             {result['peak_rss_mb']:>10} MB")
     print("RESULT " + json.dumps(result))
