@@ -185,15 +185,18 @@ def cmd_peers(c: Command) -> int:
 
 def cmd_pair(c: Command) -> int:
     with c.client.stream("pair", ttl=c.args.ttl, readmit=c.args.readmit) as pairing:
-        if c.json:
-            c.out.write(compact(pairing.result) + "\n")
-        else:
-            c.out.write(cli_format.pairing_instructions(pairing.result))
-            c.out.write("Waiting for the other device...\n")
-        c.out.flush()
+        # Ctrl-C any time after the code is shown withdraws it (closing the connection does
+        # that on the daemon): the try starts before the code is printed, so a signal that
+        # lands right after the print is caught here too.
         try:
+            if c.json:
+                c.out.write(compact(pairing.result) + "\n")
+            else:
+                c.out.write(cli_format.pairing_instructions(pairing.result))
+                c.out.write("Waiting for the other device...\n")
+            c.out.flush()
             event = next(pairing)
-        except KeyboardInterrupt:  # closing the connection withdraws the code on the daemon
+        except KeyboardInterrupt:
             sys.stderr.write("p2psync: pairing cancelled; that code no longer works\n")
             return EXIT_INTERRUPTED
     if c.json:
