@@ -413,8 +413,8 @@ class Replica(TrustRules):
         offenders: dict[str, str] = {}
         notices_before = len(self.notices)
         devices_changed = False
+        heads = self._heads_of(share)
         try:
-            heads = self._heads_of(share)
             for raw, signature in items:
                 logged = entries.decode(raw)
                 if logged.share != share:
@@ -423,6 +423,12 @@ class Replica(TrustRules):
                     )
                 intake.add(peer, logged, signature, heads.get(logged.actor, (0, b"")))
                 received[logged.actor] = max(received.get(logged.actor, 0), logged.seq)
+        except IntegrityError:
+            # Only this peer's own queue goes: what honest peers sent keeps waiting (they have
+            # been told we hold it, and would not send it again in this session).
+            self.forget_peer(peer)
+            raise
+        try:
             # Received entries are not fsynced on their own: a peer sends again whatever a
             # power cut takes, and our next local commit's fsync covers them anyway.
             with self.store.transaction(fsync=False):

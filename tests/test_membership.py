@@ -277,3 +277,15 @@ def test_a_member_cannot_take_another_devices_key_away_by_writing_junk_into_its_
     put(b, "still", "b")
     sync(b, a)
     assert msgpack.unpackb(a.get(SHARE, "notes", "still").winner.value) == "b"
+
+
+def test_a_peer_that_sends_garbage_loses_only_its_own_queue_not_what_honest_peers_sent():
+    a, b = household(2)
+    converge([a, b])
+    put(b, "one", 1)
+    put(b, "two", 2)
+    first, last = [i for i in all_items(b) if entry.decode(i[0]).actor == b.actor][-2:]
+    a.apply(SHARE, [(first[0], None)], "bob")  # waits for the signature that follows
+    with pytest.raises(IntegrityError):
+        a.apply(SHARE, [(b"garbage", None)], "mallory")
+    assert a.apply(SHARE, [last], "bob").applied == 2, "bob's first entry was still waiting"
