@@ -21,15 +21,12 @@ stopped even on error. Prints figures and ends with one line `RESULT {json}`.
 
 import argparse
 import contextlib
-import json
 import signal
 import socket
 import statistics
 import sys
-import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import run_and_report
 from bench.sync import (
     CALL_TIMEOUT,
     BenchError,
@@ -411,18 +409,13 @@ def main() -> None:
         )
     }
     result["writes_per_device"] = args.writes
-    failed = False
     started = time.monotonic()
-    try:
-        with tempfile.TemporaryDirectory(prefix="p2psync-household-", dir=args.dir) as tmp:
-            run(Path(tmp), args, result)
-    except Exception as exc:
-        traceback.print_exc()
-        result["error"] = f"{type(exc).__name__}: {exc}"[:500]
-        failed = True
-    result["bench_seconds"] = round(time.monotonic() - started, 1)
-    print("RESULT " + json.dumps(result))
-    sys.exit(1 if failed else 0)
+
+    def measured(tmp: Path) -> None:
+        run(tmp, args, result)
+        result["bench_seconds"] = round(time.monotonic() - started, 1)
+
+    sys.exit(run_and_report("p2psync-household-", args.dir, measured, result))
 
 
 if __name__ == "__main__":

@@ -18,10 +18,8 @@ import re
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.apply import make_rows, plain_insert
+from bench.report import run_and_report
 from p2psync.client import Client, ControlError, Watch
 from tests.daemons import DaemonProcess, introduce
 
@@ -687,16 +686,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     result: dict[str, Any] = {"records": args.records, "batch": args.batch}
-    failed = False
-    try:
-        with tempfile.TemporaryDirectory(prefix="p2psync-sync-", dir=args.dir) as tmp:
-            run(Path(tmp), args, result)
-    except Exception as exc:
-        traceback.print_exc()
-        result["error"] = f"{type(exc).__name__}: {exc}"[:500]
-        failed = True
-    print("RESULT " + json.dumps(result))
-    sys.exit(1 if failed else 0)
+    sys.exit(run_and_report("p2psync-sync-", args.dir, lambda tmp: run(tmp, args, result), result))
 
 
 if __name__ == "__main__":

@@ -120,10 +120,12 @@ class SessionPump:
             )
             for share in sorted(event.shares):
                 if share in event.in_sync:
+                    self.link.told[share] = event.in_sync[share]
                     self._start_sender(share, event.in_sync[share])
                 else:
                     vector = await self.node.call(self.replica.wire_vector, share)
                     self.vectors_sent.add(share)
+                    self.link.told[share] = vector
                     await self.send(self.connection.send_vector(share, vector))
         elif isinstance(event, PeerVector):
             vector = await self.node.call(self.replica.expand_vector, event.share, event.vector)

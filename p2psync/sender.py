@@ -90,6 +90,10 @@ class Link:
         self._rewound = trio.Event()
         self._wake = trio.Event()
         self._started = False
+        # share -> the vector the peer has from us (hello digests that matched, or our vector
+        # message): a caught_up then carries only what differs, so a reconnect with nothing new
+        # stays a small hello and an empty caught_up each way
+        self.told: dict[str, dict[str, int]] = {}
 
     def start(self, nursery: trio.Nursery) -> None:
         """Once the peer said hello: join the neighbourhood and start announcing."""
@@ -142,7 +146,9 @@ class Link:
                 self.on_sent(len(items))
                 continue
             if not caught_up_sent:
-                await self.send(self.connection.send_caught_up(share, vector))
+                told = self.told.get(share, {})
+                news = {actor: seq for actor, seq in vector.items() if told.get(actor) != seq}
+                await self.send(self.connection.send_caught_up(share, news))
                 caught_up_sent = True
             if share not in self._rewind:
                 await _first_of(partial(self.node.changes.wait_beyond, cursor), self._rewound.wait)

@@ -118,7 +118,7 @@ BYE_REVOKED = "revoked"  # the bye code that tells a device its household revoke
 @dataclass(frozen=True)
 class Bye:
     reason: str
-    code: str = ""  # machine-readable: "revoked", "upgrade", or empty
+    code: str = ""  # machine-readable: BYE_REVOKED, or empty
 
 
 @dataclass(frozen=True)
