@@ -445,7 +445,8 @@ class Replica(TrustRules):
                     if not ready:
                         break
                     for run in _membership_runs(share, ready):
-                        accepted = [(e, sig) for e, sig, _ in run if self._accepts(share, e)]
+                        cap = self._cap_of(share)  # again for each run: a revocation may precede
+                        accepted = [(e, sig) for e, sig, _ in run if self._accepts(share, e, cap)]
                         refused += len(run) - len(accepted)
                         applied += len(accepted)
                         if accepted and self._store_entries(share, accepted):

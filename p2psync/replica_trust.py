@@ -77,8 +77,8 @@ class TrustRules:
 
         return cap
 
-    def _accepts(self, share: str, entry: LogEntry) -> bool:
-        cap = self._cap_of(share)
+    def _accepts(self, share: str, entry: LogEntry, cap: merge.Cap | None) -> bool:
+        """Whether members may take `entry` (`cap`: this share's `_cap_of`)."""
         limit = None if cap is None else cap(entry.actor)
         if limit is not None and entry.seq > limit:
             return False
