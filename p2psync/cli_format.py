@@ -277,6 +277,7 @@ def status_lines(
     members = [p for p in peers if not p.get("revoked")]
     online = sum(1 for p in members if p.get("connected"))
     facts.append(("peers", f"{online} of {len(members)} online"))
+    facts += _trust_facts(status)
     lines = [f"{safe_text(status.get('name') or 'this device')} ({device})"]
     lines += [f"  {label}" for label in table(None, facts)]
     lines.append("")
@@ -285,6 +286,32 @@ def status_lines(
     if progress:
         lines += ["", "catching up:", *(f"  {line}" for line in progress)]
     return lines
+
+
+def _trust_facts(status: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """What people must know about trust: this device revoked, copies of a device, clocks."""
+    facts = [
+        ("revoked", safe_text(str(told.get("text", ""))))
+        for told in status.get("revoked") or []
+        if isinstance(told, Mapping)
+    ]
+    facts += [
+        ("warning", safe_text(str(notice.get("text", ""))))
+        for notice in status.get("notices") or []
+        if isinstance(notice, Mapping)
+    ]
+    for skew in status.get("clock_skew") or []:
+        offset = _number(skew.get("offset_ms")) if isinstance(skew, Mapping) else None
+        if offset is not None:
+            name = safe_text(str(skew.get("name") or skew.get("device") or "?"))
+            facts.append(
+                (
+                    "clock",
+                    f"{name}'s clock is {abs(offset) / 1000:.0f} s "
+                    f"{'ahead of' if offset > 0 else 'behind'} ours: check both clocks",
+                )
+            )
+    return facts
 
 
 NO_PEERS = (

@@ -294,3 +294,17 @@ def test_membership_messages() -> None:
     assert "syncs with 1 device." in joined_message({"members": [{"name": "kitchen"}]})
     revoked = revoked_message({"device": ATTIC, "name": "attic", "revoked": True})
     assert "Revoked attic" in revoked and "keeps its copy" in revoked
+
+
+def test_status_screen_says_this_device_was_revoked_copies_and_clock_skew() -> None:
+    told = "this device was revoked by Küche at 2026-12-02 10:41"
+    status = {
+        "name": "attic",
+        "revoked": [{"by": "Küche", "text": told}],
+        "notices": [{"kind": "running_in_two_places", "text": "b is running in two places: x, y"}],
+        "clock_skew": [{"device": "D", "name": "tv", "offset_ms": 3_600_000}],
+    }
+    shown = [line.split(None, 1) for line in status_lines(status, [])[1:5]]
+    assert ["revoked", told] in shown
+    assert ["warning", "b is running in two places: x, y"] in shown
+    assert ["clock", "tv's clock is 3600 s ahead of ours: check both clocks"] in shown
