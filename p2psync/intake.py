@@ -35,11 +35,13 @@ class Verified:
 
 @dataclass(frozen=True, slots=True)
 class Fork:
-    """Two different entries, each validly signed by the origin, claim one (actor, seq)."""
+    """Two different entries, each validly signed by the origin, claim one (actor, seq).
+    `evidence` is the other branch's run from `seq` to its first signature."""
 
     actor: str
     seq: int
     peer: Peer
+    evidence: tuple[tuple[bytes, bytes | None], ...] = ()
 
 
 @dataclass(slots=True)
@@ -114,7 +116,9 @@ class Intake:
             if public_key is None:
                 continue
             if _signed(public_key, signature, entry):
-                released.forks.append(Fork(entry.actor, entry.seq, peer))
+                released.forks.append(
+                    Fork(entry.actor, entry.seq, peer, ((entry.raw, signature),))
+                )
             else:
                 released.offenders[peer] = f"sent {entry.actor} #{entry.seq} with a false signature"
         self._differing_heads.clear()
@@ -159,7 +163,9 @@ class Intake:
         verdict = _judge(public_key, head_hash, run)
         if verdict is not None:
             if verdict == _FORK:
-                released.forks.append(Fork(actor, run[0][0].seq, peer))
+                first_signed = next(i for i, (_, sig) in enumerate(run) if sig is not None)
+                evidence = tuple((e.raw, sig) for e, sig in run[: first_signed + 1])
+                released.forks.append(Fork(actor, run[0][0].seq, peer, evidence))
             else:
                 released.offenders[peer] = verdict
             queue.drop(actor, [entry.seq for entry, _ in run])

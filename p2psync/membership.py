@@ -19,12 +19,13 @@ from typing import Any
 
 import msgpack
 
-from . import merge
-from .entry import ChainHead, LogEntry
+from . import identity, merge
+from .entry import ChainHead, IntegrityError, LogEntry, check_chain, decode, head_message
 from .merge import Sibling
 from .vectors import device_of
 
 DEVICES = "_devices"
+FORKS = "_forks"  # key: a forked actor; value: the two signed runs that prove it (see proves_fork)
 # Each running copy or restored backup of one state dir holds one open epoch until a later start
 # retires it; an honest household never comes near this.
 MAX_OPEN_EPOCHS = 16
@@ -136,6 +137,46 @@ def revoked_without_cut(records: Iterable[DeviceRecord]) -> set[str]:
     return {r.device_id for r in records if r.revoked and not r.cut}
 
 
+Run = list[tuple[bytes, bytes | None]]  # entries of one actor, in order, the last one signed
+
+
+def fork_value(share: str, ours: Run, theirs: Run) -> bytes:
+    return msgpack.packb({"share": share, "runs": [ours, theirs]})
+
+
+def proven_fork(actor: str, public_key: bytes, value: bytes | None) -> str | None:
+    """The share in which `value` proves `actor` forked: two runs of it, each a hash chain that
+    ends in a valid signature of its origin, that give one seq two different hashes. None when
+    it proves nothing (a member cannot freeze an honest actor with a bare claim)."""
+    try:
+        fields = msgpack.unpackb(value or b"", raw=False)
+        share, runs = fields["share"], fields["runs"]
+        first, second = (_signed_chain(actor, public_key, run) for run in runs)
+    except (IntegrityError, ValueError, TypeError, KeyError, msgpack.UnpackException):
+        return None
+    if not isinstance(share, str) or first is None or second is None:
+        return None
+    return share if any(first[s] != second[s] for s in first.keys() & second.keys()) else None
+
+
+def _signed_chain(actor: str, public_key: bytes, run: Run) -> dict[int, bytes] | None:
+    """seq -> hash for every entry of the run and the one before it, if the run is genuine."""
+    entries = [decode(bytes(raw)) for raw, _ in run]
+    if not entries or any(e.actor != actor for e in entries):
+        return None
+    check_chain(entries[0].prev_hash, entries)
+    last, signature = entries[-1], run[-1][1]
+    message = head_message(last.share, last.actor, last.seq, last.hash)
+    if not isinstance(signature, bytes) or not identity.verify_signature(
+        public_key, signature, message
+    ):
+        return None
+    hashes = {e.seq: e.hash for e in entries}
+    if entries[0].seq > 1:
+        hashes[entries[0].seq - 1] = entries[0].prev_hash
+    return hashes
+
+
 @dataclass(frozen=True, slots=True)
 class Notice:
     """Something about a device's epochs that people should know; said once."""
@@ -143,6 +184,16 @@ class Notice:
     device_id: str
     kind: str  # "running_twice" | "restored" | "fork"
     text: str
+
+
+def fork_notice(actor: str) -> Notice:
+    return Notice(
+        device_of(actor),
+        "fork",
+        f"has two different signed histories of epoch {_epoch(actor)} (state written by p2psync "
+        "0.1 on two copies); that epoch is set aside on every device and the values of both "
+        "histories are written again, as conflicts where they differ",
+    )
 
 
 class EpochBook:
@@ -155,15 +206,19 @@ class EpochBook:
         self._retired_at: dict[str, set[int]] = {}
         self._retired_by: dict[tuple[str, int], list[str]] = {}
         self._actors: dict[str, set[str]] = {}  # device -> epochs seen
+        self._continues: dict[str, dict[str, int]] = {}  # epoch -> epochs it retired, to where
         self.refused: set[str] = set()
 
-    def learn(self, entry: LogEntry, held_seq_of: Mapping[str, int]) -> list[Notice]:
+    def learn(
+        self, entry: LogEntry, held: Mapping[str, tuple[int, bytes]]
+    ) -> list[Notice]:
         """Record an applied entry's epoch; notices for copies and restores it reveals."""
         device = device_of(entry.actor)
         self._actors.setdefault(device, set()).add(entry.actor)
         notices = []
         for head in entry.retires:
             actor, seq, _ = head
+            self._continues.setdefault(entry.actor, {})[actor] = seq
             self._retired.add(actor)
             self._retired_at.setdefault(actor, set()).add(seq)
             self._retired_by.setdefault((actor, seq), []).append(entry.actor)
@@ -177,13 +232,13 @@ class EpochBook:
                         f"{_epoch(entry.actor)} both continue {_epoch(actor)} #{seq})",
                     )
                 )
-            elif held_seq_of.get(actor, 0) > seq:
+            elif held.get(actor, (0, b""))[0] > seq:
                 notices.append(
                     Notice(
                         device,
                         "restored",
                         f"started from an older copy of its state ({_epoch(entry.actor)} "
-                        f"continues {_epoch(actor)} at #{seq}, but #{held_seq_of[actor]} exists)",
+                        f"continues {_epoch(actor)} at #{seq}, but #{held[actor][0]} exists)",
                     )
                 )
         return notices
@@ -207,6 +262,10 @@ class EpochBook:
         self._actors.setdefault(device, set()).add(entry.actor)
         self._retired.update(retiring)
         return True
+
+    def continues(self, actor: str) -> dict[str, int] | None:
+        """The epochs `actor` took over at its start, and up to which seq (see merge.apply_op)."""
+        return self._continues.get(actor)
 
     def closed(self) -> dict[str, tuple[int, str]]:
         """Retired epochs whose end is known without doubt (retired once, so no other copy went

@@ -52,14 +52,24 @@ def writes(entries: Iterable[LogEntry]) -> Iterator[tuple[RecordKey, SiblingFiel
             yield (collection, key), (actor, seq, hlc, kind == DELETE, value, meta)
 
 
-def apply_op(siblings: Iterable[Sibling], entry: LogEntry, op: Op) -> list[Sibling]:
-    """The siblings of a key after `op` of `entry`; applying an entry twice changes nothing."""
+def apply_op(
+    siblings: Iterable[Sibling],
+    entry: LogEntry,
+    op: Op,
+    continues: Mapping[str, int] | None = None,
+) -> list[Sibling]:
+    """The siblings of a key after `op` of `entry`; applying an entry twice changes nothing.
+    `continues`: the epochs the entry's epoch took over, and up to where (what its first entry
+    retired): their writes up to there are in its past, so it replaces them like its own."""
     kept = []
     for sibling in siblings:
         if sibling.dot == (entry.actor, entry.seq):
             return list(siblings)
-        if not entry.covers(sibling.actor, sibling.seq):
-            kept.append(sibling)
+        if entry.covers(sibling.actor, sibling.seq):
+            continue
+        if continues and sibling.seq <= continues.get(sibling.actor, 0):
+            continue
+        kept.append(sibling)
     kept.append(sibling_for(entry, op))
     return kept
 

@@ -128,6 +128,7 @@ class SessionPump:
                     self.link.told[share] = vector
                     await self.send(self.connection.send_vector(share, vector))
         elif isinstance(event, PeerVector):
+            self.link.compare_heads.add(event.share)
             vector = await self.node.call(self.replica.expand_vector, event.share, event.vector)
             self._start_sender(event.share, vector)
         elif isinstance(event, Entries):

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import entry as entries
-from . import hlc, identity, merge
+from . import hlc, identity, membership, merge
 from .entry import IntegrityError, LogEntry, Op
 from .intake import Fork, Intake
-from .membership import DEVICES, DeviceRecord, EpochBook, Notice
+from .membership import DEVICES, FORKS, DeviceRecord, EpochBook, Notice
 from .merge import CausalBuffer, Sibling
 from .replica_trust import SYSTEM_SHARE, TrustRules
 from .store import Store
@@ -109,6 +109,8 @@ class Replica(TrustRules):
         self._books: dict[str, EpochBook] = {}
         self._device_keys: dict[str, bytes] = {}
         self._records: list[DeviceRecord] = []
+        self._forked: dict[str, set[str]] = {}
+        self.restate_pending: dict[str, list[Op]] = {}
         self.notices: dict[tuple[str, str], Notice] = {}
         with store.transaction():  # keeps the certificates the records hold (see devices())
             self._load_device_keys()
@@ -144,8 +146,11 @@ class Replica(TrustRules):
     def commit(self, share: str, ops: Sequence[Op]) -> Commit:
         return self.commit_many(share, [ops])[0]
 
-    def commit_many(self, share: str, transactions: Sequence[Sequence[Op]]) -> list[Commit]:
-        """Group commit: each transaction becomes one entry; one SQLite commit and one signature."""
+    def commit_many(
+        self, share: str, transactions: Sequence[Sequence[Op]], concurrent: bool = False
+    ) -> list[Commit]:
+        """Group commit: each transaction becomes one entry; one SQLite commit and one signature.
+        `concurrent`: the entries replace nothing (values written again after a fork)."""
         if not transactions or not all(transactions):
             raise ReplicaError("a transaction needs at least one op")
         heads = self._heads_of(share)
@@ -167,12 +172,14 @@ class Replica(TrustRules):
                         for op in ops
                     ),
                 )
-                written = self._encode(share, planned, prev_hash, existing, heads)
-                self._store_entries(share, self._sign(share, written), existing)
+                written = self._encode(share, planned, prev_hash, existing, heads, concurrent)
+                if self._store_entries(share, self._sign(share, written), existing):
+                    self._enforce_cuts(share)
         except BaseException:
             self._forget_cached_state()
             raise
         first_lseq = self.store.last_lseq() - len(written) + 1
+        self._restate()
         return [
             Commit(share, self.actor, e.seq, e.hlc, first_lseq + i) for i, e in enumerate(written)
         ]
@@ -184,16 +191,13 @@ class Replica(TrustRules):
         prev_hash: bytes,
         existing: Mapping[tuple[str, str], list[Sibling]],
         heads: Mapping[str, tuple[int, bytes]],
+        concurrent: bool = False,
     ) -> list[LogEntry]:
         written: list[LogEntry] = []
         for seq, clock, ops in planned:
-            context = _replaced_dots(existing, ops, self.actor)
+            context = {} if concurrent else _replaced_dots(existing, ops, self.actor)
             if len(context) > entries.MAX_CONTEXT_ACTORS:
-                raise ReplicaError(
-                    f"these keys hold concurrent values from {len(context)} writers, more than the "
-                    f"{entries.MAX_CONTEXT_ACTORS} an entry may replace at once; write fewer keys "
-                    "per transaction, and see `p2psync conflicts` for who wrote them"
-                )
+                context = _within_context_limit(context)
             new = entries.encode(
                 share,
                 self.actor,
@@ -240,11 +244,15 @@ class Replica(TrustRules):
         if records is None:
             records = self.store.insert_new_records(share, merge.writes(written))
         if records:
+            book = self._book(share)
+            # what epochs starting in this batch take over is known before the book learns it
+            starting = {e.actor: _continues(e) for e in written if e.seq == 1 and e.retires}
             for e in written:
+                continues = starting.get(e.actor) or book.continues(e.actor)
                 for op in e.ops:
                     record_key = (op.collection, op.key)
                     if record_key in records:
-                        records[record_key] = merge.apply_op(records[record_key], e, op)
+                        records[record_key] = merge.apply_op(records[record_key], e, op, continues)
             self.store.save_records(share, records)
         self.store.append_entries(
             share, ((e.actor, e.seq, e.raw, signature) for e, signature in signed)
@@ -258,9 +266,9 @@ class Replica(TrustRules):
         self.store.set_meta("hlc", self._clock.to_bytes(8, "big"))
         for e, _ in signed:
             if e.seq == 1:
-                self._note(self._book(share).learn(e, self.summary_vector(share)))
+                self._note(self._book(share).learn(e, self._heads_of(share)))
         devices_changed = share == SYSTEM_SHARE and any(
-            op.collection == DEVICES for e in written for op in e.ops
+            op.collection in (DEVICES, FORKS) for e in written for op in e.ops
         )
         if devices_changed:
             self._load_device_keys()
@@ -276,7 +284,7 @@ class Replica(TrustRules):
         book = self._books.get(share)
         if book is None:
             book = self._books[share] = EpochBook()
-            held = self.summary_vector(share)
+            held = self._heads_of(share)
             for actor in sorted(held):
                 first = self.store.entry(share, actor, 1)
                 if first is not None:
@@ -340,6 +348,18 @@ class Replica(TrustRules):
 
     def summary_vector(self, share: str) -> dict[str, int]:
         return {actor: seq for actor, (seq, _) in self._heads_of(share).items()}
+
+    def equal_heads(self, share: str, peer_vector: Mapping[str, int]) -> list[WireItem]:
+        """Our signed head entries of the actors the peer holds to the same seq: sent once when
+        hello digests differ, they let the peer see two histories with equal lengths (a fork
+        shows nowhere else); a peer that holds the same entry drops each at once."""
+        items: list[WireItem] = []
+        for actor, (seq, _) in self._heads_of(share).items():
+            if seq and peer_vector.get(actor) == seq:
+                head = self.store.signed_entry(share, actor, seq)
+                if head is not None:
+                    items.append(head)
+        return items
 
     def wire_vector(self, share: str) -> dict[str, int]:
         """The summary vector as exchanged with peers: closed epochs held to their end are
@@ -413,7 +433,9 @@ class Replica(TrustRules):
         offenders: dict[str, str] = {}
         notices_before = len(self.notices)
         devices_changed = False
+        forks: list[Fork] = []
         heads = self._heads_of(share)
+        set_aside = self._forked.get(share, set())
         try:
             for raw, signature in items:
                 logged = entries.decode(raw)
@@ -421,6 +443,9 @@ class Replica(TrustRules):
                     raise IntegrityError(
                         f"entry of share {logged.share!r} sent as part of share {share!r}"
                     )
+                if logged.actor in set_aside:  # a forked epoch: no member takes any of it
+                    refused += 1
+                    continue
                 intake.add(peer, logged, signature, heads.get(logged.actor, (0, b"")))
                 received[logged.actor] = max(received.get(logged.actor, 0), logged.seq)
         except IntegrityError:
@@ -435,7 +460,8 @@ class Replica(TrustRules):
                 while True:
                     released = intake.release(self._device_keys.get)
                     offenders.update(released.offenders)
-                    self._note([_fork_notice(fork) for fork in released.forks])
+                    self._note([membership.fork_notice(fork.actor) for fork in released.forks])
+                    forks += released.forks
                     for verified in released.verified:
                         if not held.hold(verified.entry, verified.signature, verified.peer):
                             offenders.setdefault(
@@ -455,6 +481,9 @@ class Replica(TrustRules):
         except BaseException:
             self._forget_cached_state()
             raise
+        for fork in forks:
+            self._report_fork(share, fork)
+        self._restate()
         if self.epoch_frozen:
             self.start_new_epoch()
         if peer in offenders:
@@ -473,6 +502,29 @@ class Replica(TrustRules):
             refused,
         )
 
+    def _report_fork(self, share: str, fork: Fork) -> None:
+        """Write the proof of a fork, so every member freezes that epoch and every holder of
+        either branch writes its live values again (see replica_trust)."""
+        if fork.actor in self._forked.get(share, set()) or not fork.evidence:
+            return
+        held = self._heads_of(share).get(fork.actor, (0, b""))[0]
+        ours = self.store.signed_run(
+            share, fork.actor, max(1, fork.seq - 1), min(fork.seq, held)
+        )
+        if not ours:
+            return
+        value = membership.fork_value(share, ours, list(fork.evidence))
+        if len(value) < entries.MAX_ENTRY_BYTES // 2:
+            self.commit(SYSTEM_SHARE, [entries.put(FORKS, fork.actor, value)])
+
+    def _restate(self) -> None:
+        """Write again, as a new epoch and replacing nothing, the live values of forked epochs
+        that a take-back removed: both branches' writes survive as ordinary writes."""
+        while self.restate_pending:
+            share, ops = self.restate_pending.popitem()
+            self.start_new_epoch()
+            self.commit_many(share, [merge.dedupe_ops(ops)], concurrent=True)
+
     def forget_peer(self, peer: str) -> None:
         """Free what `peer` sent that still waits (it left; it sends again when it is back)."""
         for intake in self._intakes.values():
@@ -489,16 +541,6 @@ def _view(collection: str, key: str, siblings: list[Sibling]) -> RecordView:
     return RecordView(collection, key, merge.winner(siblings), merge.distinct_values(siblings))
 
 
-def _fork_notice(fork: Fork) -> Notice:
-    return Notice(
-        device_of(fork.actor),
-        "fork",
-        f"has two different signed histories from #{fork.seq} of epoch "
-        f"{fork.actor.rpartition('/')[2]} (state written by p2psync 0.1 on two copies); "
-        "the first one received is kept",
-    )
-
-
 def _membership_runs(share: str, ready: list[merge.Held]) -> Iterator[list[merge.Held]]:
     """`ready` cut after each entry that changes membership: the rules for what follows it may
     have changed (a revocation refuses the revoked device's later entries)."""
@@ -510,6 +552,27 @@ def _membership_runs(share: str, ready: list[merge.Held]) -> Iterator[list[merge
             run = []
     if run:
         yield run
+
+
+def _continues(first: LogEntry) -> dict[str, int]:
+    """What an epoch's first entry takes over: the epochs it retires, up to where."""
+    return {actor: seq for actor, seq, _ in first.retires}
+
+
+def _within_context_limit(context: dict[str, int]) -> dict[str, int]:
+    """A context that names no more writers than an entry may: the writers of the devices with
+    the most epochs in it are left out first (one device inventing epochs to pile siblings on a
+    key keeps its own siblings; the write still replaces everyone else's and goes through)."""
+    per_device: dict[str, list[str]] = {}
+    for actor in context:
+        per_device.setdefault(device_of(actor), []).append(actor)
+    kept = dict(context)
+    for _, actors in sorted(per_device.items(), key=lambda item: (-len(item[1]), item[0])):
+        for actor in sorted(actors):
+            if len(kept) <= entries.MAX_CONTEXT_ACTORS:
+                return kept
+            del kept[actor]
+    return kept
 
 
 def _replaced_dots(

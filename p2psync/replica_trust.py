@@ -8,7 +8,9 @@ talks to the network and decides nothing about merging (that is `merge.py`).
 """
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
+
+import msgpack
 
 from . import entry as entries
 from . import identity, membership, merge
@@ -20,6 +22,13 @@ from .store import Store
 from .vectors import device_of
 
 SYSTEM_SHARE = "default"  # the share that holds membership
+
+
+def _restated(collection: str, key: str, sibling: Sibling) -> Op:
+    meta = msgpack.unpackb(sibling.meta, raw=False) if sibling.meta else {}
+    if sibling.deleted:
+        return entries.delete(collection, key, **meta)
+    return entries.put(collection, key, sibling.value or b"", **meta)
 
 
 def _cert_matches(cert_pem: bytes, device_id: str) -> bool:
@@ -40,6 +49,8 @@ class TrustRules:
     _revoked: set[str]
     _legacy_revoked: set[str]
     _frozen: dict[str, dict[str, int]]
+    _forked: dict[str, set[str]]
+    restate_pending: dict[str, list[Op]]
     epoch_frozen: bool
     _own_state: tuple[bool, str] | None
 
@@ -59,14 +70,20 @@ class TrustRules:
     def shares(self) -> list[str]:
         raise NotImplementedError
 
+    def _note(self, notices: list[membership.Notice]) -> None:
+        raise NotImplementedError
+
     def _cap_of(self, share: str) -> merge.Cap | None:
         """The last seq any member may accept of an actor, for actors a revocation froze."""
-        if not self._revoked and not self._frozen.get(share):
+        forked = self._forked.get(share, set())
+        if not self._revoked and not self._frozen.get(share) and not forked:
             return None
         frozen = self._frozen.get(share, {})
         heads = self._heads_of(share)
 
         def cap(actor: str) -> int | None:
+            if actor in forked:
+                return 0
             limit = frozen.get(actor)
             if limit is not None:
                 return limit
@@ -90,17 +107,23 @@ class TrustRules:
         if cap is None:
             return
         heads = self._heads_of(share)
+        forked = self._forked.get(share, set())
         beyond = {}
         for actor, (seq, _) in heads.items():
             limit = cap(actor)
-            if limit is not None and seq > limit and device_of(actor) != self.device_id:
+            # a revoked device keeps its own writes; a forked epoch goes on every device
+            mine = device_of(actor) == self.device_id and actor not in forked
+            if limit is not None and seq > limit and not mine:
                 beyond[actor] = limit
         if beyond:
-            self._cut_back(share, beyond)
+            self._cut_back(share, beyond, restate=forked)
 
-    def _cut_back(self, share: str, limits: Mapping[str, int]) -> None:
+    def _cut_back(
+        self, share: str, limits: Mapping[str, int], restate: Collection[str] = ()
+    ) -> None:
         """Remove entries past `limits` and rebuild the records they touched from the log that
-        stays (rare: one pass over the share's log)."""
+        stays (rare: one pass over the share's log). Live values of the `restate` actors (forked
+        epochs: their writes must survive) are queued to be written again (`restate_pending`)."""
         touched: set[tuple[str, str]] = set()
         heads = self._heads_of(share)
         intake = self._intakes.setdefault(share, Intake())
@@ -116,21 +139,45 @@ class TrustRules:
                 heads[actor] = (limit, entries.decode(kept).hash)
                 self.store.set_head(share, actor, *heads[actor])
                 intake.rewind(actor, heads[actor])
+        if restate:  # the records still hold what is being taken back: keep its live values
+            for (collection, key), siblings in self.store.load_records(share, touched).items():
+                for sib in siblings:
+                    if sib.actor in restate and sib.seq > limits.get(sib.actor, 0):
+                        self.restate_pending.setdefault(share, []).append(
+                            _restated(collection, key, sib)
+                        )
         rebuilt: dict[tuple[str, str], list[Sibling]] = {}
         cursor = 0
         while rows := self.store.entries_after(share, cursor, 512):
             for lseq, _, _, raw, _ in rows:
                 cursor = lseq
                 logged = entries.decode(raw)
+                continues = self._book(share).continues(logged.actor)
                 for op in logged.ops:
                     record_key = (op.collection, op.key)
                     if record_key in touched:
                         rebuilt[record_key] = merge.apply_op(
-                            rebuilt.get(record_key, []), logged, op
+                            rebuilt.get(record_key, []), logged, op, continues
                         )
         self.store.remove_records(share, touched - rebuilt.keys())
         self.store.save_records(share, rebuilt)
         self._load_device_keys()
+
+    def _proven_forks(self, keys: Mapping[str, bytes]) -> dict[str, set[str]]:
+        """share -> the epochs that `_forks` records prove forked (checked once each)."""
+        forked: dict[str, set[str]] = {}
+        after = None
+        while page := self.store.scan(SYSTEM_SHARE, membership.FORKS, "", after, 500):
+            for actor, siblings in page:
+                public_key = keys.get(device_of(actor))
+                for sib in siblings:
+                    share = None if public_key is None else membership.proven_fork(
+                        actor, public_key, sib.value
+                    )
+                    if share is not None:
+                        forked.setdefault(share, set()).add(actor)
+            after = page[-1][0]
+        return forked
 
     def devices(self) -> list[DeviceRecord]:
         """Membership records. A device id is the hash of its key, so the first certificate
@@ -197,6 +244,11 @@ class TrustRules:
                 # it would be refused everywhere, so a new one is due (see Replica.apply).
                 self.epoch_frozen = True
         self._own_state = own_state
+        forked = self._proven_forks(keys)
+        for share, actors in forked.items():
+            for actor in actors - self._forked.get(share, set()):
+                self._note([membership.fork_notice(actor)])
+        self._forked = forked
         others = [r for r in self._records if r.device_id != self.device_id]
         self._revoked = {r.device_id for r in others if r.revoked}
         self._legacy_revoked = membership.revoked_without_cut(others)

@@ -19,6 +19,8 @@ from .replica import Replica, WireItem
 from .session import Direct, SyncConnection
 
 LAZY_HAVE_SECONDS = 5.0  # how stale a peer's idea of our claimed actors' seqs may get
+# what we send of our heads for the peer to compare (a fork of equal length shows only there)
+EQUAL_HEADS_BYTES = 2 * 1024 * 1024
 
 
 class Neighbourhood:
@@ -94,6 +96,7 @@ class Link:
         # message): a caught_up then carries only what differs, so a reconnect with nothing new
         # stays a small hello and an empty caught_up each way
         self.told: dict[str, dict[str, int]] = {}
+        self.compare_heads: set[str] = set()  # shares whose hello digests differed
 
     def start(self, nursery: trio.Nursery) -> None:
         """Once the peer said hello: join the neighbourhood and start announcing."""
@@ -129,6 +132,8 @@ class Link:
 
     async def send_share(self, share: str) -> None:
         known = self.known(share)
+        if share in self.compare_heads:
+            await self._send_equal_heads(share, known)
         cursor = await self.node.call(self.replica.cursor_for, share, known)
         caught_up_sent = False
         while True:
@@ -152,6 +157,23 @@ class Link:
                 caught_up_sent = True
             if share not in self._rewind:
                 await _first_of(partial(self.node.changes.wait_beyond, cursor), self._rewound.wait)
+
+    async def _send_equal_heads(self, share: str, known: dict[str, int]) -> None:
+        """Once per session whose hello digests differed: our signed heads where the peer holds
+        the same seq, so two histories of equal length are seen (bounded, in small frames)."""
+        heads = await self.node.call(self.replica.equal_heads, share, dict(known))
+        batch: list[tuple[bytes, bytes | None]] = []
+        size = 0
+        for raw, signature in heads:
+            if size + len(raw) > EQUAL_HEADS_BYTES:
+                break
+            batch.append((raw, signature))
+            size += len(raw)
+            if len(batch) == 256:
+                await self.send(self.connection.send_entries(share, batch))
+                batch = []
+        if batch:
+            await self.send(self.connection.send_entries(share, batch))
 
     async def _announce(self) -> None:
         """Tell the peer what we hold (relayed actors at once, claimed ones lazily) and our

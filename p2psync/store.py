@@ -244,6 +244,34 @@ class Store:
         )
         return [bytes(raw) for (raw,) in rows]
 
+    def signed_run(
+        self, share: str, actor: str, from_seq: int, through_seq: int
+    ) -> list[tuple[bytes, bytes | None]]:
+        """An actor's entries from `from_seq` up to and including the first one at or after
+        `through_seq` stored with a signature (empty if there is none), at most a few MiB."""
+        rows = self._db.execute(
+            "SELECT seq, raw, sig FROM entries WHERE share=? AND actor=? AND seq>=? ORDER BY seq",
+            (self.share_id(share), self._actor_ids.get(actor), from_seq),
+        )
+        run: list[tuple[bytes, bytes | None]] = []
+        size = 0
+        for seq, raw, sig in rows:
+            run.append((bytes(raw), None if sig is None else bytes(sig)))
+            size += len(raw)
+            if sig is not None and seq >= through_seq:
+                return run
+            if size > 2 * 1024 * 1024:
+                break
+        return []
+
+    def signed_entry(self, share: str, actor: str, seq: int) -> tuple[bytes, bytes] | None:
+        """An entry with the signature stored beside it, if it has one."""
+        row = self._db.execute(
+            "SELECT raw, sig FROM entries WHERE share=? AND actor=? AND seq=? AND sig IS NOT NULL",
+            (self.share_id(share), self._actor_ids.get(actor), seq),
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), bytes(row[1]))
+
     def remove_head(self, share: str, actor: str) -> None:
         self._db.execute(
             "DELETE FROM heads WHERE share=? AND actor=?",

@@ -447,6 +447,7 @@ class Member:
         self.stranger = identity.DeviceIdentity.generate()  # signs what Mallory's key did not
         self.head = (0, entry.GENESIS_HASH)  # of Mallory's chain, as the daemon holds it
         self.written = 0
+        self.set_aside: list[str] = []  # epochs Mallory forked: no device holds any of them
 
     def entries(self, count: int, after: tuple[int, bytes]) -> list[entry.LogEntry]:
         self.written += count
@@ -457,7 +458,7 @@ class Member:
         """Send `actions` on a new session; afterwards `head` is what the daemon must hold."""
         with self.mallory.connect(self.daemon) as conn:
             hello = conn.hello_bytes()
-            greeted, alive, tip = False, True, self.head
+            greeted, alive, tip, set_aside = False, True, self.head, False
             for kind, arg in actions:
                 # before the daemon's hello, anything but a hello breaks the protocol
                 alive = kind not in FATAL and (greeted or kind == "hello")
@@ -478,18 +479,22 @@ class Member:
                     if kind == "signed":
                         items[-1] = (made[-1].raw, self.mallory.sign(made[-1]))
                     data = encode_frame({"t": "entries", "s": "default", "i": items})
-                    if alive:
+                    if alive and not set_aside:
                         tip = (made[-1].seq, made[-1].hash)
                         if kind == "signed":
                             self.head = tip  # it releases the unsigned ones before it too
                 elif kind == "fork":
                     # a validly signed entry of Mallory's that does not follow its chain: a
-                    # fork, kept out; after unsigned entries of this session, a broken chain
+                    # fork, after which that epoch is set aside on every device (its later
+                    # entries are refused, quietly); after unsigned entries of this session,
+                    # a broken chain
                     [made] = chain(self.actor, [[note("fork")]], (tip[0], bytes(32)))
                     data = encode_frame(
                         {"t": "entries", "s": "default", "i": [(made.raw, self.mallory.sign(made))]}
                     )
-                    alive = alive and tip == self.head
+                    # (a first entry that claims a predecessor is malformed, not a fork)
+                    alive = alive and tip == self.head and tip[0] > 0
+                    set_aside = set_aside or (alive and greeted)
                 elif kind == "bad_signature":
                     [made] = self.entries(1, tip)
                     signature = self.stranger.sign(
@@ -517,6 +522,9 @@ class Member:
             if alive and greeted:
                 assert conn.roundtrip(), f"the daemon hung up on valid frames: {conn.events}"
             conn.finish()
+        if set_aside:  # the daemon holds none of that epoch now; go on as a new one
+            self.set_aside.append(self.actor)
+            self.actor, self.head = self.mallory.new_actor(), (0, entry.GENESIS_HASH)
 
     def daemon_vector(self, daemon: DaemonProcess) -> dict[str, int]:
         with self.mallory.connect(daemon) as conn:
@@ -559,3 +567,6 @@ def test_random_valid_and_invalid_frames_from_a_member_leave_the_daemon_serving(
         )
         assert a.call("status")["records"] == b.call("status")["records"]
         assert blamed(a, b.device_id, 0) == [] == blamed(b, a.device_id, 0)
+        for daemon in (a, b):
+            held = member.daemon_vector(daemon)
+            assert all(actor not in held for actor in member.set_aside), "forked epochs set aside"

@@ -247,23 +247,47 @@ def test_a_readmitted_device_writes_again_on_a_new_epoch_and_its_old_one_stays_c
     assert msgpack.unpackb(a.get(SHARE, "notes", "after").winner.value) == "on the new epoch"
 
 
-def test_two_signed_histories_of_one_epoch_are_reported_once_and_sync_goes_on():
-    a, b, old = household(3)
-    converge([a, b, old])
+def test_two_signed_histories_of_one_epoch_end_the_same_on_every_device_and_lose_nothing():
+    a, b, c, old = household(4)
+    converge([a, b, c, old])
+    # Two copies of a 0.1.0 device wrote different entries under one (actor, seq).
     seq, head = chain_after(old)
     branches = [
         entry.encode(SHARE, old.actor, seq + 1, head, 5, {}, [entry.put("notes", "k", value)])
-        for value in (b"\x01", b"\x02")
+        for value in (msgpack.packb("first copy"), msgpack.packb("second copy"))
     ]
     a.apply(SHARE, [signed(old.identity, branches[0])], "old")
-    for _ in range(2):
-        result = a.apply(SHARE, [signed(old.identity, branches[1])], "copy-of-old")
-        assert not result.offenders, "a validly signed branch is no lie of the relay"
-    forks = [n for n in a.notices.values() if n.kind == "fork"]
-    assert len(forks) == 1 and forks[0].device_id == old.device_id
+    b.apply(SHARE, [signed(old.identity, branches[1])], "copy-of-old")
+    # Equal lengths: only the heads that sessions exchange when their digests differ show it.
+    b.apply(SHARE, a.equal_heads(SHARE, b.summary_vector(SHARE)), "a")
+    for _ in range(3):
+        converge([a, b, c])
+    for replica in (a, b, c):
+        view = replica.get(SHARE, "notes", "k")
+        assert view is not None and view.conflict, "both histories' values are kept"
+        assert {msgpack.unpackb(s.value) for s in view.siblings} == {"first copy", "second copy"}
+        assert old.actor not in replica.summary_vector(SHARE), "the forked epoch is set aside"
+        forks = [n for n in replica.notices.values() if n.kind == "fork"]
+        assert len(forks) == 1 and forks[0].device_id == old.device_id, "said once"
+    assert state(a) == state(b) == state(c)
     put(b, "still", "syncing")
-    sync(b, a)
-    assert a.get(SHARE, "notes", "still") is not None
+    converge([a, b, c])
+    assert a.get(SHARE, "notes", "still") is not None, "sync goes on"
+
+
+def test_a_member_cannot_set_an_honest_epoch_aside_with_a_claim_of_a_fork():
+    a, b, mallory = household(3)
+    converge([a, b, mallory])
+    put(b, "k", "honest")
+    converge([a, b, mallory])
+    [run] = [i for i in all_items(b) if entry.decode(i[0]).actor == b.actor][-1:]
+    claim = membership.fork_value(SHARE, [run], [run])  # the same run twice proves nothing
+    mallory.commit(SHARE, [entry.put(membership.FORKS, b.actor, claim)])
+    converge([a, b, mallory])
+    assert b.actor in a.summary_vector(SHARE)
+    put(b, "k", "still honest")
+    converge([a, b, mallory])
+    assert msgpack.unpackb(a.get(SHARE, "notes", "k").winner.value) == "still honest"
 
 
 def test_a_member_cannot_take_another_devices_key_away_by_writing_junk_into_its_record():
@@ -289,3 +313,37 @@ def test_a_peer_that_sends_garbage_loses_only_its_own_queue_not_what_honest_peer
     with pytest.raises(IntegrityError):
         a.apply(SHARE, [(b"garbage", None)], "mallory")
     assert a.apply(SHARE, [last], "bob").applied == 2, "bob's first entry was still waiting"
+
+
+def test_invented_epochs_cannot_pile_siblings_on_a_key():
+    a, b, mallory = household(3)
+    converge([a, b, mallory])
+    put(b, "k", "honest")
+    converge([a, b, mallory])
+    # More epochs than an entry's context may name, each retiring the one before (so the
+    # open-epoch bound does not stop them), each writing k as if it had seen nothing.
+    piled, retires = [], []
+    for n in range(entry.MAX_CONTEXT_ACTORS + 20):
+        actor = f"{mallory.device_id}/{n:08x}"
+        op = entry.put("notes", "k", msgpack.packb(f"pile {n}"))
+        made = entry.encode(SHARE, actor, 1, entry.GENESIS_HASH, 10**6, {}, [op], retires)
+        piled.append(signed(mallory.identity, made))
+        retires = [(actor, 1, made.hash)]
+    a.apply(SHARE, piled, "mallory")
+    # each epoch took over the one before, so its write replaced that epoch's: no pile
+    assert len(a.get(SHARE, "notes", "k").siblings) == 2
+    put(a, "k", "settled by a")
+    sync(a, b)
+    for replica in (a, b):
+        values = {msgpack.unpackb(s.value) for s in replica.get(SHARE, "notes", "k").siblings}
+        assert "settled by a" in values and "honest" not in values
+
+
+def test_a_write_naming_more_writers_than_an_entry_may_leaves_out_the_most_prolific_device():
+    context = {f"{'A' * 5}-{'B' * 5}-{'C' * 5}-{'D' * 5}-{'E' * 5}-{'F' * 5}-{'G' * 5}/{n:08x}": 1
+               for n in range(entry.MAX_CONTEXT_ACTORS + 5)}
+    honest = "HHHHH-BBBBB-CCCCC-DDDDD-EEEEE-FFFFF-GGGGG/00000001"
+    from p2psync.replica import _within_context_limit
+
+    trimmed = _within_context_limit({**context, honest: 3})
+    assert len(trimmed) == entry.MAX_CONTEXT_ACTORS and trimmed[honest] == 3
