@@ -9,9 +9,11 @@ traffic towards it is small (a hello, a vector, pings) unless a test asks for th
 """
 
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +33,7 @@ from p2psync.session import (
     SyncConnection,
 )
 from p2psync.wire import encode_frame
-from tests.daemons import DaemonProcess
+from tests.daemons import DaemonProcess, wait_for
 
 Item = tuple[bytes, bytes | None]
 
@@ -47,9 +49,21 @@ class HostileMember:
         self._epochs = 0
 
     def admitted_by(self, *daemons: DaemonProcess) -> None:
-        """What pairing would do: each daemon writes a membership record for this device."""
+        """What pairing would do: each daemon writes a membership record for this device, and
+        then accepts its sessions (it rebuilds its TLS trust a moment after the record)."""
         for daemon in daemons:
             daemon.call("trust", cert=self.identity.cert_pem.decode(), name=self.name)
+            wait_for(partial(self._greeted_by, daemon), f"{daemon.name} to accept {self.name}")
+
+    def _greeted_by(self, daemon: DaemonProcess) -> bool:
+        try:
+            with self.connect(daemon) as probe:
+                probe.send(probe.hello_bytes())
+                hello = probe.read_until(lambda event: isinstance(event, PeerHello))
+                probe.finish()
+        except (OSError, ssl.SSLError):
+            return False
+        return isinstance(hello, PeerHello)
 
     def new_actor(self) -> str:
         """A fresh epoch of this device (the one form an actor takes: device id / 8 hex)."""
