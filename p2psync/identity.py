@@ -131,6 +131,15 @@ def device_id_from_certificate(cert: bytes) -> str:
     return device_id_from_public_key(public_key_from_certificate(cert))
 
 
+def certificate_matches(cert_pem: bytes, device_id: str) -> bool:
+    """True when `cert_pem` is a usable certificate of `device_id`; junk is simply not one
+    (membership records replicated from elsewhere may hold anything)."""
+    try:
+        return device_id_from_certificate(cert_pem) == device_id
+    except InvalidCertificate:
+        return False
+
+
 def cert_pem_from_der(der: bytes) -> bytes:
     """PEM of a device certificate; PEM input is checked and comes back normalised."""
     return load_certificate(der).public_bytes(serialization.Encoding.PEM)

@@ -151,7 +151,10 @@ class PeerManager:
         """Rebuild TLS contexts from membership and drop sessions of devices no longer trusted."""
         devices = await self.node.call(self.replica.devices)
         usable = [
-            d for d in devices if d.device_id != self.device_id and _usable(d.cert_pem, d.device_id)
+            d
+            for d in devices
+            if d.device_id != self.device_id
+            and identity.certificate_matches(d.cert_pem, d.device_id)
         ]
         self._trusted = {d.device_id: d.cert_pem for d in usable if not d.revoked}
         names = {d.device_id: d.name or d.device_id for d in devices}
@@ -568,14 +571,6 @@ def _revocation_text(device: DeviceRecord, revoker: str) -> str:
         return "revoked by a member of this household"
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(device.revoked_at_ms / 1000))
     return f"revoked by {revoker} at {when}"
-
-
-def _usable(cert_pem: bytes, device_id: str) -> bool:
-    """A membership record replicated from elsewhere may hold junk; it must not break TLS."""
-    try:
-        return identity.device_id_from_certificate(cert_pem) == device_id
-    except identity.InvalidCertificate:
-        return False
 
 
 def _first_reason(group: BaseExceptionGroup) -> str:

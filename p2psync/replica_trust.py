@@ -31,13 +31,6 @@ def _restated(collection: str, key: str, sibling: Sibling) -> Op:
     return entries.put(collection, key, sibling.value or b"", **meta)
 
 
-def _cert_matches(cert_pem: bytes, device_id: str) -> bool:
-    try:
-        return identity.device_id_from_certificate(cert_pem) == device_id
-    except identity.InvalidCertificate:
-        return False
-
-
 class TrustRules:
     # set by Replica
     store: Store
@@ -189,7 +182,7 @@ class TrustRules:
             for key, siblings in page:
                 record = membership.device_record(key, siblings)
                 kept = self.store.get_meta(f"cert/{record.device_id}")
-                if _cert_matches(record.cert_pem, record.device_id):
+                if identity.certificate_matches(record.cert_pem, record.device_id):
                     if kept != record.cert_pem and self.store.in_transaction:
                         self.store.set_meta(f"cert/{record.device_id}", record.cert_pem)
                 elif kept is not None:

@@ -225,3 +225,10 @@ def test_garbage_is_not_a_certificate(garbage):
 def test_truncated_pem_is_not_a_certificate():
     with pytest.raises(InvalidCertificate, match=r"not an X\.509 certificate"):
         identity.device_id_from_certificate(DEVICE.cert_pem[:100])
+
+
+def test_a_certificate_matches_only_its_own_device_id_and_junk_matches_none():
+    device, other = identity.DeviceIdentity.generate(), identity.DeviceIdentity.generate()
+    assert identity.certificate_matches(device.cert_pem, device.device_id)
+    assert not identity.certificate_matches(other.cert_pem, device.device_id)
+    assert not identity.certificate_matches(b"not a certificate", device.device_id)
