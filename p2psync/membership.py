@@ -69,13 +69,13 @@ def device_record(device_id: str, siblings: list[Sibling]) -> DeviceRecord:
     combine (the lowest per epoch), so a re-admission never lifts an earlier cut."""
     live = [s for s in siblings if not s.deleted and s.value is not None]
     newest = merge.winner(live) if live else merge.winner(siblings)
-    fields = _fields(newest)
-    revocations = [f for f in map(_fields, live) if f.get("revoked") is True]
+    fields = record_fields(newest)
+    revocations = [f for f in map(record_fields, live) if f.get("revoked") is True]
     revoked = newest.deleted or bool(revocations)
     cut: Cut = {}
     for sibling in live:
-        _lower_into(cut, _fields(sibling).get("cut"))
-    first_revocation = min(revocations, key=lambda f: _int(f.get("revoked_at")), default={})
+        _lower_into(cut, record_fields(sibling).get("cut"))
+    first_revocation = min(revocations, key=lambda f: int_field(f.get("revoked_at")), default={})
     return DeviceRecord(
         device_id,
         str(fields.get("name", "")),
@@ -84,11 +84,11 @@ def device_record(device_id: str, siblings: list[Sibling]) -> DeviceRecord:
         bool(revoked),
         cut,
         str(first_revocation.get("revoked_by", "")),
-        _int(first_revocation.get("revoked_at")),
+        int_field(first_revocation.get("revoked_at")),
     )
 
 
-def _fields(sibling: Sibling) -> dict[str, Any]:
+def record_fields(sibling: Sibling) -> dict[str, Any]:
     if not sibling.value:
         return {}
     try:
@@ -98,7 +98,7 @@ def _fields(sibling: Sibling) -> dict[str, Any]:
     return fields if isinstance(fields, dict) else {}
 
 
-def _int(value: object) -> int:
+def int_field(value: object) -> int:
     return value if type(value) is int else 0
 
 

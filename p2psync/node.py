@@ -20,6 +20,7 @@ import trio
 
 from .entry import Op
 from .replica import DEVICES, Commit, Replica
+from .shares.members import MEMBERS
 
 T = TypeVar("T")
 MAX_GROUP_TRANSACTIONS = 512
@@ -191,7 +192,10 @@ class Node:
         positions = [t.commit.lseq for t in group if t.commit is not None]
         if positions:
             touched = any(
-                op.collection == DEVICES for t in group if t.commit is not None for op in t.ops
+                op.collection in (DEVICES, MEMBERS)
+                for t in group
+                if t.commit is not None
+                for op in t.ops
             )
             self._advance(max(positions), touched)
 

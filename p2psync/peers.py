@@ -113,6 +113,7 @@ class _Session:
         self.farewell: tuple[str, str] | None = None  # a bye (reason, code) to send at the end
         self.actor = ""  # the epoch the peer said it writes as
         self.newer_copy: _Session | None = None  # a session of another epoch of this device
+        self.offered: frozenset[str] = frozenset()  # shares our hello named (and ones we joined)
 
 
 class PeerManager:
@@ -181,6 +182,23 @@ class PeerManager:
         for address, expected in list(self._dial_requests.items()):
             if expected is not None and expected not in self._trusted:
                 self.undial(address)  # every attempt would be refused by both sides
+        await self._follow_share_members(every_session)
+
+    async def _follow_share_members(self, sessions: list[tuple[str, "_Session"]]) -> None:
+        """A session whose peer was added to or removed from a share starts again, so that its
+        hellos name the shares it is in now: a removed device gets no further update, an added
+        one the whole share."""
+        live = [(d, s) for d, s in sessions if not s.closed.is_set() and s.offered]
+        if not live:
+            return
+        wanted = await self.node.call(
+            lambda: {d: frozenset(self.replica.shares_for(d)) for d, _ in live}
+        )
+        for device_id, session in live:
+            if wanted[device_id] != session.offered and not session.closed.is_set():
+                log.info("reconnecting %s: the shares it is in changed", device_id)
+                session.farewell = session.farewell or ("the shares it is in changed", "")
+                self._close(session, "the shares it is in changed")
 
     # incoming -----------------------------------------------------------------------------
 

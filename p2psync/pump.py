@@ -69,7 +69,8 @@ class SessionPump:
         self.state.bytes_sent += len(data)
 
     async def run(self) -> None:
-        shares = await self.node.call(_share_heads, self.replica)
+        shares = await self.node.call(_share_heads, self.replica, self.state.device_id)
+        self.session.offered = frozenset(shares)
         await self.send(self.connection.send_hello(shares, self.replica.actor))
         try:
             async with trio.open_nursery() as nursery:
@@ -122,12 +123,18 @@ class SessionPump:
                 if share in event.in_sync:
                     self.link.told[share] = event.in_sync[share]
                     self._start_sender(share, event.in_sync[share])
-                else:
-                    vector = await self.node.call(self.replica.wire_vector, share)
+                elif share in self.session.offered:
+                    await self._send_vector(share)
+                elif not await self.node.call(self.replica.holds, share):
+                    # a member added us to a share we hold nothing of yet: take it whole
+                    log.info("joining share %s offered by %s", share, self.state.device_id)
                     self.vectors_sent.add(share)
-                    self.link.told[share] = vector
-                    await self.send(self.connection.send_vector(share, vector))
+                    self.link.told[share] = {}
+                    self.session.offered |= {share}
+                    await self.send(self.connection.join_share(share))
         elif isinstance(event, PeerVector):
+            if event.share not in self.vectors_sent and event.share not in self.link.told:
+                await self._send_vector(event.share)  # the peer joined a share we offered
             self.link.compare_heads.add(event.share)
             vector = await self.node.call(self.replica.expand_vector, event.share, event.vector)
             self._start_sender(event.share, vector)
@@ -166,6 +173,12 @@ class SessionPump:
                 self.session.reason = f"this device was {event.reason}"
                 self.manager.revoked_us[self.state.device_id] = event.reason
                 log.error("this device was %s; it stops syncing with that household", event.reason)
+
+    async def _send_vector(self, share: str) -> None:
+        vector = await self.node.call(self.replica.wire_vector, share)
+        self.vectors_sent.add(share)
+        self.link.told[share] = vector
+        await self.send(self.connection.send_vector(share, vector))
 
     def _known(self, share: str) -> dict[str, int]:
         """What the peer is known to hold: its vector, plus what it sent us and we sent it.
@@ -225,5 +238,6 @@ def _apply_noting(
     return result
 
 
-def _share_heads(replica: Replica) -> dict[str, dict[str, tuple[int, bytes]]]:
-    return {share: replica.chain_heads(share) for share in replica.shares()}
+def _share_heads(replica: Replica, peer: str) -> dict[str, dict[str, tuple[int, bytes]]]:
+    """The heads of the shares `peer` is a member of: no other share's name reaches it."""
+    return {share: replica.chain_heads(share) for share in replica.shares_for(peer)}

@@ -18,6 +18,8 @@ from .intake import Fork, Intake
 from .membership import DEVICES, FORKS, DeviceRecord, EpochBook, Notice
 from .merge import CausalBuffer, Sibling
 from .replica_trust import SYSTEM_SHARE, TrustRules
+from .shares.members import MEMBERS
+from .shares.rules import ShareRules
 from .store import Store
 from .vectors import device_of, make_actor
 
@@ -82,7 +84,7 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class Replica(TrustRules):
+class Replica(ShareRules, TrustRules):
     def __init__(
         self, store: Store, device: identity.DeviceIdentity, now_ms: Callable[[], int]
     ) -> None:
@@ -110,6 +112,7 @@ class Replica(TrustRules):
         self._device_keys: dict[str, bytes] = {}
         self._records: list[DeviceRecord] = []
         self._forked: dict[str, set[str]] = {}
+        self._share_members = {}
         self.restate_pending: dict[str, list[Op]] = {}
         self.notices: dict[tuple[str, str], Notice] = {}
         with store.transaction():  # keeps the certificates the records hold (see devices())
@@ -153,6 +156,8 @@ class Replica(TrustRules):
         `concurrent`: the entries replace nothing (values written again after a fork)."""
         if not transactions or not all(transactions):
             raise ReplicaError("a transaction needs at least one op")
+        if not self.is_share_member(share, self.device_id):
+            raise ReplicaError(f"this device is no longer a member of share {share!r}")
         heads = self._heads_of(share)
         seq, prev_hash = heads.get(self.actor, (0, entries.GENESIS_HASH))
         planned: list[tuple[int, int, list[Op]]] = []
@@ -196,6 +201,8 @@ class Replica(TrustRules):
         written: list[LogEntry] = []
         for seq, clock, ops in planned:
             context = {} if concurrent else _replaced_dots(existing, ops, self.actor)
+            if seq == 1:
+                context.update(self._membership_context(share))
             if len(context) > entries.MAX_CONTEXT_ACTORS:
                 context = _within_context_limit(context)
             new = entries.encode(
@@ -272,7 +279,10 @@ class Replica(TrustRules):
         )
         if devices_changed:
             self._load_device_keys()
-        return devices_changed
+        members_changed = any(op.collection == MEMBERS for e in written for op in e.ops)
+        if members_changed:
+            self._members_changed(share)
+        return devices_changed or members_changed
 
     def _heads_of(self, share: str) -> dict[str, tuple[int, bytes]]:
         heads = self._heads.get(share)
@@ -299,6 +309,7 @@ class Replica(TrustRules):
         """After a rollback the database is the truth again; drop what memory said."""
         self._heads.clear()
         self._books.clear()
+        self._share_members.clear()
         self._clock = max(int.from_bytes(self.store.get_meta("hlc") or b"", "big"), 0)
         for intake in self._intakes.values():
             intake.clear()
@@ -385,10 +396,6 @@ class Replica(TrustRules):
                     expanded[actor] = seq
                     pending.append(actor)
         return expanded
-
-    def shares(self) -> list[str]:
-        names = set(self.store.share_names()) | {DEFAULT_SHARE}
-        return sorted(names)
 
     def cursor_for(self, share: str, peer_vector: Mapping[str, int]) -> int:
         """The local position after which every entry the peer lacks can be found."""
@@ -547,7 +554,9 @@ def _membership_runs(share: str, ready: list[merge.Held]) -> Iterator[list[merge
     run: list[merge.Held] = []
     for held in ready:
         run.append(held)
-        if share == SYSTEM_SHARE and any(op.collection == DEVICES for op in held[0].ops):
+        if any(op.collection == MEMBERS for op in held[0].ops) or (
+            share == SYSTEM_SHARE and any(op.collection == DEVICES for op in held[0].ops)
+        ):
             yield run
             run = []
     if run:

@@ -18,6 +18,7 @@ from .entry import LogEntry, Op
 from .intake import Intake
 from .membership import DEVICES, DeviceRecord, EpochBook
 from .merge import Sibling
+from .shares.members import ShareMembers
 from .store import Store
 from .vectors import device_of
 
@@ -60,14 +61,32 @@ class TrustRules:
     def summary_vector(self, share: str) -> dict[str, int]:
         raise NotImplementedError
 
-    def shares(self) -> list[str]:
-        raise NotImplementedError
-
     def _note(self, notices: list[membership.Notice]) -> None:
         raise NotImplementedError
 
+    def shares(self) -> list[str]:
+        raise NotImplementedError
+
+    def share_members(self, share: str) -> ShareMembers | None:
+        raise NotImplementedError
+
     def _cap_of(self, share: str) -> merge.Cap | None:
-        """The last seq any member may accept of an actor, for actors a revocation froze."""
+        """The last seq any member may accept of an actor, for actors a revocation or a removal
+        from the share froze."""
+        household = self._household_cap(share)
+        members = self.share_members(share)
+        if members is None or not any(r.cut or r.removed for r in members.records.values()):
+            return household
+        if household is None:
+            return members.cap
+
+        def cap(actor: str) -> int | None:
+            limits = (household(actor), members.cap(actor))
+            return min((limit for limit in limits if limit is not None), default=None)
+
+        return cap
+
+    def _household_cap(self, share: str) -> merge.Cap | None:
         forked = self._forked.get(share, set())
         if not self._revoked and not self._frozen.get(share) and not forked:
             return None
@@ -91,6 +110,9 @@ class TrustRules:
         """Whether members may take `entry` (`cap`: this share's `_cap_of`)."""
         limit = None if cap is None else cap(entry.actor)
         if limit is not None and entry.seq > limit:
+            return False
+        members = self.share_members(share)
+        if members is not None and not members.accepts(entry):
             return False
         return self._book(share).admits(entry)
 

@@ -59,7 +59,7 @@ class Neighbourhood:
         if not relayed:
             return
         for link in self.links:
-            if link is not source:
+            if link is not source and share in link.connection.common_shares:
                 link.outbox.note(share, relayed)
                 link.wake()
 
@@ -186,7 +186,8 @@ class Link:
             lazy = trio.current_time() >= lazy_at
             if lazy:
                 lazy_at = trio.current_time() + LAZY_HAVE_SECONDS
-            ours = self.neighbourhood.claims()
+            shared = self.connection.common_shares  # claims of other shares are not its business
+            ours = {s: a for s, a in self.neighbourhood.claims().items() if s in shared}
             wanted = self.outbox.wanted(ours, lazy, self.peer_actor)
             frames = []
             if wanted:

@@ -19,7 +19,11 @@ only raises) and `direct` (our current actor, and per share the actors whose wri
 over a live session; each one replaces the last). What to do with them is the daemon's business.
 
 Protocol 2 (release 0.2.0) changed the entry rules (per-key contexts, epochs per start,
-revocation cuts); a 0.1 peer speaks protocol 1 and is told to upgrade.
+revocation cuts); a 0.1 peer speaks protocol 1 and is told to upgrade. Protocol 3 (release 0.3.0)
+has shares with members: a hello names only the shares the peer is a member of, nothing of any
+other share crosses the session (both sides check every message against the shares both named),
+and a device offered a share it holds nothing of joins it by answering with its vector
+(`join_share`); a 0.2 peer, which would sync every share both hold, is told to upgrade.
 """
 
 import hashlib
@@ -32,9 +36,9 @@ import msgpack
 
 from .wire import MAX_FRAME, FrameDecoder, WireError, encode_frame
 
-PROTOCOL_VERSIONS = (2, 2)
+PROTOCOL_VERSIONS = (3, 3)
 # The first release that speaks each protocol version, for "upgrade to ..." messages.
-RELEASE_OF_PROTOCOL = {1: "0.1.0", 2: "0.2.0"}
+RELEASE_OF_PROTOCOL = {1: "0.1.0", 2: "0.2.0", 3: "0.3.0"}
 _DIGEST_LABEL = b"p2psync-chain-heads-v2\x00"
 _DIGEST_BYTES = 16
 ACTORS_PER_FRAME = 20_000  # ~1.1 MB of vector per frame, far under the cap
@@ -218,19 +222,30 @@ class SyncConnection:
 
     def send_vector(self, share: str, vector: Mapping[str, int]) -> bytes:
         self._check_peer_proven("vector")
+        if self._announced is not None and share not in self._announced:
+            raise LocalProtocolError(f"vector of share {share!r}, which our hello did not name")
         return self._vector_frames("vector", share, vector)
 
+    def join_share(self, share: str) -> bytes:
+        """Join a share the peer offered and we hold nothing of: our (empty) vector for it."""
+        self._check_peer_proven("vector")
+        assert self._announced is not None and self._peer_shares is not None
+        if share not in self._peer_shares or share in self._announced:
+            raise LocalProtocolError(f"share {share!r} was not offered to join")
+        self._announced[share] = {}
+        return self._vector_frames("vector", share, {})
+
     def send_entries(self, share: str, items: Iterable[WireItem]) -> bytes:
-        self._check_peer_proven("entries")
+        self._check_shared("entries", share)
         return self._frame({"t": "entries", "s": share, "i": [[raw, sig] for raw, sig in items]})
 
     def send_caught_up(self, share: str, vector: Mapping[str, int]) -> bytes:
-        self._check_peer_proven("caught_up")
+        self._check_shared("caught_up", share)
         return self._vector_frames("caught_up", share, vector)
 
     def send_have(self, share: str, vector: Mapping[str, int]) -> bytes:
         """What we now hold of some actors; frames stand alone, so a big one is split freely."""
-        self._check_peer_proven("have")
+        self._check_shared("have", share)
         items = sorted(vector.items())
         return b"".join(
             self._frame({"t": "have", "s": share, "vv": dict(items[i : i + ACTORS_PER_FRAME])})
@@ -239,6 +254,9 @@ class SyncConnection:
 
     def send_direct(self, actor: str, shares: Mapping[str, Iterable[str]]) -> bytes:
         self._check_peer_proven("direct")
+        outside = set(shares) - self.common_shares
+        if outside:
+            raise LocalProtocolError(f"direct names shares this session does not sync: {outside}")
         listed = {share: sorted(actors) for share, actors in shares.items() if actors}
         if sum(len(actors) for actors in listed.values()) > MAX_DIRECT_ACTORS:
             raise LocalProtocolError(f"more than {MAX_DIRECT_ACTORS} direct actors")
@@ -292,6 +310,11 @@ class SyncConnection:
         self._check_can_send(kind)
         if self._announced is None:
             raise LocalProtocolError(f"cannot send {kind} before our hello")
+
+    def _check_shared(self, kind: str, share: str) -> None:
+        self._check_peer_proven(kind)
+        if share not in self.common_shares:
+            raise LocalProtocolError(f"{kind} of share {share!r}, which this session does not sync")
 
     def _check_peer_proven(self, kind: str) -> None:
         # With TLS 1.3 a client whose certificate was refused only learns it at its first read:
@@ -399,8 +422,19 @@ class SyncConnection:
         return PeerHello(device_id, high, frozenset(digests), in_sync, actor)
 
     def _on_vector(self, message: dict[str, Any]) -> PeerVector | None:
+        share = _share_field(message)
+        assert self._announced is not None and self._peer_shares is not None
+        _require(share in self._announced, f"vector of share {share!r}, which we did not offer")
         complete = self._gather_vector("vector", message)
-        return None if complete is None else PeerVector(_share_field(message), complete)
+        if complete is None:
+            return None
+        self._peer_shares |= {share}  # a share we offered that the peer joins
+        return PeerVector(share, complete)
+
+    def _shared_field(self, kind: str, message: dict[str, Any]) -> str:
+        share = _share_field(message)
+        _require(share in self.common_shares, f"{kind} of share {share!r}, which is not shared")
+        return share
 
     def _gather_vector(self, kind: str, message: dict[str, Any]) -> Vector | None:
         """The whole vector once its last frame is in; None while more frames are due."""
@@ -414,7 +448,7 @@ class SyncConnection:
         return gathered
 
     def _on_entries(self, message: dict[str, Any]) -> Entries:
-        share = _share_field(message)
+        share = self._shared_field("entries", message)
         items: Any = message.get("i")
         _require(isinstance(items, list), "'i' must be a list of [entry, signature]")
         checked = []
@@ -430,11 +464,12 @@ class SyncConnection:
         return Entries(share, tuple(checked))
 
     def _on_caught_up(self, message: dict[str, Any]) -> CaughtUp | None:
+        share = self._shared_field("caught_up", message)
         complete = self._gather_vector("caught_up", message)
-        return None if complete is None else CaughtUp(_share_field(message), complete)
+        return None if complete is None else CaughtUp(share, complete)
 
     def _on_have(self, message: dict[str, Any]) -> Have:
-        return Have(_share_field(message), _vector_field(message))
+        return Have(self._shared_field("have", message), _vector_field(message))
 
     def _on_direct(self, message: dict[str, Any]) -> Direct:
         actor: Any = message.get("a")
@@ -449,6 +484,9 @@ class SyncConnection:
                 for share, actors in listed.items()
             ),
             "'d' must map share names to lists of actors",
+        )
+        _require(
+            set(listed) <= self.common_shares, "'d' names shares this session does not sync"
         )
         total = sum(len(actors) for actors in listed.values())
         _require(total <= MAX_DIRECT_ACTORS, f"more than {MAX_DIRECT_ACTORS} direct actors")

@@ -53,15 +53,20 @@ def events_from(conn: SyncConnection, data: bytes) -> list:
     return events
 
 
-def hello_frame(device: str = BOB, versions=(2, 2), shares=None, **extra) -> bytes:
-    digests = {share: summary_digest(vector) for share, vector in (shares or {}).items()}
+CURRENT = session.PROTOCOL_VERSIONS[1]
+
+
+def hello_frame(device=BOB, versions=session.PROTOCOL_VERSIONS, shares=None, **extra) -> bytes:
+    """A hello naming `shares` (default: share `default`, empty)."""
+    shares = {"default": {}} if shares is None else shares
+    digests = {share: summary_digest(vector) for share, vector in shares.items()}
     return hand_frame({"t": "hello", "v": list(versions), "id": device, "s": digests, **extra})
 
 
 def listening(shares=None, expected=BOB, **kwargs) -> SyncConnection:
     """Alice's side of a connection to Bob, with her hello already sent."""
     conn = SyncConnection(ALICE, expected, **kwargs)
-    conn.send_hello(shares or {})
+    conn.send_hello({"default": {}} if shares is None else shares)
     return conn
 
 
@@ -73,9 +78,9 @@ def test_hello_then_entries_between_two_connections():
 
     [bob_hello] = events_from(alice, bob_out)
     [alice_hello] = events_from(bob, alice_out)
-    assert bob_hello == PeerHello(BOB, 2, frozenset({"default"}), {})
-    assert alice_hello == PeerHello(ALICE, 2, frozenset({"default"}), {})
-    assert alice.version == bob.version == 2
+    assert bob_hello == PeerHello(BOB, CURRENT, frozenset({"default"}), {})
+    assert alice_hello == PeerHello(ALICE, CURRENT, frozenset({"default"}), {})
+    assert alice.version == bob.version == CURRENT
     assert alice.peer_device_id == BOB and bob.peer_device_id == ALICE
 
     [bob_vector] = events_from(alice, bob.send_vector("default", {a1: 1, b1: 4}))
@@ -220,7 +225,7 @@ def test_unknown_fields_and_message_types_are_ignored():
         + hand_frame({"t": "ping", "nonce": 7})
     )
     assert events_from(conn, stream) == [
-        PeerHello(BOB, 2, frozenset(), {}),
+        PeerHello(BOB, CURRENT, frozenset({"default"}), {"default": {}}),
         Entries("default", ((b"e", None),)),
         Ping(),
     ]
@@ -336,7 +341,7 @@ SESSION_STREAM = (
     + hand_frame({"t": "bye", "r": "done"})
 )
 EXPECTED_EVENTS = [
-    PeerHello(BOB, 2, frozenset({"default"}), {"default": {"a/1": 1}}),
+    PeerHello(BOB, CURRENT, frozenset({"default"}), {"default": {"a/1": 1}}),
     PeerVector("default", {"a/1": 1}),
     Entries("default", ((b"e1", b"s"), (b"e2", None))),
     CaughtUp("default", {"a/1": 3}),
@@ -426,13 +431,12 @@ def test_have_and_direct_cross_between_two_connections():
     events_from(bob, alice_hello)
     assert alice.common_shares == bob.common_shares == frozenset({"default"})
     a1, m1 = actor(ALICE, 1), actor(MALLORY, 4)
-    stream = alice.send_have("default", {m1: 17}) + alice.send_direct(
-        a1, {"default": {m1}, "photos": set()}
-    )
+    stream = alice.send_have("default", {m1: 17}) + alice.send_direct(a1, {"default": {m1}})
     assert events_from(bob, stream) == [
         Have("default", {m1: 17}),
-        Direct(a1, {"default": frozenset({m1})}),  # empty shares are left out
+        Direct(a1, {"default": frozenset({m1})}),
     ]
+    assert events_from(bob, alice.send_direct(a1, {"default": set()})) == [Direct(a1, {})]
 
 
 def test_common_shares_are_empty_until_the_peer_said_hello():
@@ -487,3 +491,60 @@ def test_too_many_direct_actors_is_our_bug():
     events_from(conn, hello_frame())
     with pytest.raises(LocalProtocolError, match="direct actors"):
         conn.send_direct(actor(ALICE, 1), {"default": {str(n) for n in range(10_001)}})
+
+
+# shares (protocol 3): nothing of a share crosses a session unless both hellos named it ----------
+
+
+def connected(alice_shares: dict, bob_shares: dict) -> tuple[SyncConnection, SyncConnection]:
+    alice, bob = SyncConnection(ALICE, BOB), SyncConnection(BOB, ALICE)
+    alice_hello, bob_hello = alice.send_hello(alice_shares), bob.send_hello(bob_shares)
+    events_from(alice, bob_hello)
+    events_from(bob, alice_hello)
+    return alice, bob
+
+
+def test_nothing_of_a_share_the_peer_did_not_name_can_be_sent():
+    alice, _ = connected({"default": {}, "parents": {}}, {"default": {}})
+    assert alice.common_shares == frozenset({"default"})
+    for send in (
+        lambda: alice.send_entries("parents", [(b"e", None)]),
+        lambda: alice.send_caught_up("parents", {}),
+        lambda: alice.send_have("parents", {actor(ALICE, 1): 1}),
+        lambda: alice.send_direct(actor(ALICE, 1), {"parents": {actor(BOB, 1)}}),
+        lambda: alice.send_vector("recipes", {}),  # not even named in our own hello
+    ):
+        with pytest.raises(LocalProtocolError, match=r"parents|recipes"):
+            send()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"t": "entries", "s": "parents", "i": [[b"e", None]]},
+        {"t": "caught_up", "s": "parents", "vv": {}},
+        {"t": "have", "s": "parents", "vv": {}},
+        {"t": "direct", "a": "x", "d": {"parents": ["y"]}},
+        {"t": "vector", "s": "parents", "vv": {}},
+    ],
+)
+def test_a_peer_sending_anything_of_a_share_we_did_not_offer_breaks_the_protocol(message):
+    conn = listening()  # our hello named only `default`
+    events_from(conn, hello_frame(shares={"default": {}, "parents": {}}))
+    with pytest.raises(ProtocolError, match=r"parents|not sync"):
+        events_from(conn, hand_frame(message))
+
+
+def test_a_device_offered_a_share_it_lacks_joins_it_and_then_it_flows_both_ways():
+    alice, bob = connected({"default": {}, "family": {actor(ALICE, 1): 3}}, {"default": {}})
+    assert bob.common_shares == frozenset({"default"})
+    [joined] = events_from(alice, bob.join_share("family"))
+    assert joined == PeerVector("family", {})
+    assert alice.common_shares == bob.common_shares == frozenset({"default", "family"})
+    items = ((b"entry", b"sig"),)
+    assert events_from(bob, alice.send_entries("family", items)) == [Entries("family", items)]
+    assert events_from(alice, bob.send_have("family", {actor(BOB, 2): 1})) == [
+        Have("family", {actor(BOB, 2): 1})
+    ]
+    with pytest.raises(LocalProtocolError, match="not offered"):
+        bob.join_share("parents")

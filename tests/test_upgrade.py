@@ -65,7 +65,7 @@ def test_a_0_1_peer_is_told_to_upgrade_and_its_frames_are_never_taken_as_data():
     connection.receive_data(frames[0])
     with pytest.raises(ProtocolError) as refused:
         connection.next_event()
-    assert "upgrade p2psync on " + b_id + " to 0.2.0 or newer" in refused.value.reason
+    assert "upgrade p2psync on " + b_id + " to 0.3.0 or newer" in refused.value.reason
     # What the 0.1 peer sees: a bye it can decode with its own (unchanged) frame codec.
     old_side = wire.FrameDecoder(wire.MAX_FRAME)
     old_side.feed(wire.encode_frame({"t": "bye", "r": refused.value.reason}))
@@ -173,7 +173,6 @@ def test_upgraded_0_2_devices_write_on_in_both_shares_and_converge(tmp_path):
             assert [r[0] for r in first.retires] == [EXPECTED_0_2["actors"][device]], share
 
 
-@pytest.mark.xfail(reason="passes once protocol 3 lands", strict=False)
 def test_a_0_2_peer_is_told_to_upgrade_and_its_frames_are_never_taken_as_data():
     frames = msgpack.unpackb((FIXTURE_0_2 / "frames-from-device-b.msgpack").read_bytes())
     a_id = keystore.load_or_create_identity(FIXTURE_0_2 / "device-a").device_id

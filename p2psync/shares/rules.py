@@ -1,0 +1,172 @@
+"""The share rules a replica enforces: who is in which share, what each peer is offered, and the
+writes that create a share and change its members (I/O via the replica's store).
+
+A mixin of `Replica` beside `TrustRules`: it reads `_members` records into `ShareMembers` (the
+pure rules, `members.py`) and keeps them current as entries apply. It never talks to the network
+and never decides what a merge keeps.
+"""
+
+from collections.abc import Callable, Mapping
+
+from .. import entry as entries
+from ..entry import Op
+from ..merge import Sibling
+from ..store import Store
+from .members import (
+    DEFAULT_SHARE,
+    MEMBERS,
+    MemberRecord,
+    ShareMembers,
+    member_record,
+    member_value,
+    removal_cut,
+)
+
+SCAN_PAGE = 500
+
+
+class ShareError(Exception):
+    """A share request that cannot be done; `code` is a control-socket error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ShareRules:
+    # set by Replica
+    store: Store
+    actor: str
+    now_ms: Callable[[], int]
+    epoch_frozen: bool
+    _share_members: dict[str, ShareMembers]
+    device_id: str  # TrustRules' property
+
+    def _heads_of(self, share: str) -> dict[str, tuple[int, bytes]]:
+        raise NotImplementedError
+
+    def summary_vector(self, share: str) -> dict[str, int]:
+        raise NotImplementedError
+
+    def holds(self, share: str) -> bool:
+        """Whether this device holds anything of `share` (`default` always)."""
+        return share == DEFAULT_SHARE or (
+            share in self.store.share_names() and bool(self._heads_of(share))
+        )
+
+    def shares(self) -> list[str]:
+        """Every share this device holds, member or not (a removed device keeps its copy)."""
+        return sorted({DEFAULT_SHARE, *filter(self.holds, self.store.share_names())})
+
+    def share_members(self, share: str) -> ShareMembers | None:
+        """None for `default`, which every device of the household is in."""
+        if share == DEFAULT_SHARE:
+            return None
+        members = self._share_members.get(share)
+        if members is None:
+            members = self._share_members[share] = ShareMembers(self._member_records(share))
+        return members
+
+    def is_share_member(self, share: str, device_id: str) -> bool:
+        members = self.share_members(share)
+        return members is None or members.is_member(device_id)
+
+    def shares_for(self, device_id: str) -> list[str]:
+        """The shares to offer a peer: those we hold that it is a member of. A share we left is
+        still offered to its members until they hear of it (so that they do)."""
+        return [share for share in self.shares() if self.is_share_member(share, device_id)]
+
+    def _member_records(self, share: str) -> dict[str, MemberRecord]:
+        records: dict[str, MemberRecord] = {}
+        after = None
+        while page := self.store.scan(share, MEMBERS, "", after, SCAN_PAGE):
+            for key, siblings in page:
+                records[key] = member_record(key, siblings)
+            after = page[-1][0]
+        return records
+
+    def _members_changed(self, share: str) -> None:
+        """Reload a share's members after its `_members` records changed. A re-add that cut the
+        epoch we write as (we had been removed) means writing on as a new one."""
+        self._share_members.pop(share, None)
+        members = self.share_members(share)
+        own = members.records.get(self.device_id) if members is not None else None
+        if own is not None and not own.removed and self.actor in own.cut:
+            self.epoch_frozen = True
+
+    def _membership_context(self, share: str) -> dict[str, int]:
+        """Dots an epoch's first entry in a share depends on: the writes that made this device
+        a member. A peer that has not yet heard of them holds the entry until it has, instead
+        of refusing a writer it does not know as a member yet."""
+        if share == DEFAULT_SHARE:
+            return {}
+        siblings: list[Sibling] = self.store.record(share, MEMBERS, self.device_id) or []
+        return {s.actor: s.seq for s in siblings if s.actor != self.actor}
+
+    # writes (the ops; the caller commits them) -------------------------------------------------
+
+    def share_create_ops(self, share: str) -> list[Op]:
+        if self.holds(share):
+            raise ShareError("bad_request", f"share {share!r} exists already")
+        return [entries.put(MEMBERS, self.device_id, member_value(self.device_id))]
+
+    def share_add_ops(self, share: str, device_id: str) -> list[Op]:
+        """Add a household device. Adding to a share from before members existed makes it a
+        members-only share of this device and the one added."""
+        members = self._existing(share)
+        known = members.records.get(device_id)
+        cut = known.cut if known is not None else None  # a re-add keeps the cut
+        ops = [entries.put(MEMBERS, device_id, member_value(self.device_id, cut=cut))]
+        if members.open and device_id != self.device_id:
+            ops.append(entries.put(MEMBERS, self.device_id, member_value(self.device_id)))
+        return ops
+
+    def share_remove_ops(self, share: str, device_id: str) -> list[Op]:
+        """Remove a member (ourselves: leave). Its entries up to what we hold now stay."""
+        members = self._existing(share)
+        if members.open or not members.is_member(device_id):
+            raise ShareError("not_found", f"{device_id} is not a member of share {share!r}")
+        held = dict(self.summary_vector(share))
+        if device_id == self.device_id:
+            # the removal entry is ours and must itself be accepted
+            held[self.actor] = self._heads_of(share).get(self.actor, (0, b""))[0] + 1
+        cut = removal_cut(device_id, held)
+        known = members.records[device_id]
+        for actor, seq in known.cut.items():
+            cut[actor] = min(seq, cut.get(actor, seq))
+        value = member_value(
+            known.added_by,
+            removed=True,
+            cut=cut,
+            removed_by=self.device_id,
+            removed_at_ms=self.now_ms(),
+        )
+        return [entries.put(MEMBERS, device_id, value)]
+
+    def _existing(self, share: str) -> ShareMembers:
+        if share == DEFAULT_SHARE:
+            raise ShareError(
+                "bad_request",
+                "every device of the household is in share 'default'; use pair/trust and revoke",
+            )
+        if not self.holds(share):
+            raise ShareError("not_found", f"no share {share!r} on this device")
+        members = self.share_members(share)
+        assert members is not None
+        if not members.is_member(self.device_id):
+            raise ShareError("forbidden", f"this device is not a member of share {share!r}")
+        return members
+
+    def share_summary(self, share: str) -> dict[str, object]:
+        members = self.share_members(share)
+        return {
+            "share": share,
+            "records": self.store.count_records(share),
+            "member": members is None or members.is_member(self.device_id),
+            "members": None if members is None else len(members.current()),
+            "open": members is None or members.open,
+        }
+
+    def share_records(self, share: str) -> Mapping[str, MemberRecord]:
+        members = self.share_members(share)
+        return {} if members is None else members.records
