@@ -9,12 +9,12 @@ the protocol is documented in docs/control-protocol.md.
 """
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from itertools import groupby
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
@@ -49,10 +49,16 @@ from .control_connection import (
 from .control_socket import control_listener
 from .entry import Op
 from .identity import device_id_from_certificate
+from .membership import DeviceRecord
 from .node import Node
 from .pairing_service import Invitation, PairingFailed
-from .replica import Change, ReplicaError
+from .replica import DEFAULT_SHARE, Change, ReplicaError
+from .shares.commands import share_calls
+from .shares.rules import ShareError, unknown_share
 from .vectors import device_of
+
+if TYPE_CHECKING:
+    from .peers import PeerState
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +80,9 @@ class ControlContext(Protocol):
     @property
     def device_id(self) -> str: ...
     @property
+    def members(self) -> Mapping[str, DeviceRecord]: ...
+    def peer_state(self, device_id: str) -> "tuple[PeerState | None, bool]": ...
+    @property
     def device_name(self) -> str: ...
     async def status(self) -> dict[str, Any]: ...
     async def peers_status(self) -> list[dict[str, Any]]: ...
@@ -85,7 +94,9 @@ class ControlContext(Protocol):
     async def revoke(self, device_id: str) -> dict[str, Any]: ...
     async def reload(self) -> dict[str, Any]: ...
     def nearby(self) -> list[dict[str, Any]]: ...
-    async def pair(self, ttl_seconds: float, readmit: bool = False) -> Invitation: ...
+    async def pair(
+        self, ttl_seconds: float, readmit: bool = False, shares: Sequence[str] = ()
+    ) -> Invitation: ...
     def end_pairing(self, invitation: Invitation) -> None: ...
     async def join(self, code_text: str, address: str | None) -> dict[str, Any]: ...
 
@@ -134,6 +145,7 @@ class _Server:
             "reload": self._reload,
             "nearby": self._nearby,
             "join": self._join,
+            **share_calls(context),
         }
         self.writes: dict[str, Callable[[dict[str, Any]], list[Op]]] = {
             "put": lambda request: [write_op(request, "put")],
@@ -156,6 +168,8 @@ class _Server:
             return json_line({"id": request_id, "ok": True, "result": result})
         except RequestError as exc:
             return error_line(request_id, exc.code, exc.message)
+        except ShareError as exc:
+            return error_line(request_id, exc.code, str(exc))
         except ReplicaError as exc:
             return error_line(request_id, BAD_REQUEST, str(exc))
         except Exception as exc:
@@ -288,6 +302,8 @@ class _Server:
         since: int | None = param(request, "since", int, None)
         collection = collection_param(request) if request.get("collection") is not None else None
         share = share_param(request) if request.get("share") is not None else None
+        if share is not None and not await self.node.call(self.node.replica.holds, share):
+            raise RequestError(NOT_FOUND, str(unknown_share(share)))
         last = await self.node.call(self.node.replica.last_position)
         if since is None:
             since = last
@@ -336,7 +352,16 @@ class _Server:
         if not 10 <= ttl <= 3600:
             raise RequestError(BAD_REQUEST, "'ttl' must be between 10 and 3600 seconds")
         readmit: bool = param(request, "readmit", bool, False)
-        invitation = await self.context.pair(ttl, readmit)
+        shares: list[Any] = param(request, "shares", list, [])
+        if not all(isinstance(share, str) for share in shares):
+            raise RequestError(BAD_REQUEST, "'shares' must be a list of share names")
+        shares = [share for share in dict.fromkeys(shares) if share != DEFAULT_SHARE]
+        for share in shares:
+            if not await self.node.call(
+                self.node.replica.is_share_member, share, self.context.device_id
+            ) or not await self.node.call(self.node.replica.holds, share):
+                raise RequestError(NOT_FOUND, f"this device is in no share {share!r}")
+        invitation = await self.context.pair(ttl, readmit, shares)
 
         async def follow(send: Send) -> None:
             try:
@@ -353,6 +378,7 @@ class _Server:
                     "event": "paired",
                     "device": from_cert,
                     "name": invitation.result.peer_name,
+                    "shares": [DEFAULT_SHARE, *shares],
                 }
             else:
                 message = invitation.error or "the pairing failed"

@@ -33,6 +33,7 @@ from .control_api import (
 from .entry import Op
 from .node import Node, Transaction
 from .replica import ReplicaError
+from .shares.rules import ShareError
 
 log = logging.getLogger("p2psync.control")  # the name these lines have always been logged under
 
@@ -201,6 +202,8 @@ class _WriteReply:
         if error is not None and is_disk_full(error):
             log.warning("a control write was refused: the disk is full (%s)", error)
             return error_line(self.request_id, DISK_FULL, DISK_FULL_MESSAGE)
+        if isinstance(error, ShareError):
+            return error_line(self.request_id, error.code, str(error))
         if isinstance(error, ReplicaError):
             return error_line(self.request_id, BAD_REQUEST, str(error))
         log.error("control write failed", exc_info=error)

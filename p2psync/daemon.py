@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -38,15 +38,17 @@ from .discovery import Discovery, Found
 from .node import Node
 from .pairing import PairingResult
 from .pairing_service import Invitation, PairingService
-from .peers import PeerManager, Timeouts
+from .peers import PeerManager, PeerState, Timeouts
 from .replica import DEFAULT_SHARE, DeviceRecord, Replica
 from .sdnotify import Notifier
+from .shares.rules import ShareError
 
 log = logging.getLogger("p2psync")
 STOP_GRACE_SECONDS = 5.0
 ADDRESSES_FILE = "addresses.json"
 JOIN_SEARCH_SECONDS = 10.0
 CONFLICT_CHECK_SECONDS = 1.0
+GIVEN_SHARES = "given_shares"  # the record of the pairing members list that names shares
 
 
 class Daemon:
@@ -72,9 +74,10 @@ class Daemon:
         self.listen_addresses: list[str] = []
         self.listen_port = 0
         self.members: dict[str, DeviceRecord] = {}
-        self.counts = {"records": 0, "conflicts": 0}
+        self.counts: dict[str, Any] = {"records": 0, "conflicts": 0, "shares": []}
         self.counted_at = -1
         self.readmit_by_pairing = False
+        self.shares_by_pairing: list[str] = []
         self.started_at = 0.0
         self.discovery: Discovery | None = None
         self.nearby_changed = trio.Event()
@@ -295,7 +298,10 @@ class Daemon:
             if found.device_id != self.device_id
         ]
 
-    async def pair(self, ttl_seconds: float, readmit: bool = False) -> Invitation:
+    async def pair(
+        self, ttl_seconds: float, readmit: bool = False, shares: Sequence[str] = ()
+    ) -> Invitation:
+        self.shares_by_pairing = list(shares)  # before the invite: it names them to the joiner
         invitation = await self.pairing.invite(ttl_seconds)
         self.readmit_by_pairing = readmit
         if self.discovery is not None:
@@ -318,10 +324,18 @@ class Daemon:
         result, inviter = await self.pairing.join(code, candidates)
         device_id = identity.device_id_from_certificate(result.peer_cert_pem)
         self.peers.dial(inviter, device_id)
+        given = [
+            share
+            for record in result.members
+            if isinstance(record, dict) and isinstance(record.get(GIVEN_SHARES), list)
+            for share in record[GIVEN_SHARES]
+            if isinstance(share, str)
+        ]
         return {
             "device": identity.device_id_from_certificate(result.peer_cert_pem),
             "name": result.peer_name,
-            "members": len(result.members),
+            "members": len([r for r in result.members if isinstance(r, dict) and "cert" in r]),
+            "shares": [DEFAULT_SHARE, *given],
         }
 
     async def _find_inviter(self, nameplate: int) -> list[tuple[str, int]]:
@@ -340,11 +354,23 @@ class Daemon:
         return []
 
     async def _member_certs(self) -> list[dict[str, Any]]:
-        return [
+        """What an inviter passes the joiner: the household's devices, and the shares it is
+        given (a record older joiners skip, having no certificate)."""
+        records: list[dict[str, Any]] = [
             {"cert": device.cert_pem, "name": device.name}
             for device in self.members.values()
             if not device.revoked
         ]
+        if self.shares_by_pairing:
+            records.append({GIVEN_SHARES: list(self.shares_by_pairing)})
+        return records
+
+    def peer_state(self, device_id: str) -> tuple[PeerState | None, bool]:
+        """A device's session state (or its last one) and whether it is connected now."""
+        session = self.peers.sessions.get(device_id)
+        if session is not None:
+            return session.state, True
+        return self.peers.offline.get(device_id), False
 
     async def _paired(self, result: PairingResult, address: str) -> None:
         """Both sides record the other; the joiner also learns the rest of the household."""
@@ -366,6 +392,12 @@ class Daemon:
                 if known is None:
                     ops.append(self.node.replica.device_op(cert, str(member.get("name", ""))))
         await self.node.commit(DEFAULT_SHARE, ops)
+        for share in self.shares_by_pairing:
+            try:
+                added = await self.node.call(self.node.replica.share_add_ops, share, device_id)
+                await self.node.commit(share, added)
+            except ShareError as exc:  # left or removed since the code was made
+                log.warning("could not add %s to share %s: %s", result.peer_name, share, exc)
         await self.peers.refresh_trust()
         log.info("paired with %s (%s) at %s", result.peer_name, device_id, address)
 
@@ -403,6 +435,7 @@ class Daemon:
             "peers_known": len([d for d in self.members.values() if not d.revoked]) - 1,
             "records": self.counts["records"],
             "conflicts": self.counts["conflicts"],
+            "shares": self.counts["shares"],
             "discovery": {
                 "enabled": self.config.discovery_enabled,
                 "interfaces": list(self.config.discovery_interfaces),
@@ -512,10 +545,11 @@ class Daemon:
             temporary.replace(path)
 
 
-def _counts(replica: Replica) -> dict[str, int]:
+def _counts(replica: Replica) -> dict[str, Any]:
     return {
         "records": replica.store.count_records(DEFAULT_SHARE),
         "conflicts": _count_conflicts(replica),
+        "shares": [replica.share_summary(share) for share in replica.shares()],
     }
 
 

@@ -19,7 +19,7 @@ from .membership import DEVICES, FORKS, DeviceRecord, EpochBook, Notice
 from .merge import CausalBuffer, Sibling
 from .replica_trust import SYSTEM_SHARE, TrustRules
 from .shares.members import MEMBERS
-from .shares.rules import ShareRules
+from .shares.rules import ShareError, ShareRules, unknown_share
 from .store import Store
 from .vectors import device_of, make_actor
 
@@ -156,8 +156,11 @@ class Replica(ShareRules, TrustRules):
         `concurrent`: the entries replace nothing (values written again after a fork)."""
         if not transactions or not all(transactions):
             raise ReplicaError("a transaction needs at least one op")
-        if not self.is_share_member(share, self.device_id):
-            raise ReplicaError(f"this device is no longer a member of share {share!r}")
+        if self.holds(share):
+            if not self.is_share_member(share, self.device_id):
+                raise ShareError("forbidden", f"this device is not a member of share {share!r}")
+        elif not all(op.collection == MEMBERS for ops in transactions for op in ops):
+            raise unknown_share(share)  # only `share_create_ops` brings a share into being
         heads = self._heads_of(share)
         seq, prev_hash = heads.get(self.actor, (0, entries.GENESIS_HASH))
         planned: list[tuple[int, int, list[Op]]] = []
@@ -320,6 +323,7 @@ class Replica(ShareRules, TrustRules):
     # reads --------------------------------------------------------------------------------
 
     def get(self, share: str, collection: str, key: str) -> RecordView | None:
+        self.require_share(share)
         siblings = self.store.record(share, collection, key)
         return None if siblings is None else _view(collection, key, siblings)
 
@@ -331,12 +335,14 @@ class Replica(ShareRules, TrustRules):
         after: str | None = None,
         limit: int = 100,
     ) -> list[RecordView]:
+        self.require_share(share)
         rows = self.store.scan(share, collection, prefix, after, limit)
         return [_view(collection, key, siblings) for key, siblings in rows]
 
     def conflicts(
         self, share: str, collection: str | None = None, limit: int = 1000
     ) -> list[RecordView]:
+        self.require_share(share)
         rows = self.store.conflicts(share, collection, limit)
         return [_view(coll, key, siblings) for coll, key, siblings in rows]
 
@@ -515,9 +521,7 @@ class Replica(ShareRules, TrustRules):
         if fork.actor in self._forked.get(share, set()) or not fork.evidence:
             return
         held = self._heads_of(share).get(fork.actor, (0, b""))[0]
-        ours = self.store.signed_run(
-            share, fork.actor, max(1, fork.seq - 1), min(fork.seq, held)
-        )
+        ours = self.store.signed_run(share, fork.actor, max(1, fork.seq - 1), min(fork.seq, held))
         if not ours:
             return
         value = membership.fork_value(share, ours, list(fork.evidence))

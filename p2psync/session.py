@@ -485,9 +485,7 @@ class SyncConnection:
             ),
             "'d' must map share names to lists of actors",
         )
-        _require(
-            set(listed) <= self.common_shares, "'d' names shares this session does not sync"
-        )
+        _require(set(listed) <= self.common_shares, "'d' names shares this session does not sync")
         total = sum(len(actors) for actors in listed.values())
         _require(total <= MAX_DIRECT_ACTORS, f"more than {MAX_DIRECT_ACTORS} direct actors")
         return Direct(actor, {share: frozenset(actors) for share, actors in listed.items()})

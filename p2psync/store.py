@@ -455,6 +455,21 @@ class Store:
         """Live records outside the system collections (whose names start with '_')."""
         return self._counts(share)[0]
 
+    def share_bytes(self, share: str) -> int:
+        """What a share's log and records take: one pass over both (for `share show`, never a
+        per-change or status path)."""
+        share_id = self.share_id(share)
+        log = self._db.execute(
+            "SELECT coalesce(sum(length(raw) + coalesce(length(sig), 0)), 0) FROM entries"
+            " WHERE share=?",
+            (share_id,),
+        ).fetchone()[0]
+        records = self._db.execute(
+            "SELECT coalesce(sum(length(siblings) + length(key)), 0) FROM records WHERE share=?",
+            (share_id,),
+        ).fetchone()[0]
+        return int(log) + int(records)
+
     def count_conflicts(self, share: str) -> int:
         """Records with conflicting siblings outside the system collections."""
         return self._counts(share)[1]

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from p2psync.client import Client
+from p2psync.client import Client, ControlError
 
 READY_TIMEOUT = 20.0
 REPO = Path(__file__).parent.parent
@@ -172,6 +172,14 @@ class DaemonProcess:
 
     def call(self, method: str, **params: Any) -> Any:
         return self.client().call(method, **params)
+
+    def error(self, method: str, **params: Any) -> dict[str, str]:
+        """The error a call must end in: its code and message."""
+        try:
+            result = self.call(method, **params)
+        except ControlError as exc:
+            return {"code": exc.code, "message": str(exc)}
+        raise AssertionError(f"{self.name}: {method} {params} succeeded: {result}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
         assert self.process is not None

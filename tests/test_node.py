@@ -153,6 +153,8 @@ async def test_groups_respect_the_size_limits_and_the_order_of_shares(
 ) -> None:
     monkeypatch.setattr(node, "MAX_GROUP_TRANSACTIONS", 3)
     monkeypatch.setattr(node, "MAX_GROUP_OPS", 3)
+    await running.node.commit("photos", running.replica.share_create_ops("photos"))
+    running.batches.clear()
     gate = await running.gated(nursery)
     shares_and_ops = [
         ("default", put("a")),

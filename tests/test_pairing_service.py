@@ -16,11 +16,12 @@ pytestmark = pytest.mark.slow
 class PairStream:
     """The `pair` stream of a daemon's control socket: the code first, the outcome later."""
 
-    def __init__(self, daemon: DaemonProcess, ttl: int = 60) -> None:
+    def __init__(self, daemon: DaemonProcess, ttl: int = 60, shares: tuple = ()) -> None:
         self.sock = socket.socket(socket.AF_UNIX)
         self.sock.settimeout(30)
         self.sock.connect(str(daemon.socket_path))
-        self.sock.sendall(json.dumps({"id": 1, "method": "pair", "ttl": ttl}).encode() + b"\n")
+        request = {"id": 1, "method": "pair", "ttl": ttl, "shares": list(shares)}
+        self.sock.sendall(json.dumps(request).encode() + b"\n")
         self.lines = self.sock.makefile("r")
         first = json.loads(self.lines.readline())
         assert first["ok"], first
@@ -47,13 +48,39 @@ def test_join_by_code_records_both_devices_and_they_sync(tmp_path):
         invitation = PairStream(a)
         joined = b.call("join", code=invitation.code, address=a.address)
         assert joined["device"] == a.device_id and joined["name"] == "a"
+        assert joined["shares"] == ["default"]
         outcome = invitation.outcome()
         invitation.close()
-        assert outcome == {"event": "paired", "device": b.device_id, "name": "b"}
+        shares = ["default"]
+        assert outcome == {"event": "paired", "device": b.device_id, "name": "b", "shares": shares}
         a.call("put", collection="notes", key="hello", value="from a")
         wait_for_value(b, "notes", "hello", "from a")
         b.call("put", collection="notes", key="reply", value="from b")
         wait_for_value(a, "notes", "reply", "from b")
+
+
+def test_pairing_can_place_the_new_device_in_shares_and_the_joiner_is_told(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    b = DaemonProcess(tmp_path, "b")
+    with running(a, b):
+        a.call("share_create", share="family")
+        a.call("share_create", share="parents")
+        a.call("put", share="family", collection="list", key="milk", value="2 l")
+        a.call("put", share="parents", collection="gifts", key="bike", value="red")
+        invitation = PairStream(a, shares=("family",))
+        joined = b.call("join", code=invitation.code, address=a.address)
+        assert joined["shares"] == ["default", "family"]
+        assert invitation.outcome()["shares"] == ["default", "family"]
+        invitation.close()
+        wait_for_value(b, "list", "milk", "2 l")
+        shown = a.call("share_show", share="family")
+        assert {m["device"] for m in shown["members"]} == {a.device_id, b.device_id}
+        b.call("put", share="family", collection="list", key="eggs", value=6)
+        wait_for_value(a, "list", "eggs", 6)
+        assert b.error("get", share="parents", collection="gifts", key="bike")["code"] == (
+            "not_found"
+        )
+        assert "parents" not in {s["share"] for s in b.call("share_list")["shares"]}
 
 
 def test_a_wrong_code_fails_both_sides_and_burns_the_code(tmp_path):

@@ -133,4 +133,3 @@ class ShareMembers:
             return False
         limit = self.cap(entry.actor)
         return limit is None or entry.seq <= limit
-

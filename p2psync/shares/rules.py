@@ -33,6 +33,12 @@ class ShareError(Exception):
         self.code = code
 
 
+def unknown_share(share: str) -> ShareError:
+    return ShareError(
+        "not_found", f"no share {share!r} on this device (`p2psync share list` shows them)"
+    )
+
+
 class ShareRules:
     # set by Replica
     store: Store
@@ -58,6 +64,10 @@ class ShareRules:
         """Every share this device holds, member or not (a removed device keeps its copy)."""
         return sorted({DEFAULT_SHARE, *filter(self.holds, self.store.share_names())})
 
+    def require_share(self, share: str) -> None:
+        if not self.holds(share):
+            raise unknown_share(share)
+
     def share_members(self, share: str) -> ShareMembers | None:
         """None for `default`, which every device of the household is in."""
         if share == DEFAULT_SHARE:
@@ -68,6 +78,8 @@ class ShareRules:
         return members
 
     def is_share_member(self, share: str, device_id: str) -> bool:
+        if not self.holds(share):
+            return False
         members = self.share_members(share)
         return members is None or members.is_member(device_id)
 
@@ -149,8 +161,7 @@ class ShareRules:
                 "bad_request",
                 "every device of the household is in share 'default'; use pair/trust and revoke",
             )
-        if not self.holds(share):
-            raise ShareError("not_found", f"no share {share!r} on this device")
+        self.require_share(share)
         members = self.share_members(share)
         assert members is not None
         if not members.is_member(self.device_id):
