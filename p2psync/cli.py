@@ -4,6 +4,7 @@ It owns the command line itself: the parser (every subcommand, flag and help tex
 socket to use, and the mapping of errors to exit codes: 0 ok, 1 the daemon refused, 2 usage, 3 no
 daemon. What each subcommand asks the daemon and prints is `cli_commands.py`'s. It never opens the
 database or the network itself, and `p2psync daemon` only hands over to `daemon.main`.
+The `share` command's parser and help are `cli_shares.py`'s, beside what its subcommands do.
 """
 
 import argparse
@@ -40,6 +41,7 @@ from .cli_commands import (
     cmd_watch,
 )
 from .cli_format import DEFAULT_SHARE
+from .cli_shares import add_share_command
 from .client import Client, ClientError, ControlError, DaemonNotRunning
 
 ENV_SOCKET = "P2PSYNC_SOCKET"
@@ -249,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  p2psync doctor\n  p2psync doctor --json\n",
     )
     command("reload", cmd_reload, "re-read the configuration file")
+    add_share_command(commands, common, EPILOG)
 
     value_help = (
         "the value as JSON (e.g. 42, true, '{\"a\": 1}'); anything that is not JSON is stored "
