@@ -204,8 +204,9 @@ def cmd_pair(c: Command) -> int:
                 c.out.write(compact(pairing.result) + "\n")
             else:
                 c.out.write(cli_format.pairing_instructions(pairing.result))
-                if c.args.shares:
-                    given = ", ".join(map(safe_text, c.args.shares))
+                others = [s for s in c.args.shares or [] if s != DEFAULT_SHARE]
+                if others:
+                    given = ", ".join(map(safe_text, others))
                     c.out.write(f"It will be put in shares {given} as well as {DEFAULT_SHARE}.\n")
                 c.out.write("Waiting for the other device...\n")
             c.out.flush()

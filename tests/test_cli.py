@@ -675,6 +675,9 @@ async def test_pair_puts_the_new_device_in_shares_and_says_so(
     assert await trio.to_thread.run_sync(main, ["--socket", str(path), "pair"]) == 0
     assert requests[-1]["shares"] is None  # the daemon's default: only `default`
     assert "It will be put in shares" not in capsys.readouterr().out
+    argv = ["--socket", str(path), "pair", "--share", "default"]
+    assert await trio.to_thread.run_sync(main, argv) == 0
+    assert "It will be put in shares" not in capsys.readouterr().out  # every device is in it anyway
 
 
 async def test_join_says_which_shares_this_device_was_given(
