@@ -4,6 +4,7 @@ It owns the command line itself: the parser (every subcommand, flag and help tex
 socket to use, and the mapping of errors to exit codes: 0 ok, 1 the daemon refused, 2 usage, 3 no
 daemon. What each subcommand asks the daemon and prints is `cli_commands.py`'s. It never opens the
 database or the network itself, and `p2psync daemon` only hands over to `daemon.main`.
+The `share` command's parser and help are `cli_shares.py`'s, beside what its subcommands do.
 """
 
 import argparse
@@ -39,6 +40,8 @@ from .cli_commands import (
     cmd_trust,
     cmd_watch,
 )
+from .cli_format import DEFAULT_SHARE
+from .cli_shares import add_share_command
 from .client import Client, ClientError, ControlError, DaemonNotRunning
 
 ENV_SOCKET = "P2PSYNC_SOCKET"
@@ -74,6 +77,17 @@ READMIT_HELP = (
     "let a revoked device back in (it starts on a new epoch; what it wrote after its revocation "
     "stays out)"
 )
+
+
+def add_share_option(parser: argparse.ArgumentParser) -> None:
+    """`--share NAME` of the commands that read or write records."""
+    parser.add_argument(
+        "--share",
+        metavar="NAME",
+        default=DEFAULT_SHARE,
+        help=f"the share whose records to use (default: {DEFAULT_SHARE}, which every device of "
+        "the household is in; see `p2psync share list`)",
+    )
 
 
 # parser ---------------------------------------------------------------------------------------
@@ -202,12 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
         "Prints a code and waits until the other device runs `p2psync join CODE` (exit 0), the "
         "attempt fails or the code expires (exit 1). One wrong attempt burns the code; Ctrl-C "
         "withdraws it.",
-        "  p2psync pair\n  p2psync pair --ttl 600\n  p2psync pair --readmit\n",
+        "  p2psync pair\n  p2psync pair --ttl 600\n  p2psync pair --readmit\n"
+        "  p2psync pair --share parents --share shopping\n",
     )
     pair.add_argument(
         "--ttl", metavar="SECONDS", type=_positive, help="how long the code stays valid"
     )
     pair.add_argument("--readmit", action="store_true", help=READMIT_HELP)
+    pair.add_argument(
+        "--share",
+        dest="shares",
+        metavar="NAME",
+        action="append",
+        help=f"also put the new device in share NAME (repeat for several; it is always in "
+        f"{DEFAULT_SHARE}); only shares this device is a member of",
+    )
     join = command(
         "join",
         cmd_join,
@@ -228,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  p2psync doctor\n  p2psync doctor --json\n",
     )
     command("reload", cmd_reload, "re-read the configuration file")
+    add_share_command(commands, common, EPILOG)
 
     value_help = (
         "the value as JSON (e.g. 42, true, '{\"a\": 1}'); anything that is not JSON is stored "
@@ -244,17 +268,21 @@ def build_parser() -> argparse.ArgumentParser:
         write.add_argument("--string", action="store_true", help="store VALUE as a string as is")
         write.add_argument("--type", metavar="TYPE", help="record type, kept with the value")
         write.add_argument("--schema-version", metavar="N", type=int, help="schema version")
+        add_share_option(write)
     get = command("get", cmd_get, "print a record's value as JSON")
     get.add_argument("collection", metavar="COLLECTION")
     get.add_argument("key", metavar="KEY")
     get.add_argument("--all", action="store_true", help="show every version (conflicts)")
+    add_share_option(get)
     rm = command("rm", cmd_rm, "delete a record")
     rm.add_argument("collection", metavar="COLLECTION")
     rm.add_argument("key", metavar="KEY")
+    add_share_option(rm)
     ls = command("ls", cmd_ls, "list the records of a collection, by key")
     ls.add_argument("collection", metavar="COLLECTION")
     ls.add_argument("prefix", metavar="PREFIX", nargs="?", default="", help="only keys with it")
     ls.add_argument("--limit", metavar="N", type=_positive, help="at most N records")
+    add_share_option(ls)
     watch = command(
         "watch",
         cmd_watch,
@@ -263,9 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     watch.add_argument("--since", metavar="N", type=_natural, help="start after position N")
     watch.add_argument("--collection", metavar="C", help="only changes of collection C")
-    command("conflicts", cmd_conflicts, "list records with conflicting versions").add_argument(
-        "collection", metavar="COLLECTION", nargs="?"
-    )
+    add_share_option(watch)
+    conflicts = command("conflicts", cmd_conflicts, "list records with conflicting versions")
+    conflicts.add_argument("collection", metavar="COLLECTION", nargs="?")
+    add_share_option(conflicts)
     return parser
 
 

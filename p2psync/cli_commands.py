@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import cli_format, doctor, hlc
-from .cli_format import compact, fit, safe_text, table
+from .cli_format import DEFAULT_SHARE, compact, fit, safe_text, table
 from .client import Client, ControlError
 
 # exit codes, of every command and of `cli.main`
@@ -55,7 +55,17 @@ def _time(stamp: int | None) -> str:
 
 
 def _where(args: argparse.Namespace) -> str:
-    return f"{args.collection}/{args.key}"
+    return f"{args.collection}/{args.key}{_in_share(args)}"
+
+
+def _in_share(args: argparse.Namespace) -> str:
+    """` in share NAME`, for messages about another share than the one every device is in."""
+    return "" if args.share == DEFAULT_SHARE else f" in share {safe_text(args.share)}"
+
+
+def _share_flag(args: argparse.Namespace) -> str:
+    """The --share option that repeats this command's share in a suggested command."""
+    return "" if args.share == DEFAULT_SHARE else f" --share {args.share}"
 
 
 # commands -------------------------------------------------------------------------------------
@@ -184,7 +194,8 @@ def cmd_peers(c: Command) -> int:
 
 
 def cmd_pair(c: Command) -> int:
-    with c.client.stream("pair", ttl=c.args.ttl, readmit=c.args.readmit) as pairing:
+    pairing_params = {"ttl": c.args.ttl, "readmit": c.args.readmit, "shares": c.args.shares}
+    with c.client.stream("pair", **pairing_params) as pairing:
         # Ctrl-C any time after the code is shown withdraws it (closing the connection does
         # that on the daemon): the try starts before the code is printed, so a signal that
         # lands right after the print is caught here too.
@@ -193,6 +204,10 @@ def cmd_pair(c: Command) -> int:
                 c.out.write(compact(pairing.result) + "\n")
             else:
                 c.out.write(cli_format.pairing_instructions(pairing.result))
+                others = [s for s in c.args.shares or [] if s != DEFAULT_SHARE]
+                if others:
+                    given = ", ".join(map(safe_text, others))
+                    c.out.write(f"It will be put in shares {given} as well as {DEFAULT_SHARE}.\n")
                 c.out.write("Waiting for the other device...\n")
             c.out.flush()
             event = next(pairing)
@@ -264,6 +279,7 @@ def _write_params(args: argparse.Namespace) -> dict[str, Any]:
         "value": _value_argument(args),
         "type": args.type,
         "schema_version": args.schema_version,
+        "share": args.share,
     }
 
 
@@ -278,12 +294,14 @@ def cmd_resolve(c: Command) -> int:
 
 
 def cmd_rm(c: Command) -> int:
-    done = c.client.call("delete", collection=c.args.collection, key=c.args.key)
+    done = c.client.call("delete", collection=c.args.collection, key=c.args.key, share=c.args.share)
     return c.say(done, f"deleted {_where(c.args)} (position {done['position']})")
 
 
 def cmd_get(c: Command) -> int:
-    found = c.client.call("get", collection=c.args.collection, key=c.args.key, all=c.args.all)
+    found = c.client.call(
+        "get", collection=c.args.collection, key=c.args.key, all=c.args.all, share=c.args.share
+    )
     if c.json:
         return c.say(found, "")
     if c.args.all:
@@ -294,7 +312,8 @@ def cmd_get(c: Command) -> int:
         sys.stderr.write(
             f"p2psync: note: {_where(c.args)} has {len(found['siblings'])} conflicting versions; "
             f"this is the newest. See them with `p2psync get {c.args.collection} {c.args.key} "
-            f"--all` and settle with `p2psync resolve {c.args.collection} {c.args.key} VALUE`\n"
+            f"--all{_share_flag(c.args)}` and settle with `p2psync resolve {c.args.collection} "
+            f"{c.args.key} VALUE{_share_flag(c.args)}`\n"
         )
     return EXIT_OK
 
@@ -322,6 +341,7 @@ def cmd_ls(c: Command) -> int:
             prefix=c.args.prefix,
             after=after,
             limit=min(LS_PAGE, wanted or LS_PAGE),
+            share=c.args.share,
         )
         for item in page["items"]:
             if c.json:
@@ -338,12 +358,14 @@ def cmd_ls(c: Command) -> int:
         if rows:
             write_lines(c.out, table(["KEY", "VALUE"], rows))
         else:
-            sys.stderr.write(f"p2psync: no records in {c.args.collection}\n")
+            sys.stderr.write(f"p2psync: no records in {c.args.collection}{_in_share(c.args)}\n")
     return EXIT_OK
 
 
 def cmd_watch(c: Command) -> int:
-    with c.client.watch(since=c.args.since, collection=c.args.collection) as events:
+    with c.client.watch(
+        since=c.args.since, collection=c.args.collection, share=c.args.share
+    ) as events:
         if not c.json:
             sys.stderr.write(f"p2psync: watching from position {events.position}; Ctrl-C stops\n")
         for event in events:
@@ -359,11 +381,11 @@ def cmd_watch(c: Command) -> int:
 
 
 def cmd_conflicts(c: Command) -> int:
-    found = c.client.call("conflicts", collection=c.args.collection)
+    found = c.client.call("conflicts", collection=c.args.collection, share=c.args.share)
 
     def human() -> None:
         if not found["items"]:
-            c.out.write("no conflicts\n")
+            c.out.write(f"no conflicts{_in_share(c.args)}\n")
         for item in found["items"]:
             where = safe_text(f"{item['collection']}/{item['key']}")
             c.out.write(f"{where}: {len(item['siblings'])} versions\n")

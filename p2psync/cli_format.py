@@ -16,10 +16,14 @@ from .identity import short_id
 
 ELLIPSIS = "…"
 NAME_WIDTH = 24
+SHARE_WIDTH = 64  # the longest share name the daemon accepts
 ADDRESS_WIDTH = 40
 BAR_WIDTH = 20
 # Bidirectional overrides and isolates can make a name display as something else entirely.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# The share every device of the household is in (replica.DEFAULT_SHARE: the CLI does not import
+# the replica and its database code).
+DEFAULT_SHARE = "default"
 
 Peer = Mapping[str, Any]
 
@@ -87,6 +91,19 @@ def table(
 
 def format_count(number: int) -> str:
     return f"{number:,}"
+
+
+def count_cell(value: Any) -> str:
+    """A count from the daemon, or `-` when it did not give one."""
+    return format_count(value) if isinstance(value, int) and not isinstance(value, bool) else "-"
+
+
+def format_size(size: int) -> str:
+    """`0 B`, `812 B`, `51.9 KiB`, `3.4 MiB`, `1.2 GiB`."""
+    for scale, unit in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
 
 
 _UNITS = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
@@ -280,12 +297,40 @@ def status_lines(
     facts += _trust_facts(status)
     lines = [f"{safe_text(status.get('name') or 'this device')} ({device})"]
     lines += [f"  {label}" for label in table(None, facts)]
+    lines += _shares_section(status)
     lines.append("")
     lines += peers_table(peers, rates) if peers else [NO_PEERS]
     progress = progress_lines(peers, rates)
     if progress:
         lines += ["", "catching up:", *(f"  {line}" for line in progress)]
     return lines
+
+
+LEFT_SHARE_NOTE = "left: keeps its copy, gets no updates"
+
+
+def _shares_section(status: Mapping[str, Any]) -> list[str]:
+    """The shares this device holds, when the daemon says (daemons before shares do not)."""
+    shares = [share for share in status.get("shares") or [] if isinstance(share, Mapping)]
+    if not shares:
+        return []
+    rows = [
+        [
+            fit(safe_text(share.get("share") or "?"), SHARE_WIDTH),
+            counted(share.get("members"), "member"),
+            counted(share.get("records"), "record"),
+            "" if share.get("member", True) else LEFT_SHARE_NOTE,
+        ]
+        for share in shares
+    ]
+    return ["", "shares:", *(f"  {line}" for line in table(None, rows, right=(1, 2)))]
+
+
+def counted(count: Any, noun: str) -> str:
+    """`1 member`, `3 members`, `? members` when the daemon did not give a number."""
+    if not isinstance(count, int) or isinstance(count, bool):
+        return f"? {noun}s"
+    return f"{format_count(count)} {noun}{'' if count == 1 else 's'}"
 
 
 def _trust_facts(status: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -372,10 +417,24 @@ def _device(found: Mapping[str, Any]) -> str:
 
 
 def paired_message(event: Mapping[str, Any]) -> str:
+    others = _shares_besides_default(event.get("shares"))
+    if others is None:  # a daemon from before shares
+        shares = ""
+    elif others:
+        shares = f" It is in shares {', '.join(others)} as well as {DEFAULT_SHARE}."
+    else:
+        shares = f" It is in the {DEFAULT_SHARE} share only."
     return (
         f"Paired with {_device(event)}. It joins this household and syncs with every device "
-        "in it; follow the catch-up with `p2psync status --watch`."
+        f"in it; follow the catch-up with `p2psync status --watch`.{shares}"
     )
+
+
+def _shares_besides_default(shares: Any) -> list[str] | None:
+    """The shares named, but `default` (every device is in it); None when none were named."""
+    if not isinstance(shares, list):
+        return None
+    return [safe_text(s) for s in shares if isinstance(s, str) and s != DEFAULT_SHARE]
 
 
 def joined_message(result: Mapping[str, Any]) -> str:
@@ -385,9 +444,19 @@ def joined_message(result: Mapping[str, Any]) -> str:
     household = (
         f"; this device now syncs with {count} device{plural}" if isinstance(count, int) else ""
     )
+    others = _shares_besides_default(result.get("shares"))
+    if others is None:  # a daemon from before shares
+        shares = ""
+    elif others:
+        shares = f"\nYou were given shares: {', '.join(others)}."
+    else:
+        shares = (
+            f"\nYou were given the {DEFAULT_SHARE} share only (every device is in it); a member of "
+            "another share can add this device to it."
+        )
     return (
         f"Joined the household of {_device(result)}{household}. Records sync in the background; "
-        "follow with `p2psync status --watch`."
+        f"follow with `p2psync status --watch`.{shares}"
     )
 
 

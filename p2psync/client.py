@@ -151,11 +151,12 @@ class Client:
         collection: str | None = None,
         *,
         idle_timeout: float | None = None,
+        share: str | None = None,
     ) -> "Watch":
-        """Changes after position `since` (None: from now), on a connection of their own.
-        With `idle_timeout`, waiting longer than that for the next event raises ControlError
-        `timeout`; without, the iterator waits as long as it takes."""
-        return Watch(self.socket_path, self.timeout, since, collection, idle_timeout)
+        """Changes after position `since` (None: from now), on a connection of their own; only
+        those of `share` when given. With `idle_timeout`, waiting longer than that for the next
+        event raises ControlError `timeout`; without, the iterator waits as long as it takes."""
+        return Watch(self.socket_path, self.timeout, since, collection, idle_timeout, share)
 
     def stream(self, method: str, *, idle_timeout: float | None = None, **params: Any) -> "Stream":
         """Start a streaming request (like `pair`): `.result` is its first answer, iterating
@@ -223,8 +224,9 @@ class Watch(Stream):
         since: int | None,
         collection: str | None,
         idle_timeout: float | None = None,
+        share: str | None = None,
     ) -> None:
-        params = {"since": since, "collection": collection}
+        params = {"since": since, "collection": collection, "share": share}
         super().__init__(path, timeout, "watch", params, idle_timeout)
         self.position: int = self.result["position"]
 

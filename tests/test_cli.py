@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from p2psync import cli_commands, config
-from p2psync.cli import default_socket_path, main
+from p2psync.cli import build_parser, default_socket_path, main
 from p2psync.cli_commands import CLEAR_SCREEN, parse_value
 from p2psync.pairing_words import WORDS
 from tests.daemons import DaemonProcess, running
@@ -245,9 +245,15 @@ ROOT = Path(__file__).parent.parent
 Answer = Callable[[dict[str, Any]], Any]
 
 
-async def serve_scripted(nursery: trio.Nursery, path: Path, answers: dict[str, Answer]) -> None:
+async def serve_scripted(
+    nursery: trio.Nursery,
+    path: Path,
+    answers: dict[str, Answer],
+    events: dict[str, list[dict[str, Any]]] | None = None,
+) -> None:
     """A real control socket whose answers come from `answers` (method -> function of the
-    request); other methods get `unknown_method`, as from an older daemon."""
+    request); other methods get `unknown_method`, as from an older daemon. A method in `events`
+    is a stream (like `pair`): its answer is followed by those event lines."""
     sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
     await sock.bind(str(path))
     sock.listen()
@@ -267,6 +273,8 @@ async def serve_scripted(nursery: trio.Nursery, path: Path, answers: dict[str, A
                     else:
                         response["result"] = answer(request)
                     await stream.send_all(json.dumps(response).encode() + b"\n")
+                    for event in (events or {}).get(request["method"], []):
+                        await stream.send_all(json.dumps(event).encode() + b"\n")
 
     await nursery.start(trio.serve_listeners, serve, [trio.SocketListener(sock)])
 
@@ -521,3 +529,188 @@ def test_help_of_the_main_commands_has_examples(capsys: pytest.CaptureFixture[st
     for argv in (["status", "--interval", "0"], ["pair", "--ttl", "0"], ["join"]):
         assert main(argv) == 2
         assert "usage:" in capsys.readouterr().err
+
+
+# shares ----------------------------------------------------------------------------------------
+
+WRITTEN = {"position": 4, "seq": 2, "hlc": 117667372855066624}
+RECORD = {
+    "collection": "list",
+    "key": "milk",
+    "origin": ATTIC,
+    "hlc": 117667372855066624,
+    "deleted": False,
+    "value": "2 l",
+    "type": None,
+    "schema_version": None,
+    "conflict": False,
+}
+# every command that reads or writes records, and the method it calls
+DATA_COMMANDS = [
+    (["put", "list", "milk", '"2 l"'], "put"),
+    (["resolve", "list", "milk", '"2 l"'], "resolve"),
+    (["get", "list", "milk"], "get"),
+    (["rm", "list", "milk"], "delete"),
+    (["ls", "list"], "scan"),
+    (["conflicts"], "conflicts"),
+    (["watch"], "watch"),
+]
+
+
+def recording(requests: list[dict[str, Any]], result: Any) -> Answer:
+    """An answer that keeps the requests it was given."""
+
+    def answer(request: dict[str, Any]) -> Any:
+        requests.append(request)
+        return result
+
+    return answer
+
+
+def test_every_data_command_takes_share(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    for argv, _ in DATA_COMMANDS:
+        assert parser.parse_args(argv).share == "default", argv
+        assert parser.parse_args([*argv, "--share", "shopping"]).share == "shopping", argv
+        assert main([argv[0], "--help"]) == 0
+        shown = " ".join(capsys.readouterr().out.split())
+        assert "--share NAME the share whose records to use (default: default" in shown, argv
+    assert parser.parse_args(["pair"]).shares is None
+    both = parser.parse_args(["pair", "--share", "parents", "--share", "shopping"])
+    assert both.shares == ["parents", "shopping"]
+    assert main(["pair", "--help"]) == 0
+    assert "p2psync pair --share parents --share shopping" in capsys.readouterr().out
+
+
+async def test_share_reaches_the_daemon_from_every_data_command(
+    nursery: trio.Nursery, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s.sock"
+    requests: list[dict[str, Any]] = []
+    answers = {
+        "put": recording(requests, WRITTEN),
+        "resolve": recording(requests, WRITTEN),
+        "delete": recording(requests, WRITTEN),
+        "get": recording(requests, RECORD),
+        "scan": recording(requests, {"items": [RECORD], "next": None}),
+        "conflicts": recording(requests, {"items": [], "more": False}),
+    }
+    await serve_scripted(nursery, path, answers)
+    for argv, method in DATA_COMMANDS[:-1]:  # watch streams: see the next test
+        for extra, share in (([], "default"), (["--share", "shopping"], "shopping")):
+            requests.clear()
+            code = await trio.to_thread.run_sync(main, ["--socket", str(path), *argv, *extra])
+            assert code == 0, capsys.readouterr().err
+            assert [(r["method"], r["share"]) for r in requests] == [(method, share)], argv
+
+
+async def test_watch_of_one_share_asks_the_daemon_for_that_share(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    path = tmp_path / "s.sock"
+    requests: list[dict[str, Any]] = []
+    await serve_scripted(nursery, path, {"watch": recording(requests, {"position": 7})})
+    process = await trio.lowlevel.open_process(
+        command_line(path, "watch", "--share", "shopping"), stderr=subprocess.PIPE, cwd=ROOT
+    )
+    try:
+        assert process.stderr is not None
+        await read_until(process.stderr, lambda text: "watching from position 7" in text)
+    finally:
+        process.kill()
+        await process.wait()
+    assert [(r["method"], r["share"]) for r in requests] == [("watch", "shopping")]
+
+
+async def test_messages_name_a_share_other_than_default(
+    nursery: trio.Nursery, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s.sock"
+    sibling = {k: RECORD[k] for k in ("origin", "hlc", "deleted", "value", "type")}
+    in_conflict = {**RECORD, "conflict": True, "siblings": [sibling, {**sibling, "value": "1 l"}]}
+    answers: dict[str, Answer] = {
+        "put": lambda _: WRITTEN,
+        "get": lambda _: in_conflict,
+        "scan": lambda _: {"items": [], "next": None},
+        "conflicts": lambda _: {"items": [], "more": False},
+    }
+    await serve_scripted(nursery, path, answers)
+
+    async def run(*argv: str) -> tuple[str, str]:
+        code = await trio.to_thread.run_sync(main, ["--socket", str(path), *argv])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return out, err
+
+    assert (await run("put", "list", "milk", "1"))[0] == "wrote list/milk (position 4)\n"
+    out, _ = await run("put", "--share", "shopping", "list", "milk", "1")
+    assert out == "wrote list/milk in share shopping (position 4)\n"
+    _, err = await run("get", "list", "milk", "--share", "shopping")
+    assert "list/milk in share shopping has 2 conflicting versions" in err
+    assert "`p2psync get list milk --all --share shopping`" in err
+    assert "`p2psync resolve list milk VALUE --share shopping`" in err
+    _, err = await run("ls", "list", "--share", "shopping")
+    assert err == "p2psync: no records in list in share shopping\n"
+    assert (await run("conflicts", "--share", "shopping"))[0] == "no conflicts in share shopping\n"
+    assert (await run("conflicts"))[0] == "no conflicts\n"
+
+
+async def test_pair_puts_the_new_device_in_shares_and_says_so(
+    nursery: trio.Nursery, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s.sock"
+    requests: list[dict[str, Any]] = []
+    shares = ["default", "parents", "shopping"]
+    paired = {"event": "paired", "device": ATTIC, "name": "attic", "shares": shares}
+    started = {"code": "7-guitar-orbit", "expires_in": 300}
+    await serve_scripted(
+        nursery, path, {"pair": recording(requests, started)}, events={"pair": [paired]}
+    )
+    argv = ["--socket", str(path), "pair", "--share", "parents", "--share", "shopping"]
+    assert await trio.to_thread.run_sync(main, argv) == 0
+    out = capsys.readouterr().out
+    assert requests[-1]["shares"] == ["parents", "shopping"]
+    assert "It will be put in shares parents, shopping as well as default.\n" in out
+    assert out.endswith("It is in shares parents, shopping as well as default.\n")
+    assert await trio.to_thread.run_sync(main, ["--socket", str(path), "pair"]) == 0
+    assert requests[-1]["shares"] is None  # the daemon's default: only `default`
+    assert "It will be put in shares" not in capsys.readouterr().out
+    argv = ["--socket", str(path), "pair", "--share", "default"]
+    assert await trio.to_thread.run_sync(main, argv) == 0
+    assert "It will be put in shares" not in capsys.readouterr().out  # every device is in it anyway
+
+
+async def test_join_says_which_shares_this_device_was_given(
+    nursery: trio.Nursery, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s.sock"
+    joined = {"device": KITCHEN, "name": "kitchen", "members": 2, "shares": ["default"]}
+    await serve_scripted(nursery, path, {"join": lambda _: joined})
+    argv = ["--socket", str(path), "join", "7-guitar-orbit", "--address", "10.0.0.1:47100"]
+    assert await trio.to_thread.run_sync(main, argv) == 0
+    assert "You were given the default share only" in capsys.readouterr().out
+    joined["shares"] = ["default", "family", "shopping"]
+    assert await trio.to_thread.run_sync(main, argv) == 0
+    assert capsys.readouterr().out.endswith("\nYou were given shares: family, shopping.\n")
+
+
+async def test_status_shows_the_shares_of_a_daemon_that_has_them(
+    nursery: trio.Nursery, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "s.sock"
+    shares = [
+        {"share": "default", "members": 3, "records": 120, "member": True},
+        {"share": "parents", "members": 2, "records": 4, "member": True},
+    ]
+    answers: dict[str, Answer] = {
+        "status": lambda _: {**STATUS, "shares": shares},
+        "peers": lambda _: [],
+    }
+    await serve_scripted(nursery, path, answers)
+    assert await trio.to_thread.run_sync(main, ["--socket", str(path), "status"]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "\nshares:\n  default  3 members  120 records\n  parents  2 members    4 records\n" in out
+    )
+    assert await trio.to_thread.run_sync(main, ["--socket", str(path), "status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["shares"] == shares

@@ -12,11 +12,13 @@ from p2psync.cli_format import (
     RateMeter,
     catch_up_fraction,
     conflicts_line,
+    counted,
     display_width,
     fit,
     format_ago,
     format_duration,
     format_rate,
+    format_size,
     joined_message,
     nearby_lines,
     paired_message,
@@ -308,3 +310,61 @@ def test_status_screen_says_this_device_was_revoked_copies_and_clock_skew() -> N
     assert ["revoked", told] in shown
     assert ["warning", "b is running in two places: x, y"] in shown
     assert ["clock", "tv's clock is 3600 s ahead of ours: check both clocks"] in shown
+
+
+@pytest.mark.parametrize(
+    ("size", "shown"),
+    [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (53122, "51.9 KiB"), (3 << 20, "3.0 MiB")],
+)
+def test_sizes(size: int, shown: str) -> None:
+    assert format_size(size) == shown
+
+
+def test_counted() -> None:
+    assert counted(1, "member") == "1 member"
+    assert counted(1200, "record") == "1,200 records"
+    assert counted(None, "record") == "? records"
+    assert counted(True, "record") == "? records"
+
+
+def test_status_screen_lists_the_shares_when_the_daemon_gives_them() -> None:
+    shares = [
+        {"share": "default", "members": 3, "records": 120, "member": True},
+        {"share": "parents", "members": 2, "records": 1, "member": True},
+        {"share": "old\x1b[2J", "members": 1, "records": 9, "member": False},
+    ]
+    shown = status_lines({"name": "kitchen", "shares": shares}, [])
+    start = shown.index("shares:")
+    assert shown[start - 1] == "" and shown[start + 4] == ""
+    assert [line.split() for line in shown[start + 1 : start + 3]] == [
+        ["default", "3", "members", "120", "records"],
+        ["parents", "2", "members", "1", "record"],
+    ]
+    assert shown[start + 3].split(None, 5) == [
+        "old?[2J",
+        "1",
+        "member",
+        "9",
+        "records",
+        "left: keeps its copy, gets no updates",
+    ]
+    # a daemon from before shares says nothing about them: nor does the screen
+    assert not any("shares" in line for line in status_lines({"name": "kitchen"}, []))
+    assert "shares:" not in status_lines({"name": "kitchen", "shares": []}, [])
+
+
+def test_pairing_and_joining_name_the_shares_given() -> None:
+    event = {"device": ATTIC, "name": "attic"}
+    paired = paired_message({**event, "shares": ["default", "parents", "shopping"]})
+    assert paired.endswith("It is in shares parents, shopping as well as default.")
+    assert paired_message({**event, "shares": ["default"]}).endswith(
+        "It is in the default share only."
+    )
+    assert "share" not in paired_message(event)  # a daemon from before shares
+    joined = {"device": KITCHEN, "name": "kitchen", "members": 2}
+    given = joined_message({**joined, "shares": ["family", "shopping"]})
+    assert given.splitlines()[1] == "You were given shares: family, shopping."
+    only_default = joined_message({**joined, "shares": ["default"]}).splitlines()[1]
+    assert only_default.startswith("You were given the default share only")
+    assert joined_message({**joined, "shares": []}).splitlines()[1] == only_default
+    assert len(joined_message(joined).splitlines()) == 1
