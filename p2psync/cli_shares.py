@@ -237,8 +237,8 @@ def share_lines(shown: Mapping[str, Any]) -> list[str]:
             short_id(str(member.get("device") or "?")),
             _member_state(member),
             _sync_state(member),
-            count_cell(member.get("behind")),
-            count_cell(member.get("ahead")),
+            count_cell(member.get("we_lack")),
+            count_cell(member.get("they_lack")),
             _added_by(member.get("added_by"), names),
         ]
         for member in members

@@ -127,8 +127,8 @@ SHOWN: dict[str, Any] = {
             "added_by": None,
             "online": True,
             "in_sync": None,
-            "behind": None,
-            "ahead": None,
+            "we_lack": None,
+            "they_lack": None,
         },
         {
             "device": ATTIC,
@@ -137,8 +137,8 @@ SHOWN: dict[str, Any] = {
             "added_by": KITCHEN,
             "online": True,
             "in_sync": False,
-            "behind": 12,
-            "ahead": 1500,
+            "we_lack": 12,
+            "they_lack": 1500,
         },
         {
             "device": GARAGE,
@@ -147,8 +147,8 @@ SHOWN: dict[str, Any] = {
             "added_by": "V4TH3AXRC47VFHXCOVCCWBIP3642MQAWHR7",  # an id, as sloppy as they come
             "online": False,
             "in_sync": None,
-            "behind": None,
-            "ahead": None,
+            "we_lack": None,
+            "they_lack": None,
         },
     ],
 }

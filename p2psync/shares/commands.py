@@ -165,13 +165,13 @@ def _sync_json(
 ) -> dict[str, Any]:
     """How far a member is from us in this share, as far as its session showed."""
     if you:
-        return {"online": True, "in_sync": True, "behind": 0, "ahead": 0}
+        return {"online": True, "in_sync": True, "they_lack": 0, "we_lack": 0}
     if state is None or share not in state.peer_vectors:
-        return {"online": connected, "in_sync": None, "behind": None, "ahead": None}
+        return {"online": connected, "in_sync": None, "they_lack": None, "we_lack": None}
     theirs = dict(state.peer_vectors[share])  # a copy: the database thread raises it meanwhile
     return {
         "online": connected,
         "in_sync": share in state.in_sync,
-        "behind": count_missing(ours, theirs),
-        "ahead": count_missing(theirs, ours),
+        "they_lack": count_missing(ours, theirs),
+        "we_lack": count_missing(theirs, ours),
     }
