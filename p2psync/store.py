@@ -152,6 +152,9 @@ class Store:
             self._share_ids[name] = found
         return found
 
+    def has_share(self, name: str) -> bool:
+        return name in self._share_ids
+
     def share_names(self) -> list[str]:
         return sorted(self._share_ids)
 

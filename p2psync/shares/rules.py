@@ -57,7 +57,7 @@ class ShareRules:
     def holds(self, share: str) -> bool:
         """Whether this device holds anything of `share` (`default` always)."""
         return share == DEFAULT_SHARE or (
-            share in self.store.share_names() and bool(self._heads_of(share))
+            self.store.has_share(share) and bool(self._heads_of(share))
         )
 
     def shares(self) -> list[str]:
