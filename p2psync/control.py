@@ -9,12 +9,12 @@ the protocol is documented in docs/control-protocol.md.
 """
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from itertools import groupby
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import trio
 
@@ -49,16 +49,12 @@ from .control_connection import (
 from .control_socket import control_listener
 from .entry import Op
 from .identity import device_id_from_certificate
-from .membership import DeviceRecord
 from .node import Node
 from .pairing_service import Invitation, PairingFailed
 from .replica import DEFAULT_SHARE, Change, ReplicaError
-from .shares.commands import share_calls
+from .shares.commands import ShareContext, share_calls
 from .shares.rules import ShareError, unknown_share
 from .vectors import device_of
-
-if TYPE_CHECKING:
-    from .peers import PeerState
 
 log = logging.getLogger(__name__)
 
@@ -72,16 +68,9 @@ WATCH_SEND_BYTES = 64 * 1024  # events go out together up to this much, not one 
 DEFAULT_PAIRING_TTL = 300.0
 
 
-class ControlContext(Protocol):
-    """What the control socket needs from the daemon."""
+class ControlContext(ShareContext, Protocol):
+    """What the control socket needs from the daemon (the share methods' needs included)."""
 
-    @property
-    def node(self) -> Node: ...
-    @property
-    def device_id(self) -> str: ...
-    @property
-    def members(self) -> Mapping[str, DeviceRecord]: ...
-    def peer_state(self, device_id: str) -> "tuple[PeerState | None, bool]": ...
     @property
     def device_name(self) -> str: ...
     async def status(self) -> dict[str, Any]: ...

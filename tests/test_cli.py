@@ -283,6 +283,18 @@ def command_line(socket_path: Path, *argv: str) -> list[str]:
     return [sys.executable, "-m", "p2psync", "--socket", str(socket_path), *argv]
 
 
+async def run_cli(daemon: DaemonProcess, *argv: str) -> subprocess.CompletedProcess[bytes]:
+    """The CLI as a process of its own against `daemon`."""
+    with trio.fail_after(60):
+        return await trio.run_process(
+            command_line(daemon.socket_path, *argv),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            cwd=ROOT,
+        )
+
+
 async def read_until(stream: trio.abc.ReceiveStream, done: Callable[[str], bool]) -> str:
     received = b""
     with trio.fail_after(20):
@@ -452,20 +464,10 @@ async def test_pair_join_status_and_revoke_between_real_daemons(tmp_path: Path) 
         assert found and f"\n    {found.group(1)}\n" in shown and "one attempt" in shown
         return process, found.group(1)
 
-    async def run(daemon: DaemonProcess, *argv: str) -> subprocess.CompletedProcess[bytes]:
-        with trio.fail_after(60):
-            return await trio.run_process(
-                command_line(daemon.socket_path, *argv),
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-                cwd=ROOT,
-            )
-
     with running(inviter, joiner):
         process, code = await pair()
         number, first, second = code.split("-")
-        wrong = await run(
+        wrong = await run_cli(
             joiner, "join", f"{number}-{other_word(first)}-{second}", "--address", inviter.address
         )
         assert wrong.returncode == 1 and wrong.stderr.startswith(b"p2psync: ")
@@ -475,20 +477,20 @@ async def test_pair_join_status_and_revoke_between_real_daemons(tmp_path: Path) 
         assert "pairing failed" in failed and "run `p2psync pair` again" in failed
 
         process, code = await pair()
-        joined = await run(joiner, "join", code, "--address", inviter.address)
+        joined = await run_cli(joiner, "join", code, "--address", inviter.address)
         assert joined.returncode == 0, joined.stderr
         assert f"Joined the household of a ({inviter.device_id})" in joined.stdout.decode()
         with trio.fail_after(20):
             assert await process.wait() == 0
         assert f"Paired with b ({joiner.device_id})" in await read_all(process.stdout)
 
-        status = await run(inviter, "status")
+        status = await run_cli(inviter, "status")
         assert status.returncode == 0
         shown = status.stdout.decode()
         assert shown.startswith(f"a ({inviter.device_id})\n")
         assert re.search(rf"\nb +{joiner.device_id[:5]} ", shown)
 
-        revoked = await run(inviter, "revoke", joiner.device_id)
+        revoked = await run_cli(inviter, "revoke", joiner.device_id)
         assert revoked.returncode == 0
         assert f"Revoked b ({joiner.device_id})" in revoked.stdout.decode()
         assert "keeps its copy" in revoked.stdout.decode()

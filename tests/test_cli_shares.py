@@ -30,6 +30,7 @@ from tests.test_cli import (
     read_all,
     read_until,
     recording,
+    run_cli,
     serve_scripted,
 )
 
@@ -400,18 +401,6 @@ async def test_share_option_reaches_a_real_daemon_and_an_unknown_share_is_refuse
             ["share", "leave", "nosuch"],
         ):
             assert "nosuch" in await cli.refused(*argv), argv
-
-
-async def run_cli(daemon: DaemonProcess, *argv: str) -> subprocess.CompletedProcess[bytes]:
-    """The CLI as a process of its own against `daemon`."""
-    with trio.fail_after(60):
-        return await trio.run_process(
-            command_line(daemon.socket_path, *argv),
-            capture_stdout=True,
-            capture_stderr=True,
-            check=False,
-            cwd=ROOT,
-        )
 
 
 async def test_pair_with_shares_and_join_name_them_between_real_daemons(tmp_path: Path) -> None:

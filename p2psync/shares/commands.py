@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 
 class ShareContext(Protocol):
+    """What the share methods need from the daemon."""
+
     @property
     def node(self) -> Node: ...
     @property
