@@ -153,3 +153,27 @@ class AppClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+# The CLI as an app: everything it needs is imported while still root (see the module docstring).
+_CLI_AS = """
+import os, shutil, sys
+from p2psync.cli import build_parser, main
+build_parser().format_help()  # argparse imports some modules only when it formats
+os.setgroups([])
+os.setgid(int(sys.argv[2]))
+os.setuid(int(sys.argv[1]))
+sys.exit(main(sys.argv[3:]))
+"""
+
+
+def run_cli_as(uid: int, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`p2psync ARGV...` run by `uid` (gid APP_GID, no groups): exit code, stdout, stderr."""
+    return subprocess.run(
+        [sys.executable, "-c", _CLI_AS, str(uid), str(APP_GID), *argv],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd="/",
+        env=python_env(),
+    )
