@@ -311,3 +311,12 @@ def test_grants_survive_a_restart(shared_dir: Path) -> None:
             got = client.result("get", share="albums", collection="covers", key="blue")
             assert got["value"] == "#00f"
             forbidden(client, "put", share="albums", collection="covers", key="blue", value=0)
+
+
+def test_the_daemon_says_when_apps_still_cannot_reach_the_socket(tmp_path: Path) -> None:
+    hidden = AppsDaemon(tmp_path, "hidden")  # pytest's tmp_path: 0700, root's
+    with running(hidden):
+        done = hidden.call("grant", app=APP_UID, share="default", read_only=True)
+        assert "other users cannot reach" in done["note"] and "o+x" in done["note"]
+        assert "other users cannot reach" in hidden.call("grants")["note"]
+    assert "control.apps is on, but other users cannot reach" in hidden.log()

@@ -106,6 +106,7 @@ def test_a_user_listed_in_the_control_group_is_an_admin_without_holding_it() -> 
         assert not identify(other, None).admin
     listed = identify(other, primary)
     assert listed.admin and listed.user == "daemon"
+    assert credentials.user_is_admin(daemon_user.pw_uid, primary)
 
 
 def test_an_unknown_uid_is_an_app_without_a_name() -> None:
