@@ -179,10 +179,10 @@ class ControlAccess:
         return peer, admins
 
     def _lookup(self, found: credentials.Credentials) -> tuple[Peer, str]:
-        """In a thread: the user and group databases may be slow (NSS over the network)."""
-        return credentials.identify(found, self.admin_group), credentials.admins_text(
-            self.admin_group
-        )
+        """In a thread: the user and group databases may be slow (NSS over the network). Who
+        the admins are is looked up for apps only, to say so when they are refused."""
+        peer = credentials.identify(found, self.admin_group)
+        return peer, "" if peer.admin else credentials.admins_text(self.admin_group)
 
     def app_status(self, peer: Peer) -> dict[str, Any]:
         """`status` for an app: this device's public identity, and what the app may do."""
