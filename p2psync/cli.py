@@ -26,6 +26,8 @@ from .cli_commands import (
     cmd_doctor,
     cmd_export_cert,
     cmd_get,
+    cmd_grant,
+    cmd_grants,
     cmd_id,
     cmd_join,
     cmd_ls,
@@ -35,6 +37,7 @@ from .cli_commands import (
     cmd_reload,
     cmd_resolve,
     cmd_revoke,
+    cmd_revoke_grant,
     cmd_rm,
     cmd_status,
     cmd_trust,
@@ -252,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     command("reload", cmd_reload, "re-read the configuration file")
     add_share_command(commands, common, EPILOG)
+    _add_grant_commands(command)
 
     value_help = (
         "the value as JSON (e.g. 42, true, '{\"a\": 1}'); anything that is not JSON is stored "
@@ -296,6 +300,54 @@ def build_parser() -> argparse.ArgumentParser:
     conflicts.add_argument("collection", metavar="COLLECTION", nargs="?")
     add_share_option(conflicts)
     return parser
+
+
+APPS_HELP = (
+    "Admins (root, the daemon's own user, members of its control group, p2psync by default) may "
+    "do everything. Every other local user is an app: the daemon knows it by the user id the "
+    "kernel reports for its connection, and lets it do only what a grant allows. Apps can open "
+    "the control socket only when the daemon runs with control.apps = true. Grants belong to "
+    "this device alone."
+)
+
+
+def _add_grant_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
+    grant = command(
+        "grant",
+        cmd_grant,
+        "let the apps of a local user read (and write) a share or one collection of it",
+        f"{APPS_HELP} A user holds one grant per share and collection; granting again replaces "
+        "it. Read access includes get, ls, conflicts and watch; write access also put, rm, "
+        "transactions and resolve.",
+        "  p2psync grant alice --share photos --read-only\n"
+        "  p2psync grant alice --share family --collection shopping\n"
+        "  p2psync grant 4242 --share family --collection shopping    a uid without a user\n",
+    )
+    grant.add_argument("app", metavar="APP", help="the user (name or uid) whose apps it is for")
+    grant.add_argument("--share", metavar="NAME", required=True, help="the share")
+    grant.add_argument(
+        "--collection", metavar="NAME", help="only this collection (default: all of the share)"
+    )
+    grant.add_argument("--read-only", action="store_true", help="read and watch, never write")
+    revoke = command(
+        "revoke-grant",
+        cmd_revoke_grant,
+        "take back what the apps of a local user may do in a share",
+        "Without --collection every grant of that user on the share goes. Open connections of "
+        "its apps are refused from their next request.",
+        "  p2psync revoke-grant alice --share photos\n"
+        "  p2psync revoke-grant alice --share family --collection shopping\n",
+    )
+    revoke.add_argument("app", metavar="APP", help="the user (name or uid)")
+    revoke.add_argument("--share", metavar="NAME", required=True, help="the share")
+    revoke.add_argument("--collection", metavar="NAME", help="only the grant of this collection")
+    command(
+        "grants",
+        cmd_grants,
+        "list what the apps of local users may do",
+        f"{APPS_HELP} COLLECTION * means every collection of the share.",
+        "  p2psync grants\n  p2psync grants --json\n",
+    )
 
 
 def _positive(text: str) -> int:
@@ -360,4 +412,6 @@ def _hint(code: str) -> str:
         return " (journalctl -u p2psync shows what went wrong)"
     if code == "unknown_method":
         return " (the daemon is older than this command: upgrade it and restart it)"
+    if code == "forbidden":
+        return " (an admin of this device decides what apps may do: `p2psync grants`)"
     return ""

@@ -145,7 +145,24 @@ def _print_mapping(out: TextIO, found: Mapping[str, Any]) -> None:
 
 
 def _status_and_peers(client: Client) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    return client.call("status"), client.call("peers")
+    status = client.call("status")
+    return status, [] if _is_app(status) else client.call("peers")
+
+
+def _is_app(status: Mapping[str, Any]) -> bool:
+    """An app (not an admin) gets a reduced status and may not ask for peers."""
+    access = status.get("access")
+    return isinstance(access, Mapping) and access.get("admin") is False
+
+
+def _status_screen(
+    status: dict[str, Any],
+    peers: list[dict[str, Any]],
+    rates: Mapping[str, float] | None = None,
+) -> list[str]:
+    if _is_app(status):
+        return cli_format.app_status_lines(status)
+    return cli_format.status_lines(status, peers, rates)
 
 
 def cmd_status(c: Command) -> int:
@@ -153,8 +170,8 @@ def cmd_status(c: Command) -> int:
         return _watch_status(c)
     status, peers = _status_and_peers(c.client)
     return c.say(
-        {**status, "peers": peers},
-        lambda: write_lines(c.out, cli_format.status_lines(status, peers)),
+        status if _is_app(status) else {**status, "peers": peers},
+        lambda: write_lines(c.out, _status_screen(status, peers)),
     )
 
 
@@ -170,7 +187,7 @@ def _watch_status(c: Command) -> int:
                 c.out.write(compact({**status, "peers": peers}) + "\n")
             else:
                 heading = f"{time.strftime('%H:%M:%S')}  every {c.args.interval:g} s, Ctrl-C stops"
-                frame = [heading, "", *cli_format.status_lines(status, peers, rates)]
+                frame = [heading, "", *_status_screen(status, peers, rates)]
                 # Without a terminal (a log, a pipe), snapshots follow each other, blank-separated.
                 c.out.write(clear + "\n".join(frame) + ("\n" if clear else "\n\n"))
             c.out.flush()
@@ -394,3 +411,34 @@ def cmd_conflicts(c: Command) -> int:
             c.out.write("(more not shown: resolve these first, or ask for one collection)\n")
 
     return c.say(found, human)
+
+
+def cmd_grant(c: Command) -> int:
+    done = c.client.call(
+        "grant",
+        app=c.args.app,
+        share=c.args.share,
+        collection=c.args.collection,
+        read_only=c.args.read_only,
+    )
+    if done.get("note") and not c.json:  # what keeps the grant from working yet
+        sys.stderr.write(f"p2psync: note: {done['note']}\n")
+    return c.say(done, cli_format.granted_message(done))
+
+
+def cmd_revoke_grant(c: Command) -> int:
+    done = c.client.call(
+        "revoke_grant", app=c.args.app, share=c.args.share, collection=c.args.collection
+    )
+    lines = [
+        f"The apps of {cli_format.grant_app(g)} may no longer use {cli_format.grant_scope(g)}."
+        for g in done.get("removed") or []
+    ]
+    return c.say(done, lambda: write_lines(c.out, lines))
+
+
+def cmd_grants(c: Command) -> int:
+    found = c.client.call("grants")
+    if found.get("note") and not c.json:
+        sys.stderr.write(f"p2psync: note: {found['note']}\n")
+    return c.say(found, lambda: write_lines(c.out, cli_format.grants_table(found["grants"])))

@@ -467,3 +467,59 @@ def revoked_message(done: Mapping[str, Any]) -> str:
         "gets no new changes and its new writes are not accepted. To remove the data from it, "
         "delete its state directory on that device."
     )
+
+
+# grants -----------------------------------------------------------------------------------------
+
+NO_GRANTS = (
+    "no grants: only admins (root, the daemon's user, the control group) use this daemon; "
+    "see `p2psync grant --help`"
+)
+
+
+def grant_app(grant: Mapping[str, Any]) -> str:
+    """`alice (uid 1001)`, or `uid 4242` for a uid no user has."""
+    user = grant.get("user")
+    return f"{safe_text(user)} (uid {grant.get('uid')})" if user else f"uid {grant.get('uid')}"
+
+
+def grant_scope(grant: Mapping[str, Any]) -> str:
+    share = safe_text(grant.get("share"))
+    collection = grant.get("collection")
+    if collection is None:
+        return f"every collection of share {share}"
+    return f"collection {safe_text(collection)} of share {share}"
+
+
+def granted_message(grant: Mapping[str, Any]) -> str:
+    may = "read and watch" if grant.get("read_only") else "read, watch and write"
+    return f"The apps of {grant_app(grant)} may now {may} {grant_scope(grant)}."
+
+
+def grants_table(grants: Sequence[Mapping[str, Any]]) -> list[str]:
+    if not grants:
+        return [NO_GRANTS]
+    rows = [
+        [
+            safe_text(g.get("user") or "-"),
+            str(g.get("uid")),
+            safe_text(g.get("share")),
+            "*" if g.get("collection") is None else safe_text(g.get("collection")),
+            "read" if g.get("read_only") else "read-write",
+        ]
+        for g in grants
+    ]
+    return table(["USER", "UID", "SHARE", "COLLECTION", "ACCESS"], rows, right=[1])
+
+
+def app_status_lines(status: Mapping[str, Any]) -> list[str]:
+    """`p2psync status` for an app (not an admin): this device and what the app may do."""
+    access = status.get("access") or {}
+    device = str(status.get("device") or "?")
+    lines = [f"{safe_text(status.get('name') or 'this device')} ({device})"]
+    lines.append(f"  p2psync {safe_text(status.get('version') or '?')}")
+    who = grant_app(access)
+    lines.append(f"  you are an app here ({who}): you may use only what your grants allow")
+    grants = access.get("grants") or []
+    lines += ["", *(grants_table(grants) if grants else ["no grants: ask an admin of this device"])]
+    return lines

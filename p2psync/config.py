@@ -37,6 +37,9 @@ FALLBACK_DEVICE_NAME = "p2psync"
 # Timeouts beyond a day are a unit mistake (milliseconds written as seconds), not a wish.
 MAX_SECONDS = 86400
 MAX_INTERFACE_NAME = 15  # IFNAMSIZ - 1
+# With control.apps, every local user may connect: the kernel's word for each client's uid, and
+# the grants of that uid, decide what it may do (docs/threat-model.md says why).
+APPS_SOCKET_MODE = 0o666
 
 
 class ConfigError(Exception):
@@ -52,6 +55,7 @@ class Config:
     control_socket: Path
     control_mode: int
     control_group: str | None  # None: leave the socket with the daemon's own group
+    control_apps: bool  # other local users may connect, as apps limited to their grants
     listen: tuple[tuple[str, int], ...]  # (host, port); IPv6 hosts without brackets
     peers: tuple[tuple[str, int], ...]
     discovery_enabled: bool
@@ -64,6 +68,11 @@ class Config:
     # True when control.socket was not set and defaulted to <state_dir>/control.sock, so that a
     # state directory given later (apply_overrides) takes the socket along.
     socket_in_state_dir: bool = field(default=False, compare=False)
+
+    @property
+    def control_socket_mode(self) -> int:
+        """The socket's mode: open to every local user when apps may connect, else control.mode."""
+        return APPS_SOCKET_MODE if self.control_apps else self.control_mode
 
 
 @dataclass(frozen=True)
@@ -262,6 +271,7 @@ _KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "control.socket": ("control_socket", _absolute_path),
     "control.mode": ("control_mode", _file_mode),
     "control.group": ("control_group", _group),
+    "control.apps": ("control_apps", _boolean),
     "network.listen": (
         "listen",
         _list_of(
@@ -298,6 +308,7 @@ def _resolve(
         control_socket=control_socket or state_dir / CONTROL_SOCKET_NAME,
         control_mode=settings.get("control_mode", 0o660),
         control_group=settings.get("control_group", "p2psync"),
+        control_apps=settings.get("control_apps", False),
         listen=settings.get("listen", DEFAULT_LISTEN),
         peers=settings.get("peers", ()),
         discovery_enabled=settings.get("discovery_enabled", True),

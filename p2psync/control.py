@@ -9,7 +9,7 @@ the protocol is documented in docs/control-protocol.md.
 """
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from itertools import groupby
@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import trio
 
 from . import entry as entries
+from .control_access import ControlAccess
 from .control_api import (
     BAD_REQUEST,
     CONFLICT,
@@ -44,7 +45,6 @@ from .control_connection import (
     StartStream,
     error_line,
     json_line,
-    serve_connection,
 )
 from .control_socket import control_listener
 from .entry import Op
@@ -98,11 +98,17 @@ async def serve_control(
     group: str | None = "p2psync",
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Listen on `path` until cancelled; `task_status.started()` once clients can connect."""
+    """Listen on `path` until cancelled; `task_status.started()` once clients can connect.
+    Clients that are not admins (root, this user, members of `group`) are apps, held to their
+    grants (`control_access.py`)."""
     server = _Server(context)
+    access = ControlAccess(context.node, context, Path(path), group)
+    await access.load()
+    server.add_calls(access.calls)
     async with control_listener(Path(path), mode, group) as listener:
+        access.warn_if_apps_cannot_connect(mode)
         await trio.serve_listeners(
-            partial(serve_connection, server), [listener], task_status=task_status
+            partial(access.serve, server), [listener], task_status=task_status
         )
 
 
@@ -111,10 +117,13 @@ class _Watch:
     since: int
     collection: str | None
     share: str | None
+    # an app's watch: whether its grants let it read (share, collection), asked per change
+    covers: Callable[[str, str], bool] | None = None
 
     def wants(self, change: Change) -> bool:
         collection_wanted = self.collection in (None, change.op.collection)
-        return collection_wanted and self.share in (None, change.share)
+        wanted = collection_wanted and self.share in (None, change.share)
+        return wanted and (self.covers is None or self.covers(change.share, change.op.collection))
 
 
 class _Server:
@@ -145,6 +154,11 @@ class _Server:
             "watch": self.start_watch,
             "pair": self.start_pairing,
         }
+        self.methods = sorted([*self.calls, *self.writes, *self.streams])
+
+    def add_calls(self, calls: Mapping[str, Callable[[dict[str, Any]], Awaitable[Any]]]) -> None:
+        """Methods served elsewhere (`grant`, `revoke_grant`, `grants` of control_access.py)."""
+        self.calls.update(calls)
         self.methods = sorted([*self.calls, *self.writes, *self.streams])
 
     @property
@@ -286,8 +300,11 @@ class _Server:
         except ValueError as exc:  # an unreadable code or address
             raise RequestError(BAD_REQUEST, str(exc)) from None
 
-    async def start_watch(self, request: dict[str, Any]) -> tuple[dict[str, Any], Follow]:
-        """`watch` answers with its start position, then sends change events as they come."""
+    async def start_watch(
+        self, request: dict[str, Any], covers: Callable[[str, str], bool] | None = None
+    ) -> tuple[dict[str, Any], Follow]:
+        """`watch` answers with its start position, then sends change events as they come;
+        with `covers`, only the changes of the (share, collection) it allows."""
         since: int | None = param(request, "since", int, None)
         collection = collection_param(request) if request.get("collection") is not None else None
         share = share_param(request) if request.get("share") is not None else None
@@ -302,7 +319,7 @@ class _Server:
                 f"'since' must be between 0 and this daemon's last position {last}; a position "
                 "from another database is meaningless here: start again with since null",
             )
-        watch = _Watch(since, collection, share)
+        watch = _Watch(since, collection, share, covers)
         return {"position": since}, lambda send: self._send_changes(watch, send)
 
     async def _send_changes(self, watch: _Watch, send: Send) -> None:

@@ -28,6 +28,7 @@ NOT_FOUND = "not_found"
 TOO_LARGE = "too_large"
 CONFLICT = "conflict"
 PAIRING_FAILED = "pairing_failed"
+FORBIDDEN = "forbidden"  # an app asked for something outside its grants (access/grants.py)
 DISK_FULL = "disk_full"
 DISK_FULL_MESSAGE = (
     "the disk holding this device's database is full, so nothing was written; free some space "

@@ -119,3 +119,27 @@ def _give_to_group(socket_path: Path, group: str, shown_as: Path) -> None:
         log.warning(
             "cannot give %s to group %r (not a member); only this user can use it", shown_as, group
         )
+
+
+def why_others_cannot_connect(path: Path) -> str | None:
+    """Why users other than the socket's owner and group cannot connect to it, as advice; None
+    when they can (connect() needs write permission on the socket and search permission on every
+    directory above it)."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        if not mode & 0o002:
+            return (
+                f"other users cannot open {path} (mode {mode:04o}): set control.apps = true in "
+                "the daemon's configuration and restart it"
+            )
+        for directory in Path(os.path.abspath(path)).parents:
+            mode = stat.S_IMODE(os.stat(directory).st_mode)
+            if not mode & 0o001:
+                return (
+                    f"other users cannot reach {path}: its directory {directory} is mode "
+                    f"{mode:04o}; give it o+x (for the system service, RuntimeDirectoryMode=0751 "
+                    "via `systemctl edit p2psync`)"
+                )
+    except OSError as exc:
+        return f"cannot check who may open {path}: {exc.strerror or exc}"
+    return None

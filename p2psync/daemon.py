@@ -125,7 +125,7 @@ class Daemon:
                     serve_control,
                     self.config.control_socket,
                     self,
-                    mode=self.config.control_mode,
+                    mode=self.config.control_socket_mode,
                     group=self.config.control_group,
                 )
             )
@@ -521,6 +521,8 @@ class Daemon:
                 changes.append(f"peer {config.format_address(*address)}")
         if fresh.listen != self.config.listen:
             log.warning("network.listen changed; it takes effect at the next restart")
+        if fresh.control_socket_mode != self.config.control_socket_mode:
+            log.warning("control.apps or control.mode changed; it takes effect at the next restart")
         self.config = fresh
         log.info("configuration reloaded%s", f": {', '.join(changes)}" if changes else "")
         self.notifier.ready(self._status_line())

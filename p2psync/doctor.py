@@ -398,6 +398,8 @@ def run_doctor(socket_path: Path) -> list[Check]:
     try:
         with Client(socket_path) as client:
             status = client.call("status")
+            if _as_app(status):
+                return [reachable, _app_check(status)]
             peers = client.call("peers")
             nearby = _nearby(client)
     except ClientError as exc:
@@ -416,6 +418,25 @@ def run_doctor(socket_path: Path) -> list[Check]:
         ports.append(port_check(str(address), target, error))
     daemon, *rest = diagnose(status, peers, nearby)
     return [reachable, daemon, *ports, *rest]
+
+
+def _as_app(status: Mapping[str, Any]) -> bool:
+    access = status.get("access")
+    return isinstance(access, Mapping) and access.get("admin") is False
+
+
+def _app_check(status: Mapping[str, Any]) -> Check:
+    """An app (not an admin) may not see peers and the rest: say so instead of failing."""
+    access = status.get("access") or {}
+    user = access.get("user")
+    who = f"uid {access.get('uid')}" + (f" ({safe_text(user)})" if user else "")
+    grants = len(access.get("grants") or [])
+    return Check(
+        Level.INFO,
+        f"the daemon answers, but you are an app here ({who}, {grants} grant(s)): only its "
+        "admins can check peers, ports and discovery",
+        "run `p2psync doctor` as root or as a member of the daemon's control group",
+    )
 
 
 def _nearby(client: Client) -> list[Any] | None:

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,14 @@ from typing import Any
 import pytest
 import trio
 
-from p2psync import cli_commands, config
+from p2psync import cli_commands, cli_format, config
 from p2psync.cli import build_parser, default_socket_path, main
 from p2psync.cli_commands import CLEAR_SCREEN, parse_value
 from p2psync.pairing_words import WORDS
+from tests.apps import APP_UID, needs_root, run_cli_as
 from tests.daemons import DaemonProcess, running
 from tests.test_control import Served, conflicting_write, start_served
+from tests.test_control_access import AppsDaemon
 
 
 @pytest.fixture
@@ -716,3 +719,68 @@ async def test_status_shows_the_shares_of_a_daemon_that_has_them(
     )
     assert await trio.to_thread.run_sync(main, ["--socket", str(path), "status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["shares"] == shares
+
+
+# grants ----------------------------------------------------------------------------------------
+
+
+async def test_grant_grants_and_revoke_grant(run: Run) -> None:
+    assert await run.ok("grants") == cli_format.NO_GRANTS + "\n"
+    code, out, err = await run("grant", "nobody", "--share", "photos", "--read-only")
+    assert code == 0, err
+    assert out == (
+        "The apps of nobody (uid 65534) may now read and watch every collection of share photos.\n"
+    )
+    assert "note: other users cannot open" in err  # this socket is 0660: apps are not let in
+    await run.ok("grant", "4242", "--share", "family", "--collection", "shopping")
+    rows = [line.split() for line in (await run.ok("grants")).splitlines()]
+    assert rows == [
+        ["USER", "UID", "SHARE", "COLLECTION", "ACCESS"],
+        ["-", "4242", "family", "shopping", "read-write"],
+        ["nobody", "65534", "photos", "*", "read"],
+    ]
+    listed = json.loads(await run.ok("grants", "--json"))
+    assert listed["grants"][1] == {
+        "uid": 65534,
+        "user": "nobody",
+        "share": "photos",
+        "collection": None,
+        "read_only": True,
+    }
+    assert "note" in listed
+    shown = await run.ok("revoke-grant", "nobody", "--share", "photos")
+    assert (
+        shown
+        == "The apps of nobody (uid 65534) may no longer use every collection of share photos.\n"
+    )
+    code, _, err = await run("revoke-grant", "nobody", "--share", "photos")
+    assert code == 1 and "app uid 65534 (nobody) has no grant for share 'photos'" in err
+    code, _, err = await run("grant", "no-such-user-x", "--share", "photos")
+    assert code == 1 and "no user 'no-such-user-x' on this device" in err
+    code, _, err = await run("grant", "nobody")
+    assert code == 2 and "--share" in err
+    assert main(["grant", "--help"]) == 0
+    assert "p2psync grant alice --share photos --read-only" in run.capsys.readouterr().out
+
+
+@needs_root
+def test_an_app_gets_the_daemon_refused_exit_code_outside_its_grant() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as top:  # reachable for the app's uid
+        os.chmod(top, 0o755)
+        daemon = AppsDaemon(Path(top), "a")
+        with running(daemon):
+            daemon.call("put", collection="notes", key="a", value=1)
+            daemon.call("grant", app=APP_UID, share="default", collection="notes", read_only=True)
+            socket_args = ["--socket", str(daemon.socket_path)]
+            got = run_cli_as(APP_UID, *socket_args, "get", "notes", "a")
+            assert (got.returncode, got.stdout) == (0, "1\n"), got.stderr
+            put = run_cli_as(APP_UID, *socket_args, "put", "notes", "a", "2")
+            assert put.returncode == 1
+            assert f"app uid {APP_UID} may only read collection 'notes'" in put.stderr
+            assert "`p2psync grants`" in put.stderr
+            status = run_cli_as(APP_UID, *socket_args, "status")
+            assert status.returncode == 0, status.stderr
+            assert f"you are an app here (uid {APP_UID})" in status.stdout
+            assert "notes" in status.stdout
+            peers = run_cli_as(APP_UID, *socket_args, "peers")
+            assert peers.returncode == 1 and "only admins of this device may" in peers.stderr

@@ -37,7 +37,7 @@ def test_the_example_file_parses_to_the_defaults(env, euid):
 def test_the_defaults_shown_in_the_example_are_the_real_defaults():
     pinned_lines = re.compile(r"^#(?=\w+ = )", re.MULTILINE)
     text, pinned = pinned_lines.subn("", EXAMPLE.read_text())
-    assert pinned == 10
+    assert pinned == 11
     assert parse(text) == config.default_config(ROOT_ENV, 0, "kitchen")
 
 
@@ -57,6 +57,7 @@ def test_root_defaults_follow_the_filesystem_hierarchy():
     assert defaults.state_dir == Path("/var/lib/p2psync")
     assert defaults.control_socket == Path("/run/p2psync/control.sock")
     assert (defaults.control_mode, defaults.control_group) == (0o660, "p2psync")
+    assert (defaults.control_apps, defaults.control_socket_mode) == (False, 0o660)
     assert defaults.listen == (("0.0.0.0", 47100), ("::", 47100))
     assert (defaults.peers, defaults.discovery_enabled, defaults.discovery_interfaces) == (
         (),
@@ -127,6 +128,7 @@ def test_every_setting_is_read():
         socket = "/run/sync.sock"
         mode = "600"
         group = ""
+        apps = true
         [network]
         listen = ["127.0.0.1:0", "[::1]:47101"]
         peers = ["nas.lan:47100", "[fe80::1%eth0]:47100", "192.168.1.20:1"]
@@ -145,6 +147,7 @@ def test_every_setting_is_read():
     assert settings.state_dir == Path("/srv/p2psync")
     assert settings.control_socket == Path("/run/sync.sock")
     assert (settings.control_mode, settings.control_group) == (0o600, None)
+    assert settings.control_apps is True
     assert settings.listen == (("127.0.0.1", 0), ("::1", 47101))
     assert settings.peers == (("nas.lan", 47100), ("fe80::1%eth0", 47100), ("192.168.1.20", 1))
     assert (settings.discovery_enabled, settings.discovery_interfaces) == (
@@ -327,6 +330,7 @@ SETTINGS = {
         "peers",
     ),
     "discovery.enabled": (st.booleans(), bool, "discovery_enabled"),
+    "control.apps": (st.booleans(), bool, "control_apps"),
     "sync.idle_timeout": (seconds, lambda number: number, "idle_timeout"),
     "log.level": (st.sampled_from(config.LOG_LEVELS), str, "log_level"),
 }
@@ -364,6 +368,12 @@ def test_random_valid_files_give_exactly_their_settings(generated):
             assert got == want, attribute
         else:
             assert got == getattr(defaults, attribute), attribute
+
+
+def test_apps_open_the_socket_to_every_local_user_whatever_the_mode():
+    assert parse('[control]\nmode = "0600"\napps = true').control_socket_mode == 0o666
+    assert parse('[control]\nmode = "0640"\napps = false').control_socket_mode == 0o640
+    assert 'expected true or false' in error_of('[control]\napps = "yes"')
 
 
 # overrides

@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,9 @@ from p2psync.doctor import (
     run_doctor,
     trust_checks,
 )
+from tests.apps import APP_UID, needs_root, run_cli_as
 from tests.daemons import DaemonProcess, run_python_as_nobody, running
+from tests.test_control_access import AppsDaemon
 
 ROOT = Path(__file__).parent.parent
 SOCKET = Path("/run/p2psync/control.sock")
@@ -259,3 +262,20 @@ def test_a_revoked_device_and_a_copied_state_dir_are_named_with_advice() -> None
     assert "re-admit" in (revoked.advice or "")
     assert copied.level is Level.WARN and copied.message.startswith("Anna's iPad started twice")
     assert trust_checks({"revoked": [], "notices": []}) == []
+
+
+@needs_root
+def test_an_app_is_told_the_daemon_answers_and_that_the_full_check_is_for_admins() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as top:  # reachable for the app's uid
+        os.chmod(top, 0o755)
+        daemon = AppsDaemon(Path(top), "a")
+        with running(daemon):
+            daemon.call("grant", app=APP_UID, share="default", read_only=True)
+            checked = run_cli_as(APP_UID, "--socket", str(daemon.socket_path), "doctor", "--json")
+    assert checked.returncode == 0, checked.stderr
+    levels = {check["level"] for check in json.loads(checked.stdout)}
+    assert "fail" not in levels
+    assert any(
+        f"you are an app here (uid {APP_UID}, 1 grant(s))" in check["message"]
+        for check in json.loads(checked.stdout)
+    )

@@ -1,0 +1,364 @@
+"""Who may do what on the control socket: each connection's client, and this device's grants.
+
+It owns identifying the client of each connection (the kernel's credentials, once per
+connection), the grants (kept in the replica's SQLite meta table, so they survive restarts, and
+never synced: a uid means nothing on another device), the admin methods `grant`, `revoke_grant`
+and `grants`, and holding an app's connection to its grants: a request outside them is answered
+`forbidden` and never reaches its method, and the app's `watch` sends only the changes they
+cover. Grants are read at every request and every change a watch sends, so a revocation applies
+at once, to open connections too. Admin connections are served as they are. The rules are
+`access/grants.py`'s, what a request means is `control.py`'s; when in doubt this module refuses.
+"""
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol
+
+import trio
+
+from . import __version__
+from .access import credentials
+from .access.grants import (
+    Access,
+    Grant,
+    GrantError,
+    Peer,
+    app_label,
+    covered,
+    data_refusal,
+    decode_grants,
+    encode_grants,
+    grant_json,
+    make_grant,
+    method_access,
+    method_refusal,
+    parse_app,
+    scope_text,
+    watch_refusal,
+    with_grant,
+    without_grants,
+)
+from .control_api import BAD_REQUEST, FORBIDDEN, NOT_FOUND, RequestError, param, share_param
+from .control_connection import (
+    Dispatcher,
+    Follow,
+    StartStream,
+    error_line,
+    json_line,
+    serve_connection,
+)
+from .control_socket import why_others_cannot_connect
+from .entry import Op
+from .node import Node
+
+log = logging.getLogger("p2psync.control")  # the name control lines have always been logged under
+
+GRANTS_META_KEY = "control_grants"
+UNKNOWN_CLIENT = Peer(uid=-1, user=None, admin=False, identified=False)
+
+
+class Device(Protocol):
+    """What an app's `status` tells about this device."""
+
+    @property
+    def device_id(self) -> str: ...
+    @property
+    def device_name(self) -> str: ...
+
+
+class Served(Dispatcher, Protocol):
+    """The request dispatcher (`control._Server`), whose `watch` can be limited to what a
+    predicate of (share, collection) lets through."""
+
+    async def start_watch(
+        self, request: dict[str, Any], covers: Callable[[str, str], bool] | None = None
+    ) -> tuple[dict[str, Any], Follow]: ...
+
+
+class GrantBook:
+    """The grants of this device: in memory for the checks, in the meta table for restarts."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.grants: tuple[Grant, ...] = ()
+        self._changing = trio.Lock()  # each change starts from the one before it
+
+    async def load(self) -> None:
+        raw = await self.node.call(self.node.replica.store.get_meta, GRANTS_META_KEY)
+        if raw is None:
+            return
+        try:
+            self.grants = decode_grants(raw)
+        except GrantError as exc:
+            log.error(
+                "ignoring the stored grants (apps may do nothing till granted again): %s", exc
+            )
+
+    async def add(self, grant: Grant) -> None:
+        async with self._changing:
+            await self._save(with_grant(self.grants, grant))
+
+    async def remove(self, uid: int, share: str, collection: str | None) -> tuple[Grant, ...]:
+        async with self._changing:
+            kept, removed = without_grants(self.grants, uid, share, collection)
+            if removed:
+                await self._save(kept)
+            return removed
+
+    async def _save(self, grants: tuple[Grant, ...]) -> None:
+        await self.node.call(
+            self.node.replica.store.set_meta, GRANTS_META_KEY, encode_grants(grants)
+        )
+        self.grants = grants  # only once stored: an acknowledged grant survives a restart
+
+
+class ControlAccess:
+    """Identifies each connection's client and serves it as an admin or as an app."""
+
+    def __init__(
+        self, node: Node, device: Device, socket_path: Path, admin_group: str | None
+    ) -> None:
+        self.book = GrantBook(node)
+        self.device = device
+        self.socket_path = socket_path
+        self.admin_group = admin_group
+        self.calls = {
+            "grant": self._grant,
+            "revoke_grant": self._revoke_grant,
+            "grants": self._grants,
+        }
+
+    @property
+    def grants(self) -> tuple[Grant, ...]:
+        return self.book.grants
+
+    async def load(self) -> None:
+        await self.book.load()
+
+    def warn_if_apps_cannot_connect(self, mode: int) -> None:
+        """At start, when the socket is open to apps (mode o+rw) but they still cannot use it."""
+        if mode & 0o006 != 0o006:
+            return
+        reason = why_others_cannot_connect(self.socket_path)
+        if reason:
+            log.warning("control.apps is on, but %s", reason)
+        if credentials.uids_hidden():
+            log.warning(
+                "control.apps is on, but this daemon runs in a user namespace that hides other "
+                "users (systemd's PrivateUsers=yes), so no app can be told apart and no grant "
+                "applies; set PrivateUsers=no (`systemctl edit p2psync`)"
+            )
+
+    async def serve(self, server: Served, stream: trio.SocketStream) -> None:
+        """Serve one connection as what its client is; never raises."""
+        peer, admins = await self._identify(stream)
+        if peer.admin:
+            await serve_connection(server, stream)
+        else:
+            await serve_connection(_AppConnection(server, peer, admins, self), stream)
+
+    async def _identify(self, stream: trio.SocketStream) -> tuple[Peer, str]:
+        try:
+            found = credentials.peer_credentials(stream.socket)
+            peer, admins = await trio.to_thread.run_sync(
+                self._lookup, found, abandon_on_cancel=True
+            )
+        except Exception as exc:  # whoever we cannot identify gets nothing but `id`
+            log.warning("cannot identify a control client, serving it as an app: %s", exc)
+            return UNKNOWN_CLIENT, "root and members of the control group"
+        log.debug(
+            "control client pid %s uid %s (%s): %s",
+            peer.pid,
+            peer.uid,
+            peer.user or "?",
+            "admin" if peer.admin else "app",
+        )
+        return peer, admins
+
+    def _lookup(self, found: credentials.Credentials) -> tuple[Peer, str]:
+        """In a thread: the user and group databases may be slow (NSS over the network). Who
+        the admins are is looked up for apps only, to say so when they are refused."""
+        peer = credentials.identify(found, self.admin_group)
+        return peer, "" if peer.admin else credentials.admins_text(self.admin_group)
+
+    def app_status(self, peer: Peer) -> dict[str, Any]:
+        """`status` for an app: this device's public identity, and what the app may do."""
+        own = [grant_json(g, peer.user) for g in self.grants if g.uid == peer.uid]
+        return {
+            "device": self.device.device_id,
+            "name": self.device.device_name,
+            "version": __version__,
+            "access": {
+                "admin": False,
+                "uid": peer.uid,
+                "user": peer.user,
+                "identified": peer.identified,
+                "grants": own if peer.identified else [],
+            },
+        }
+
+    # admin methods ----------------------------------------------------------------------------
+
+    async def _grant(self, request: dict[str, Any]) -> dict[str, Any]:
+        share: str = param(request, "share", str)
+        collection: str | None = param(request, "collection", str, None)
+        read_only: bool = param(request, "read_only", bool, False)
+        uid, user = await self._app(request)
+        if uid in (0, os.geteuid()):
+            raise RequestError(
+                BAD_REQUEST,
+                f"{app_label(uid, user)} is root or the daemon's own user, always an admin here: "
+                "it may do everything already",
+            )
+        if not credentials.uid_visible(uid):
+            raise RequestError(
+                BAD_REQUEST,
+                f"this daemon cannot see {app_label(uid, user)}: it runs in a user namespace "
+                "that maps only some users (systemd's PrivateUsers=yes); set PrivateUsers=no "
+                "(`systemctl edit p2psync`) and grant again",
+            )
+        try:
+            grant = make_grant(uid, share, collection, read_only)
+        except GrantError as exc:
+            raise RequestError(BAD_REQUEST, str(exc)) from None
+        await self.book.add(grant)
+        log.info(
+            "granted %s %s access to %s",
+            app_label(uid, user),
+            "read-only" if read_only else "read-write",
+            grant.scope(),
+        )
+        return {**grant_json(grant, user), "note": await self._note(uid, user)}
+
+    async def _note(self, uid: int, user: str | None) -> str | None:
+        """What keeps a new grant from working yet, if anything."""
+        if await trio.to_thread.run_sync(credentials.user_is_admin, uid, self.admin_group):
+            return (
+                f"{app_label(uid, user)} is an admin of this device (a member of its control "
+                "group), so it may do everything; the grant applies once it is not"
+            )
+        return why_others_cannot_connect(self.socket_path)
+
+    async def _revoke_grant(self, request: dict[str, Any]) -> dict[str, Any]:
+        share: str = param(request, "share", str)
+        collection: str | None = param(request, "collection", str, None)
+        uid, user = await self._app(request)
+        removed = await self.book.remove(uid, share, collection)
+        if not removed:
+            message = f"{app_label(uid, user)} has no grant for {scope_text(share, collection)}"
+            if any(g.uid == uid and g.share == share for g in self.grants):
+                message += (
+                    "; its grant covers the whole share: revoke that (without a collection) "
+                    "and grant the collections to keep"
+                )
+            raise RequestError(NOT_FOUND, message)
+        for grant in removed:
+            log.info("revoked the grant of %s to %s", app_label(uid, user), grant.scope())
+        return {"removed": [grant_json(g, user) for g in removed]}
+
+    async def _grants(self, request: dict[str, Any]) -> dict[str, Any]:
+        grants = self.grants
+        uids = {g.uid for g in grants}
+        names = await trio.to_thread.run_sync(
+            lambda: {uid: credentials.user_name(uid) for uid in uids}, abandon_on_cancel=True
+        )
+        return {
+            "grants": [grant_json(g, names[g.uid]) for g in grants],
+            "note": why_others_cannot_connect(self.socket_path) if grants else None,
+        }
+
+    async def _app(self, request: dict[str, Any]) -> tuple[int, str | None]:
+        if request.get("app") is None:
+            raise RequestError(BAD_REQUEST, "missing parameter 'app' (a user name or a uid)")
+        try:
+            app = parse_app(request["app"])
+            return await trio.to_thread.run_sync(credentials.find_user, app, abandon_on_cancel=True)
+        except GrantError as exc:
+            raise RequestError(BAD_REQUEST, str(exc)) from None
+        except LookupError as exc:
+            raise RequestError(NOT_FOUND, str(exc)) from None
+
+
+class _AppConnection:
+    """The dispatcher of an app's connection: the server's methods, each held to the app's
+    grants before it runs."""
+
+    def __init__(self, server: Served, peer: Peer, admins: str, access: ControlAccess) -> None:
+        self.server = server
+        self.peer = peer
+        self.admins = admins
+        self.access = access
+        self.calls: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = server.calls
+        self.methods = server.methods
+        self.writes: dict[str, Callable[[dict[str, Any]], list[Op]]] = {
+            method: partial(self._write, method) for method in server.writes
+        }
+        self.streams: dict[str, StartStream] = {
+            method: partial(self._stream, method) for method in server.streams
+        }
+
+    @property
+    def node(self) -> Node:
+        return self.server.node
+
+    async def answer(self, request_id: Any, method: str, request: dict[str, Any]) -> bytes:
+        try:
+            self._check_call(method, request)
+        except RequestError as exc:
+            return error_line(request_id, exc.code, exc.message)
+        if method == "status":
+            status = self.access.app_status(self.peer)
+            return json_line({"id": request_id, "ok": True, "result": status})
+        return await self.server.answer(request_id, method, request)
+
+    def _check_call(self, method: str, request: dict[str, Any]) -> None:
+        self._check_method(method)
+        kind = method_access(method)
+        if kind not in (Access.READ, Access.WRITE):
+            return
+        collection = request.get("collection")
+        if collection is not None and not isinstance(collection, str):
+            return  # the method answers bad_request before it reads anything
+        self._check_data(share_param(request), collection, write=kind is Access.WRITE)
+
+    def _check_method(self, method: str) -> None:
+        refusal = method_refusal(self.peer, method, self.admins)
+        if refusal is not None:
+            raise RequestError(FORBIDDEN, refusal)
+
+    def _check_data(self, share: str, collection: str | None, *, write: bool) -> None:
+        refusal = data_refusal(self.peer, self.access.grants, share, collection, write=write)
+        if refusal is not None:
+            raise RequestError(FORBIDDEN, refusal)
+
+    def _write(self, method: str, request: dict[str, Any]) -> list[Op]:
+        """Every op of a write must be covered by a grant that is not read-only."""
+        self._check_method(method)
+        ops = self.server.writes[method](request)
+        share = share_param(request)
+        for index, op in enumerate(ops):
+            try:
+                self._check_data(share, op.collection, write=True)
+            except RequestError as exc:
+                if method == "transaction":
+                    raise RequestError(exc.code, f"ops[{index}]: {exc.message}") from None
+                raise
+        return ops
+
+    async def _stream(self, method: str, request: dict[str, Any]) -> tuple[dict[str, Any], Follow]:
+        self._check_method(method)
+        if method != "watch":  # a stream for apps that nobody taught this module to filter
+            raise RequestError(FORBIDDEN, f"{self.peer} may not use {method!r}")
+        share = share_param(request) if request.get("share") is not None else None
+        collection = request.get("collection")
+        if collection is None or isinstance(collection, str):
+            refusal = watch_refusal(self.peer, self.access.grants, share, collection)
+            if refusal is not None:
+                raise RequestError(FORBIDDEN, refusal)
+        return await self.server.start_watch(request, covers=self._may_read)
+
+    def _may_read(self, share: str, collection: str) -> bool:
+        return covered(self.peer, self.access.grants, share, collection, write=False)
