@@ -53,6 +53,7 @@ from .control_connection import (
 from .control_socket import why_others_cannot_connect
 from .entry import Op
 from .node import Node
+from .shares.rules import unknown_share
 
 log = logging.getLogger("p2psync.control")  # the name control lines have always been logged under
 
@@ -224,6 +225,8 @@ class ControlAccess:
             grant = make_grant(uid, share, collection, read_only)
         except GrantError as exc:
             raise RequestError(BAD_REQUEST, str(exc)) from None
+        if not await self.book.node.call(self.book.node.replica.holds, share):
+            raise RequestError(NOT_FOUND, str(unknown_share(share)))
         await self.book.add(grant)
         log.info(
             "granted %s %s access to %s",

@@ -726,12 +726,16 @@ async def test_status_shows_the_shares_of_a_daemon_that_has_them(
 
 async def test_grant_grants_and_revoke_grant(run: Run) -> None:
     assert await run.ok("grants") == cli_format.NO_GRANTS + "\n"
+    await run.ok("share", "create", "photos")
     code, out, err = await run("grant", "nobody", "--share", "photos", "--read-only")
     assert code == 0, err
     assert out == (
         "The apps of nobody (uid 65534) may now read and watch every collection of share photos.\n"
     )
     assert "note: other users cannot open" in err  # this socket is 0660: apps are not let in
+    code, _, err = await run("grant", "4242", "--share", "family", "--collection", "shopping")
+    assert code == 1 and "no share 'family'" in err
+    await run.ok("share", "create", "family")
     await run.ok("grant", "4242", "--share", "family", "--collection", "shopping")
     rows = [line.split() for line in (await run.ok("grants")).splitlines()]
     assert rows == [

@@ -58,6 +58,8 @@ ADMIN_METHODS = frozenset(
         "share_add",
         "share_remove",
         "share_leave",
+        "share_list",
+        "share_show",
     }
 )
 
