@@ -40,6 +40,13 @@ class Household:
     def device_id(self) -> str:
         return self.node.replica.device_id
 
+    @property
+    def members(self) -> dict[str, Any]:
+        return {d.device_id: d for d in self.node.replica.devices()}
+
+    def peer_state(self, device_id: str) -> tuple[None, bool]:
+        return None, False  # no peers here: every other member is offline
+
     async def status(self) -> dict[str, Any]:
         if self.status_error is not None:
             raise self.status_error
