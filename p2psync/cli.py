@@ -44,7 +44,7 @@ from .cli_commands import (
     cmd_watch,
 )
 from .cli_format import DEFAULT_SHARE
-from .cli_shares import add_share_command
+from .cli_shares import DEVICE_HELP, add_share_command
 from .client import Client, ClientError, ControlError, DaemonNotRunning
 
 ENV_SOCKET = "P2PSYNC_SOCKET"
@@ -187,8 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Membership is household-wide: revoke and forget are the same, and every device "
             "stops syncing with it. The removed device keeps the records it already has but "
             "gets no new changes.",
-            f"  p2psync {name} TPSDW-QVCLZ-3WFQ7-ENPPE-JYSJU-YEKOD-6PFNI\n",
-        ).add_argument("device", metavar="DEVICE", help="device id (see `p2psync peers`)")
+            f"  p2psync {name} 'Anna laptop'\n"
+            f"  p2psync {name} TPSDW    (the short id `peers` shows)\n",
+        ).add_argument("device", metavar="DEVICE", help=DEVICE_HELP)
     status = command(
         "status",
         cmd_status,

@@ -34,6 +34,7 @@ from .daemon_setup import (
     setup_logging,
     state_lock,
 )
+from .device_names import find_device
 from .discovery import Discovery, Found
 from .node import Node
 from .pairing import PairingResult
@@ -491,7 +492,8 @@ class Daemon:
         return next((d for d in devices if d.device_id == device_id), None)
 
     async def revoke(self, device_id: str) -> dict[str, Any]:
-        device_id = identity.parse_device_id(device_id)
+        devices = await self.node.call(self.node.replica.devices)
+        device_id = find_device(device_id, {d.device_id: d.name for d in devices})
         device = await self._member(device_id)
         if device is None:
             raise LookupError(f"no device {device_id} in this household")

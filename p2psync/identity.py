@@ -51,9 +51,14 @@ def device_id_from_public_key(raw: bytes) -> str:
     return _group(body + _check_character(body))
 
 
+def compact_id(text: str) -> str:
+    """A typed id (or part of one) as bare base32: case, spaces, dashes and look-alikes undone."""
+    return text.translate(_SEPARATORS).upper().translate(_LOOKALIKES)
+
+
 def parse_device_id(text: str) -> str:
     """Canonical form of a device id typed by a person: case, spaces and dashes do not matter."""
-    compact = text.translate(_SEPARATORS).upper().translate(_LOOKALIKES)
+    compact = compact_id(text)
     strangers = sorted({c for c in compact if c not in ALPHABET})
     if strangers:
         shown = ", ".join(repr(c) for c in strangers)

@@ -493,7 +493,9 @@ async def test_pair_join_status_and_revoke_between_real_daemons(tmp_path: Path) 
         assert shown.startswith(f"a ({inviter.device_id})\n")
         assert re.search(rf"\nb +{joiner.device_id[:5]} ", shown)
 
-        revoked = await run_cli(inviter, "revoke", joiner.device_id)
+        unknown = await run_cli(inviter, "revoke", "c")
+        assert unknown.returncode == 1 and "the devices are: a (" in unknown.stderr.decode()
+        revoked = await run_cli(inviter, "revoke", joiner.device_id[:5].lower())  # the short id
         assert revoked.returncode == 0
         assert f"Revoked b ({joiner.device_id})" in revoked.stdout.decode()
         assert "keeps its copy" in revoked.stdout.decode()

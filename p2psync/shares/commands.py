@@ -9,9 +9,9 @@ of its own: who may do what is `members.py` and `rules.py`.
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .. import identity
 from ..control_api import BAD_REQUEST, NOT_FOUND, RequestError, param
 from ..daemon_status import count_missing
+from ..device_names import find_device
 from ..membership import DeviceRecord
 from ..node import Node
 from .members import ShareNameError, check_share_name
@@ -145,14 +145,12 @@ class ShareCommands:
         return share, device_id
 
     def _find_device(self, text: str) -> str:
-        """A device id in any spelling, or a device name when exactly one device has it."""
-        named = [d for d, r in self.context.members.items() if r.name == text]
-        if len(named) == 1:
-            return named[0]
+        """A device by its name, short id, id prefix or whole id (see device_names)."""
+        named = {d: r.name for d, r in self.context.members.items()}
         try:
-            return identity.parse_device_id(text)
-        except identity.InvalidDeviceId:
-            raise RequestError(NOT_FOUND, f"no device {text!r} in this household") from None
+            return find_device(text, named)
+        except LookupError as exc:
+            raise RequestError(NOT_FOUND, str(exc)) from None
 
     def _name(self, device_id: str) -> str:
         record = self.context.members.get(device_id)
