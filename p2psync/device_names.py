@@ -71,4 +71,5 @@ def _ambiguous(text: str, candidates: list[str], devices: Mapping[str, str]) -> 
 def _known(devices: Mapping[str, str]) -> str:
     if not devices:
         return ""
-    return "; the devices are: " + ", ".join(describe(d, devices) for d in sorted(devices))
+    listed = sorted(devices, key=lambda d: (devices[d].casefold(), d))
+    return "; the devices are: " + ", ".join(describe(d, devices) for d in listed)
