@@ -54,15 +54,20 @@ def default_socket_path(env: Mapping[str, str] = os.environ, euid: int | None = 
         return Path(env[ENV_SOCKET])
     euid = os.geteuid() if euid is None else euid
     try:
-        found = config.load_config_file(
-            config.find_config_path(env, euid), env=env, euid=euid, hostname=""
-        )
+        try:
+            found = config.load_config_file(
+                config.find_config_path(env, euid), env=env, euid=euid, hostname=""
+            )
+        except config.ConfigError:
+            # A daemon refuses a broken file on reload and keeps running where it was, most
+            # likely where the defaults put it: where `systemctl reload` must reach it to be told
+            found = config.default_config(env, euid, hostname="")
         own = config.apply_overrides(
             found,
             state_dir=env.get(config.ENV_STATE_DIR),
             control_socket=env.get(config.ENV_CONTROL_SOCKET),
         ).control_socket
-    except config.ConfigError:  # the daemon would say what is wrong; we fall back to the system
+    except config.ConfigError:  # not even the defaults resolve (no HOME): the system's, then
         return config.SYSTEM_CONTROL_SOCKET
     return own if own.exists() else config.SYSTEM_CONTROL_SOCKET
 

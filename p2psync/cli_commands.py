@@ -136,7 +136,9 @@ def cmd_revoke(c: Command) -> int:
 
 def cmd_reload(c: Command) -> int:
     done = c.client.call("reload")
-    return c.say(done, lambda: _print_mapping(c.out, done))
+    c.say(done, lambda: _print_mapping(c.out, done))
+    # `systemctl reload` runs this command: a refused config file must fail it
+    return EXIT_OK if done.get("reloaded", True) else EXIT_FAILED
 
 
 def _print_mapping(out: TextIO, found: Mapping[str, Any]) -> None:

@@ -99,7 +99,8 @@ def test_default_socket_path(tmp_path: Path) -> None:
     overridden = {**user, "P2PSYNC_CONTROL_SOCKET": str(configured)}
     assert default_socket_path(overridden, 1000) == configured
     broken = {**user, "P2PSYNC_CONFIG": str(tmp_path / "missing.toml")}
-    assert default_socket_path(broken, 1000) == system
+    assert default_socket_path(broken, 1000) == own, "a broken config: where the defaults put it"
+    assert default_socket_path({"P2PSYNC_CONFIG": "/missing.toml"}, 1000) == system  # no HOME
 
 
 def test_values_are_json_or_else_text() -> None:
