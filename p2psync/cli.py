@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from . import config
+from . import __version__, config
 from .cli_commands import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -41,6 +41,13 @@ from .cli_commands import (
     cmd_watch,
 )
 from .cli_format import DEFAULT_SHARE
+from .cli_setup import (
+    add_daemon_verbosity_options,
+    add_setup_commands,
+    add_verbosity_options,
+    daemon_log_level,
+    is_verbose,
+)
 from .cli_shares import add_share_command
 from .client import Client, ClientError, ControlError, DaemonNotRunning
 
@@ -75,6 +82,7 @@ def default_socket_path(env: Mapping[str, str] = os.environ, euid: int | None = 
 def cmd_daemon(args: argparse.Namespace) -> int:
     from .daemon import main as daemon_main  # the daemon's imports are not the CLI's business
 
+    args.log_level = daemon_log_level(args)
     return daemon_main(args)
 
 
@@ -126,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="print JSON for programs (one object per line for ls and watch)",
     )
+    add_verbosity_options(common)
     parser = argparse.ArgumentParser(
         prog="p2psync",
         parents=[common],
@@ -133,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Peer-to-peer sync of records between the devices of a household.",
     )
+    parser.add_argument("--version", action="version", version=f"p2psync {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(
@@ -162,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--config", metavar="FILE", help="configuration file")
     daemon.add_argument("--state-dir", metavar="DIR", help="where keys and the database live")
     daemon.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error")
+    add_daemon_verbosity_options(daemon)
     daemon.set_defaults(daemon=True)
 
     command("id", cmd_id, "show this device's id and name")
@@ -300,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     conflicts = command("conflicts", cmd_conflicts, "list records with conflicting versions")
     conflicts.add_argument("collection", metavar="COLLECTION", nargs="?")
     add_share_option(conflicts)
+    add_setup_commands(commands)
     return parser
 
 
@@ -337,7 +349,11 @@ def main(argv: list[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     if getattr(args, "daemon", False):
         return cmd_daemon(args)
+    if getattr(args, "without_daemon", None):  # install-service, completion, man
+        return int(args.without_daemon(args))
     path = Path(getattr(args, "socket", None) or default_socket_path())
+    if is_verbose(args):
+        print(f"p2psync: control socket {path}", file=sys.stderr)
     try:
         with Client(path) as client:
             return int(args.run(Command(client, args, sys.stdout)))

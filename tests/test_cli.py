@@ -715,3 +715,30 @@ async def test_status_shows_the_shares_of_a_daemon_that_has_them(
     )
     assert await trio.to_thread.run_sync(main, ["--socket", str(path), "status", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["shares"] == shares
+
+
+# --version, -q and -v -------------------------------------------------------------------------
+
+
+def test_version_is_the_packages_one_source(capsys: pytest.CaptureFixture[str]) -> None:
+    from p2psync import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"p2psync {__version__}\n"
+
+
+async def test_quiet_leaves_out_confirmations_but_not_answers(run: Run) -> None:
+    assert await run.ok("-q", "put", "notes", "a", "1") == ""
+    assert await run.ok("put", "notes", "b", "2", "--quiet") == ""
+    assert await run.ok("-q", "get", "notes", "a") == "1\n", "what was asked for is printed"
+    assert json.loads(await run.ok("-q", "--json", "rm", "notes", "b"))["position"] > 0
+    assert await run.ok("-q", "rm", "notes", "a") == ""
+    code, out, err = await run("-q", "get", "notes", "missing")
+    assert code == 1 and out == "" and "no record notes/missing" in err, "errors are never left out"
+
+
+async def test_verbose_names_the_control_socket_and_the_last_of_q_and_v_wins(run: Run) -> None:
+    code, out, err = await run("-v", "get", "notes", "missing")
+    assert code == 1 and f"p2psync: control socket {run.served.path}\n" in err
+    code, out, err = await run("-v", "put", "notes", "a", "1", "-q")
+    assert (code, out) == (0, "") and "control socket" not in err
