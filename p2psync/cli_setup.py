@@ -154,11 +154,11 @@ def cmd_install_service(args: argparse.Namespace) -> int:
     )
     extras: list[tuple[str, bytes]] = []
     if args.completion or args.man:
-        root = _documented()
+        documented = _documented()
         if args.completion:
-            extras += [(shell, completion_script(shell, root).encode()) for shell in SHELLS]
+            extras += [(shell, completion_script(shell, documented).encode()) for shell in SHELLS]
         if args.man:
-            extras.append(("man", man_page(root, __version__).encode()))
+            extras.append(("man", man_page(documented, __version__).encode()))
     program = install_service.running_program(sys.argv[0], sys.executable)
     items = install_service.plan(
         user=args.user, places=places, home=home, program=program, extras=extras

@@ -112,14 +112,17 @@ def unit_program(unit: bytes, home: Path) -> Path:
 
 
 def drop_in(program: Path, unit_default: Path) -> bytes:
+    # systemd splits a command line at spaces, except inside double quotes
+    command = f'"{program}"' if " " in str(program) else str(program)
     return (
-        f"{DROP_IN_MARKER.decode()}: the unit runs {unit_default}, and this installation's\n"
-        f"# program is {program}. Run it again after moving p2psync.\n"
+        f"{DROP_IN_MARKER.decode()}:\n"
+        f"# the unit runs {unit_default}, this installation's program is {program}.\n"
+        "# Run it again after moving p2psync.\n"
         "[Service]\n"
         "ExecStart=\n"
-        f"ExecStart={program} daemon\n"
+        f"ExecStart={command} daemon\n"
         "ExecReload=\n"
-        f"ExecReload={program} reload\n"
+        f"ExecReload={command} reload\n"
     ).encode()
 
 
@@ -192,8 +195,10 @@ class Installer:
         reloaded = units_changed and self._daemon_reload()
         if not changed and not any(ran):
             self.say("nothing changed: everything was already installed")
-        elif units_changed and not reloaded:
-            self.say(f"then: {self._systemctl()} daemon-reload")
+        elif units_changed and not reloaded and self.root == Path("/"):
+            self.say(
+                f"then: {self._systemctl()} daemon-reload"
+            )  # an image's systemd reads them at boot
         return bool(changed) or any(ran)
 
     def _install(self, item: Item) -> bool:

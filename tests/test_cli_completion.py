@@ -62,7 +62,7 @@ def test_the_bash_script_is_valid_bash(root: CommandDoc, tmp_path: Path) -> None
 
 @needs_bash
 def test_bash_completes_commands_subcommands_and_options(root: CommandDoc, tmp_path: Path) -> None:
-    assert TOP_LEVEL <= set(bash_complete(root, tmp_path, "p2psync", ""))
+    assert set(bash_complete(root, tmp_path, "p2psync", "")) >= TOP_LEVEL
     assert bash_complete(root, tmp_path, "p2psync", "sta") == ["status"]
     assert bash_complete(root, tmp_path, "p2psync", "share", "") == [
         "create", "add", "remove", "leave", "list", "show",
@@ -137,7 +137,7 @@ def test_zsh_completes_commands_with_their_help_and_options(
 ) -> None:
     offered = zsh_complete(root, tmp_path, "p2psync", "")
     assert "status:show this device, its peers and how far behind they are" in offered
-    assert TOP_LEVEL <= {line.split(":")[0] for line in offered}
+    assert {line.split(":")[0] for line in offered} >= TOP_LEVEL
     shares = zsh_complete(root, tmp_path, "p2psync", "--socket", "/s", "share", "")
     assert [line.split(":")[0] for line in shares] == [
         "create", "add", "remove", "leave", "list", "show",
@@ -176,7 +176,7 @@ def test_the_fish_script_parses(root: CommandDoc, tmp_path: Path) -> None:
 def test_fish_completes_commands_subcommands_options_and_files(
     root: CommandDoc, tmp_path: Path
 ) -> None:
-    assert TOP_LEVEL <= set(fish_complete(root, tmp_path, "p2psync "))
+    assert set(fish_complete(root, tmp_path, "p2psync ")) >= TOP_LEVEL
     assert fish_complete(root, tmp_path, "p2psync --socket /s sh") == ["share"]
     assert set(fish_complete(root, tmp_path, "p2psync share ")) == {
         "create", "add", "remove", "leave", "list", "show",

@@ -1,6 +1,7 @@
 """The walk of the parser and the man page made from it: every command is there, with its
 options, and the page is roff that groff reads without a warning."""
 
+import argparse
 import shutil
 import subprocess
 
@@ -27,8 +28,12 @@ def test_the_walk_finds_every_command_and_subcommand(root: CommandDoc) -> None:
     for expected in [("daemon",), ("put",), ("share",), ("share", "add"), ("install-service",)]:
         assert expected in paths
     # the same as argparse itself knows, at both levels
-    top = build_parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
-    assert {path[0] for path in paths if path} == set(top)
+    (commands,) = [
+        action
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+    ]
+    assert {path[0] for path in paths if path} == set(commands.choices)
 
 
 def test_options_arguments_and_what_their_values_are(root: CommandDoc) -> None:
