@@ -148,7 +148,7 @@ DESCRIPTION = (
 )
 OPTIONS_INTRO = (
     "Options of p2psync itself. --socket, --json, -q and -v are also taken by every command that "
-    "talks to the daemon, after its name (-q and -v by install-service too); -q leaves out the "
+    "talks to the daemon, after its name (-q by install-service too); -q leaves out the "
     "lines that only confirm what a command did."
 )
 SEE_ALSO = "systemctl(1), journalctl(1), systemd.service(5), sysusers.d(5)"

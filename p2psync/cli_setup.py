@@ -90,7 +90,10 @@ def add_setup_commands(
         epilog=INSTALL_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_verbosity_options(install)
+    install.add_argument(
+        "-q", "--quiet", dest="verbosity", action="store_const", const=QUIET,
+        default=argparse.SUPPRESS, help="print only warnings and errors",
+    )  # fmt: skip
     install.add_argument(
         "--user", action="store_true", help="install the per-user service (for you alone)"
     )
