@@ -5,6 +5,8 @@ socket to use, and the mapping of errors to exit codes: 0 ok, 1 the daemon refus
 daemon. What each subcommand asks the daemon and prints is `cli_commands.py`'s. It never opens the
 database or the network itself, and `p2psync daemon` only hands over to `daemon.main`.
 The `share` command's parser and help are `cli_shares.py`'s, beside what its subcommands do.
+The commands that need no daemon (install-service, completion, man) and -q/-v are
+`cli_setup.py`'s.
 """
 
 import argparse

@@ -177,6 +177,8 @@ def run_command(command: list[str]) -> subprocess.CompletedProcess[str]:
 
 @dataclass
 class Installer:
+    """Puts planned items in place under `root`, says each step, runs what follows them."""
+
     root: Path
     dry_run: bool
     say: Callable[[str], None]
@@ -196,9 +198,8 @@ class Installer:
         if not changed and not any(ran):
             self.say("nothing changed: everything was already installed")
         elif units_changed and not reloaded and self.root == Path("/"):
-            self.say(
-                f"then: {self._systemctl()} daemon-reload"
-            )  # an image's systemd reads them at boot
+            # (not for an image under --root: its systemd reads the units when it boots)
+            self.say(f"then: {self._systemctl()} daemon-reload")
         return bool(changed) or any(ran)
 
     def _install(self, item: Item) -> bool:
