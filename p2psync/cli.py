@@ -5,6 +5,8 @@ socket to use, and the mapping of errors to exit codes: 0 ok, 1 the daemon refus
 daemon. What each subcommand asks the daemon and prints is `cli_commands.py`'s. It never opens the
 database or the network itself, and `p2psync daemon` only hands over to `daemon.main`.
 The `share` command's parser and help are `cli_shares.py`'s, beside what its subcommands do.
+The commands that need no daemon (install-service, completion, man) and -q/-v are
+`cli_setup.py`'s.
 """
 
 import argparse
@@ -13,7 +15,7 @@ import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from . import config
+from . import __version__, config
 from .cli_commands import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -44,6 +46,13 @@ from .cli_commands import (
     cmd_watch,
 )
 from .cli_format import DEFAULT_SHARE
+from .cli_setup import (
+    add_daemon_verbosity_options,
+    add_setup_commands,
+    add_verbosity_options,
+    daemon_log_level,
+    is_verbose,
+)
 from .cli_shares import DEVICE_HELP, add_share_command
 from .client import Client, ClientError, ControlError, DaemonNotRunning
 
@@ -57,15 +66,20 @@ def default_socket_path(env: Mapping[str, str] = os.environ, euid: int | None = 
         return Path(env[ENV_SOCKET])
     euid = os.geteuid() if euid is None else euid
     try:
-        found = config.load_config_file(
-            config.find_config_path(env, euid), env=env, euid=euid, hostname=""
-        )
+        try:
+            found = config.load_config_file(
+                config.find_config_path(env, euid), env=env, euid=euid, hostname=""
+            )
+        except config.ConfigError:
+            # A daemon refuses a broken file on reload and keeps running where it was, most
+            # likely where the defaults put it: where `systemctl reload` must reach it to be told
+            found = config.default_config(env, euid, hostname="")
         own = config.apply_overrides(
             found,
             state_dir=env.get(config.ENV_STATE_DIR),
             control_socket=env.get(config.ENV_CONTROL_SOCKET),
         ).control_socket
-    except config.ConfigError:  # the daemon would say what is wrong; we fall back to the system
+    except config.ConfigError:  # not even the defaults resolve (no HOME): the system's, then
         return config.SYSTEM_CONTROL_SOCKET
     return own if own.exists() else config.SYSTEM_CONTROL_SOCKET
 
@@ -73,6 +87,7 @@ def default_socket_path(env: Mapping[str, str] = os.environ, euid: int | None = 
 def cmd_daemon(args: argparse.Namespace) -> int:
     from .daemon import main as daemon_main  # the daemon's imports are not the CLI's business
 
+    args.log_level = daemon_log_level(args)
     return daemon_main(args)
 
 
@@ -124,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="print JSON for programs (one object per line for ls and watch)",
     )
+    add_verbosity_options(common)
     parser = argparse.ArgumentParser(
         prog="p2psync",
         parents=[common],
@@ -131,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Peer-to-peer sync of records between the devices of a household.",
     )
+    parser.add_argument("--version", action="version", version=f"p2psync {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(
@@ -160,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument("--config", metavar="FILE", help="configuration file")
     daemon.add_argument("--state-dir", metavar="DIR", help="where keys and the database live")
     daemon.add_argument("--log-level", metavar="LEVEL", help="debug, info, warning or error")
+    add_daemon_verbosity_options(daemon)
     daemon.set_defaults(daemon=True)
 
     command("id", cmd_id, "show this device's id and name")
@@ -300,6 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     conflicts = command("conflicts", cmd_conflicts, "list records with conflicting versions")
     conflicts.add_argument("collection", metavar="COLLECTION", nargs="?")
     add_share_option(conflicts)
+    add_setup_commands(commands)
     return parser
 
 
@@ -385,7 +404,11 @@ def main(argv: list[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     if getattr(args, "daemon", False):
         return cmd_daemon(args)
+    if getattr(args, "without_daemon", None):  # install-service, completion, man
+        return int(args.without_daemon(args))
     path = Path(getattr(args, "socket", None) or default_socket_path())
+    if is_verbose(args):
+        print(f"p2psync: control socket {path}", file=sys.stderr)
     try:
         with Client(path) as client:
             return int(args.run(Command(client, args, sys.stdout)))

@@ -79,6 +79,7 @@ class Command:
         self.args = args
         self.out = out
         self.json = bool(getattr(args, "json", False))
+        self.quiet = getattr(args, "verbosity", 0) < 0  # -q
 
     def say(self, result: Any, human: str | Callable[[], object]) -> int:
         if self.json:
@@ -88,6 +89,12 @@ class Command:
         else:
             self.out.write(human + "\n")
         return EXIT_OK
+
+    def done(self, result: Any, human: str | Callable[[], object]) -> int:
+        """Say what a command did: like `say`, but -q leaves it out (not --json's answer)."""
+        if self.quiet and not self.json:
+            return EXIT_OK
+        return self.say(result, human)
 
 
 def cmd_id(c: Command) -> int:
@@ -103,7 +110,7 @@ def cmd_export_cert(c: Command) -> int:
         Path(c.args.out).write_text(own["cert"])
     except OSError as exc:
         raise UsageError(f"cannot write {c.args.out}: {exc.strerror or exc}") from None
-    return c.say(
+    return c.done(
         {**own, "out": c.args.out},
         f"wrote the certificate of {own['name']} ({own['device']}) to {c.args.out}; on the other "
         f"device run: p2psync trust {Path(c.args.out).name}",
@@ -118,7 +125,7 @@ def cmd_trust(c: Command) -> int:
     done = c.client.call(
         "trust", cert=cert, name=c.args.name, address=c.args.address, readmit=c.args.readmit
     )
-    return c.say(
+    return c.done(
         done,
         f"trusted {done.get('name')} ({done.get('device')}); it syncs when both daemons can reach "
         "each other",
@@ -131,12 +138,14 @@ def _read_text(name: str) -> str:
 
 def cmd_revoke(c: Command) -> int:
     done = c.client.call("revoke", device=c.args.device)
-    return c.say(done, cli_format.revoked_message(done))
+    return c.done(done, cli_format.revoked_message(done))
 
 
 def cmd_reload(c: Command) -> int:
     done = c.client.call("reload")
-    return c.say(done, lambda: _print_mapping(c.out, done))
+    c.done(done, lambda: _print_mapping(c.out, done))
+    # `systemctl reload` runs this command: a refused config file must fail it
+    return EXIT_OK if done.get("reloaded", True) else EXIT_FAILED
 
 
 def _print_mapping(out: TextIO, found: Mapping[str, Any]) -> None:
@@ -254,7 +263,7 @@ def cmd_join(c: Command) -> int:
     # Finding the device and the key exchange take longer than an ordinary request.
     with Client(c.client.socket_path, timeout=JOIN_TIMEOUT_SECONDS) as client:
         done = client.call("join", code=c.args.code, address=c.args.address)
-    return c.say(done, cli_format.joined_message(done))
+    return c.done(done, cli_format.joined_message(done))
 
 
 def cmd_doctor(c: Command) -> int:
@@ -302,17 +311,17 @@ def _write_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_put(c: Command) -> int:
     done = c.client.call("put", **_write_params(c.args))
-    return c.say(done, f"wrote {_where(c.args)} (position {done['position']})")
+    return c.done(done, f"wrote {_where(c.args)} (position {done['position']})")
 
 
 def cmd_resolve(c: Command) -> int:
     done = c.client.call("resolve", **_write_params(c.args))
-    return c.say(done, f"resolved {_where(c.args)} (position {done['position']})")
+    return c.done(done, f"resolved {_where(c.args)} (position {done['position']})")
 
 
 def cmd_rm(c: Command) -> int:
     done = c.client.call("delete", collection=c.args.collection, key=c.args.key, share=c.args.share)
-    return c.say(done, f"deleted {_where(c.args)} (position {done['position']})")
+    return c.done(done, f"deleted {_where(c.args)} (position {done['position']})")
 
 
 def cmd_get(c: Command) -> int:

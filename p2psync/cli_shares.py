@@ -59,22 +59,22 @@ DEVICE_HELP = (
 
 def cmd_share_create(c: Command) -> int:
     done = c.client.call("share_create", share=c.args.share)
-    return c.say(done, share_created_message(done))
+    return c.done(done, share_created_message(done))
 
 
 def cmd_share_add(c: Command) -> int:
     done = c.client.call("share_add", share=c.args.share, device=c.args.device)
-    return c.say(done, share_added_message(done))
+    return c.done(done, share_added_message(done))
 
 
 def cmd_share_remove(c: Command) -> int:
     done = c.client.call("share_remove", share=c.args.share, device=c.args.device)
-    return c.say(done, share_removed_message(done))
+    return c.done(done, share_removed_message(done))
 
 
 def cmd_share_leave(c: Command) -> int:
     done = c.client.call("share_leave", share=c.args.share)
-    return c.say(done, share_left_message(done))
+    return c.done(done, share_left_message(done))
 
 
 def cmd_share_list(c: Command) -> int:

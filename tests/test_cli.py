@@ -102,7 +102,8 @@ def test_default_socket_path(tmp_path: Path) -> None:
     overridden = {**user, "P2PSYNC_CONTROL_SOCKET": str(configured)}
     assert default_socket_path(overridden, 1000) == configured
     broken = {**user, "P2PSYNC_CONFIG": str(tmp_path / "missing.toml")}
-    assert default_socket_path(broken, 1000) == system
+    assert default_socket_path(broken, 1000) == own, "a broken config: where the defaults put it"
+    assert default_socket_path({"P2PSYNC_CONFIG": "/missing.toml"}, 1000) == system  # no HOME
 
 
 def test_values_are_json_or_else_text() -> None:
@@ -790,3 +791,30 @@ def test_an_app_gets_the_daemon_refused_exit_code_outside_its_grant() -> None:
             assert "notes" in status.stdout
             peers = run_cli_as(APP_UID, *socket_args, "peers")
             assert peers.returncode == 1 and "only admins of this device may" in peers.stderr
+
+
+# --version, -q and -v -------------------------------------------------------------------------
+
+
+def test_version_is_the_packages_one_source(capsys: pytest.CaptureFixture[str]) -> None:
+    from p2psync import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"p2psync {__version__}\n"
+
+
+async def test_quiet_leaves_out_confirmations_but_not_answers(run: Run) -> None:
+    assert await run.ok("-q", "put", "notes", "a", "1") == ""
+    assert await run.ok("put", "notes", "b", "2", "--quiet") == ""
+    assert await run.ok("-q", "get", "notes", "a") == "1\n", "what was asked for is printed"
+    assert json.loads(await run.ok("-q", "--json", "rm", "notes", "b"))["position"] > 0
+    assert await run.ok("-q", "rm", "notes", "a") == ""
+    code, out, err = await run("-q", "get", "notes", "missing")
+    assert code == 1 and out == "" and "no record notes/missing" in err, "errors are never left out"
+
+
+async def test_verbose_names_the_control_socket_and_the_last_of_q_and_v_wins(run: Run) -> None:
+    code, out, err = await run("-v", "get", "notes", "missing")
+    assert code == 1 and f"p2psync: control socket {run.served.path}\n" in err
+    code, out, err = await run("-v", "put", "notes", "a", "1", "-q")
+    assert (code, out) == (0, "") and "control socket" not in err

@@ -18,6 +18,7 @@ import pytest
 
 from p2psync import admission, config
 from p2psync.client import Client
+from tests.daemons import DaemonProcess
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEM_UNIT = REPO / "systemd" / "p2psync.service"
@@ -65,18 +66,18 @@ def systemd_version() -> int:
 
 
 def with_stand_in_program(unit: Path, directory: Path) -> Path:
-    """A copy of `unit` whose ExecStart= program exists on this machine.
+    """A copy of `unit` whose ExecStart= and ExecReload= program exists on this machine.
 
-    `systemd-analyze verify` fails when the ExecStart= program is missing, and the units name
-    where an installation puts p2psync (/usr/local/bin, ~/.local/bin), not this checkout. The
-    copy points ExecStart= at an executable stand-in; every other line is verified as shipped."""
+    `systemd-analyze verify` fails when a program it runs is missing, and the units name where
+    an installation puts p2psync (/usr/local/bin, ~/.local/bin), not this checkout. The copy
+    points both at an executable stand-in; every other line is verified as shipped."""
     stand_in = directory / "p2psync"
     stand_in.write_text("#!/bin/sh\nexit 0\n")
     stand_in.chmod(0o755)
     text, replaced = re.subn(
-        r"^ExecStart=\S+/p2psync ", f"ExecStart={stand_in} ", unit.read_text(), flags=re.M
+        r"^(ExecStart|ExecReload)=\S+/p2psync ", rf"\1={stand_in} ", unit.read_text(), flags=re.M
     )
-    assert replaced == 1, f"{unit}: expected one ExecStart= running a p2psync program"
+    assert replaced == 2, f"{unit}: expected ExecStart= and ExecReload= running p2psync"
     copy = directory / unit.name
     copy.write_text(text)
     return copy
@@ -316,3 +317,55 @@ def test_both_units_set_a_file_limit_that_holds_the_stranger_caps_well_inside() 
         limit = int(directive(unit, "LimitNOFILE"))
         assert admission.total_cap(limit) == admission.MAX_UNAUTHENTICATED, unit
         assert limit >= 16 * admission.MAX_UNAUTHENTICATED, unit
+
+
+# reload: `systemctl reload` runs ExecReload=, which must work on a minimal system
+
+
+def test_both_units_reload_with_their_own_program_and_nothing_else() -> None:
+    for unit in (SYSTEM_UNIT, USER_UNIT):
+        program, command = directive(unit, "ExecStart").split()
+        assert command == "daemon"
+        assert directive(unit, "ExecReload").split() == [program, "reload"], unit
+        # /bin/kill is missing from a minimal Debian; only the daemon's own program is sure
+        programs = {value.split()[0] for key, value in directives(unit) if key.startswith("Exec")}
+        assert programs == {program}, unit
+
+
+def test_the_units_reload_command_rereads_the_config_and_fails_on_a_bad_one(tmp_path):
+    """ExecReload= run with what systemd gives it: the CLI finds the daemon's socket through
+    the config file in $CONFIGURATION_DIRECTORY, or, when that file is broken, where the defaults
+    put it ($RUNTIME_DIRECTORY/control.sock, as in the units); its exit code is what `systemctl
+    reload` reports."""
+    daemon = DaemonProcess(tmp_path, "service").start()
+    assert daemon.socket_path == daemon.directory / "control.sock"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("P2PSYNC_")}
+    env.update(
+        CONFIGURATION_DIRECTORY=str(daemon.directory),
+        RUNTIME_DIRECTORY=str(daemon.directory),
+        PYTHONPATH=str(REPO),
+    )
+    reload_command = directive(SYSTEM_UNIT, "ExecReload").split()[1:]
+
+    def reload() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "p2psync", *reload_command],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    try:
+        daemon.config_path.write_text(daemon.config_path.read_text().replace('"debug"', '"info"'))
+        done = reload()
+        assert done.returncode == 0, done.stderr
+        daemon.wait_for_notification("RELOADING=1")
+        daemon.wait_for_notification("READY=1")
+        assert "configuration reloaded: log.level" in daemon.log()
+        daemon.config_path.write_text(daemon.config_path.read_text() + "[nonsense]\n")
+        refused = reload()
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "nonsense" in refused.stdout
+    finally:
+        assert daemon.stop() == 0

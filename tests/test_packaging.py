@@ -1,0 +1,105 @@
+"""The wheel built from this checkout: its version is the package's one source, it carries the
+license, the units, the sysusers file and the config example, and an installed copy (not this
+checkout) runs `p2psync --version` and installs the service from its own files."""
+
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from p2psync import __version__
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = (
+    "systemd/p2psync.service",
+    "systemd/user/p2psync.service",
+    "systemd/p2psync.sysusers.conf",
+    "config.example.toml",
+)
+
+
+def setuptools_major() -> int:
+    try:
+        return int(importlib.metadata.version("setuptools").split(".")[0])
+    except importlib.metadata.PackageNotFoundError:
+        return 0
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Built offline from a copy of the sources (a build writes build/ and *.egg-info beside
+    them, which must not land in the checkout)."""
+    if setuptools_major() < 77:
+        pytest.skip("needs setuptools >= 77 in this environment (pip install -e '.[test]')")
+    work = tmp_path_factory.mktemp("build")
+    source = work / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(
+        REPO / "p2psync", source / "p2psync", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+         "--wheel-dir", str(work / "dist"), str(source)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    (found,) = (work / "dist").glob("p2psync-*.whl")
+    return found
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_the_version_license_and_service_files(wheel: Path) -> None:
+    assert wheel.name == f"p2psync-{__version__}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        info = f"p2psync-{__version__}.dist-info"
+        metadata = archive.read(f"{info}/METADATA").decode()
+        entry_points = archive.read(f"{info}/entry_points.txt").decode()
+        for name in SHIPPED:
+            assert archive.read(f"p2psync/data/{name}") == (REPO / name).read_bytes(), name
+        assert archive.read(f"{info}/licenses/LICENSE") == (REPO / "LICENSE").read_bytes()
+    assert f"Version: {__version__}\n" in metadata
+    assert "License-Expression: MIT\n" in metadata
+    assert "Requires-Dist: zeroconf<1,>=0.150\n" in metadata
+    assert "p2psync = p2psync.cli:main" in entry_points
+    assert "p2psync/py.typed" in names
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_runs_and_installs_the_service_from_its_own_files(
+    wheel: Path, tmp_path: Path
+) -> None:
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(site)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(site)
+
+    def p2psync(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "p2psync", *argv],
+            cwd=tmp_path,  # not the checkout, whose p2psync would be imported first
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    where = subprocess.run(
+        [sys.executable, "-c", "import p2psync; print(p2psync.__file__)"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert where.stdout.startswith(str(site)), where.stdout + where.stderr
+    version = p2psync("--version")
+    assert version.stdout == f"p2psync {__version__}\n", version.stderr
+    installed = p2psync("-q", "install-service", "--root", str(tmp_path / "image"))
+    assert installed.returncode == 0, installed.stderr
+    unit = tmp_path / "image/etc/systemd/system/p2psync.service"
+    assert unit.read_bytes() == (REPO / "systemd/p2psync.service").read_bytes()
