@@ -28,6 +28,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -347,7 +348,7 @@ def idle_with_many_shares(
             for number in range(int(name)):
                 pair.share_with_b(f"s{number:02d}", args.records_per_share)
         for pair in pairs.values():  # quiet after the writes: nothing left to exchange
-            settled(lambda pair=pair: session_bytes(pair))
+            settled(partial(session_bytes, pair))
         windows: dict[str, list[dict[str, float]]] = {name: [] for name in pairs}
         reconnects: dict[str, list[dict[str, float]]] = {name: [] for name in pairs}
         for run in range(args.idle_windows):
