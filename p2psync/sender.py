@@ -98,6 +98,13 @@ class Link:
         self.told: dict[str, dict[str, int]] = {}
         self.compare_heads: set[str] = set()  # shares whose hello digests differed
 
+    @property
+    def peer_device(self) -> str:
+        """The peer's device id (senders start after its hello, which proved it)."""
+        peer = self.connection.peer_device_id
+        assert peer is not None
+        return peer
+
     def start(self, nursery: trio.Nursery) -> None:
         """Once the peer said hello: join the neighbourhood and start announcing."""
         if not self._started:
@@ -144,8 +151,10 @@ class Link:
             # no await between the rewind check and this: a claim that went is never skipped
             skip = relay.skipped(self.peer_claims, share, self.our_actor)
             items, cursor, vector = await self.node.call(
-                _next_batch, self.replica, share, cursor, known, skip
+                _next_batch, self.replica, share, cursor, known, skip, self.peer_device
             )
+            if vector is None:
+                return  # removed from the share: its session restarts without it
             if items:
                 await self.send(self.connection.send_entries(share, items))
                 self.on_sent(len(items))
@@ -217,11 +226,20 @@ async def _then_cancel(wait: Callable[[], Awaitable[object]], scope: trio.Cancel
 
 
 def _next_batch(
-    replica: Replica, share: str, cursor: int, known: dict[str, int], skip: frozenset[str]
-) -> tuple[list[WireItem], int, dict[str, int]]:
+    replica: Replica,
+    share: str,
+    cursor: int,
+    known: dict[str, int],
+    skip: frozenset[str],
+    peer: str,
+) -> tuple[list[WireItem], int, dict[str, int] | None]:
     """The next entries the peer lacks, less the skipped actors'; when there are none, the peer
     is about to hold all we have of the others, so `known` rises to our vector for them
-    (returned whole for the caught_up message)."""
+    (returned whole for the caught_up message). None instead of a vector: the peer was removed
+    from the share. Checked here, on the database thread, with the read: an entry committed
+    after the removal is never sent, even before the session restarts without the share."""
+    if replica.was_removed_from(share, peer):
+        return [], cursor, None
     items, cursor = replica.entries_after(share, cursor, relay.Skipping(known, skip))
     vector: dict[str, int] = {}
     if not items:

@@ -124,6 +124,8 @@ class DaemonProcess:
         self._notify.bind(str(notify_path))
         env = {
             **os.environ,
+            # the package of this tree, not whichever one the interpreter has installed
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             "NOTIFY_SOCKET": str(notify_path),
             "PYTHONUNBUFFERED": "1",
             **(env or {}),

@@ -83,6 +83,12 @@ class ShareRules:
         members = self.share_members(share)
         return members is None or members.is_member(device_id)
 
+    def was_removed_from(self, share: str, device_id: str) -> bool:
+        """Whether a member removed the device from the share (and nobody added it back)."""
+        members = self.share_members(share)
+        record = members.records.get(device_id) if members is not None else None
+        return record is not None and record.removed
+
     def shares_for(self, device_id: str) -> list[str]:
         """The shares to offer a peer: those we hold that it is a member of. A share we left is
         still offered to its members until they hear of it (so that they do)."""
