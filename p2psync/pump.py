@@ -27,6 +27,7 @@ from .session import (
     Direct,
     Entries,
     Have,
+    NotMember,
     PeerHello,
     PeerVector,
     Ping,
@@ -125,13 +126,8 @@ class SessionPump:
                     self._start_sender(share, event.in_sync[share])
                 elif share in self.session.offered:
                     await self._send_vector(share)
-                elif not await self.node.call(self.replica.holds, share):
-                    # a member added us to a share we hold nothing of yet: take it whole
-                    log.info("joining share %s offered by %s", share, self.state.device_id)
-                    self.vectors_sent.add(share)
-                    self.link.told[share] = {}
-                    self.session.offered |= {share}
-                    await self.send(self.connection.join_share(share))
+                else:
+                    await self._offered(share)
         elif isinstance(event, PeerVector):
             if event.share not in self.vectors_sent and event.share not in self.link.told:
                 await self._send_vector(event.share)  # the peer joined a share we offered
@@ -140,6 +136,11 @@ class SessionPump:
             self._start_sender(event.share, vector)
         elif isinstance(event, Entries):
             await self._apply(event)
+        elif isinstance(event, NotMember):
+            peer = self.state.device_id
+            if await self.node.call(self.replica.note_removal, event.share, peer, event.reason):
+                log.warning("this device is no longer in share %s: %s", event.share, event.reason)
+                await self.node.applied(self.node.changes.position, True)  # sessions follow
         elif isinstance(event, Have):
             await self.link.on_have(event.share, event.vector)
         elif isinstance(event, Direct):
@@ -173,6 +174,22 @@ class SessionPump:
                 self.session.reason = f"this device was {event.reason}"
                 self.manager.revoked_us[self.state.device_id] = event.reason
                 log.error("this device was %s; it stops syncing with that household", event.reason)
+
+    async def _offered(self, share: str) -> None:
+        """The peer offers a share our hello did not name: join it if we hold nothing of it (a
+        member added us) or were told we were removed (a member may have added us back), and
+        tell the peer if it was removed from it."""
+        peer = self.state.device_id
+        holds, noticed, removed = await self.node.call(_offer_facts, self.replica, share, peer)
+        if removed:
+            log.info("telling %s it is no longer in share %s", peer, share)
+            await self.send(self.connection.send_not_member(share, removed))
+        elif not holds or noticed:
+            log.info("joining share %s offered by %s", share, peer)
+            self.vectors_sent.add(share)
+            self.link.told[share] = {}
+            self.session.offered |= {share}
+            await self.send(self.connection.join_share(share))
 
     async def _send_vector(self, share: str) -> None:
         vector = await self.node.call(self.replica.wire_vector, share)
@@ -236,6 +253,13 @@ def _apply_noting(
     result = replica.apply(share, items, peer)
     _raise_to(known, result.received)
     return result
+
+
+def _offer_facts(replica: Replica, share: str, peer: str) -> tuple[bool, bool, str]:
+    """Whether we hold `share`, were told we were removed from it, and why `peer` was."""
+    holds = replica.holds(share)
+    noticed = holds and bool(replica.removal_notice(share))
+    return holds, noticed, replica.removal_reason(share, peer) if holds else ""
 
 
 def _share_heads(replica: Replica, peer: str) -> dict[str, dict[str, tuple[int, bytes]]]:

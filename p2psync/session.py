@@ -22,8 +22,9 @@ Protocol 2 (release 0.2.0) changed the entry rules (per-key contexts, epochs per
 revocation cuts); a 0.1 peer speaks protocol 1 and is told to upgrade. Protocol 3 (release 0.3.0)
 has shares with members: a hello names only the shares the peer is a member of, nothing of any
 other share crosses the session (both sides check every message against the shares both named),
-and a device offered a share it holds nothing of joins it by answering with its vector
-(`join_share`); a 0.2 peer, which would sync every share both hold, is told to upgrade.
+a device offered a share it holds nothing of joins it by answering with its vector
+(`join_share`), and a device that offers a share it was removed from is told so (`not_member`);
+a 0.2 peer, which would sync every share both hold, is told to upgrade.
 """
 
 import hashlib
@@ -142,7 +143,16 @@ class Direct:
     shares: dict[str, frozenset[str]]
 
 
-Event = PeerHello | PeerVector | Entries | CaughtUp | Ping | Pong | Bye | Have | Direct
+@dataclass(frozen=True)
+class NotMember:
+    """The peer says we were removed from `share`, which our hello offered it (`reason` in words
+    for a log: who removed us and when)."""
+
+    share: str
+    reason: str
+
+
+Event = PeerHello | PeerVector | Entries | CaughtUp | Ping | Pong | Bye | Have | Direct | NotMember
 
 
 def _on_ping(message: dict[str, Any]) -> Ping:
@@ -205,6 +215,7 @@ class SyncConnection:
             "bye": self._on_bye,
             "have": self._on_have,
             "direct": self._on_direct,
+            "not_member": self._on_not_member,
         }
 
     # -- sending ----------------------------------------------------------------------------------
@@ -261,6 +272,14 @@ class SyncConnection:
         if sum(len(actors) for actors in listed.values()) > MAX_DIRECT_ACTORS:
             raise LocalProtocolError(f"more than {MAX_DIRECT_ACTORS} direct actors")
         return self._frame({"t": "direct", "a": actor, "d": listed})
+
+    def send_not_member(self, share: str, reason: str) -> bytes:
+        """Tell the peer it was removed from a share its hello offered us (and ours did not)."""
+        self._check_peer_proven("not_member")
+        assert self._announced is not None and self._peer_shares is not None
+        if share not in self._peer_shares or share in self._announced:
+            raise LocalProtocolError(f"not_member of share {share!r}, which the peer did not offer")
+        return self._frame({"t": "not_member", "s": share, "r": reason})
 
     @property
     def common_shares(self) -> frozenset[str]:
@@ -489,6 +508,13 @@ class SyncConnection:
         total = sum(len(actors) for actors in listed.values())
         _require(total <= MAX_DIRECT_ACTORS, f"more than {MAX_DIRECT_ACTORS} direct actors")
         return Direct(actor, {share: frozenset(actors) for share, actors in listed.items()})
+
+    def _on_not_member(self, message: dict[str, Any]) -> NotMember:
+        share, reason = _share_field(message), message.get("r", "")
+        assert self._announced is not None
+        _require(share in self._announced, f"not_member of share {share!r}, which we did not offer")
+        _require(isinstance(reason, str) and len(reason) <= 1000, "'r' must be a short string")
+        return NotMember(share, reason)
 
     def _on_bye(self, message: dict[str, Any]) -> Bye:
         reason, code = message.get("r", ""), message.get("c", "")

@@ -144,6 +144,9 @@ class Store:
     def set_meta(self, key: str, value: bytes) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", (key, value))
 
+    def delete_meta(self, key: str) -> None:
+        self._db.execute("DELETE FROM meta WHERE key=?", (key,))
+
     def share_id(self, name: str) -> int:
         found = self._share_ids.get(name)
         if found is None:

@@ -16,6 +16,7 @@ from p2psync.session import (
     Direct,
     Entries,
     Have,
+    NotMember,
     LocalProtocolError,
     PeerHello,
     PeerVector,
@@ -548,3 +549,15 @@ def test_a_device_offered_a_share_it_lacks_joins_it_and_then_it_flows_both_ways(
     ]
     with pytest.raises(LocalProtocolError, match="not offered"):
         bob.join_share("parents")
+
+
+def test_a_device_offering_a_share_it_was_removed_from_is_told_so():
+    alice, bob = connected({"default": {}}, {"default": {}, "shopping": {}})
+    told = alice.send_not_member("shopping", "removed from share 'shopping' by ALICE")
+    assert events_from(bob, told) == [
+        NotMember("shopping", "removed from share 'shopping' by ALICE")
+    ]
+    with pytest.raises(LocalProtocolError, match="did not offer"):
+        alice.send_not_member("parents", "no")
+    with pytest.raises(ProtocolError, match="which we did not offer"):
+        events_from(alice, hand_frame({"t": "not_member", "s": "parents", "r": "x"}))

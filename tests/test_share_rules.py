@@ -168,3 +168,25 @@ def test_adding_to_a_share_from_before_members_makes_it_members_only(tmp_path):
     members = a.share_members("recipes")
     assert not members.open and members.current() == sorted([a.device_id, newcomer.device_id])
     assert a.shares_for(outsider) == ["default"]
+
+
+def test_a_removed_device_told_by_a_member_stops_writing_and_offering_until_added_back():
+    a, b, c = household(3)
+    family_of(a, b, c)
+    sync(a, b), sync(a, c)
+    a.commit(FAMILY, a.share_remove_ops(FAMILY, c.device_id))
+    reason = a.removal_reason(FAMILY, c.device_id)
+    assert a.device_id in reason and b.removal_reason(FAMILY, c.device_id) == ""
+    assert not c.note_removal(FAMILY, "SOMEONE-ELSE", reason), "only a member's word counts"
+    assert c.note_removal(FAMILY, a.device_id, reason)
+    assert c.shares_for(a.device_id) == c.shares_for(b.device_id) == ["default"]
+    assert c.share_summary(FAMILY)["removed"] == reason and not c.share_summary(FAMILY)["member"]
+    with pytest.raises(ShareError) as refused:
+        put(c, "x", 1)
+    assert refused.value.code == "forbidden"
+    sync(b, c)  # a member that has not heard of the removal changes nothing of it
+    assert c.removal_notice(FAMILY) == reason
+    a.commit(FAMILY, a.share_add_ops(FAMILY, c.device_id))
+    sync(a, c)
+    assert c.removal_notice(FAMILY) == "" and c.shares_for(a.device_id) == ["default", FAMILY]
+    put(c, "back", True)

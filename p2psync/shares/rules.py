@@ -8,6 +8,8 @@ and never decides what a merge keeps.
 
 from collections.abc import Callable, Mapping
 
+import msgpack
+
 from .. import entry as entries
 from ..entry import Op
 from ..merge import Sibling
@@ -23,6 +25,7 @@ from .members import (
 )
 
 SCAN_PAGE = 500
+REMOVAL_NOTICE = "removed_from/"  # meta key prefix: what a member told us about a share
 
 
 class ShareError(Exception):
@@ -80,8 +83,42 @@ class ShareRules:
     def is_share_member(self, share: str, device_id: str) -> bool:
         if not self.holds(share):
             return False
+        if device_id == self.device_id and self.removal_notice(share):
+            return False
         members = self.share_members(share)
         return members is None or members.is_member(device_id)
+
+    # A removed device never receives the record that removed it (nothing of the share reaches it
+    # after the removal); members tell it instead when it offers them the share. Any member may
+    # remove any other, so believing a member's word gives that member no power it lacked.
+
+    def removal_notice(self, share: str) -> str:
+        """Why this device is no longer in `share`, as a member told it ("" if none did)."""
+        stored = self.store.get_meta(f"{REMOVAL_NOTICE}{share}")
+        return "" if stored is None else str(msgpack.unpackb(stored)["reason"])
+
+    def note_removal(self, share: str, told_by: str, reason: str) -> bool:
+        """A member told us we were removed from `share`; False (ignored) when `told_by` is not
+        a member of it as far as we know. It holds until our own member record changes (a
+        member added us back): a member that had not heard of the removal may still offer us
+        the share meanwhile, and what it sends changes nothing of that record."""
+        if not self.holds(share) or not self.is_share_member(share, told_by):
+            return False
+        notice = {"reason": reason[:1000], "record": self._own_record_dots(share)}
+        with self.store.transaction():
+            self.store.set_meta(f"{REMOVAL_NOTICE}{share}", msgpack.packb(notice))
+        return True
+
+    def _own_record_dots(self, share: str) -> list[list[object]]:
+        siblings = self.store.record(share, MEMBERS, self.device_id) or []
+        return sorted([s.actor, s.seq] for s in siblings)
+
+    def _check_removal_notice(self, share: str) -> None:
+        stored = self.store.get_meta(f"{REMOVAL_NOTICE}{share}")
+        if stored is not None and msgpack.unpackb(stored)["record"] != self._own_record_dots(
+            share
+        ):
+            self.store.delete_meta(f"{REMOVAL_NOTICE}{share}")  # a member added us back
 
     def was_removed_from(self, share: str, device_id: str) -> bool:
         """Whether a member removed the device from the share (and nobody added it back)."""
@@ -91,8 +128,21 @@ class ShareRules:
 
     def shares_for(self, device_id: str) -> list[str]:
         """The shares to offer a peer: those we hold that it is a member of. A share we left is
-        still offered to its members until they hear of it (so that they do)."""
-        return [share for share in self.shares() if self.is_share_member(share, device_id)]
+        still offered to its members until they hear of it (so that they do); one we were told
+        we were removed from, to nobody."""
+        return [
+            share
+            for share in self.shares()
+            if self.is_share_member(share, device_id) and not self.removal_notice(share)
+        ]
+
+    def removal_reason(self, share: str, device_id: str) -> str:
+        """What to tell a device that offers us a share it was removed from ("" if it was not)."""
+        members = self.share_members(share) if self.holds(share) else None
+        record = members.records.get(device_id) if members is not None else None
+        if record is None or not record.removed:
+            return ""
+        return f"removed from share {share!r} by {record.removed_by or 'a member'}"
 
     def _member_records(self, share: str) -> dict[str, MemberRecord]:
         records: dict[str, MemberRecord] = {}
@@ -107,6 +157,7 @@ class ShareRules:
         """Reload a share's members after its `_members` records changed. A re-add that cut the
         epoch we write as (we had been removed) means writing on as a new one."""
         self._share_members.pop(share, None)
+        self._check_removal_notice(share)
         members = self.share_members(share)
         own = members.records.get(self.device_id) if members is not None else None
         if own is not None and not own.removed and self.actor in own.cut:
@@ -179,9 +230,10 @@ class ShareRules:
         return {
             "share": share,
             "records": self.store.count_records(share),
-            "member": members is None or members.is_member(self.device_id),
+            "member": self.is_share_member(share, self.device_id),
             "members": None if members is None else len(members.current()),
             "open": members is None or members.open,
+            "removed": self.removal_notice(share) or None,  # what a member told us, if it did
         }
 
     def share_records(self, share: str) -> Mapping[str, MemberRecord]:
