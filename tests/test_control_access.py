@@ -87,54 +87,62 @@ def test_the_socket_is_open_to_every_user_only_with_apps(
 
 
 def test_a_read_only_grant_reads_its_share_and_nothing_else(daemon: AppsDaemon) -> None:
-    seed(daemon, "photos", "2024", "beach", {"w": 640})
+    seed(daemon, "shopping", "list", "milk", {"w": 640})
     seed(daemon, "parents", "notes", "secret", "x")
-    done = daemon.call("grant", app=str(APP_UID), share="photos", read_only=True)
+    done = daemon.call("grant", app=str(APP_UID), share="shopping", read_only=True)
     assert (done["uid"], done["share"], done["collection"], done["read_only"]) == (
         APP_UID,
-        "photos",
+        "shopping",
         None,
         True,
     )
     assert done["note"] is None  # the socket is open to apps, its directory reachable
     with app(daemon, APP_UID) as client:
-        assert client.result("get", share="photos", collection="2024", key="beach")["value"] == {
+        assert client.result("get", share="shopping", collection="list", key="milk")["value"] == {
             "w": 640
         }
-        scanned = client.result("scan", share="photos", collection="2024")
-        assert [item["key"] for item in scanned["items"]] == ["beach"]
-        assert client.result("conflicts", share="photos")["items"] == []
-        refused = forbidden(client, "put", share="photos", collection="2024", key="k", value=1)
+        scanned = client.result("scan", share="shopping", collection="list")
+        assert [item["key"] for item in scanned["items"]] == ["milk"]
+        assert client.result("conflicts", share="shopping")["items"] == []
+        refused = forbidden(client, "put", share="shopping", collection="list", key="k", value=1)
         assert refused == (
-            f"app uid {APP_UID} may only read collection '2024' of share 'photos': its grant is "
+            f"app uid {APP_UID} may only read collection 'list' of share 'shopping': its grant is "
             "read-only"
         )
-        forbidden(client, "delete", share="photos", collection="2024", key="beach")
+        forbidden(client, "delete", share="shopping", collection="list", key="milk")
         assert forbidden(client, "get", share="parents", collection="notes", key="secret") == (
             f"app uid {APP_UID} has no grant for share 'parents'"
         )
         forbidden(client, "get", collection="notes", key="secret")  # the default share
-        forbidden(client, "get", share="photos", collection="_devices", key="x")
+        forbidden(client, "get", share="shopping", collection="_devices", key="x")
         for method, params in [
             ("trust", {"cert": "x"}),
             ("revoke", {"device": "x"}),
             ("forget", {"device": "x"}),
             ("grant", {"app": str(APP_UID), "share": "parents"}),
-            ("revoke_grant", {"app": str(APP_UID), "share": "photos"}),
+            ("revoke_grant", {"app": str(APP_UID), "share": "shopping"}),
             ("grants", {}),
             ("peers", {}),
             ("nearby", {}),
             ("reload", {}),
             ("join", {"code": "7-guitar-orbit"}),
             ("pair", {}),
+            ("share_create", {"share": "mine"}),
+            ("share_add", {"share": "shopping", "device": "x"}),
+            ("share_remove", {"share": "shopping", "device": "x"}),
+            ("share_leave", {"share": "shopping"}),
+            ("share_list", {}),
+            ("share_show", {"share": "shopping"}),
         ]:
             assert "only admins of this device may" in forbidden(client, method, **params)
         # the watch of a read-only grant, from the start
-        client.send({"id": "w", "method": "watch", "since": 0, "share": "photos"})
+        client.send({"id": "w", "method": "watch", "since": 0, "share": "shopping"})
         assert client.receive()["ok"] is True
         event = client.receive()
-        assert (event["share"], event["changes"][0]["key"]) == ("photos", "beach")
-    assert daemon.call("get", share="photos", collection="2024", key="beach")["value"] == {"w": 640}
+        assert (event["share"], event["changes"][0]["key"]) == ("shopping", "milk")
+    assert daemon.call("get", share="shopping", collection="list", key="milk")["value"] == {
+        "w": 640
+    }
 
 
 def test_a_read_write_grant_writes_its_collection_and_no_other(daemon: AppsDaemon) -> None:
