@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .liveness import DEFAULT_LIMIT_SECONDS
+
 ENV_CONFIG = "P2PSYNC_CONFIG"
 ENV_STATE_DIR = "P2PSYNC_STATE_DIR"
 ENV_LOG_LEVEL = "P2PSYNC_LOG_LEVEL"
@@ -303,7 +305,7 @@ def _resolve(
         discovery_enabled=settings.get("discovery_enabled", True),
         discovery_interfaces=settings.get("discovery_interfaces", ()),
         handshake_timeout=settings.get("handshake_timeout", 10.0),
-        idle_timeout=settings.get("idle_timeout", 60.0),
+        idle_timeout=settings.get("idle_timeout", DEFAULT_LIMIT_SECONDS),
         reconnect_max=settings.get("reconnect_max", 60.0),
         log_level=settings.get("log_level", "info"),
         source=source,

@@ -54,7 +54,7 @@ class DaemonProcess:
         discovery: bool = False,
         interfaces: list[str] | None = None,
         netns: str | None = None,
-        idle_timeout: float = 60.0,
+        idle_timeout: float | None = None,  # None: the daemon's default
         reconnect_max: float = 2.0,
         extra_config: str = "",
         nofile: int | None = None,
@@ -102,7 +102,7 @@ class DaemonProcess:
                     f"enabled = {json.dumps(self.discovery)}",
                     f"interfaces = {json.dumps(self.interfaces)}",
                     "[sync]",
-                    f"idle_timeout = {self.idle_timeout}",
+                    *([f"idle_timeout = {self.idle_timeout}"] if self.idle_timeout else []),
                     f"reconnect_max = {self.reconnect_max}",
                     "[log]",
                     'level = "debug"',

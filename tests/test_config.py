@@ -65,7 +65,7 @@ def test_root_defaults_follow_the_filesystem_hierarchy():
     )
     assert (defaults.handshake_timeout, defaults.idle_timeout, defaults.reconnect_max) == (
         10,
-        60,
+        8,
         60,
     )
     assert defaults.log_level == "info"
