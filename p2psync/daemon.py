@@ -13,6 +13,7 @@ import errno
 import gc
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -37,7 +38,7 @@ from .daemon_setup import (
 from .discovery import Discovery, Found
 from .node import Node
 from .pairing import PairingResult
-from .pairing_service import Invitation, PairingService
+from .pairing_service import Invitation, PairingService, announcing
 from .peers import PeerManager, PeerState, Timeouts
 from .replica import DEFAULT_SHARE, DeviceRecord, Replica
 from .sdnotify import Notifier
@@ -47,6 +48,7 @@ log = logging.getLogger("p2psync")
 STOP_GRACE_SECONDS = 5.0
 ADDRESSES_FILE = "addresses.json"
 JOIN_SEARCH_SECONDS = 10.0
+ENDED_CODE_GRACE_SECONDS = 2.0
 CONFLICT_CHECK_SECONDS = 1.0
 GIVEN_SHARES = "given_shares"  # the record of the pairing members list that names shares
 
@@ -313,7 +315,8 @@ class Daemon:
     def end_pairing(self, invitation: Invitation) -> None:
         self.pairing.cancel(invitation)
         if self.discovery is not None and self.pairing.invitation is None:
-            self.discovery.set_pairing(None)
+            # still findable by its number, to tell a late joiner why it no longer works
+            self.discovery.set_pairing(None, ended=invitation.code.nameplate)
 
     async def join(self, code_text: str, address: str | None) -> dict[str, Any]:
         code = pairing.parse_code(code_text)
@@ -339,19 +342,23 @@ class Daemon:
         }
 
     async def _find_inviter(self, nameplate: int) -> list[tuple[str, int]]:
-        """Addresses of devices announcing this pairing number, waiting a little for them."""
+        """Addresses of devices announcing this pairing number, waiting a little for them; if
+        none offers it, those whose code of that number ended (they tell the joiner why)."""
+        started = trio.current_time()
+        ended: list[tuple[str, int]] = []
         with trio.move_on_after(JOIN_SEARCH_SECONDS):
             while True:
-                found = [
-                    address
-                    for device in (self.discovery.nearby().values() if self.discovery else ())
-                    if device.txt.get("pair") == str(nameplate)
-                    for address in device.addresses
-                ]
+                nearby = self.discovery.nearby().values() if self.discovery else ()
+                found, ended = announcing(((d.txt, d.addresses) for d in nearby), nameplate)
                 if found or self.discovery is None:
                     return found
-                await self.nearby_changed.wait()
-        return []
+                # a device offering that number may answer a moment after one whose code ended
+                ended_from = started + ENDED_CODE_GRACE_SECONDS
+                if ended and trio.current_time() >= ended_from:
+                    return ended
+                with trio.move_on_at(ended_from if ended else math.inf):
+                    await self.nearby_changed.wait()
+        return ended
 
     async def _member_certs(self) -> list[dict[str, Any]]:
         """What an inviter passes the joiner: the household's devices, and the shares it is

@@ -1,6 +1,7 @@
 """LAN discovery: announce this device and browse for others over mDNS, bridged into trio.
 
-Owns the `_p2psync._tcp.local.` announcement (TXT `id`, `pv`, optional `pair`), browsing for other
+Owns the `_p2psync._tcp.local.` announcement (TXT `id`, `pv`, optional `pair` and `ended`: the
+numbers of the pairing code on offer and of the last one that ended), browsing for other
 devices, turning zeroconf's callbacks into `Found`/`Lost` events in trio, following interface
 address changes, and the goodbye on close. zeroconf runs on its own thread and asyncio loop; this
 module never blocks trio on it and never drops a removal on the way across. Discovery is only a
@@ -309,6 +310,7 @@ class Discovery:
         self._protocol_versions = protocol_versions
         self._interface_poll_seconds = interface_poll_seconds
         self._pairing: int | None = None
+        self._ended_pairing: int | None = None
         self._instance_name = f"{instance_label(name, device_id)}.{SERVICE_TYPE}"
         self._events_send, self._events_receive = trio.open_memory_channel[DiscoveryEvent](math.inf)
         self._nearby = NearbyDevices(self._emit, on_heard)
@@ -345,12 +347,14 @@ class Discovery:
         """The devices announcing right now, by device id."""
         return self._nearby.by_device_id()
 
-    def set_pairing(self, nameplate: int | None) -> None:
-        """Advertise (or stop advertising) the nameplate of an active pairing code.
+    def set_pairing(self, nameplate: int | None, ended: int | None = None) -> None:
+        """Advertise (or stop advertising) the nameplate of an active pairing code, and of the
+        last one that ended (until the next code), for late joiners to be told why.
 
         Published in the background; changes less than RECORD_CHANGE_SPACING_SECONDS apart merge.
         """
         self._pairing = nameplate
+        self._ended_pairing = ended
         self._republish.set()
 
     def links_changed(self) -> None:
@@ -399,6 +403,8 @@ class Discovery:
         txt = {"id": self.device_id, "pv": f"{low}-{high}"}
         if self._pairing is not None:
             txt["pair"] = str(self._pairing)
+        if self._ended_pairing is not None:
+            txt["ended"] = str(self._ended_pairing)
         return ServiceInfo(
             SERVICE_TYPE,
             self._instance_name,
