@@ -27,12 +27,14 @@ import trio
 from . import __version__, config, daemon_status, identity, keystore, netwatch, pairing
 from .config import Config, ConfigError
 from .control import serve_control
+from .control_socket import remove_stale_socket
 from .daemon_setup import (
     StartupError,
     load_settings,
     open_state,
     prepare_state_dir,
     setup_logging,
+    startup_failure,
     state_lock,
 )
 from .discovery import Discovery, Found
@@ -100,6 +102,8 @@ class Daemon:
     # lifetime -----------------------------------------------------------------------------
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        # a socket another daemon answers on stops the start before anything else is started
+        await remove_stale_socket(self.config.control_socket)
         listeners = await self._open_listeners()
         # Signals are caught from before READY=1, so a stop request is never lost to a race.
         stop_signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -599,6 +603,11 @@ def main(args: argparse.Namespace) -> int:
             device, replica = open_state(settings)
             try:
                 trio.run(_run, settings, device, replica, args)
+            except BaseExceptionGroup as group:  # a failure inside the nursery comes wrapped
+                failure = startup_failure(group)
+                if failure is None:
+                    raise
+                raise failure from None
             finally:
                 replica.close()
     except (StartupError, keystore.KeystoreError, OSError) as exc:
