@@ -24,7 +24,8 @@ from .liveness import DEFAULT_LIMIT_SECONDS
 ENV_CONFIG = "P2PSYNC_CONFIG"
 ENV_STATE_DIR = "P2PSYNC_STATE_DIR"
 ENV_LOG_LEVEL = "P2PSYNC_LOG_LEVEL"
-ENV_CONTROL_SOCKET = "P2PSYNC_CONTROL_SOCKET"
+ENV_CONTROL_SOCKET = "P2PSYNC_SOCKET"  # read by the daemon and the p2psync command alike
+ENV_CONTROL_SOCKET_OLD = "P2PSYNC_CONTROL_SOCKET"  # the daemon's name for it before 0.3.1
 
 DEFAULT_PORT = 47100
 DEFAULT_LISTEN = (("0.0.0.0", DEFAULT_PORT), ("::", DEFAULT_PORT))
@@ -472,6 +473,26 @@ def apply_overrides(
                 f'log level "{log_level}" (from --log-level or {ENV_LOG_LEVEL}): {exc.reason}'
             ) from None
     return replace(config, **changes)
+
+
+def control_socket_from_env(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The control socket the environment names, and a warning for the daemon's log when the
+    deprecated $P2PSYNC_CONTROL_SOCKET had a say (it still works, unless $P2PSYNC_SOCKET is set
+    too). Empty values count as unset."""
+    current, old = env.get(ENV_CONTROL_SOCKET) or None, env.get(ENV_CONTROL_SOCKET_OLD) or None
+    if old is None:
+        return current, None
+    if current is None:
+        return old, (
+            f"{ENV_CONTROL_SOCKET_OLD} is deprecated: set {ENV_CONTROL_SOCKET}={old} instead "
+            "(the p2psync command reads it too)"
+        )
+    if current != old:
+        return current, (
+            f"{ENV_CONTROL_SOCKET_OLD}={old} is ignored: {ENV_CONTROL_SOCKET}={current} is set "
+            f"too; remove {ENV_CONTROL_SOCKET_OLD}"
+        )
+    return current, f"{ENV_CONTROL_SOCKET_OLD} is deprecated; {ENV_CONTROL_SOCKET} alone will do"
 
 
 def find_config_path(

@@ -36,6 +36,7 @@ from .daemon_setup import (
     setup_logging,
     startup_failure,
     state_lock,
+    warn_about_environment,
 )
 from .discovery import Discovery, Found
 from .node import Node
@@ -597,6 +598,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"p2psync: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
+    warn_about_environment()
     try:
         prepare_state_dir(settings.state_dir)
         with state_lock(settings.state_dir):

@@ -81,8 +81,15 @@ def load_settings(args: argparse.Namespace) -> Config:
         settings,
         state_dir=getattr(args, "state_dir", None) or env.get(config.ENV_STATE_DIR),
         log_level=getattr(args, "log_level", None) or env.get(config.ENV_LOG_LEVEL),
-        control_socket=env.get(config.ENV_CONTROL_SOCKET),
+        control_socket=config.control_socket_from_env(env)[0],
     )
+
+
+def warn_about_environment() -> None:
+    """Once logging is set up: say what in the environment is deprecated or ignored."""
+    warning = config.control_socket_from_env(os.environ)[1]
+    if warning is not None:
+        log.warning("%s", warning)
 
 
 def setup_logging(level: str) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from p2psync.client import Client, ControlError
 
 READY_TIMEOUT = 20.0
+SOCKET_VARIABLES = ("P2PSYNC_SOCKET", "P2PSYNC_CONTROL_SOCKET")
 REPO = Path(__file__).parent.parent
 
 
@@ -122,8 +123,10 @@ class DaemonProcess:
             notify_path.unlink()
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(notify_path))
+        # the socket of the config file, not one a developer's shell names for its CLI
+        inherited = {k: v for k, v in os.environ.items() if k not in SOCKET_VARIABLES}
         env = {
-            **os.environ,
+            **inherited,
             "NOTIFY_SOCKET": str(notify_path),
             "PYTHONUNBUFFERED": "1",
             **(env or {}),

@@ -202,6 +202,27 @@ def test_a_control_socket_in_use_stops_the_start_with_one_line_naming_it_and_the
         assert a.call("status")["control_socket"] == str(a.socket_path), "a is not disturbed"
 
 
+def test_p2psync_socket_names_the_socket_for_daemon_and_cli_and_the_old_name_warns(tmp_path):
+    for variable, deprecated in (("P2PSYNC_SOCKET", False), ("P2PSYNC_CONTROL_SOCKET", True)):
+        daemon = DaemonProcess(tmp_path, variable.lower())
+        elsewhere = tmp_path / f"{variable.lower()}.sock"
+        daemon.start(env={variable: str(elsewhere)})  # beats control.socket of its config
+        try:
+            assert elsewhere.is_socket() and not daemon.socket_path.exists()
+            cli = subprocess.run(
+                [sys.executable, "-m", "p2psync", "id"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env={**os.environ, "P2PSYNC_SOCKET": str(elsewhere)},
+            )
+            assert cli.returncode == 0, cli.stderr
+            warned = "P2PSYNC_CONTROL_SOCKET is deprecated: set P2PSYNC_SOCKET=" in daemon.log()
+            assert warned == deprecated
+        finally:
+            daemon.stop()
+
+
 def test_a_startup_failure_inside_the_nursery_comes_out_alone_anything_else_whole():
     in_use = ControlSocketError("control socket /run/x.sock is in use")
     nested = ExceptionGroup("daemon", [ExceptionGroup("serve", [in_use])])
