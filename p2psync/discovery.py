@@ -137,6 +137,28 @@ def resolve_interfaces(specs: Sequence[str], adapters: Iterable[ifaddr.Adapter])
     return Binding(tuple(zeroconf_interfaces), tuple(published), ip_version)
 
 
+def interfaces_looked_at(specs: Sequence[str], adapters: Iterable[ifaddr.Adapter]) -> str:
+    """For people: the interfaces discovery looked at for an address, and why each gave none."""
+    found = list(adapters)
+    if not specs:
+        names = [a.nice_name for a in found if not _loopback_only(a)]
+        return f"any interface but loopback ({', '.join(names) or 'there is none'})"
+    shown = []
+    for spec in specs:
+        if _parse_ip(spec) is not None:
+            shown.append(f"{spec} (no interface has it)")
+        elif any(spec in (a.nice_name, a.name) for a in found):
+            shown.append(spec)
+        else:
+            shown.append(f"{spec} (no such interface)")
+    return f"discovery.interfaces {', '.join(shown)}"
+
+
+def _loopback_only(adapter: ifaddr.Adapter) -> bool:
+    ips = [ip.ip[0] if isinstance(ip.ip, tuple) else ip.ip for ip in adapter.ips]
+    return bool(ips) and all(ipaddress.ip_address(ip).is_loopback for ip in ips)
+
+
 def _parse_ip(spec: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(spec.split("%")[0])
@@ -311,6 +333,7 @@ class Discovery:
         self._interface_poll_seconds = interface_poll_seconds
         self._pairing: int | None = None
         self._ended_pairing: int | None = None
+        self._no_address_on: str | None = None  # what the last "no usable address" named
         self._instance_name = f"{instance_label(name, device_id)}.{SERVICE_TYPE}"
         self._events_send, self._events_receive = trio.open_memory_channel[DiscoveryEvent](math.inf)
         self._nearby = NearbyDevices(self._emit, on_heard)
@@ -393,9 +416,15 @@ class Discovery:
             await trio.to_thread.run_sync(self._zeroconf.close, abandon_on_cancel=True)
 
     def _current_binding(self) -> Binding:
-        binding = resolve_interfaces(self._interface_specs, ifaddr.get_adapters())
+        adapters = ifaddr.get_adapters()
+        binding = resolve_interfaces(self._interface_specs, adapters)
+        looked_at = None
         if not binding.published_addresses:
-            log.warning("no usable address on interfaces %s yet", self._interface_specs)
+            looked_at = interfaces_looked_at(self._interface_specs, adapters)
+            # polled every few seconds: said once, and again only when the picture changes
+            if looked_at != self._no_address_on:
+                log.warning("no usable address yet on %s; announcing once there is one", looked_at)
+        self._no_address_on = looked_at
         return binding
 
     def _service_info(self) -> ServiceInfo:
