@@ -121,9 +121,22 @@ def _give_to_group(socket_path: Path, group: str, shown_as: Path) -> None:
             group,
         )
         return
+    current = os.stat(socket_path).st_gid
+    if current == gid:
+        # already the group's (the daemon runs with it, as under systemd's Group=): nothing to
+        # ask, and the chown a system call filter may refuse is never tried
+        return
     try:
         os.chown(socket_path, -1, gid)
     except PermissionError:
+        try:
+            kept = grp.getgrgid(current).gr_name
+        except KeyError:
+            kept = str(current)
         log.warning(
-            "cannot give %s to group %r (not a member); only this user can use it", shown_as, group
+            "cannot give %s to group %r (this user is not a member, or the system refuses "
+            "chown here); it stays with group %r",
+            shown_as,
+            group,
+            kept,
         )
