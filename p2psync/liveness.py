@@ -25,6 +25,8 @@ DEFAULT_LIMIT_SECONDS = 8.0
 # A limit holds at least this many ping intervals: a ping delayed by up to one and a half
 # intervals (a busy event loop, retransmits) does not end a live session.
 PINGS_PER_LIMIT = 2.5
+# A peer's limit below this is taken as this: a member cannot make us ping many times a second.
+MIN_PEER_LIMIT_SECONDS = 1.0
 # Pings are due 0.4 of a limit apart at most, so half a limit without a word means a ping is
 # overdue: from then on `peers` says the peer is silent, not online.
 ANSWERING_FRACTION = 0.5
@@ -75,7 +77,7 @@ class Liveness:
 
     def peer_limit_is(self, seconds: float | None) -> None:
         if seconds is not None and seconds > 0:
-            self.peer_limit = seconds
+            self.peer_limit = max(seconds, MIN_PEER_LIMIT_SECONDS)
 
     def current_limit(self) -> float:
         if not self.heard_anything and self.opening_limit is not None:

@@ -77,6 +77,8 @@ def test_a_ping_is_due_an_interval_after_anything_we_sent():
     assert clocks.ping_at() == pytest.approx(2.9)
     clocks.peer_limit_is(None)  # a peer that does not say keeps what it said last
     assert clocks.ping_at() == pytest.approx(2.9)
+    clocks.peer_limit_is(0.001)  # a peer cannot make us ping a thousand times a second
+    assert clocks.ping_at() == pytest.approx(2.9)
 
 
 # --- the pump, on an in-memory stream -------------------------------------------------------------
