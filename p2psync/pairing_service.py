@@ -164,14 +164,15 @@ class PairingService:
         ended = None
         if invitation is None or nameplate != invitation.code.nameplate:
             ended = pairing.ended_code(first, [i.inviter for i in self.ended])
+        # logged before the joiner hears it: whoever reads both logs sees them in that order
         if ended is not None:
             why = f"pairing code number {nameplate} {ENDED_AS[ended.state]}"
-            await _send_quietly(channel, ended.refusal().reply)
             log.warning("pairing attempt from %s refused: %s", address, why)
+            await _send_quietly(channel, ended.refusal().reply)
             return
         if invitation is None:
-            await _send_quietly(channel, NotPairing().reply)
             log.warning("pairing attempt from %s refused: no pairing code is active", address)
+            await _send_quietly(channel, NotPairing().reply)
             return
         try:
             replies = invitation.inviter.receive(first, wall_ms())
@@ -180,10 +181,10 @@ class PairingService:
                 replies = invitation.inviter.receive(await channel.receive(), wall_ms())
                 await channel.send(replies)
         except PairingError as exc:
+            log.warning("pairing attempt from %s failed: %s", address, exc)
             await _send_quietly(channel, exc.reply)
             if _is_final(invitation):
                 self._finish(invitation, error=str(exc))
-            log.warning("pairing attempt from %s failed: %s", address, exc)
             return
         except (WireError, PairingFailed, trio.TooSlowError, trio.BrokenResourceError) as exc:
             if _is_final(invitation):
