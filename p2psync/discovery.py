@@ -430,6 +430,7 @@ class Discovery:
     def _service_info(self) -> ServiceInfo:
         low, high = self._protocol_versions
         txt = {"id": self.device_id, "pv": f"{low}-{high}"}
+        # the keys a joiner looks for (pairing_service.PAIRING_TXT and ENDED_PAIRING_TXT)
         if self._pairing is not None:
             txt["pair"] = str(self._pairing)
         if self._ended_pairing is not None:
