@@ -13,7 +13,7 @@ Needs root, iproute2 and nft. Sends nothing on the machine's own interfaces: eve
 inside namespaces it creates and removes. Ends with one line `RESULT {json}`; asserts nothing.
 
     .venv/bin/python bench/resume.py                 # one 3-minute partition
-    .venv/bin/python bench/resume.py --partition 20 --idle-timeout 3 --runs 3
+    .venv/bin/python bench/resume.py --partition 20 --runs 3
 """
 
 import argparse
@@ -27,6 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from p2psync.liveness import DEFAULT_LIMIT_SECONDS
 from tests.daemons import introduce, running, wait_for, wait_for_value
 from tests.netns import Host, netns_hosts, netns_unavailable_reason
 from tests.test_household import connected_to, cut_between, heal_cuts, lan_daemon
@@ -99,9 +100,9 @@ def main() -> int:
     parser.add_argument(
         "--idle-timeout",
         type=float,
-        default=60.0,
-        help="sync.idle_timeout (sessions across the cut end this long into it; use ~3 with a "
-        "short --partition)",
+        default=DEFAULT_LIMIT_SECONDS,
+        help="sync.idle_timeout (sessions across the cut end this long into it; the daemon's "
+        "default unless given)",
     )
     args = parser.parse_args()
     reason = netns_unavailable_reason()

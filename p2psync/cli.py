@@ -56,14 +56,16 @@ from .cli_setup import (
 from .cli_shares import DEVICE_HELP, add_share_command
 from .client import Client, ClientError, ControlError, DaemonNotRunning
 
-ENV_SOCKET = "P2PSYNC_SOCKET"
+ENV_SOCKET = config.ENV_CONTROL_SOCKET  # the daemon reads the same variable
 
 
 def default_socket_path(env: Mapping[str, str] = os.environ, euid: int | None = None) -> Path:
-    """$P2PSYNC_SOCKET; else the socket a daemon run by this user in this environment would use
-    (its config file, $P2PSYNC_CONTROL_SOCKET...) when one is there; else the system daemon's."""
-    if env.get(ENV_SOCKET):
-        return Path(env[ENV_SOCKET])
+    """$P2PSYNC_SOCKET (or the daemon's deprecated $P2PSYNC_CONTROL_SOCKET); else the socket a
+    daemon run by this user in this environment would use (its config file...) when one is
+    there; else the system daemon's."""
+    named = config.control_socket_from_env(env)[0]
+    if named:
+        return Path(named)
     euid = os.geteuid() if euid is None else euid
     try:
         try:
@@ -74,11 +76,7 @@ def default_socket_path(env: Mapping[str, str] = os.environ, euid: int | None = 
             # A daemon refuses a broken file on reload and keeps running where it was, most
             # likely where the defaults put it: where `systemctl reload` must reach it to be told
             found = config.default_config(env, euid, hostname="")
-        own = config.apply_overrides(
-            found,
-            state_dir=env.get(config.ENV_STATE_DIR),
-            control_socket=env.get(config.ENV_CONTROL_SOCKET),
-        ).control_socket
+        own = config.apply_overrides(found, state_dir=env.get(config.ENV_STATE_DIR)).control_socket
     except config.ConfigError:  # not even the defaults resolve (no HOME): the system's, then
         return config.SYSTEM_CONTROL_SOCKET
     return own if own.exists() else config.SYSTEM_CONTROL_SOCKET

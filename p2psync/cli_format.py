@@ -187,7 +187,10 @@ class RateMeter:
 def peer_state(peer: Peer) -> str:
     if peer.get("revoked"):
         return "revoked"
-    return "online" if peer.get("connected") else "offline"
+    if not peer.get("connected"):
+        return "offline"
+    # a daemon before 0.3.0 does not say; one that does says when pings are overdue
+    return "silent" if peer.get("answering") is False else "online"
 
 
 def _number(value: Any) -> float | None:

@@ -5,9 +5,13 @@ socket and turns failures into three exceptions that say what to do next. It nev
 replica or the network directly and holds no state besides its connection.
 """
 
+import grp
 import itertools
 import json
+import os
+import pwd
 import socket
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,10 +55,7 @@ def _connect(path: Path, timeout: float | None) -> socket.socket:
         ) from None
     except PermissionError:
         sock.close()
-        raise DaemonNotRunning(
-            f"permission denied on {path}: add yourself to group p2psync "
-            "(`sudo usermod -aG p2psync $USER`, then log in again)"
-        ) from None
+        raise DaemonNotRunning(f"permission denied on {path}: {_permission_advice(path)}") from None
     except TimeoutError:
         sock.close()
         raise ControlError("timeout", f"the daemon at {path} does not accept connections") from None
@@ -62,6 +63,52 @@ def _connect(path: Path, timeout: float | None) -> socket.socket:
         sock.close()
         raise DaemonNotRunning(f"cannot connect to {path}: {exc.strerror or exc}") from None
     return sock
+
+
+def _permission_advice(path: Path) -> str:
+    """What keeps us out of the socket at `path` and how to get in: the group of the socket,
+    or of the directory on its way that we may not enter (whatever group that is)."""
+    for where in (path, *path.parents):
+        try:
+            found = os.stat(where)
+        except OSError:
+            continue  # we may not look in the directory holding it: that one keeps us out
+        break
+    else:
+        return "ask whoever runs the daemon for access"
+    # a socket is used by writing to it; a directory is passed through by searching it
+    needed = stat.S_IWGRP if where == path else stat.S_IXGRP
+    thing = "the socket" if where == path else f"the directory {where}"
+    group = _name(grp.getgrgid, found.st_gid)
+    if not found.st_mode & needed:
+        owner = _name(pwd.getpwuid, found.st_uid)
+        return (
+            f"{thing} is open to its owner {owner} only (mode {stat.S_IMODE(found.st_mode):04o}); "
+            f'run as {owner}, or have the daemon share it with a group (control.mode = "0660" '
+            "and control.group in its config file)"
+        )
+    if found.st_gid not in os.getgroups() and _listed_in(found.st_gid):
+        return f"you are in group {group} since your last login: log in again (or `newgrp {group}`)"
+    return (
+        f"{thing} belongs to group {group}: add yourself to it "
+        f"(`sudo usermod -aG {group} $USER`, then log in again)"
+    )
+
+
+def _name(lookup: Any, number: int) -> str:
+    try:
+        return str(lookup(number)[0])
+    except KeyError:
+        return str(number)
+
+
+def _listed_in(gid: int) -> bool:
+    """Whether this user is a member of `gid` in the group database (not necessarily yet in
+    this login's groups)."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name in grp.getgrgid(gid).gr_mem
+    except KeyError:
+        return False
 
 
 class _LineConnection:

@@ -19,10 +19,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .liveness import DEFAULT_LIMIT_SECONDS
+
 ENV_CONFIG = "P2PSYNC_CONFIG"
 ENV_STATE_DIR = "P2PSYNC_STATE_DIR"
 ENV_LOG_LEVEL = "P2PSYNC_LOG_LEVEL"
-ENV_CONTROL_SOCKET = "P2PSYNC_CONTROL_SOCKET"
+ENV_CONTROL_SOCKET = "P2PSYNC_SOCKET"  # read by the daemon and the p2psync command alike
+ENV_CONTROL_SOCKET_OLD = "P2PSYNC_CONTROL_SOCKET"  # the daemon's name for it before 0.3.0
 
 DEFAULT_PORT = 47100
 DEFAULT_LISTEN = (("0.0.0.0", DEFAULT_PORT), ("::", DEFAULT_PORT))
@@ -314,7 +317,7 @@ def _resolve(
         discovery_enabled=settings.get("discovery_enabled", True),
         discovery_interfaces=settings.get("discovery_interfaces", ()),
         handshake_timeout=settings.get("handshake_timeout", 10.0),
-        idle_timeout=settings.get("idle_timeout", 60.0),
+        idle_timeout=settings.get("idle_timeout", DEFAULT_LIMIT_SECONDS),
         reconnect_max=settings.get("reconnect_max", 60.0),
         log_level=settings.get("log_level", "info"),
         source=source,
@@ -481,6 +484,26 @@ def apply_overrides(
                 f'log level "{log_level}" (from --log-level or {ENV_LOG_LEVEL}): {exc.reason}'
             ) from None
     return replace(config, **changes)
+
+
+def control_socket_from_env(env: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The control socket the environment names, and a warning for the daemon's log when the
+    deprecated $P2PSYNC_CONTROL_SOCKET had a say (it still works, unless $P2PSYNC_SOCKET is set
+    too). Empty values count as unset."""
+    current, old = env.get(ENV_CONTROL_SOCKET) or None, env.get(ENV_CONTROL_SOCKET_OLD) or None
+    if old is None:
+        return current, None
+    if current is None:
+        return old, (
+            f"{ENV_CONTROL_SOCKET_OLD} is deprecated: set {ENV_CONTROL_SOCKET}={old} instead "
+            "(the p2psync command reads it too)"
+        )
+    if current != old:
+        return current, (
+            f"{ENV_CONTROL_SOCKET_OLD}={old} is ignored: {ENV_CONTROL_SOCKET}={current} is set "
+            f"too; remove {ENV_CONTROL_SOCKET_OLD}"
+        )
+    return current, f"{ENV_CONTROL_SOCKET_OLD} is deprecated; {ENV_CONTROL_SOCKET} alone will do"
 
 
 def find_config_path(

@@ -374,7 +374,7 @@ class _Server:
                 with trio.move_on_after(invitation.expires_in()):
                     await invitation.done.wait()
                 if not invitation.done.is_set():
-                    invitation.error = "the code expired unused; run `p2psync pair` for a new one"
+                    invitation.expire()
             finally:  # also when the client hangs up: the code dies with its connection
                 self.context.end_pairing(invitation)
             event: dict[str, Any]

@@ -22,6 +22,9 @@ log = logging.getLogger("p2psync.control")  # the name these lines have always b
 
 PROBE_TIMEOUT_SECONDS = 2.0
 UNIX_PATH_MAX = 107
+# what a person can change when the path is taken: the option, and the environment variable
+# that the daemon and the CLI both read
+CHANGE_IT = "control.socket in the config file, or P2PSYNC_SOCKET=PATH"
 
 
 class ControlSocketError(OSError):
@@ -49,7 +52,7 @@ async def control_listener(
 
 async def _listen(path: Path, mode: int, group: str | None) -> trio.SocketListener:
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    await _remove_stale_socket(path)
+    await remove_stale_socket(path)
     # Bind under a temporary name and rename into place, so the socket is never reachable with
     # the umask's permissions instead of ours.
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(3)}")
@@ -70,14 +73,19 @@ async def _listen(path: Path, mode: int, group: str | None) -> trio.SocketListen
     return trio.SocketListener(sock)
 
 
-async def _remove_stale_socket(path: Path) -> None:
+async def remove_stale_socket(path: Path) -> None:
+    """Make way for our socket at `path`: a socket nobody answers on is removed; a daemon that
+    answers there, or a file that is not a socket, is a `ControlSocketError` naming the path
+    and what to change. The daemon calls this first of all, so that it stops before it starts
+    anything else (listeners, discovery) rather than after."""
     try:
         found = os.lstat(path)
     except FileNotFoundError:
         return
     if not stat.S_ISSOCK(found.st_mode):
         raise ControlSocketError(
-            f"{path} exists and is not a socket; move it away or choose another control socket path"
+            f"control socket {path} exists and is not a socket; move it away, or choose another "
+            f"path with {CHANGE_IT}"
         )
     try:
         with trio.fail_after(PROBE_TIMEOUT_SECONDS):
@@ -96,8 +104,8 @@ async def _remove_stale_socket(path: Path) -> None:
     else:
         await probe.aclose()
     raise ControlSocketError(
-        f"another p2psync daemon is answering on {path}; stop it first, or give this daemon "
-        f"another control socket path"
+        f"control socket {path} is in use: another p2psync daemon answers there; stop it, or "
+        f"give this daemon a socket of its own with {CHANGE_IT}"
     )
 
 
@@ -113,11 +121,24 @@ def _give_to_group(socket_path: Path, group: str, shown_as: Path) -> None:
             group,
         )
         return
+    current = os.stat(socket_path).st_gid
+    if current == gid:
+        # already the group's (the daemon runs with it, as under systemd's Group=): nothing to
+        # ask, and the chown a system call filter may refuse is never tried
+        return
     try:
         os.chown(socket_path, -1, gid)
     except PermissionError:
+        try:
+            kept = grp.getgrgid(current).gr_name
+        except KeyError:
+            kept = str(current)
         log.warning(
-            "cannot give %s to group %r (not a member); only this user can use it", shown_as, group
+            "cannot give %s to group %r (this user is not a member, or the system refuses "
+            "chown here); it stays with group %r",
+            shown_as,
+            group,
+            kept,
         )
 
 

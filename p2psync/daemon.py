@@ -13,6 +13,7 @@ import errno
 import gc
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -26,19 +27,22 @@ import trio
 from . import __version__, config, daemon_status, identity, keystore, netwatch, pairing
 from .config import Config, ConfigError
 from .control import serve_control
+from .control_socket import remove_stale_socket
 from .daemon_setup import (
     StartupError,
     load_settings,
     open_state,
     prepare_state_dir,
     setup_logging,
+    startup_failure,
     state_lock,
+    warn_about_environment,
 )
 from .device_names import find_device
 from .discovery import Discovery, Found
 from .node import Node
 from .pairing import PairingResult
-from .pairing_service import Invitation, PairingService
+from .pairing_service import Invitation, PairingService, announcing
 from .peers import PeerManager, PeerState, Timeouts
 from .replica import DEFAULT_SHARE, DeviceRecord, Replica
 from .sdnotify import Notifier
@@ -48,6 +52,7 @@ log = logging.getLogger("p2psync")
 STOP_GRACE_SECONDS = 5.0
 ADDRESSES_FILE = "addresses.json"
 JOIN_SEARCH_SECONDS = 10.0
+ENDED_CODE_GRACE_SECONDS = 2.0
 CONFLICT_CHECK_SECONDS = 1.0
 GIVEN_SHARES = "given_shares"  # the record of the pairing members list that names shares
 
@@ -99,6 +104,8 @@ class Daemon:
     # lifetime -----------------------------------------------------------------------------
 
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        # a socket another daemon answers on stops the start before anything else is started
+        await remove_stale_socket(self.config.control_socket)
         listeners = await self._open_listeners()
         # Signals are caught from before READY=1, so a stop request is never lost to a race.
         stop_signals = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -314,7 +321,8 @@ class Daemon:
     def end_pairing(self, invitation: Invitation) -> None:
         self.pairing.cancel(invitation)
         if self.discovery is not None and self.pairing.invitation is None:
-            self.discovery.set_pairing(None)
+            # still findable by its number, to tell a late joiner why it no longer works
+            self.discovery.set_pairing(None, ended=invitation.code.nameplate)
 
     async def join(self, code_text: str, address: str | None) -> dict[str, Any]:
         code = pairing.parse_code(code_text)
@@ -340,19 +348,23 @@ class Daemon:
         }
 
     async def _find_inviter(self, nameplate: int) -> list[tuple[str, int]]:
-        """Addresses of devices announcing this pairing number, waiting a little for them."""
+        """Addresses of devices announcing this pairing number, waiting a little for them; if
+        none offers it, those whose code of that number ended (they tell the joiner why)."""
+        started = trio.current_time()
+        ended: list[tuple[str, int]] = []
         with trio.move_on_after(JOIN_SEARCH_SECONDS):
             while True:
-                found = [
-                    address
-                    for device in (self.discovery.nearby().values() if self.discovery else ())
-                    if device.txt.get("pair") == str(nameplate)
-                    for address in device.addresses
-                ]
+                nearby = self.discovery.nearby().values() if self.discovery else ()
+                found, ended = announcing(((d.txt, d.addresses) for d in nearby), nameplate)
                 if found or self.discovery is None:
                     return found
-                await self.nearby_changed.wait()
-        return []
+                # a device offering that number may answer a moment after one whose code ended
+                ended_from = started + ENDED_CODE_GRACE_SECONDS
+                if ended and trio.current_time() >= ended_from:
+                    return ended
+                with trio.move_on_at(ended_from if ended else math.inf):
+                    await self.nearby_changed.wait()
+        return ended
 
     async def _member_certs(self) -> list[dict[str, Any]]:
         """What an inviter passes the joiner: the household's devices, and the shares it is
@@ -590,12 +602,18 @@ def main(args: argparse.Namespace) -> int:
         print(f"p2psync: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
+    warn_about_environment()
     try:
         prepare_state_dir(settings.state_dir)
         with state_lock(settings.state_dir):
             device, replica = open_state(settings)
             try:
                 trio.run(_run, settings, device, replica, args)
+            except BaseExceptionGroup as group:  # a failure inside the nursery comes wrapped
+                failure = startup_failure(group)
+                if failure is None:
+                    raise
+                raise failure from None
             finally:
                 replica.close()
     except (StartupError, keystore.KeystoreError, OSError) as exc:

@@ -29,6 +29,24 @@ class StartupError(Exception):
     """The daemon cannot start; the message says why and what to do."""
 
 
+def startup_failure(group: BaseExceptionGroup) -> Exception | None:
+    """The one startup failure (a `StartupError` or an `OSError`, whose message says what to
+    do) that a task in the daemon's nursery raised, wrapped in `group`; None when the group
+    holds anything else, which is a bug to show whole."""
+    found = list(_leaves(group))
+    if len(found) == 1 and isinstance(found[0], StartupError | OSError):
+        return found[0]
+    return None
+
+
+def _leaves(group: BaseExceptionGroup) -> Iterator[BaseException]:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            yield from _leaves(exc)
+        else:
+            yield exc
+
+
 @contextmanager
 def state_lock(state_dir: Path) -> Iterator[None]:
     """One daemon per state directory: a second one fails at once with the holder's pid."""
@@ -63,8 +81,15 @@ def load_settings(args: argparse.Namespace) -> Config:
         settings,
         state_dir=getattr(args, "state_dir", None) or env.get(config.ENV_STATE_DIR),
         log_level=getattr(args, "log_level", None) or env.get(config.ENV_LOG_LEVEL),
-        control_socket=env.get(config.ENV_CONTROL_SOCKET),
+        control_socket=config.control_socket_from_env(env)[0],
     )
+
+
+def warn_about_environment() -> None:
+    """Once logging is set up: say what in the environment is deprecated or ignored."""
+    warning = config.control_socket_from_env(os.environ)[1]
+    if warning is not None:
+        log.warning("%s", warning)
 
 
 def setup_logging(level: str) -> None:

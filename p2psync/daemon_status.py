@@ -83,6 +83,10 @@ def peer_json(
         "name": device.name,
         "revoked": device.revoked,
         "connected": connected,
+        # connected, and no ping of the peer's overdue: what `peers` calls online
+        "answering": bool(
+            connected and state and (state.liveness is None or state.liveness.answering(now))
+        ),
         "address": state.address if state else None,
         "direction": state.direction if state else None,
         "last_seen_seconds_ago": (

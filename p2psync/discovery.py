@@ -1,6 +1,7 @@
 """LAN discovery: announce this device and browse for others over mDNS, bridged into trio.
 
-Owns the `_p2psync._tcp.local.` announcement (TXT `id`, `pv`, optional `pair`), browsing for other
+Owns the `_p2psync._tcp.local.` announcement (TXT `id`, `pv`, optional `pair` and `ended`: the
+numbers of the pairing code on offer and of the last one that ended), browsing for other
 devices, turning zeroconf's callbacks into `Found`/`Lost` events in trio, following interface
 address changes, and the goodbye on close. zeroconf runs on its own thread and asyncio loop; this
 module never blocks trio on it and never drops a removal on the way across. Discovery is only a
@@ -134,6 +135,28 @@ def resolve_interfaces(specs: Sequence[str], adapters: Iterable[ifaddr.Adapter])
         frozenset({6}): IPVersion.V6Only,
     }.get(frozenset(versions), IPVersion.V4Only)
     return Binding(tuple(zeroconf_interfaces), tuple(published), ip_version)
+
+
+def interfaces_looked_at(specs: Sequence[str], adapters: Iterable[ifaddr.Adapter]) -> str:
+    """For people: the interfaces discovery looked at for an address, and why each gave none."""
+    found = list(adapters)
+    if not specs:
+        names = [a.nice_name for a in found if not _loopback_only(a)]
+        return f"any interface but loopback ({', '.join(names) or 'there is none'})"
+    shown = []
+    for spec in specs:
+        if _parse_ip(spec) is not None:
+            shown.append(f"{spec} (no interface has it)")
+        elif any(spec in (a.nice_name, a.name) for a in found):
+            shown.append(spec)
+        else:
+            shown.append(f"{spec} (no such interface)")
+    return f"discovery.interfaces {', '.join(shown)}"
+
+
+def _loopback_only(adapter: ifaddr.Adapter) -> bool:
+    ips = [ip.ip[0] if isinstance(ip.ip, tuple) else ip.ip for ip in adapter.ips]
+    return bool(ips) and all(ipaddress.ip_address(ip).is_loopback for ip in ips)
 
 
 def _parse_ip(spec: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -309,6 +332,8 @@ class Discovery:
         self._protocol_versions = protocol_versions
         self._interface_poll_seconds = interface_poll_seconds
         self._pairing: int | None = None
+        self._ended_pairing: int | None = None
+        self._no_address_on: str | None = None  # what the last "no usable address" named
         self._instance_name = f"{instance_label(name, device_id)}.{SERVICE_TYPE}"
         self._events_send, self._events_receive = trio.open_memory_channel[DiscoveryEvent](math.inf)
         self._nearby = NearbyDevices(self._emit, on_heard)
@@ -345,12 +370,14 @@ class Discovery:
         """The devices announcing right now, by device id."""
         return self._nearby.by_device_id()
 
-    def set_pairing(self, nameplate: int | None) -> None:
-        """Advertise (or stop advertising) the nameplate of an active pairing code.
+    def set_pairing(self, nameplate: int | None, ended: int | None = None) -> None:
+        """Advertise (or stop advertising) the nameplate of an active pairing code, and of the
+        last one that ended (until the next code), for late joiners to be told why.
 
         Published in the background; changes less than RECORD_CHANGE_SPACING_SECONDS apart merge.
         """
         self._pairing = nameplate
+        self._ended_pairing = ended
         self._republish.set()
 
     def links_changed(self) -> None:
@@ -389,16 +416,25 @@ class Discovery:
             await trio.to_thread.run_sync(self._zeroconf.close, abandon_on_cancel=True)
 
     def _current_binding(self) -> Binding:
-        binding = resolve_interfaces(self._interface_specs, ifaddr.get_adapters())
+        adapters = ifaddr.get_adapters()
+        binding = resolve_interfaces(self._interface_specs, adapters)
+        looked_at = None
         if not binding.published_addresses:
-            log.warning("no usable address on interfaces %s yet", self._interface_specs)
+            looked_at = interfaces_looked_at(self._interface_specs, adapters)
+            # polled every few seconds: said once, and again only when the picture changes
+            if looked_at != self._no_address_on:
+                log.warning("no usable address yet on %s; announcing once there is one", looked_at)
+        self._no_address_on = looked_at
         return binding
 
     def _service_info(self) -> ServiceInfo:
         low, high = self._protocol_versions
         txt = {"id": self.device_id, "pv": f"{low}-{high}"}
+        # the keys a joiner looks for (pairing_service.PAIRING_TXT and ENDED_PAIRING_TXT)
         if self._pairing is not None:
             txt["pair"] = str(self._pairing)
+        if self._ended_pairing is not None:
+            txt["ended"] = str(self._ended_pairing)
         return ServiceInfo(
             SERVICE_TYPE,
             self._instance_name,

@@ -5,6 +5,7 @@ exchange by which an inviter and a joiner who share a code learn each other's ce
 name (and the joiner the household's member records). It produces and consumes plain dicts that
 the daemon frames as msgpack over TCP; it never opens sockets, reads the clock (`now_ms` is passed
 in) or touches files. One guess per code: the first failed attempt burns it, and so does success.
+A code that ended (used, expired, withdrawn) still names the reason to anyone who tries it.
 """
 
 import difflib
@@ -76,6 +77,22 @@ class CodeBurned(PairingError):
     )
 
 
+class CodeWithdrawn(PairingError):
+    kind = "withdrawn"
+    default_message = (
+        f"the pairing code was withdrawn on the other device (its `p2psync pair` was stopped, or "
+        f"a newer code replaced it) — {_NEW_CODE_HINT}"
+    )
+
+
+class NotPairing(PairingError):
+    kind = "not-pairing"
+    default_message = (
+        "the other device is not pairing: no pairing code is active there — run `p2psync pair` "
+        "on it for a code"
+    )
+
+
 class PairingProtocolError(PairingError):
     kind = "protocol"
     default_message = "the other device broke the pairing protocol"
@@ -87,7 +104,8 @@ class PairingAborted(PairingError):
 
 
 _PEER_ERRORS: dict[str, type[PairingError]] = {
-    cls.kind: cls for cls in (WrongCode, CodeExpired, CodeBurned, PairingProtocolError)
+    cls.kind: cls
+    for cls in (WrongCode, CodeExpired, CodeBurned, CodeWithdrawn, NotPairing, PairingProtocolError)
 }
 
 
@@ -203,6 +221,17 @@ class InviterState(Enum):
     DONE = "done"
     BURNED = "burned"
     EXPIRED = "expired"
+    WITHDRAWN = "withdrawn"
+
+
+OPEN_STATES = (InviterState.WAITING, InviterState.AWAITING_IDENT)
+# how an ended code ended, for the inviter's log ("... refused: the code expired")
+ENDED_AS = {
+    InviterState.DONE: "was used",
+    InviterState.BURNED: "is used up",
+    InviterState.EXPIRED: "expired",
+    InviterState.WITHDRAWN: "was withdrawn",
+}
 
 
 class JoinerState(Enum):
@@ -344,9 +373,9 @@ class Inviter:
         self._keys: _SessionKeys | None = None
 
     def receive(self, message: dict[str, Any], now_ms: int) -> list[dict[str, Any]]:
-        if self.state in (InviterState.DONE, InviterState.BURNED):
-            self._fail(CodeBurned(), self.state)
-        if self.state is InviterState.EXPIRED or now_ms >= self.expires_at_ms:
+        if self.state not in OPEN_STATES:
+            self._fail(self.refusal(), self.state)
+        if now_ms >= self.expires_at_ms:
             self._fail(CodeExpired(), InviterState.EXPIRED)
         if self.state is InviterState.WAITING:
             return self._receive_pake(message)
@@ -411,6 +440,40 @@ class Inviter:
     def _fail(self, error: PairingError, state: InviterState) -> NoReturn:
         self.state = state
         raise error
+
+    def expire(self) -> None:
+        """Its time is up (the caller keeps the clock): every later attempt hears so."""
+        if self.state in OPEN_STATES:
+            self.state = InviterState.EXPIRED
+
+    def withdraw(self) -> None:
+        """Whoever showed the code gave up on it: every later attempt hears so."""
+        if self.state in OPEN_STATES:
+            self.state = InviterState.WITHDRAWN
+
+    def refusal(self) -> PairingError:
+        """What an attempt on this code is told once the code has ended."""
+        if self.state is InviterState.EXPIRED:
+            return CodeExpired()
+        if self.state is InviterState.WITHDRAWN:
+            return CodeWithdrawn()
+        return CodeBurned()
+
+
+def attempted_nameplate(message: object) -> int | None:
+    """The code number a joiner's first message names (public: it is announced on the LAN)."""
+    nameplate = message.get("nameplate") if isinstance(message, dict) else None
+    return nameplate if type(nameplate) is int else None
+
+
+def ended_code(message: object, ended: Sequence[Inviter]) -> Inviter | None:
+    """The code of ours, among those that ended, that an attempt names by its number (the
+    latest such): its `refusal` says why the attempt gets nothing. None when there is none."""
+    nameplate = attempted_nameplate(message)
+    for inviter in reversed(ended):
+        if inviter.code.nameplate == nameplate and inviter.state not in OPEN_STATES:
+            return inviter
+    return None
 
 
 class Joiner:

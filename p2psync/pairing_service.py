@@ -5,26 +5,49 @@ preface instead of a TLS ClientHello, and the listener hands it here. Messages a
 wire codec. This module moves messages and enforces time limits; every decision (right code,
 expiry, one guess) is the state machine's. It never touches membership itself: the daemon records
 the other device when a pairing succeeds.
+
+Every failure is named the same on both sides and logged where it happens: a code that expired,
+was withdrawn (its `pair` stream closed, or a newer code replaced it) or was used is remembered
+(the last few), so that a late joiner is told which, and a device with no code says it is not
+pairing rather than that a code is used up.
 """
 
 import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
 from . import pairing
-from .pairing import Inviter, InviterState, Joiner, PairingCode, PairingError, PairingResult
+from .pairing import (
+    ENDED_AS,
+    OPEN_STATES,
+    Inviter,
+    InviterState,
+    Joiner,
+    NotPairing,
+    PairingCode,
+    PairingError,
+    PairingResult,
+)
 from .wire import FrameDecoder, WireError, encode_frame
 
 log = logging.getLogger("p2psync.pairing")
 PREFACE = b"P2PSYNC-PAIR/1\n"
 MAX_PAIRING_FRAME = 256 * 1024
 STEP_TIMEOUT = 15.0
+ENDED_CODES_REMEMBERED = 8
+EXPIRED_MESSAGE = "the code expired unused; run `p2psync pair` for a new one"
+REPLACED_MESSAGE = "a newer code replaced this one (`p2psync pair` was run again)"
+# TXT keys of the mDNS announcement: the number of the code on offer, and of the last one that
+# ended (so that a joiner typing it finds the device and is told why it no longer works)
+PAIRING_TXT = "pair"
+ENDED_PAIRING_TXT = "ended"
 Address = tuple[str, int]
 
 
@@ -42,6 +65,13 @@ class Invitation:
 
     def expires_in(self) -> float:
         return max(0.0, (self.inviter.expires_at_ms - wall_ms()) / 1000)
+
+    def expire(self) -> None:
+        """The code's time is up: its `pair` stream says so, and so does any later attempt."""
+        if self.inviter.state in OPEN_STATES:
+            self.inviter.expire()
+            self.error = EXPIRED_MESSAGE
+            self.done.set()
 
 
 def wall_ms() -> int:
@@ -84,9 +114,12 @@ class PairingService:
         self.members = members
         self.on_paired = on_paired
         self.invitation: Invitation | None = None
+        self.ended: deque[Invitation] = deque(maxlen=ENDED_CODES_REMEMBERED)
 
     async def invite(self, ttl_seconds: float) -> Invitation:
         """Start a new invitation, replacing any earlier one (its code dies with it)."""
+        if self.invitation is not None:
+            self._withdraw(self.invitation, REPLACED_MESSAGE)
         code = pairing.generate_code(os.urandom)
         inviter = Inviter(
             code,
@@ -100,30 +133,58 @@ class PairingService:
         return self.invitation
 
     def cancel(self, invitation: Invitation) -> None:
+        """The invitation's `pair` stream ended: a code still open is withdrawn; either way it
+        is remembered, and an expiry logged."""
+        if invitation.inviter.state is InviterState.EXPIRED and invitation not in self.ended:
+            log.info("pairing code number %d expired unused", invitation.code.nameplate)
+        self._withdraw(invitation, "the pairing was cancelled")
+
+    def _withdraw(self, invitation: Invitation, why: str) -> None:
         if self.invitation is invitation:
             self.invitation = None
+        if invitation.inviter.state in OPEN_STATES:
+            invitation.inviter.withdraw()
+            log.info("pairing code number %d withdrawn: %s", invitation.code.nameplate, why)
         if not invitation.done.is_set():
-            invitation.error = invitation.error or "the pairing was cancelled"
+            invitation.error = invitation.error or why
             invitation.done.set()
+        if invitation not in self.ended:
+            self.ended.append(invitation)
 
     async def handle_incoming(self, stream: trio.abc.Stream, address: str) -> None:
         """An incoming pairing connection (its preface already read)."""
-        invitation = self.invitation
         channel = _Channel(stream)
+        try:
+            first = await channel.receive()
+        except (WireError, PairingFailed, trio.TooSlowError, trio.BrokenResourceError) as exc:
+            log.warning("pairing attempt from %s broke off: %s", address, _describe(exc))
+            return
+        invitation = self.invitation  # as it is now: a code may have ended while we waited
+        nameplate = pairing.attempted_nameplate(first)
+        ended = None
+        if invitation is None or nameplate != invitation.code.nameplate:
+            ended = pairing.ended_code(first, [i.inviter for i in self.ended])
+        # logged before the joiner hears it: whoever reads both logs sees them in that order
+        if ended is not None:
+            why = f"pairing code number {nameplate} {ENDED_AS[ended.state]}"
+            log.warning("pairing attempt from %s refused: %s", address, why)
+            await _send_quietly(channel, ended.refusal().reply)
+            return
         if invitation is None:
-            await channel.send(
-                [{"t": "fail", "error": "burned", "reason": "no pairing code is active here"}]
-            )
+            log.warning("pairing attempt from %s refused: no pairing code is active", address)
+            await _send_quietly(channel, NotPairing().reply)
             return
         try:
+            replies = invitation.inviter.receive(first, wall_ms())
+            await channel.send(replies)
             while invitation.inviter.result is None:
                 replies = invitation.inviter.receive(await channel.receive(), wall_ms())
                 await channel.send(replies)
         except PairingError as exc:
+            log.warning("pairing attempt from %s failed: %s", address, exc)
             await _send_quietly(channel, exc.reply)
             if _is_final(invitation):
                 self._finish(invitation, error=str(exc))
-            log.warning("pairing attempt from %s failed: %s", address, exc)
             return
         except (WireError, PairingFailed, trio.TooSlowError, trio.BrokenResourceError) as exc:
             if _is_final(invitation):
@@ -145,11 +206,22 @@ class PairingService:
         if self.invitation is invitation:
             self.invitation = None
         invitation.done.set()
+        if invitation not in self.ended:
+            self.ended.append(invitation)
 
     async def join(
         self, code: PairingCode, addresses: Sequence[Address]
     ) -> tuple[PairingResult, Address]:
         """Try each candidate address until one answers; the first real attempt decides."""
+        try:
+            return await self._join(code, addresses)
+        except PairingFailed as exc:
+            log.warning("joining with pairing code number %d failed: %s", code.nameplate, exc)
+            raise
+
+    async def _join(
+        self, code: PairingCode, addresses: Sequence[Address]
+    ) -> tuple[PairingResult, Address]:
         if not addresses:
             raise PairingFailed(
                 f"found no device offering pairing code {code.nameplate} on the network; check "
@@ -185,6 +257,21 @@ class PairingService:
             raise PairingFailed(f"pairing with {address} broke off: {_describe(exc)}") from None
         await self.on_paired(joiner.result, address)
         return joiner.result
+
+
+def announcing(
+    devices: Iterable[tuple[dict[str, str], Sequence[Address]]], nameplate: int
+) -> tuple[list[Address], list[Address]]:
+    """The addresses of devices (TXT, addresses) offering code number `nameplate`, and of
+    those whose code with that number ended (they say why it no longer works)."""
+    offering: list[Address] = []
+    ended: list[Address] = []
+    for txt, addresses in devices:
+        if txt.get(PAIRING_TXT) == str(nameplate):
+            offering.extend(addresses)
+        elif txt.get(ENDED_PAIRING_TXT) == str(nameplate):
+            ended.extend(addresses)
+    return offering, ended
 
 
 def _is_final(invitation: Invitation) -> bool:

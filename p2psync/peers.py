@@ -23,6 +23,7 @@ import trio
 from . import hlc, identity, keystore, listening, tls
 from .config import format_address
 from .entry import IntegrityError
+from .liveness import DEFAULT_LIMIT_SECONDS, Liveness
 from .membership import DeviceRecord
 from .node import Node
 from .pairing_service import PREFACE as PAIRING_PREFACE
@@ -43,7 +44,7 @@ Address = tuple[str, int]
 @dataclass(frozen=True)
 class Timeouts:
     handshake: float = 10.0
-    idle: float = 60.0
+    idle: float = DEFAULT_LIMIT_SECONDS  # silence after which a peer counts as gone
     reconnect_max: float = 60.0
 
 
@@ -70,6 +71,7 @@ class PeerState:
     bytes_received: int = 0
     bytes_sent: int = 0
     clock_offset_ms: int | None = None  # the peer's wall clock minus ours, from its pings
+    liveness: Liveness | None = None  # the session's clocks: is the peer answering?
     recent_receipts: deque[tuple[float, int]] = field(default_factory=deque)
 
     def count_received(self, now: float, entries: int) -> None:

@@ -1,20 +1,23 @@
-"""One sync session's byte pump (trio): the receiver, the keep-alive and the per-share senders.
+"""One sync session's byte pump (trio): the receiver, the keep-alive, the silence watch and the
+per-share senders.
 
 It moves bytes between one TLS stream and its pure `SyncConnection`, hands received entries to
 the replica on the database thread, and reports what the session showed (hello, trust, clocks,
-offenders) back to the `PeerManager` that owns every session. It never decides whom to trust or
-dial, and never interprets entries itself.
+offenders) back to the `PeerManager` that owns every session. It ends the session when the peer
+has been silent too long, and pings when we have been; when is `liveness.py`'s to say. It never
+decides whom to trust or dial, and never interprets entries itself.
 """
 
 import logging
 import traceback
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
 from . import hlc
 from .entry import IntegrityError
+from .liveness import Liveness
 from .relay import raise_to as _raise_to
 from .replica import DEFAULT_SHARE, ApplyResult, Replica, WireItem, wall_clock_ms
 from .sender import Link
@@ -39,10 +42,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("p2psync.peers")
 RECEIVE_CHUNK = 256 * 1024
+T = TypeVar("T")
 
 
 class SessionPump:
-    """Moves one session's bytes: a receiver, a keep-alive, and the senders (`sender.Link`)."""
+    """Moves one session's bytes: a receiver, a keep-alive, a watch on the peer's silence, and
+    the senders (`sender.Link`)."""
 
     def __init__(self, manager: "PeerManager", session: "_Session") -> None:
         self.manager = manager
@@ -55,6 +60,9 @@ class SessionPump:
         self.peer_known: dict[str, dict[str, int]] = {}
         self.senders: set[str] = set()
         self.vectors_sent: set[str] = set()
+        timeouts = manager.timeouts
+        self.liveness = Liveness.starting(trio.current_time(), timeouts.idle, timeouts.handshake)
+        session.state.liveness = self.liveness
         self.link = Link(
             self.node,
             manager.neighbourhood,
@@ -67,6 +75,7 @@ class SessionPump:
     async def send(self, data: bytes) -> None:
         async with self.send_lock:
             await self.session.stream.send_all(data)
+        self.liveness.sent(trio.current_time())
         self.state.bytes_sent += len(data)
 
     async def run(self) -> None:
@@ -77,6 +86,7 @@ class SessionPump:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
                 nursery.start_soon(self._keep_alive)
+                nursery.start_soon(self._watch_silence, nursery.cancel_scope)
                 await self._receive()
                 nursery.cancel_scope.cancel()
         finally:
@@ -86,15 +96,10 @@ class SessionPump:
         self.state.entries_sent += entries
 
     async def _receive(self) -> None:
-        deadline = self.manager.timeouts.handshake
         while True:
-            with trio.move_on_after(deadline) as waited:
-                data = await self.session.stream.receive_some(RECEIVE_CHUNK)
-            if waited.cancelled_caught:
-                self.session.reason = "peer went silent"
-                return
-            deadline = self.manager.timeouts.idle
+            data = await self.session.stream.receive_some(RECEIVE_CHUNK)
             self.state.last_seen = trio.current_time()
+            self.liveness.heard(self.state.last_seen)
             if data and self.session.newer_copy is not None:
                 self.manager.confirm_copies(self.session)
             self.state.bytes_received += len(data)
@@ -132,27 +137,32 @@ class SessionPump:
             if event.share not in self.vectors_sent and event.share not in self.link.told:
                 await self._send_vector(event.share)  # the peer joined a share we offered
             self.link.compare_heads.add(event.share)
-            vector = await self.node.call(self.replica.expand_vector, event.share, event.vector)
+            vector = await self._database(self.replica.expand_vector, event.share, event.vector)
             self._start_sender(event.share, vector)
         elif isinstance(event, Entries):
             await self._apply(event)
         elif isinstance(event, NotMember):
             peer = self.state.device_id
-            if await self.node.call(self.replica.note_removal, event.share, peer, event.reason):
+            if await self._database(self.replica.note_removal, event.share, peer, event.reason):
                 log.warning("this device is no longer in share %s: %s", event.share, event.reason)
                 await self.node.applied(self.node.changes.position, True)  # sessions follow
         elif isinstance(event, Have):
-            await self.link.on_have(event.share, event.vector)
+            self.liveness.waiting()
+            try:
+                await self.link.on_have(event.share, event.vector)
+            finally:
+                self.liveness.waited(trio.current_time())
         elif isinstance(event, Direct):
             self.link.on_direct(event)
             self.state.direct_actors = len(event.shares.get(DEFAULT_SHARE, ()))
         elif isinstance(event, CaughtUp):
-            vector = await self.node.call(self.replica.expand_vector, event.share, event.vector)
+            vector = await self._database(self.replica.expand_vector, event.share, event.vector)
             _raise_to(self._known(event.share), vector)
             self.state.in_sync.add(event.share)
             log.info("caught up with %s on share %s", self.state.device_id, event.share)
             self.manager.on_change()
         elif isinstance(event, Ping):
+            self.liveness.peer_limit_is(event.idle_ms / 1000 if event.idle_ms else None)
             if event.wall_ms is not None:
                 offset = event.wall_ms - wall_clock_ms()
                 skewed = abs(offset) > hlc.MAX_ADOPTED_DRIFT_MS
@@ -167,7 +177,10 @@ class SessionPump:
                     )
                 self.state.clock_offset_ms = offset
                 self.manager.note_clock_offsets()
-            await self.send(self.connection.send_pong())
+            if event.idle_ms is None:
+                # a peer older than 0.3.0 counts only on pongs to hear from us often enough for
+                # its own limit; newer ones say their limit and hear our pings
+                await self.send(self.connection.send_pong())
         elif isinstance(event, Bye):
             self.session.reason = f"peer said goodbye: {event.reason}"
             if event.code == BYE_REVOKED:
@@ -180,7 +193,7 @@ class SessionPump:
         member added us) or were told we were removed (a member may have added us back), and
         tell the peer if it was removed from it."""
         peer = self.state.device_id
-        holds, noticed, removed = await self.node.call(_offer_facts, self.replica, share, peer)
+        holds, noticed, removed = await self._database(_offer_facts, self.replica, share, peer)
         if removed:
             log.info("telling %s it is no longer in share %s", peer, share)
             await self.send(self.connection.send_not_member(share, removed))
@@ -192,7 +205,7 @@ class SessionPump:
             await self.send(self.connection.join_share(share))
 
     async def _send_vector(self, share: str) -> None:
-        vector = await self.node.call(self.replica.wire_vector, share)
+        vector = await self._database(self.replica.wire_vector, share)
         self.vectors_sent.add(share)
         self.link.told[share] = vector
         await self.send(self.connection.send_vector(share, vector))
@@ -216,7 +229,7 @@ class SessionPump:
     async def _apply(self, event: Entries) -> None:
         known = self._known(event.share)
         try:
-            result = await self.node.call(
+            result = await self._database(
                 _apply_noting, self.replica, event.share, event.items, known, self.state.device_id
             )
         except IntegrityError as exc:
@@ -234,12 +247,37 @@ class SessionPump:
             self.manager.neighbourhood.received(self.link, event.share, result.received)
             await self.node.applied(result.position, result.devices_changed)
 
+    async def _database(self, function: Callable[..., T], *args: object) -> T:
+        """A receiver's call on the database thread: the peer's silence does not count while
+        we do not read (its bytes wait in the socket), and it gets its whole limit after."""
+        self.liveness.waiting()
+        try:
+            return await self.node.call(function, *args)
+        finally:
+            self.liveness.waited(trio.current_time())
+
     async def _keep_alive(self) -> None:
-        """Pings keep an idle connection alive and carry our clock for the peer's skew check."""
-        interval = max(self.manager.timeouts.idle / 3, 0.05)
+        """A ping whenever we sent nothing else for a while: it tells the peer we are here, and
+        carries our clock (for its skew check) and how soon we give up on it."""
+        idle_ms = round(self.liveness.limit * 1000)
         while True:
-            await self.send(self.connection.send_ping(wall_clock_ms()))
-            await trio.sleep(interval)
+            due = self.liveness.ping_at()
+            if trio.current_time() < due:
+                await trio.sleep_until(due)
+                continue
+            await self.send(self.connection.send_ping(wall_clock_ms(), idle_ms))
+
+    async def _watch_silence(self, session: trio.CancelScope) -> None:
+        """End the session once the peer has said nothing for its limit. A task of its own, so
+        that a receiver stuck sending to a peer that no longer reads is no excuse."""
+        liveness = self.liveness
+        while not liveness.is_gone(trio.current_time()):
+            # gone_at moves on with every word heard, and is "never" while we are busy; it can
+            # only come sooner than a `limit` from now when the first words end the opening
+            await trio.sleep_until(min(liveness.gone_at(), trio.current_time() + liveness.limit))
+        limit = liveness.current_limit()
+        self.session.reason = self.session.reason or f"peer went silent (nothing for {limit:g} s)"
+        session.cancel()
 
 
 # `known` is read and raised on the database thread only, inside these calls, so that what the

@@ -107,9 +107,12 @@ class CaughtUp:
 
 @dataclass(frozen=True)
 class Ping:
-    """A keep-alive; `wall_ms` is the sender's wall clock when it says so."""
+    """A keep-alive; `wall_ms` is the sender's wall clock when it says so, `idle_ms` how long
+    the sender waits for a word from us before it gives up (peers before 0.3.0 do not say, and
+    expect a `pong`)."""
 
     wall_ms: int | None = None
+    idle_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -156,8 +159,11 @@ Event = PeerHello | PeerVector | Entries | CaughtUp | Ping | Pong | Bye | Have |
 
 
 def _on_ping(message: dict[str, Any]) -> Ping:
-    wall_ms = message.get("ms")
-    return Ping(wall_ms if type(wall_ms) is int else None)
+    wall_ms, idle_ms = message.get("ms"), message.get("idle")
+    return Ping(
+        wall_ms if type(wall_ms) is int else None,
+        idle_ms if type(idle_ms) is int and idle_ms > 0 else None,
+    )
 
 
 def summary_digest(heads: Heads) -> bytes:
@@ -300,10 +306,16 @@ class SyncConnection:
         frames.append(self._frame({"t": kind, "s": share, "vv": dict(last)}))
         return b"".join(frames)
 
-    def send_ping(self, wall_ms: int | None = None) -> bytes:
-        """A keep-alive; with `wall_ms` (our wall clock) it lets the peer estimate clock skew."""
+    def send_ping(self, wall_ms: int | None = None, idle_ms: int | None = None) -> bytes:
+        """A keep-alive; with `wall_ms` (our wall clock) it lets the peer estimate clock skew,
+        with `idle_ms` it tells the peer how often it must send us something."""
         self._check_hello_sent("ping")
-        return self._frame({"t": "ping"} if wall_ms is None else {"t": "ping", "ms": wall_ms})
+        message: dict[str, Any] = {"t": "ping"}
+        if wall_ms is not None:
+            message["ms"] = wall_ms
+        if idle_ms is not None:
+            message["idle"] = idle_ms
+        return self._frame(message)
 
     def send_pong(self) -> bytes:
         self._check_hello_sent("pong")

@@ -21,6 +21,7 @@ from typing import Any
 from p2psync.client import Client, ControlError
 
 READY_TIMEOUT = 20.0
+SOCKET_VARIABLES = ("P2PSYNC_SOCKET", "P2PSYNC_CONTROL_SOCKET")
 REPO = Path(__file__).parent.parent
 
 
@@ -54,7 +55,7 @@ class DaemonProcess:
         discovery: bool = False,
         interfaces: list[str] | None = None,
         netns: str | None = None,
-        idle_timeout: float = 60.0,
+        idle_timeout: float | None = None,  # None: the daemon's default
         reconnect_max: float = 2.0,
         extra_config: str = "",
         nofile: int | None = None,
@@ -102,7 +103,7 @@ class DaemonProcess:
                     f"enabled = {json.dumps(self.discovery)}",
                     f"interfaces = {json.dumps(self.interfaces)}",
                     "[sync]",
-                    f"idle_timeout = {self.idle_timeout}",
+                    *([f"idle_timeout = {self.idle_timeout}"] if self.idle_timeout else []),
                     f"reconnect_max = {self.reconnect_max}",
                     "[log]",
                     'level = "debug"',
@@ -122,8 +123,10 @@ class DaemonProcess:
             notify_path.unlink()
         self._notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._notify.bind(str(notify_path))
+        # the socket of the config file, not one a developer's shell names for its CLI
+        inherited = {k: v for k, v in os.environ.items() if k not in SOCKET_VARIABLES}
         env = {
-            **os.environ,
+            **inherited,
             # the package of this tree, not whichever one the interpreter has installed
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             "NOTIFY_SOCKET": str(notify_path),

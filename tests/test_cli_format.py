@@ -198,6 +198,15 @@ def test_peers_table() -> None:
     assert peers_table([peer()])[1].endswith("-")  # no receive_rate from this daemon
 
 
+def test_a_connected_peer_that_missed_a_keep_alive_is_silent_not_online() -> None:
+    [_, answering] = peers_table([peer(answering=True)])
+    [_, silent] = peers_table([peer(answering=False, last_seen_seconds_ago=5)])
+    [_, older_daemon] = peers_table([peer()])  # before 0.3.0 daemons did not say
+    assert answering.split()[2] == "online"
+    assert silent.split()[2] == "silent"
+    assert older_daemon.split()[2] == "online"
+
+
 def test_peers_table_strips_control_characters_and_cuts_long_names() -> None:
     lines = peers_table([peer(name="\x1b[31mred" + "x" * 40)])
     assert "\x1b" not in "".join(lines)

@@ -1,8 +1,10 @@
 """The blocking client against a real control socket server, run from a worker thread."""
 
+import grp
 import os
 import shutil
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -152,23 +154,53 @@ def test_a_closed_connection_and_garbage_are_errors(tmp_path: Path) -> None:
     assert mixed.value.code == "protocol"
 
 
+def refusal_seen_by_nobody(path: Path) -> str:
+    """What the client tells user nobody (no groups) who tries the socket at `path`."""
+    probe = (
+        "from p2psync.client import Client, DaemonNotRunning\n"
+        "try:\n"
+        f"    Client({str(path)!r}).call('status')\n"
+        "except DaemonNotRunning as exc:\n"
+        "    print(exc)\n"
+    )
+    result = run_python_as_nobody(probe)
+    assert f"permission denied on {path}" in result.stdout, result.stderr
+    return " ".join(result.stdout.split())
+
+
+@pytest.fixture
+def open_directory() -> Iterator[Path]:
+    """A directory under /tmp that user nobody may enter (pytest's tmp_path is private)."""
+    directory = Path(tempfile.mkdtemp(prefix="p2ps-perm-", dir="/tmp"))
+    os.chmod(directory, 0o755)
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory)
+
+
 @pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"
 )
-def test_permission_denied_says_to_join_the_group(tmp_path: Path) -> None:
-    path = tmp_path / "control.sock"
+def test_permission_denied_names_the_group_that_would_let_you_in(open_directory: Path) -> None:
+    # whatever group it is: p2psync's by default, but control.group may name any
+    group = next(g for g in grp.getgrall() if 0 < g.gr_gid < 65534 and g.gr_name != "nogroup")
+    path = open_directory / "control.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
         server.bind(str(path))
-        os.chmod(path, 0o600)
         server.listen(1)
-        probe = (
-            "import sys\n"
-            "from p2psync.client import Client, DaemonNotRunning\n"
-            "try:\n"
-            f"    Client({str(path)!r}).call('status')\n"
-            "except DaemonNotRunning as exc:\n"
-            "    print(exc)\n"
-        )
-        result = run_python_as_nobody(probe)
-    assert "permission denied" in result.stdout, result.stderr
-    assert "group p2psync" in result.stdout
+        os.chown(path, -1, group.gr_gid)
+        os.chmod(path, 0o660)
+        told = refusal_seen_by_nobody(path)
+        assert f"the socket belongs to group {group.gr_name}" in told
+        assert f"usermod -aG {group.gr_name} $USER" in told and "p2psync $USER" not in told
+
+        os.chmod(path, 0o600)
+        told = refusal_seen_by_nobody(path)
+        assert "open to its owner root only (mode 0600)" in told and "usermod" not in told
+
+        os.chmod(path, 0o660)
+        os.chown(open_directory, -1, group.gr_gid)
+        os.chmod(open_directory, 0o750)  # as systemd makes /run/p2psync: the group may enter
+        told = refusal_seen_by_nobody(path)
+        assert f"the directory {open_directory} belongs to group {group.gr_name}" in told

@@ -66,7 +66,7 @@ def test_root_defaults_follow_the_filesystem_hierarchy():
     )
     assert (defaults.handshake_timeout, defaults.idle_timeout, defaults.reconnect_max) == (
         10,
-        60,
+        8,
         60,
     )
     assert defaults.log_level == "info"
@@ -396,6 +396,21 @@ def test_a_state_dir_override_takes_a_socket_along_only_when_it_was_inside():
     )
     pinned = config.apply_overrides(inside, control_socket="/tmp/c.sock")
     assert config.apply_overrides(pinned, state_dir="/tmp/a").control_socket == Path("/tmp/c.sock")
+
+
+def test_one_environment_variable_names_the_control_socket_and_the_old_one_still_works():
+    assert config.control_socket_from_env({}) == (None, None)
+    assert config.control_socket_from_env({"P2PSYNC_SOCKET": "/s"}) == ("/s", None)
+    assert config.control_socket_from_env({"P2PSYNC_SOCKET": ""}) == (None, None)
+    socket, warning = config.control_socket_from_env({"P2PSYNC_CONTROL_SOCKET": "/old"})
+    assert socket == "/old"
+    assert warning is not None and "deprecated" in warning and "P2PSYNC_SOCKET=/old" in warning
+    both = {"P2PSYNC_SOCKET": "/new", "P2PSYNC_CONTROL_SOCKET": "/old"}
+    socket, warning = config.control_socket_from_env(both)
+    assert socket == "/new"
+    assert warning is not None and "P2PSYNC_CONTROL_SOCKET=/old is ignored" in warning
+    same = {"P2PSYNC_SOCKET": "/s", "P2PSYNC_CONTROL_SOCKET": "/s"}
+    assert config.control_socket_from_env(same)[1] is not None, "still worth removing"
 
 
 def test_a_bad_log_level_override_names_where_it_came_from():

@@ -584,6 +584,34 @@ async def test_socket_goes_to_the_group_or_warns(
     assert f"group '{missing_group}' does not exist" in caplog.text
 
 
+async def test_a_socket_already_in_the_group_is_not_chowned_and_no_false_warning(
+    served: Served, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch
+) -> None:
+    """As under systemd: the daemon runs with Group=p2psync, so the socket is the group's from
+    the start, and the system call filter refuses every chown."""
+    tried: list[int] = []
+
+    def refused(path: object, uid: int, gid: int) -> None:
+        tried.append(gid)
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr("p2psync.control_socket.os.chown", refused)
+    own_group = grp.getgrgid(os.getgid()).gr_name
+    other = next(g for g in grp.getgrall() if g.gr_gid != os.getgid())
+    async with trio.open_nursery() as nursery:
+        for name, group in (("own.sock", own_group), ("other.sock", other.gr_name)):
+            await nursery.start(
+                partial(serve_control, tmp_path / name, served.household, group=group)
+            )
+        nursery.cancel_scope.cancel()
+    assert tried == [other.gr_gid], "no chown for the group the socket already has"
+    warnings = [r.getMessage() for r in caplog.records if "cannot give" in r.getMessage()]
+    assert warnings == [
+        f"cannot give {tmp_path / 'other.sock'} to group {other.gr_name!r} (this user is not a "
+        f"member, or the system refuses chown here); it stays with group {own_group!r}"
+    ]
+
+
 # against a real daemon ------------------------------------------------------------------------
 
 

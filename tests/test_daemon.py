@@ -20,6 +20,8 @@ import pytest
 
 from p2psync import identity, keystore, tls
 from p2psync.client import ControlError
+from p2psync.control_socket import ControlSocketError
+from p2psync.daemon_setup import StartupError, startup_failure
 from tests.daemons import (
     DaemonProcess,
     introduce,
@@ -176,6 +178,58 @@ def test_a_second_daemon_on_the_same_state_dir_refuses_to_start(tmp_path):
         twin.start(wait=False)
         assert twin.process.wait(timeout=20) != 0
         assert "already using" in twin.log()
+
+
+def test_a_control_socket_in_use_stops_the_start_with_one_line_naming_it_and_the_option(
+    tmp_path,
+):
+    a = DaemonProcess(tmp_path, "a")
+    with running(a):
+        # two daemons given only their own state dirs share the default socket path
+        b = DaemonProcess(tmp_path, "b")
+        b.socket_path = a.socket_path
+        b.write_config()
+        b.start(wait=False)
+        assert b.process is not None
+        assert b.process.wait(timeout=20) == 1
+        logged = b.log()
+        assert "Traceback" not in logged and "ExceptionGroup" not in logged
+        lines = [line for line in logged.splitlines() if " INFO " not in line]
+        assert len(lines) == 1, lines  # (the first start's "created device identity" is INFO)
+        [line] = lines
+        assert "ERROR" in line and f"control socket {a.socket_path} is in use" in line
+        assert "control.socket" in line and "P2PSYNC_SOCKET" in line
+        assert a.call("status")["control_socket"] == str(a.socket_path), "a is not disturbed"
+
+
+def test_p2psync_socket_names_the_socket_for_daemon_and_cli_and_the_old_name_warns(tmp_path):
+    for variable, deprecated in (("P2PSYNC_SOCKET", False), ("P2PSYNC_CONTROL_SOCKET", True)):
+        daemon = DaemonProcess(tmp_path, variable.lower())
+        elsewhere = tmp_path / f"{variable.lower()}.sock"
+        daemon.start(env={variable: str(elsewhere)})  # beats control.socket of its config
+        try:
+            assert elsewhere.is_socket() and not daemon.socket_path.exists()
+            cli = subprocess.run(
+                [sys.executable, "-m", "p2psync", "id"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env={**os.environ, "P2PSYNC_SOCKET": str(elsewhere)},
+            )
+            assert cli.returncode == 0, cli.stderr
+            warned = "P2PSYNC_CONTROL_SOCKET is deprecated: set P2PSYNC_SOCKET=" in daemon.log()
+            assert warned == deprecated
+        finally:
+            daemon.stop()
+
+
+def test_a_startup_failure_inside_the_nursery_comes_out_alone_anything_else_whole():
+    in_use = ControlSocketError("control socket /run/x.sock is in use")
+    nested = ExceptionGroup("daemon", [ExceptionGroup("serve", [in_use])])
+    assert startup_failure(nested) is in_use
+    assert isinstance(startup_failure(ExceptionGroup("x", [StartupError("no")])), StartupError)
+    assert startup_failure(ExceptionGroup("x", [in_use, StartupError("no")])) is None
+    assert startup_failure(ExceptionGroup("bug", [KeyError("k")])) is None
 
 
 def test_sigterm_stops_cleanly_and_says_stopping(tmp_path):

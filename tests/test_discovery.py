@@ -43,6 +43,7 @@ from p2psync.discovery import (
     DOT_STAND_IN,
     MAX_LABEL_BYTES,
     SERVICE_TYPE,
+    Discovery,
     DiscoveryEvent,
     Found,
     HeardServices,
@@ -52,6 +53,7 @@ from p2psync.discovery import (
     TrioHandoff,
     device_name_from_label,
     instance_label,
+    interfaces_looked_at,
     resolve_interfaces,
 )
 from tests.netns import Host
@@ -158,6 +160,42 @@ def test_a_missing_interface_binds_nothing() -> None:
     binding = resolve_interfaces(["eth9"], ADAPTERS)
     assert binding.zeroconf_interfaces == ()
     assert binding.published_addresses == ()
+
+
+def test_the_interfaces_looked_at_are_named_with_why_each_gave_nothing() -> None:
+    bare = [ADAPTERS[0], _adapter("eth0", 2), _adapter("wlan0", 3)]
+    assert interfaces_looked_at([], bare) == "any interface but loopback (eth0, wlan0)"
+    assert interfaces_looked_at([], [ADAPTERS[0]]) == "any interface but loopback (there is none)"
+    assert interfaces_looked_at(["eth0", "eth9", "10.1.1.1"], bare) == (
+        "discovery.interfaces eth0, eth9 (no such interface), 10.1.1.1 (no interface has it)"
+    )
+
+
+def test_no_usable_address_is_logged_once_then_only_when_it_changes(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    adapters = [ADAPTERS[0]]
+    monkeypatch.setattr("p2psync.discovery.ifaddr.get_adapters", lambda: adapters)
+    discovery = Discovery("A" * 52, "kitchen", 47100, interfaces=[])
+
+    def warnings_after_polls(polls: int) -> list[str]:
+        caplog.clear()
+        for _ in range(polls):
+            discovery._current_binding()  # what the interface poll does every 10 s
+        return [r.getMessage() for r in caplog.records if "no usable address" in r.getMessage()]
+
+    assert warnings_after_polls(5) == [
+        "no usable address yet on any interface but loopback (there is none); announcing once "
+        "there is one"
+    ]
+    adapters = [ADAPTERS[0], _adapter("eth0", 2)]  # a cable plugged in, no address yet
+    assert warnings_after_polls(5) == [
+        "no usable address yet on any interface but loopback (eth0); announcing once there is one"
+    ]
+    adapters = ADAPTERS
+    assert warnings_after_polls(3) == []
+    adapters = [ADAPTERS[0], _adapter("eth0", 2)]  # the address went away again: said again
+    assert len(warnings_after_polls(3)) == 1
 
 
 # --- the thread -> trio bridge ---

@@ -265,6 +265,13 @@ def test_an_expired_code_fails(netns_hosts, tmp_path):
         with pytest.raises(ControlError) as late:
             b.call("join", code=invitation.code, address=a.address)
         assert late.value.code == "pairing_failed"
+        assert "expired" in late.value.message
+        # found by mDNS too: a keeps announcing the number of the code that ended, so b is told
+        # why rather than that no device offers it
+        with pytest.raises(ControlError) as found:
+            b.call("join", code=invitation.code)
+        assert "expired" in found.value.message and "no device" not in found.value.message
+        assert nearby(b)[a.device_id]["pairing"] is None, "a offers no code"
         assert a.call("peers") == [] and b.call("peers") == []
 
 

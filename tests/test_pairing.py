@@ -21,11 +21,13 @@ from p2psync.pairing import (
     MAX_NAMEPLATE,
     CodeBurned,
     CodeExpired,
+    CodeWithdrawn,
     InvalidCode,
     Inviter,
     InviterState,
     Joiner,
     JoinerState,
+    NotPairing,
     PairingAborted,
     PairingCode,
     PairingError,
@@ -34,6 +36,7 @@ from p2psync.pairing import (
     _confirmation,
     _edit_distance,
     _seal,
+    ended_code,
     generate_code,
     parse_code,
     suggest_word,
@@ -205,6 +208,67 @@ def test_custom_ttl():
     inviter = Inviter(CODE, INVITER_CERT, "Living room", NOW, ttl_ms=1000)
     with pytest.raises(CodeExpired):
         inviter.receive(wire(new_joiner().start()[0]), NOW + 1000)
+
+
+def test_a_withdrawn_code_says_so_to_every_later_attempt_and_midway():
+    inviter = new_inviter()
+    inviter.withdraw()
+    assert inviter.state is InviterState.WITHDRAWN
+    with pytest.raises(CodeWithdrawn, match="withdrawn") as error:
+        inviter.receive(wire(new_joiner().start()[0]), NOW)
+    joiner = new_joiner()
+    joiner.start()
+    with pytest.raises(CodeWithdrawn):
+        joiner.receive(wire(error.value.reply[0]), NOW)  # the joiner hears the same reason
+
+    midway, joiner = new_inviter(), new_joiner()
+    joiner_ident = up_to_joiner_ident(midway, joiner)
+    midway.withdraw()
+    with pytest.raises(CodeWithdrawn):
+        midway.receive(wire(joiner_ident), NOW)
+    assert midway.result is None
+
+
+def test_ending_a_code_that_already_ended_keeps_how_it_ended():
+    used = new_inviter()
+    exchange(used, new_joiner())
+    used.withdraw()
+    used.expire()
+    assert used.state is InviterState.DONE
+    expired = new_inviter()
+    expired.expire()
+    expired.withdraw()
+    assert expired.state is InviterState.EXPIRED
+    assert isinstance(expired.refusal(), CodeExpired)
+
+
+def test_an_attempt_on_an_ended_code_is_told_how_that_code_ended():
+    old = new_inviter(PairingCode(5, ("guitar", "orbit")))
+    old.expire()
+    used = new_inviter(PairingCode(6, ("guitar", "orbit")))
+    exchange(used, new_joiner(used.code))
+    gone = new_inviter(PairingCode(5, ("guitar", "ocean")))  # a later code, same number
+    gone.withdraw()
+    ended = [old, used, gone]
+    attempt = new_joiner(PairingCode(5, ("guitar", "orbit"))).start()[0]
+    assert ended_code(wire(attempt), ended) is gone, "the latest code with that number"
+    assert isinstance(gone.refusal(), CodeWithdrawn)
+    assert ended_code(wire(new_joiner(used.code).start()[0]), ended) is used
+    assert isinstance(used.refusal(), CodeBurned)
+    assert ended_code(wire(new_joiner(PairingCode(9, CODE.words)).start()[0]), ended) is None
+    assert ended_code({"t": "pake", "nameplate": True}, ended) is None
+    assert ended_code("garbage", ended) is None
+    assert ended_code(wire(attempt), [new_inviter(PairingCode(5, CODE.words))]) is None, (
+        "a code still open has not ended"
+    )
+
+
+def test_a_device_that_is_not_pairing_says_so_not_that_a_code_is_used_up():
+    joiner = new_joiner()
+    joiner.start()
+    with pytest.raises(NotPairing, match="not pairing") as error:
+        joiner.receive(wire(NotPairing().reply[0]), NOW)
+    assert "used up" not in str(error.value)
 
 
 def test_replaying_a_recorded_joiner_to_a_new_inviter_fails():

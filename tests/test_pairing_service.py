@@ -8,7 +8,7 @@ import pytest
 from p2psync import pairing
 from p2psync.client import ControlError
 from p2psync.pairing_words import WORDS
-from tests.daemons import DaemonProcess, running, wait_for_value
+from tests.daemons import DaemonProcess, log_since, log_size, running, wait_for, wait_for_value
 
 pytestmark = pytest.mark.slow
 
@@ -110,13 +110,80 @@ def test_an_unreadable_code_is_a_bad_request_with_a_suggestion(tmp_path):
         assert "did you mean" in typo.value.message.lower() or word in typo.value.message
 
 
-def test_a_withdrawn_code_fails(tmp_path):
+def pairing_ended(daemon: DaemonProcess) -> bool:
+    return daemon.call("status")["pairing"] is None
+
+
+def test_a_withdrawn_code_fails_saying_so_on_both_sides(tmp_path):
     a = DaemonProcess(tmp_path, "a")
     b = DaemonProcess(tmp_path, "b")
     with running(a, b):
         invitation = PairStream(a, ttl=10)
         code = invitation.code
+        mark = log_size(a)
         invitation.close()  # the person pressed Ctrl-C: the code is withdrawn
+        # The daemon learns of the hang-up when it reads the closed connection: a join sent
+        # before that would still pair (it raced the close 2 times in 11 under load).
+        wait_for(lambda: pairing_ended(a), "a to see the pair stream closed", a)
         with pytest.raises(ControlError) as dead:
             b.call("join", code=code, address=a.address)
         assert dead.value.code == "pairing_failed"
+        assert "withdrawn" in dead.value.message and "expired" not in dead.value.message
+        nameplate = pairing.parse_code(code).nameplate
+        logged = log_since(a, mark)
+        assert f"pairing code number {nameplate} withdrawn" in logged
+        assert f"refused: pairing code number {nameplate} was withdrawn" in logged
+        assert (
+            f"joining with pairing code number {nameplate} failed: the pairing code was "
+            "withdrawn" in b.log()
+        )
+
+
+def test_joining_a_device_that_is_not_pairing_says_so_not_used_up(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    b = DaemonProcess(tmp_path, "b")
+    with running(a, b):
+        with pytest.raises(ControlError) as refused:
+            b.call("join", code="7-guitar-orbit", address=a.address)
+        assert refused.value.code == "pairing_failed"
+        assert "not pairing" in refused.value.message
+        assert "used up" not in refused.value.message
+        assert "refused: no pairing code is active" in a.log()
+
+
+def test_an_expired_code_says_expired_on_both_sides_and_the_inviter_logs_it(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    b = DaemonProcess(tmp_path, "b")
+    with running(a, b):
+        invitation = PairStream(a, ttl=10)
+        outcome = invitation.outcome()  # the stream speaks again only at expiry
+        invitation.close()
+        assert outcome["event"] == "pairing_failed"
+        assert "expired" in outcome["error"]["message"]
+        with pytest.raises(ControlError) as late:
+            b.call("join", code=invitation.code, address=a.address)
+        assert "expired" in late.value.message
+        assert "used up" not in late.value.message
+        nameplate = pairing.parse_code(invitation.code).nameplate
+        assert f"pairing code number {nameplate} expired unused" in a.log()
+        assert f"refused: pairing code number {nameplate} expired" in a.log()
+
+
+def test_a_code_replaced_by_a_newer_one_says_so_and_the_newer_one_works(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    b = DaemonProcess(tmp_path, "b")
+    with running(a, b):
+        first = PairStream(a)
+        second = PairStream(a)
+        outcome = first.outcome()  # at once, not when its time would have run out
+        first.close()
+        assert outcome["event"] == "pairing_failed"
+        assert "newer code replaced" in outcome["error"]["message"]
+        if pairing.parse_code(first.code).nameplate != pairing.parse_code(second.code).nameplate:
+            with pytest.raises(ControlError) as replaced:
+                b.call("join", code=first.code, address=a.address)
+            assert "withdrawn" in replaced.value.message
+        joined = b.call("join", code=second.code, address=a.address)
+        assert joined["device"] == a.device_id
+        assert second.outcome()["event"] == "paired"
+        second.close()

@@ -10,21 +10,31 @@ came back, dials at once and announces itself again; a hears the announcement (o
 connection) and stops backing off.
 The time from the cable coming back to a write arriving on the other side is printed; the goal
 is 2 s, the assertion is looser for busy CI.
+
+And a peer that vanishes without a word (its daemon stopped with SIGSTOP, its link set down) is
+shown offline within 10 s, never online once it has missed a keep-alive, and is connected again
+once it is back (issue 13: "the truth about who is online").
 """
 
+import signal
 import time
 
 import pytest
 
-from tests.daemons import log_since, log_size, running, wait_for, wait_for_value
+from p2psync.liveness import ANSWERING_FRACTION, DEFAULT_LIMIT_SECONDS
+from tests.daemons import DaemonProcess, log_since, log_size, running, wait_for, wait_for_value
 from tests.netns import Host
-from tests.test_household import connected_to, lan_daemon, pair_by_code
+from tests.test_household import connected_to, lan_daemon, pair_by_code, peers
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 PARTITION_SECONDS = 15.0
 RESUME_BOUND_SECONDS = 5.0
 REJECT_TABLE = "p2ps_reject"
+OFFLINE_BOUND_SECONDS = 10.0
+# after its last word, a peer may be reported online until a ping of its is overdue (half the
+# limit), plus the time a `peers` call takes on a loaded machine
+ONLINE_AT_MOST_SECONDS = DEFAULT_LIMIT_SECONDS * ANSWERING_FRACTION + 1.0
 
 
 def reject_connects(host: Host, peer: Host) -> None:
@@ -95,3 +105,68 @@ def test_sync_resumes_within_seconds_after_a_long_partition(netns_hosts, tmp_pat
             f"one on b reached a in {b_to_a:.2f} s"
         )
         assert max(a_to_b, b_to_a) <= RESUME_BOUND_SECONDS, (a_to_b, b_to_a)
+
+
+def shown_online(watcher: DaemonProcess, device_id: str) -> bool:
+    """What `p2psync peers` calls online: connected and answering."""
+    row = peers(watcher).get(device_id, {})
+    return bool(row.get("connected") and row.get("answering"))
+
+
+def offline_within_bound(watcher: DaemonProcess, device_id: str, since: float, *logs) -> float:
+    """Wait until `watcher` shows `device_id` offline; check that it never showed it online
+    after a keep-alive was overdue; the seconds it took."""
+
+    def offline() -> bool:
+        row = peers(watcher).get(device_id, {})
+        if shown_online(watcher, device_id):
+            late = time.monotonic() - since
+            assert late <= ONLINE_AT_MOST_SECONDS, f"shown online {late:.1f} s after it vanished"
+        return not row.get("connected")
+
+    wait_for(offline, f"{watcher.name} to show {device_id} offline", *logs, timeout=30)
+    took = time.monotonic() - since
+    assert took <= OFFLINE_BOUND_SECONDS, f"offline only after {took:.1f} s"
+    return took
+
+
+def test_a_peer_that_vanishes_shows_offline_within_10_s_and_comes_back(netns_hosts, tmp_path):
+    host_a, host_b = netns_hosts(2)
+    a, b = (lan_daemon(tmp_path, host, name) for host, name in ((host_a, "a"), (host_b, "b")))
+    with running(a, b):
+        a_id, b_id = a.device_id, b.device_id
+        pair_by_code(a, b)
+        wait_for(lambda: connected_to(a, b_id) and connected_to(b, a_id), "a-b", a, b)
+        assert shown_online(a, b_id)
+        assert b.process is not None
+
+        b.process.send_signal(signal.SIGSTOP)  # hung: its kernel still acknowledges every byte
+        stopped_at = time.monotonic()
+        try:
+            stopped_for = offline_within_bound(a, b_id, stopped_at, a)
+        finally:
+            b.process.send_signal(signal.SIGCONT)
+        resumed_at = time.monotonic()
+        assert "peer went silent (nothing for 8 s)" in a.log()
+        wait_for(lambda: shown_online(a, b_id) and shown_online(b, a_id), "back", a, b)
+        back_after = time.monotonic() - resumed_at
+        a.call("put", collection="notes", key="after the stop", value="a")
+        wait_for_value(b, "notes", "after the stop", "a", timeout=20)
+
+        host_b.link_down("host")  # b's own end of the cable: `ip link set eth0 down`
+        cut_at = time.monotonic()
+        try:
+            a_lost_b = offline_within_bound(a, b_id, cut_at, a, b)
+            b_lost_a = offline_within_bound(b, a_id, cut_at, a, b)
+        finally:
+            host_b.link_up("host")
+        plugged_at = time.monotonic()
+        wait_for(lambda: shown_online(a, b_id) and shown_online(b, a_id), "back", a, b)
+        b.call("put", collection="notes", key="after the cut", value="b")
+        wait_for_value(a, "notes", "after the cut", "b", timeout=20)
+        print(
+            f"\nSIGSTOP: offline on a after {stopped_for:.2f} s, online again "
+            f"{back_after:.2f} s after SIGCONT; link down: offline on a after {a_lost_b:.2f} s, "
+            f"on b after {b_lost_a:.2f} s, online again {time.monotonic() - plugged_at:.2f} s "
+            "after the link came up"
+        )

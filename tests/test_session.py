@@ -386,6 +386,18 @@ def test_a_ping_may_carry_the_senders_wall_clock_for_skew_estimates():
     assert events_from(bob, odd) == [Ping()], "a clock that is not a number is ignored"
 
 
+def test_a_ping_may_say_how_soon_its_sender_gives_up_on_silence():
+    alice, bob = SyncConnection(ALICE, BOB), SyncConnection(BOB, ALICE)
+    alice_hello, bob_hello = alice.send_hello({}), bob.send_hello({})
+    events_from(bob, alice_hello)
+    events_from(alice, bob_hello)
+    assert events_from(bob, alice.send_ping(123, idle_ms=8000)) == [Ping(123, 8000)]
+    assert events_from(bob, alice.send_ping()) == [Ping(None, None)], "older peers do not say"
+    for odd in ("soon", -5, 0, True, 2.5):
+        frame = wire.encode_frame({"t": "ping", "idle": odd})
+        assert events_from(bob, frame) == [Ping()], f"{odd!r} is no limit"
+
+
 def test_a_vector_of_any_size_crosses_in_frames_under_the_cap_and_arrives_whole():
     alice, bob = listening(), listening(expected=ALICE)
     [_] = events_from(alice, hello_frame())
