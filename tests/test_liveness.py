@@ -10,6 +10,7 @@ import pytest
 import trio
 import trio.testing
 
+from p2psync import pump
 from p2psync.liveness import (
     DEFAULT_LIMIT_SECONDS,
     PING_INTERVAL_SECONDS,
@@ -93,6 +94,8 @@ class FakeNode:
             chain_heads=lambda share: {},
             shares_for=lambda peer: [],
             holds=lambda share: True,
+            removal_notice=lambda share: "",
+            removal_reason=lambda share, peer: "",
         )
         self.delays: dict[Any, float] = {}
 
@@ -259,7 +262,7 @@ async def test_an_older_peers_ping_still_gets_its_pong(autojump_clock):
 async def test_our_own_work_on_the_database_is_not_the_peers_silence(autojump_clock):
     harness = Harness()
     # the peer offers a share we did not: asking the database whether we hold it takes 30 s
-    harness.node.delays[harness.node.replica.holds] = 30.0
+    harness.node.delays[pump._offer_facts] = 30.0
     async with trio.open_nursery() as nursery:
         nursery.start_soon(harness.peer.read)
         nursery.start_soon(harness.run)
