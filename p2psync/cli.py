@@ -10,7 +10,7 @@ The `share` command's parser and help are `cli_shares.py`'s, beside what its sub
 import argparse
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 from . import config
@@ -45,29 +45,14 @@ from .cli_commands import (
 )
 from .cli_format import DEFAULT_SHARE
 from .cli_shares import add_share_command
-from .client import Client, ClientError, ControlError, DaemonNotRunning
-
-ENV_SOCKET = "P2PSYNC_SOCKET"
-
-
-def default_socket_path(env: Mapping[str, str] = os.environ, euid: int | None = None) -> Path:
-    """$P2PSYNC_SOCKET; else the socket a daemon run by this user in this environment would use
-    (its config file, $P2PSYNC_CONTROL_SOCKET...) when one is there; else the system daemon's."""
-    if env.get(ENV_SOCKET):
-        return Path(env[ENV_SOCKET])
-    euid = os.geteuid() if euid is None else euid
-    try:
-        found = config.load_config_file(
-            config.find_config_path(env, euid), env=env, euid=euid, hostname=""
-        )
-        own = config.apply_overrides(
-            found,
-            state_dir=env.get(config.ENV_STATE_DIR),
-            control_socket=env.get(config.ENV_CONTROL_SOCKET),
-        ).control_socket
-    except config.ConfigError:  # the daemon would say what is wrong; we fall back to the system
-        return config.SYSTEM_CONTROL_SOCKET
-    return own if own.exists() else config.SYSTEM_CONTROL_SOCKET
+from .client import (
+    ENV_SOCKET,
+    Client,
+    ClientError,
+    ConnectionFailed,
+    ControlError,
+    default_socket_path,
+)
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -388,8 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Client(path) as client:
             return int(args.run(Command(client, args, sys.stdout)))
-    except DaemonNotRunning as exc:
-        print(f"p2psync: {exc}", file=sys.stderr)
+    except ConnectionFailed as exc:
+        print(f"p2psync: {exc.message}", file=sys.stderr)
         return EXIT_NO_DAEMON
     except ControlError as exc:
         print(f"p2psync: {exc.message}{_hint(exc.code)}", file=sys.stderr)

@@ -55,11 +55,11 @@ async def test_watch_iterates_events_and_resumes_from_its_position(served: Serve
                     client.call("put", collection="c", key="k", value=i)["position"]
                     for i in range(3)
                 ]
-                seen = [next(events)["position"] for _ in range(2)]
+                seen = [next(events).position for _ in range(2)]
                 resume = events.position
             assert seen == [start, written[0]] and resume == written[0]
             with client.watch(since=resume) as events:
-                assert [next(events)["position"] for _ in range(2)] == written[1:]
+                assert [next(events).position for _ in range(2)] == written[1:]
             with pytest.raises(ControlError) as bad:
                 client.watch(since=10**9)
             assert bad.value.code == "bad_request"

@@ -1,0 +1,509 @@
+"""The blocking client: `Client`, on a plain Unix socket (the CLI is built on it).
+
+One `Client` holds one connection, opened at its first call and reused; calls from several
+threads take turns on it. Typed methods (`get`, `put`, `scan`...) return the dataclasses of
+results.py; `call` and `stream` give any method's answer as the daemon sent it. `pipeline()` and
+`put_many` send many requests before reading their answers (see exchange.py for the window);
+`watch` follows changes on a connection of its own, as typed events (events.py).
+
+Every call raises a `ControlError` subclass (errors.py): the daemon's refusals by their code
+(`NotFound`, `Conflict`...), `Timeout` when no answer came within `timeout` seconds, and
+`ConnectionFailed` (`NotRunning`, `PermissionDenied`) when the daemon cannot be used. After a
+`Timeout`, `ProtocolViolation` or `ConnectionFailed` the connection is closed; the next call opens
+a new one.
+"""
+
+import socket
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from . import calls
+from .calls import MISSING, Call, Pending, Pipeline, WatchOptions, first_error
+from .errors import (
+    ConnectionFailed,
+    ProtocolViolation,
+    connect_failure,
+    connection_lost,
+    timed_out,
+)
+from .events import WatchEvent, event_from_json, resume_position
+from .exchange import DEFAULT_WINDOW, RECEIVE, Plan, Session, exchange
+from .paths import default_socket_path
+from .results import (
+    CollectionInfo,
+    ConflictsPage,
+    Hello,
+    Put,
+    Record,
+    ScanPage,
+    Sibling,
+    Write,
+    WriteResult,
+)
+from .values import parse_line
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT_SECONDS: Final = 30.0
+RECONNECT_FIRST_WAIT: Final = 0.05  # seconds before a watch's first reconnection attempt...
+RECONNECT_LONGEST_WAIT: Final = 2.0  # ...doubling up to this between attempts
+
+
+class LineConnection:
+    """One connection to the socket: request lines out, answer lines in (as JSON objects)."""
+
+    def __init__(self, path: Path, timeout: float | None) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.session = Session()
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect(str(path))
+        except OSError as exc:
+            self.sock.close()
+            raise connect_failure(path, exc) from None
+        self.reader = self.sock.makefile("rb")
+
+    def send(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except TimeoutError:
+            raise timed_out(self.timeout) from None
+        except OSError as exc:
+            raise connection_lost(exc) from None
+
+    def receive(self) -> dict[str, Any]:
+        try:
+            line = self.reader.readline()
+        except TimeoutError:
+            raise timed_out(self.timeout) from None
+        except OSError as exc:
+            raise connection_lost(exc) from None
+        if not line.endswith(b"\n"):
+            raise connection_lost("it closed the connection: did it stop?")
+        try:
+            answer = parse_line(line)
+        except ValueError:
+            raise ProtocolViolation("the daemon sent something that is not JSON") from None
+        if not isinstance(answer, dict):
+            raise ProtocolViolation("the daemon sent something that is not a JSON object")
+        return answer
+
+    def set_timeout(self, timeout: float | None) -> None:
+        self.timeout = timeout
+        self.sock.settimeout(timeout)
+
+    def run(self, plan: Plan) -> None:
+        """Carry out an exchange plan: send what it yields, feed it the answers it asks for."""
+        try:
+            step = next(plan)
+            while True:
+                if step is RECEIVE:
+                    step = plan.send(self.receive())
+                else:
+                    self.send(step)
+                    step = next(plan)
+        except StopIteration:
+            return
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+class Client:
+    """`Client()` talks to the daemon at `default_socket_path()`, `Client(path)` at `path`.
+
+    `timeout` bounds each wait for the daemon (seconds; None waits for ever); `window` is how many
+    requests a pipeline sends ahead of their answers (at most the daemon's 128)."""
+
+    def __init__(
+        self,
+        socket_path: str | Path | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT_SECONDS,
+        *,
+        window: int = DEFAULT_WINDOW,
+    ) -> None:
+        self.socket_path = Path(socket_path) if socket_path is not None else default_socket_path()
+        self.timeout = timeout
+        self.window = window
+        self._connection: LineConnection | None = None
+        self._turn = threading.Lock()  # one exchange at a time: answers are matched by order
+
+    # the exchange -------------------------------------------------------------------------------
+
+    def _exchange(self, items: Iterable[tuple[Call[Any], Pending[Any]]]) -> None:
+        with self._turn:
+            if self._connection is None:
+                self._connection = LineConnection(self.socket_path, self.timeout)
+            connection = self._connection
+            try:
+                connection.run(exchange(connection.session, items, self.window))
+            except BaseException:
+                # answers may still be on their way: the next call must not read them as its own
+                self.close()
+                raise
+
+    def _run(self, call: Call[T]) -> T:
+        pending: Pending[T] = Pending()
+        self._exchange([(call, pending)])
+        return pending.result()
+
+    def call(self, method: str, **params: Any) -> Any:
+        """Any method with any parameters; its `result` as the daemon sent it (untyped, tags
+        such as `$base64` as they are). Raises ControlError (its subclass by code)."""
+        return self._run(calls.raw(method, params))
+
+    # typed methods ------------------------------------------------------------------------------
+
+    def hello(self) -> Hello:
+        """The daemon's protocol version, own version, capabilities, methods and limits.
+        Raises UnknownMethod from a daemon older than protocol 1.0."""
+        return self._run(calls.hello())
+
+    def get(
+        self, collection: str, key: str, *, all_versions: bool = False, share: str | None = None
+    ) -> Record:
+        """The record at `collection`/`key` (of `share`, default "default"). `siblings` lists
+        every version when it is in conflict, or always with `all_versions` (which also shows a
+        deleted record). Raises NotFound (no such record, or it was deleted; or no such share),
+        Forbidden (outside this app's grants), BadRequest."""
+        return self._run(calls.get(collection, key, all_versions=all_versions, share=share))
+
+    def put(
+        self,
+        collection: str,
+        key: str,
+        value: Any,
+        *,
+        type: str | None = None,
+        schema_version: int | None = None,
+        if_version: str | None = None,
+        share: str | None = None,
+    ) -> WriteResult:
+        """Write `value` (JSON, or bytes) at `collection`/`key`; durable when this returns.
+        `if_version` makes it a compare-and-set: only if the current version is that one (`""`:
+        only if there is no live record). Raises Conflict (`if_version` did not match),
+        BadRequest (a value that cannot be stored, a reserved collection), Forbidden, NotFound
+        (no such share), DiskFull, TypeError/ValueError for a value JSON cannot carry (nothing is
+        sent), UnknownMethod for `if_version` on a daemon before protocol 1.0."""
+        return self._run(
+            calls.put(
+                collection,
+                key,
+                value,
+                type=type,
+                schema_version=schema_version,
+                if_version=if_version,
+                share=share,
+            )
+        )
+
+    def delete(
+        self, collection: str, key: str, *, if_version: str | None = None, share: str | None = None
+    ) -> WriteResult:
+        """Delete `collection`/`key` (deleting what does not exist is no error). Raises as
+        `put` does."""
+        return self._run(calls.delete(collection, key, if_version=if_version, share=share))
+
+    def transaction(self, writes: Iterable[Write], *, share: str | None = None) -> WriteResult:
+        """Apply `Put` and `Delete` ops atomically, as one change everywhere. Raises as `put`
+        does; if any op is invalid nothing is written (the message names it: `ops[1]: ...`)."""
+        return self._run(calls.transaction(writes, share=share))
+
+    def scan(
+        self,
+        collection: str,
+        *,
+        prefix: str | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+        deleted: bool = False,
+        share: str | None = None,
+    ) -> ScanPage:
+        """One page of live records whose key starts with `prefix`, in key order, after key
+        `after`; `limit` 1..1000 (default 100). With `deleted` (1.0) records whose winner is a
+        delete but which have live versions in conflict are listed too. Raises BadRequest,
+        NotFound (share), Forbidden, UnknownMethod (`deleted` before protocol 1.0)."""
+        return self._run(
+            calls.scan(
+                collection, prefix=prefix, after=after, limit=limit, deleted=deleted, share=share
+            )
+        )
+
+    def scan_all(
+        self,
+        collection: str,
+        *,
+        prefix: str | None = None,
+        deleted: bool = False,
+        page_size: int | None = None,
+        share: str | None = None,
+    ) -> Iterator[Record]:
+        """Every record of `scan`, page after page. Raises as `scan` does, while iterating."""
+        after: str | None = None
+        while True:
+            page = self.scan(
+                collection,
+                prefix=prefix,
+                after=after,
+                limit=page_size,
+                deleted=deleted,
+                share=share,
+            )
+            yield from page.items
+            if page.next is None:
+                return
+            after = page.next
+
+    def conflicts(
+        self, collection: str | None = None, *, share: str | None = None
+    ) -> ConflictsPage:
+        """Records in conflict (of one collection, or all), each with its siblings; at most
+        1000 (`more` says there are others). Raises NotFound (share), Forbidden."""
+        return self._run(calls.conflicts(collection, share=share))
+
+    def resolve(
+        self,
+        collection: str,
+        key: str,
+        *,
+        value: Any = MISSING,
+        pick: str | Sibling | None = None,
+        type: str | None = None,
+        schema_version: int | None = None,
+        share: str | None = None,
+    ) -> WriteResult:
+        """End a conflict: write a new `value` (a merge), or `pick` one of the versions (its
+        `version` string, or the Sibling itself). Raises Conflict (the picked version is no
+        longer among the record's: look again), NotFound, Forbidden, BadRequest, ValueError
+        (neither or both of value and pick)."""
+        return self._run(
+            calls.resolve(
+                collection,
+                key,
+                value=value,
+                pick=pick,
+                type=type,
+                schema_version=schema_version,
+                share=share,
+            )
+        )
+
+    def collections(self, *, share: str | None = None) -> list[CollectionInfo]:
+        """The collections of a share with their record counts (protocol 1.0). Raises
+        UnknownMethod (older daemon), NotFound (share), Forbidden."""
+        return self._run(calls.collections(share=share))
+
+    # many requests at once ----------------------------------------------------------------------
+
+    @contextmanager
+    def pipeline(self, *, raise_errors: bool = True) -> Iterator["BlockingPipeline"]:
+        """`with client.pipeline() as batch: batch.put(...)`: queue requests, then send them
+        together when the block ends (or at `batch.flush()`), reading answers in order. Each
+        queued request returns a Pending; after the block `.result()` gives its answer. With
+        `raise_errors` the end of the block (and flush) raises the first request's error once
+        every answer is in; the connection stays usable. Nothing is sent if the block raises."""
+        batch = BlockingPipeline(self, raise_errors)
+        yield batch
+        batch.flush()
+
+    def put_many(
+        self, writes: Iterable[Put | tuple[str, str, Any]], *, share: str | None = None
+    ) -> list[WriteResult]:
+        """Pipelined puts, each its own write, in order: `Put`s or (collection, key, value)
+        tuples; `writes` may be a generator (it is sent as it is read). Raises the first error
+        once every answer is in (the others were written)."""
+
+        answers: list[Pending[WriteResult]] = []
+        self._exchange(put_calls(writes, share, answers))
+        error = first_error(answers)
+        if error is not None:
+            raise error
+        return [answer.result() for answer in answers]
+
+    # streams ------------------------------------------------------------------------------------
+
+    def watch(
+        self,
+        since: int | None = None,
+        collection: str | None = None,
+        *,
+        share: str | None = None,
+        events: Iterable[str] | None = None,
+        heartbeat: float | None = None,
+        idle_timeout: float | None = None,
+        reconnect: bool = False,
+        reconnect_timeout: float = 60.0,
+    ) -> "Watch":
+        """Changes after position `since` (None: from now; 0: everything), of one `collection`
+        and `share` when given, as typed events on a connection of their own. Protocol 1.0:
+        `events` picks the kinds ("change" by default; "peer", "synced", "conflict",
+        "membership"), `heartbeat` asks for a Heartbeat every so many idle seconds.
+        With `idle_timeout`, waiting longer than that for an event raises Timeout. With
+        `reconnect`, a lost connection (the daemon restarting) is opened again from the last
+        position received, nothing missed or repeated, for up to `reconnect_timeout` seconds.
+        Raises BadRequest (a `since` beyond the daemon's position), Forbidden, NotFound (share),
+        ConnectionFailed; UnknownMethod for `events`/`heartbeat` before protocol 1.0."""
+        options = WatchOptions(
+            collection, share, None if events is None else tuple(events), heartbeat
+        )
+        reconnection = reconnect_timeout if reconnect else None
+        return Watch(self.socket_path, self.timeout, since, options, idle_timeout, reconnection)
+
+    def stream(self, method: str, *, idle_timeout: float | None = None, **params: Any) -> "Stream":
+        """Start a streaming request (like `pair`): `.result` is its first answer, iterating
+        gives the event lines that follow, untyped. With `idle_timeout`, waiting longer than that
+        for an event raises Timeout."""
+        return Stream(self.socket_path, self.timeout, calls.raw(method, params), idle_timeout)
+
+    def close(self) -> None:
+        """Close the connection (the next call opens a new one)."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def put_calls(
+    writes: Iterable[Put | tuple[str, str, Any]],
+    share: str | None,
+    answers: list[Pending[WriteResult]],
+) -> Iterator[tuple[Call[Any], Pending[Any]]]:
+    """The calls of `put_many`, made as they are sent; their Pendings go into `answers`."""
+    for write in writes:
+        put = write if isinstance(write, Put) else Put(*write)
+        answers.append(Pending())
+        call = calls.put(
+            put.collection,
+            put.key,
+            put.value,
+            type=put.type,
+            schema_version=put.schema_version,
+            if_version=put.if_version,
+            share=share,
+        )
+        yield call, answers[-1]
+
+
+class BlockingPipeline(Pipeline):
+    """A Pipeline of a blocking Client (see calls.Pipeline for the queueing methods)."""
+
+    def __init__(self, client: Client, raise_errors: bool) -> None:
+        super().__init__()
+        self._client = client
+        self._raise_errors = raise_errors
+
+    def flush(self) -> None:
+        """Send what is queued and read every answer. Raises the first request's error (with
+        `raise_errors`), or Timeout/ConnectionFailed/ProtocolViolation for the connection."""
+        taken = self.take()
+        self._client._exchange(taken)
+        error = first_error(pending for _, pending in taken)
+        if error is not None and self._raise_errors:
+            raise error
+
+
+class Stream:
+    """A request answered by one result and then event lines, on a connection of its own
+    (`watch`, `pair`). Closing it ends the stream on the daemon's side too."""
+
+    def __init__(
+        self, path: Path, timeout: float | None, call: Call[Any], idle_timeout: float | None
+    ) -> None:
+        self._path, self._timeout, self._call = path, timeout, call
+        self._idle_timeout = idle_timeout
+        self.result: Any = None
+        self._connection = self._open(call)
+
+    def _open(self, call: Call[Any]) -> LineConnection:
+        connection = LineConnection(self._path, self._timeout)
+        try:
+            first: Pending[Any] = Pending()
+            connection.run(exchange(connection.session, [(call, first)], 1))
+            self.result = first.result()
+        except BaseException:
+            connection.close()
+            raise
+        connection.set_timeout(self._idle_timeout)
+        return connection
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        return self._connection.receive()
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class Watch(Stream):
+    """Typed watch events (events.py); `position` is where to resume from: the last change's
+    (or caught-up or heartbeat position), or the position the watch started at."""
+
+    def __init__(
+        self,
+        path: Path,
+        timeout: float | None,
+        since: int | None,
+        options: WatchOptions,
+        idle_timeout: float | None,
+        reconnect_timeout: float | None,
+    ) -> None:
+        super().__init__(path, timeout, options.call(since), idle_timeout)
+        self.position: int = int(self.result["position"])
+        self._options = options
+        self._reconnect_timeout = reconnect_timeout
+
+    def __iter__(self) -> Iterator[WatchEvent]:
+        return self
+
+    def __next__(self) -> WatchEvent:
+        while True:
+            try:
+                line = self._connection.receive()
+            except ConnectionFailed:
+                if self._reconnect_timeout is None:
+                    raise
+                self._reconnect(self._reconnect_timeout)
+                continue
+            event = event_from_json(line)
+            moved = resume_position(event)
+            self.position = self.position if moved is None else moved
+            return event
+
+    def _reconnect(self, patience: float) -> None:
+        """Open the watch again from `position`, retrying while the daemon is away (restarting)
+        for up to `patience` seconds; raises the last ConnectionFailed after that."""
+        self._connection.close()
+        deadline = time.monotonic() + patience
+        wait = RECONNECT_FIRST_WAIT
+        while True:
+            try:
+                self._connection = self._open(self._options.call(self.position))
+                return
+            except ConnectionFailed:
+                if time.monotonic() + wait > deadline:
+                    raise
+            time.sleep(wait)  # the daemon is starting again: nothing to wait on but time
+            wait = min(wait * 2, RECONNECT_LONGEST_WAIT)
+
+    def __enter__(self) -> "Watch":
+        return self

@@ -1,0 +1,62 @@
+"""Values and request lines: Python values to the protocol's JSON and back.
+
+Values are JSON, and what JSON cannot carry is tagged (docs/control-protocol.md, "Values"). The
+client sends a Python `bytes` (or `bytearray`, `memoryview`) as `{"$base64": "..."}` and turns
+that tag back into `bytes` in the values it returns, so bytes go both ways. Every other tag the
+daemon shows (`$float`, `$ext`, `$timestamp_ns`, `$raw`) comes back as the dict it is, and a map
+whose only key is `$base64` with a string in it reads back as bytes whoever wrote it.
+
+Anything `json` cannot encode besides bytes (a set, a datetime...) is a `TypeError`, and NaN or
+infinity a `ValueError`, raised before anything is sent: the daemon would refuse them anyway.
+"""
+
+import base64
+import binascii
+import json
+from typing import Any, Final
+
+BASE64_TAG: Final = "$base64"
+
+
+def _tag_bytes(value: object) -> dict[str, str]:
+    """json's fallback for what it cannot encode: bytes-like values become the `$base64` tag."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {BASE64_TAG: base64.b64encode(value).decode("ascii")}
+    raise TypeError(
+        f"a value of type {type(value).__name__} cannot be sent: values are JSON "
+        "(None, bool, int, float, str, list, dict with str keys) or bytes"
+    )
+
+
+# compact separators: lines are smaller, and the daemon reads JSON text either way; NaN is
+# refused here because JSON has no spelling for it (the daemon would answer bad_request)
+_ENCODER: Final = json.JSONEncoder(
+    ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_tag_bytes
+)
+
+
+def request_line(request: dict[str, Any]) -> bytes:
+    """One request as a protocol line (UTF-8 JSON and a newline), bytes values tagged."""
+    try:
+        return (_ENCODER.encode(request) + "\n").encode("utf-8")
+    except ValueError as exc:  # NaN/infinity; json's own text is "Out of range float values..."
+        raise ValueError(f"{exc}: numbers must be finite (send a string for such values)") from None
+
+
+def decode_value(value: Any) -> Any:
+    """A value as the daemon showed it, with `{"$base64": "..."}` turned back into bytes."""
+    if isinstance(value, dict):
+        if len(value) == 1 and isinstance(value.get(BASE64_TAG), str):
+            try:
+                return base64.b64decode(value[BASE64_TAG], validate=True)
+            except binascii.Error:  # not base64 after all: a map that only looks like the tag
+                return value
+        return {key: decode_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [decode_value(item) for item in value]
+    return value
+
+
+def parse_line(line: bytes) -> Any:
+    """A received line as JSON (ValueError when it is not)."""
+    return json.loads(line)
