@@ -16,7 +16,7 @@ a new one.
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -25,13 +25,12 @@ from . import calls
 from .calls import MISSING, Call, Pending, Pipeline, WatchOptions, first_error
 from .errors import (
     ConnectionFailed,
-    ProtocolViolation,
     connect_failure,
     connection_lost,
     timed_out,
 )
 from .events import WatchEvent, event_from_json, resume_position
-from .exchange import DEFAULT_WINDOW, RECEIVE, Plan, Session, exchange
+from .exchange import DEFAULT_WINDOW, READY, RECEIVE, Exchange, LineBuffer, Plan, answer_of
 from .paths import default_socket_path
 from .results import (
     CollectionInfo,
@@ -44,22 +43,24 @@ from .results import (
     Write,
     WriteResult,
 )
-from .values import parse_line
 
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT_SECONDS: Final = 30.0
 RECONNECT_FIRST_WAIT: Final = 0.05  # seconds before a watch's first reconnection attempt...
 RECONNECT_LONGEST_WAIT: Final = 2.0  # ...doubling up to this between attempts
+RECEIVE_BYTES: Final = 256 * 1024  # read at once: a pipeline's answers come in bursts
 
 
 class LineConnection:
-    """One connection to the socket: request lines out, answer lines in (as JSON objects)."""
+    """One connection to the socket: request lines out, answer lines in (as JSON objects), and
+    the Exchange of the requests on it."""
 
-    def __init__(self, path: Path, timeout: float | None) -> None:
+    def __init__(self, path: Path, timeout: float | None, window: int) -> None:
         self.path = path
         self.timeout = timeout
-        self.session = Session()
+        self.exchange = Exchange(window)
+        self.lines = LineBuffer()
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
@@ -67,7 +68,6 @@ class LineConnection:
         except OSError as exc:
             self.sock.close()
             raise connect_failure(path, exc) from None
-        self.reader = self.sock.makefile("rb")
 
     def send(self, data: bytes) -> None:
         try:
@@ -78,21 +78,19 @@ class LineConnection:
             raise connection_lost(exc) from None
 
     def receive(self) -> dict[str, Any]:
-        try:
-            line = self.reader.readline()
-        except TimeoutError:
-            raise timed_out(self.timeout) from None
-        except OSError as exc:
-            raise connection_lost(exc) from None
-        if not line.endswith(b"\n"):
-            raise connection_lost("it closed the connection: did it stop?")
-        try:
-            answer = parse_line(line)
-        except ValueError:
-            raise ProtocolViolation("the daemon sent something that is not JSON") from None
-        if not isinstance(answer, dict):
-            raise ProtocolViolation("the daemon sent something that is not a JSON object")
-        return answer
+        line = self.lines.next_line()
+        while line is None:
+            try:
+                chunk = self.sock.recv(RECEIVE_BYTES)
+            except TimeoutError:
+                raise timed_out(self.timeout) from None
+            except OSError as exc:
+                raise connection_lost(exc) from None
+            if not chunk:
+                raise connection_lost("it closed the connection: did it stop?")
+            self.lines.feed(chunk)
+            line = self.lines.next_line()
+        return answer_of(line)
 
     def set_timeout(self, timeout: float | None) -> None:
         self.timeout = timeout
@@ -105,6 +103,8 @@ class LineConnection:
             while True:
                 if step is RECEIVE:
                     step = plan.send(self.receive())
+                elif step is READY:
+                    step = plan.send(self.receive() if self.lines.has_line() else None)
                 else:
                     self.send(step)
                     step = next(plan)
@@ -112,7 +112,6 @@ class LineConnection:
             return
 
     def close(self) -> None:
-        self.reader.close()
         self.sock.close()
 
 
@@ -133,21 +132,26 @@ class Client:
         self.timeout = timeout
         self.window = window
         self._connection: LineConnection | None = None
-        self._turn = threading.Lock()  # one exchange at a time: answers are matched by order
+        # one thread at a time: answers are matched by their order. Reentrant, so that a call
+        # made inside a pipeline's block (same thread) goes out after the pipeline's requests
+        self._turn = threading.RLock()
 
     # the exchange -------------------------------------------------------------------------------
 
-    def _exchange(self, items: Iterable[tuple[Call[Any], Pending[Any]]]) -> None:
+    def _drive(self, plan_of: Callable[[Exchange], Plan]) -> None:
         with self._turn:
             if self._connection is None:
-                self._connection = LineConnection(self.socket_path, self.timeout)
+                self._connection = LineConnection(self.socket_path, self.timeout, self.window)
             connection = self._connection
             try:
-                connection.run(exchange(connection.session, items, self.window))
+                connection.run(plan_of(connection.exchange))
             except BaseException:
                 # answers may still be on their way: the next call must not read them as its own
                 self.close()
                 raise
+
+    def _exchange(self, items: Iterable[tuple[Call[Any], Pending[Any]]]) -> None:
+        self._drive(lambda exchange: exchange.run(items))
 
     def _run(self, call: Call[T]) -> T:
         pending: Pending[T] = Pending()
@@ -304,14 +308,21 @@ class Client:
 
     @contextmanager
     def pipeline(self, *, raise_errors: bool = True) -> Iterator["BlockingPipeline"]:
-        """`with client.pipeline() as batch: batch.put(...)`: queue requests, then send them
-        together when the block ends (or at `batch.flush()`), reading answers in order. Each
-        queued request returns a Pending; after the block `.result()` gives its answer. With
-        `raise_errors` the end of the block (and flush) raises the first request's error once
-        every answer is in; the connection stays usable. Nothing is sent if the block raises."""
-        batch = BlockingPipeline(self, raise_errors)
-        yield batch
-        batch.flush()
+        """`with client.pipeline() as batch: batch.put(...)`: each queued request returns a
+        Pending at once and goes out as soon as the window has room, before earlier answers are
+        read; the end of the block (or `batch.flush()`) reads every answer, in order, and then
+        `.result()` gives each. With `raise_errors` that raises the first request's error once
+        every answer is in (the connection stays usable). Other threads wait for the block to
+        end; a call of this thread inside it goes out after the requests queued before it. If the
+        block raises, the connection is closed: requests already sent may have been applied."""
+        with self._turn:
+            batch = BlockingPipeline(self, raise_errors)
+            try:
+                yield batch
+            except BaseException:
+                self.close()
+                raise
+            batch.flush()
 
     def put_many(
         self, writes: Iterable[Put | tuple[str, str, Any]], *, share: str | None = None
@@ -382,34 +393,49 @@ def put_calls(
 ) -> Iterator[tuple[Call[Any], Pending[Any]]]:
     """The calls of `put_many`, made as they are sent; their Pendings go into `answers`."""
     for write in writes:
-        put = write if isinstance(write, Put) else Put(*write)
-        answers.append(Pending())
-        call = calls.put(
-            put.collection,
-            put.key,
-            put.value,
-            type=put.type,
-            schema_version=put.schema_version,
-            if_version=put.if_version,
-            share=share,
-        )
-        yield call, answers[-1]
+        pending: Pending[WriteResult] = Pending()
+        answers.append(pending)
+        if isinstance(write, Put):
+            call = calls.put(
+                write.collection,
+                write.key,
+                write.value,
+                type=write.type,
+                schema_version=write.schema_version,
+                if_version=write.if_version,
+                share=share,
+            )
+        else:
+            collection, key, value = write
+            call = calls.put(
+                collection, key, value, type=None, schema_version=None, if_version=None, share=share
+            )
+        yield call, pending
 
 
 class BlockingPipeline(Pipeline):
-    """A Pipeline of a blocking Client (see calls.Pipeline for the queueing methods)."""
+    """A Pipeline of a blocking Client (see calls.Pipeline for the queueing methods) that sends
+    its requests as the window allows, while more are being queued."""
 
     def __init__(self, client: Client, raise_errors: bool) -> None:
         super().__init__()
         self._client = client
         self._raise_errors = raise_errors
+        self._unchecked: list[Pending[Any]] = []  # answers flush() has not looked at yet
+
+    def add(self, call: Call[T]) -> Pending[T]:
+        pending = super().add(call)
+        self._unchecked.append(pending)
+        taken = self.take()
+        self._client._drive(lambda exchange: exchange.submit(taken))
+        return pending
 
     def flush(self) -> None:
         """Send what is queued and read every answer. Raises the first request's error (with
         `raise_errors`), or Timeout/ConnectionFailed/ProtocolViolation for the connection."""
-        taken = self.take()
-        self._client._exchange(taken)
-        error = first_error(pending for _, pending in taken)
+        self._client._drive(lambda exchange: exchange.finish())
+        checked, self._unchecked = self._unchecked, []
+        error = first_error(checked)
         if error is not None and self._raise_errors:
             raise error
 
@@ -427,10 +453,10 @@ class Stream:
         self._connection = self._open(call)
 
     def _open(self, call: Call[Any]) -> LineConnection:
-        connection = LineConnection(self._path, self._timeout)
+        connection = LineConnection(self._path, self._timeout, DEFAULT_WINDOW)
         try:
             first: Pending[Any] = Pending()
-            connection.run(exchange(connection.session, [(call, first)], 1))
+            connection.run(connection.exchange.run([(call, first)]))
             self.result = first.result()
         except BaseException:
             connection.close()

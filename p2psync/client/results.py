@@ -111,11 +111,15 @@ class WriteResult:
 
     @classmethod
     def from_json(cls, found: Mapping[str, Any]) -> "WriteResult":
+        position, seq, hlc = found["position"], found["seq"], found.get("hlc")
+        if type(position) is not int or type(seq) is not int:
+            raise ValueError(f"position and seq must be integers: {found!r}")
+        version = found.get("version")
         return cls(
-            position=int(found["position"]),
-            seq=int(found["seq"]),
-            hlc=_optional_int(found.get("hlc")),
-            version=_optional_str(found.get("version")),
+            position,
+            seq,
+            hlc if type(hlc) is int else None,
+            version if isinstance(version, str) else None,
         )
 
 
