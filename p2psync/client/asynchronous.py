@@ -28,6 +28,7 @@ from .blocking import (
     DEFAULT_TIMEOUT_SECONDS,
     RECONNECT_FIRST_WAIT,
     RECONNECT_LONGEST_WAIT,
+    peer_closed,
     put_calls,
 )
 from .calls import MISSING, Call, Pending, Pipeline, WatchOptions, first_error
@@ -120,6 +121,11 @@ class AsyncLineConnection:
         except StopIteration:
             return
 
+    def idle_and_closed(self) -> bool:
+        """As blocking.LineConnection.idle_and_closed."""
+        idle = not self.exchange.waiting and not self.lines.has_line()
+        return idle and peer_closed(self.stream.extra(anyio.abc.SocketAttribute.raw_socket))
+
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):  # closing must happen even in a cancelled task
             await self.stream.aclose()
@@ -145,6 +151,8 @@ class AsyncClient:
 
     async def _exchange(self, items: Iterable[tuple[Call[Any], Pending[Any]]]) -> None:
         async with self._turn:
+            if self._connection is not None and self._connection.idle_and_closed():
+                await self.aclose()  # the daemon restarted since the last call: start afresh
             if self._connection is None:
                 self._connection = await AsyncLineConnection.open(
                     self.socket_path, self.timeout, self.window

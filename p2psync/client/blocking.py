@@ -13,6 +13,7 @@ Every call raises a `ControlError` subclass (errors.py): the daemon's refusals b
 a new one.
 """
 
+import select
 import socket
 import threading
 import time
@@ -92,6 +93,12 @@ class LineConnection:
             line = self.lines.next_line()
         return answer_of(line)
 
+    def idle_and_closed(self) -> bool:
+        """Whether the daemon closed this connection while nothing was asked on it (it
+        restarted, say): a request sent now would be lost, so a new connection is better."""
+        idle = not self.exchange.waiting and not self.lines.has_line()
+        return idle and peer_closed(self.sock)
+
     def set_timeout(self, timeout: float | None) -> None:
         self.timeout = timeout
         self.sock.settimeout(timeout)
@@ -113,6 +120,19 @@ class LineConnection:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def peer_closed(sock: socket.socket) -> bool:
+    """Whether the other end closed `sock` (end of file or reset is waiting), without waiting or
+    taking anything from it."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    if not poller.poll(0):
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 class Client:
@@ -140,6 +160,8 @@ class Client:
 
     def _drive(self, plan_of: Callable[[Exchange], Plan]) -> None:
         with self._turn:
+            if self._connection is not None and self._connection.idle_and_closed():
+                self.close()  # the daemon restarted since the last call: start afresh
             if self._connection is None:
                 self._connection = LineConnection(self.socket_path, self.timeout, self.window)
             connection = self._connection
