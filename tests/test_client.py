@@ -24,6 +24,7 @@ from p2psync.client import (
     ControlError,
     Delete,
     Forbidden,
+    Heartbeat,
     NotFound,
     NotRunning,
     PairingFailed,
@@ -418,7 +419,7 @@ def test_watch_says_when_it_caught_up_and_sends_heartbeats(
         caught_up = next(events)
         assert isinstance(caught_up, CaughtUp) and caught_up.position >= written[-1].position
         beat = next(events)
-        assert type(beat).__name__ == "Heartbeat" and beat.position >= caught_up.position
+        assert isinstance(beat, Heartbeat) and beat.position >= caught_up.position
         assert events.position >= caught_up.position
     assert [e.position for e in replayed] == [w.position for w in written]
 
