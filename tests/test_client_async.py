@@ -278,6 +278,7 @@ def test_connection_failures(tmp_path: Path, backend: str) -> None:
 def _send_garbage(server: socket.socket) -> None:
     connection, _ = server.accept()
     with connection:
+        connection.recv(4096)  # the request, so that the client is done sending when we close
         connection.sendall(b"<html>\n")
 
 

@@ -86,7 +86,7 @@ class AsyncLineConnection:
         except TimeoutError:
             raise timed_out(self.timeout) from None
         except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-            raise connection_lost(exc or "it closed the connection") from None
+            raise connection_lost(str(exc) or "it closed the connection") from None
 
     async def receive(self) -> dict[str, Any]:
         # an answer already buffered is taken without waiting (and without a cancel scope, which
@@ -101,7 +101,7 @@ class AsyncLineConnection:
             except anyio.EndOfStream:
                 raise connection_lost("it closed the connection: did it stop?") from None
             except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-                raise connection_lost(exc or "the connection broke") from None
+                raise connection_lost(str(exc) or "the connection broke") from None
             self.lines.feed(chunk)
             line = self.lines.next_line()
         return answer_of(line)

@@ -61,7 +61,10 @@ class Exchange:
     def submit(self, calls: Iterable[tuple[Call[Any], Pending[Any]]]) -> Plan:
         """Send the calls as the window allows; the last ones may stay unsent or unanswered
         until `finish` (a pipeline sends as it is filled)."""
-        for call, pending in calls:
+        source = iter(calls)
+        ahead: deque[tuple[Call[Any], Pending[Any]]] = deque()
+        while (item := ahead.popleft() if ahead else next(source, None)) is not None:
+            call, pending = item
             if call.needs is not None and not self.asked_hello:
                 yield from self.finish()
                 yield from self._ask_hello()
@@ -72,7 +75,12 @@ class Exchange:
             self.unsent.append(call.line(request_id))
             self.waiting.append((request_id, call, pending))
             if len(self.waiting) >= self.window:
-                yield from self._send()
+                yield b"".join(self.unsent)  # (not `yield from self._send()`: this is the hot path)
+                self.unsent.clear()
+                # while the daemon works, make the calls that go out as soon as answers come
+                # (making a call encodes its JSON: a good part of what a client spends on it)
+                while len(ahead) < self.window // 2 and (made := next(source, None)) is not None:
+                    ahead.append(made)
                 settle(*self.waiting.popleft(), (yield RECEIVE))
                 while self.waiting and (answer := (yield READY)) is not None:
                     settle(*self.waiting.popleft(), answer)

@@ -78,4 +78,10 @@ def decode_value(value: Any) -> Any:
 
 def parse_line(line: bytes) -> Any:
     """A received line as JSON (ValueError when it is not, or not UTF-8)."""
-    return _DECODER.decode(line.decode("utf-8"))
+    text = line.decode("utf-8")
+    if text[:1].isspace():
+        text = text.lstrip()
+    found, end = _DECODER.raw_decode(text)  # decode() would also match a regex for the rest
+    if text[end:].strip():
+        raise ValueError(f"more than one JSON value on a line: {text[end:][:40]!r}")
+    return found
