@@ -29,7 +29,6 @@ from .blocking import (
     RECONNECT_FIRST_WAIT,
     RECONNECT_LONGEST_WAIT,
     peer_closed,
-    put_calls,
 )
 from .calls import MISSING, Call, Pending, Pipeline, WatchOptions, first_error
 from .errors import (
@@ -134,7 +133,7 @@ class AsyncLineConnection:
 class AsyncClient:
     """`AsyncClient()` talks to the daemon at `default_socket_path()`, `AsyncClient(path)` at
     `path`; `timeout` and `window` as for the blocking Client. Use it as `async with`, or call
-    `aclose()`: it holds a connection."""
+    `aclose()`: it holds a connection. It belongs to the event loop it is first used in."""
 
     def __init__(
         self,
@@ -311,7 +310,7 @@ class AsyncClient:
     ) -> list[WriteResult]:
         """As `Client.put_many`: raises the first error once every answer is in."""
         answers: list[Pending[WriteResult]] = []
-        await self._exchange(put_calls(writes, share, answers))
+        await self._exchange(calls.put_calls(writes, share, answers))
         error = first_error(answers)
         if error is not None:
             raise error
@@ -457,6 +456,7 @@ class AsyncWatch(AsyncStream):
         return self
 
     async def __anext__(self) -> WatchEvent:
+        await self.start()  # a first connection that fails is not reconnected: it raises
         while True:
             try:
                 line = await self._receive()

@@ -354,7 +354,7 @@ class Client:
         once every answer is in (the others were written)."""
 
         answers: list[Pending[WriteResult]] = []
-        self._exchange(put_calls(writes, share, answers))
+        self._exchange(calls.put_calls(writes, share, answers))
         error = first_error(answers)
         if error is not None:
             raise error
@@ -406,33 +406,6 @@ class Client:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def put_calls(
-    writes: Iterable[Put | tuple[str, str, Any]],
-    share: str | None,
-    answers: list[Pending[WriteResult]],
-) -> Iterator[tuple[Call[Any], Pending[Any]]]:
-    """The calls of `put_many`, made as they are sent; their Pendings go into `answers`."""
-    for write in writes:
-        pending: Pending[WriteResult] = Pending()
-        answers.append(pending)
-        if isinstance(write, Put):
-            call = calls.put(
-                write.collection,
-                write.key,
-                write.value,
-                type=write.type,
-                schema_version=write.schema_version,
-                if_version=write.if_version,
-                share=share,
-            )
-        else:
-            collection, key, value = write
-            call = calls.put(
-                collection, key, value, type=None, schema_version=None, if_version=None, share=share
-            )
-        yield call, pending
 
 
 class BlockingPipeline(Pipeline):

@@ -8,7 +8,7 @@ one place that knows each method's parameters: optional parameters go out only w
 """
 
 import enum
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -354,3 +354,30 @@ class Pipeline:
 def first_error(answered: Iterable[Pending[Any]]) -> ControlError | None:
     """The first error among answers, in the order the requests were queued."""
     return next((p.error for p in answered if p.error is not None), None)
+
+
+def put_calls(
+    writes: Iterable[Put | tuple[str, str, Any]],
+    share: str | None,
+    answers: list[Pending[WriteResult]],
+) -> Iterator[tuple[Call[Any], Pending[Any]]]:
+    """The calls of `put_many`, made as they are sent; their Pendings go into `answers`."""
+    for write in writes:
+        pending: Pending[WriteResult] = Pending()
+        answers.append(pending)
+        if isinstance(write, Put):
+            call = put(
+                write.collection,
+                write.key,
+                write.value,
+                type=write.type,
+                schema_version=write.schema_version,
+                if_version=write.if_version,
+                share=share,
+            )
+        else:
+            collection, key, value = write
+            call = put(
+                collection, key, value, type=None, schema_version=None, if_version=None, share=share
+            )
+        yield call, pending
