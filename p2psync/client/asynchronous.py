@@ -173,9 +173,9 @@ class AsyncClient:
         """Any method, its result untyped (as `Client.call`)."""
         return await self._run(calls.raw(method, params))
 
-    async def hello(self) -> Hello:
+    async def hello(self, client: str | None = None) -> Hello:
         """As `Client.hello`: raises UnknownMethod before protocol 1.0."""
-        return await self._run(calls.hello())
+        return await self._run(calls.hello(client))
 
     async def get(
         self, collection: str, key: str, *, all_versions: bool = False, share: str | None = None

@@ -187,10 +187,11 @@ class Client:
 
     # typed methods ------------------------------------------------------------------------------
 
-    def hello(self) -> Hello:
-        """The daemon's protocol version, own version, capabilities, methods and limits.
-        Raises UnknownMethod from a daemon older than protocol 1.0."""
-        return self._run(calls.hello())
+    def hello(self, client: str | None = None) -> Hello:
+        """The daemon's protocol version, own version, capabilities, methods and limits;
+        `client` ("name/version") names this app in the daemon's debug log. Raises
+        UnknownMethod from a daemon older than protocol 1.0."""
+        return self._run(calls.hello(client))
 
     def get(
         self, collection: str, key: str, *, all_versions: bool = False, share: str | None = None

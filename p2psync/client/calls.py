@@ -74,8 +74,8 @@ def _given(**params: Any) -> dict[str, Any]:
 # the data methods -------------------------------------------------------------------------------
 
 
-def hello() -> Call[Hello]:
-    return make_call("hello", {}, Hello.from_json)
+def hello(client: str | None = None) -> Call[Hello]:
+    return make_call("hello", _given(client=client), Hello.from_json)
 
 
 def get(collection: str, key: str, *, all_versions: bool, share: str | None) -> Call[Record]:

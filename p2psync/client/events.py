@@ -18,7 +18,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .results import Sibling
 from .values import decode_value
 
 
@@ -37,7 +36,9 @@ def _text(found: Any) -> str | None:
 @dataclass(frozen=True, slots=True)
 class Change:
     """One op of a transaction: a put of `value`, or a delete (`deleted`, `op == "delete"`).
-    `previous` (1.0, deletes) is the version the delete replaced; `version` the one it made."""
+    `version` (1.0) is the version it made; `previous` (1.0, deletes only) the value of the
+    record's winner just before the delete was applied on this device (None when nothing was
+    live)."""
 
     collection: str
     key: str
@@ -48,7 +49,7 @@ class Change:
     type: str | None = None
     schema_version: int | None = None
     version: str | None = None
-    previous: Sibling | None = None
+    previous: Any = None
 
     @classmethod
     def from_json(cls, found: Mapping[str, Any]) -> "Change":
@@ -62,20 +63,8 @@ class Change:
             type=_text(found.get("type")),
             schema_version=_optional_int(found.get("schema_version")),
             version=_text(found.get("version")),
-            previous=_previous(found.get("previous")),
+            previous=decode_value(found.get("previous")),
         )
-
-
-def _previous(found: Any) -> Sibling | None:
-    if found is None:
-        return None
-    if (
-        isinstance(found, Mapping)
-        and "value" in found
-        and ("origin" in found or "version" in found)
-    ):
-        return Sibling.from_json(found)
-    return Sibling(value=decode_value(found))  # a bare value: what the delete took away
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,18 +115,21 @@ class SyncedEvent:
 
 @dataclass(frozen=True, slots=True)
 class ConflictEvent:
-    """`collection`/`key` of `share` went into conflict, or (`resolved`) out of it."""
+    """`collection`/`key` of `share` went into conflict, or (`resolved`) out of it, stored at
+    this daemon's `position`."""
 
     share: str | None
     collection: str | None
     key: str | None
     resolved: bool
+    position: int | None
     fields: Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class MembershipEvent:
-    """The members of `share` changed: `device` was added, removed, revoked... (`change`)."""
+    """The household or a share's members changed (`change`: `device_added`, `device_revoked`,
+    `share_members`...); the lists of members, added and removed are in `fields`."""
 
     share: str | None
     device: str | None
@@ -194,6 +186,7 @@ def event_from_json(found: Mapping[str, Any]) -> WatchEvent:
             _text(found.get("collection")),
             _text(found.get("key")),
             resolved,
+            _optional_int(found.get("position")),
             found,
         )
     if kind == "membership":
