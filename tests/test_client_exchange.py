@@ -10,7 +10,7 @@ import pytest
 from p2psync.client import NotFound, Pending, ProtocolViolation, TooLarge, UnknownMethod
 from p2psync.client import calls as requests
 from p2psync.client.calls import Call
-from p2psync.client.exchange import READY, RECEIVE, Exchange, LineBuffer, Plan
+from p2psync.client.exchange import ARRIVED, RECEIVE, Exchange, LineBuffer, Plan
 
 Answer = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -20,39 +20,42 @@ def echo(request: dict[str, Any]) -> dict[str, Any]:
 
 
 class SimulatedDaemon:
-    """Runs a plan: reads what it sends, answers each request with `answer` as soon as it is
-    asked for one (so answers are never 'already there' for READY unless `eager`)."""
+    """Runs a plan: reads what it sends, and answers its requests in order with `answer`, one at
+    a time when the plan waits for answers, or (`eager`) every request sent so far at once."""
 
     def __init__(self, answer: Answer = echo, eager: bool = False) -> None:
         self.answer = answer
         self.eager = eager
         self.received: list[dict[str, Any]] = []
-        self.answered = 0
-        self.most_unanswered = 0
+        self.delivered = 0  # answers that reached the client
+        self.read = 0  # answers the client has read
+        self.most_in_flight = 0  # requests the client had sent ahead of their answers
 
     def run(self, plan: Plan) -> None:
         try:
             step = next(plan)
             while True:
-                if step is RECEIVE or (step is READY and self.eager and self._unanswered()):
-                    step = plan.send(self._next_answer())
-                elif step is READY:
-                    step = plan.send(None)
+                if step is RECEIVE:
+                    if self.read == self.delivered:
+                        self._deliver()
+                    self.read += 1
+                    step = plan.send(self.answer(self.received[self.read - 1]))
+                elif step is ARRIVED:
+                    if self.eager or self.read == self.delivered:
+                        self._deliver()
+                    step = plan.send(self.delivered - self.read)
                 else:
                     assert isinstance(step, bytes)
                     self.received += [json.loads(line) for line in step.splitlines()]
-                    self.most_unanswered = max(self.most_unanswered, self._unanswered())
+                    in_flight = len(self.received) - self.delivered
+                    self.most_in_flight = max(self.most_in_flight, in_flight)
                     step = next(plan)
         except StopIteration:
             return
 
-    def _unanswered(self) -> int:
-        return len(self.received) - self.answered
-
-    def _next_answer(self) -> dict[str, Any]:
-        assert self._unanswered() > 0, "the plan waits for an answer to nothing"
-        self.answered += 1
-        return self.answer(self.received[self.answered - 1])
+    def _deliver(self) -> None:
+        assert self.delivered < len(self.received), "the plan waits for an answer to nothing"
+        self.delivered = len(self.received) if self.eager else self.delivered + 1
 
 
 def echoes(count: int) -> list[tuple[Call[Any], Pending[Any]]]:
@@ -64,7 +67,7 @@ def test_the_window_fills_and_is_never_exceeded(eager: bool) -> None:
     daemon = SimulatedDaemon(eager=eager)
     items = echoes(100)
     daemon.run(Exchange(window=16).run(items))
-    assert daemon.most_unanswered == 16
+    assert daemon.most_in_flight == 16
     assert [pending.result() for _, pending in items] == list(range(100))
     assert [r["id"] for r in daemon.received] == list(range(1, 101))
 
@@ -74,9 +77,23 @@ def test_submit_leaves_the_last_requests_until_finish() -> None:
     exchange = Exchange(window=4)
     first = echoes(6)
     daemon.run(exchange.submit(first))
-    assert [pending.done for _, pending in first] == [True, True, True, False, False, False]
+    # answers are read only once the next requests went out: the third has arrived, unread
+    assert [pending.done for _, pending in first] == [True, True, False, False, False, False]
+    assert daemon.delivered == 3 and daemon.most_in_flight == 4
     daemon.run(exchange.finish())
     assert all(pending.done for _, pending in first) and not exchange.waiting
+
+
+@pytest.mark.parametrize("eager", [False, True])
+def test_a_pipeline_filled_one_call_at_a_time_keeps_to_the_window(eager: bool) -> None:
+    daemon = SimulatedDaemon(eager=eager)
+    exchange = Exchange(window=4)
+    items = echoes(50)
+    for item in items:
+        daemon.run(exchange.submit([item]))
+    daemon.run(exchange.finish())
+    assert daemon.most_in_flight == 4
+    assert [pending.result() for _, pending in items] == list(range(50))
 
 
 def test_errors_settle_their_request_only() -> None:

@@ -38,7 +38,15 @@ from .errors import (
     timed_out,
 )
 from .events import WatchEvent, event_from_json, resume_position
-from .exchange import DEFAULT_WINDOW, READY, RECEIVE, Exchange, LineBuffer, Plan, answer_of
+from .exchange import (
+    ARRIVED,
+    DEFAULT_WINDOW,
+    RECEIVE,
+    Exchange,
+    LineBuffer,
+    Plan,
+    answer_of,
+)
 from .paths import default_socket_path
 from .results import (
     CollectionInfo,
@@ -92,18 +100,27 @@ class AsyncLineConnection:
         # costs more than the rest of a pipelined answer's handling)
         line = self.lines.next_line()
         while line is None:
-            try:
-                with anyio.fail_after(self.timeout):
-                    chunk = await self.stream.receive(RECEIVE_BYTES)
-            except TimeoutError:
-                raise timed_out(self.timeout) from None
-            except anyio.EndOfStream:
-                raise connection_lost("it closed the connection: did it stop?") from None
-            except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
-                raise connection_lost(str(exc) or "the connection broke") from None
-            self.lines.feed(chunk)
+            await self._read()
             line = self.lines.next_line()
         return answer_of(line)
+
+    async def arrived(self) -> int:
+        """How many whole answers have arrived, once at least one has."""
+        while not self.lines.has_line():
+            await self._read()
+        return self.lines.count_lines()
+
+    async def _read(self) -> None:
+        try:
+            with anyio.fail_after(self.timeout):
+                chunk = await self.stream.receive(RECEIVE_BYTES)
+        except TimeoutError:
+            raise timed_out(self.timeout) from None
+        except anyio.EndOfStream:
+            raise connection_lost("it closed the connection: did it stop?") from None
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError) as exc:
+            raise connection_lost(str(exc) or "the connection broke") from None
+        self.lines.feed(chunk)
 
     async def run(self, plan: Plan) -> None:
         """Carry out an exchange plan: send what it yields, feed it the answers it asks for."""
@@ -112,8 +129,8 @@ class AsyncLineConnection:
             while True:
                 if step is RECEIVE:
                     step = plan.send(await self.receive())
-                elif step is READY:
-                    step = plan.send(await self.receive() if self.lines.has_line() else None)
+                elif step is ARRIVED:
+                    step = plan.send(await self.arrived())
                 else:
                     await self.send(step)
                     step = next(plan)

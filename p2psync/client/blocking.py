@@ -31,7 +31,15 @@ from .errors import (
     timed_out,
 )
 from .events import WatchEvent, event_from_json, resume_position
-from .exchange import DEFAULT_WINDOW, READY, RECEIVE, Exchange, LineBuffer, Plan, answer_of
+from .exchange import (
+    ARRIVED,
+    DEFAULT_WINDOW,
+    RECEIVE,
+    Exchange,
+    LineBuffer,
+    Plan,
+    answer_of,
+)
 from .paths import default_socket_path
 from .results import (
     CollectionInfo,
@@ -81,17 +89,26 @@ class LineConnection:
     def receive(self) -> dict[str, Any]:
         line = self.lines.next_line()
         while line is None:
-            try:
-                chunk = self.sock.recv(RECEIVE_BYTES)
-            except TimeoutError:
-                raise timed_out(self.timeout) from None
-            except OSError as exc:
-                raise connection_lost(exc) from None
-            if not chunk:
-                raise connection_lost("it closed the connection: did it stop?")
-            self.lines.feed(chunk)
+            self._read()
             line = self.lines.next_line()
         return answer_of(line)
+
+    def arrived(self) -> int:
+        """How many whole answers have arrived, once at least one has."""
+        while not self.lines.has_line():
+            self._read()
+        return self.lines.count_lines()
+
+    def _read(self) -> None:
+        try:
+            chunk = self.sock.recv(RECEIVE_BYTES)
+        except TimeoutError:
+            raise timed_out(self.timeout) from None
+        except OSError as exc:
+            raise connection_lost(exc) from None
+        if not chunk:
+            raise connection_lost("it closed the connection: did it stop?")
+        self.lines.feed(chunk)
 
     def idle_and_closed(self) -> bool:
         """Whether the daemon closed this connection while nothing was asked on it (it
@@ -110,8 +127,8 @@ class LineConnection:
             while True:
                 if step is RECEIVE:
                     step = plan.send(self.receive())
-                elif step is READY:
-                    step = plan.send(self.receive() if self.lines.has_line() else None)
+                elif step is ARRIVED:
+                    step = plan.send(self.arrived())
                 else:
                     self.send(step)
                     step = next(plan)

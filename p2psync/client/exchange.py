@@ -1,20 +1,22 @@
 """How requests and answers are exchanged on one connection, without doing the I/O itself.
 
 An `Exchange` belongs to one connection. Its plans (`submit`, `finish`) are generators that
-yield the bytes to send, `RECEIVE` when they need the next answer, or `READY` when they take the
-next answer only if it has already arrived; the driver sends the answer (or None) back in. The
-blocking client drives them with socket calls, the async one with anyio's, so both follow the
-same rules:
+yield the bytes to send, `RECEIVE` when they need the next answer (the driver sends it back in,
+as a JSON object), or `ARRIVED` when they wait for answers to arrive without reading them yet
+(the driver waits for at least one whole line and sends back how many there are). The blocking
+client drives them with socket calls, the async one with anyio's, so both follow the same rules:
 
 - answers come in the order of the requests (the protocol says so); each is checked against its
   request's id and settles that request's `Pending`;
 - at most `window` requests are ahead of their answers (the daemon takes 128 in ahead and then
   stops reading a client that does not read: a client that wrote more without reading would wait
-  for the daemon while the daemon waits for it). Once the window is full the plan waits for one
-  answer, takes every other answer that has already arrived, and sends as many new requests as
-  were answered: the daemon commits the writes it has queued together, so the fuller its queue
-  the fewer (costly) commits. Refilling only when half the window was answered made the daemon
-  alternate between two half-size groups and cost about a third of the throughput;
+  for the daemon while the daemon waits for it). An answer that has arrived counts as answered
+  even before it is read. Once the window is full the plan waits for answers to arrive, sends as
+  many new requests as arrived, and only then reads those answers and makes the next requests
+  (encoding JSON), while the daemon works on what it got. The daemon commits the writes it has
+  queued together, so the fuller its queue the fewer (costly) commits: refilling only when half
+  the window was answered made it alternate between two half-size groups, and reading before
+  refilling left it idle while the client worked;
 - a call that needs protocol 1.0 (`Call.needs`) first asks `hello` once per connection; an older
   daemon would silently ignore what it does not know (an `if_version` would overwrite), so such a
   call fails with `UnknownMethod` instead of being sent.
@@ -22,6 +24,7 @@ same rules:
 `LineBuffer` cuts what the socket delivers into answer lines, for both drivers.
 """
 
+import enum
 import itertools
 from collections import deque
 from collections.abc import Generator, Iterable
@@ -32,11 +35,19 @@ from .errors import ControlError, ProtocolViolation, UnknownMethod, error_for
 from .results import Hello
 from .values import parse_line
 
-RECEIVE: Final = None  # what a plan yields when it needs the next answer
-READY: Final = b""  # ...when it takes the next answer only if it has already arrived (else None)
+
+class Step(enum.Enum):
+    """What a plan asks of its driver besides sending bytes."""
+
+    RECEIVE = enum.auto()  # the next answer, as a JSON object (waiting for it if need be)
+    ARRIVED = enum.auto()  # how many whole answers are there, once there is at least one
+
+
+RECEIVE: Final = Step.RECEIVE
+ARRIVED: Final = Step.ARRIVED
 DEFAULT_WINDOW: Final = 128  # requests the daemon takes in ahead of their answers (see above)
 
-Plan = Generator[bytes | None, Any, None]
+Plan = Generator[bytes | Step, Any, None]
 
 
 class Exchange:
@@ -52,6 +63,7 @@ class Exchange:
         self.asked_hello = False
         self.waiting: deque[tuple[int, Call[Any], Pending[Any]]] = deque()
         self.unsent: list[bytes] = []
+        self.arrived = 0  # answers of `waiting` already received, not read yet
 
     def run(self, calls: Iterable[tuple[Call[Any], Pending[Any]]]) -> Plan:
         """Send every call and settle every Pending, those submitted before included."""
@@ -74,22 +86,24 @@ class Exchange:
             request_id = next(self.ids)
             self.unsent.append(call.line(request_id))
             self.waiting.append((request_id, call, pending))
-            if len(self.waiting) >= self.window:
-                yield b"".join(self.unsent)  # (not `yield from self._send()`: this is the hot path)
-                self.unsent.clear()
-                # while the daemon works, make the calls that go out as soon as answers come
-                # (making a call encodes its JSON: a good part of what a client spends on it)
-                while len(ahead) < self.window // 2 and (made := next(source, None)) is not None:
-                    ahead.append(made)
+            if len(self.waiting) - self.arrived < self.window:
+                continue
+            yield b"".join(self.unsent)  # (not `yield from self._send()`: this is the hot path)
+            self.unsent.clear()
+            # while the daemon works on these: read the answers that came before them...
+            for _ in range(self.arrived):
                 settle(*self.waiting.popleft(), (yield RECEIVE))
-                while self.waiting and (answer := (yield READY)) is not None:
-                    settle(*self.waiting.popleft(), answer)
+            # ...and make the calls that go out as soon as more answers come
+            while len(ahead) < self.window and (made := next(source, None)) is not None:
+                ahead.append(made)
+            self.arrived = yield ARRIVED
 
     def finish(self) -> Plan:
         """Send what is unsent and settle every request still waiting for its answer."""
         yield from self._send()
         while self.waiting:
             settle(*self.waiting.popleft(), (yield RECEIVE))
+        self.arrived = 0
 
     def _send(self) -> Plan:
         if self.unsent:
@@ -191,3 +205,7 @@ class LineBuffer:
 
     def has_line(self) -> bool:
         return self._data.find(b"\n", max(self._start, self._searched)) >= 0
+
+    def count_lines(self) -> int:
+        """How many whole lines are there."""
+        return self._data.count(b"\n", self._start)
