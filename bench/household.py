@@ -46,7 +46,7 @@ from bench.sync import (
     record_value,
     stop_all,
 )
-from p2psync.client import ControlError, Watch
+from p2psync.client import ChangeEvent, ControlError, Watch
 from tests.daemons import DaemonProcess, free_port, introduce
 
 SETTLE_SECONDS = 0.3  # counters unchanged this long after the last arrival: nothing more comes
@@ -131,10 +131,12 @@ class Arrivals:
     def _read(self, index: int, watch: Watch) -> None:
         try:
             for event in watch:
+                if not isinstance(event, ChangeEvent):
+                    continue  # caught_up, heartbeat: nothing arrived
                 now = time.perf_counter()
                 with self.condition:
-                    for change in event.get("changes", []):
-                        self.seen[index].setdefault(change["key"], now)
+                    for change in event.changes:
+                        self.seen[index].setdefault(change.key, now)
                     self.condition.notify_all()
         except BaseException as exc:
             with self.condition:

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.apply import make_rows, plain_insert
 from bench.report import run_and_report
-from p2psync.client import Client, ControlError, Watch
+from p2psync.client import ChangeEvent, Client, ControlError, Watch
 from tests.daemons import DaemonProcess, introduce
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -258,10 +258,12 @@ class ChangeArrivals:
     def _read(self) -> None:
         try:
             for event in self.watch:
+                if not isinstance(event, ChangeEvent):
+                    continue  # caught_up, heartbeat: nothing arrived
                 now = time.perf_counter()
                 with self.condition:
-                    for change in event.get("changes", []):
-                        self.arrived[change["key"]] = now
+                    for change in event.changes:
+                        self.arrived[change.key] = now
                     self.condition.notify_all()
                     if self.stop_key in self.arrived:
                         return

@@ -12,7 +12,7 @@ The commands that need no daemon (install-service, completion, man) and -q/-v ar
 import argparse
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 from . import __version__, config
@@ -54,32 +54,14 @@ from .cli_setup import (
     is_verbose,
 )
 from .cli_shares import DEVICE_HELP, add_share_command
-from .client import Client, ClientError, ControlError, DaemonNotRunning
-
-ENV_SOCKET = config.ENV_CONTROL_SOCKET  # the daemon reads the same variable
-
-
-def default_socket_path(env: Mapping[str, str] = os.environ, euid: int | None = None) -> Path:
-    """$P2PSYNC_SOCKET (or the daemon's deprecated $P2PSYNC_CONTROL_SOCKET); else the socket a
-    daemon run by this user in this environment would use (its config file...) when one is
-    there; else the system daemon's."""
-    named = config.control_socket_from_env(env)[0]
-    if named:
-        return Path(named)
-    euid = os.geteuid() if euid is None else euid
-    try:
-        try:
-            found = config.load_config_file(
-                config.find_config_path(env, euid), env=env, euid=euid, hostname=""
-            )
-        except config.ConfigError:
-            # A daemon refuses a broken file on reload and keeps running where it was, most
-            # likely where the defaults put it: where `systemctl reload` must reach it to be told
-            found = config.default_config(env, euid, hostname="")
-        own = config.apply_overrides(found, state_dir=env.get(config.ENV_STATE_DIR)).control_socket
-    except config.ConfigError:  # not even the defaults resolve (no HOME): the system's, then
-        return config.SYSTEM_CONTROL_SOCKET
-    return own if own.exists() else config.SYSTEM_CONTROL_SOCKET
+from .client import (
+    ENV_SOCKET,
+    Client,
+    ClientError,
+    ConnectionFailed,
+    ControlError,
+    default_socket_path,
+)
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -410,8 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Client(path) as client:
             return int(args.run(Command(client, args, sys.stdout)))
-    except DaemonNotRunning as exc:
-        print(f"p2psync: {exc}", file=sys.stderr)
+    except ConnectionFailed as exc:
+        print(f"p2psync: {exc.message}", file=sys.stderr)
         return EXIT_NO_DAEMON
     except ControlError as exc:
         print(f"p2psync: {exc.message}{_hint(exc.code)}", file=sys.stderr)

@@ -389,16 +389,18 @@ def cmd_ls(c: Command) -> int:
 
 
 def cmd_watch(c: Command) -> int:
-    with c.client.watch(
-        since=c.args.since, collection=c.args.collection, share=c.args.share
+    # the lines as the daemon sends them: --json passes on what the typed events would drop
+    with c.client.stream(
+        "watch", since=c.args.since, collection=c.args.collection, share=c.args.share
     ) as events:
         if not c.json:
-            sys.stderr.write(f"p2psync: watching from position {events.position}; Ctrl-C stops\n")
+            position = events.result["position"]
+            sys.stderr.write(f"p2psync: watching from position {position}; Ctrl-C stops\n")
         for event in events:
             if c.json:
                 c.out.write(compact(event) + "\n")
             else:
-                for change in event["changes"]:
+                for change in event.get("changes", ()):  # other events (caught_up...) say nothing
                     where = safe_text(f"{change['collection']}/{change['key']}")
                     shown = "" if change["deleted"] else "  " + _value_cell(change["value"])
                     c.out.write(f"{event['position']}  {change['op']:<6}  {where}{shown}\n")

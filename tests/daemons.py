@@ -223,7 +223,7 @@ def wait_for_change(
     """Follow the daemon's watch stream until a change satisfies `matches`."""
     with daemon.client(timeout=timeout) as client:
         deadline = time.monotonic() + timeout
-        for event in client.watch(since=since, idle_timeout=timeout):
+        for event in client.stream("watch", since=since, idle_timeout=timeout):
             for change in event.get("changes", []):
                 if matches(change):
                     return change

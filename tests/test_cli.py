@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import trio
 
-from p2psync import cli_commands, cli_format, config
-from p2psync.cli import build_parser, default_socket_path, main
+from p2psync import cli_commands, cli_format
+from p2psync.cli import build_parser, main
 from p2psync.cli_commands import CLEAR_SCREEN, parse_value
 from p2psync.pairing_words import WORDS
 from tests.apps import APP_UID, needs_root, run_cli_as
@@ -83,27 +83,6 @@ def test_no_daemon_exits_3_with_what_to_do(
         assert main(argv) == 3
         err = capsys.readouterr().err
         assert "missing.sock" in err and "p2psync daemon" in err
-
-
-def test_default_socket_path(tmp_path: Path) -> None:
-    system = config.SYSTEM_CONTROL_SOCKET
-    assert default_socket_path({"P2PSYNC_SOCKET": "/x/y.sock"}, 1000) == Path("/x/y.sock")
-    user = {"HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)}
-    own = tmp_path / "p2psync" / "control.sock"
-    assert default_socket_path(user, 1000) == system  # no daemon of ours: the system's
-    own.parent.mkdir()
-    own.touch()
-    assert default_socket_path(user, 1000) == own
-    configured = tmp_path / "elsewhere.sock"
-    configured.touch()
-    config_file = tmp_path / "config.toml"
-    config_file.write_text(f'[control]\nsocket = "{configured}"\n')
-    assert default_socket_path({**user, "P2PSYNC_CONFIG": str(config_file)}, 1000) == configured
-    overridden = {**user, "P2PSYNC_CONTROL_SOCKET": str(configured)}
-    assert default_socket_path(overridden, 1000) == configured
-    broken = {**user, "P2PSYNC_CONFIG": str(tmp_path / "missing.toml")}
-    assert default_socket_path(broken, 1000) == own, "a broken config: where the defaults put it"
-    assert default_socket_path({"P2PSYNC_CONFIG": "/missing.toml"}, 1000) == system  # no HOME
 
 
 def test_values_are_json_or_else_text() -> None:

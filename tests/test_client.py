@@ -1,6 +1,8 @@
-"""The blocking client against a real control socket server, run from a worker thread."""
+"""The blocking client (p2psync/client/blocking.py) against a real daemon subprocess, and against
+bare socket servers for what a daemon would not do (stay silent, send garbage, count requests)."""
 
 import grp
+import json
 import os
 import shutil
 import socket
@@ -9,93 +11,448 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
-import trio
 
-from p2psync.client import Client, ControlError, DaemonNotRunning
-from tests.daemons import run_python_as_nobody
-from tests.test_control import Served, start_served
+from p2psync.client import (
+    BadRequest,
+    CaughtUp,
+    ChangeEvent,
+    Client,
+    ClientError,
+    Conflict,
+    ConnectionFailed,
+    ControlError,
+    Delete,
+    Forbidden,
+    Heartbeat,
+    NotFound,
+    NotRunning,
+    PairingFailed,
+    PermissionDenied,
+    ProtocolViolation,
+    Put,
+    Record,
+    Sibling,
+    Timeout,
+    TooLarge,
+    UnknownMethod,
+    WriteResult,
+)
+from tests.client_daemon import collection_for, require_1_0, shared_daemon, speaks_1_0
+from tests.daemons import DaemonProcess, run_python_as_nobody
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    yield from shared_daemon(tmp_path_factory)
 
 
 @pytest.fixture
-async def served(nursery: trio.Nursery, tmp_path: Path) -> Served:
-    return await start_served(nursery, tmp_path)
+def client(daemon: DaemonProcess) -> Iterator[Client]:
+    with Client(daemon.socket_path, timeout=20) as opened:
+        yield opened
 
 
-async def in_thread(function, *args):
-    with trio.fail_after(10):
-        return await trio.to_thread.run_sync(function, *args)
+@pytest.fixture
+def collection(request: pytest.FixtureRequest) -> str:
+    return collection_for(request)
 
 
-async def test_calls_return_results_and_raise_control_errors(served: Served) -> None:
-    def session() -> None:
-        with Client(served.path) as client:
-            written = client.call("put", collection="c", key="k", value={"n": 1})
-            assert written["position"] >= 1
-            assert client.call("get", collection="c", key="k")["value"] == {"n": 1}
-            client.call("put", collection="c", key="null", value=None)
-            assert client.call("get", collection="c", key="null")["value"] is None
-            with pytest.raises(ControlError) as missing:
-                client.call("get", collection="c", key="nope")
-            assert missing.value.code == "not_found" and "c/nope" in missing.value.message
-            with pytest.raises(ControlError) as unknown:
-                client.call("frobnicate")
-            assert unknown.value.code == "unknown_method"
-            assert client.call("id")["name"] == "kitchen"  # the connection survived the errors
-
-    await in_thread(session)
+# typed calls ------------------------------------------------------------------------------------
 
 
-async def test_watch_iterates_events_and_resumes_from_its_position(served: Served) -> None:
-    def session() -> None:
-        with Client(served.path) as client:
-            start = client.call("put", collection="c", key="first", value=0)["position"]
-            with client.watch(since=start - 1, collection="c") as events:
-                assert events.position == start - 1
-                written = [
-                    client.call("put", collection="c", key="k", value=i)["position"]
-                    for i in range(3)
-                ]
-                seen = [next(events)["position"] for _ in range(2)]
-                resume = events.position
-            assert seen == [start, written[0]] and resume == written[0]
-            with client.watch(since=resume) as events:
-                assert [next(events)["position"] for _ in range(2)] == written[1:]
-            with pytest.raises(ControlError) as bad:
-                client.watch(since=10**9)
-            assert bad.value.code == "bad_request"
-
-    await in_thread(session)
+def test_typed_calls_return_dataclasses(client: Client, collection: str) -> None:
+    written = client.put(collection, "a", {"items": ["milk"]}, type="list", schema_version=2)
+    assert isinstance(written, WriteResult) and written.position >= 1 and written.seq >= 1
+    record = client.get(collection, "a")
+    assert isinstance(record, Record)
+    assert (record.collection, record.key, record.value) == (collection, "a", {"items": ["milk"]})
+    assert (record.type, record.schema_version, record.hlc) == ("list", 2, written.hlc)
+    assert record.origin == client.call("id")["device"]
+    assert not record.deleted and not record.conflict and record.siblings == ()
+    client.put(collection, "null", None)
+    assert client.get(collection, "null").value is None  # null is a value
 
 
-async def test_generic_stream_gives_its_first_answer_then_events(served: Served) -> None:
-    def session() -> None:
-        with Client(served.path) as client:
-            written = client.call("put", collection="c", key="k", value=1)["position"]
-            with client.stream("watch", since=0, collection="c", idle_timeout=5) as stream:
-                assert stream.result == {"position": 0}
-                assert next(stream)["position"] == written
-            with pytest.raises(ControlError) as refused:
-                client.stream("watch", since=10**9)
-            assert refused.value.code == "bad_request"
-
-    await in_thread(session)
+def test_scan_pages_and_scan_all(client: Client, collection: str) -> None:
+    client.put_many((collection, f"k{n:02}", n) for n in range(25))
+    first = client.scan(collection, limit=10)
+    assert [r.key for r in first.items] == [f"k{n:02}" for n in range(10)]
+    assert first.next == "k09"
+    assert client.scan(collection, after=first.next, limit=10).items[0].key == "k10"
+    assert [r.value for r in client.scan_all(collection, page_size=7)] == list(range(25))
+    assert [r.key for r in client.scan_all(collection, prefix="k1")] == [
+        f"k{n}" for n in range(10, 20)
+    ]
 
 
-async def test_watch_idle_timeout(served: Served) -> None:
-    def session() -> None:
-        events = Client(served.path).watch(idle_timeout=0.05)
-        with events, pytest.raises(ControlError) as idle:
+def test_transaction_delete_and_tombstones(client: Client, collection: str) -> None:
+    client.put(collection, "old", 0)
+    done = client.transaction(
+        [Put(collection, "a", 1), Put(collection, "b", "two", type="t"), Delete(collection, "old")]
+    )
+    assert client.get(collection, "b").type == "t"
+    with pytest.raises(NotFound, match="deleted"):
+        client.get(collection, "old")
+    tombstone = client.get(collection, "old", all_versions=True)
+    assert tombstone.deleted and tombstone.hlc == done.hlc
+    deleted = client.delete(collection, "a")
+    assert deleted.position > done.position
+    assert [r.key for r in client.scan(collection).items] == ["b"]
+    assert client.conflicts(collection).items == () and not client.conflicts(collection).more
+
+
+def test_raw_calls_keep_the_daemons_json(client: Client, collection: str) -> None:
+    client.put(collection, "bytes", b"\x00\xff")
+    assert client.call("get", collection=collection, key="bytes")["value"] == {"$base64": "AP8="}
+    assert client.get(collection, "bytes").value == b"\x00\xff"
+
+
+def test_bytes_go_both_ways(client: Client, collection: str) -> None:
+    value = {"blob": b"\x00\x01\xfe", "list": [bytearray(b"ab"), memoryview(b"cd")], "text": "t"}
+    client.put(collection, "k", value)
+    assert client.get(collection, "k").value == {
+        "blob": b"\x00\x01\xfe",
+        "list": [b"ab", b"cd"],
+        "text": "t",
+    }
+    with client.watch(since=0, collection=collection, idle_timeout=10) as events:
+        change = next(events)
+    assert isinstance(change, ChangeEvent) and change.changes[0].value["blob"] == b"\x00\x01\xfe"
+
+
+def test_values_json_cannot_carry_are_refused_before_sending(client: Client) -> None:
+    with pytest.raises(TypeError, match="set"):
+        client.put("c", "k", {1, 2})
+    with pytest.raises(ValueError, match="finite"):
+        client.put("c", "k", float("nan"))
+    assert client.call("id")["name"] == "kitchen"  # nothing half-sent: the connection is fine
+
+
+# errors, each from a real answer ----------------------------------------------------------------
+
+
+def test_each_refusal_is_its_own_class_and_the_connection_survives(
+    client: Client, collection: str, daemon: DaemonProcess
+) -> None:
+    client.put(collection, "k", 1)
+    with pytest.raises(NotFound) as missing:
+        client.get(collection, "nope")
+    assert missing.value.code == "not_found" and f"{collection}/nope" in missing.value.message
+    with pytest.raises(UnknownMethod) as unknown:
+        client.call("frobnicate")
+    assert unknown.value.code == "unknown_method"
+    with pytest.raises(BadRequest, match="reserved"):
+        client.put("_devices", "k", 1)
+    with pytest.raises(BadRequest, match="missing parameter 'key'"):
+        client.call("get", collection=collection)
+    with pytest.raises(TooLarge) as large:
+        client.put(collection, "big", "x" * (1 << 20))
+    assert large.value.code == "too_large"
+    assert client.get(collection, "k").value == 1  # every refusal left the connection usable
+    assert isinstance(missing.value, ControlError) and isinstance(missing.value, ClientError)
+
+
+def test_forbidden_conflict_and_pairing_failed(client: Client, collection: str) -> None:
+    client.call("share_create", share=collection)
+    client.call("share_leave", share=collection)
+    with pytest.raises(Forbidden) as left:
+        client.put(collection, "k", 1, share=collection)
+    assert left.value.code == "forbidden" and "not a member" in left.value.message
+    client.put(collection, "k", 1)
+    gone = Sibling(None, origin=client.get(collection, "k").origin, hlc=1)  # never written
+    with pytest.raises(Conflict) as picked:
+        client.resolve(collection, "k", pick=gone)
+    assert picked.value.code == "conflict"
+    with socket.socket() as closed:  # a port nobody listens on: the inviter cannot be reached
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(PairingFailed) as pairing:
+        client.call("join", code="7-guitar-orbit", address=f"127.0.0.1:{port}")
+    assert pairing.value.code == "pairing_failed"
+
+
+def test_if_version_is_refused_by_a_daemon_that_would_ignore_it(
+    client: Client, collection: str, daemon: DaemonProcess
+) -> None:
+    if speaks_1_0(daemon.socket_path):
+        pytest.skip("this daemon speaks protocol 1.0: see test_if_version_compares_and_sets")
+    client.put(collection, "k", "kept")
+    with pytest.raises(UnknownMethod, match="if_version"):
+        client.put(collection, "k", "overwritten", if_version="")
+    with pytest.raises(UnknownMethod, match="if_version"):
+        client.delete(collection, "k", if_version="v")
+    assert client.get(collection, "k").value == "kept"  # never sent
+
+
+# pipelining -------------------------------------------------------------------------------------
+
+
+def test_pipeline_answers_in_order_and_reads_see_earlier_writes(
+    client: Client, collection: str
+) -> None:
+    with client.pipeline(raise_errors=False) as batch:
+        writes = [batch.put(collection, "k", n) for n in range(300)]
+        read = batch.get(collection, "k")
+        missing = batch.get(collection, "missing")
+        after = batch.put(collection, "after", True)
+        assert len(writes) == 300  # queued at once; answers come at the end of the block
+    positions = [w.result().position for w in writes]
+    assert positions == sorted(positions) and len(set(positions)) == 300
+    assert read.result().value == 299
+    assert isinstance(missing.error, NotFound)
+    with pytest.raises(NotFound):
+        missing.result()
+    assert after.result().position > positions[-1]  # an error does not stop what follows
+
+
+def test_pipeline_raises_its_first_error_once_every_answer_is_in(
+    client: Client, collection: str
+) -> None:
+    with pytest.raises(NotFound), client.pipeline() as batch:
+        batch.get(collection, "missing")
+        last = batch.put(collection, "last", 1)
+    assert last.result().position >= 1 and client.get(collection, "last").value == 1
+
+
+def test_a_call_inside_a_pipeline_goes_out_after_its_requests(
+    client: Client, collection: str
+) -> None:
+    with client.pipeline() as batch:
+        queued = [batch.put(collection, "k", n) for n in range(5)]
+        assert client.get(collection, "k").value == 4  # the pipeline's answers were read first
+        assert all(answer.done for answer in queued)
+
+
+def test_put_many_takes_puts_and_tuples_and_generators(client: Client, collection: str) -> None:
+    written = client.put_many(
+        [Put(collection, "typed", 1, type="t"), (collection, "plain", b"\x01")], share="default"
+    )
+    assert [type(w) for w in written] == [WriteResult, WriteResult]
+    assert client.get(collection, "typed").type == "t"
+    assert client.get(collection, "plain").value == b"\x01"
+    many = client.put_many((collection, f"g{n}", n) for n in range(1000))
+    assert [w.position for w in many] == sorted(w.position for w in many)
+    with pytest.raises(BadRequest, match="reserved"):
+        client.put_many([(collection, "x", 1), ("_devices", "y", 2), (collection, "z", 3)])
+    assert client.get(collection, "z").value == 3  # the others were written
+
+
+@contextmanager
+def counting_server(path: Path, window: int) -> Iterator[dict[str, Any]]:
+    """A server that answers only when `window` requests wait for their answers (then the three
+    oldest), or everything once a request of method `last` came; it notes the most requests it
+    ever saw unanswered."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    seen: dict[str, Any] = {"most_unanswered": 0, "requests": 0}
+
+    def answer(connection: socket.socket, requests: list[dict[str, Any]]) -> None:
+        lines = [{"id": r["id"], "ok": True, "result": r.get("n")} for r in requests]
+        connection.sendall(b"".join(json.dumps(line).encode() + b"\n" for line in lines))
+
+    def serve() -> None:
+        connection, _ = server.accept()
+        unanswered: list[dict[str, Any]] = []
+        buffer = b""
+        with connection:
+            while chunk := connection.recv(65536):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                unanswered += [json.loads(line) for line in lines]
+                seen["requests"] += len(lines)
+                seen["most_unanswered"] = max(seen["most_unanswered"], len(unanswered))
+                if unanswered and unanswered[-1]["method"] == "last":
+                    answer(connection, unanswered)
+                    unanswered = []
+                elif len(unanswered) >= window:
+                    answer(connection, unanswered[:3])
+                    del unanswered[:3]
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        thread.join(20)
+        server.close()
+
+
+@pytest.mark.parametrize("window", [8, 128])
+def test_pipelines_keep_the_window_full_and_never_exceed_it(tmp_path: Path, window: int) -> None:
+    path = tmp_path / "s.sock"
+    with counting_server(path, window) as seen, Client(path, timeout=10, window=window) as client:
+        with client.pipeline() as batch:
+            answers = [batch.call("echo", n=n) for n in range(500)]
+            batch.call("last")
+        assert [a.result() for a in answers] == list(range(500))
+    assert seen["requests"] == 501
+    assert seen["most_unanswered"] == window  # filled, never exceeded
+
+
+# watch ------------------------------------------------------------------------------------------
+
+
+def test_watch_gives_typed_events_and_resumes_from_its_position(
+    client: Client, collection: str
+) -> None:
+    start = client.put(collection, "first", 0).position
+    with client.watch(since=start - 1, collection=collection, idle_timeout=10) as events:
+        assert events.position == start - 1
+        written = [client.put(collection, "k", n).position for n in range(3)]
+        client.delete(collection, "k")
+        seen = _changes(events, 5)
+        resume = events.position
+    assert [e.position for e in seen[:4]] == [start, *written]
+    assert seen[0].changes[0].key == "first" and seen[0].share == "default"
+    assert seen[4].changes[0].op == "delete" and seen[4].changes[0].deleted
+    assert resume == seen[4].position
+    with client.watch(since=written[0], collection=collection, idle_timeout=10) as events:
+        again = [e.position for e in _changes(events, 2)]
+    assert again == written[1:]
+    with pytest.raises(BadRequest):
+        client.watch(since=10**9)
+
+
+def _changes(events: Iterator[Any], count: int) -> list[ChangeEvent]:
+    found: list[ChangeEvent] = []
+    while len(found) < count:
+        event = next(events)
+        if isinstance(event, ChangeEvent):
+            found.append(event)
+    return found
+
+
+def test_watch_idle_timeout(client: Client) -> None:
+    with client.watch(idle_timeout=0.05) as events, pytest.raises(Timeout) as idle:
+        while True:  # a 1.0 daemon first says it caught up
             next(events)
-        assert idle.value.code == "timeout"
+    assert idle.value.code == "timeout"
 
-    await in_thread(session)
+
+def test_generic_stream_gives_its_first_answer_then_raw_lines(
+    client: Client, collection: str
+) -> None:
+    written = client.put(collection, "k", b"\x01").position
+    with client.stream("watch", since=written - 1, collection=collection, idle_timeout=5) as lines:
+        assert lines.result == {"position": written - 1}
+        line = next(lines)
+    assert line["event"] == "change" and line["changes"][0]["value"] == {"$base64": "AQ=="}
+
+
+def test_watch_reconnects_after_a_restart_without_missing_or_repeating(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path, "restarting")
+    with _running(daemon), Client(daemon.socket_path, timeout=20) as client:
+        before = client.put("c", "before", 1).position
+        events = client.watch(since=before - 1, collection="c", reconnect=True, idle_timeout=20)
+        with events:
+            assert _changes(events, 1)[0].changes[0].key == "before"
+            daemon.stop()
+            daemon.start()
+            after = client.put("c", "after", 2).position  # a new connection, by itself
+            resumed = _changes(events, 1)[0]
+        assert resumed.position == after and resumed.changes[0].key == "after"
+
+
+@contextmanager
+def _running(daemon: DaemonProcess) -> Iterator[None]:
+    daemon.start()
+    try:
+        yield
+    finally:
+        daemon.kill()
+
+
+def test_watch_without_reconnect_says_the_daemon_went_away(tmp_path: Path) -> None:
+    daemon = DaemonProcess(tmp_path, "stopping")
+    with _running(daemon), Client(daemon.socket_path).watch(idle_timeout=20) as events:
+        daemon.stop()
+        with pytest.raises(NotRunning, match="closed the connection"):
+            while True:  # a 1.0 daemon may have said it caught up before it stopped
+                next(events)
+
+
+# protocol 1.0 -----------------------------------------------------------------------------------
+
+
+def test_hello_describes_the_daemon(client: Client, daemon: DaemonProcess) -> None:
+    require_1_0(daemon)
+    hello = client.hello()
+    assert hello.protocol.startswith("1.")
+    assert hello.device == client.call("id")["device"]
+    assert {"get", "put", "watch", "hello", "collections"} <= set(hello.methods)
+    assert hello.daemon and hello.limits
+
+
+def test_if_version_compares_and_sets(
+    client: Client, collection: str, daemon: DaemonProcess
+) -> None:
+    require_1_0(daemon)
+    created = client.put(collection, "k", 1, if_version="")
+    assert created.version and client.get(collection, "k").version == created.version
+    with pytest.raises(ControlError) as taken:
+        client.put(collection, "k", 2, if_version="")
+    assert taken.value.code == "conflict"
+    updated = client.put(collection, "k", 2, if_version=created.version)
+    with pytest.raises(ControlError) as stale:
+        client.delete(collection, "k", if_version=created.version)
+    assert stale.value.code == "conflict" and client.get(collection, "k").value == 2
+    client.delete(collection, "k", if_version=updated.version)
+    with pytest.raises(NotFound):
+        client.get(collection, "k")
+
+
+def test_unknown_parameters_are_bad_requests(client: Client, daemon: DaemonProcess) -> None:
+    require_1_0(daemon)
+    with pytest.raises(BadRequest, match="limt"):
+        client.call("scan", collection="c", limt=1)
+
+
+def test_watch_says_when_it_caught_up_and_sends_heartbeats(
+    client: Client, collection: str, daemon: DaemonProcess
+) -> None:
+    require_1_0(daemon)
+    written = client.put_many((collection, f"k{n}", n) for n in range(3))
+    with client.watch(since=0, collection=collection, heartbeat=1, idle_timeout=10) as events:
+        replayed = _changes(events, 3)
+        caught_up = next(events)
+        assert isinstance(caught_up, CaughtUp) and caught_up.position >= written[-1].position
+        beat = next(events)
+        assert isinstance(beat, Heartbeat) and beat.position >= caught_up.position
+        assert events.position >= caught_up.position
+    assert [e.position for e in replayed] == [w.position for w in written]
+
+
+def test_deletes_carry_the_previous_value(
+    client: Client, collection: str, daemon: DaemonProcess
+) -> None:
+    require_1_0(daemon)
+    written = client.put(collection, "k", {"was": b"\x01"})
+    client.delete(collection, "k")
+    with client.watch(since=written.position, collection=collection, idle_timeout=10) as events:
+        deletion = _changes(events, 1)[0]
+    assert deletion.changes[0].deleted and deletion.changes[0].previous == {"was": b"\x01"}
+
+
+def test_collections_are_listed_with_counts(
+    client: Client, collection: str, daemon: DaemonProcess
+) -> None:
+    require_1_0(daemon)
+    client.put_many([(collection, "a", 1), (collection, "b", 2)])
+    counts = {info.name: info.records for info in client.collections()}
+    assert counts[collection] == 2
+
+
+# connecting -------------------------------------------------------------------------------------
 
 
 def test_missing_socket_says_how_to_start_the_daemon(tmp_path: Path) -> None:
-    with pytest.raises(DaemonNotRunning) as missing:
+    with pytest.raises(NotRunning) as missing:
         Client(tmp_path / "control.sock").call("status")
+    assert missing.value.code == "not_running"
     assert "is the daemon running?" in str(missing.value)
     assert "systemctl start p2psync" in str(missing.value)
 
@@ -104,7 +461,7 @@ def test_stale_socket_says_the_daemon_stopped(tmp_path: Path) -> None:
     path = tmp_path / "control.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as stale:
         stale.bind(str(path))
-    with pytest.raises(DaemonNotRunning, match="the daemon has stopped"):
+    with pytest.raises(ConnectionFailed, match="the daemon has stopped"):
         Client(path).call("status")
 
 
@@ -137,34 +494,39 @@ def listening(path: Path, answer: bytes | None) -> Iterator[None]:
 
 
 def test_silence_times_out(tmp_path: Path) -> None:
-    with listening(tmp_path / "s.sock", None), pytest.raises(ControlError) as silent:
+    with listening(tmp_path / "s.sock", None), pytest.raises(Timeout) as silent:
         Client(tmp_path / "s.sock", timeout=0.1).call("status")
     assert silent.value.code == "timeout" and "journalctl" in silent.value.message
 
 
 def test_a_closed_connection_and_garbage_are_errors(tmp_path: Path) -> None:
-    with listening(tmp_path / "a.sock", b""), pytest.raises(DaemonNotRunning, match="closed"):
+    with listening(tmp_path / "a.sock", b""), pytest.raises(NotRunning, match="closed"):
         Client(tmp_path / "a.sock").call("status")
-    with listening(tmp_path / "b.sock", b"<html>\n"), pytest.raises(ControlError) as garbage:
+    with listening(tmp_path / "b.sock", b"<html>\n"), pytest.raises(ProtocolViolation) as garbage:
         Client(tmp_path / "b.sock").call("status")
     assert garbage.value.code == "protocol"
     wrong_id = b'{"id": 99, "ok": true, "result": 1}\n'
-    with listening(tmp_path / "c.sock", wrong_id), pytest.raises(ControlError) as mixed:
+    with listening(tmp_path / "c.sock", wrong_id), pytest.raises(ProtocolViolation):
         Client(tmp_path / "c.sock").call("status")
-    assert mixed.value.code == "protocol"
+    not_a_record = b'{"id": 1, "ok": true, "result": [1]}\n'
+    with listening(tmp_path / "d.sock", not_a_record), pytest.raises(ProtocolViolation) as odd:
+        Client(tmp_path / "d.sock").get("c", "k")
+    assert "the answer to get" in odd.value.message
 
 
 def refusal_seen_by_nobody(path: Path) -> str:
     """What the client tells user nobody (no groups) who tries the socket at `path`."""
     probe = (
-        "from p2psync.client import Client, DaemonNotRunning\n"
+        "from p2psync.client import Client, PermissionDenied\n"
         "try:\n"
         f"    Client({str(path)!r}).call('status')\n"
-        "except DaemonNotRunning as exc:\n"
-        "    print(exc)\n"
+        "except PermissionDenied as exc:\n"
+        "    print(exc.code, exc)\n"
     )
     result = run_python_as_nobody(probe)
-    assert f"permission denied on {path}" in result.stdout, result.stderr
+    assert result.stdout.startswith(f"permission_denied permission denied on {path}"), (
+        result.stderr
+    )
     return " ".join(result.stdout.split())
 
 
@@ -204,3 +566,4 @@ def test_permission_denied_names_the_group_that_would_let_you_in(open_directory:
         os.chmod(open_directory, 0o750)  # as systemd makes /run/p2psync: the group may enter
         told = refusal_seen_by_nobody(path)
         assert f"the directory {open_directory} belongs to group {group.gr_name}" in told
+        assert issubclass(PermissionDenied, ConnectionFailed)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from p2psync import identity, keystore, tls
-from p2psync.client import ControlError
+from p2psync.client import ChangeEvent, ControlError
 from p2psync.control_socket import ControlSocketError
 from p2psync.daemon_setup import StartupError, startup_failure
 from tests.daemons import (
@@ -325,13 +325,15 @@ def test_watch_delivers_every_change_once_in_order_across_a_reconnect(tmp_path):
         with b.client() as client:
             watch = client.watch(since=start, collection="feed", idle_timeout=20)
             for event in watch:
-                seen.extend(change["key"] for change in event["changes"])
+                if isinstance(event, ChangeEvent):
+                    seen.extend(change.key for change in event.changes)
                 if len(seen) >= 25:
-                    resume_from = event["position"]
+                    resume_from = watch.position
                     break
         with b.client() as client:
             for event in client.watch(since=resume_from, collection="feed", idle_timeout=20):
-                seen.extend(change["key"] for change in event["changes"])
+                if isinstance(event, ChangeEvent):
+                    seen.extend(change.key for change in event.changes)
                 if len(seen) >= 60:
                     break
         assert sorted(seen) == [f"{n:03}" for n in range(60)]
