@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from p2psync import keystore
-from p2psync.client import ControlError
+from p2psync.client import ChangeEvent, ControlError
 from tests.daemons import (
     REPO,
     DaemonProcess,
@@ -331,8 +331,8 @@ def test_a_device_added_to_a_share_gets_all_of_it_written_before_and_while_it_wa
             adding = time.monotonic()
             a.call("share_add", share=PARENTS, device=home.ids["c"])
             for event in changes:
-                if event.get("share") == PARENTS and any(
-                    change["collection"] == "gifts-7f3a" for change in event["changes"]
+                if isinstance(event, ChangeEvent) and event.share == PARENTS and any(
+                    change.collection == "gifts-7f3a" for change in event.changes
                 ):
                     first_record = time.monotonic() - adding
                     break
