@@ -25,7 +25,7 @@ import trio
 
 from . import __version__, config, daemon_status, identity, keystore, netwatch, pairing
 from .config import Config, ConfigError
-from .control import serve_control
+from .control.server import serve_control
 from .daemon_setup import (
     StartupError,
     load_settings,

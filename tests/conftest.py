@@ -1,14 +1,18 @@
-"""Shared fixtures: the network-namespace harness (see tests/netns.py) and its leak check."""
+"""Shared fixtures: the network-namespace harness (see tests/netns.py) and its leak check, and a
+control socket served in-process (see tests/control_harness.py)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
+import trio
 from hypothesis import settings
 
+from tests.control_harness import Served, start_served
 from tests.netns import (
     Host,
     netns_unavailable_reason,
@@ -42,3 +46,9 @@ def no_leaked_namespaces() -> Iterator[None]:
     yield
     leaked = own_namespaces()
     assert not leaked, f"network namespaces left behind: {leaked}"
+
+
+@pytest.fixture
+async def served(nursery: trio.Nursery, tmp_path: Path) -> Served:
+    """A control socket over a fresh replica in `tmp_path`, served until the test ends."""
+    return await start_served(nursery, tmp_path)

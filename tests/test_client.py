@@ -12,13 +12,8 @@ import pytest
 import trio
 
 from p2psync.client import Client, ControlError, DaemonNotRunning
+from tests.control_harness import Served
 from tests.daemons import run_python_as_nobody
-from tests.test_control import Served, start_served
-
-
-@pytest.fixture
-async def served(nursery: trio.Nursery, tmp_path: Path) -> Served:
-    return await start_served(nursery, tmp_path)
 
 
 async def in_thread(function, *args):

@@ -1,4 +1,4 @@
-"""Apps on the control socket (p2psync/control_access.py): a real daemon, and clients that are
+"""Apps on the control socket (p2psync/control/access.py): a real daemon, and clients that are
 real processes of other uids, held to their grants; root stays an admin with every right."""
 
 import os

@@ -6,7 +6,7 @@ or read and write, the records of one share or of one collection of a share. Thi
 Grant model, its validation and its stored form, which control methods read data, write data or
 are for admins only, and each decision: allowed, or refused with a message saying what was
 refused and why. It never looks up users, reads credentials, or touches a socket or the store:
-`credentials.py` says who a client is, `control_access.py` applies the decisions and keeps the
+`credentials.py` says who a client is, `control/access.py` applies the decisions and keeps the
 grants.
 """
 

@@ -10,7 +10,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import identity
-from ..control_api import BAD_REQUEST, NOT_FOUND, RequestError, param
+from ..control.api import param
+from ..control.errors import BAD_REQUEST, NOT_FOUND, RequestError
 from ..daemon_status import count_missing
 from ..membership import DeviceRecord
 from ..node import Node

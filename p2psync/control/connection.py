@@ -3,7 +3,7 @@
 It owns the framing (newline-delimited JSON, oversized lines skipped, non-finite numbers refused),
 the order of answers (a connection's writes commit in request order and reads see them), and the
 per-connection limits: pipelined requests in flight, answers the client has not read, writes
-waiting for their commit. What a request means is the dispatcher's (`control.py`). A slow, stuck
+waiting for their commit. What a request means is the dispatcher's (`server.py`). A slow, stuck
 or malicious client must never stall another connection, make the daemon buffer without bound or
 see a traceback; a failure here ends this connection only.
 """
@@ -18,22 +18,23 @@ from typing import Any, Protocol
 
 import trio
 
-from .control_api import (
+from ..entry import Op
+from ..node import Node, Transaction
+from ..replica import ReplicaError
+from ..shares.rules import ShareError
+from .api import share_param
+from .errors import (
     BAD_REQUEST,
     DISK_FULL,
     DISK_FULL_MESSAGE,
-    SURROGATE_ESCAPE,
+    INTERNAL,
+    INTERNAL_MESSAGE,
     TOO_LARGE,
     UNKNOWN_METHOD,
     RequestError,
     is_disk_full,
-    reject_lone_surrogates,
-    share_param,
 )
-from .entry import Op
-from .node import Node, Transaction
-from .replica import ReplicaError
-from .shares.rules import ShareError
+from .values import SURROGATE_ESCAPE, reject_lone_surrogates
 
 log = logging.getLogger("p2psync.control")  # the name these lines have always been logged under
 
@@ -42,9 +43,6 @@ MAX_IN_FLIGHT = 128  # pipelined requests per connection before we stop reading 
 MAX_UNSENT_BYTES = 1024 * 1024  # answers waiting for a client to read them, per connection
 MAX_UNCOMMITTED_BYTES = 1024 * 1024  # write requests waiting for their commit, per connection
 
-INTERNAL = "internal"
-INTERNAL_MESSAGE = "internal error; the daemon's log has the details"
-
 Send = Callable[[bytes], Awaitable[None]]
 Follow = Callable[[Send], Awaitable[None]]
 # a streaming method: its first answer, and what follows it on the connection
@@ -52,7 +50,7 @@ StartStream = Callable[[dict[str, Any]], Awaitable[tuple[dict[str, Any], Follow]
 
 
 class Dispatcher(Protocol):
-    """What a connection needs from the request dispatcher (`control._Server`)."""
+    """What a connection needs from the request dispatcher (`server.Server`)."""
 
     @property
     def node(self) -> Node: ...

@@ -7,7 +7,7 @@ and `grants`, and holding an app's connection to its grants: a request outside t
 `forbidden` and never reaches its method, and the app's `watch` sends only the changes they
 cover. Grants are read at every request and every change a watch sends, so a revocation applies
 at once, to open connections too. Admin connections are served as they are. The rules are
-`access/grants.py`'s, what a request means is `control.py`'s; when in doubt this module refuses.
+`access/grants.py`'s, what a request means is `server.py`'s; when in doubt this module refuses.
 """
 
 import logging
@@ -19,9 +19,9 @@ from typing import Any, Protocol
 
 import trio
 
-from . import __version__
-from .access import credentials
-from .access.grants import (
+from .. import __version__
+from ..access import credentials
+from ..access.grants import (
     Access,
     Grant,
     GrantError,
@@ -41,8 +41,11 @@ from .access.grants import (
     with_grant,
     without_grants,
 )
-from .control_api import BAD_REQUEST, FORBIDDEN, NOT_FOUND, RequestError, param, share_param
-from .control_connection import (
+from ..entry import Op
+from ..node import Node
+from ..shares.rules import unknown_share
+from .api import param, share_param
+from .connection import (
     Dispatcher,
     Follow,
     StartStream,
@@ -50,10 +53,8 @@ from .control_connection import (
     json_line,
     serve_connection,
 )
-from .control_socket import why_others_cannot_connect
-from .entry import Op
-from .node import Node
-from .shares.rules import unknown_share
+from .errors import BAD_REQUEST, FORBIDDEN, NOT_FOUND, RequestError
+from .socket_file import why_others_cannot_connect
 
 log = logging.getLogger("p2psync.control")  # the name control lines have always been logged under
 
@@ -71,7 +72,7 @@ class Device(Protocol):
 
 
 class Served(Dispatcher, Protocol):
-    """The request dispatcher (`control._Server`), whose `watch` can be limited to what a
+    """The request dispatcher (`server.Server`), whose `watch` can be limited to what a
     predicate of (share, collection) lets through."""
 
     async def start_watch(
