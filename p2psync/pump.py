@@ -151,6 +151,7 @@ class SessionPump:
             self.state.in_sync.add(event.share)
             log.info("caught up with %s on share %s", self.state.device_id, event.share)
             self.manager.on_change()
+            self.manager.on_synced(self.state.device_id, event.share)
         elif isinstance(event, Ping):
             if event.wall_ms is not None:
                 offset = event.wall_ms - wall_clock_ms()
