@@ -56,7 +56,8 @@ class Household:
             raise ValueError("that is not a PEM certificate")
         self.trusted.append((cert_pem, name, address))
         await self.node.commit(DEFAULT_SHARE, [self.node.replica.device_op(cert_pem, name or "x")])
-        return {"device": identity.device_id_from_certificate(cert_pem), "name": name}
+        device_id = identity.device_id_from_certificate(cert_pem)
+        return {"device": device_id, "name": name or "x", "address": address}
 
     async def revoke(self, device_id: str) -> dict[str, Any]:
         raise LookupError(f"no device {device_id} in this household")

@@ -6,7 +6,9 @@ import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -50,16 +52,22 @@ async def test_watch_iterates_events_and_resumes_from_its_position(served: Serve
                     client.call("put", collection="c", key="k", value=i)["position"]
                     for i in range(3)
                 ]
-                seen = [next(events)["position"] for _ in range(2)]
+                seen = [change["position"] for change in islice(changes(events), 2)]
                 resume = events.position
             assert seen == [start, written[0]] and resume == written[0]
             with client.watch(since=resume) as events:
                 assert [next(events)["position"] for _ in range(2)] == written[1:]
+                assert next(events) == {"event": "caught_up", "position": written[-1]}
             with pytest.raises(ControlError) as bad:
                 client.watch(since=10**9)
             assert bad.value.code == "bad_request"
 
     await in_thread(session)
+
+
+def changes(events: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The change events of a watch (its caught_up marker comes between them, when it does)."""
+    return (event for event in events if event["event"] == "change")
 
 
 async def test_generic_stream_gives_its_first_answer_then_events(served: Served) -> None:
@@ -80,6 +88,7 @@ async def test_watch_idle_timeout(served: Served) -> None:
     def session() -> None:
         events = Client(served.path).watch(idle_timeout=0.05)
         with events, pytest.raises(ControlError) as idle:
+            assert next(events)["event"] == "caught_up"  # nothing to replay: at once
             next(events)
         assert idle.value.code == "timeout"
 

@@ -53,6 +53,41 @@ def test_a_line_of_three_relays_and_converges(tmp_path):
         assert get_value(c, "notes", "from-a") == {"n": 1}
 
 
+def test_a_watch_tells_of_peers_syncing_and_membership_as_they_happen(tmp_path):
+    a = DaemonProcess(tmp_path, "a")
+    b = DaemonProcess(tmp_path, "b", peers=[a.address])
+    with running(a, b):
+        b_id = b.device_id
+        kinds = ["peer", "synced", "membership"]
+        with a.client().stream("watch", events=kinds, idle_timeout=20) as events:
+            assert next(events) == {"event": "caught_up", "position": events.result["position"]}
+            seen: list[dict] = []
+
+            def wait_for_events(*wanted: dict) -> list[dict]:
+                """The first event matching each of `wanted`, whatever order they come in."""
+                while not all(any(w.items() <= e.items() for e in seen) for w in wanted):
+                    seen.append(next(events))
+                return [next(e for e in seen if w.items() <= e.items()) for w in wanted]
+
+            introduce(a, b)
+            added, connected, synced = wait_for_events(
+                {"event": "membership", "change": "device_added", "device": b_id},
+                {"event": "peer", "device": b_id, "connected": True},
+                {"event": "synced", "device": b_id, "share": "default"},
+            )
+            assert added["name"] == synced["name"] == "b"
+            assert connected["name"] in ("b", None)  # null while a has not loaded b's record
+            a.call("share_create", share="tools")
+            [members] = wait_for_events(
+                {"event": "membership", "change": "share_members", "share": "tools"}
+            )
+            assert (members["members"], members["added"]) == ([a.device_id], [a.device_id])
+            b.stop()
+            wait_for_events({"event": "peer", "device": b_id, "connected": False})
+            # only what was asked for: no change events, though data was written
+            assert {event["event"] for event in seen} <= set(kinds)
+
+
 def test_writes_made_apart_become_siblings_everywhere_and_resolve_everywhere(tmp_path):
     a = DaemonProcess(tmp_path, "a")
     b = DaemonProcess(tmp_path, "b", peers=[a.address])
@@ -271,13 +306,13 @@ def test_watch_delivers_every_change_once_in_order_across_a_reconnect(tmp_path):
         with b.client() as client:
             watch = client.watch(since=start, collection="feed", idle_timeout=20)
             for event in watch:
-                seen.extend(change["key"] for change in event["changes"])
+                seen.extend(change["key"] for change in event.get("changes", []))  # not caught_up
                 if len(seen) >= 25:
                     resume_from = event["position"]
                     break
         with b.client() as client:
             for event in client.watch(since=resume_from, collection="feed", idle_timeout=20):
-                seen.extend(change["key"] for change in event["changes"])
+                seen.extend(change["key"] for change in event.get("changes", []))  # not caught_up
                 if len(seen) >= 60:
                     break
         assert sorted(seen) == [f"{n:03}" for n in range(60)]

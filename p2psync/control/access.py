@@ -37,14 +37,14 @@ from ..access.grants import (
     method_refusal,
     parse_app,
     scope_text,
+    share_read_refusal,
     watch_refusal,
     with_grant,
     without_grants,
 )
-from ..entry import Op
 from ..node import Node
 from ..shares.rules import unknown_share
-from .api import param, share_param
+from .api import Write, param, share_param
 from .connection import (
     Dispatcher,
     Follow,
@@ -54,7 +54,10 @@ from .connection import (
     serve_connection,
 )
 from .errors import BAD_REQUEST, FORBIDDEN, NOT_FOUND, RequestError
+from .methods_admin import AdminMethods
+from .methods_data import Covers, DataMethods
 from .socket_file import why_others_cannot_connect
+from .watch import ADMIN_EVENTS
 
 log = logging.getLogger("p2psync.control")  # the name control lines have always been logged under
 
@@ -72,11 +75,25 @@ class Device(Protocol):
 
 
 class Served(Dispatcher, Protocol):
-    """The request dispatcher (`server.Server`), whose `watch` can be limited to what a
-    predicate of (share, collection) lets through."""
+    """The request dispatcher (`server.Server`), whose `watch` and `collections` can be limited
+    to what a predicate of (share, collection) lets through, and whose `hello` names the
+    methods a client may use."""
+
+    async def answer(
+        self,
+        request_id: Any,
+        method: str,
+        request: dict[str, Any],
+        call: Callable[[dict[str, Any]], Awaitable[Any]] | None = None,
+    ) -> bytes: ...
+
+    @property
+    def admin(self) -> AdminMethods: ...
+    @property
+    def data(self) -> DataMethods: ...
 
     async def start_watch(
-        self, request: dict[str, Any], covers: Callable[[str, str], bool] | None = None
+        self, request: dict[str, Any], covers: Covers | None = None
     ) -> tuple[dict[str, Any], Follow]: ...
 
 
@@ -295,9 +312,14 @@ class _AppConnection:
         self.peer = peer
         self.admins = admins
         self.access = access
-        self.calls: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = server.calls
         self.methods = server.methods
-        self.writes: dict[str, Callable[[dict[str, Any]], list[Op]]] = {
+        # what an app is told and shown differs from an admin's for these
+        self.calls: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
+            **server.calls,
+            "hello": lambda request: server.admin.hello(request, self._app_methods()),
+            "collections": partial(server.data.collections, covers=self._may_read),
+        }
+        self.writes: dict[str, Callable[[dict[str, Any]], Write]] = {
             method: partial(self._write, method) for method in server.writes
         }
         self.streams: dict[str, StartStream] = {
@@ -316,12 +338,20 @@ class _AppConnection:
         if method == "status":
             status = self.access.app_status(self.peer)
             return json_line({"id": request_id, "ok": True, "result": status})
-        return await self.server.answer(request_id, method, request)
+        return await self.server.answer(request_id, method, request, self.calls[method])
+
+    def _app_methods(self) -> list[str]:
+        return [m for m in self.server.methods if method_access(m) is not Access.ADMIN]
 
     def _check_call(self, method: str, request: dict[str, Any]) -> None:
         self._check_method(method)
         kind = method_access(method)
         if kind not in (Access.READ, Access.WRITE):
+            return
+        if method == "collections":  # lists only what the app's grants cover
+            refusal = share_read_refusal(self.peer, self.access.grants, share_param(request))
+            if refusal is not None:
+                raise RequestError(FORBIDDEN, refusal)
             return
         collection = request.get("collection")
         if collection is not None and not isinstance(collection, str):
@@ -338,19 +368,19 @@ class _AppConnection:
         if refusal is not None:
             raise RequestError(FORBIDDEN, refusal)
 
-    def _write(self, method: str, request: dict[str, Any]) -> list[Op]:
+    def _write(self, method: str, request: dict[str, Any]) -> Write:
         """Every op of a write must be covered by a grant that is not read-only."""
         self._check_method(method)
-        ops = self.server.writes[method](request)
+        write = self.server.writes[method](request)
         share = share_param(request)
-        for index, op in enumerate(ops):
+        for index, op in enumerate(write.ops):
             try:
                 self._check_data(share, op.collection, write=True)
             except RequestError as exc:
                 if method == "transaction":
                     raise RequestError(exc.code, f"ops[{index}]: {exc.message}") from None
                 raise
-        return ops
+        return write
 
     async def _stream(self, method: str, request: dict[str, Any]) -> tuple[dict[str, Any], Follow]:
         self._check_method(method)
@@ -362,7 +392,18 @@ class _AppConnection:
             refusal = watch_refusal(self.peer, self.access.grants, share, collection)
             if refusal is not None:
                 raise RequestError(FORBIDDEN, refusal)
+        kinds = request.get("events")
+        if isinstance(kinds, list):
+            for kind in ADMIN_EVENTS.intersection(k for k in kinds if isinstance(k, str)):
+                raise RequestError(
+                    FORBIDDEN,
+                    f"{self.peer} may not watch {kind!r} events: they tell about devices and "
+                    f"members, for admins of this device only ({self.admins})",
+                )
         return await self.server.start_watch(request, covers=self._may_read)
 
-    def _may_read(self, share: str, collection: str) -> bool:
+    def _may_read(self, share: str, collection: str | None) -> bool:
+        """Whether the app may read `collection` of `share` (None: anything of the share)."""
+        if collection is None:
+            return share_read_refusal(self.peer, self.access.grants, share) is None
         return covered(self.peer, self.access.grants, share, collection, write=False)

@@ -6,16 +6,19 @@ them are `values.py`'s, error codes `errors.py`'s. It never touches sockets or t
 `connection.py` reads lines, the method modules call the replica, this module only converts.
 """
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
 
 from .. import entry as entries
+from .. import merge
 from ..entry import Op
 from ..merge import Sibling
-from ..replica import DEFAULT_SHARE, Change, RecordView
+from ..replica import DEFAULT_SHARE, Change, Commit, Precondition, RecordView
 from ..vectors import device_of
 from .errors import BAD_REQUEST, RequestError
+from .schema import check_op_parameters
 from .values import json_from_value, jsonable, value_from_json
 
 # records and changes ----------------------------------------------------------------------------
@@ -35,6 +38,7 @@ def meta_fields(meta: bytes | None) -> dict[str, Any]:
 
 def sibling_json(sibling: Sibling) -> dict[str, Any]:
     return {
+        "version": sibling.version,
         "origin": device_of(sibling.actor),
         "hlc": sibling.hlc,
         "deleted": sibling.deleted,
@@ -58,14 +62,28 @@ def record_json(view: RecordView, *, siblings: bool) -> dict[str, Any]:
 def change_json(change: Change) -> dict[str, Any]:
     op = change.op
     deleted = op.kind == entries.DELETE
-    return {
+    shown = {
         "collection": op.collection,
         "key": op.key,
         "op": "delete" if deleted else "put",
         "value": None if deleted else json_from_value(op.value),
         "deleted": deleted,
+        "version": merge.dot_version(change.actor, change.seq),
         "origin": device_of(change.actor),
         **jsonable(meta_fields(op.meta)),
+    }
+    if deleted:  # what the delete replaced here: the winner's value (None: nothing live)
+        shown["previous"] = json_from_value(change.previous)
+    return shown
+
+
+def commit_json(commit: Commit) -> dict[str, Any]:
+    """The answer to a write: where it is in this daemon's log, and the version it wrote."""
+    return {
+        "position": commit.lseq,
+        "seq": commit.seq,
+        "hlc": commit.hlc,
+        "version": commit.version,
     }
 
 
@@ -112,6 +130,14 @@ def share_param(request: dict[str, Any]) -> str:
     return share
 
 
+@dataclass
+class Write:
+    """What a write request asks to commit: its ops, and the versions they expect."""
+
+    ops: list[Op]
+    preconditions: list[Precondition] = field(default_factory=list)
+
+
 def write_op(request: dict[str, Any], kind: str) -> Op:
     collection = collection_param(request, writing=True)
     key: str = param(request, "key", str)
@@ -128,16 +154,32 @@ def write_op(request: dict[str, Any], kind: str) -> Op:
     return entries.put(collection, key, value_from_json(request["value"]), **meta)
 
 
-def transaction_ops(request: dict[str, Any]) -> list[Op]:
+def if_version_param(request: dict[str, Any], op: Op, label: str = "") -> list[Precondition]:
+    """`if_version`: the write happens only if the record's winner is at that version ("": the
+    record does not exist or is deleted); otherwise the answer is `conflict`."""
+    version: str | None = param(request, "if_version", str, None)
+    return [] if version is None else [Precondition(op.collection, op.key, version, label)]
+
+
+def single_write(request: dict[str, Any], kind: str) -> Write:
+    """`put` and `delete`."""
+    op = write_op(request, kind)
+    return Write([op], if_version_param(request, op))
+
+
+def transaction_write(request: dict[str, Any]) -> Write:
     listed: list[Any] = param(request, "ops", list)
     if not listed:
         raise RequestError(BAD_REQUEST, "a transaction needs at least one op")
-    ops = []
+    write = Write([])
     for index, item in enumerate(listed):
         if not isinstance(item, dict):
             raise RequestError(BAD_REQUEST, f"ops[{index}] must be an object")
         try:
-            ops.append(write_op(item, param(item, "op", str)))
+            check_op_parameters(item)
+            op = write_op(item, param(item, "op", str))
+            write.preconditions += if_version_param(item, op, f"ops[{index}]: ")
         except RequestError as exc:
             raise RequestError(exc.code, f"ops[{index}]: {exc.message}") from None
-    return ops
+        write.ops.append(op)
+    return write

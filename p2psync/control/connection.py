@@ -18,13 +18,13 @@ from typing import Any, Protocol
 
 import trio
 
-from ..entry import Op
 from ..node import Node, Transaction
-from ..replica import ReplicaError
+from ..replica import ReplicaError, VersionConflict
 from ..shares.rules import ShareError
-from .api import share_param
+from .api import Write, commit_json, share_param
 from .errors import (
     BAD_REQUEST,
+    CONFLICT,
     DISK_FULL,
     DISK_FULL_MESSAGE,
     INTERNAL,
@@ -34,6 +34,7 @@ from .errors import (
     RequestError,
     is_disk_full,
 )
+from .schema import check_parameters
 from .values import SURROGATE_ESCAPE, reject_lone_surrogates
 
 log = logging.getLogger("p2psync.control")  # the name these lines have always been logged under
@@ -56,7 +57,7 @@ class Dispatcher(Protocol):
     def node(self) -> Node: ...
 
     calls: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]  # answered by `answer`
-    writes: dict[str, Callable[[dict[str, Any]], list[Op]]]  # method -> the ops to commit
+    writes: dict[str, Callable[[dict[str, Any]], Write]]  # method -> what to commit
     streams: dict[str, StartStream]  # methods that turn the connection into a stream of events
     methods: list[str]
 
@@ -195,8 +196,9 @@ class _WriteReply:
         """Read once, when the reply is sent."""
         commit, error = self.transaction.commit, self.transaction.error
         if commit is not None:
-            result = {"position": commit.lseq, "seq": commit.seq, "hlc": commit.hlc}
-            return json_line({"id": self.request_id, "ok": True, "result": result})
+            return json_line({"id": self.request_id, "ok": True, "result": commit_json(commit)})
+        if isinstance(error, VersionConflict):
+            return error_line(self.request_id, CONFLICT, str(error))
         if error is not None and is_disk_full(error):
             log.warning("a control write was refused: the disk is full (%s)", error)
             return error_line(self.request_id, DISK_FULL, DISK_FULL_MESSAGE)
@@ -286,11 +288,18 @@ class _Connection:
                 if SURROGATE_ESCAPE.search(line):  # rare: only then walk the whole request
                     reject_lone_surrogates(request)
                 method = request["method"]
+                if method not in self.server.methods:
+                    raise RequestError(
+                        UNKNOWN_METHOD,
+                        f"unknown method {method!r}; known: {', '.join(self.server.methods)}",
+                    )
+                check_parameters(method, request)
                 if method in self.server.writes:
-                    share, ops = share_param(request), self.server.writes[method](request)
+                    share, write = share_param(request), self.server.writes[method](request)
                     await self._room_for_write(len(line))
                     # queued at once, in request order: a connection's writes commit in order
-                    reply = _WriteReply(request_id, self.server.node.submit(share, ops), len(line))
+                    queued = self.server.node.submit(share, write.ops, write.preconditions)
+                    reply = _WriteReply(request_id, queued, len(line))
                     self.writes_in_flight.append(reply)
                     self.uncommitted_bytes += reply.size
                     try:  # no checkpoint per request: a pipelined burst is read in one go
@@ -304,11 +313,6 @@ class _Connection:
                     started, follow = await self.server.streams[method](request)
                     await self._send(json_line({"id": request_id, "ok": True, "result": started}))
                     return follow
-                if method not in self.server.calls:
-                    raise RequestError(
-                        UNKNOWN_METHOD,
-                        f"unknown method {method!r}; known: {', '.join(self.server.methods)}",
-                    )
                 await self._send(await self.server.answer(request_id, method, request))
             except RequestError as exc:
                 await self._send(error_line(request_id, exc.code, exc.message))

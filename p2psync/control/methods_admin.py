@@ -1,28 +1,59 @@
 """What the control socket's methods about the daemon itself mean: identity, status, membership,
 configuration and pairing (trio).
 
-It owns `id`, `status`, `peers`, `trust`, `revoke`/`forget`, `reload`, `nearby`, `join` and the
-`pair` stream, and `ControlContext`: what the control socket needs from the daemon. The daemon
-does the work (membership, discovery, pairing); this module checks parameters and turns the
-daemon's answers and failures into protocol results and error codes. Who may call these is
+It owns `hello`, `id`, `status`, `peers`, `trust`, `revoke`/`forget`, `reload`, `nearby`, `join`
+and the `pair` stream, and `ControlContext`: what the control socket needs from the daemon. The
+daemon does the work (membership, discovery, pairing); this module checks parameters and turns
+the daemon's answers and failures into protocol results and error codes. Who may call these is
 `access.py`'s.
 """
 
+import logging
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
 import trio
 
+from .. import __version__
 from ..identity import device_id_from_certificate
 from ..pairing_service import Invitation, PairingFailed
 from ..replica import DEFAULT_SHARE
 from ..shares.commands import ShareContext
 from .api import param
-from .connection import Follow, Send, json_line
+from .connection import (
+    MAX_IN_FLIGHT,
+    MAX_LINE_BYTES,
+    MAX_UNCOMMITTED_BYTES,
+    MAX_UNSENT_BYTES,
+    Follow,
+    Send,
+    json_line,
+)
 from .errors import BAD_REQUEST, NOT_FOUND, PAIRING_FAILED, RequestError
-from .methods_data import Call
+from .methods_data import CONFLICTS_LIMIT, SCAN_MAX_LIMIT, SCAN_PAGE_VALUE_BYTES, Call
+from .schema import CAPABILITIES, PROTOCOL_VERSION
+from .watch import EVENT_BUFFER, HEARTBEAT_SECONDS
+
+log = logging.getLogger("p2psync.control")  # the name these lines have always been logged under
 
 DEFAULT_PAIRING_TTL = 300.0
+
+# What a client must stay within, told by `hello` (the numbers are this daemon's, not the
+# protocol's: a later daemon may allow more).
+LIMITS = {
+    "max_line_bytes": MAX_LINE_BYTES,
+    "max_pending_requests": MAX_IN_FLIGHT,
+    "max_unread_answer_bytes": MAX_UNSENT_BYTES,
+    "max_uncommitted_bytes": MAX_UNCOMMITTED_BYTES,
+    # a transaction travels as one request line, so the line is its limit
+    "max_transaction_bytes": MAX_LINE_BYTES,
+    "scan_max_limit": SCAN_MAX_LIMIT,
+    "scan_page_value_bytes": SCAN_PAGE_VALUE_BYTES,
+    "conflicts_max_items": CONFLICTS_LIMIT,
+    "watch_heartbeat_min_seconds": HEARTBEAT_SECONDS[0],
+    "watch_heartbeat_max_seconds": HEARTBEAT_SECONDS[1],
+    "watch_event_buffer": EVENT_BUFFER,
+}
 
 
 class ControlContext(ShareContext, Protocol):
@@ -60,6 +91,20 @@ class AdminMethods:
             "reload": self.reload,
             "nearby": self.nearby,
             "join": self.join,
+        }
+
+    async def hello(self, request: dict[str, Any], methods: Sequence[str]) -> Any:
+        """What this daemon speaks, and which `methods` the caller may use."""
+        client: str | None = param(request, "client", str, None)
+        if client is not None:
+            log.debug("control client says it is %s", client[:200])
+        return {
+            "protocol": PROTOCOL_VERSION,
+            "daemon": __version__,
+            "device": self.context.device_id,
+            "capabilities": sorted(CAPABILITIES),
+            "limits": dict(LIMITS),
+            "methods": sorted(methods),
         }
 
     async def status(self, request: dict[str, Any]) -> Any:

@@ -1,8 +1,9 @@
 """What the control socket's data methods mean: reading records, resolving conflicts, the ops of
 writes (trio).
 
-It owns `get`, `scan`, `conflicts` and `resolve`, and turns `put`, `delete` and `transaction`
-requests into the ops the connection queues for group commit. Everything goes through the node
+It owns `get`, `scan`, `collections`, `conflicts` and `resolve`, and turns `put`, `delete` and
+`transaction` requests into what the connection queues for group commit (ops, and the versions
+they expect). Everything goes through the node
 (the replica's database thread); parameters and JSON shapes are `api.py`'s. It holds no merge
 rule and no access rule (an app's requests reach it only once `access.py` allowed them).
 """
@@ -15,11 +16,14 @@ from ..entry import Op
 from ..node import Node
 from ..vectors import device_of
 from .api import (
+    Write,
     collection_param,
+    commit_json,
     param,
     record_json,
     share_param,
-    transaction_ops,
+    single_write,
+    transaction_write,
     write_op,
 )
 from .errors import BAD_REQUEST, CONFLICT, NOT_FOUND, RequestError
@@ -30,7 +34,10 @@ SCAN_PAGE_VALUE_BYTES = 4 * 1024 * 1024  # a scan page ends early rather than gr
 CONFLICTS_LIMIT = 1000
 
 Call = Callable[[dict[str, Any]], Awaitable[Any]]
-WriteOps = Callable[[dict[str, Any]], list[Op]]
+WriteRequest = Callable[[dict[str, Any]], Write]
+# whether a client may read a collection of a share, None: anything of it (an app: its grants);
+# where a Covers is None instead, the client is an admin and may read everything
+Covers = Callable[[str, str | None], bool]
 
 
 class DataMethods:
@@ -39,14 +46,15 @@ class DataMethods:
         self.calls: dict[str, Call] = {
             "get": self.get,
             "scan": self.scan,
+            "collections": self.collections,
             "conflicts": self.conflicts,
             "resolve": self.resolve,
         }
         # answered when their transaction commits (see connection.py)
-        self.writes: dict[str, WriteOps] = {
-            "put": lambda request: [write_op(request, "put")],
-            "delete": lambda request: [write_op(request, "delete")],
-            "transaction": transaction_ops,
+        self.writes: dict[str, WriteRequest] = {
+            "put": lambda request: single_write(request, "put"),
+            "delete": lambda request: single_write(request, "delete"),
+            "transaction": transaction_write,
         }
 
     async def get(self, request: dict[str, Any]) -> Any:
@@ -67,10 +75,11 @@ class DataMethods:
         prefix: str = param(request, "prefix", str, "")
         after: str | None = param(request, "after", str, None)
         limit: int = param(request, "limit", int, SCAN_DEFAULT_LIMIT)
+        deleted: bool = param(request, "deleted", bool, False)
         if not 1 <= limit <= SCAN_MAX_LIMIT:
             raise RequestError(BAD_REQUEST, f"'limit' must be between 1 and {SCAN_MAX_LIMIT}")
         views = await self.node.call(
-            self.node.replica.scan, share, collection, prefix, after, limit
+            self.node.replica.scan, share, collection, prefix, after, limit, deleted
         )
         items: list[dict[str, Any]] = []
         size = 0
@@ -81,6 +90,19 @@ class DataMethods:
             items.append(record_json(view, siblings=False))
         more = len(views) == limit or len(items) < len(views)
         return {"items": items, "next": items[-1]["key"] if more and items else None}
+
+    async def collections(self, request: dict[str, Any], covers: Covers | None = None) -> Any:
+        """The user collections of a share with their live records: one pass over the share's
+        records (not for polling). With `covers`, only the collections it lets through."""
+        share = share_param(request)
+        counted = await self.node.call(self.node.replica.collections, share)
+        return {
+            "collections": [
+                {"collection": collection, "records": records}
+                for collection, records in counted
+                if covers is None or covers(share, collection)
+            ]
+        }
 
     async def conflicts(self, request: dict[str, Any]) -> Any:
         share = share_param(request)
@@ -97,29 +119,39 @@ class DataMethods:
         share = share_param(request)
         pick = param(request, "pick", dict, None)
         if (pick is None) == ("value" not in request):
-            raise RequestError(BAD_REQUEST, "give either 'value' or 'pick': {origin, hlc}")
+            raise RequestError(BAD_REQUEST, "give either 'value' or 'pick': {version}")
         if pick is None:
             op = write_op(request, "put")
         else:
             op = await self._picked_op(share, request, pick)
-        done = await self.node.commit(share, [op])
-        return {"position": done.lseq, "seq": done.seq, "hlc": done.hlc}
+        return commit_json(await self.node.commit(share, [op]))
 
     async def _picked_op(self, share: str, request: dict[str, Any], pick: dict[str, Any]) -> Op:
+        """The op that writes the picked sibling again. `pick` may be a whole sibling as `get`
+        shows it: its `version` is what counts ({origin, hlc} is the deprecated way, for
+        sibling objects without one)."""
         collection = collection_param(request, writing=True)
         key: str = param(request, "key", str)
-        origin: str = param(pick, "origin", str)
-        hlc: int = param(pick, "hlc", int)
+        version: str | None = param(pick, "version", str, None)
+        if version is None:
+            origin: str = param(pick, "origin", str)
+            hlc: int = param(pick, "hlc", int)
         view = await self.node.call(self.node.replica.get, share, collection, key)
         if view is None:
             raise RequestError(NOT_FOUND, f"no record {collection}/{key}")
         for sibling in view.siblings:
-            if device_of(sibling.actor) == origin and sibling.hlc == hlc:
+            if version is not None:
+                picked = sibling.version == version
+            else:
+                picked = device_of(sibling.actor) == origin and sibling.hlc == hlc
+            if picked:
                 if sibling.deleted:
                     return Op(entries.DELETE, collection, key, None, sibling.meta)
                 return Op(entries.PUT, collection, key, sibling.value, sibling.meta)
+        which = f"version {version!r}" if version is not None else f"version from {origin}"
+        which += "" if version is not None else f" at hlc {hlc}"
         raise RequestError(
             CONFLICT,
-            f"{collection}/{key} has no version from {origin} at hlc {hlc} (any more); "
-            "look again with get and all=true",
+            f"{collection}/{key} has no {which} (any more); its versions are "
+            f"{', '.join(repr(s.version) for s in view.siblings)}: look again with get",
         )

@@ -32,7 +32,8 @@ from .errors import (
     is_disk_full,
 )
 from .methods_admin import AdminMethods, ControlContext
-from .methods_data import Call, DataMethods, WriteOps
+from .methods_data import Call, DataMethods, WriteRequest
+from .schema import PARAMETERS
 from .socket_file import control_listener
 from .watch import Covers, start_watch
 
@@ -54,6 +55,7 @@ async def serve_control(
     access = ControlAccess(context.node, context, Path(path), group)
     await access.load()
     server.add_calls(access.calls)
+    server.check_declared()
     async with control_listener(Path(path), mode, group) as listener:
         access.warn_if_apps_cannot_connect(mode)
         await trio.serve_listeners(
@@ -66,10 +68,15 @@ class Server:
 
     def __init__(self, context: ControlContext) -> None:
         self.context = context
-        data = DataMethods(context.node)
+        self.data = DataMethods(context.node)
         self.admin = AdminMethods(context)
-        self.calls: dict[str, Call] = {**self.admin.calls, **data.calls, **share_calls(context)}
-        self.writes: dict[str, WriteOps] = data.writes
+        self.calls: dict[str, Call] = {
+            **self.admin.calls,
+            **self.data.calls,
+            **share_calls(context),
+            "hello": lambda request: self.admin.hello(request, self.methods),
+        }
+        self.writes: dict[str, WriteRequest] = self.data.writes
         self.streams: dict[str, StartStream] = {
             "watch": self.start_watch,
             "pair": self.admin.start_pairing,
@@ -81,13 +88,26 @@ class Server:
         self.calls.update(calls)
         self.methods = sorted([*self.calls, *self.writes, *self.streams])
 
+    def check_declared(self) -> None:
+        """Every method served has its parameters declared (schema.py), and only those: a
+        method added without them would take any parameter, misspelt ones included."""
+        served, declared = set(self.methods), set(PARAMETERS)
+        if served != declared:
+            raise RuntimeError(
+                f"control methods served but not declared: {sorted(served - declared)}; "
+                f"declared but not served: {sorted(declared - served)}"
+            )
+
     @property
     def node(self) -> Node:
         return self.context.node
 
-    async def answer(self, request_id: Any, method: str, request: dict[str, Any]) -> bytes:
+    async def answer(
+        self, request_id: Any, method: str, request: dict[str, Any], call: Call | None = None
+    ) -> bytes:
+        """The answer line to a request of `method`, run by `call` (default: the method's)."""
         try:
-            result = await self.calls[method](request)
+            result = await (call or self.calls[method])(request)
             return json_line({"id": request_id, "ok": True, "result": result})
         except RequestError as exc:
             return error_line(request_id, exc.code, exc.message)

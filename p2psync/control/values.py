@@ -3,8 +3,9 @@
 It owns what a value looks like on each side: JSON in, msgpack stored; msgpack out, JSON shown,
 with what JSON cannot carry tagged, never dropped (bytes, non-string map keys, non-finite floats,
 extension types, bytes that are not msgpack at all), and the check that request text is valid
-Unicode. It never touches sockets or the store, and it knows nothing of records or methods
-(`api.py` builds those shapes from these values).
+Unicode. Of the tags only `{"$base64": ...}` is read back (as bytes), so bytes survive a value
+read and written again; the others are shown, never interpreted. It never touches sockets or the
+store, and it knows nothing of records or methods (`api.py` builds those shapes from values).
 """
 
 import base64
@@ -52,10 +53,53 @@ def _key_text(key: Any) -> str:
 
 
 def value_from_json(value: Any) -> bytes:
+    """A JSON value as stored: msgpack, with each `{"$base64": ...}` that `jsonable` would show
+    for bytes stored as those bytes (so a value read and written back keeps its bytes)."""
+    if _holds_bytes_tag(value):
+        value = _untagged(value)
     try:
         return msgpack.packb(value)
     except (ValueError, OverflowError, TypeError) as exc:
         raise RequestError(BAD_REQUEST, f"value cannot be stored: {exc}") from None
+
+
+def _bytes_of_tag(value: dict[str, Any]) -> bytes | None:
+    """The bytes a `{"$base64": "..."}` object stands for: only an object with that one key,
+    holding base64 exactly as `jsonable` writes it (padded, no line breaks); any other object is
+    stored as the object it is."""
+    if len(value) != 1:
+        return None
+    text = value.get("$base64")
+    if not isinstance(text, str):
+        return None
+    try:
+        data = base64.b64decode(text, validate=True)
+    except ValueError:
+        return None
+    return data if base64.b64encode(data).decode() == text else None
+
+
+def _holds_bytes_tag(value: Any) -> bool:
+    """Whether there is anything to untag: most values have no tag, and are stored untouched."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if _bytes_of_tag(item) is not None:
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _untagged(value: Any) -> Any:
+    if isinstance(value, dict):
+        data = _bytes_of_tag(value)
+        return data if data is not None else {k: _untagged(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_untagged(item) for item in value]
+    return value
 
 
 def reject_lone_surrogates(request: Any) -> None:
