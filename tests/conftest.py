@@ -1,5 +1,6 @@
-"""Shared fixtures: the network-namespace harness (see tests/netns.py) and its leak check, and a
-control socket served in-process (see tests/control_harness.py)."""
+"""Shared fixtures: the network-namespace harness (see tests/netns.py) and its leak check, a
+control socket served in-process (see tests/control_harness.py), and the check of every control
+line against the protocol's JSON Schema (tests/schema_check.py; off with P2PSYNC_SCHEMA_CHECK=0)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import pytest
 import trio
 from hypothesis import settings
 
+from tests import schema_check
 from tests.control_harness import Served, start_served
+from tests.daemons import SCHEMA_CHECK_ENV, schema_checked
 from tests.netns import (
     Host,
     netns_unavailable_reason,
@@ -27,6 +30,26 @@ from tests.netns import netns_hosts as build_network
 settings.register_profile("ci", derandomize=True, deadline=None)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+# The tests exercise the protocol's schema unless told not to: their daemons (tests/daemons.py)
+# and the control sockets they serve in-process check every line against it.
+os.environ.setdefault(SCHEMA_CHECK_ENV, "1")
+
+
+@pytest.fixture(autouse=True)
+def control_lines_follow_the_schema() -> Iterator[None]:
+    """Every control connection served in this process during the test is checked; the test
+    fails on the first line that breaks the schema."""
+    if not schema_checked():
+        yield
+        return
+    violations: list[str] = []
+    uninstall = schema_check.install(violations.append)
+    try:
+        yield
+    finally:
+        uninstall()
+    assert not violations, "control lines that break the schema:\n" + "\n".join(violations)
 
 
 @pytest.fixture
