@@ -56,6 +56,7 @@ from .connection import (
 from .errors import BAD_REQUEST, FORBIDDEN, NOT_FOUND, RequestError
 from .methods_admin import AdminMethods
 from .methods_data import Covers, DataMethods
+from .schema import PARAMETERS
 from .socket_file import why_others_cannot_connect
 from .watch import ADMIN_EVENTS
 
@@ -341,7 +342,7 @@ class _AppConnection:
         return await self.server.answer(request_id, method, request, self.calls[method])
 
     def _app_methods(self) -> list[str]:
-        return [m for m in self.server.methods if method_access(m) is not Access.ADMIN]
+        return [m for m in PARAMETERS if method_access(m) is not Access.ADMIN]
 
     def _check_call(self, method: str, request: dict[str, Any]) -> None:
         self._check_method(method)

@@ -78,7 +78,7 @@ async def start_watch(
     since: int | None = param(request, "since", int, None)
     collection = collection_param(request) if request.get("collection") is not None else None
     share = share_param(request) if request.get("share") is not None else None
-    watch = _Watch(0, collection, share, _kinds(request), _heartbeat(request), covers)
+    kinds, heartbeat = _kinds(request), _heartbeat(request)
     if share is not None and not await node.call(node.replica.holds, share):
         raise RequestError(NOT_FOUND, str(unknown_share(share)))
     last = await node.call(node.replica.last_position)
@@ -90,7 +90,7 @@ async def start_watch(
             f"'since' must be between 0 and this daemon's last position {last}; a position "
             "from another database is meaningless here: start again with since null",
         )
-    watch.since = since
+    watch = _Watch(since, collection, share, kinds, heartbeat, covers)
     return {"position": since}, lambda send: _follow(node, watch, send)
 
 
@@ -134,7 +134,7 @@ class _Sender:
 async def _follow(node: Node, watch: _Watch, send: Send) -> None:
     others = watch.kinds - {CHANGE}
     subscribing = node.events.subscribe(EVENT_BUFFER) if others else nullcontext(None)
-    with subscribing as events:  # from the first answer on: no event between is missed
+    with subscribing as events:  # live only: what happens from the first answer on
         await _stream(node, watch, _Sender(send), events)
 
 
