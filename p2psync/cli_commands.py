@@ -397,6 +397,8 @@ def cmd_watch(c: Command) -> int:
             position = events.result["position"]
             sys.stderr.write(f"p2psync: watching from position {position}; Ctrl-C stops\n")
         for event in events:
+            if event.get("event") != "change":  # caught_up: the CLI shows only changes
+                continue
             if c.json:
                 c.out.write(compact(event) + "\n")
             else:

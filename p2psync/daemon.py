@@ -26,8 +26,8 @@ import trio
 
 from . import __version__, config, daemon_status, identity, keystore, netwatch, pairing
 from .config import Config, ConfigError
-from .control import serve_control
-from .control_socket import remove_stale_socket
+from .control.server import serve_control
+from .control.socket_file import remove_stale_socket
 from .daemon_setup import (
     StartupError,
     load_settings,
@@ -92,6 +92,9 @@ class Daemon:
             device.cert_pem, lambda: self.device_name, self._member_certs, self._paired
         )
         self.peers.pairing_handler = self.pairing.handle_incoming
+        self.peers.on_peer = self._publish_peer
+        self.peers.on_synced = self._publish_synced
+        self.share_members: dict[str, frozenset[str]] = {}  # what membership events compare
 
     @property
     def device_id(self) -> str:
@@ -209,17 +212,93 @@ class Daemon:
         devices = await self.node.call(self.node.replica.devices)
         self.members = {d.device_id: d for d in devices}
 
+    async def _load_share_members(self) -> dict[str, frozenset[str]]:
+        def current() -> dict[str, frozenset[str]]:
+            replica = self.node.replica
+            return {
+                share: frozenset(
+                    d for d, r in replica.share_records(share).items() if not r.removed
+                )
+                for share in replica.shares()
+                if share != DEFAULT_SHARE
+            }
+
+        return await self.node.call(current)
+
     async def _follow_membership(self) -> None:
         seen = self.node.membership_changed.position
+        self.share_members = await self._load_share_members()
         while True:
             seen = await self.node.membership_changed.wait_beyond(seen)
             await self.peers.refresh_trust()
+            before = self.members
             await self._load_members()
+            self._publish_membership(before, self.members)
+            shares_before, self.share_members = self.share_members, await self._load_share_members()
+            self._publish_share_members(shares_before, self.share_members)
             for device_id in [d for d in self._discovered if not self.peers.trusts(d)]:
                 del self._discovered[device_id]  # its dialers stopped; a re-pairing redials
             if self.discovery is not None:
                 for found in self.discovery.nearby().values():
                     self._dial_if_member(found)
+
+    # events for watchers (docs/control-protocol.md, watch) -------------------------------------
+
+    def _name_of(self, device_id: str) -> str | None:
+        record = self.members.get(device_id)
+        return record.name if record is not None else None
+
+    def _publish_peer(self, device_id: str, connected: bool) -> None:
+        self.node.events.publish(
+            {
+                "event": "peer",
+                "device": device_id,
+                "name": self._name_of(device_id),
+                "connected": connected,
+            }
+        )
+
+    def _publish_synced(self, device_id: str, share: str) -> None:
+        self.node.events.publish(
+            {
+                "event": "synced",
+                "device": device_id,
+                "name": self._name_of(device_id),
+                "share": share,
+            }
+        )
+
+    def _publish_membership(
+        self, before: dict[str, DeviceRecord], after: dict[str, DeviceRecord]
+    ) -> None:
+        for device_id, record in sorted(after.items()):
+            was = before.get(device_id)
+            if record.revoked and (was is None or not was.revoked):
+                change = "device_revoked"
+            elif not record.revoked and (was is None or was.revoked):
+                change = "device_added"
+            else:
+                continue
+            self.node.events.publish(
+                {"event": "membership", "change": change, "device": device_id, "name": record.name}
+            )
+
+    def _publish_share_members(
+        self, before: dict[str, frozenset[str]], after: dict[str, frozenset[str]]
+    ) -> None:
+        for share in sorted(after.keys() | before.keys()):
+            now, was = after.get(share, frozenset()), before.get(share, frozenset())
+            if now != was:
+                self.node.events.publish(
+                    {
+                        "event": "membership",
+                        "change": "share_members",
+                        "share": share,
+                        "members": sorted(now),
+                        "added": sorted(now - was),
+                        "removed": sorted(was - now),
+                    }
+                )
 
     async def _report_conflicts(self) -> None:
         """One log line when syncing or writing leaves new conflicts (checked at most once a

@@ -7,6 +7,8 @@ had not seen stay beside it as siblings. Plain reads take a deterministic winner
 decides; it never stores anything.
 """
 
+import base64
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import NamedTuple
 
@@ -33,6 +35,19 @@ class Sibling(NamedTuple):
     @property
     def content(self) -> tuple[bool, bytes | None]:
         return (self.deleted, self.value)
+
+    @property
+    def version(self) -> str:
+        return dot_version(self.actor, self.seq)
+
+
+def dot_version(actor: str, seq: int) -> str:
+    """The version of the sibling that the write (actor, seq) made: an opaque string, the same
+    on every device, that applications send back (compare-and-set, picking a sibling) instead of
+    an hlc, which does not fit in a JSON number. A dot holds at most one op per key, so within a
+    record it names one sibling; 96 bits keep two siblings of one record from sharing one."""
+    digest = hashlib.blake2b(f"{actor}\n{seq}".encode(), digest_size=12).digest()
+    return base64.urlsafe_b64encode(digest).decode()
 
 
 def sibling_for(entry: LogEntry, op: Op) -> Sibling:

@@ -6,7 +6,9 @@ once: local transactions from any number of clients commit together (one fsync, 
 then the calls run back to back, and each lot is answered in one wake-up of trio (a thread hop
 costs tens of microseconds here; trio.to_thread paid one per call, with a trip through the event
 loop between calls). Whoever waits for "something new was applied" — peer sessions, watchers —
-waits on the change notifier here instead of polling. This module holds no protocol logic.
+waits on the change notifier here instead of polling; records that went into conflict or out of
+it are published on the daemon's event bus (`events`) as they commit. This module holds no
+protocol logic.
 """
 
 import queue
@@ -19,8 +21,10 @@ import outcome
 import trio
 
 from .entry import Op
-from .replica import DEVICES, Commit, Replica
+from .events import EventBus
+from .replica import DEVICES, Commit, Precondition, Replica
 from .shares.members import MEMBERS
+from .store import ConflictFlip
 
 T = TypeVar("T")
 MAX_GROUP_TRANSACTIONS = 512
@@ -48,13 +52,17 @@ class ChangeNotifier:
 
 class Transaction:
     """A local transaction queued for group commit. `done` is set once it is durable (`commit`)
-    or refused (`error`)."""
+    or refused (`error`). Its `preconditions` are checked on the database thread just before it
+    commits (compare-and-set); one that fails refuses this transaction alone."""
 
-    __slots__ = ("commit", "done", "error", "ops", "share")
+    __slots__ = ("commit", "done", "error", "ops", "preconditions", "share")
 
-    def __init__(self, share: str, ops: Sequence[Op]) -> None:
+    def __init__(
+        self, share: str, ops: Sequence[Op], preconditions: Sequence[Precondition] = ()
+    ) -> None:
         self.share = share
         self.ops = ops
+        self.preconditions = preconditions
         self.done = trio.Event()
         self.commit: Commit | None = None
         self.error: Exception | None = None
@@ -84,6 +92,7 @@ class Node:
         self.replica = replica
         self.changes = ChangeNotifier(replica.last_position())
         self.membership_changed = ChangeNotifier(0)
+        self.events = EventBus()  # the daemon's: conflicts from here, peers and more from it
         # Jobs queue up from the start; the database thread runs them once run_group_commit runs.
         self._jobs: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._started = False
@@ -99,10 +108,12 @@ class Node:
         result: T = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
         return result
 
-    def submit(self, share: str, ops: Sequence[Op]) -> Transaction:
+    def submit(
+        self, share: str, ops: Sequence[Op], preconditions: Sequence[Precondition] = ()
+    ) -> Transaction:
         """Queue one local transaction. Transactions commit in the order they were submitted."""
         self._refuse_if_stopping()
-        transaction = Transaction(share, ops)
+        transaction = Transaction(share, ops, preconditions)
         self._jobs.put(transaction)
         return transaction
 
@@ -162,12 +173,39 @@ class Node:
             calls = [job for job in jobs if isinstance(job, _Call)]
             if calls:
                 results = [(c.task, outcome.capture(c.function, *c.args)) for c in calls]
+            # after the calls too: received entries are applied by one
+            flips = self.replica.store.take_conflict_flips()
+            if flips:
+                token.run_sync_soon(self._publish_conflicts, flips, self.replica.last_position())
+            if calls:
                 token.run_sync_soon(_reschedule_all, results)
             if _STOP in jobs:
                 return
 
     def _commit_group(self, group: list[Transaction]) -> None:
+        """Commit a group, each transaction with a precondition only if it holds. A condition on
+        a record an earlier transaction of the group writes is checked after that one is
+        committed: what it compares with must be on disk."""
         share = group[0].share
+        ready: list[Transaction] = []
+        written: set[tuple[str, str]] = set()
+        for transaction in group:
+            if transaction.preconditions:
+                if any((p.collection, p.key) in written for p in transaction.preconditions):
+                    self._commit_run(share, ready)
+                    ready, written = [], set()
+                try:
+                    self.replica.check_preconditions(share, transaction.preconditions)
+                except Exception as exc:  # VersionConflict, or a share that is not here
+                    transaction.error = exc
+                    continue
+            ready.append(transaction)
+            written.update((op.collection, op.key) for op in transaction.ops)
+        self._commit_run(share, ready)
+
+    def _commit_run(self, share: str, group: list[Transaction]) -> None:
+        if not group:
+            return
         try:
             commits = self.replica.commit_many(share, [t.ops for t in group])
         except Exception as exc:
@@ -185,6 +223,21 @@ class Node:
             transaction.commit = commit
 
     # back on the trio thread -----------------------------------------------------------------
+
+    def _publish_conflicts(self, flips: list[ConflictFlip], position: int) -> None:
+        """`position`: the store's last position once they were committed (their changes are
+        at or before it)."""
+        for share, collection, key, conflict in flips:
+            self.events.publish(
+                {
+                    "event": "conflict",
+                    "share": share,
+                    "collection": collection,
+                    "key": key,
+                    "state": "appeared" if conflict else "resolved",
+                    "position": position,
+                }
+            )
 
     def _finish(self, group: list[Transaction]) -> None:
         for transaction in group:

@@ -147,6 +147,11 @@ class PeerManager:
         self.twins: dict[str, dict[str, _Session]] = {}  # second copies' sessions, by epoch
         self.running_twice: dict[str, set[str]] = {}  # device -> hosts seen running it at once
         self.neighbourhood = Neighbourhood()
+        # told when a device's first session is greeted and when its last one ends (device,
+        # connected), and when a peer tells us we have all it has of a share (device, share)
+        self.on_peer: Callable[[str, bool], None] = lambda device_id, connected: None
+        self.on_synced: Callable[[str, str], None] = lambda device_id, share: None
+        self._connected: set[str] = set()  # devices on_peer was last told are connected
 
     # trust --------------------------------------------------------------------------------
 
@@ -398,6 +403,7 @@ class PeerManager:
             return False
         current = self.sessions.setdefault(peer_id, session)
         if current is session:
+            self._tell_connected(peer_id)
             return True
         if actor and current.actor and actor != current.actor and current.greeted:
             # Another epoch of the same device: a second running copy, or a restart whose old
@@ -410,9 +416,23 @@ class PeerManager:
         if preferred(session.dialer, listener):
             self._close(current, "replaced by a simultaneous connection")
             self.sessions[peer_id] = session
+            self._tell_connected(peer_id)
             return True
         self._close(session, "replaced by a simultaneous connection")
         return False
+
+    def _tell_connected(self, device_id: str) -> None:
+        if device_id not in self._connected:
+            self._connected.add(device_id)
+            self.on_peer(device_id, True)
+
+    def _tell_if_disconnected(self, device_id: str) -> None:
+        """Once no greeted session of the device is left (a replaced or second session ending
+        is no news)."""
+        current = self.sessions.get(device_id)
+        if device_id in self._connected and (current is None or not current.greeted):
+            self._connected.discard(device_id)
+            self.on_peer(device_id, False)
 
     def confirm_copies(self, older: _Session) -> None:
         """`older` spoke after a session of another epoch of its device began: both run."""
@@ -484,6 +504,7 @@ class PeerManager:
                 with trio.CancelScope(shield=True), contextlib.suppress(RuntimeError):
                     await self.node.call(self.replica.forget_peer, peer_id)
             session.closed.set()
+            self._tell_if_disconnected(peer_id)
             if session.farewell is not None:
                 await self._say_bye(stream, *session.farewell)
             await trio.aclose_forcefully(stream)

@@ -161,6 +161,7 @@ class SessionPump:
             self.state.in_sync.add(event.share)
             log.info("caught up with %s on share %s", self.state.device_id, event.share)
             self.manager.on_change()
+            self.manager.on_synced(self.state.device_id, event.share)
         elif isinstance(event, Ping):
             self.liveness.peer_limit_is(event.idle_ms / 1000 if event.idle_ms else None)
             if event.wall_ms is not None:

@@ -8,7 +8,7 @@ daemon calls it from one worker thread. It never opens sockets and never decides
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import entry as entries
@@ -34,6 +34,23 @@ class ReplicaError(Exception):
     """A request the replica refuses (bad arguments, a database of another device)."""
 
 
+class VersionConflict(Exception):
+    """A local write whose precondition does not hold: the record is not (any more) at the
+    version the writer expected. The message says which version it is at."""
+
+
+@dataclass(frozen=True, slots=True)
+class Precondition:
+    """A local write's condition on one record: its winner is at `version` (see
+    `merge.dot_version`); "" means the record does not exist or its winner is a delete.
+    `label` starts the message when it does not hold (e.g. "ops[2]: ")."""
+
+    collection: str
+    key: str
+    version: str
+    label: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class Commit:
     share: str
@@ -41,6 +58,11 @@ class Commit:
     seq: int
     hlc: int
     lseq: int
+
+    @property
+    def version(self) -> str:
+        """The version of every sibling this transaction wrote (one dot for all its ops)."""
+        return merge.dot_version(self.actor, self.seq)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +88,8 @@ class Change:
     actor: str
     hlc: int
     op: Op
+    seq: int = 0  # the entry's seq in its actor's chain
+    previous: bytes | None = None  # a delete's: the winner's value it replaced (None: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,20 +277,32 @@ class Replica(ShareRules, TrustRules):
         # write of this batch, the batch is replayed onto it (a write it holds changes nothing).
         if records is None:
             records = self.store.insert_new_records(share, merge.writes(written))
+        replaced: list[tuple[int, str, str, bytes]] = []  # (index in written, what a delete hid)
         if records:
             book = self._book(share)
             # what epochs starting in this batch take over is known before the book learns it
             starting = {e.actor: _continues(e) for e in written if e.seq == 1 and e.retires}
-            for e in written:
+            for index, e in enumerate(written):
                 continues = starting.get(e.actor) or book.continues(e.actor)
                 for op in e.ops:
                     record_key = (op.collection, op.key)
                     if record_key in records:
-                        records[record_key] = merge.apply_op(records[record_key], e, op, continues)
+                        before = records[record_key]
+                        if op.kind == entries.DELETE and before and not _holds(before, e):
+                            hidden = merge.winner(before)
+                            if not hidden.deleted and hidden.value is not None:
+                                replaced.append((index, op.collection, op.key, hidden.value))
+                        records[record_key] = merge.apply_op(before, e, op, continues)
             self.store.save_records(share, records)
-        self.store.append_entries(
+        last = self.store.append_entries(
             share, ((e.actor, e.seq, e.raw, signature) for e, signature in signed)
         )
+        if replaced:
+            first = last - len(written) + 1
+            self.store.save_deleted_values(
+                (first + index, collection, key, value)
+                for index, collection, key, value in replaced
+            )
         heads = self._heads_of(share)
         for e, _ in signed:
             heads[e.actor] = (e.seq, e.hash)
@@ -320,6 +356,31 @@ class Replica(ShareRules, TrustRules):
             held.clear()
         self._load_device_keys()
 
+    def check_preconditions(self, share: str, preconditions: Iterable[Precondition]) -> None:
+        """Raise VersionConflict unless every record is at the version its write expects. The
+        node calls this on the database thread right before committing the write, so no other
+        local write comes in between."""
+        for condition in preconditions:
+            view = self.get(share, condition.collection, condition.key)
+            where = f"{condition.label}{condition.collection}/{condition.key}"
+            if condition.version == "":
+                if view is not None and not view.deleted:
+                    raise VersionConflict(
+                        f"{where} exists, at version {view.winner.version!r} (if_version \"\" "
+                        "writes only a record that does not exist or is deleted)"
+                    )
+            elif view is None:
+                raise VersionConflict(
+                    f"{where} does not exist (its version is \"\"), not at version "
+                    f"{condition.version!r}"
+                )
+            elif view.winner.version != condition.version:
+                state = " (deleted)" if view.deleted else ""
+                raise VersionConflict(
+                    f"{where} has changed: it is at version {view.winner.version!r}{state}, not "
+                    f"{condition.version!r}; read it again"
+                )
+
     # reads --------------------------------------------------------------------------------
 
     def get(self, share: str, collection: str, key: str) -> RecordView | None:
@@ -334,10 +395,17 @@ class Replica(ShareRules, TrustRules):
         prefix: str = "",
         after: str | None = None,
         limit: int = 100,
+        deleted: bool = False,
     ) -> list[RecordView]:
+        """Live records by key; with `deleted`, also deleted ones in conflict with a live one."""
         self.require_share(share)
-        rows = self.store.scan(share, collection, prefix, after, limit)
+        rows = self.store.scan(share, collection, prefix, after, limit, deleted)
         return [_view(collection, key, siblings) for key, siblings in rows]
+
+    def collections(self, share: str) -> list[tuple[str, int]]:
+        """(collection, live records) of the share's user collections that have any."""
+        self.require_share(share)
+        return self.store.collections(share)
 
     def conflicts(
         self, share: str, collection: str | None = None, limit: int = 1000
@@ -351,7 +419,17 @@ class Replica(ShareRules, TrustRules):
         found: list[Change] = []
         for lseq, actor, _, raw, _ in self.store.entries_after(None, since, limit):
             logged = entries.decode(raw)
-            found.extend(Change(lseq, logged.share, actor, logged.hlc, op) for op in logged.ops)
+            found.extend(
+                Change(lseq, logged.share, actor, logged.hlc, op, logged.seq) for op in logged.ops
+            )
+        if any(change.op.kind == entries.DELETE for change in found):
+            hidden = self.store.deleted_values(found[0].lseq, found[-1].lseq)
+            found = [
+                replace(c, previous=hidden.get((c.lseq, c.op.collection, c.op.key)))
+                if c.op.kind == entries.DELETE
+                else c
+                for c in found
+            ]
         return found
 
     def last_position(self) -> int:
@@ -550,6 +628,11 @@ def _new_epoch() -> bytes:
 
 def _view(collection: str, key: str, siblings: list[Sibling]) -> RecordView:
     return RecordView(collection, key, merge.winner(siblings), merge.distinct_values(siblings))
+
+
+def _holds(siblings: list[Sibling], written: LogEntry) -> bool:
+    """Whether `written` is applied already (a write of this batch that was stored at once)."""
+    return any(s.actor == written.actor and s.seq == written.seq for s in siblings)
 
 
 def _membership_runs(share: str, ready: list[merge.Held]) -> Iterator[list[merge.Held]]:

@@ -17,7 +17,7 @@ import msgpack
 
 from .merge import RecordKey, Sibling, SiblingFields, is_conflict, winner
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Each step takes a database at version N-1 to version N; never edit a released step, add one.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -46,6 +46,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "INSERT INTO counts(share, live, conflicts) SELECT share, sum(NOT deleted), sum(conflict)"
         " FROM records WHERE coll NOT LIKE '\\_%' ESCAPE '\\' GROUP BY share",
     ),
+    3: (
+        # the value each delete replaced here (its record's winner just before), by the local
+        # position of the delete's entry: `watch` shows it, and the log cannot say it (entries
+        # hold ops, not the state they were applied to). Deletes of nothing live have no row.
+        "CREATE TABLE deleted_values(lseq INTEGER NOT NULL, coll TEXT NOT NULL,"
+        " key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY(lseq, coll, key)) WITHOUT ROWID",
+    ),
 }
 _KEY_CHUNK = 900
 # Rows per multi-row INSERT: executemany pays its per-statement cost (step, reset, Python
@@ -57,6 +64,15 @@ _HIGHEST_CHAR = "\U0010ffff"
 _USER_COLLECTION = "coll NOT LIKE '\\_%' ESCAPE '\\'"
 
 StoredEntry = tuple[int, str, int, bytes, bytes | None]
+# A user record whose conflict state a committed transaction changed: (share, collection, key,
+# in conflict now).
+ConflictFlip = tuple[str, str, str, bool]
+# The query of `collections`: the primary key (share, coll, key) gives the rows of one share
+# in collection order, so the GROUP BY needs no sorting (see test_store).
+COLLECTIONS_SQL = (
+    "SELECT coll, sum(NOT deleted) FROM records WHERE share=? AND coll NOT LIKE '\\_%'"
+    " ESCAPE '\\' GROUP BY coll HAVING sum(NOT deleted) > 0 ORDER BY coll"
+)
 
 
 class StoreError(Exception):
@@ -72,6 +88,11 @@ class Store:
         # `save_records` does (and takes them out), or a rollback (which empties it).
         self._counted: dict[RecordKey, tuple[bool, int]] = {}
         self._counted_share = 0
+        # User records whose conflict flag this SQLite transaction changed: (share, coll, key)
+        # -> (in conflict before it, in conflict now); and those of committed transactions
+        # whose state did change, until `take_conflict_flips` (the node publishes them).
+        self._flipping: dict[tuple[str, str, str], tuple[bool, bool]] = {}
+        self._flipped: list[ConflictFlip] = []
         try:
             self._db = sqlite3.connect(
                 str(self.path), isolation_level=None, check_same_thread=False
@@ -116,14 +137,17 @@ class Store:
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._counted.clear()
+            self._flipping.clear()
             try:
                 yield
             except BaseException:
                 self._db.execute("ROLLBACK")
                 self._reload_ids()
                 self._counted.clear()
+                self._flipping.clear()
                 raise
             self._db.execute("COMMIT")
+            self._flipped += [(*k, now) for k, (was, now) in self._flipping.items() if was != now]
         finally:
             if not fsync:
                 self._db.execute("PRAGMA synchronous=FULL")
@@ -132,6 +156,18 @@ class Store:
         self._actor_ids = dict(self._db.execute("SELECT name, id FROM actors"))
         self._actor_names = {i: name for name, i in self._actor_ids.items()}
         self._share_ids = dict(self._db.execute("SELECT name, id FROM shares"))
+
+    def take_conflict_flips(self) -> list[ConflictFlip]:
+        """The user records that committed transactions put into conflict or out of it since
+        the last call, in commit order."""
+        flipped, self._flipped = self._flipped, []
+        return flipped
+
+    def _note_flip(self, share_id: int, record_key: RecordKey, was: bool, now: bool) -> None:
+        share = next(name for name, found in self._share_ids.items() if found == share_id)
+        noted = (share, *record_key)
+        before = self._flipping.get(noted, (was, was))[0]
+        self._flipping[noted] = (before, now)
 
     @property
     def in_transaction(self) -> bool:
@@ -243,12 +279,17 @@ class Store:
         """Delete an actor's entries after `seq` (a revocation's cut); returns their bytes."""
         actor_id, share_id = self._actor_ids.get(actor), self.share_id(share)
         rows = self._db.execute(
-            "SELECT raw FROM entries WHERE share=? AND actor=? AND seq>?", (share_id, actor_id, seq)
+            "SELECT lseq, raw FROM entries WHERE share=? AND actor=? AND seq>?",
+            (share_id, actor_id, seq),
         ).fetchall()
         self._db.execute(
             "DELETE FROM entries WHERE share=? AND actor=? AND seq>?", (share_id, actor_id, seq)
         )
-        return [bytes(raw) for (raw,) in rows]
+        # their positions may be used again by later entries, which must not inherit these
+        self._db.executemany(
+            "DELETE FROM deleted_values WHERE lseq=?", ((lseq,) for lseq, _ in rows)
+        )
+        return [bytes(raw) for _, raw in rows]
 
     def signed_run(
         self, share: str, actor: str, from_seq: int, through_seq: int
@@ -294,6 +335,9 @@ class Store:
             "DELETE FROM records WHERE share=? AND coll=? AND key=?",
             ((share_id, collection, key) for collection, key in wanted),
         )
+        for record_key, (_, _, conflict) in stored.items():
+            if conflict:
+                self._note_flip(share_id, record_key, True, False)
         self._add_counts(
             share_id,
             -sum(not deleted for _, deleted, _ in stored.values()),
@@ -394,6 +438,8 @@ class Store:
                 if was is not None:
                     live += (not deleted) - was[0]
                     conflicts += conflict - was[1]
+                    if conflict != was[1]:
+                        self._note_flip(share_id, record_key, bool(was[1]), conflict)
                 elif record_key[0][:1] != "_":
                     unknown.append((record_key, deleted, conflict))
             if unknown:  # rows insert_new_records did not find: read them before they change
@@ -403,6 +449,8 @@ class Store:
                     _, was_deleted, was_conflict = stored.get(record_key, (b"", 1, 0))
                     live += (not deleted) - (not was_deleted)
                     conflicts += conflict - was_conflict
+                    if conflict != was_conflict:
+                        self._note_flip(share_id, record_key, bool(was_conflict), conflict)
             self._db.execute(_save_records_sql(len(chunk)), params)
         self._add_counts(share_id, live, conflicts)
 
@@ -425,16 +473,47 @@ class Store:
         return self.load_records(share, [(collection, key)]).get((collection, key))
 
     def scan(
-        self, share: str, collection: str, prefix: str, after: str | None, limit: int
+        self,
+        share: str,
+        collection: str,
+        prefix: str,
+        after: str | None,
+        limit: int,
+        deleted: bool = False,
     ) -> list[tuple[str, list[Sibling]]]:
-        """Live (not deleted) records of a collection whose key starts with `prefix`, by key."""
+        """Live (not deleted) records of a collection whose key starts with `prefix`, by key;
+        with `deleted`, also those whose winner is a delete in conflict with a live sibling (a
+        record is in conflict when its siblings differ, so a deleted winner in conflict has
+        one)."""
         low = prefix if after is None or after < prefix else after
+        shown = "(NOT deleted OR conflict)" if deleted else "NOT deleted"
         rows = self._db.execute(
             "SELECT key, siblings FROM records WHERE share=? AND coll=? AND key>=? AND key<?"
-            " AND (key>? OR ? IS NULL) AND NOT deleted ORDER BY key LIMIT ?",
+            f" AND (key>? OR ? IS NULL) AND {shown} ORDER BY key LIMIT ?",
             (self.share_id(share), collection, low, prefix + _HIGHEST_CHAR, after, after, limit),
         )
         return [(key, self._unpack_siblings(blob)) for key, blob in rows]
+
+    def collections(self, share: str) -> list[tuple[str, int]]:
+        """(collection, live records) of each user collection with live records: one pass over
+        the share's records."""
+        rows = self._db.execute(COLLECTIONS_SQL, (self.share_id(share),))
+        return [(collection, int(live)) for collection, live in rows]
+
+    def save_deleted_values(self, rows: Iterable[tuple[int, str, str, bytes]]) -> None:
+        """`(lseq, collection, key, value)`: what each delete replaced (see the schema)."""
+        self._db.executemany(
+            "INSERT OR REPLACE INTO deleted_values(lseq, coll, key, value) VALUES(?, ?, ?, ?)",
+            rows,
+        )
+
+    def deleted_values(self, low: int, high: int) -> dict[tuple[int, str, str], bytes]:
+        """What the deletes at positions `low` to `high` replaced, by (lseq, collection, key)."""
+        rows = self._db.execute(
+            "SELECT lseq, coll, key, value FROM deleted_values WHERE lseq BETWEEN ? AND ?",
+            (low, high),
+        )
+        return {(lseq, coll, key): bytes(value) for lseq, coll, key, value in rows}
 
     def conflicts(
         self, share: str, collection: str | None, limit: int

@@ -1,14 +1,21 @@
-"""Shared fixtures: the network-namespace harness (see tests/netns.py) and its leak check."""
+"""Shared fixtures: the network-namespace harness (see tests/netns.py) and its leak check, a
+control socket served in-process (see tests/control_harness.py), and the check of every control
+line against the protocol's JSON Schema (tests/schema_check.py; off with P2PSYNC_SCHEMA_CHECK=0)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
+import trio
 from hypothesis import settings
 
+from tests import schema_check
+from tests.control_harness import Served, start_served
+from tests.daemons import SCHEMA_CHECK_ENV, schema_checked
 from tests.netns import (
     Host,
     netns_unavailable_reason,
@@ -23,6 +30,26 @@ from tests.netns import netns_hosts as build_network
 settings.register_profile("ci", derandomize=True, deadline=None)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+# The tests exercise the protocol's schema unless told not to: their daemons (tests/daemons.py)
+# and the control sockets they serve in-process check every line against it.
+os.environ.setdefault(SCHEMA_CHECK_ENV, "1")
+
+
+@pytest.fixture(autouse=True)
+def control_lines_follow_the_schema() -> Iterator[None]:
+    """Every control connection served in this process during the test is checked; the test
+    fails on the first line that breaks the schema."""
+    if not schema_checked():
+        yield
+        return
+    violations: list[str] = []
+    uninstall = schema_check.install(violations.append)
+    try:
+        yield
+    finally:
+        uninstall()
+    assert not violations, "control lines that break the schema:\n" + "\n".join(violations)
 
 
 @pytest.fixture
@@ -42,3 +69,9 @@ def no_leaked_namespaces() -> Iterator[None]:
     yield
     leaked = own_namespaces()
     assert not leaked, f"network namespaces left behind: {leaked}"
+
+
+@pytest.fixture
+async def served(nursery: trio.Nursery, tmp_path: Path) -> Served:
+    """A control socket over a fresh replica in `tmp_path`, served until the test ends."""
+    return await start_served(nursery, tmp_path)

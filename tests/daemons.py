@@ -2,7 +2,10 @@
 
 Each daemon gets its own state directory, control socket, config file and loopback port, and
 reports readiness through a real sd_notify socket, so tests wait on READY=1 instead of sleeping.
-Tests wait for data with the control socket's `watch` stream, never with sleeps.
+Tests wait for data with the control socket's `watch` stream, never with sleeps. Daemons run the
+worktree's code (PYTHONPATH), and with P2PSYNC_SCHEMA_CHECK=1 (the tests' default) every line on
+their control sockets is checked against the protocol's JSON Schema (tests/schema_check.py):
+a violation fails the test when the daemon stops.
 """
 
 import contextlib
@@ -23,6 +26,11 @@ from p2psync.client import Client, ControlError
 READY_TIMEOUT = 20.0
 SOCKET_VARIABLES = ("P2PSYNC_SOCKET", "P2PSYNC_CONTROL_SOCKET")
 REPO = Path(__file__).parent.parent
+SCHEMA_CHECK_ENV = "P2PSYNC_SCHEMA_CHECK"
+
+
+def schema_checked() -> bool:
+    return os.environ.get(SCHEMA_CHECK_ENV) == "1"
 
 
 def run_python_as_nobody(code: str) -> subprocess.CompletedProcess[str]:
@@ -70,6 +78,7 @@ class DaemonProcess:
         self.state_dir = self.directory / "state"
         self.config_path = self.directory / "config.toml"
         self.log_path = self.directory / "daemon.log"
+        self.violations_path = self.directory / "schema-violations.txt"
         self.peers = list(peers or [])
         self.discovery = discovery
         self.interfaces = interfaces or []
@@ -114,7 +123,8 @@ class DaemonProcess:
         )
 
     def command(self) -> list[str]:
-        command = [sys.executable, "-m", "p2psync", "daemon", "--config", str(self.config_path)]
+        program = "tests.schema_daemon" if schema_checked() else "p2psync"
+        command = [sys.executable, "-m", program, "daemon", "--config", str(self.config_path)]
         return ["ip", "netns", "exec", self.netns, *command] if self.netns else command
 
     def start(self, wait: bool = True, env: dict[str, str] | None = None) -> "DaemonProcess":
@@ -127,10 +137,13 @@ class DaemonProcess:
         inherited = {k: v for k, v in os.environ.items() if k not in SOCKET_VARIABLES}
         env = {
             **inherited,
-            # the package of this tree, not whichever one the interpreter has installed
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             "NOTIFY_SOCKET": str(notify_path),
             "PYTHONUNBUFFERED": "1",
+            # this worktree's p2psync (and tests.schema_daemon), whatever the venv installed
+            "PYTHONPATH": os.pathsep.join(
+                [str(REPO), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+            ).rstrip(os.pathsep),
+            "P2PSYNC_SCHEMA_VIOLATIONS": str(self.violations_path),
             **(env or {}),
         }
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it
@@ -172,6 +185,13 @@ class DaemonProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-6000:]
 
+    def check_schema_violations(self) -> None:
+        """Fail if any line on this daemon's control socket broke the protocol's schema."""
+        if self.violations_path.exists():
+            found = self.violations_path.read_text(errors="replace")
+            self.violations_path.unlink()
+            raise AssertionError(f"{self.name}: control lines that break the schema:\n{found}")
+
     def client(self, timeout: float = 20.0) -> Client:
         return Client(self.socket_path, timeout=timeout)
 
@@ -192,6 +212,7 @@ class DaemonProcess:
             self.process.send_signal(sig)
         code = self.process.wait(timeout=timeout)
         self._notify.close()
+        self.check_schema_violations()
         return code
 
     def kill(self) -> None:
@@ -269,6 +290,8 @@ def running(*daemons: DaemonProcess) -> Iterator[tuple[DaemonProcess, ...]]:
             if daemon.process is not None and daemon.process.poll() is None:
                 daemon.process.kill()
                 daemon.process.wait()
+    for daemon in daemons:  # only when the test passed so far: its own failure says more
+        daemon.check_schema_violations()
 
 
 def log_since(daemon: DaemonProcess, offset: int) -> str:

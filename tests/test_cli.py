@@ -20,8 +20,8 @@ from p2psync.cli import build_parser, main
 from p2psync.cli_commands import CLEAR_SCREEN, parse_value
 from p2psync.pairing_words import WORDS
 from tests.apps import APP_UID, needs_root, run_cli_as
+from tests.control_harness import Served, conflicting_write, start_served
 from tests.daemons import DaemonProcess, running
-from tests.test_control import Served, conflicting_write, start_served
 from tests.test_control_access import AppsDaemon
 
 

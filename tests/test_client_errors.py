@@ -31,8 +31,9 @@ from p2psync.client import (
     UnknownMethod,
 )
 from p2psync.client.errors import ERRORS_BY_CODE, connect_failure, error_for
+from tests.control_harness import start_served
 from tests.daemons import running
-from tests.test_control import DaemonOnASmallDisk, start_served
+from tests.test_control_connection import DaemonOnASmallDisk
 
 CODES = {
     "bad_request": BadRequest,

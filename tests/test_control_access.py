@@ -1,4 +1,4 @@
-"""Apps on the control socket (p2psync/control_access.py): a real daemon, and clients that are
+"""Apps on the control socket (p2psync/control/access.py): a real daemon, and clients that are
 real processes of other uids, held to their grants; root stays an admin with every right."""
 
 import os
@@ -197,7 +197,10 @@ def test_a_watch_shows_only_the_changes_its_grants_cover(daemon: AppsDaemon) -> 
             client, "watch", share="home", collection="diary"
         )
         client.send({"id": "w", "method": "watch"})  # every share, from now: filtered
-        assert client.receive()["ok"] is True
+        started = client.receive()
+        assert started["ok"] is True
+        caught_up = {"event": "caught_up", "position": started["result"]["position"]}
+        assert client.receive() == caught_up
         seed(daemon, "home", "diary", "monday", "private")  # not covered
         seed(daemon, "elsewhere", "plants", "cactus", "dry")  # another share
         daemon.call(
@@ -250,6 +253,29 @@ def test_a_revoked_grant_stops_an_open_connection_at_its_next_request(daemon: Ap
         removed = daemon.call("revoke_grant", app=uid, share="garden")["removed"]
         assert [g["share"] for g in removed] == ["garden"]
         forbidden(client, "get", share="garden", collection="beds", key="north")
+
+
+def test_an_app_is_told_its_methods_and_sees_only_what_its_grants_cover(
+    daemon: AppsDaemon,
+) -> None:
+    uid = APP_UID + 7
+    seed(daemon, "kitchen", "recipes", "soup", "leeks")
+    seed(daemon, "kitchen", "stock", "salt", 1)
+    daemon.call("grant", app=uid, share="kitchen", collection="recipes", read_only=True)
+    with app(daemon, uid) as client:
+        hello = client.result("hello", client="test-app/1")
+        assert {"hello", "id", "status", "get", "collections", "watch", "put"} <= set(
+            hello["methods"]
+        )
+        assert not set(hello["methods"]) & ADMIN_METHODS
+        listed = client.result("collections", share="kitchen")["collections"]
+        assert listed == [{"collection": "recipes", "records": 1}]  # not stock
+        assert "no grant for share 'default'" in forbidden(client, "collections")
+        refusal = forbidden(client, "watch", share="kitchen", events=["change", "peer"])
+        assert "may not watch 'peer' events" in refusal
+        client.send({"id": "w", "method": "watch", "share": "kitchen", "events": ["conflict"]})
+        assert client.receive()["ok"] is True  # conflict events of what it may read: allowed
+    assert "get" in daemon.call("hello")["methods"] and "grant" in daemon.call("hello")["methods"]
 
 
 def test_root_and_holders_of_the_control_group_keep_every_right(daemon: AppsDaemon) -> None:

@@ -1,46 +1,10 @@
-import errno
-import math
-import sqlite3
+"""Request parameters and the ops of writes (p2psync/control/api.py)."""
 
-import msgpack
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
-from p2psync import control_api, entry
-from p2psync.control_api import (
-    BAD_REQUEST,
-    RequestError,
-    json_from_value,
-    param,
-    transaction_ops,
-    value_from_json,
-    write_op,
-)
-
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.text()
-    | st.floats(allow_nan=False, allow_infinity=False),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
-    ),
-    max_leaves=20,
-)
-
-
-@given(json_values)
-def test_json_values_round_trip_through_the_stored_form(value):
-    assert json_from_value(value_from_json(value)) == value
-
-
-def test_what_json_cannot_carry_is_tagged_not_dropped():
-    assert json_from_value(msgpack.packb(b"\x00\x01")) == {"$base64": "AAE="}
-    assert json_from_value(msgpack.packb(math.inf)) == {"$float": "Infinity"}
-    assert json_from_value(b"\xc1") == {"$raw": "wQ=="}, "an unreadable value is shown as raw"
-    assert json_from_value(msgpack.packb({1: "a"})) == {"1": "a"}
+from p2psync import entry
+from p2psync.control.api import param, single_write, transaction_write, write_op
+from p2psync.control.errors import BAD_REQUEST, RequestError
 
 
 def test_parameters_are_checked_with_a_message_naming_them():
@@ -60,7 +24,7 @@ def test_writes_to_system_collections_are_refused():
 
 
 def test_a_transaction_names_the_op_that_is_wrong():
-    ops = transaction_ops(
+    write = transaction_write(
         {
             "ops": [
                 {"op": "put", "collection": "c", "key": "a", "value": 1},
@@ -68,39 +32,37 @@ def test_a_transaction_names_the_op_that_is_wrong():
             ]
         }
     )
-    assert [(op.kind, op.key) for op in ops] == [(entry.PUT, "a"), (entry.DELETE, "b")]
+    assert [(op.kind, op.key) for op in write.ops] == [(entry.PUT, "a"), (entry.DELETE, "b")]
+    assert write.preconditions == []
     broken = [{"op": "put", "collection": "c", "key": "a", "value": 1}, {"op": "put"}]
     with pytest.raises(RequestError, match=r"ops\[1\]: missing parameter 'collection'"):
-        transaction_ops({"ops": broken})
-
-
-def test_disk_full_is_recognised_through_wrapping_and_nothing_else_is() -> None:
-    full = sqlite3.OperationalError("database or disk is full")
-    assert control_api.is_disk_full(full)
-    assert control_api.is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
-    try:
-        try:
-            raise full
-        except sqlite3.OperationalError as exc:
-            raise RuntimeError("commit failed") from exc
-    except RuntimeError as wrapped:
-        assert control_api.is_disk_full(wrapped)
-    assert not control_api.is_disk_full(sqlite3.OperationalError("database is locked"))
-    assert not control_api.is_disk_full(OSError(errno.EIO, "I/O error"))
-    assert not control_api.is_disk_full(ValueError("full"))
-
-
-def test_lone_surrogates_are_refused_with_where_they_were() -> None:
-    control_api.reject_lone_surrogates(
-        {"method": "put", "key": "\U0001f600", "value": {"é": ["ok", 1, None, 1.5]}}
+        transaction_write({"ops": broken})
+    misspelt = [{"op": "put", "collection": "c", "key": "a", "vlaue": 1}]
+    with pytest.raises(RequestError) as unknown:
+        transaction_write({"ops": misspelt})
+    assert unknown.value.code == BAD_REQUEST
+    assert unknown.value.message == (
+        "ops[0]: unknown parameter 'vlaue' for an op of a transaction; known: collection, "
+        "if_version, key, op, schema_version, type, value"
     )
-    for request, where in [
-        ({"key": "\ud800"}, "'key'"),
-        ({"value": {"a": [1, "x\udfff"]}}, "'value.a[1]'"),
-        ({"value": {"\ud800": 1}}, "a key in 'value'"),
-        ({"\udc00": 1}, "a parameter name"),
-    ]:
-        with pytest.raises(control_api.RequestError) as refused:
-            control_api.reject_lone_surrogates(request)
-        assert refused.value.code == control_api.BAD_REQUEST
-        assert refused.value.message.startswith(f"{where} is not valid Unicode"), where
+
+
+def test_if_version_becomes_a_precondition_on_the_record_it_writes():
+    put = single_write({"collection": "c", "key": "k", "value": 1, "if_version": "v1"}, "put")
+    assert [(p.collection, p.key, p.version, p.label) for p in put.preconditions] == [
+        ("c", "k", "v1", "")
+    ]
+    absent = single_write({"collection": "c", "key": "k", "if_version": ""}, "delete")
+    assert [p.version for p in absent.preconditions] == [""]  # "": only if there is none
+    assert single_write({"collection": "c", "key": "k", "value": 1}, "put").preconditions == []
+    with pytest.raises(RequestError, match="'if_version' must be a string"):
+        single_write({"collection": "c", "key": "k", "value": 1, "if_version": 7}, "put")
+    both = transaction_write(
+        {
+            "ops": [
+                {"op": "put", "collection": "c", "key": "a", "value": 1},
+                {"op": "delete", "collection": "c", "key": "b", "if_version": "v2"},
+            ]
+        }
+    )
+    assert [(p.key, p.version, p.label) for p in both.preconditions] == [("b", "v2", "ops[1]: ")]

@@ -20,7 +20,7 @@ import pytest
 
 from p2psync import identity, keystore, tls
 from p2psync.client import ChangeEvent, ControlError
-from p2psync.control_socket import ControlSocketError
+from p2psync.control.socket_file import ControlSocketError
 from p2psync.daemon_setup import StartupError, startup_failure
 from tests.daemons import (
     DaemonProcess,

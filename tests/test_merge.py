@@ -1,6 +1,7 @@
 import msgpack
 
 from p2psync import entry, merge
+from p2psync.merge import Sibling, dot_version
 
 A = "AAAAA-AAAAA-AAAAA-AAAAA-AAAAA-AAAAA-AAAAA/0000000a"
 B = "BBBBB-BBBBB-BBBBB-BBBBB-BBBBB-BBBBB-BBBBB/0000000b"
@@ -125,3 +126,13 @@ def test_a_new_epoch_waits_for_the_epochs_it_continues_up_to_where_it_continued_
     assert not merge.is_ready(first, {A: 2})
     assert merge.is_ready(first, {A: 3})
     assert merge.is_ready(first, {A: 1}, lambda actor: 1 if actor == A else None), "cut at 1"
+
+
+def test_a_version_names_one_write_the_same_way_everywhere_and_fits_json():
+    first = Sibling("DEV/00000001", 1, 5, False, b"a", None)
+    assert first.version == dot_version("DEV/00000001", 1)  # the same on every device
+    others = {
+        dot_version(actor, seq) for actor in ("DEV/00000001", "DEV/00000002") for seq in (1, 2, 10)
+    }
+    assert len(others) == 6  # distinct per write
+    assert all(isinstance(v, str) and len(v) == 16 and v.isascii() for v in others)

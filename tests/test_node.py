@@ -15,7 +15,15 @@ import trio.testing
 from p2psync import entry, identity, node
 from p2psync.entry import Op
 from p2psync.node import ChangeNotifier, Node, Transaction
-from p2psync.replica import DEFAULT_SHARE, Commit, Replica, ReplicaError
+from p2psync.replica import (
+    DEFAULT_SHARE,
+    Commit,
+    Precondition,
+    Replica,
+    ReplicaError,
+    VersionConflict,
+)
+from p2psync.shares.rules import ShareError
 
 TIMEOUT = 10
 
@@ -171,6 +179,70 @@ async def test_groups_respect_the_size_limits_and_the_order_of_shares(
     assert running.batches == [[1, 1, 1], [1], [3], [1], [1]]
     positions = [c.lseq for c in commits if isinstance(c, Commit)]
     assert positions == sorted(positions) and len(positions) == len(queued)
+
+
+async def test_a_precondition_is_checked_against_what_the_group_wrote_before_it(
+    running: Running, nursery: trio.Nursery
+) -> None:
+    first = await running.node.commit(DEFAULT_SHARE, put("k", 0))
+    gate = await running.gated(nursery)
+    running.batches.clear()
+
+    def if_at(version: str, key: str = "k") -> list[Precondition]:
+        return [Precondition("c", key, version)]
+
+    queued = [
+        running.node.submit(DEFAULT_SHARE, put("other")),
+        # two writers read version `first`: the one queued first wins, the other is refused
+        running.node.submit(DEFAULT_SHARE, put("k", 1), if_at(first.version)),
+        running.node.submit(DEFAULT_SHARE, put("k", 2), if_at(first.version)),
+        running.node.submit(DEFAULT_SHARE, put("new", 3), if_at("", "new")),  # did not exist
+        running.node.submit(DEFAULT_SHARE, put("new", 4), if_at("", "new")),  # it does now
+        running.node.submit(DEFAULT_SHARE, put("after")),
+        running.node.submit("no-such-share", put("x"), if_at("")),
+    ]
+    gate.open()
+    other, won, lost, created, late, after, unknown = await results(queued)
+    assert all(isinstance(c, Commit) for c in (other, won, created, after))
+    assert isinstance(lost, VersionConflict) and repr(won.version) in str(lost)  # type: ignore[union-attr]
+    assert isinstance(late, VersionConflict) and "exists" in str(late)
+    assert isinstance(unknown, ShareError) and unknown.code == "not_found"
+    # each condition on a key written earlier in the group was checked once that was on disk;
+    # the refused transactions failed alone and took nothing else with them
+    assert running.batches == [[1, 1], [1], [1]]
+    view = await running.node.call(running.replica.get, DEFAULT_SHARE, "c", "k")
+    assert view is not None and msgpack.unpackb(view.winner.value) == 1
+    assert view.winner.version == won.version  # type: ignore[union-attr]
+
+
+async def test_conflicts_appearing_and_going_are_published_once_committed(
+    running: Running, tmp_path: Path
+) -> None:
+    other = Replica.open(tmp_path / "other.db", identity.DeviceIdentity.generate())
+    node = running.node
+    with node.events.subscribe(10) as events:
+        with trio.fail_after(TIMEOUT):
+            await node.commit(
+                DEFAULT_SHARE, [running.replica.device_op(other.identity.cert_pem, "o")]
+            )
+            await node.commit(DEFAULT_SHARE, put("x", "ours"))
+            other.commit(DEFAULT_SHARE, put("x", "theirs"))
+            items, _ = other.entries_after(DEFAULT_SHARE, 0, {}, max_bytes=1 << 20)
+            applied = await node.call(running.replica.apply, DEFAULT_SHARE, items)
+            await events.wait()
+        [appeared] = events.take()
+        assert appeared == {
+            "event": "conflict",
+            "share": DEFAULT_SHARE,
+            "collection": "c",
+            "key": "x",
+            "state": "appeared",
+            "position": applied.position,
+        }
+        with trio.fail_after(TIMEOUT):
+            resolved = await node.commit(DEFAULT_SHARE, put("x", "both"))
+            await events.wait()
+        assert [(e["state"], e["position"]) for e in events.take()] == [("resolved", resolved.lseq)]
 
 
 async def test_devices_written_locally_announce_a_membership_change(running: Running) -> None:

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from p2psync import entry, identity, merge
 from p2psync.entry import IntegrityError
 from p2psync.replica import DEFAULT_SHARE as SHARE
-from p2psync.replica import Replica
+from p2psync.replica import Precondition, Replica, VersionConflict
 
 KEYS = ["a", "b", "c"]
 _identities = [identity.DeviceIdentity.generate() for _ in range(5)]
@@ -100,6 +100,40 @@ def test_scan_pages_by_prefix():
     first = replica.scan(SHARE, "notes", prefix="k", limit=10)
     rest = replica.scan(SHARE, "notes", prefix="k", after=first[-1].key, limit=100)
     assert [v.key for v in first + rest] == [f"k{i:02}" for i in range(25)]
+
+
+def test_a_delete_received_from_a_peer_tells_the_value_it_replaced_here():
+    left, right = household(2)
+    put(left, "a", "first")
+    put(left, "a", "second")
+    converge([left, right])
+    start = right.last_position()
+    left.commit(SHARE, [entry.delete("notes", "a"), entry.delete("notes", "never there")])
+    converge([left, right])
+    deletes = [(c.op.key, c.previous) for c in right.changes(start)]
+    assert deletes == [("a", msgpack.packb("second")), ("never there", None)]
+    # on the writer too
+    assert [(c.op.key, c.previous) for c in left.changes(start - 1)][-2:] == deletes
+
+
+def test_preconditions_compare_the_winner_version_and_say_what_it_is():
+    (replica,) = household(1)
+    written = put(replica, "a", 1)
+    replica.check_preconditions(SHARE, [Precondition("notes", "a", written.version)])
+    replica.check_preconditions(SHARE, [Precondition("notes", "none", "")])
+    with pytest.raises(VersionConflict) as stale:
+        replica.check_preconditions(SHARE, [Precondition("notes", "a", "old", "ops[3]: ")])
+    assert str(stale.value) == (
+        f"ops[3]: notes/a has changed: it is at version {written.version!r}, not 'old'; "
+        "read it again"
+    )
+    with pytest.raises(VersionConflict, match="exists, at version"):
+        replica.check_preconditions(SHARE, [Precondition("notes", "a", "")])
+    with pytest.raises(VersionConflict, match="does not exist"):
+        replica.check_preconditions(SHARE, [Precondition("notes", "none", written.version)])
+    deleted = replica.commit(SHARE, [entry.delete("notes", "a")])
+    replica.check_preconditions(SHARE, [Precondition("notes", "a", "")])  # deleted: as absent
+    replica.check_preconditions(SHARE, [Precondition("notes", "a", deleted.version)])
 
 
 def test_two_replicas_converge_and_concurrent_writes_become_siblings():

@@ -283,7 +283,8 @@ def test_a_release_0_1_0_database_is_upgraded_with_counts_and_records_intact(tmp
     old.close()
 
     store = Store(path)
-    assert store.schema_version == SCHEMA_VERSION == 2
+    assert store.schema_version == SCHEMA_VERSION == 3
+    assert store.deleted_values(0, 10**9) == {}  # the table of schema 3 is there, empty
     assert kept_counts(store, "default") == full_counts(store, "default") == (22, 1)
     assert store._db.execute("SELECT * FROM records ORDER BY 1, 2, 3").fetchall() == rows_before
     assert store._db.execute("SELECT * FROM entries ORDER BY lseq").fetchall() == entries_before
@@ -360,6 +361,20 @@ HOT_QUERIES = {
         "SEARCH entries USING INDEX entries_by_actor (share=? AND actor=? AND seq=?)",
     ),
     "last lseq": (lambda st: st.last_lseq(), "SEARCH entries"),
+    "scan with deleted records in conflict": (
+        lambda st: st.scan("s", "c", "k", "k1", 10, deleted=True),
+        "SEARCH records USING PRIMARY KEY (share=? AND coll=? AND key>? AND key<?)",
+    ),
+    # one pass over the share's records (documented as not for polling), but in key order:
+    # grouping by collection needs no sorting
+    "collections": (
+        lambda st: st.collections("s"),
+        "SEARCH records USING PRIMARY KEY (share=?)",
+    ),
+    "values replaced by deletes": (
+        lambda st: st.deleted_values(3, 9),
+        "SEARCH deleted_values USING PRIMARY KEY (lseq>? AND lseq<?)",
+    ),
     # one row per writer of the share, however many records it holds
     "heads": (lambda st: st.heads("s"), "SEARCH heads USING PRIMARY KEY (share=?)"),
 }
@@ -381,3 +396,63 @@ def test_hot_queries_reach_their_rows_by_index_never_by_a_scan(tmp_path, name):
         assert expected in text, f"{name}: {text}"
         assert not [line for line in plan if line.startswith("SCAN")], f"{name}: {text}"
         assert "TEMP B-TREE" not in text, f"{name} sorts what it found: {text}"
+
+
+def test_scan_can_include_deleted_records_in_conflict_and_collections_count_live_ones(tmp_path):
+    store = Store(tmp_path / "db")
+    tombstone = Sibling("A/1", 2, 9, True, None, None)
+    with store.transaction():
+        store.save_records(
+            "s",
+            {
+                ("c", "live"): [sibling()],
+                ("c", "gone"): [tombstone],
+                ("c", "gone but contested"): [tombstone, sibling("B/1", 1, b"\x02")],
+                ("d", "only"): [tombstone],
+                ("_sys", "x"): [sibling()],
+                ("e", "one"): [sibling()],
+            },
+        )
+    plain = [key for key, _ in store.scan("s", "c", "", None, 10)]
+    assert plain == ["live"]
+    with_deleted = [key for key, _ in store.scan("s", "c", "", None, 10, deleted=True)]
+    assert with_deleted == ["gone but contested", "live"]
+    # user collections with live records; the one of only tombstones and the system one are not
+    assert store.collections("s") == [("c", 1), ("e", 1)]
+
+
+def test_conflicts_that_appear_or_go_are_told_once_committed(tmp_path):
+    store = Store(tmp_path / "db")
+    both = [sibling(), sibling("B/1", 1, b"\x02")]
+    with store.transaction():
+        store.save_records("s", {("c", "k"): [sibling()], ("_sys", "k"): [sibling()]})
+    assert store.take_conflict_flips() == []
+    with store.transaction():
+        store.save_records("s", {("c", "k"): both, ("_sys", "k"): both})
+    assert store.take_conflict_flips() == [("s", "c", "k", True)]  # user collections only
+    assert store.take_conflict_flips() == []  # each told once
+    with pytest.raises(RuntimeError), store.transaction():
+        store.save_records("s", {("c", "k"): [sibling()]})
+        raise RuntimeError("rolled back")
+    assert store.take_conflict_flips() == []  # nothing committed, nothing changed
+    with store.transaction():  # out and back in within one transaction: no news
+        store.save_records("s", {("c", "k"): [sibling()]})
+        store.save_records("s", {("c", "k"): both})
+    assert store.take_conflict_flips() == []
+    with store.transaction():
+        store.remove_records("s", [("c", "k")])
+    assert store.take_conflict_flips() == [("s", "c", "k", False)]
+
+
+def test_values_replaced_by_deletes_go_with_the_entries_taken_back(tmp_path):
+    store = Store(tmp_path / "db")
+    with store.transaction():
+        last = store.append_entries("s", [("A/1", seq, b"x", None) for seq in range(1, 4)])
+        store.save_deleted_values([(last - 1, "c", "k", b"old"), (last, "c", "j", b"older")])
+    assert store.deleted_values(last - 1, last) == {
+        (last - 1, "c", "k"): b"old",
+        (last, "c", "j"): b"older",
+    }
+    with store.transaction():
+        store.remove_entries_after("s", "A/1", 2)  # the entry at `last` is taken back
+    assert store.deleted_values(0, last) == {(last - 1, "c", "k"): b"old"}

@@ -6,7 +6,7 @@ or read and write, the records of one share or of one collection of a share. Thi
 Grant model, its validation and its stored form, which control methods read data, write data or
 are for admins only, and each decision: allowed, or refused with a message saying what was
 refused and why. It never looks up users, reads credentials, or touches a socket or the store:
-`credentials.py` says who a client is, `control_access.py` applies the decisions and keeps the
+`credentials.py` says who a client is, `control/access.py` applies the decisions and keeps the
 grants.
 """
 
@@ -28,10 +28,12 @@ class Access(Enum):
 
 
 METHOD_ACCESS: dict[str, Access] = {
+    "hello": Access.ANYONE,
     "id": Access.ANYONE,
     "status": Access.ANYONE,
     "get": Access.READ,
     "scan": Access.READ,
+    "collections": Access.READ,
     "conflicts": Access.READ,
     "watch": Access.READ,
     "put": Access.WRITE,
@@ -334,6 +336,12 @@ def watch_refusal(
             return f"{peer} has no grant for collection {collection!r} in any share"
         return data_refusal(peer, own, share, collection, write=False)
     return None
+
+
+def share_read_refusal(peer: Peer, grants: Iterable[Grant], share: str) -> str | None:
+    """Why `peer` may read nothing of `share`; None when some grant lets it read some of it
+    (what listing the share's collections, filtered, and its sync events need)."""
+    return watch_refusal(peer, grants, share, None)
 
 
 def _unidentified(peer: Peer) -> str:

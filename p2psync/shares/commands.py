@@ -9,7 +9,8 @@ of its own: who may do what is `members.py` and `rules.py`.
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..control_api import BAD_REQUEST, NOT_FOUND, RequestError, param
+from ..control.api import param
+from ..control.errors import BAD_REQUEST, NOT_FOUND, RequestError
 from ..daemon_status import count_missing
 from ..device_names import find_device
 from ..membership import DeviceRecord

@@ -7,7 +7,7 @@ and `grants`, and holding an app's connection to its grants: a request outside t
 `forbidden` and never reaches its method, and the app's `watch` sends only the changes they
 cover. Grants are read at every request and every change a watch sends, so a revocation applies
 at once, to open connections too. Admin connections are served as they are. The rules are
-`access/grants.py`'s, what a request means is `control.py`'s; when in doubt this module refuses.
+`access/grants.py`'s, what a request means is `server.py`'s; when in doubt this module refuses.
 """
 
 import logging
@@ -19,9 +19,9 @@ from typing import Any, Protocol
 
 import trio
 
-from . import __version__
-from .access import credentials
-from .access.grants import (
+from .. import __version__
+from ..access import credentials
+from ..access.grants import (
     Access,
     Grant,
     GrantError,
@@ -37,12 +37,15 @@ from .access.grants import (
     method_refusal,
     parse_app,
     scope_text,
+    share_read_refusal,
     watch_refusal,
     with_grant,
     without_grants,
 )
-from .control_api import BAD_REQUEST, FORBIDDEN, NOT_FOUND, RequestError, param, share_param
-from .control_connection import (
+from ..node import Node
+from ..shares.rules import unknown_share
+from .api import Write, param, share_param
+from .connection import (
     Dispatcher,
     Follow,
     StartStream,
@@ -50,10 +53,12 @@ from .control_connection import (
     json_line,
     serve_connection,
 )
-from .control_socket import why_others_cannot_connect
-from .entry import Op
-from .node import Node
-from .shares.rules import unknown_share
+from .errors import BAD_REQUEST, FORBIDDEN, NOT_FOUND, RequestError
+from .methods_admin import AdminMethods
+from .methods_data import Covers, DataMethods
+from .schema import PARAMETERS
+from .socket_file import why_others_cannot_connect
+from .watch import ADMIN_EVENTS
 
 log = logging.getLogger("p2psync.control")  # the name control lines have always been logged under
 
@@ -71,11 +76,25 @@ class Device(Protocol):
 
 
 class Served(Dispatcher, Protocol):
-    """The request dispatcher (`control._Server`), whose `watch` can be limited to what a
-    predicate of (share, collection) lets through."""
+    """The request dispatcher (`server.Server`), whose `watch` and `collections` can be limited
+    to what a predicate of (share, collection) lets through, and whose `hello` names the
+    methods a client may use."""
+
+    async def answer(
+        self,
+        request_id: Any,
+        method: str,
+        request: dict[str, Any],
+        call: Callable[[dict[str, Any]], Awaitable[Any]] | None = None,
+    ) -> bytes: ...
+
+    @property
+    def admin(self) -> AdminMethods: ...
+    @property
+    def data(self) -> DataMethods: ...
 
     async def start_watch(
-        self, request: dict[str, Any], covers: Callable[[str, str], bool] | None = None
+        self, request: dict[str, Any], covers: Covers | None = None
     ) -> tuple[dict[str, Any], Follow]: ...
 
 
@@ -294,9 +313,14 @@ class _AppConnection:
         self.peer = peer
         self.admins = admins
         self.access = access
-        self.calls: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = server.calls
         self.methods = server.methods
-        self.writes: dict[str, Callable[[dict[str, Any]], list[Op]]] = {
+        # what an app is told and shown differs from an admin's for these
+        self.calls: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]] = {
+            **server.calls,
+            "hello": lambda request: server.admin.hello(request, self._app_methods()),
+            "collections": partial(server.data.collections, covers=self._may_read),
+        }
+        self.writes: dict[str, Callable[[dict[str, Any]], Write]] = {
             method: partial(self._write, method) for method in server.writes
         }
         self.streams: dict[str, StartStream] = {
@@ -315,12 +339,20 @@ class _AppConnection:
         if method == "status":
             status = self.access.app_status(self.peer)
             return json_line({"id": request_id, "ok": True, "result": status})
-        return await self.server.answer(request_id, method, request)
+        return await self.server.answer(request_id, method, request, self.calls[method])
+
+    def _app_methods(self) -> list[str]:
+        return [m for m in PARAMETERS if method_access(m) is not Access.ADMIN]
 
     def _check_call(self, method: str, request: dict[str, Any]) -> None:
         self._check_method(method)
         kind = method_access(method)
         if kind not in (Access.READ, Access.WRITE):
+            return
+        if method == "collections":  # lists only what the app's grants cover
+            refusal = share_read_refusal(self.peer, self.access.grants, share_param(request))
+            if refusal is not None:
+                raise RequestError(FORBIDDEN, refusal)
             return
         collection = request.get("collection")
         if collection is not None and not isinstance(collection, str):
@@ -337,19 +369,19 @@ class _AppConnection:
         if refusal is not None:
             raise RequestError(FORBIDDEN, refusal)
 
-    def _write(self, method: str, request: dict[str, Any]) -> list[Op]:
+    def _write(self, method: str, request: dict[str, Any]) -> Write:
         """Every op of a write must be covered by a grant that is not read-only."""
         self._check_method(method)
-        ops = self.server.writes[method](request)
+        write = self.server.writes[method](request)
         share = share_param(request)
-        for index, op in enumerate(ops):
+        for index, op in enumerate(write.ops):
             try:
                 self._check_data(share, op.collection, write=True)
             except RequestError as exc:
                 if method == "transaction":
                     raise RequestError(exc.code, f"ops[{index}]: {exc.message}") from None
                 raise
-        return ops
+        return write
 
     async def _stream(self, method: str, request: dict[str, Any]) -> tuple[dict[str, Any], Follow]:
         self._check_method(method)
@@ -361,7 +393,18 @@ class _AppConnection:
             refusal = watch_refusal(self.peer, self.access.grants, share, collection)
             if refusal is not None:
                 raise RequestError(FORBIDDEN, refusal)
+        kinds = request.get("events")
+        if isinstance(kinds, list):
+            for kind in ADMIN_EVENTS.intersection(k for k in kinds if isinstance(k, str)):
+                raise RequestError(
+                    FORBIDDEN,
+                    f"{self.peer} may not watch {kind!r} events: they tell about devices and "
+                    f"members, for admins of this device only ({self.admins})",
+                )
         return await self.server.start_watch(request, covers=self._may_read)
 
-    def _may_read(self, share: str, collection: str) -> bool:
+    def _may_read(self, share: str, collection: str | None) -> bool:
+        """Whether the app may read `collection` of `share` (None: anything of the share)."""
+        if collection is None:
+            return share_read_refusal(self.peer, self.access.grants, share) is None
         return covered(self.peer, self.access.grants, share, collection, write=False)

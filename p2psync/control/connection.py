@@ -3,7 +3,7 @@
 It owns the framing (newline-delimited JSON, oversized lines skipped, non-finite numbers refused),
 the order of answers (a connection's writes commit in request order and reads see them), and the
 per-connection limits: pipelined requests in flight, answers the client has not read, writes
-waiting for their commit. What a request means is the dispatcher's (`control.py`). A slow, stuck
+waiting for their commit. What a request means is the dispatcher's (`server.py`). A slow, stuck
 or malicious client must never stall another connection, make the daemon buffer without bound or
 see a traceback; a failure here ends this connection only.
 """
@@ -18,22 +18,24 @@ from typing import Any, Protocol
 
 import trio
 
-from .control_api import (
+from ..node import Node, Transaction
+from ..replica import ReplicaError, VersionConflict
+from ..shares.rules import ShareError
+from .api import Write, commit_json, share_param
+from .errors import (
     BAD_REQUEST,
+    CONFLICT,
     DISK_FULL,
     DISK_FULL_MESSAGE,
-    SURROGATE_ESCAPE,
+    INTERNAL,
+    INTERNAL_MESSAGE,
     TOO_LARGE,
     UNKNOWN_METHOD,
     RequestError,
     is_disk_full,
-    reject_lone_surrogates,
-    share_param,
 )
-from .entry import Op
-from .node import Node, Transaction
-from .replica import ReplicaError
-from .shares.rules import ShareError
+from .schema import check_parameters
+from .values import SURROGATE_ESCAPE, reject_lone_surrogates
 
 log = logging.getLogger("p2psync.control")  # the name these lines have always been logged under
 
@@ -42,9 +44,6 @@ MAX_IN_FLIGHT = 128  # pipelined requests per connection before we stop reading 
 MAX_UNSENT_BYTES = 1024 * 1024  # answers waiting for a client to read them, per connection
 MAX_UNCOMMITTED_BYTES = 1024 * 1024  # write requests waiting for their commit, per connection
 
-INTERNAL = "internal"
-INTERNAL_MESSAGE = "internal error; the daemon's log has the details"
-
 Send = Callable[[bytes], Awaitable[None]]
 Follow = Callable[[Send], Awaitable[None]]
 # a streaming method: its first answer, and what follows it on the connection
@@ -52,13 +51,13 @@ StartStream = Callable[[dict[str, Any]], Awaitable[tuple[dict[str, Any], Follow]
 
 
 class Dispatcher(Protocol):
-    """What a connection needs from the request dispatcher (`control._Server`)."""
+    """What a connection needs from the request dispatcher (`server.Server`)."""
 
     @property
     def node(self) -> Node: ...
 
     calls: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]  # answered by `answer`
-    writes: dict[str, Callable[[dict[str, Any]], list[Op]]]  # method -> the ops to commit
+    writes: dict[str, Callable[[dict[str, Any]], Write]]  # method -> what to commit
     streams: dict[str, StartStream]  # methods that turn the connection into a stream of events
     methods: list[str]
 
@@ -197,8 +196,9 @@ class _WriteReply:
         """Read once, when the reply is sent."""
         commit, error = self.transaction.commit, self.transaction.error
         if commit is not None:
-            result = {"position": commit.lseq, "seq": commit.seq, "hlc": commit.hlc}
-            return json_line({"id": self.request_id, "ok": True, "result": result})
+            return json_line({"id": self.request_id, "ok": True, "result": commit_json(commit)})
+        if isinstance(error, VersionConflict):
+            return error_line(self.request_id, CONFLICT, str(error))
         if error is not None and is_disk_full(error):
             log.warning("a control write was refused: the disk is full (%s)", error)
             return error_line(self.request_id, DISK_FULL, DISK_FULL_MESSAGE)
@@ -288,11 +288,18 @@ class _Connection:
                 if SURROGATE_ESCAPE.search(line):  # rare: only then walk the whole request
                     reject_lone_surrogates(request)
                 method = request["method"]
+                if method not in self.server.methods:
+                    raise RequestError(
+                        UNKNOWN_METHOD,
+                        f"unknown method {method!r}; known: {', '.join(self.server.methods)}",
+                    )
+                check_parameters(method, request)
                 if method in self.server.writes:
-                    share, ops = share_param(request), self.server.writes[method](request)
+                    share, write = share_param(request), self.server.writes[method](request)
                     await self._room_for_write(len(line))
                     # queued at once, in request order: a connection's writes commit in order
-                    reply = _WriteReply(request_id, self.server.node.submit(share, ops), len(line))
+                    queued = self.server.node.submit(share, write.ops, write.preconditions)
+                    reply = _WriteReply(request_id, queued, len(line))
                     self.writes_in_flight.append(reply)
                     self.uncommitted_bytes += reply.size
                     try:  # no checkpoint per request: a pipelined burst is read in one go
@@ -306,11 +313,6 @@ class _Connection:
                     started, follow = await self.server.streams[method](request)
                     await self._send(json_line({"id": request_id, "ok": True, "result": started}))
                     return follow
-                if method not in self.server.calls:
-                    raise RequestError(
-                        UNKNOWN_METHOD,
-                        f"unknown method {method!r}; known: {', '.join(self.server.methods)}",
-                    )
                 await self._send(await self.server.answer(request_id, method, request))
             except RequestError as exc:
                 await self._send(error_line(request_id, exc.code, exc.message))

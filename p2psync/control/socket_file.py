@@ -4,7 +4,7 @@ It owns the Unix socket path: binding under a temporary name and renaming into p
 socket is never reachable with the umask's permissions), its mode and group, telling a stale
 socket file from a live daemon's, and unlinking only the socket it created. It must never remove
 a file that is not a socket or a socket another daemon answers on, and it never reads a request:
-connections are `control_connection.py`'s, their meaning `control.py`'s.
+connections are `connection.py`'s, their meaning `server.py`'s.
 """
 
 import grp

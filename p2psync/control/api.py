@@ -1,0 +1,185 @@
+"""Requests and answers of the control socket's data methods, between JSON and the replica (pure).
+
+It owns the request parameter checks (types, missing ones, reserved collections, shares), the
+ops a write request makes, and the JSON shapes of records, siblings and changes. Values inside
+them are `values.py`'s, error codes `errors.py`'s. It never touches sockets or the store:
+`connection.py` reads lines, the method modules call the replica, this module only converts.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from .. import entry as entries
+from .. import merge
+from ..entry import Op
+from ..merge import Sibling
+from ..replica import DEFAULT_SHARE, Change, Commit, Precondition, RecordView
+from ..vectors import device_of
+from .errors import BAD_REQUEST, RequestError
+from .schema import check_op_parameters
+from .values import json_from_value, jsonable, value_from_json
+
+# records and changes ----------------------------------------------------------------------------
+
+
+def meta_fields(meta: bytes | None) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if meta is not None:
+        try:
+            fields = msgpack.unpackb(meta, raw=False, strict_map_key=False)
+        except Exception:
+            fields = {}
+    if not isinstance(fields, dict):
+        fields = {}
+    return {"type": fields.get("type"), "schema_version": fields.get("schema_version")}
+
+
+def sibling_json(sibling: Sibling) -> dict[str, Any]:
+    return {
+        "version": sibling.version,
+        "origin": device_of(sibling.actor),
+        "hlc": sibling.hlc,
+        "deleted": sibling.deleted,
+        "value": None if sibling.deleted else json_from_value(sibling.value),
+        **jsonable(meta_fields(sibling.meta)),
+    }
+
+
+def record_json(view: RecordView, *, siblings: bool) -> dict[str, Any]:
+    found = {
+        "collection": view.collection,
+        "key": view.key,
+        **sibling_json(view.winner),
+        "conflict": view.conflict,
+    }
+    if siblings:
+        found["siblings"] = [sibling_json(s) for s in view.siblings]
+    return found
+
+
+def change_json(change: Change) -> dict[str, Any]:
+    op = change.op
+    deleted = op.kind == entries.DELETE
+    shown = {
+        "collection": op.collection,
+        "key": op.key,
+        "op": "delete" if deleted else "put",
+        "value": None if deleted else json_from_value(op.value),
+        "deleted": deleted,
+        "version": merge.dot_version(change.actor, change.seq),
+        "origin": device_of(change.actor),
+        **jsonable(meta_fields(op.meta)),
+    }
+    if deleted:  # what the delete replaced here: the winner's value (None: nothing live)
+        shown["previous"] = json_from_value(change.previous)
+    return shown
+
+
+def commit_json(commit: Commit) -> dict[str, Any]:
+    """The answer to a write: where it is in this daemon's log, and the version it wrote."""
+    return {
+        "position": commit.lseq,
+        "seq": commit.seq,
+        "hlc": commit.hlc,
+        "version": commit.version,
+    }
+
+
+# request parameters ---------------------------------------------------------------------------
+
+_MISSING = object()
+_TYPE_NAMES = {
+    str: "a string",
+    int: "an integer",
+    bool: "true or false",
+    dict: "an object",
+    list: "a list",
+}
+
+
+def param(request: dict[str, Any], name: str, kind: type, default: Any = _MISSING) -> Any:
+    value = request.get(name)
+    if value is None:
+        if default is _MISSING:
+            raise RequestError(BAD_REQUEST, f"missing parameter {name!r}")
+        return default
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise RequestError(BAD_REQUEST, f"parameter {name!r} must be {_TYPE_NAMES[kind]}")
+    return value
+
+
+def collection_param(request: dict[str, Any], *, writing: bool = False) -> str:
+    collection: str = param(request, "collection", str)
+    if not collection:
+        raise RequestError(BAD_REQUEST, "parameter 'collection' must not be empty")
+    if writing and collection.startswith("_"):
+        raise RequestError(
+            BAD_REQUEST,
+            f"collection {collection!r} is reserved for p2psync itself (names starting with '_'); "
+            "use trust/revoke for devices",
+        )
+    return collection
+
+
+def share_param(request: dict[str, Any]) -> str:
+    share: str = param(request, "share", str, DEFAULT_SHARE)
+    if not share:
+        raise RequestError(BAD_REQUEST, "parameter 'share' must not be empty")
+    return share
+
+
+@dataclass
+class Write:
+    """What a write request asks to commit: its ops, and the versions they expect."""
+
+    ops: list[Op]
+    preconditions: list[Precondition] = field(default_factory=list)
+
+
+def write_op(request: dict[str, Any], kind: str) -> Op:
+    collection = collection_param(request, writing=True)
+    key: str = param(request, "key", str)
+    meta = {
+        "type": param(request, "type", str, None),
+        "schema_version": param(request, "schema_version", int, None),
+    }
+    if kind == "delete":
+        return entries.delete(collection, key, **meta)
+    if kind != "put":
+        raise RequestError(BAD_REQUEST, '\'op\' must be "put" or "delete"')
+    if "value" not in request:
+        raise RequestError(BAD_REQUEST, "missing parameter 'value' (null is a value: send null)")
+    return entries.put(collection, key, value_from_json(request["value"]), **meta)
+
+
+def if_version_param(request: dict[str, Any], op: Op, label: str = "") -> list[Precondition]:
+    """`if_version`: the write happens only if the record's winner is at that version ("": the
+    record does not exist or is deleted); otherwise the answer is `conflict`."""
+    version: str | None = param(request, "if_version", str, None)
+    return [] if version is None else [Precondition(op.collection, op.key, version, label)]
+
+
+def single_write(request: dict[str, Any], kind: str) -> Write:
+    """`put` and `delete`."""
+    op = write_op(request, kind)
+    return Write([op], if_version_param(request, op))
+
+
+def transaction_write(request: dict[str, Any]) -> Write:
+    listed: list[Any] = param(request, "ops", list)
+    if not listed:
+        raise RequestError(BAD_REQUEST, "a transaction needs at least one op")
+    write = Write([])
+    for index, item in enumerate(listed):
+        if not isinstance(item, dict):
+            raise RequestError(BAD_REQUEST, f"ops[{index}] must be an object")
+        try:
+            check_op_parameters(item)
+            op = write_op(item, param(item, "op", str))
+            write.preconditions += if_version_param(item, op, f"ops[{index}]: ")
+        except RequestError as exc:
+            raise RequestError(exc.code, f"ops[{index}]: {exc.message}") from None
+        write.ops.append(op)
+    return write

@@ -1,0 +1,157 @@
+"""What the control socket's data methods mean: reading records, resolving conflicts, the ops of
+writes (trio).
+
+It owns `get`, `scan`, `collections`, `conflicts` and `resolve`, and turns `put`, `delete` and
+`transaction` requests into what the connection queues for group commit (ops, and the versions
+they expect). Everything goes through the node
+(the replica's database thread); parameters and JSON shapes are `api.py`'s. It holds no merge
+rule and no access rule (an app's requests reach it only once `access.py` allowed them).
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .. import entry as entries
+from ..entry import Op
+from ..node import Node
+from ..vectors import device_of
+from .api import (
+    Write,
+    collection_param,
+    commit_json,
+    param,
+    record_json,
+    share_param,
+    single_write,
+    transaction_write,
+    write_op,
+)
+from .errors import BAD_REQUEST, CONFLICT, NOT_FOUND, RequestError
+
+SCAN_DEFAULT_LIMIT = 100
+SCAN_MAX_LIMIT = 1000
+SCAN_PAGE_VALUE_BYTES = 4 * 1024 * 1024  # a scan page ends early rather than grow past this
+CONFLICTS_LIMIT = 1000
+
+Call = Callable[[dict[str, Any]], Awaitable[Any]]
+WriteRequest = Callable[[dict[str, Any]], Write]
+# whether a client may read a collection of a share, None: anything of it (an app: its grants);
+# where a Covers is None instead, the client is an admin and may read everything
+Covers = Callable[[str, str | None], bool]
+
+
+class DataMethods:
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.calls: dict[str, Call] = {
+            "get": self.get,
+            "scan": self.scan,
+            "collections": self.collections,
+            "conflicts": self.conflicts,
+            "resolve": self.resolve,
+        }
+        # answered when their transaction commits (see connection.py)
+        self.writes: dict[str, WriteRequest] = {
+            "put": lambda request: single_write(request, "put"),
+            "delete": lambda request: single_write(request, "delete"),
+            "transaction": transaction_write,
+        }
+
+    async def get(self, request: dict[str, Any]) -> Any:
+        share, collection = share_param(request), collection_param(request)
+        key: str = param(request, "key", str)
+        everything: bool = param(request, "all", bool, False)
+        view = await self.node.call(self.node.replica.get, share, collection, key)
+        if view is None:
+            raise RequestError(NOT_FOUND, f"no record {collection}/{key}")
+        if view.deleted and not view.conflict and not everything:
+            raise RequestError(
+                NOT_FOUND, f"{collection}/{key} was deleted (by {device_of(view.winner.actor)})"
+            )
+        return record_json(view, siblings=everything or view.conflict)
+
+    async def scan(self, request: dict[str, Any]) -> Any:
+        share, collection = share_param(request), collection_param(request)
+        prefix: str = param(request, "prefix", str, "")
+        after: str | None = param(request, "after", str, None)
+        limit: int = param(request, "limit", int, SCAN_DEFAULT_LIMIT)
+        deleted: bool = param(request, "deleted", bool, False)
+        if not 1 <= limit <= SCAN_MAX_LIMIT:
+            raise RequestError(BAD_REQUEST, f"'limit' must be between 1 and {SCAN_MAX_LIMIT}")
+        views = await self.node.call(
+            self.node.replica.scan, share, collection, prefix, after, limit, deleted
+        )
+        items: list[dict[str, Any]] = []
+        size = 0
+        for view in views:
+            size += len(view.winner.value or b"")
+            if items and size > SCAN_PAGE_VALUE_BYTES:
+                break
+            items.append(record_json(view, siblings=False))
+        more = len(views) == limit or len(items) < len(views)
+        return {"items": items, "next": items[-1]["key"] if more and items else None}
+
+    async def collections(self, request: dict[str, Any], covers: Covers | None = None) -> Any:
+        """The user collections of a share with their live records: one pass over the share's
+        records (not for polling). With `covers`, only the collections it lets through."""
+        share = share_param(request)
+        counted = await self.node.call(self.node.replica.collections, share)
+        return {
+            "collections": [
+                {"collection": collection, "records": records}
+                for collection, records in counted
+                if covers is None or covers(share, collection)
+            ]
+        }
+
+    async def conflicts(self, request: dict[str, Any]) -> Any:
+        share = share_param(request)
+        collection = collection_param(request) if request.get("collection") is not None else None
+        views = await self.node.call(
+            self.node.replica.conflicts, share, collection, CONFLICTS_LIMIT + 1
+        )
+        return {
+            "items": [record_json(v, siblings=True) for v in views[:CONFLICTS_LIMIT]],
+            "more": len(views) > CONFLICTS_LIMIT,
+        }
+
+    async def resolve(self, request: dict[str, Any]) -> Any:
+        share = share_param(request)
+        pick = param(request, "pick", dict, None)
+        if (pick is None) == ("value" not in request):
+            raise RequestError(BAD_REQUEST, "give either 'value' or 'pick': {version}")
+        if pick is None:
+            op = write_op(request, "put")
+        else:
+            op = await self._picked_op(share, request, pick)
+        return commit_json(await self.node.commit(share, [op]))
+
+    async def _picked_op(self, share: str, request: dict[str, Any], pick: dict[str, Any]) -> Op:
+        """The op that writes the picked sibling again. `pick` may be a whole sibling as `get`
+        shows it: its `version` is what counts ({origin, hlc} is the deprecated way, for
+        sibling objects without one)."""
+        collection = collection_param(request, writing=True)
+        key: str = param(request, "key", str)
+        version: str | None = param(pick, "version", str, None)
+        if version is None:
+            origin: str = param(pick, "origin", str)
+            hlc: int = param(pick, "hlc", int)
+        view = await self.node.call(self.node.replica.get, share, collection, key)
+        if view is None:
+            raise RequestError(NOT_FOUND, f"no record {collection}/{key}")
+        for sibling in view.siblings:
+            if version is not None:
+                picked = sibling.version == version
+            else:
+                picked = device_of(sibling.actor) == origin and sibling.hlc == hlc
+            if picked:
+                if sibling.deleted:
+                    return Op(entries.DELETE, collection, key, None, sibling.meta)
+                return Op(entries.PUT, collection, key, sibling.value, sibling.meta)
+        which = f"version {version!r}" if version is not None else f"version from {origin}"
+        which += "" if version is not None else f" at hlc {hlc}"
+        raise RequestError(
+            CONFLICT,
+            f"{collection}/{key} has no {which} (any more); its versions are "
+            f"{', '.join(repr(s.version) for s in view.siblings)}: look again with get",
+        )
