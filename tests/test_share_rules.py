@@ -180,7 +180,7 @@ def test_a_removed_device_told_by_a_member_stops_writing_and_offering_until_adde
     assert not c.note_removal(FAMILY, "SOMEONE-ELSE", reason), "only a member's word counts"
     assert c.note_removal(FAMILY, a.device_id, reason)
     assert c.shares_for(a.device_id) == c.shares_for(b.device_id) == ["default"]
-    assert c.share_summary(FAMILY)["removed"] == reason and not c.share_summary(FAMILY)["member"]
+    assert c.share_summary(FAMILY)["removal"] == reason and not c.share_summary(FAMILY)["member"]
     with pytest.raises(ShareError) as refused:
         put(c, "x", 1)
     assert refused.value.code == "forbidden"

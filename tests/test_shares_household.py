@@ -434,7 +434,7 @@ def test_a_device_removed_while_offline_cannot_add_itself_or_another_device_back
         wait_for(lambda: connected_to(c, home.ids["a"], home.ids["b"]), "c back", a, b, c)
         wait_for(
             lambda: next(x for x in c.call("share_list")["shares"] if x["share"] == FAMILY)[
-                "removed"
+                "removal"
             ],
             "a member to tell c it was removed",
             a,
@@ -476,14 +476,14 @@ def test_a_device_removed_while_offline_is_told_and_cannot_bring_a_non_member_in
         c.start()
         wait_for(
             lambda: next(s for s in c.call("share_list")["shares"] if s["share"] == SHOPPING)[
-                "removed"
+                "removal"
             ],
             "a to tell c it was removed",
             a,
             c,
         )
         listed = next(s for s in c.call("share_list")["shares"] if s["share"] == SHOPPING)
-        assert listed["member"] is False and home.ids["a"] in listed["removed"]
+        assert listed["member"] is False and home.ids["a"] in listed["removal"]
         assert c.error("share_add", share=SHOPPING, device=home.ids["b"])["code"] == "forbidden"
         assert (
             c.error("put", share=SHOPPING, collection="list", key="after", value=1)["code"]

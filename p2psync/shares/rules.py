@@ -233,7 +233,7 @@ class ShareRules:
             "member": self.is_share_member(share, self.device_id),
             "members": None if members is None else len(members.current()),
             "open": members is None or members.open,
-            "removed": self.removal_notice(share) or None,  # what a member told us, if it did
+            "removal": self.removal_notice(share) or None,  # what a member told us, if it did
         }
 
     def share_records(self, share: str) -> Mapping[str, MemberRecord]:
