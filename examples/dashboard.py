@@ -16,6 +16,7 @@ the data starts with the position reached: pass it as `--since` to carry on from
 
 import argparse
 import asyncio
+import io
 import sys
 
 from p2psync.client import AsyncClient, CaughtUp, ChangeEvent, Heartbeat
@@ -28,7 +29,7 @@ def shortened(value: object, width: int = 60) -> str:
 
 async def print_counts(client: AsyncClient, share: str, position: int) -> None:
     collections = await client.collections(share=share)
-    total = sum(info.records for info in collections)
+    total = sum(info.records or 0 for info in collections)
     print(f"@{position} records: {total} in {len(collections)} collection(s)")
     for info in collections:
         print(f"@{position}   {info.name}: {info.records}")
@@ -75,7 +76,8 @@ def main() -> None:
         help="exit once the replay has reached the head",
     )
     args = parser.parse_args()
-    sys.stdout.reconfigure(line_buffering=True)  # each line as it comes, even into a pipe
+    if isinstance(sys.stdout, io.TextIOWrapper):  # each line as it comes, even into a pipe
+        sys.stdout.reconfigure(line_buffering=True)
     try:
         asyncio.run(run(args))
     except KeyboardInterrupt:

@@ -15,10 +15,14 @@ apart leave it in conflict; `check` and `merge` resolve such a conflict with a m
 import argparse
 import contextlib
 import sys
+from typing import Any
 
 from p2psync.client import CaughtUp, ChangeEvent, Client, Conflict, NotFound, Record
 
-ITEM_TYPE, ITEM_SCHEMA_VERSION = "shopping-item", 1
+ITEM: dict[str, Any] = {
+    "type": "shopping-item",
+    "schema_version": 1,
+}  # what every write of an item says
 
 
 def merged_item(record: Record) -> dict:
@@ -34,14 +38,7 @@ def merged_item(record: Record) -> dict:
 def resolve_if_in_conflict(client: Client, args: argparse.Namespace, record: Record) -> Record:
     if not record.conflict:
         return record
-    client.resolve(
-        args.collection,
-        record.key,
-        value=merged_item(record),
-        type=ITEM_TYPE,
-        schema_version=ITEM_SCHEMA_VERSION,
-        share=args.share,
-    )
+    client.resolve(args.collection, record.key, value=merged_item(record), share=args.share, **ITEM)
     print(f"merged the versions of {record.key} written on different devices")
     return client.get(args.collection, record.key, share=args.share)
 
@@ -49,15 +46,7 @@ def resolve_if_in_conflict(client: Client, args: argparse.Namespace, record: Rec
 def add(client: Client, args: argparse.Namespace) -> None:
     item = {"name": args.item, "quantity": args.quantity, "done": False}
     try:
-        client.put(
-            args.collection,
-            args.item,
-            item,
-            type=ITEM_TYPE,
-            schema_version=ITEM_SCHEMA_VERSION,
-            if_version="",
-            share=args.share,
-        )
+        client.put(args.collection, args.item, item, if_version="", share=args.share, **ITEM)
     except Conflict:  # if_version "": only if not there yet
         sys.exit(f"{args.item} is already on the list")
     print(f"added {args.item} x{args.quantity}")
@@ -71,14 +60,14 @@ def check(client: Client, args: argparse.Namespace) -> None:
             sys.exit(f"{args.item} is not on the list")
         record = resolve_if_in_conflict(client, args, record)
         try:
+            checked = {**record.value, "done": True}
             client.put(
                 args.collection,
                 args.item,
-                {**record.value, "done": True},
-                type=ITEM_TYPE,
-                schema_version=ITEM_SCHEMA_VERSION,
+                checked,
                 if_version=record.version,
                 share=args.share,
+                **ITEM,
             )
         except Conflict:  # changed since we read it: read it again
             continue
@@ -98,10 +87,11 @@ def show(client: Client, args: argparse.Namespace) -> None:
 
 
 def merge(client: Client, args: argparse.Namespace) -> None:
-    for record in client.conflicts(args.collection, share=args.share).items:
-        resolve_if_in_conflict(
-            client, args, client.get(args.collection, record.key, share=args.share)
-        )
+    in_conflict = client.conflicts(args.collection, share=args.share).items
+    for record in in_conflict:  # these have their siblings
+        resolve_if_in_conflict(client, args, record)
+    if not in_conflict:
+        print("no conflicts")
 
 
 def watch(client: Client, args: argparse.Namespace) -> None:
@@ -111,7 +101,7 @@ def watch(client: Client, args: argparse.Namespace) -> None:
                 print("(up to date; waiting for changes)", flush=True)
             elif isinstance(event, ChangeEvent):
                 for change in event.changes:
-                    done = not change.deleted and change.value.get("done")
+                    done = isinstance(change.value, dict) and change.value.get("done")
                     sign = "-" if change.deleted else "x" if done else "+"
                     print(f"{sign} {change.key}", flush=True)
 
