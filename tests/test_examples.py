@@ -206,6 +206,16 @@ def test_shopping_list_watch_shows_changes_as_they_come(daemon: DaemonProcess, c
         watching.stop()
 
 
+def test_shopping_list_keeps_its_list_in_the_share_it_is_given(
+    daemon: DaemonProcess, collection: str
+):
+    daemon.call("share_create", share="household")
+    shopping_list(daemon, collection, "--share", "household", "add", "soap")
+    assert shopping_list(daemon, collection, "--share", "household", "list") == "[ ] soap x1\n"
+    assert daemon.client().get(collection, "soap", share="household").value["name"] == "soap"
+    assert shopping_list(daemon, collection, "list") == "", "nothing in the default share"
+
+
 @pytest.mark.slow
 def test_shopping_list_merges_an_item_changed_on_two_devices_apart(
     apart: tuple[DaemonProcess, ...], collection: str
@@ -216,6 +226,7 @@ def test_shopping_list_merges_an_item_changed_on_two_devices_apart(
     conflict(a, b, collection, "milk", from_a=from_a, from_b=from_b)
     assert shopping_list(a, collection, "list") == "[x] milk x3  (in conflict: run merge)\n"
     assert "merged the versions of milk" in shopping_list(a, collection, "merge")
+    assert shopping_list(a, collection, "merge") == "no conflicts\n"
     record = a.client().get(collection, "milk")
     assert not record.conflict
     assert record.value == {"name": "milk", "quantity": 3, "done": True}
