@@ -36,4 +36,9 @@ if __name__ == "__main__":
     install(Path(os.environ[TAP_VARIABLE]))
     from p2psync.cli import main
 
-    sys.exit(main())
+    if os.environ.get("P2PSYNC_SCHEMA_CHECK") == "1":  # the control lines checked as well
+        from tests.schema_check import install as check_control_lines
+        from tests.schema_daemon import _append
+
+        check_control_lines(_append)
+    sys.exit(main(sys.argv[1:]))

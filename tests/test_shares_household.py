@@ -61,7 +61,7 @@ class TappedDaemon(DaemonProcess):
 
     def command(self) -> list[str]:
         command = super().command()
-        command[command.index("p2psync")] = "tests.frame_tap"
+        command[command.index("-m") + 1] = "tests.frame_tap"  # the daemon command, tapped
         return command
 
     def start(self, wait: bool = True, env: dict[str, str] | None = None) -> "DaemonProcess":
