@@ -49,6 +49,13 @@ class Household:
     async def peers_status(self) -> list[dict[str, Any]]:
         return [{"device": "PEER", "connected": False}]
 
+    async def devices(self) -> list[dict[str, Any]]:
+        return [{"device": self.device_id, "name": self.device_name, "this": True}]
+
+    async def rename(self, name: str) -> dict[str, Any]:
+        previous, self.device_name = self.device_name, name
+        return {"device": self.device_id, "name": name, "previous": previous}
+
     async def trust(
         self, cert_pem: bytes, name: str | None, address: str | None, readmit: bool = False
     ) -> dict[str, Any]:
