@@ -2,10 +2,10 @@
 configuration and pairing (trio).
 
 It owns `hello`, `id`, `status`, `peers`, `devices`, `rename`, `trust`, `revoke`/`forget`,
-`reload`, `nearby`, `join` and the `pair` stream, and `ControlContext`: what the control socket needs from the daemon. The
-daemon does the work (membership, discovery, pairing); this module checks parameters and turns
-the daemon's answers and failures into protocol results and error codes. Who may call these is
-`access.py`'s.
+`reload`, `nearby`, `join` and the `pair` stream, and `ControlContext`: what the control socket
+needs from the daemon. The daemon does the work (membership, discovery, pairing); this module
+checks parameters and turns the daemon's answers and failures into protocol results and error
+codes. Who may call these is `access.py`'s.
 """
 
 import logging
