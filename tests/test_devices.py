@@ -5,6 +5,8 @@ replicated to the other devices) and `reload` applying a new device.name, betwee
 from datetime import UTC, datetime
 from pathlib import Path
 
+from p2psync.daemon_status import iso_utc
+from p2psync.last_seen import decode, wall_ms_of
 from tests.daemons import DaemonProcess, introduce, running, wait_for
 
 
@@ -79,3 +81,11 @@ def test_reload_applies_a_new_device_name_and_says_so(tmp_path: Path) -> None:
             a,
             b,
         )
+
+
+def test_last_seen_times_are_read_back_as_stored_and_odd_entries_are_skipped() -> None:
+    stored = {"last_seen/AAAAA": b"1764666000000", "last_seen/BBBBB": b"soon"}
+    assert decode(stored) == {"AAAAA": 1764666000000}
+    assert wall_ms_of(10.0, 12.5, 1_000_000) == 997_500  # 2.5 s before now
+    assert wall_ms_of(13.0, 12.5, 1_000_000) == 1_000_000  # never in the future
+    assert iso_utc(1764666000000) == "2025-12-02T09:00:00Z" and iso_utc(None) is None
