@@ -9,7 +9,6 @@ directory, its lock) is `daemon_setup.py`'s; the JSON shapes of its reports are
 """
 
 import argparse
-import contextlib
 import errno
 import gc
 import json
@@ -42,7 +41,7 @@ from .daemon_setup import (
 )
 from .device_names import find_device
 from .discovery import Discovery, Found
-from .last_seen import SAVE_INTERVAL_SECONDS, LastSeen
+from .last_seen import LastSeen
 from .node import Node
 from .pairing import PairingResult
 from .pairing_service import Invitation, PairingService, announcing
@@ -99,9 +98,7 @@ class Daemon:
         )
         self.peers.pairing_handler = self.pairing.handle_incoming
         self.peers.on_peer = self._peer_changed
-        self.last_seen = LastSeen(self.node)
-        self._unsaved_last_seen: set[str] = set()  # devices whose session began or ended
-        self._last_seen_news = trio.Event()
+        self.last_seen = LastSeen(self.node, self.peers)
         self.peers.on_synced = self._publish_synced
         self.share_members: dict[str, frozenset[str]] = {}  # what membership events compare
 
@@ -138,7 +135,7 @@ class Daemon:
             await self._announce_self()
             await self._load_members()
             await self.last_seen.load()
-            nursery.start_soon(self._record_last_seen)
+            nursery.start_soon(self.last_seen.run)
             for address in [*self.config.peers, *self._saved_addresses()]:
                 self.peers.dial(address)
             await nursery.start(self.peers.run, listeners)
@@ -277,40 +274,8 @@ class Daemon:
         return record.name if record is not None else None
 
     def _peer_changed(self, device_id: str, connected: bool) -> None:
-        now = trio.current_time()
-        state = self.peers.offline.get(device_id) if not connected else None
-        heard = state.last_seen if state is not None and state.last_seen else now
-        self.last_seen.note(device_id, heard, now)
-        self._unsaved_last_seen.add(device_id)
-        self._last_seen_news.set()
+        self.last_seen.session_changed(device_id, connected)
         self._publish_peer(device_id, connected)
-
-    async def _record_last_seen(self) -> None:
-        """Store when peers were last heard from: at once when a session begins or ends, about
-        once a minute while it lasts, and at shutdown for the connected ones."""
-        try:
-            while True:
-                with trio.move_on_after(SAVE_INTERVAL_SECONDS):
-                    await self._last_seen_news.wait()
-                await self._save_last_seen(every_connected=False)
-        finally:
-            # at shutdown the database thread may be gone already: then they are lost
-            with trio.CancelScope(shield=True), contextlib.suppress(RuntimeError):
-                await self._save_last_seen(every_connected=True)
-
-    async def _save_last_seen(self, *, every_connected: bool) -> None:
-        """The devices whose session began or ended since the last save, and the connected ones
-        not saved for a minute (or all of them), as heard from when their session last did."""
-        self._last_seen_news = trio.Event()
-        now = trio.current_time()
-        connected = [
-            d for d in self.peers.sessions if every_connected or self.last_seen.due(d, now)
-        ]
-        for device_id in connected:
-            heard = self.peers.sessions[device_id].state.last_seen or now
-            self.last_seen.note(device_id, heard, now)
-        unsaved, self._unsaved_last_seen = self._unsaved_last_seen, set()
-        await self.last_seen.save(sorted(unsaved | set(connected)), now)
 
     def _publish_peer(self, device_id: str, connected: bool) -> None:
         self.node.events.publish(
@@ -620,8 +585,7 @@ class Daemon:
 
     async def devices(self) -> list[dict[str, Any]]:
         """Every member, this device first, with when each was last heard from."""
-        if self._unsaved_last_seen:  # what `devices` shows of the past is what a restart keeps
-            await self._save_last_seen(every_connected=False)
+        await self.last_seen.flush()
         now, wall_ms = trio.current_time(), int(time.time() * 1000)
         found = []
         for device in sorted(
@@ -629,19 +593,13 @@ class Daemon:
         ):
             this = device.device_id == self.device_id
             state, connected = self.peer_state(device.device_id)
-            if this:
-                last_seen_ms: int | None = wall_ms
-            elif connected and state is not None and state.last_seen:
-                last_seen_ms = self.last_seen.note(device.device_id, state.last_seen, now)
-            else:
-                last_seen_ms = self.last_seen.times.get(device.device_id)
             found.append(
                 daemon_status.device_json(
                     device,
                     this=this,
                     state=state,
                     connected=connected,
-                    last_seen_ms=last_seen_ms,
+                    last_seen_ms=wall_ms if this else self.last_seen.of(device.device_id, now),
                     # the sync protocol does not carry a peer's version
                     version=__version__ if this else None,
                     now=now,
