@@ -25,6 +25,7 @@ from .cli_commands import (
     Command,
     UsageError,
     cmd_conflicts,
+    cmd_devices,
     cmd_doctor,
     cmd_export_cert,
     cmd_get,
@@ -37,6 +38,7 @@ from .cli_commands import (
     cmd_peers,
     cmd_put,
     cmd_reload,
+    cmd_rename,
     cmd_resolve,
     cmd_revoke,
     cmd_revoke_grant,
@@ -211,6 +213,21 @@ def build_parser() -> argparse.ArgumentParser:
         "With --nearby, also the devices announcing themselves on the LAN, paired or not.",
         "  p2psync peers\n  p2psync peers --nearby\n",
     ).add_argument("--nearby", action="store_true", help="also list devices seen on the LAN")
+    command(
+        "devices",
+        cmd_devices,
+        "list every device of the household, this one included",
+        "STATE is `this device`, `online`, `silent` (connected, but its pings are overdue), "
+        "`offline` or `revoked`; LAST SEEN is kept across restarts (--json: ISO 8601, UTC).",
+    )
+    command(
+        "rename",
+        cmd_rename,
+        "give this device a new name, on every device of the household",
+        "The name travels with sync; device.name in the config counts again only once it is "
+        "changed there.",
+        "  p2psync rename 'Küche'\n",
+    ).add_argument("name", metavar="NAME")
     pair = command(
         "pair",
         cmd_pair,

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from . import cli_format, doctor, hlc
 from .cli_format import DEFAULT_SHARE, compact, fit, safe_text, table
 from .client import Client, ControlError
+from .identity import short_id
 
 # exit codes, of every command and of `cli.main`
 EXIT_OK = 0
@@ -30,6 +31,7 @@ LS_PAGE = 1000
 CELL_WIDTH = 80
 JOIN_TIMEOUT_SECONDS = 120.0
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
+WINNER_NOTE = "* the version every device shows until the conflict is resolved\n"
 
 
 class UsageError(Exception):
@@ -219,6 +221,21 @@ def cmd_peers(c: Command) -> int:
     return c.say(peers if nearby is None else {"members": peers, "nearby": nearby}, human)
 
 
+def cmd_devices(c: Command) -> int:
+    devices = c.client.call("devices")
+    now = time.time()
+    return c.say(devices, lambda: write_lines(c.out, cli_format.devices_table(devices, now)))
+
+
+def cmd_rename(c: Command) -> int:
+    done = c.client.call("rename", name=c.args.name)
+    return c.done(
+        done,
+        f"this device is now called {safe_text(done['name'])} (was {safe_text(done['previous'])});"
+        " the other devices learn it when they sync",
+    )
+
+
 def cmd_pair(c: Command) -> int:
     pairing_params = {"ttl": c.args.ttl, "readmit": c.args.readmit, "shares": c.args.shares}
     with c.client.stream("pair", **pairing_params) as pairing:
@@ -331,7 +348,9 @@ def cmd_get(c: Command) -> int:
     if c.json:
         return c.say(found, "")
     if c.args.all:
-        _print_siblings(c.out, found["siblings"])
+        _print_siblings(c.out, found, _device_names(c.client))
+        if found["conflict"]:
+            c.out.write(WINNER_NOTE)
         return EXIT_OK
     c.out.write(compact(found["value"]) + "\n")
     if found["conflict"]:
@@ -344,16 +363,31 @@ def cmd_get(c: Command) -> int:
     return EXIT_OK
 
 
-def _print_siblings(out: TextIO, siblings: list[dict[str, Any]], indent: str = "") -> None:
+def _device_names(client: Client) -> dict[str, str]:
+    """Device id -> name, for showing who wrote what; none for an app, which may not ask."""
+    try:
+        devices = client.call("devices")
+    except ControlError:
+        return {}
+    return {d["device"]: d["name"] for d in devices if d.get("name")}
+
+
+def _print_siblings(
+    out: TextIO, record: Mapping[str, Any], names: Mapping[str, str], indent: str = ""
+) -> None:
+    """A record's versions, each with the name of the device that wrote it; `*` marks the one
+    every device shows (the winner) until the conflict is resolved."""
     rows = [
         [
-            indent + s["origin"],
+            indent + ("*" if s.get("version") == record.get("version") else " "),
+            fit(safe_text(names.get(s["origin"], s["origin"])), cli_format.NAME_WIDTH),
+            short_id(s["origin"]),
             _time(s["hlc"]),
             "(deleted)" if s["deleted"] else _value_cell(s["value"]),
         ]
-        for s in siblings
+        for s in record["siblings"]
     ]
-    write_lines(out, table([f"{indent}ORIGIN", "TIME", "VALUE"], rows))
+    write_lines(out, table([f"{indent} ", "ORIGIN", "ID", "TIME", "VALUE"], rows))
 
 
 def cmd_ls(c: Command) -> int:
@@ -414,12 +448,15 @@ def cmd_conflicts(c: Command) -> int:
     found = c.client.call("conflicts", collection=c.args.collection, share=c.args.share)
 
     def human() -> None:
+        names = _device_names(c.client) if found["items"] else {}
         if not found["items"]:
             c.out.write(f"no conflicts{_in_share(c.args)}\n")
         for item in found["items"]:
             where = safe_text(f"{item['collection']}/{item['key']}")
             c.out.write(f"{where}: {len(item['siblings'])} versions\n")
-            _print_siblings(c.out, item["siblings"], indent="  ")
+            _print_siblings(c.out, item, names, indent="  ")
+        if found["items"]:
+            c.out.write(WINNER_NOTE)
         if found.get("more"):
             c.out.write("(more not shown: resolve these first, or ask for one collection)\n")
 

@@ -1,4 +1,5 @@
-"""Pure rendering for the `p2psync` CLI: tables, durations, rates, progress bars, status screens.
+"""Pure rendering for the `p2psync` CLI: tables, durations, rates, progress bars, status screens,
+the devices table.
 
 Everything here takes the daemon's answers (plain dicts, read defensively with .get: fields come
 and go between versions) and returns text. It never does I/O, never reads the clock (times and
@@ -10,6 +11,7 @@ import json
 import math
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from .identity import short_id
@@ -228,6 +230,41 @@ def peers_table(peers: Sequence[Peer], rates: Mapping[str, float] | None = None)
     ]
     headers = ["NAME", "DEVICE", "STATE", "ADDRESS", "LAST SEEN", "BEHIND", "AHEAD", "RATE"]
     return table(headers, rows, right=(5, 6, 7))
+
+
+def device_state(device: Peer) -> str:
+    """A `devices` row's state: `this device`, `revoked`, `online`, `silent` or `offline`."""
+    return "this device" if device.get("this") else peer_state(device)
+
+
+def seconds_since(iso_utc: object, now: float) -> float | None:
+    """Seconds from an ISO 8601 UTC time (`2026-12-02T09:04:05Z`) to `now` (Unix time)."""
+    if not isinstance(iso_utc, str):
+        return None
+    try:
+        then = datetime.strptime(iso_utc, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return max(0.0, now - then.timestamp())
+
+
+def devices_table(devices: Sequence[Peer], now: float) -> list[str]:
+    """Every member, this device included; `now` (Unix time) is what LAST SEEN counts from."""
+    rows = [
+        [
+            fit(safe_text(device.get("name") or "?"), NAME_WIDTH),
+            short_id(str(device.get("device") or "?")),
+            device_state(device),
+            (
+                "now"
+                if device.get("this") or device.get("connected")
+                else format_ago(seconds_since(device.get("last_seen"), now))
+            ),
+            fit(safe_text(device.get("address") or "-"), ADDRESS_WIDTH),
+        ]
+        for device in devices
+    ]
+    return table(["NAME", "ID", "STATE", "LAST SEEN", "ADDRESS"], rows)
 
 
 def progress_lines(peers: Sequence[Peer], rates: Mapping[str, float] | None = None) -> list[str]:

@@ -167,6 +167,11 @@ def _string(value: Any, what: str) -> str:
     return value
 
 
+def check_device_name(value: Any) -> str:
+    """A device name as `device.name` takes it (trimmed), or ValueError saying what is wrong."""
+    return _device_name(value)
+
+
 def _device_name(value: Any) -> str:
     name = _string(value, 'a name, e.g. "Kitchen laptop"').strip()
     if not name:

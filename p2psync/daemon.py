@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from typing import Any
@@ -40,6 +41,7 @@ from .daemon_setup import (
 )
 from .device_names import find_device
 from .discovery import Discovery, Found
+from .last_seen import LastSeen
 from .node import Node
 from .pairing import PairingResult
 from .pairing_service import Invitation, PairingService, announcing
@@ -55,6 +57,9 @@ JOIN_SEARCH_SECONDS = 10.0
 ENDED_CODE_GRACE_SECONDS = 2.0
 CONFLICT_CHECK_SECONDS = 1.0
 GIVEN_SHARES = "given_shares"  # the record of the pairing members list that names shares
+# The config's device.name when it last named this device: a name in the config counts only when
+# it changes there, so a `rename` (which rewrites the replicated record) survives restarts.
+CONFIG_NAME_META_KEY = "config_device_name"
 
 
 class Daemon:
@@ -92,7 +97,8 @@ class Daemon:
             device.cert_pem, lambda: self.device_name, self._member_certs, self._paired
         )
         self.peers.pairing_handler = self.pairing.handle_incoming
-        self.peers.on_peer = self._publish_peer
+        self.peers.on_peer = self._peer_changed
+        self.last_seen = LastSeen(self.node, self.peers)
         self.peers.on_synced = self._publish_synced
         self.share_members: dict[str, frozenset[str]] = {}  # what membership events compare
 
@@ -102,7 +108,10 @@ class Daemon:
 
     @property
     def device_name(self) -> str:
-        return self.config.device_name
+        """The name in our replicated membership record (what every device shows), else the
+        config's (before that record is loaded)."""
+        own = self.members.get(self.device_id)
+        return own.name if own is not None and own.name else self.config.device_name
 
     # lifetime -----------------------------------------------------------------------------
 
@@ -125,6 +134,8 @@ class Daemon:
             nursery.start_soon(self.node.run_group_commit)
             await self._announce_self()
             await self._load_members()
+            await self.last_seen.load()
+            nursery.start_soon(self.last_seen.run)
             for address in [*self.config.peers, *self._saved_addresses()]:
                 self.peers.dial(address)
             await nursery.start(self.peers.run, listeners)
@@ -199,11 +210,25 @@ class Daemon:
         return listeners
 
     async def _announce_self(self) -> None:
-        """Keep our own membership record current, so pairing introduces our name and cert."""
+        """Keep our own membership record current, so pairing introduces our name and cert. The
+        config's name replaces the record's only when the config changed it since the last start:
+        otherwise the record's (perhaps from `p2psync rename`) stays."""
         own = await self.node.call(self._own_record)
-        if own is None or own.name != self.device_name or own.cert_pem != self.identity.cert_pem:
-            op = self.node.replica.device_op(self.identity.cert_pem, self.device_name)
-            await self.node.commit(DEFAULT_SHARE, [op])
+        configured = self.config.device_name
+        stored = await self.node.call(self.node.replica.store.get_meta, CONFIG_NAME_META_KEY)
+        config_changed = stored is None or stored.decode(errors="replace") != configured
+        name = configured if own is None or config_changed or not own.name else own.name
+        if own is None or own.name != name or own.cert_pem != self.identity.cert_pem:
+            await self._write_own_record(name)
+        if config_changed:
+            await self.node.call(
+                self.node.replica.store.set_meta, CONFIG_NAME_META_KEY, configured.encode()
+            )
+
+    async def _write_own_record(self, name: str) -> None:
+        op = self.node.replica.device_op(self.identity.cert_pem, name)
+        await self.node.commit(DEFAULT_SHARE, [op])
+        await self._load_members()  # `status` and `id` show the name at once
 
     def _own_record(self):
         return next((d for d in self.node.replica.devices() if d.device_id == self.device_id), None)
@@ -247,6 +272,10 @@ class Daemon:
     def _name_of(self, device_id: str) -> str | None:
         record = self.members.get(device_id)
         return record.name if record is not None else None
+
+    def _peer_changed(self, device_id: str, connected: bool) -> None:
+        self.last_seen.session_changed(device_id, connected)
+        self._publish_peer(device_id, connected)
 
     def _publish_peer(self, device_id: str, connected: bool) -> None:
         self.node.events.publish(
@@ -554,6 +583,40 @@ class Daemon:
             found.append(daemon_status.peer_json(device, state, connected, ours, now))
         return found
 
+    async def devices(self) -> list[dict[str, Any]]:
+        """Every member, this device first, with when each was last heard from."""
+        await self.last_seen.flush()
+        now, wall_ms = trio.current_time(), int(time.time() * 1000)
+        found = []
+        for device in sorted(
+            self.members.values(), key=lambda d: (d.device_id != self.device_id, d.name)
+        ):
+            this = device.device_id == self.device_id
+            state, connected = self.peer_state(device.device_id)
+            found.append(
+                daemon_status.device_json(
+                    device,
+                    this=this,
+                    state=state,
+                    connected=connected,
+                    last_seen_ms=wall_ms if this else self.last_seen.of(device.device_id, now),
+                    # the sync protocol does not carry a peer's version
+                    version=__version__ if this else None,
+                    now=now,
+                )
+            )
+        return found
+
+    async def rename(self, name: str) -> dict[str, Any]:
+        """Give this device a new name, replicated to every member (the config's stays as it
+        is, and counts again only once it is changed there)."""
+        name = config.check_device_name(name)
+        previous = self.device_name
+        if name != previous:
+            await self._write_own_record(name)
+            log.info("renamed this device from %r to %r", previous, name)
+        return {"device": self.device_id, "name": name, "previous": previous}
+
     async def trust(
         self, cert_pem: bytes, name: str | None, address: str | None, readmit: bool = False
     ) -> dict[str, Any]:
@@ -605,6 +668,14 @@ class Daemon:
             self.notifier.ready(self._status_line())
             return {"reloaded": False, "error": str(exc)}
         changes = []
+        if fresh.device_name != self.config.device_name:
+            await self._write_own_record(fresh.device_name)
+            await self.node.call(
+                self.node.replica.store.set_meta, CONFIG_NAME_META_KEY, fresh.device_name.encode()
+            )
+            if self.discovery is not None:
+                log.warning("the name announced on the LAN changes at the next restart")
+            changes.append("device.name")
         if fresh.log_level != self.config.log_level:
             logging.getLogger().setLevel(fresh.log_level.upper())
             changes.append("log.level")

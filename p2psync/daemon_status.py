@@ -1,15 +1,19 @@
-"""The daemon's reports, as the control socket's `status` and `peers` answers carry them (pure).
+"""The daemon's reports, as the control socket's `status`, `peers` and `devices` answers carry
+them (pure).
 
-It turns what the daemon hands it (membership records, peer states, summary vectors, notices and
-`now`) into the JSON shapes documented in docs/control-protocol.md: one row per peer, and the
-notices, revocations and clock skews `status` lists with people's names in them. It holds no
+It turns what the daemon hands it (membership records, peer states, summary vectors, notices,
+last-seen times and `now`) into the JSON shapes documented in docs/control-protocol.md: one row
+per peer, one per device (this one included), and the notices, revocations and clock skews
+`status` lists with people's names in them. It holds no
 state, never reads the clock, the database or the network, and decides nothing: what to report,
 and when, is the daemon's.
 """
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .identity import short_id
 from .membership import Notice
 from .replica import DEFAULT_SHARE, DeviceRecord
 
@@ -108,3 +112,40 @@ def peer_json(
 def count_missing(have: dict[str, int], other: dict[str, int]) -> int:
     """How many entries `have` holds that `other` lacks."""
     return sum(max(0, seq - other.get(actor, 0)) for actor, seq in have.items())
+
+
+def iso_utc(wall_ms: int | None) -> str | None:
+    """ISO 8601 in UTC, to the second: `2026-12-02T09:04:05Z`."""
+    if wall_ms is None:
+        return None
+    moment = datetime.fromtimestamp(wall_ms / 1000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def device_json(
+    device: DeviceRecord,
+    *,
+    this: bool,
+    state: "PeerState | None",
+    connected: bool,
+    last_seen_ms: int | None,
+    version: str | None,
+    now: float,
+) -> dict[str, Any]:
+    """One row of `devices`. `last_seen_ms`: wall-clock ms the device was last heard from (for
+    this device: now); `now` is the monotonic clock the peer state's times are in."""
+    answering = this or bool(
+        connected and state and (state.liveness is None or state.liveness.answering(now))
+    )
+    return {
+        "device": device.device_id,
+        "name": device.name,
+        "short_id": short_id(device.device_id),
+        "this": this,
+        "connected": this or connected,
+        "answering": answering,
+        "last_seen": iso_utc(last_seen_ms),
+        "address": state.address if state and not this else None,
+        "version": version,
+        "revoked": device.revoked,
+    }

@@ -180,6 +180,13 @@ class Store:
     def set_meta(self, key: str, value: bytes) -> None:
         self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", (key, value))
 
+    def meta_with_prefix(self, prefix: str) -> dict[str, bytes]:
+        """Every meta entry whose key starts with `prefix` (a literal prefix, no wildcards)."""
+        rows = self._db.execute(
+            "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
+        )
+        return dict(rows)
+
     def delete_meta(self, key: str) -> None:
         self._db.execute("DELETE FROM meta WHERE key=?", (key,))
 

@@ -11,7 +11,7 @@ import msgpack
 import trio
 import trio.testing
 
-from p2psync import entry, identity
+from p2psync import daemon_status, entry, identity
 from p2psync.control.errors import RequestError
 from p2psync.control.server import serve_control
 from p2psync.node import Node
@@ -48,6 +48,24 @@ class Household:
 
     async def peers_status(self) -> list[dict[str, Any]]:
         return [{"device": "PEER", "connected": False}]
+
+    async def devices(self) -> list[dict[str, Any]]:
+        return [
+            daemon_status.device_json(
+                device,
+                this=device.device_id == self.device_id,
+                state=None,
+                connected=False,
+                last_seen_ms=None,
+                version=None,
+                now=0.0,
+            )
+            for device in self.members.values()
+        ]
+
+    async def rename(self, name: str) -> dict[str, Any]:
+        previous, self.device_name = self.device_name, name
+        return {"device": self.device_id, "name": name, "previous": previous}
 
     async def trust(
         self, cert_pem: bytes, name: str | None, address: str | None, readmit: bool = False

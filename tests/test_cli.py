@@ -169,12 +169,36 @@ async def test_conflicts_and_resolve(run: Run, tmp_path: Path) -> None:
     assert "2 conflicting versions" in err and "p2psync resolve c x VALUE" in err
     versions = await run.ok("get", "c", "x", "--all")
     assert '"ours"' in versions and '"theirs"' in versions
+    winner = json.loads(await run.ok("get", "c", "x"))
+    *rows, note = versions.splitlines()
+    assert note.startswith("* the version every device shows")
+    marked = [row for row in rows if row.startswith("*")]
+    assert len(marked) == 1 and f'"{winner}"' in marked[0]  # the winner, and only it
+    (theirs,) = [row for row in rows if '"theirs"' in row]
+    assert "attic" in theirs  # the writing device by name, not only by id
     listed = await run.ok("conflicts")
     assert listed.startswith("c/x: 2 versions")
+    marked = [line for line in listed.splitlines() if line.startswith("  *")]
+    assert len(marked) == 1 and f'"{winner}"' in marked[0]
+    assert any("attic" in line for line in listed.splitlines())
     assert len(json.loads(await run.ok("conflicts", "--json"))["items"]) == 1
     assert "resolved c/x" in await run.ok("resolve", "c", "x", '"both"')
     assert await run.ok("get", "c", "x") == '"both"\n'
     assert await run.ok("conflicts", "c") == "no conflicts\n"
+
+
+async def test_devices_lists_this_device_and_rename_changes_its_name(
+    run: Run, tmp_path: Path
+) -> None:
+    await conflicting_write(run.served, tmp_path)  # a second member: "attic"
+    listed = (await run.ok("devices")).splitlines()
+    assert listed[0].split() == ["NAME", "ID", "STATE", "LAST", "SEEN", "ADDRESS"]
+    (attic,) = [line for line in listed if line.startswith("attic")]
+    assert attic.split()[2:] == ["offline", "never", "-"]
+    rows = json.loads(await run.ok("devices", "--json"))
+    assert [row["name"] for row in rows if not row["this"]] == ["attic"]
+    assert "now called Küche (was kitchen)" in await run.ok("rename", "Küche")
+    assert run.served.household.device_name == "Küche"
 
 
 async def test_watch_streams_changes_until_stopped(run: Run) -> None:

@@ -13,6 +13,7 @@ from p2psync.cli_format import (
     catch_up_fraction,
     conflicts_line,
     counted,
+    devices_table,
     display_width,
     fit,
     format_ago,
@@ -27,6 +28,7 @@ from p2psync.cli_format import (
     progress_bar,
     revoked_message,
     safe_text,
+    seconds_since,
     status_lines,
     table,
 )
@@ -377,3 +379,29 @@ def test_pairing_and_joining_name_the_shares_given() -> None:
     assert only_default.startswith("You were given the default share only")
     assert joined_message({**joined, "shares": []}).splitlines()[1] == only_default
     assert len(joined_message(joined).splitlines()) == 1
+
+
+def test_devices_table_says_now_for_this_device_and_connected_ones_and_how_long_ago_else() -> None:
+    now = 1_764_666_000.0  # 2025-12-02T09:00:00Z
+    rows = [
+        {"device": KITCHEN, "name": "kitchen", "this": True, "connected": True,
+         "last_seen": "2025-12-02T09:00:00Z", "address": None},
+        {"device": ATTIC, "name": "attic", "this": False, "connected": True, "answering": False,
+         "last_seen": "2025-12-02T08:59:58Z", "address": "10.0.0.2:7000"},
+        {"device": GARAGE, "name": "garage\x1b[2J", "this": False, "connected": False,
+         "last_seen": "2025-12-02T08:57:00Z", "address": None},
+        {"device": GARAGE, "name": "old", "this": False, "connected": False, "revoked": True,
+         "last_seen": None, "address": None},
+    ]  # fmt: skip
+    header, kitchen, attic, garage, old = devices_table(rows, now)
+    assert header.split() == ["NAME", "ID", "STATE", "LAST", "SEEN", "ADDRESS"]
+    assert kitchen.split() == ["kitchen", "V4TH3", "this", "device", "now", "-"]
+    assert attic.split() == ["attic", "TPSDW", "silent", "now", "10.0.0.2:7000"]
+    assert garage.split() == ["garage?[2J", "QWERT", "offline", "3", "min", "ago", "-"]
+    assert old.split() == ["old", "QWERT", "revoked", "never", "-"]
+
+
+def test_seconds_since_reads_the_daemons_iso_times_only() -> None:
+    assert seconds_since("2025-12-02T08:59:00Z", 1_764_666_000.0) == 60.0
+    assert seconds_since("2025-12-02T09:01:00Z", 1_764_666_000.0) == 0.0  # a clock ahead
+    assert seconds_since("yesterday", 1.0) is None and seconds_since(None, 1.0) is None

@@ -46,6 +46,8 @@ METHOD_ACCESS: dict[str, Access] = {
 ADMIN_METHODS = frozenset(
     {
         "peers",
+        "devices",
+        "rename",
         "nearby",
         "trust",
         "revoke",

@@ -1,11 +1,11 @@
 """What the control socket's methods about the daemon itself mean: identity, status, membership,
 configuration and pairing (trio).
 
-It owns `hello`, `id`, `status`, `peers`, `trust`, `revoke`/`forget`, `reload`, `nearby`, `join`
-and the `pair` stream, and `ControlContext`: what the control socket needs from the daemon. The
-daemon does the work (membership, discovery, pairing); this module checks parameters and turns
-the daemon's answers and failures into protocol results and error codes. Who may call these is
-`access.py`'s.
+It owns `hello`, `id`, `status`, `peers`, `devices`, `rename`, `trust`, `revoke`/`forget`,
+`reload`, `nearby`, `join` and the `pair` stream, and `ControlContext`: what the control socket
+needs from the daemon. The daemon does the work (membership, discovery, pairing); this module
+checks parameters and turns the daemon's answers and failures into protocol results and error
+codes. Who may call these is `access.py`'s.
 """
 
 import logging
@@ -63,12 +63,14 @@ class ControlContext(ShareContext, Protocol):
     def device_name(self) -> str: ...
     async def status(self) -> dict[str, Any]: ...
     async def peers_status(self) -> list[dict[str, Any]]: ...
+    async def devices(self) -> list[dict[str, Any]]: ...
 
     # may raise ValueError (-> bad_request), LookupError (-> not_found) or RequestError
     async def trust(
         self, cert_pem: bytes, name: str | None, address: str | None, readmit: bool = False
     ) -> dict[str, Any]: ...
     async def revoke(self, device_id: str) -> dict[str, Any]: ...
+    async def rename(self, name: str) -> dict[str, Any]: ...
     async def reload(self) -> dict[str, Any]: ...
     def nearby(self) -> list[dict[str, Any]]: ...
     async def pair(
@@ -85,6 +87,8 @@ class AdminMethods:
             "status": self.status,
             "peers": self.peers,
             "id": self.id,
+            "devices": self.devices,
+            "rename": self.rename,
             "trust": self.trust,
             "revoke": self.revoke,
             "forget": self.revoke,
@@ -112,6 +116,13 @@ class AdminMethods:
 
     async def peers(self, request: dict[str, Any]) -> Any:
         return await self.context.peers_status()
+
+    async def devices(self, request: dict[str, Any]) -> Any:
+        return await self.context.devices()
+
+    async def rename(self, request: dict[str, Any]) -> Any:
+        name: str = param(request, "name", str)
+        return await _membership_call(self.context.rename(name))
 
     async def id(self, request: dict[str, Any]) -> Any:
         cert_pem: bytes = self.context.node.replica.identity.cert_pem

@@ -40,6 +40,8 @@ PARAMETERS: Mapping[str, frozenset[str]] = {
         "watch": ("since", "collection", "share", "heartbeat", "events"),
         # the daemon, membership, pairing
         "peers": (),
+        "devices": (),
+        "rename": ("name",),
         "nearby": (),
         "trust": ("cert", "name", "address", "readmit"),
         "revoke": ("device",),
