@@ -40,7 +40,7 @@ from p2psync.client import (
     UnknownMethod,
     WriteResult,
 )
-from tests.client_daemon import collection_for, require_1_0, shared_daemon, speaks_1_0
+from tests.client_daemon import collection_for, require_1_0, shared_daemon
 from tests.daemons import DaemonProcess, run_python_as_nobody
 
 
@@ -174,17 +174,48 @@ def test_forbidden_conflict_and_pairing_failed(client: Client, collection: str) 
     assert pairing.value.code == "pairing_failed"
 
 
-def test_if_version_is_refused_by_a_daemon_that_would_ignore_it(
-    client: Client, collection: str, daemon: DaemonProcess
-) -> None:
-    if speaks_1_0(daemon.socket_path):
-        pytest.skip("this daemon speaks protocol 1.0: see test_if_version_compares_and_sets")
-    client.put(collection, "k", "kept")
-    with pytest.raises(UnknownMethod, match="if_version"):
-        client.put(collection, "k", "overwritten", if_version="")
-    with pytest.raises(UnknownMethod, match="if_version"):
-        client.delete(collection, "k", if_version="v")
-    assert client.get(collection, "k").value == "kept"  # never sent
+@contextmanager
+def daemon_before_1_0(path: Path) -> Iterator[list[str]]:
+    """A server that answers like a 0.2 daemon: no `hello` (unknown_method), every other request
+    ok; it notes the methods it was sent."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+    methods: list[str] = []
+
+    def serve() -> None:
+        connection, _ = server.accept()
+        with connection, connection.makefile("rb") as lines:
+            for line in lines:
+                request = json.loads(line)
+                methods.append(request["method"])
+                error = {"code": "unknown_method", "message": "no method 'hello'"}
+                answer = (
+                    {"id": request.get("id"), "ok": False, "error": error}
+                    if request["method"] == "hello"
+                    else {"id": request.get("id"), "ok": True, "result": {"position": 1}}
+                )
+                connection.sendall(json.dumps(answer).encode() + b"\n")
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        yield methods
+    finally:
+        thread.join(20)
+        server.close()
+
+
+def test_if_version_is_refused_by_a_daemon_that_would_ignore_it(tmp_path: Path) -> None:
+    path = tmp_path / "old.sock"
+    with daemon_before_1_0(path) as methods, Client(path, timeout=10) as client:
+        with pytest.raises(UnknownMethod, match="if_version"):
+            client.put("c", "k", "overwritten", if_version="")
+        with pytest.raises(UnknownMethod, match="if_version"):
+            client.delete("c", "k", if_version="v")
+        client.call("put", collection="c", key="k", value="plain")
+    assert "put" in methods and "delete" not in methods, "conditional writes were never sent"
+    assert methods.count("put") == 1
 
 
 # pipelining -------------------------------------------------------------------------------------
