@@ -13,22 +13,22 @@ import errno
 import gc
 import json
 import logging
-import math
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Any
 
 import trio
 
-from . import __version__, config, daemon_status, identity, keystore, netwatch, pairing
+from . import __version__, config, daemon_status, identity, keystore, netwatch
 from .config import Config, ConfigError
 from .control.server import serve_control
 from .control.socket_file import remove_stale_socket
+from .daemon_pairing import PairingRole
 from .daemon_setup import (
     StartupError,
     load_settings,
@@ -43,26 +43,21 @@ from .device_names import find_device
 from .discovery import Discovery, Found
 from .last_seen import LastSeen
 from .node import Node
-from .pairing import PairingResult
-from .pairing_service import Invitation, PairingService, announcing
+from .pairing_service import PairingService
 from .peers import PeerManager, PeerState, Timeouts
 from .replica import DEFAULT_SHARE, DeviceRecord, Replica
 from .sdnotify import Notifier
-from .shares.rules import ShareError
 
 log = logging.getLogger("p2psync")
 STOP_GRACE_SECONDS = 5.0
 ADDRESSES_FILE = "addresses.json"
-JOIN_SEARCH_SECONDS = 10.0
-ENDED_CODE_GRACE_SECONDS = 2.0
 CONFLICT_CHECK_SECONDS = 1.0
-GIVEN_SHARES = "given_shares"  # the record of the pairing members list that names shares
 # The config's device.name when it last named this device: a name in the config counts only when
 # it changes there, so a `rename` (which rewrites the replicated record) survives restarts.
 CONFIG_NAME_META_KEY = "config_device_name"
 
 
-class Daemon:
+class Daemon(PairingRole):
     def __init__(
         self,
         settings: Config,
@@ -414,113 +409,12 @@ class Daemon:
             if found.device_id != self.device_id
         ]
 
-    async def pair(
-        self, ttl_seconds: float, readmit: bool = False, shares: Sequence[str] = ()
-    ) -> Invitation:
-        self.shares_by_pairing = list(shares)  # before the invite: it names them to the joiner
-        invitation = await self.pairing.invite(ttl_seconds)
-        self.readmit_by_pairing = readmit
-        if self.discovery is not None:
-            self.discovery.set_pairing(invitation.code.nameplate)
-        nameplate = invitation.code.nameplate
-        log.info("pairing code issued (number %s, valid %d s)", nameplate, ttl_seconds)
-        return invitation
-
-    def end_pairing(self, invitation: Invitation) -> None:
-        self.pairing.cancel(invitation)
-        if self.discovery is not None and self.pairing.invitation is None:
-            # still findable by its number, to tell a late joiner why it no longer works
-            self.discovery.set_pairing(None, ended=invitation.code.nameplate)
-
-    async def join(self, code_text: str, address: str | None) -> dict[str, Any]:
-        code = pairing.parse_code(code_text)
-        if address:
-            candidates = [config.parse_address(address)]
-        else:
-            candidates = await self._find_inviter(code.nameplate)
-        result, inviter = await self.pairing.join(code, candidates)
-        device_id = identity.device_id_from_certificate(result.peer_cert_pem)
-        self.peers.dial(inviter, device_id)
-        given = [
-            share
-            for record in result.members
-            if isinstance(record, dict) and isinstance(record.get(GIVEN_SHARES), list)
-            for share in record[GIVEN_SHARES]
-            if isinstance(share, str)
-        ]
-        return {
-            "device": identity.device_id_from_certificate(result.peer_cert_pem),
-            "name": result.peer_name,
-            "members": len([r for r in result.members if isinstance(r, dict) and "cert" in r]),
-            "shares": [DEFAULT_SHARE, *given],
-        }
-
-    async def _find_inviter(self, nameplate: int) -> list[tuple[str, int]]:
-        """Addresses of devices announcing this pairing number, waiting a little for them; if
-        none offers it, those whose code of that number ended (they tell the joiner why)."""
-        started = trio.current_time()
-        ended: list[tuple[str, int]] = []
-        with trio.move_on_after(JOIN_SEARCH_SECONDS):
-            while True:
-                nearby = self.discovery.nearby().values() if self.discovery else ()
-                found, ended = announcing(((d.txt, d.addresses) for d in nearby), nameplate)
-                if found or self.discovery is None:
-                    return found
-                # a device offering that number may answer a moment after one whose code ended
-                ended_from = started + ENDED_CODE_GRACE_SECONDS
-                if ended and trio.current_time() >= ended_from:
-                    return ended
-                with trio.move_on_at(ended_from if ended else math.inf):
-                    await self.nearby_changed.wait()
-        return ended
-
-    async def _member_certs(self) -> list[dict[str, Any]]:
-        """What an inviter passes the joiner: the household's devices, and the shares it is
-        given (a record older joiners skip, having no certificate)."""
-        records: list[dict[str, Any]] = [
-            {"cert": device.cert_pem, "name": device.name}
-            for device in self.members.values()
-            if not device.revoked
-        ]
-        if self.shares_by_pairing:
-            records.append({GIVEN_SHARES: list(self.shares_by_pairing)})
-        return records
-
     def peer_state(self, device_id: str) -> tuple[PeerState | None, bool]:
         """A device's session state (or its last one) and whether it is connected now."""
         session = self.peers.sessions.get(device_id)
         if session is not None:
             return session.state, True
         return self.peers.offline.get(device_id), False
-
-    async def _paired(self, result: PairingResult, address: str) -> None:
-        """Both sides record the other; the joiner also learns the rest of the household."""
-        device_id = identity.device_id_from_certificate(result.peer_cert_pem)
-        known = await self._member(device_id)
-        if known is not None and known.revoked and not self.readmit_by_pairing:
-            log.warning(
-                "paired with %s (%s), which was revoked: not re-admitted (pair with --readmit "
-                "to let it back in)",
-                result.peer_name,
-                device_id,
-            )
-            return
-        ops = [self.node.replica.device_op(result.peer_cert_pem, result.peer_name)]
-        for member in result.members:
-            cert = member.get("cert") if isinstance(member, dict) else None
-            if isinstance(cert, bytes) and _is_certificate(cert) and cert != self.identity.cert_pem:
-                known = self.members.get(identity.device_id_from_certificate(cert))
-                if known is None:
-                    ops.append(self.node.replica.device_op(cert, str(member.get("name", ""))))
-        await self.node.commit(DEFAULT_SHARE, ops)
-        for share in self.shares_by_pairing:
-            try:
-                added = await self.node.call(self.node.replica.share_add_ops, share, device_id)
-                await self.node.commit(share, added)
-            except ShareError as exc:  # left or removed since the code was made
-                log.warning("could not add %s to share %s: %s", result.peer_name, share, exc)
-        await self.peers.refresh_trust()
-        log.info("paired with %s (%s) at %s", result.peer_name, device_id, address)
 
     async def _feed_watchdog(self, interval: float) -> None:
         while True:
@@ -722,14 +616,6 @@ def _counts(replica: Replica) -> dict[str, Any]:
 def _count_conflicts(replica: Replica) -> int:
     """One row read whatever the size of the store: the store keeps the count as it writes."""
     return replica.store.count_conflicts(DEFAULT_SHARE)
-
-
-def _is_certificate(cert: bytes) -> bool:
-    try:
-        identity.device_id_from_certificate(cert)
-    except identity.InvalidCertificate:
-        return False
-    return True
 
 
 def _exit_if_stuck(seconds: float) -> None:
