@@ -2,8 +2,9 @@
 
 It owns the command line itself: the parser (every subcommand, flag and help text), which control
 socket to use, and the mapping of errors to exit codes: 0 ok, 1 the daemon refused, 2 usage, 3 no
-daemon. What each subcommand asks the daemon and prints is `cli_commands.py`'s. It never opens the
-database or the network itself, and `p2psync daemon` only hands over to `daemon.main`.
+daemon, 4 not found (with --json, an error is one JSON line on stderr, with its code). What each
+subcommand asks the daemon and prints is `cli_commands.py`'s. It never opens the database or the
+network itself, and `p2psync daemon` only hands over to `daemon.main`.
 The `share` command's parser and help are `cli_shares.py`'s, beside what its subcommands do.
 The commands that need no daemon (install-service, completion, man) and -q/-v are
 `cli_setup.py`'s.
@@ -20,6 +21,7 @@ from .cli_commands import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_NO_DAEMON,
+    EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_USAGE,
     Command,
@@ -46,6 +48,7 @@ from .cli_commands import (
     cmd_status,
     cmd_trust,
     cmd_watch,
+    report_error,
 )
 from .cli_format import DEFAULT_SHARE
 from .cli_setup import (
@@ -93,7 +96,8 @@ def add_share_option(parser: argparse.ArgumentParser) -> None:
 # parser ---------------------------------------------------------------------------------------
 
 EPILOG = """\
-exit codes: 0 ok, 1 the daemon refused (e.g. not found), 2 usage, 3 no daemon running.
+exit codes: 0 ok, 1 the daemon refused, 2 usage, 3 no daemon running, 4 not found.
+With --json, an error is one line of JSON on stderr: {"error": {"code": ..., "message": ...}}.
 The CLI talks to the daemon over its control socket; see docs/control-protocol.md."""
 GETTING_STARTED = """\
 examples:
@@ -119,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--json",
         action="store_true",
         default=argparse.SUPPRESS,
-        help="print JSON for programs (one object per line for ls and watch)",
+        help="print JSON for programs (one object per line for ls and watch); errors too, on "
+        'stderr: {"error": {"code": ..., "message": ...}}',
     )
     add_verbosity_options(common)
     parser = argparse.ArgumentParser(
@@ -406,26 +411,27 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(getattr(args, "socket", None) or default_socket_path())
     if is_verbose(args):
         print(f"p2psync: control socket {path}", file=sys.stderr)
+    as_json = bool(getattr(args, "json", False))
     try:
         with Client(path) as client:
             return int(args.run(Command(client, args, sys.stdout)))
     except ConnectionFailed as exc:
-        print(f"p2psync: {exc.message}", file=sys.stderr)
-        return EXIT_NO_DAEMON
+        return report_error(as_json, exc.code, exc.message, EXIT_NO_DAEMON)
     except ControlError as exc:
-        print(f"p2psync: {exc.message}{_hint(exc.code)}", file=sys.stderr)
-        return EXIT_FAILED
+        return report_error(as_json, exc.code, f"{exc.message}{_hint(exc.code)}", _exit_code(exc))
     except ClientError as exc:
-        print(f"p2psync: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return report_error(as_json, "client", str(exc), EXIT_FAILED)
     except UsageError as exc:
-        print(f"p2psync: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return report_error(as_json, "usage", str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. `p2psync ls notes | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+
+
+def _exit_code(exc: ControlError) -> int:
+    return EXIT_NOT_FOUND if exc.code == "not_found" else EXIT_FAILED
 
 
 def _hint(code: str) -> str:

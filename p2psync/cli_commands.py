@@ -26,6 +26,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NO_DAEMON = 3
+EXIT_NOT_FOUND = 4  # the daemon answered not_found: no such record, share, device or grant
 EXIT_INTERRUPTED = 130
 LS_PAGE = 1000
 CELL_WIDTH = 80
@@ -39,6 +40,17 @@ class UsageError(Exception):
 
 
 # output ---------------------------------------------------------------------------------------
+
+
+def report_error(as_json: bool, code: str, message: str, exit_code: int) -> int:
+    """Say on stderr why a command failed and return its exit code: prose for people, or with
+    --json one line `{"error": {"code": ..., "message": ...}}` (the daemon's code, or a client
+    side one: not_running, permission_denied, timeout, protocol, usage...)."""
+    if as_json:
+        sys.stderr.write(compact({"error": {"code": code, "message": message}}) + "\n")
+    else:
+        sys.stderr.write(f"p2psync: {message}\n")
+    return exit_code
 
 
 def _value_cell(value: Any) -> str:
@@ -269,8 +281,8 @@ def cmd_pair(c: Command) -> int:
     message = str(error.get("message") or error.get("code"))
     if "p2psync pair" not in message:
         message += "; each code works once: run `p2psync pair` again for a new one"
-    sys.stderr.write(f"p2psync: pairing failed: {message}\n")
-    return EXIT_FAILED
+    code = str(error.get("code") or "pairing_failed")
+    return report_error(c.json, code, f"pairing failed: {message}", EXIT_FAILED)
 
 
 def cmd_join(c: Command) -> int:
