@@ -279,8 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_grant_commands(command)
 
     value_help = (
-        "the value as JSON (e.g. 42, true, '{\"a\": 1}'); anything that is not JSON is stored "
-        "as a string; '-' reads it from stdin"
+        "the value as JSON (e.g. 42, true, '{\"a\": 1}'); anything else is stored as a string, "
+        "but text starting with {, [ or \" must be valid JSON (or pass --string); '-' reads it "
+        "from stdin"
     )
     for name, run, summary in (
         ("put", cmd_put, "write a record"),
@@ -290,7 +291,11 @@ def build_parser() -> argparse.ArgumentParser:
         write.add_argument("collection", metavar="COLLECTION")
         write.add_argument("key", metavar="KEY")
         write.add_argument("value", metavar="VALUE", help=value_help)
-        write.add_argument("--string", action="store_true", help="store VALUE as a string as is")
+        write.add_argument(
+            "--string",
+            action="store_true",
+            help="store VALUE as a string, as it is (even if it looks like JSON)",
+        )
         write.add_argument("--type", metavar="TYPE", help="record type, kept with the value")
         write.add_argument("--schema-version", metavar="N", type=int, help="schema version")
         add_share_option(write)

@@ -304,11 +304,23 @@ def cmd_doctor(c: Command) -> int:
     return EXIT_FAILED if doctor.failed(checks) else EXIT_OK
 
 
+JSON_OPENERS = ("{", "[", '"')
+
+
 def parse_value(text: str) -> Any:
-    """JSON when it parses as JSON, else the text itself."""
+    """JSON when it parses as JSON, else the text itself; but text that starts like a JSON
+    object, array or string (`{`, `[`, `"`) and does not parse is a UsageError: it is much more
+    likely broken JSON (`{"a":`) than a string meant to be stored as is (that takes --string)."""
     try:
         return json.loads(text, parse_constant=_not_json)
-    except ValueError:
+    except ValueError as exc:
+        if text.lstrip().startswith(JSON_OPENERS):
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            where = f" at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+            raise UsageError(
+                f"the value looks like JSON but is not valid JSON ({reason}{where}): fix it, or "
+                "pass --string to store the text as it is"
+            ) from None
         return text
 
 

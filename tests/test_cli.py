@@ -143,6 +143,34 @@ def test_values_are_json_or_else_text() -> None:
     assert parse_value("") == ""
 
 
+def test_text_that_starts_like_json_must_be_json() -> None:
+    for broken in ('{"a":', "[1, 2", '"unterminated', '  {"a": 1,}', "[NaN]"):
+        with pytest.raises(cli_commands.UsageError, match="--string"):
+            parse_value(broken)
+    assert parse_value("milk {and} eggs") == "milk {and} eggs"  # only the first character counts
+    assert parse_value("  [1]") == [1]
+
+
+async def test_put_refuses_broken_json_unless_string(run: Run) -> None:
+    for argv, stdin in (
+        (["put", "notes", "k", '{"a":'], None),
+        (["put", "notes", "k", "-"], b"[1, 2\n"),
+        (["resolve", "notes", "k", '"oops'], None),
+    ):
+        code, out, err = await run(*argv, stdin=stdin)
+        assert (code, out) == (2, ""), (argv, err)
+        assert "looks like JSON but is not valid JSON" in err and "--string" in err, err
+    code, _, err = await run("--json", "put", "notes", "k", "[1,")
+    assert code == 2 and json.loads(err)["error"]["code"] == "usage"
+    code, _, err = await run("get", "notes", "k")
+    assert code == 4, "nothing was written"
+    await run.ok("put", "notes", "k", '{"a":', "--string")
+    assert json.loads(await run.ok("get", "notes", "k")) == '{"a":'
+    await run.ok("put", "notes", "k", "-", "--string", stdin=b"[draft\n")
+    assert json.loads(await run.ok("get", "notes", "k")) == "[draft"
+    assert main(["put", "--help"]) == 0
+
+
 async def test_put_get_rm_human_and_json(run: Run) -> None:
     assert "wrote notes/a (position" in await run.ok("put", "notes", "a", '{"qty": 2}')
     assert await run.ok("get", "notes", "a") == '{"qty":2}\n'
