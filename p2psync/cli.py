@@ -283,22 +283,39 @@ def build_parser() -> argparse.ArgumentParser:
         "but text starting with {, [ or \" must be valid JSON (or pass --string); '-' reads it "
         "from stdin"
     )
-    for name, run, summary in (
-        ("put", cmd_put, "write a record"),
-        ("resolve", cmd_resolve, "settle a conflict by writing the value to keep"),
-    ):
-        write = command(name, run, summary)
-        write.add_argument("collection", metavar="COLLECTION")
-        write.add_argument("key", metavar="KEY")
-        write.add_argument("value", metavar="VALUE", help=value_help)
-        write.add_argument(
-            "--string",
-            action="store_true",
-            help="store VALUE as a string, as it is (even if it looks like JSON)",
-        )
-        write.add_argument("--type", metavar="TYPE", help="record type, kept with the value")
-        write.add_argument("--schema-version", metavar="N", type=int, help="schema version")
-        add_share_option(write)
+    put = command("put", cmd_put, "write a record")
+    put.add_argument("collection", metavar="COLLECTION")
+    put.add_argument("key", metavar="KEY")
+    put.add_argument("value", metavar="VALUE", help=value_help)
+    _add_value_options(put)
+    resolve = command(
+        "resolve",
+        cmd_resolve,
+        "settle a conflict by writing the value to keep, or by keeping one of the versions",
+        "`p2psync get COLLECTION KEY --all` and `p2psync conflicts` show the versions, each with "
+        "its VERSION; --pick takes it whole or its start. A record without a conflict (or that "
+        "does not exist) is refused, since resolving it would only overwrite it: --force writes "
+        "anyway. Exit 1 when there is no conflict or the picked version is gone, 4 when there is "
+        "no such record.",
+        '  p2psync resolve notes shopping \'{"items": ["milk", "eggs"]}\'\n'
+        "  p2psync resolve notes shopping --pick q2Xo0dW3mL8yJc1V\n"
+        "  p2psync resolve notes shopping --pick q2Xo    (the start of a version is enough)\n",
+    )
+    resolve.add_argument("collection", metavar="COLLECTION")
+    resolve.add_argument("key", metavar="KEY")
+    resolve.add_argument("value", metavar="VALUE", nargs="?", help=f"{value_help} (or use --pick)")
+    resolve.add_argument(
+        "--pick",
+        metavar="VERSION",
+        help="keep this existing version (as `get --all` shows it), with its type and schema "
+        "version; a deleted one deletes",
+    )
+    resolve.add_argument(
+        "--force",
+        action="store_true",
+        help="write even if the record has no conflict or does not exist",
+    )
+    _add_value_options(resolve)
     get = command("get", cmd_get, "print a record's value as JSON")
     get.add_argument("collection", metavar="COLLECTION")
     get.add_argument("key", metavar="KEY")
@@ -375,6 +392,18 @@ def _add_grant_commands(command: Callable[..., argparse.ArgumentParser]) -> None
         f"{APPS_HELP} COLLECTION * means every collection of the share.",
         "  p2psync grants\n  p2psync grants --json\n",
     )
+
+
+def _add_value_options(write: argparse.ArgumentParser) -> None:
+    """The options of put and resolve beside their VALUE."""
+    write.add_argument(
+        "--string",
+        action="store_true",
+        help="store VALUE as a string, as it is (even if it looks like JSON)",
+    )
+    write.add_argument("--type", metavar="TYPE", help="record type, kept with the value")
+    write.add_argument("--schema-version", metavar="N", type=int, help="schema version")
+    add_share_option(write)
 
 
 def _positive(text: str) -> int:

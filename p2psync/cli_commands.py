@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from . import cli_format, doctor, hlc
 from .cli_format import DEFAULT_SHARE, compact, fit, safe_text, table
-from .client import Client, ControlError
+from .client import Client, ControlError, NotFound
 from .identity import short_id
 
 # exit codes, of every command and of `cli.main`
@@ -32,7 +32,10 @@ LS_PAGE = 1000
 CELL_WIDTH = 80
 JOIN_TIMEOUT_SECONDS = 120.0
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
-WINNER_NOTE = "* the version every device shows until the conflict is resolved\n"
+WINNER_NOTE = (
+    "* the version every device shows until the conflict is resolved; keep one of them with "
+    "`p2psync resolve COLLECTION KEY --pick VERSION`\n"
+)
 
 
 class UsageError(Exception):
@@ -356,8 +359,84 @@ def cmd_put(c: Command) -> int:
 
 
 def cmd_resolve(c: Command) -> int:
-    done = c.client.call("resolve", **_write_params(c.args))
-    return c.done(done, f"resolved {_where(c.args)} (position {done['position']})")
+    """Settle a conflict with a new VALUE or by keeping one version (--pick). Unless --force, a
+    record without a conflict is refused (`no_conflict`): resolving it would only overwrite it,
+    most often a mistyped key or a conflict someone else already settled."""
+    args = c.args
+    if (args.value is None) == (args.pick is None):
+        raise UsageError(
+            "give either the VALUE to keep or --pick VERSION (one of the versions `p2psync get "
+            f"{args.collection} {args.key} --all{_share_flag(args)}` shows)"
+        )
+    if args.pick is not None and (args.string or args.type or args.schema_version is not None):
+        raise UsageError(
+            "--pick keeps a version as it is: --string, --type and --schema-version go with VALUE"
+        )
+    if args.pick is None:
+        params = _write_params(args)  # a broken VALUE is a usage error before anything is asked
+        if not args.force:
+            _record_to_resolve(c)
+        done = c.client.call("resolve", **params)
+        return c.done(done, f"resolved {_where(args)} (position {done['position']})")
+    version = _picked_version(c, _record_to_resolve(c))
+    done = c.client.call(
+        "resolve",
+        collection=args.collection,
+        key=args.key,
+        pick={"version": version},
+        share=args.share,
+    )
+    return c.done(
+        {**done, "picked": version},
+        f"resolved {_where(args)}: kept version {version} (position {done['position']})",
+    )
+
+
+def _record_to_resolve(c: Command) -> dict[str, Any] | None:
+    """The record with all its versions; refused when it has no conflict, unless --force (then
+    None when it does not exist: the daemon decides)."""
+    args = c.args
+    try:
+        record: dict[str, Any] = c.client.call(
+            "get", collection=args.collection, key=args.key, all=True, share=args.share
+        )
+    except NotFound as exc:
+        if args.force:
+            return None
+        raise NotFound(
+            f"{exc.message}: nothing to resolve (check the collection and key: `p2psync ls "
+            f"{args.collection}{_share_flag(args)}`)"
+        ) from None
+    if not record.get("conflict") and not args.force:
+        state = "was deleted and has" if record.get("deleted") else "has"
+        raise ControlError(
+            "no_conflict",
+            f"{_where(args)} {state} no conflict: there is nothing to resolve (someone may have "
+            "resolved it already; `p2psync put` changes a record; --force writes anyway)",
+        )
+    return record
+
+
+def _picked_version(c: Command, record: Mapping[str, Any] | None) -> str:
+    """The whole version that --pick names: a version of the record, or the start of exactly one
+    (as `get --all` and `conflicts` show them)."""
+    wanted: str = c.args.pick
+    if record is None:  # --force on a record that is not there: the daemon will say
+        return wanted
+    versions = [str(s["version"]) for s in record.get("siblings") or () if s.get("version")]
+    if wanted in versions:
+        return wanted
+    matching = [version for version in versions if wanted and version.startswith(wanted)]
+    if len(matching) == 1:
+        return matching[0]
+    shown = ", ".join(versions) or "none"
+    if matching:
+        raise UsageError(f"--pick {wanted} matches several versions ({', '.join(matching)})")
+    raise ControlError(
+        "conflict",
+        f"{_where(c.args)} has no version {safe_text(wanted)}; its versions are: {shown} "
+        f"(`p2psync get {c.args.collection} {c.args.key} --all{_share_flag(c.args)}`)",
+    )
 
 
 def cmd_rm(c: Command) -> int:
@@ -382,7 +461,8 @@ def cmd_get(c: Command) -> int:
             f"p2psync: note: {_where(c.args)} has {len(found['siblings'])} conflicting versions; "
             f"this is the newest. See them with `p2psync get {c.args.collection} {c.args.key} "
             f"--all{_share_flag(c.args)}` and settle with `p2psync resolve {c.args.collection} "
-            f"{c.args.key} VALUE{_share_flag(c.args)}`\n"
+            f"{c.args.key} VALUE{_share_flag(c.args)}` (a new value) or `--pick VERSION` (keep "
+            "one of them)\n"
         )
     return EXIT_OK
 
@@ -407,11 +487,12 @@ def _print_siblings(
             fit(safe_text(names.get(s["origin"], s["origin"])), cli_format.NAME_WIDTH),
             short_id(s["origin"]),
             _time(s["hlc"]),
+            safe_text(str(s.get("version") or "-")),
             "(deleted)" if s["deleted"] else _value_cell(s["value"]),
         ]
         for s in record["siblings"]
     ]
-    write_lines(out, table([f"{indent} ", "ORIGIN", "ID", "TIME", "VALUE"], rows))
+    write_lines(out, table([f"{indent} ", "ORIGIN", "ID", "TIME", "VERSION", "VALUE"], rows))
 
 
 def cmd_ls(c: Command) -> int:

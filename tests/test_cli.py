@@ -264,6 +264,69 @@ async def test_conflicts_and_resolve(run: Run, tmp_path: Path) -> None:
     assert await run.ok("conflicts", "c") == "no conflicts\n"
 
 
+async def test_resolve_refuses_a_record_without_a_conflict_unless_force(run: Run) -> None:
+    code, out, err = await run("resolve", "notes", "missing", "1")
+    assert (code, out) == (4, "") and "notes/missing" in err and "nothing to resolve" in err
+    code, out, err = await run("resolve", "notes", "missing", "1", "--json")
+    assert (code, out) == (4, "") and json.loads(err)["error"]["code"] == "not_found"
+    await run.ok("put", "notes", "a", "1")
+    code, out, err = await run("resolve", "notes", "a", "2")
+    assert (code, out) == (1, "") and "notes/a has no conflict" in err and "--force" in err
+    code, out, err = await run("--json", "resolve", "notes", "a", "--pick", "anything")
+    assert (code, out) == (1, "") and json.loads(err)["error"]["code"] == "no_conflict"
+    assert await run.ok("get", "notes", "a") == "1\n", "nothing was written"
+    await run.ok("rm", "notes", "a")
+    code, _, err = await run("resolve", "notes", "a", "2")
+    assert code == 1 and "notes/a was deleted and has no conflict" in err
+    assert "resolved notes/a" in await run.ok("resolve", "notes", "a", "2", "--force")
+    assert await run.ok("get", "notes", "a") == "2\n"
+    assert "resolved notes/new" in await run.ok("resolve", "notes", "new", "3", "--force")
+    for argv in (
+        ["resolve", "notes", "a"],  # neither VALUE nor --pick
+        ["resolve", "notes", "a", "2", "--pick", "v"],
+        ["resolve", "notes", "a", "--pick", "v", "--type", "t"],
+    ):
+        code, out, err = await run(*argv)
+        assert (code, out) == (2, "") and "--pick" in err, (argv, err)
+    assert main(["resolve", "--help"]) == 0
+    shown = " ".join(run.capsys.readouterr().out.split())
+    assert "--pick VERSION" in shown and "--force" in shown and "no conflict" in shown
+
+
+async def test_resolve_pick_keeps_a_version_shown_by_get_all_and_conflicts(
+    run: Run, tmp_path: Path
+) -> None:
+    await conflicting_write(run.served, tmp_path)
+    record = json.loads(await run.ok("--json", "get", "c", "x", "--all"))
+    versions = {s["value"]: s["version"] for s in record["siblings"]}
+    assert set(versions) == {"ours", "theirs"} and all(versions.values())
+    table = (await run.ok("get", "c", "x", "--all")).splitlines()
+    assert "VERSION" in table[0].split()
+    for value, version in versions.items():
+        (row,) = [line for line in table if f'"{value}"' in line]
+        assert version in row.split(), (version, row)  # shown whole
+    assert table[-1].startswith("* the version every device shows")
+    assert "--pick VERSION" in table[-1]
+    listed = await run.ok("conflicts")
+    assert all(version in listed for version in versions.values())
+    code, _, err = await run("get", "c", "x")
+    assert code == 0 and "--pick VERSION" in err
+
+    code, out, err = await run("resolve", "c", "x", "--pick", "nosuchversion")
+    assert (code, out) == (1, "") and "c/x has no version nosuchversion" in err
+    assert all(version in err for version in versions.values()), "it lists the versions"
+    code, out, err = await run("resolve", "c", "x", "--pick", "nosuchversion", "--json")
+    assert (code, out) == (1, "") and json.loads(err)["error"]["code"] == "conflict"
+
+    theirs = versions["theirs"]
+    done = await run.ok("resolve", "c", "x", "--pick", theirs[:6])  # the start is enough
+    assert f"resolved c/x: kept version {theirs} (position" in done
+    assert await run.ok("get", "c", "x") == '"theirs"\n'
+    assert await run.ok("conflicts") == "no conflicts\n"
+    code, _, err = await run("resolve", "c", "x", "--pick", theirs)
+    assert code == 1 and "c/x has no conflict" in err
+
+
 async def test_devices_lists_this_device_and_rename_changes_its_name(
     run: Run, tmp_path: Path
 ) -> None:
@@ -636,7 +699,7 @@ RECORD = {
 # every command that reads or writes records, and the method it calls
 DATA_COMMANDS = [
     (["put", "list", "milk", '"2 l"'], "put"),
-    (["resolve", "list", "milk", '"2 l"'], "resolve"),
+    (["resolve", "list", "milk", '"2 l"', "--force"], "resolve"),  # --force: no get first
     (["get", "list", "milk"], "get"),
     (["rm", "list", "milk"], "delete"),
     (["ls", "list"], "scan"),

@@ -363,7 +363,10 @@ async def test_share_option_reaches_a_real_daemon_and_an_unknown_share_is_refuse
         assert (
             await cli.ok("conflicts", "--share", "shopping") == "no conflicts in share shopping\n"
         )
-        await cli.ok("resolve", "list", "milk", '"3 l"', "--share", "shopping")
+        assert "no conflict" in await cli.refused(
+            "resolve", "list", "milk", '"3 l"', "--share", "shopping"
+        )
+        await cli.ok("resolve", "list", "milk", '"3 l"', "--share", "shopping", "--force")
         assert await cli.ok("get", "--share", "shopping", "list", "milk") == '"3 l"\n'
 
         # watch from the start: list/milk of the share, never the earlier one of default
