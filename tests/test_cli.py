@@ -639,6 +639,10 @@ async def test_pair_join_status_and_revoke_between_real_daemons(tmp_path: Path) 
 
         unknown = await run_cli(inviter, "revoke", "c")
         assert unknown.returncode == 4 and "a (" in unknown.stderr.decode()
+        unknown = await run_cli(inviter, "--json", "revoke", "c")  # one JSON line, from a process
+        assert (unknown.returncode, unknown.stdout) == (4, b"")
+        (line,) = unknown.stderr.decode().splitlines()
+        assert json.loads(line)["error"]["code"] == "not_found"
         revoked = await run_cli(inviter, "revoke", joiner.device_id[:5].lower())  # the short id
         assert revoked.returncode == 0
         assert f"Revoked b ({joiner.device_id})" in revoked.stdout.decode()
