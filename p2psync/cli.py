@@ -2,8 +2,9 @@
 
 It owns the command line itself: the parser (every subcommand, flag and help text), which control
 socket to use, and the mapping of errors to exit codes: 0 ok, 1 the daemon refused, 2 usage, 3 no
-daemon. What each subcommand asks the daemon and prints is `cli_commands.py`'s. It never opens the
-database or the network itself, and `p2psync daemon` only hands over to `daemon.main`.
+daemon, 4 not found (with --json, an error is one JSON line on stderr, with its code). What each
+subcommand asks the daemon and prints is `cli_commands.py`'s. It never opens the database or the
+network itself, and `p2psync daemon` only hands over to `daemon.main`.
 The `share` command's parser and help are `cli_shares.py`'s, beside what its subcommands do.
 The commands that need no daemon (install-service, completion, man) and -q/-v are
 `cli_setup.py`'s.
@@ -20,6 +21,7 @@ from .cli_commands import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_NO_DAEMON,
+    EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_USAGE,
     Command,
@@ -46,6 +48,7 @@ from .cli_commands import (
     cmd_status,
     cmd_trust,
     cmd_watch,
+    report_error,
 )
 from .cli_format import DEFAULT_SHARE
 from .cli_setup import (
@@ -93,7 +96,8 @@ def add_share_option(parser: argparse.ArgumentParser) -> None:
 # parser ---------------------------------------------------------------------------------------
 
 EPILOG = """\
-exit codes: 0 ok, 1 the daemon refused (e.g. not found), 2 usage, 3 no daemon running.
+exit codes: 0 ok, 1 the daemon refused, 2 usage, 3 no daemon running, 4 not found.
+With --json, an error is one line of JSON on stderr: {"error": {"code": ..., "message": ...}}.
 The CLI talks to the daemon over its control socket; see docs/control-protocol.md."""
 GETTING_STARTED = """\
 examples:
@@ -119,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--json",
         action="store_true",
         default=argparse.SUPPRESS,
-        help="print JSON for programs (one object per line for ls and watch)",
+        help="print JSON for programs (one object per line for ls and watch); errors too, on "
+        'stderr: {"error": {"code": ..., "message": ...}}',
     )
     add_verbosity_options(common)
     parser = argparse.ArgumentParser(
@@ -274,21 +279,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_grant_commands(command)
 
     value_help = (
-        "the value as JSON (e.g. 42, true, '{\"a\": 1}'); anything that is not JSON is stored "
-        "as a string; '-' reads it from stdin"
+        "the value as JSON (e.g. 42, true, '{\"a\": 1}'); anything else is stored as a string, "
+        "but text starting with {, [ or \" must be valid JSON (or pass --string); '-' reads it "
+        "from stdin"
     )
-    for name, run, summary in (
-        ("put", cmd_put, "write a record"),
-        ("resolve", cmd_resolve, "settle a conflict by writing the value to keep"),
-    ):
-        write = command(name, run, summary)
-        write.add_argument("collection", metavar="COLLECTION")
-        write.add_argument("key", metavar="KEY")
-        write.add_argument("value", metavar="VALUE", help=value_help)
-        write.add_argument("--string", action="store_true", help="store VALUE as a string as is")
-        write.add_argument("--type", metavar="TYPE", help="record type, kept with the value")
-        write.add_argument("--schema-version", metavar="N", type=int, help="schema version")
-        add_share_option(write)
+    put = command("put", cmd_put, "write a record")
+    put.add_argument("collection", metavar="COLLECTION")
+    put.add_argument("key", metavar="KEY")
+    put.add_argument("value", metavar="VALUE", help=value_help)
+    _add_value_options(put)
+    resolve = command(
+        "resolve",
+        cmd_resolve,
+        "settle a conflict by writing the value to keep, or by keeping one of the versions",
+        "`p2psync get COLLECTION KEY --all` and `p2psync conflicts` show the versions, each with "
+        "its VERSION; --pick takes it whole or its start. A record without a conflict (or that "
+        "does not exist) is refused, since resolving it would only overwrite it: --force writes "
+        "anyway. Exit 1 when there is no conflict or the picked version is gone, 4 when there is "
+        "no such record.",
+        '  p2psync resolve notes shopping \'{"items": ["milk", "eggs"]}\'\n'
+        "  p2psync resolve notes shopping --pick q2Xo0dW3mL8yJc1V\n"
+        "  p2psync resolve notes shopping --pick q2Xo    (the start of a version is enough)\n",
+    )
+    resolve.add_argument("collection", metavar="COLLECTION")
+    resolve.add_argument("key", metavar="KEY")
+    resolve.add_argument("value", metavar="VALUE", nargs="?", help=f"{value_help} (or use --pick)")
+    resolve.add_argument(
+        "--pick",
+        metavar="VERSION",
+        help="keep this existing version (as `get --all` shows it), with its type and schema "
+        "version; a deleted one deletes",
+    )
+    resolve.add_argument(
+        "--force",
+        action="store_true",
+        help="write even if the record has no conflict or does not exist",
+    )
+    _add_value_options(resolve)
     get = command("get", cmd_get, "print a record's value as JSON")
     get.add_argument("collection", metavar="COLLECTION")
     get.add_argument("key", metavar="KEY")
@@ -367,6 +394,18 @@ def _add_grant_commands(command: Callable[..., argparse.ArgumentParser]) -> None
     )
 
 
+def _add_value_options(write: argparse.ArgumentParser) -> None:
+    """The options of put and resolve beside their VALUE."""
+    write.add_argument(
+        "--string",
+        action="store_true",
+        help="store VALUE as a string, as it is (even if it looks like JSON)",
+    )
+    write.add_argument("--type", metavar="TYPE", help="record type, kept with the value")
+    write.add_argument("--schema-version", metavar="N", type=int, help="schema version")
+    add_share_option(write)
+
+
 def _positive(text: str) -> int:
     number = _natural(text)
     if number < 1:
@@ -406,26 +445,27 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(getattr(args, "socket", None) or default_socket_path())
     if is_verbose(args):
         print(f"p2psync: control socket {path}", file=sys.stderr)
+    as_json = bool(getattr(args, "json", False))
     try:
         with Client(path) as client:
             return int(args.run(Command(client, args, sys.stdout)))
     except ConnectionFailed as exc:
-        print(f"p2psync: {exc.message}", file=sys.stderr)
-        return EXIT_NO_DAEMON
+        return report_error(as_json, exc.code, exc.message, EXIT_NO_DAEMON)
     except ControlError as exc:
-        print(f"p2psync: {exc.message}{_hint(exc.code)}", file=sys.stderr)
-        return EXIT_FAILED
+        return report_error(as_json, exc.code, f"{exc.message}{_hint(exc.code)}", _exit_code(exc))
     except ClientError as exc:
-        print(f"p2psync: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return report_error(as_json, "client", str(exc), EXIT_FAILED)
     except UsageError as exc:
-        print(f"p2psync: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return report_error(as_json, "usage", str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # e.g. `p2psync ls notes | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+
+
+def _exit_code(exc: ControlError) -> int:
+    return EXIT_NOT_FOUND if exc.code == "not_found" else EXIT_FAILED
 
 
 def _hint(code: str) -> str:

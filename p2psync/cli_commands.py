@@ -18,7 +18,7 @@ from typing import Any, TextIO
 
 from . import cli_format, doctor, hlc
 from .cli_format import DEFAULT_SHARE, compact, fit, safe_text, table
-from .client import Client, ControlError
+from .client import Client, ControlError, NotFound
 from .identity import short_id
 
 # exit codes, of every command and of `cli.main`
@@ -26,12 +26,16 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NO_DAEMON = 3
+EXIT_NOT_FOUND = 4  # the daemon answered not_found: no such record, share, device or grant
 EXIT_INTERRUPTED = 130
 LS_PAGE = 1000
 CELL_WIDTH = 80
 JOIN_TIMEOUT_SECONDS = 120.0
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
-WINNER_NOTE = "* the version every device shows until the conflict is resolved\n"
+WINNER_NOTE = (
+    "* the version every device shows until the conflict is resolved; keep one of them with "
+    "`p2psync resolve COLLECTION KEY --pick VERSION`\n"
+)
 
 
 class UsageError(Exception):
@@ -39,6 +43,17 @@ class UsageError(Exception):
 
 
 # output ---------------------------------------------------------------------------------------
+
+
+def report_error(as_json: bool, code: str, message: str, exit_code: int) -> int:
+    """Say on stderr why a command failed and return its exit code: prose for people, or with
+    --json one line `{"error": {"code": ..., "message": ...}}` (the daemon's code, or a client
+    side one: not_running, permission_denied, timeout, protocol, usage...)."""
+    if as_json:
+        sys.stderr.write(compact({"error": {"code": code, "message": message}}) + "\n")
+    else:
+        sys.stderr.write(f"p2psync: {message}\n")
+    return exit_code
 
 
 def _value_cell(value: Any) -> str:
@@ -269,8 +284,8 @@ def cmd_pair(c: Command) -> int:
     message = str(error.get("message") or error.get("code"))
     if "p2psync pair" not in message:
         message += "; each code works once: run `p2psync pair` again for a new one"
-    sys.stderr.write(f"p2psync: pairing failed: {message}\n")
-    return EXIT_FAILED
+    code = str(error.get("code") or "pairing_failed")
+    return report_error(c.json, code, f"pairing failed: {message}", EXIT_FAILED)
 
 
 def cmd_join(c: Command) -> int:
@@ -292,11 +307,23 @@ def cmd_doctor(c: Command) -> int:
     return EXIT_FAILED if doctor.failed(checks) else EXIT_OK
 
 
+JSON_OPENERS = ("{", "[", '"')
+
+
 def parse_value(text: str) -> Any:
-    """JSON when it parses as JSON, else the text itself."""
+    """JSON when it parses as JSON, else the text itself; but text that starts like a JSON
+    object, array or string (`{`, `[`, `"`) and does not parse is a UsageError: it is much more
+    likely broken JSON (`{"a":`) than a string meant to be stored as is (that takes --string)."""
     try:
         return json.loads(text, parse_constant=_not_json)
-    except ValueError:
+    except ValueError as exc:
+        if text.lstrip().startswith(JSON_OPENERS):
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            where = f" at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+            raise UsageError(
+                f"the value looks like JSON but is not valid JSON ({reason}{where}): fix it, or "
+                "pass --string to store the text as it is"
+            ) from None
         return text
 
 
@@ -332,8 +359,84 @@ def cmd_put(c: Command) -> int:
 
 
 def cmd_resolve(c: Command) -> int:
-    done = c.client.call("resolve", **_write_params(c.args))
-    return c.done(done, f"resolved {_where(c.args)} (position {done['position']})")
+    """Settle a conflict with a new VALUE or by keeping one version (--pick). Unless --force, a
+    record without a conflict is refused (`no_conflict`): resolving it would only overwrite it,
+    most often a mistyped key or a conflict someone else already settled."""
+    args = c.args
+    if (args.value is None) == (args.pick is None):
+        raise UsageError(
+            "give either the VALUE to keep or --pick VERSION (one of the versions `p2psync get "
+            f"{args.collection} {args.key} --all{_share_flag(args)}` shows)"
+        )
+    if args.pick is not None and (args.string or args.type or args.schema_version is not None):
+        raise UsageError(
+            "--pick keeps a version as it is: --string, --type and --schema-version go with VALUE"
+        )
+    if args.pick is None:
+        params = _write_params(args)  # a broken VALUE is a usage error before anything is asked
+        if not args.force:
+            _record_to_resolve(c)
+        done = c.client.call("resolve", **params)
+        return c.done(done, f"resolved {_where(args)} (position {done['position']})")
+    version = _picked_version(c, _record_to_resolve(c))
+    done = c.client.call(
+        "resolve",
+        collection=args.collection,
+        key=args.key,
+        pick={"version": version},
+        share=args.share,
+    )
+    return c.done(
+        {**done, "picked": version},
+        f"resolved {_where(args)}: kept version {version} (position {done['position']})",
+    )
+
+
+def _record_to_resolve(c: Command) -> dict[str, Any] | None:
+    """The record with all its versions; refused when it has no conflict, unless --force (then
+    None when it does not exist: the daemon decides)."""
+    args = c.args
+    try:
+        record: dict[str, Any] = c.client.call(
+            "get", collection=args.collection, key=args.key, all=True, share=args.share
+        )
+    except NotFound as exc:
+        if args.force:
+            return None
+        raise NotFound(
+            f"{exc.message}: nothing to resolve (check the collection and key: `p2psync ls "
+            f"{args.collection}{_share_flag(args)}`)"
+        ) from None
+    if not record.get("conflict") and not args.force:
+        state = "was deleted and has" if record.get("deleted") else "has"
+        raise ControlError(
+            "no_conflict",
+            f"{_where(args)} {state} no conflict: there is nothing to resolve (someone may have "
+            "resolved it already; `p2psync put` changes a record; --force writes anyway)",
+        )
+    return record
+
+
+def _picked_version(c: Command, record: Mapping[str, Any] | None) -> str:
+    """The whole version that --pick names: a version of the record, or the start of exactly one
+    (as `get --all` and `conflicts` show them)."""
+    wanted: str = c.args.pick
+    if record is None:  # --force on a record that is not there: the daemon will say
+        return wanted
+    versions = [str(s["version"]) for s in record.get("siblings") or () if s.get("version")]
+    if wanted in versions:
+        return wanted
+    matching = [version for version in versions if wanted and version.startswith(wanted)]
+    if len(matching) == 1:
+        return matching[0]
+    shown = ", ".join(versions) or "none"
+    if matching:
+        raise UsageError(f"--pick {wanted} matches several versions ({', '.join(matching)})")
+    raise ControlError(
+        "conflict",
+        f"{_where(c.args)} has no version {safe_text(wanted)}; its versions are: {shown} "
+        f"(`p2psync get {c.args.collection} {c.args.key} --all{_share_flag(c.args)}`)",
+    )
 
 
 def cmd_rm(c: Command) -> int:
@@ -358,7 +461,8 @@ def cmd_get(c: Command) -> int:
             f"p2psync: note: {_where(c.args)} has {len(found['siblings'])} conflicting versions; "
             f"this is the newest. See them with `p2psync get {c.args.collection} {c.args.key} "
             f"--all{_share_flag(c.args)}` and settle with `p2psync resolve {c.args.collection} "
-            f"{c.args.key} VALUE{_share_flag(c.args)}`\n"
+            f"{c.args.key} VALUE{_share_flag(c.args)}` (a new value) or `--pick VERSION` (keep "
+            "one of them)\n"
         )
     return EXIT_OK
 
@@ -383,11 +487,12 @@ def _print_siblings(
             fit(safe_text(names.get(s["origin"], s["origin"])), cli_format.NAME_WIDTH),
             short_id(s["origin"]),
             _time(s["hlc"]),
+            safe_text(str(s.get("version") or "-")),
             "(deleted)" if s["deleted"] else _value_cell(s["value"]),
         ]
         for s in record["siblings"]
     ]
-    write_lines(out, table([f"{indent} ", "ORIGIN", "ID", "TIME", "VALUE"], rows))
+    write_lines(out, table([f"{indent} ", "ORIGIN", "ID", "TIME", "VERSION", "VALUE"], rows))
 
 
 def cmd_ls(c: Command) -> int:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from . import config
-from .cli_commands import EXIT_FAILED, EXIT_NO_DAEMON, EXIT_OK, EXIT_USAGE
+from .cli_commands import EXIT_FAILED, EXIT_NO_DAEMON, EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 
 # What a value of an option or argument is, by its metavar: what a shell offers for it.
 FILE_METAVARS = frozenset({"FILE", "PATH", "CERTFILE"})
@@ -136,9 +136,10 @@ FILES = (
 )
 EXIT_STATUS = (
     (EXIT_OK, "success"),
-    (EXIT_FAILED, "the daemon refused or failed (e.g. not found)"),
+    (EXIT_FAILED, "the daemon refused or failed"),
     (EXIT_USAGE, "usage error"),
     (EXIT_NO_DAEMON, "no daemon is running at the control socket"),
+    (EXIT_NOT_FOUND, "not found: no such record (or it was deleted), share, device or grant"),
 )
 DESCRIPTION = (
     "p2psync keeps records in sync between the devices of a household, with no server: every "

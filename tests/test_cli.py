@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 import trio
 
-from p2psync import cli_commands, cli_format
+from p2psync import cli, cli_commands, cli_format
 from p2psync.cli import build_parser, main
 from p2psync.cli_commands import CLEAR_SCREEN, parse_value
+from p2psync.client import Client
 from p2psync.pairing_words import WORDS
 from tests.apps import APP_UID, needs_root, run_cli_as
 from tests.control_harness import Served, conflicting_write, start_served
@@ -68,7 +69,8 @@ def test_usage_errors_exit_2_and_help_exits_0(capsys: pytest.CaptureFixture[str]
         assert "usage: p2psync" in capsys.readouterr().err
     assert main(["--help"]) == 0
     top = capsys.readouterr().out
-    assert "export-cert" in top and "exit codes" in top
+    assert "export-cert" in top and "exit codes" in top and "4 not found" in top
+    assert '{"error": {"code": ..., "message": ...}}' in top
     assert main(["put", "--help"]) == 0
     assert "'-' reads it from stdin" in " ".join(capsys.readouterr().out.split())
     assert main(["forget", "--help"]) == 0
@@ -85,6 +87,53 @@ def test_no_daemon_exits_3_with_what_to_do(
         assert "missing.sock" in err and "p2psync daemon" in err
 
 
+def test_no_daemon_under_json_is_one_json_line_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "missing.sock")
+    assert main(["--socket", missing, "--json", "get", "c", "k"]) == 3
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1
+    error = json.loads(err)["error"]
+    assert error["code"] == "not_running" and "missing.sock" in error["message"]
+    sock = tmp_path / "locked.sock"
+    sock.touch(mode=0)
+    if os.geteuid() != 0:  # root opens anything
+        assert main(["--socket", str(sock), "get", "c", "k", "--json"]) == 3
+        assert json.loads(capsys.readouterr().err)["error"]["code"] == "permission_denied"
+
+
+async def test_errors_under_json_carry_the_daemons_code_and_not_found_exits_4(run: Run) -> None:
+    code, out, err = await run("--json", "get", "notes", "missing")
+    assert (code, out) == (4, "") and len(err.splitlines()) == 1
+    assert json.loads(err) == {
+        "error": {"code": "not_found", "message": json.loads(err)["error"]["message"]}
+    }
+    assert "notes/missing" in json.loads(err)["error"]["message"]
+    code, out, err = await run("get", "notes", "missing")  # for people: prose, same exit code
+    assert (code, out) == (4, "") and err.startswith("p2psync: ") and "notes/missing" in err
+    code, out, err = await run("put", "_devices", "x", "1", "--json")
+    assert (code, out) == (1, "") and json.loads(err)["error"]["code"] == "bad_request"
+    code, out, err = await run("--json", "trust", "/nonexistent/cert.pem")
+    assert (code, out) == (2, "") and json.loads(err)["error"]["code"] == "usage"
+    code, out, err = await run("--json", "share", "show", "nosuch")
+    assert (code, out) == (4, "") and json.loads(err)["error"]["code"] == "not_found"
+
+
+async def test_a_client_side_timeout_under_json_says_timeout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "silent.sock"
+    sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    await sock.bind(str(path))
+    sock.listen()  # the kernel accepts; nobody ever answers
+    monkeypatch.setattr(cli, "Client", lambda socket_path: Client(socket_path, timeout=0.3))
+    with sock:
+        code = await trio.to_thread.run_sync(main, ["--socket", str(path), "--json", "id"])
+    out, err = capsys.readouterr()
+    assert (code, out) == (1, "") and json.loads(err)["error"]["code"] == "timeout", err
+
+
 def test_values_are_json_or_else_text() -> None:
     assert parse_value("42") == 42
     assert parse_value('{"a": [1, null]}') == {"a": [1, None]}
@@ -92,6 +141,34 @@ def test_values_are_json_or_else_text() -> None:
     assert parse_value("milk and eggs") == "milk and eggs"
     assert parse_value("NaN") == "NaN"
     assert parse_value("") == ""
+
+
+def test_text_that_starts_like_json_must_be_json() -> None:
+    for broken in ('{"a":', "[1, 2", '"unterminated', '  {"a": 1,}', "[NaN]"):
+        with pytest.raises(cli_commands.UsageError, match="--string"):
+            parse_value(broken)
+    assert parse_value("milk {and} eggs") == "milk {and} eggs"  # only the first character counts
+    assert parse_value("  [1]") == [1]
+
+
+async def test_put_refuses_broken_json_unless_string(run: Run) -> None:
+    for argv, stdin in (
+        (["put", "notes", "k", '{"a":'], None),
+        (["put", "notes", "k", "-"], b"[1, 2\n"),
+        (["resolve", "notes", "k", '"oops'], None),
+    ):
+        code, out, err = await run(*argv, stdin=stdin)
+        assert (code, out) == (2, ""), (argv, err)
+        assert "looks like JSON but is not valid JSON" in err and "--string" in err, err
+    code, _, err = await run("--json", "put", "notes", "k", "[1,")
+    assert code == 2 and json.loads(err)["error"]["code"] == "usage"
+    code, _, err = await run("get", "notes", "k")
+    assert code == 4, "nothing was written"
+    await run.ok("put", "notes", "k", '{"a":', "--string")
+    assert json.loads(await run.ok("get", "notes", "k")) == '{"a":'
+    await run.ok("put", "notes", "k", "-", "--string", stdin=b"[draft\n")
+    assert json.loads(await run.ok("get", "notes", "k")) == "[draft"
+    assert main(["put", "--help"]) == 0
 
 
 async def test_put_get_rm_human_and_json(run: Run) -> None:
@@ -110,7 +187,7 @@ async def test_put_get_rm_human_and_json(run: Run) -> None:
     assert json.loads(await run.ok("get", "notes", "text")) == "line one\nline two"
     assert "deleted notes/a" in await run.ok("rm", "notes", "a")
     code, out, err = await run("get", "notes", "a")
-    assert (code, out) == (1, "") and "notes/a was deleted" in err
+    assert (code, out) == (4, "") and "notes/a was deleted" in err
     code, _, err = await run("put", "_devices", "x", "1")
     assert code == 1 and "reserved" in err
     code, _, err = await run("put", "notes", "bad", "-", stdin=b"\xff\xfe")
@@ -145,9 +222,9 @@ async def test_identity_and_membership_commands(run: Run, tmp_path: Path) -> Non
     code, _, err = await run("trust", str(tmp_path / "nope.pem"))
     assert code == 2 and "cannot read certificate" in err
     code, _, err = await run("revoke", "ABCDE")
-    assert code == 1 and "no device ABCDE" in err
+    assert code == 4 and "no device ABCDE" in err
     code, _, err = await run("forget", "ABCDE")
-    assert code == 1
+    assert code == 4
 
 
 async def test_status_and_peers_of_a_daemon_that_says_little(run: Run) -> None:
@@ -185,6 +262,69 @@ async def test_conflicts_and_resolve(run: Run, tmp_path: Path) -> None:
     assert "resolved c/x" in await run.ok("resolve", "c", "x", '"both"')
     assert await run.ok("get", "c", "x") == '"both"\n'
     assert await run.ok("conflicts", "c") == "no conflicts\n"
+
+
+async def test_resolve_refuses_a_record_without_a_conflict_unless_force(run: Run) -> None:
+    code, out, err = await run("resolve", "notes", "missing", "1")
+    assert (code, out) == (4, "") and "notes/missing" in err and "nothing to resolve" in err
+    code, out, err = await run("resolve", "notes", "missing", "1", "--json")
+    assert (code, out) == (4, "") and json.loads(err)["error"]["code"] == "not_found"
+    await run.ok("put", "notes", "a", "1")
+    code, out, err = await run("resolve", "notes", "a", "2")
+    assert (code, out) == (1, "") and "notes/a has no conflict" in err and "--force" in err
+    code, out, err = await run("--json", "resolve", "notes", "a", "--pick", "anything")
+    assert (code, out) == (1, "") and json.loads(err)["error"]["code"] == "no_conflict"
+    assert await run.ok("get", "notes", "a") == "1\n", "nothing was written"
+    await run.ok("rm", "notes", "a")
+    code, _, err = await run("resolve", "notes", "a", "2")
+    assert code == 1 and "notes/a was deleted and has no conflict" in err
+    assert "resolved notes/a" in await run.ok("resolve", "notes", "a", "2", "--force")
+    assert await run.ok("get", "notes", "a") == "2\n"
+    assert "resolved notes/new" in await run.ok("resolve", "notes", "new", "3", "--force")
+    for argv in (
+        ["resolve", "notes", "a"],  # neither VALUE nor --pick
+        ["resolve", "notes", "a", "2", "--pick", "v"],
+        ["resolve", "notes", "a", "--pick", "v", "--type", "t"],
+    ):
+        code, out, err = await run(*argv)
+        assert (code, out) == (2, "") and "--pick" in err, (argv, err)
+    assert main(["resolve", "--help"]) == 0
+    shown = " ".join(run.capsys.readouterr().out.split())
+    assert "--pick VERSION" in shown and "--force" in shown and "no conflict" in shown
+
+
+async def test_resolve_pick_keeps_a_version_shown_by_get_all_and_conflicts(
+    run: Run, tmp_path: Path
+) -> None:
+    await conflicting_write(run.served, tmp_path)
+    record = json.loads(await run.ok("--json", "get", "c", "x", "--all"))
+    versions = {s["value"]: s["version"] for s in record["siblings"]}
+    assert set(versions) == {"ours", "theirs"} and all(versions.values())
+    table = (await run.ok("get", "c", "x", "--all")).splitlines()
+    assert "VERSION" in table[0].split()
+    for value, version in versions.items():
+        (row,) = [line for line in table if f'"{value}"' in line]
+        assert version in row.split(), (version, row)  # shown whole
+    assert table[-1].startswith("* the version every device shows")
+    assert "--pick VERSION" in table[-1]
+    listed = await run.ok("conflicts")
+    assert all(version in listed for version in versions.values())
+    code, _, err = await run("get", "c", "x")
+    assert code == 0 and "--pick VERSION" in err
+
+    code, out, err = await run("resolve", "c", "x", "--pick", "nosuchversion")
+    assert (code, out) == (1, "") and "c/x has no version nosuchversion" in err
+    assert all(version in err for version in versions.values()), "it lists the versions"
+    code, out, err = await run("resolve", "c", "x", "--pick", "nosuchversion", "--json")
+    assert (code, out) == (1, "") and json.loads(err)["error"]["code"] == "conflict"
+
+    theirs = versions["theirs"]
+    done = await run.ok("resolve", "c", "x", "--pick", theirs[:6])  # the start is enough
+    assert f"resolved c/x: kept version {theirs} (position" in done
+    assert await run.ok("get", "c", "x") == '"theirs"\n'
+    assert await run.ok("conflicts") == "no conflicts\n"
+    code, _, err = await run("resolve", "c", "x", "--pick", theirs)
+    assert code == 1 and "c/x has no conflict" in err
 
 
 async def test_devices_lists_this_device_and_rename_changes_its_name(
@@ -498,7 +638,11 @@ async def test_pair_join_status_and_revoke_between_real_daemons(tmp_path: Path) 
         assert re.search(rf"\nb +{joiner.device_id[:5]} ", shown)
 
         unknown = await run_cli(inviter, "revoke", "c")
-        assert unknown.returncode == 1 and "a (" in unknown.stderr.decode()
+        assert unknown.returncode == 4 and "a (" in unknown.stderr.decode()
+        unknown = await run_cli(inviter, "--json", "revoke", "c")  # one JSON line, from a process
+        assert (unknown.returncode, unknown.stdout) == (4, b"")
+        (line,) = unknown.stderr.decode().splitlines()
+        assert json.loads(line)["error"]["code"] == "not_found"
         revoked = await run_cli(inviter, "revoke", joiner.device_id[:5].lower())  # the short id
         assert revoked.returncode == 0
         assert f"Revoked b ({joiner.device_id})" in revoked.stdout.decode()
@@ -559,7 +703,7 @@ RECORD = {
 # every command that reads or writes records, and the method it calls
 DATA_COMMANDS = [
     (["put", "list", "milk", '"2 l"'], "put"),
-    (["resolve", "list", "milk", '"2 l"'], "resolve"),
+    (["resolve", "list", "milk", '"2 l"', "--force"], "resolve"),  # --force: no get first
     (["get", "list", "milk"], "get"),
     (["rm", "list", "milk"], "delete"),
     (["ls", "list"], "scan"),
@@ -740,7 +884,7 @@ async def test_grant_grants_and_revoke_grant(run: Run) -> None:
     )
     assert "note: other users cannot open" in err  # this socket is 0660: apps are not let in
     code, _, err = await run("grant", "4242", "--share", "family", "--collection", "shopping")
-    assert code == 1 and "no share 'family'" in err
+    assert code == 4 and "no share 'family'" in err
     await run.ok("share", "create", "family")
     await run.ok("grant", "4242", "--share", "family", "--collection", "shopping")
     rows = [line.split() for line in (await run.ok("grants")).splitlines()]
@@ -764,9 +908,9 @@ async def test_grant_grants_and_revoke_grant(run: Run) -> None:
         == "The apps of nobody (uid 65534) may no longer use every collection of share photos.\n"
     )
     code, _, err = await run("revoke-grant", "nobody", "--share", "photos")
-    assert code == 1 and "app uid 65534 (nobody) has no grant for share 'photos'" in err
+    assert code == 4 and "app uid 65534 (nobody) has no grant for share 'photos'" in err
     code, _, err = await run("grant", "no-such-user-x", "--share", "photos")
-    assert code == 1 and "no user 'no-such-user-x' on this device" in err
+    assert code == 4 and "no user 'no-such-user-x' on this device" in err
     code, _, err = await run("grant", "nobody")
     assert code == 2 and "--share" in err
     assert main(["grant", "--help"]) == 0
@@ -813,11 +957,11 @@ async def test_quiet_leaves_out_confirmations_but_not_answers(run: Run) -> None:
     assert json.loads(await run.ok("-q", "--json", "rm", "notes", "b"))["position"] > 0
     assert await run.ok("-q", "rm", "notes", "a") == ""
     code, out, err = await run("-q", "get", "notes", "missing")
-    assert code == 1 and out == "" and "no record notes/missing" in err, "errors are never left out"
+    assert code == 4 and out == "" and "no record notes/missing" in err, "errors are never left out"
 
 
 async def test_verbose_names_the_control_socket_and_the_last_of_q_and_v_wins(run: Run) -> None:
     code, out, err = await run("-v", "get", "notes", "missing")
-    assert code == 1 and f"p2psync: control socket {run.served.path}\n" in err
+    assert code == 4 and f"p2psync: control socket {run.served.path}\n" in err
     code, out, err = await run("-v", "put", "notes", "a", "1", "-q")
     assert (code, out) == (0, "") and "control socket" not in err

@@ -271,10 +271,11 @@ class Cli:
         assert code == 0, err
         return out
 
-    async def refused(self, *argv: str) -> str:
-        """What the CLI says when the daemon refuses: exit 1, nothing on stdout."""
+    async def refused(self, *argv: str, exit_code: int = 1) -> str:
+        """What the CLI says when the daemon refuses: exit 1 (4 for not_found), nothing on
+        stdout."""
         code, out, err = await self(*argv)
-        assert (code, out) == (1, ""), (argv, code, out, err)
+        assert (code, out) == (exit_code, ""), (argv, code, out, err)
         assert err.startswith("p2psync: ")
         return err
 
@@ -306,9 +307,9 @@ async def test_share_create_add_show_remove_leave_on_a_real_daemon(
             "already": True,
         }
         stranger = DeviceIdentity.generate().device_id
-        await cli.refused("share", "add", "parents", stranger)  # not of this household
+        await cli.refused("share", "add", "parents", stranger, exit_code=4)  # not of this household
         code, _, err = await cli("share", "add", "parents", "B0GUS")
-        assert code == 1 and "no device named or starting with 'B0GUS'" in err and "b (" in err
+        assert code == 4 and "no device named or starting with 'B0GUS'" in err and "b (" in err
         for spelled in ("b", b_id[:5].lower()):  # its name, its short id
             again = json.loads(await cli.ok("share", "add", "parents", spelled, "--json"))
             assert (again["device"], again["already"]) == (b_id, True)
@@ -362,7 +363,10 @@ async def test_share_option_reaches_a_real_daemon_and_an_unknown_share_is_refuse
         assert (
             await cli.ok("conflicts", "--share", "shopping") == "no conflicts in share shopping\n"
         )
-        await cli.ok("resolve", "list", "milk", '"3 l"', "--share", "shopping")
+        assert "no conflict" in await cli.refused(
+            "resolve", "list", "milk", '"3 l"', "--share", "shopping"
+        )
+        await cli.ok("resolve", "list", "milk", '"3 l"', "--share", "shopping", "--force")
         assert await cli.ok("get", "--share", "shopping", "list", "milk") == '"3 l"\n'
 
         # watch from the start: list/milk of the share, never the earlier one of default
@@ -388,7 +392,7 @@ async def test_share_option_reaches_a_real_daemon_and_an_unknown_share_is_refuse
             "rm", "--share", "shopping", "list", "milk"
         )
         assert "list/milk was deleted" in await cli.refused(
-            "get", "--share", "shopping", "list", "milk"
+            "get", "--share", "shopping", "list", "milk", exit_code=4
         )
         assert await cli.ok("get", "list", "milk") == '"in default"\n'
 
@@ -400,7 +404,7 @@ async def test_share_option_reaches_a_real_daemon_and_an_unknown_share_is_refuse
             ["share", "show", "nosuch"],
             ["share", "leave", "nosuch"],
         ):
-            assert "nosuch" in await cli.refused(*argv), argv
+            assert "nosuch" in await cli.refused(*argv, exit_code=4), argv
 
 
 async def test_pair_with_shares_and_join_name_them_between_real_daemons(tmp_path: Path) -> None:

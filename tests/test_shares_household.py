@@ -407,7 +407,7 @@ def test_the_cli_says_an_unknown_share_is_not_found(tmp_path):
             ["ls", "--share", "nope", "notes"],
         ):
             done = subprocess.run([*base, *argv], capture_output=True, text=True, timeout=20)
-            assert done.returncode == 1, (argv, done.stdout, done.stderr)
+            assert done.returncode == 4, (argv, done.stdout, done.stderr)  # not_found
             assert "nope" in done.stderr, (argv, done.stderr)
 
 
