@@ -9,10 +9,11 @@ decides; it never stores anything.
 
 import base64
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
-from .entry import DELETE, LogEntry, Op
+from .entry import DELETE, MAX_CONTEXT_ACTORS, LogEntry, Op
+from .vectors import device_of
 
 RecordKey = tuple[str, str]  # (collection, key)
 # A Sibling's fields as a plain tuple: the garbage collector stops tracking plain tuples of plain
@@ -224,3 +225,34 @@ class CausalBuffer:
         self._held.clear()
         self._bytes.clear()
         self._count = 0
+
+
+# an entry's context: what its ops replace --------------------------------------------------
+
+
+def context_within_limit(context: dict[str, int]) -> dict[str, int]:
+    """A context that names no more writers than an entry may: the writers of the devices with
+    the most epochs in it are left out first (one device inventing epochs to pile siblings on a
+    key keeps its own siblings; the write still replaces everyone else's and goes through)."""
+    per_device: dict[str, list[str]] = {}
+    for actor in context:
+        per_device.setdefault(device_of(actor), []).append(actor)
+    kept = dict(context)
+    for _, actors in sorted(per_device.items(), key=lambda item: (-len(item[1]), item[0])):
+        for actor in sorted(actors):
+            if len(kept) <= MAX_CONTEXT_ACTORS:
+                return kept
+            del kept[actor]
+    return kept
+
+
+def replaced_dots(
+    current: Mapping[tuple[str, str], list[Sibling]], ops: Sequence[Op], own_actor: str
+) -> dict[str, int]:
+    """The newest seq per actor among the siblings `ops` replace (our own actor is implied)."""
+    context: dict[str, int] = {}
+    for op in ops:
+        for sibling in current.get((op.collection, op.key), ()):
+            if sibling.actor != own_actor and sibling.seq > context.get(sibling.actor, 0):
+                context[sibling.actor] = sibling.seq
+    return context

@@ -21,7 +21,7 @@ from .replica_trust import SYSTEM_SHARE, TrustRules
 from .shares.members import MEMBERS
 from .shares.rules import ShareError, ShareRules, unknown_share
 from .store import Store
-from .vectors import device_of, make_actor
+from .vectors import make_actor
 
 DEFAULT_SHARE = "default"
 WireItem = tuple[bytes, bytes | None]
@@ -227,11 +227,11 @@ class Replica(ShareRules, TrustRules):
     ) -> list[LogEntry]:
         written: list[LogEntry] = []
         for seq, clock, ops in planned:
-            context = {} if concurrent else _replaced_dots(existing, ops, self.actor)
+            context = {} if concurrent else merge.replaced_dots(existing, ops, self.actor)
             if seq == 1:
                 context.update(self._membership_context(share))
             if len(context) > entries.MAX_CONTEXT_ACTORS:
-                context = _within_context_limit(context)
+                context = merge.context_within_limit(context)
             new = entries.encode(
                 share,
                 self.actor,
@@ -653,31 +653,3 @@ def _membership_runs(share: str, ready: list[merge.Held]) -> Iterator[list[merge
 def _continues(first: LogEntry) -> dict[str, int]:
     """What an epoch's first entry takes over: the epochs it retires, up to where."""
     return {actor: seq for actor, seq, _ in first.retires}
-
-
-def _within_context_limit(context: dict[str, int]) -> dict[str, int]:
-    """A context that names no more writers than an entry may: the writers of the devices with
-    the most epochs in it are left out first (one device inventing epochs to pile siblings on a
-    key keeps its own siblings; the write still replaces everyone else's and goes through)."""
-    per_device: dict[str, list[str]] = {}
-    for actor in context:
-        per_device.setdefault(device_of(actor), []).append(actor)
-    kept = dict(context)
-    for _, actors in sorted(per_device.items(), key=lambda item: (-len(item[1]), item[0])):
-        for actor in sorted(actors):
-            if len(kept) <= entries.MAX_CONTEXT_ACTORS:
-                return kept
-            del kept[actor]
-    return kept
-
-
-def _replaced_dots(
-    current: Mapping[tuple[str, str], list[Sibling]], ops: Sequence[Op], own_actor: str
-) -> dict[str, int]:
-    """The newest seq per actor among the siblings `ops` replace (our own actor is implied)."""
-    context: dict[str, int] = {}
-    for op in ops:
-        for sibling in current.get((op.collection, op.key), ()):
-            if sibling.actor != own_actor and sibling.seq > context.get(sibling.actor, 0):
-                context[sibling.actor] = sibling.seq
-    return context

@@ -5,7 +5,7 @@ and a member's own signing key, as a compromised device would build them."""
 import msgpack
 import pytest
 
-from p2psync import entry, identity, membership
+from p2psync import entry, identity, membership, merge
 from p2psync.entry import IntegrityError
 from p2psync.replica import DEFAULT_SHARE as SHARE
 from p2psync.replica import Replica
@@ -343,7 +343,5 @@ def test_a_write_naming_more_writers_than_an_entry_may_leaves_out_the_most_proli
     context = {f"{'A' * 5}-{'B' * 5}-{'C' * 5}-{'D' * 5}-{'E' * 5}-{'F' * 5}-{'G' * 5}/{n:08x}": 1
                for n in range(entry.MAX_CONTEXT_ACTORS + 5)}
     honest = "HHHHH-BBBBB-CCCCC-DDDDD-EEEEE-FFFFF-GGGGG/00000001"
-    from p2psync.replica import _within_context_limit
-
-    trimmed = _within_context_limit({**context, honest: 3})
+    trimmed = merge.context_within_limit({**context, honest: 3})
     assert len(trimmed) == entry.MAX_CONTEXT_ACTORS and trimmed[honest] == 3
