@@ -52,6 +52,10 @@ class CodeDaemon(DaemonProcess):
         self.code = code
         super().__init__(*args, **kwargs)
 
+    def ui_config(self) -> list[str]:
+        # code from before the web UI refuses a [ui] section, and has no UI to switch off
+        return super().ui_config() if self.code == REPO else []
+
     def command(self) -> list[str]:
         # -P: the current directory does not come first on sys.path, PYTHONPATH does
         command = [

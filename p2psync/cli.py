@@ -47,6 +47,7 @@ from .cli_commands import (
     cmd_rm,
     cmd_status,
     cmd_trust,
+    cmd_ui,
     cmd_watch,
     report_error,
 )
@@ -266,6 +267,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     join.add_argument("code", metavar="CODE", help="the code, e.g. 7-guitar-orbit")
     join.add_argument("--address", metavar="HOST:PORT", help="where the inviting device listens")
+    ui = command(
+        "ui",
+        cmd_ui,
+        "log a browser into this device's web UI",
+        "Prints a one-time link to the daemon's web UI (on 127.0.0.1 only) and opens it in a "
+        "browser when this session has a display. The link works once, for 2 minutes; the "
+        "browser then stays logged in for 12 hours.",
+        "  p2psync ui\n  p2psync ui --no-open\n",
+    )
+    ui.add_argument(
+        "--no-open", action="store_true", help="only print the link, do not start a browser"
+    )
     command(
         "doctor",
         cmd_doctor,

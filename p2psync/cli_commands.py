@@ -9,8 +9,10 @@ database or the network itself: everything goes through `client.Client`.
 
 import argparse
 import json
+import os
 import sys
 import time
+import webbrowser
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -296,6 +298,22 @@ def cmd_join(c: Command) -> int:
     with Client(c.client.socket_path, timeout=JOIN_TIMEOUT_SECONDS) as client:
         done = client.call("join", code=c.args.code, address=c.args.address)
     return c.done(done, cli_format.joined_message(done))
+
+
+def cmd_ui(c: Command) -> int:
+    link = c.client.call("ui_link")
+    opened = not c.args.no_open and not c.json and _has_display() and webbrowser.open(link["url"])
+    return c.say(
+        link,
+        f"{link['url']}\n(works once, within {link['expires_in']} s"
+        + ("; opened in your browser)" if opened else "; open it in a browser on this device)"),
+    )
+
+
+def _has_display() -> bool:
+    """A browser can only show the page where a graphical session is: over SSH without one,
+    `webbrowser` would start a text browser in the terminal instead."""
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def cmd_doctor(c: Command) -> int:

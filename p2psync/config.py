@@ -29,6 +29,7 @@ ENV_CONTROL_SOCKET_OLD = "P2PSYNC_CONTROL_SOCKET"  # the daemon's name for it be
 
 DEFAULT_PORT = 47100
 DEFAULT_LISTEN = (("0.0.0.0", DEFAULT_PORT), ("::", DEFAULT_PORT))
+DEFAULT_UI_PORT = 47180  # the web UI's, on 127.0.0.1 and ::1 only
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SYSTEM_CONFIG_FILE = Path("/etc/p2psync/config.toml")
 SYSTEM_STATE_DIR = Path("/var/lib/p2psync")
@@ -67,6 +68,8 @@ class Config:
     idle_timeout: float
     reconnect_max: float
     log_level: str
+    ui_enabled: bool = True
+    ui_port: int = DEFAULT_UI_PORT  # 0: any free port (`p2psync ui` tells which)
     source: str = field(default="built-in defaults", compare=False)
     # True when control.socket was not set and defaulted to <state_dir>/control.sock, so that a
     # state directory given later (apply_overrides) takes the socket along.
@@ -224,6 +227,15 @@ def _seconds(value: Any) -> float:
     return float(value)
 
 
+def _ui_port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise _Invalid(
+            f"expected a port number without quotes from 0 to 65535, e.g. {DEFAULT_UI_PORT} "
+            "(0 picks any free port)"
+        )
+    return value
+
+
 def _log_level(value: Any) -> str:
     level = _string(value, 'one of "debug", "info", "warning", "error"').lower()
     if level not in LOG_LEVELS:
@@ -293,6 +305,8 @@ _KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "sync.idle_timeout": ("idle_timeout", _seconds),
     "sync.reconnect_max": ("reconnect_max", _seconds),
     "log.level": ("log_level", _log_level),
+    "ui.enabled": ("ui_enabled", _boolean),
+    "ui.port": ("ui_port", _ui_port),
 }
 _SECTIONS = sorted({key.partition(".")[0] for key in _KEYS})
 
@@ -325,6 +339,8 @@ def _resolve(
         idle_timeout=settings.get("idle_timeout", DEFAULT_LIMIT_SECONDS),
         reconnect_max=settings.get("reconnect_max", 60.0),
         log_level=settings.get("log_level", "info"),
+        ui_enabled=settings.get("ui_enabled", True),
+        ui_port=settings.get("ui_port", DEFAULT_UI_PORT),
         source=source,
         socket_in_state_dir=control_socket is None,
     )

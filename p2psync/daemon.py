@@ -47,6 +47,7 @@ from .pairing_service import PairingService
 from .peers import PeerManager, PeerState, Timeouts
 from .replica import DEFAULT_SHARE, DeviceRecord, Replica
 from .sdnotify import Notifier
+from .webui.server import WebUI
 
 log = logging.getLogger("p2psync")
 STOP_GRACE_SECONDS = 5.0
@@ -96,6 +97,7 @@ class Daemon(PairingRole):
         self.last_seen = LastSeen(self.node, self.peers)
         self.peers.on_synced = self._publish_synced
         self.share_members: dict[str, frozenset[str]] = {}  # what membership events compare
+        self.ui = WebUI(self, settings.ui_port) if settings.ui_enabled else None
 
     @property
     def device_id(self) -> str:
@@ -146,6 +148,8 @@ class Daemon(PairingRole):
                     group=self.config.control_group,
                 )
             )
+            if self.ui is not None:
+                await nursery.start(self.ui.run)
             nursery.start_soon(self._follow_membership)
             nursery.start_soon(self._report_conflicts)
             interval = self.notifier.watchdog_interval(os.environ)
@@ -500,6 +504,11 @@ class Daemon(PairingRole):
                 )
             )
         return found
+
+    async def ui_link(self) -> dict[str, Any]:
+        if self.ui is None:
+            raise LookupError("the web UI is off on this device (ui.enabled = false in its config)")
+        return self.ui.login_link()
 
     async def rename(self, name: str) -> dict[str, Any]:
         """Give this device a new name, replicated to every member (the config's stays as it

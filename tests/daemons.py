@@ -67,6 +67,7 @@ class DaemonProcess:
         reconnect_max: float = 2.0,
         extra_config: str = "",
         nofile: int | None = None,
+        ui_port: int | None = None,  # None: the web UI off; 0: on, on any free loopback port
     ) -> None:
         self.directory = directory / name
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -86,6 +87,7 @@ class DaemonProcess:
         self.reconnect_max = reconnect_max
         self.extra_config = extra_config
         self.nofile = nofile  # RLIMIT_NOFILE for the daemon, to make fd exhaustion reachable
+        self.ui_port = ui_port
         self.process: subprocess.Popen[bytes] | None = None
         self.spawned_at = 0.0
         self.notifications: list[str] = []
@@ -116,11 +118,18 @@ class DaemonProcess:
                     f"reconnect_max = {self.reconnect_max}",
                     "[log]",
                     'level = "debug"',
+                    *self.ui_config(),
                     self.extra_config,
                     "",
                 ]
             )
         )
+
+    def ui_config(self) -> list[str]:
+        """Always explicit: daemons of parallel tests must never meet on the UI's default port."""
+        if self.ui_port is None:
+            return ["[ui]", "enabled = false"]
+        return ["[ui]", "enabled = true", f"port = {self.ui_port}"]
 
     def command(self) -> list[str]:
         program = "tests.schema_daemon" if schema_checked() else "p2psync"

@@ -37,7 +37,7 @@ def test_the_example_file_parses_to_the_defaults(env, euid):
 def test_the_defaults_shown_in_the_example_are_the_real_defaults():
     pinned_lines = re.compile(r"^#(?=\w+ = )", re.MULTILINE)
     text, pinned = pinned_lines.subn("", EXAMPLE.read_text())
-    assert pinned == 11
+    assert pinned == 13
     assert parse(text) == config.default_config(ROOT_ENV, 0, "kitchen")
 
 
@@ -471,3 +471,29 @@ def test_a_file_is_read_and_its_errors_name_it(tmp_path):
         load(path)
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load(tmp_path)
+
+
+# the web UI
+
+
+def test_the_web_ui_is_on_by_default_on_its_own_port_and_can_be_turned_off():
+    defaults = config.default_config(ROOT_ENV, 0, "kitchen")
+    assert (defaults.ui_enabled, defaults.ui_port) == (True, config.DEFAULT_UI_PORT)
+    assert config.DEFAULT_UI_PORT != config.DEFAULT_PORT
+    off = parse("[ui]\nenabled = false\n")
+    assert not off.ui_enabled
+    assert parse("[ui]\nport = 0\n").ui_port == 0  # any free port
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ('[ui]\nport = "47180"\n', '"ui.port" = "47180": expected a port number without quotes'),
+        ("[ui]\nport = 65536\n", "from 0 to 65535"),
+        ("[ui]\nport = true\n", "expected a port number"),
+        ('[ui]\nenabled = "yes"\n', '"ui.enabled" = "yes": expected true or false'),
+        ("[ui]\nbind = \"0.0.0.0\"\n", 'unknown key "ui.bind"'),
+    ],
+)
+def test_bad_web_ui_settings_are_named_with_what_to_write(text, says):
+    assert says in error_of(text)

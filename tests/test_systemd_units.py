@@ -212,7 +212,7 @@ class TracedDaemon:
         # whether a p2psync group exists on this machine must not change what is traced.
         (workdir / "config.toml").write_text(
             f'[control]\nsocket = "{self.control}"\ngroup = ""\n'
-            f'[network]\nlisten = ["127.0.0.1:0", "[::1]:0"]\n'
+            f'[network]\nlisten = ["127.0.0.1:0", "[::1]:0"]\n[ui]\nenabled = false\n'
         )
         self.notify = NotifyReceiver(workdir / "notify")
         command = (

@@ -55,6 +55,7 @@ ADMIN_METHODS = frozenset(
         "reload",
         "pair",
         "join",
+        "ui_link",
         "grant",
         "revoke_grant",
         "grants",

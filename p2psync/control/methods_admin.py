@@ -2,10 +2,10 @@
 configuration and pairing (trio).
 
 It owns `hello`, `id`, `status`, `peers`, `devices`, `rename`, `trust`, `revoke`/`forget`,
-`reload`, `nearby`, `join` and the `pair` stream, and `ControlContext`: what the control socket
-needs from the daemon. The daemon does the work (membership, discovery, pairing); this module
-checks parameters and turns the daemon's answers and failures into protocol results and error
-codes. Who may call these is `access.py`'s.
+`reload`, `nearby`, `join`, `ui_link` and the `pair` stream, and `ControlContext`: what the
+control socket needs from the daemon. The daemon does the work (membership, discovery,
+pairing); this module checks parameters and turns the daemon's answers and failures into protocol
+results and error codes. Who may call these is `access.py`'s.
 """
 
 import logging
@@ -71,6 +71,7 @@ class ControlContext(ShareContext, Protocol):
     ) -> dict[str, Any]: ...
     async def revoke(self, device_id: str) -> dict[str, Any]: ...
     async def rename(self, name: str) -> dict[str, Any]: ...
+    async def ui_link(self) -> dict[str, Any]: ...
     async def reload(self) -> dict[str, Any]: ...
     def nearby(self) -> list[dict[str, Any]]: ...
     async def pair(
@@ -95,6 +96,7 @@ class AdminMethods:
             "reload": self.reload,
             "nearby": self.nearby,
             "join": self.join,
+            "ui_link": self.ui_link,
         }
 
     async def hello(self, request: dict[str, Any], methods: Sequence[str]) -> Any:
@@ -145,6 +147,9 @@ class AdminMethods:
 
     async def reload(self, request: dict[str, Any]) -> Any:
         return await _membership_call(self.context.reload())
+
+    async def ui_link(self, request: dict[str, Any]) -> Any:
+        return await _membership_call(self.context.ui_link())
 
     async def nearby(self, request: dict[str, Any]) -> Any:
         return self.context.nearby()

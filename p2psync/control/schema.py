@@ -49,6 +49,7 @@ PARAMETERS: Mapping[str, frozenset[str]] = {
         "reload": (),
         "pair": ("ttl", "readmit", "shares"),
         "join": ("code", "address"),
+        "ui_link": (),
         # shares
         "share_create": ("share",),
         "share_add": ("share", "device"),
