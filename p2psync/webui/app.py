@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import jinja2
 import trio
 from starlette.applications import Starlette
-from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -36,6 +36,7 @@ HEARTBEAT_SECONDS = 15.0
 # At most this often a page hears that data changed: a catch-up of a million records must not
 # make a million page fetches.
 DATA_TICK_SECONDS = 0.5
+MAX_FORM_BYTES = 64 * 1024
 SECURITY_HEADERS = {
     "content-security-policy": (
         "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
@@ -46,7 +47,7 @@ SECURITY_HEADERS = {
     "cache-control": "no-store",
 }
 
-Handler = Callable[[Request, auth.Session, FormData | None], Awaitable[Response]]
+Handler = Callable[[Request, auth.Session, dict[str, str] | None], Awaitable[Response]]
 
 
 def build_app(facade: Facade, gate: auth.Gate, port: int) -> ASGIApp:
@@ -100,9 +101,10 @@ class WebApp:
                 host = request.headers.get("host")
                 if not auth.origin_allowed(request.headers.get("origin"), host, self.port):
                     return self.refusal(403, "This request did not come from this page.")
-                form = await request.form()
-                given = form.get("csrf")
-                if not auth.csrf_matches(session, given if isinstance(given, str) else None):
+                form = await _form(request)
+                if form is None:
+                    return self.refusal(413, "This form is too large.")
+                if not auth.csrf_matches(session, form.get("csrf")):
                     return self.refusal(403, "This form has expired: reload the page.")
             return await handler(request, session, form)
 
@@ -255,6 +257,18 @@ class WebApp:
             return self.refusal(404, "No such part of a page.")
         body = self.templates.get_template(f"_{name}.html").render(csrf=session.csrf, **values)
         return HTMLResponse(body, headers=SECURITY_HEADERS)
+
+
+async def _form(request: Request) -> dict[str, str] | None:
+    """A form as browsers post it (urlencoded, the pages' forms set no other encoding); None
+    when larger than any form of the UI can be."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return None
+    fields = parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+    return {name: values[0] for name, values in fields.items()}
 
 
 class HostCheck:

@@ -11,7 +11,7 @@ turns what it answers into pages.
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import trio
@@ -37,7 +37,7 @@ class Pairing:
     code: str
     expires_at: float  # trio clock
     outcome: dict[str, Any] | None = None  # the `paired` or `pairing_failed` event
-    cancel: trio.CancelScope | None = None
+    cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
 
 
 class Facade:
@@ -89,7 +89,7 @@ class Facade:
         return pairing
 
     def stop_pairing(self) -> None:
-        if self.pairing is not None and self.pairing.cancel is not None:
+        if self.pairing is not None:
             self.pairing.cancel.cancel()
         self.pairing = None
 
@@ -98,5 +98,5 @@ class Facade:
             pairing.outcome = json.loads(line)
             self.bus.publish({"event": "pairing", "code": pairing.code, **pairing.outcome})
 
-        with trio.CancelScope() as pairing.cancel:
+        with pairing.cancel:
             await follow(told)
