@@ -97,7 +97,7 @@ def test_the_session_cookie_is_http_only_and_strict_and_pages_forbid_framing(dae
     assert status == 303 and headers["location"] == "/"
     assert "HttpOnly" in headers["set-cookie"] and "SameSite=Strict" in headers["set-cookie"]
     assert "frame-ancestors 'none'" in headers["content-security-policy"]
-    assert headers["referrer-policy"] == "no-referrer"
+    assert headers["referrer-policy"] == "same-origin"
 
 
 def test_another_host_name_is_refused_even_with_a_session(daemon):

@@ -43,7 +43,9 @@ SECURITY_HEADERS = {
         "form-action 'self'; frame-ancestors 'none'"
     ),
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",  # the login link's token must not travel anywhere
+    # the login link's token must not travel to another site; not "no-referrer", which would
+    # make the browser send `Origin: null` with our own forms' POSTs
+    "referrer-policy": "same-origin",
     "cache-control": "no-store",
 }
 

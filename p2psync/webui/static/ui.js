@@ -54,5 +54,6 @@
   }
 
   startCountdowns(document);
-  listen();
+  if (regions.length) listen();
+  else if (status) status.hidden = true;
 })();
