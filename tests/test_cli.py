@@ -938,6 +938,29 @@ def test_an_app_gets_the_daemon_refused_exit_code_outside_its_grant() -> None:
             assert "notes" in status.stdout
             peers = run_cli_as(APP_UID, *socket_args, "peers")
             assert peers.returncode == 1 and "only admins of this device may" in peers.stderr
+            ui = run_cli_as(APP_UID, *socket_args, "ui", "--no-open")
+            assert ui.returncode == 1 and "may not use 'ui_link'" in ui.stderr
+
+
+def test_ui_prints_a_one_time_link_and_opens_no_browser_without_a_display(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    opened: list[str] = []
+    monkeypatch.setattr(cli_commands.webbrowser, "open", opened.append)
+    daemon = DaemonProcess(tmp_path, "kitchen", ui_port=0)
+    with running(daemon):
+        socket_args = ["--socket", str(daemon.socket_path)]
+        assert main([*socket_args, "ui"]) == 0
+        printed = capsys.readouterr().out
+        assert re.match(r"http://127\.0\.0\.1:\d+/login\?token=[\w-]+\n\(works once", printed)
+        assert "open it in a browser on this device" in printed and not opened
+        assert main([*socket_args, "--json", "ui"]) == 0
+        link = json.loads(capsys.readouterr().out)
+        assert link["url"] not in printed and link["expires_in"] == 120
+        monkeypatch.setenv("DISPLAY", ":0")
+        assert main([*socket_args, "ui", "--no-open"]) == 0 and not opened
 
 
 # --version, -q and -v -------------------------------------------------------------------------

@@ -1,0 +1,55 @@
+"""The web UI's server in a real daemon: one port on both loopbacks, a port in use named at
+start, and a clean stop with a live page still connected."""
+
+import http.client
+import socket
+import subprocess
+import sys
+from urllib.parse import urlsplit
+
+from p2psync.webui.server import bind_loopback
+from tests.daemons import DaemonProcess, running
+
+
+def test_port_0_gives_one_port_on_both_loopbacks():
+    sockets = bind_loopback(0)
+    try:
+        assert [s.getsockname()[0] for s in sockets] == ["127.0.0.1", "::1"]
+        assert sockets[0].getsockname()[1] == sockets[1].getsockname()[1]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_a_ui_port_in_use_stops_the_start_and_says_what_to_change(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        daemon = DaemonProcess(tmp_path, "kitchen", ui_port=port)
+        started = subprocess.run(
+            [sys.executable, "-m", "p2psync", "daemon", "--config", str(daemon.config_path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert started.returncode == 1
+    assert f"web UI: port {port} on 127.0.0.1 is in use" in started.stderr
+    assert "ui.port" in started.stderr and "Traceback" not in started.stderr
+
+
+def test_the_daemon_stops_cleanly_with_a_page_still_listening(tmp_path):
+    daemon = DaemonProcess(tmp_path, "kitchen", ui_port=0)
+    with running(daemon):
+        url = urlsplit(daemon.call("ui_link")["url"])
+        connection = http.client.HTTPConnection("127.0.0.1", url.port, timeout=10)
+        connection.request("GET", f"{url.path}?{url.query}", headers={"Host": url.netloc})
+        response = connection.getresponse()
+        cookie = response.getheader("set-cookie", "").split(";")[0]
+        response.read()
+        connection.request("GET", "/events", headers={"Host": url.netloc, "Cookie": cookie})
+        events = connection.getresponse()
+        assert events.status == 200 and events.readline() == b"event: ready\n"
+        assert daemon.stop(timeout=10) == 0
+        connection.close()
+    assert "did not stop" not in daemon.log()
