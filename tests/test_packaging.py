@@ -70,6 +70,9 @@ def test_the_wheel_carries_the_version_license_and_service_files(wheel: Path) ->
     assert "Requires-Dist: zeroconf<1,>=0.150\n" in metadata
     assert "p2psync = p2psync.cli:main" in entry_points
     assert "p2psync/py.typed" in names
+    web = REPO / "p2psync" / "webui"
+    for asset in [*web.glob("templates/*.html"), *web.glob("static/*")]:  # the UI fetches nothing
+        assert f"p2psync/webui/{asset.parent.name}/{asset.name}" in names, asset.name
 
 
 @pytest.mark.slow
