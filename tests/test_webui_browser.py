@@ -174,6 +174,11 @@ def test_pair_two_daemons_see_a_write_live_and_settle_a_conflict(tmp_path, brows
         settled = lambda: not den.call("get", collection="notes", key="colour")["conflict"]  # noqa: E731
         wait_for(settled, "the den to hear the conflict was settled", den, kitchen)
 
+        kitchen.call("share_create", share="parents")
+        kitchen.call("share_add", share="parents", device=den.device_id)
+        browser.get(f"{at_kitchen}/shares")
+        members = browser.find_element(By.CSS_SELECTOR, "table tbody").text
+        assert "kitchen (this device)" in members and "den" in members
         for page in ("shares", "doctor"):
             browser.get(f"{at_kitchen}/{page}")
             snap(browser, page)

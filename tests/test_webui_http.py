@@ -137,6 +137,14 @@ def test_a_post_needs_the_csrf_token_and_this_uis_origin(daemon):
     assert browser.post("/add", {"action": "stop", "csrf": csrf})[0] == 303
 
 
+def test_a_join_that_fails_says_why_on_the_page(daemon):
+    browser = Browser(daemon).log_in()
+    fields = {"csrf": browser.csrf(), "code": "7-no-such", "address": "127.0.0.1:1"}
+    status, page = browser.post("/join", fields)
+    assert status == 200 and 'id="join-error"' in page and 'id="joined"' not in page
+    assert 'value="7-no-such"' in page  # the form keeps what was typed, to correct it
+
+
 def test_text_from_peers_is_escaped(daemon):
     daemon.call("rename", name="<b>kitchen</b>")
     try:
