@@ -588,6 +588,8 @@ class Daemon(PairingRole):
                 changes.append(f"peer {config.format_address(*address)}")
         if fresh.listen != self.config.listen:
             log.warning("network.listen changed; it takes effect at the next restart")
+        if (fresh.ui_enabled, fresh.ui_port) != (self.config.ui_enabled, self.config.ui_port):
+            log.warning("ui.enabled or ui.port changed; it takes effect at the next restart")
         if fresh.control_socket_mode != self.config.control_socket_mode:
             log.warning("control.apps or control.mode changed; it takes effect at the next restart")
         self.config = fresh

@@ -277,7 +277,8 @@ def test_a_port_in_use_or_an_unusable_state_dir_is_named(tmp_path):
         taken = start_with_config(
             tmp_path,
             f'[paths]\nstate_dir = "{state}"\n[control]\nsocket = "{tmp_path / "c.sock"}"\n'
-            f'[network]\nlisten = ["127.0.0.1:{port}"]\n[discovery]\nenabled = false\n',
+            f'[network]\nlisten = ["127.0.0.1:{port}"]\n[discovery]\nenabled = false\n'
+            "[ui]\nenabled = false\n",
         )
     assert taken.returncode == 1
     assert f"127.0.0.1:{port}" in taken.stderr and "in use" in taken.stderr
@@ -286,7 +287,7 @@ def test_a_port_in_use_or_an_unusable_state_dir_is_named(tmp_path):
     unusable = start_with_config(
         tmp_path,
         f'[paths]\nstate_dir = "{not_a_dir / "state"}"\n[network]\nlisten = ["127.0.0.1:0"]\n'
-        "[discovery]\nenabled = false\n",
+        "[discovery]\nenabled = false\n[ui]\nenabled = false\n",
     )
     assert unusable.returncode == 1
     assert "state directory" in unusable.stderr and "--state-dir" in unusable.stderr

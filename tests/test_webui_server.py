@@ -8,7 +8,7 @@ import sys
 from urllib.parse import urlsplit
 
 from p2psync.webui.server import bind_loopback
-from tests.daemons import DaemonProcess, running
+from tests.daemons import DaemonProcess, log_since, log_size, running
 
 
 def test_port_0_gives_one_port_on_both_loopbacks():
@@ -53,3 +53,14 @@ def test_the_daemon_stops_cleanly_with_a_page_still_listening(tmp_path):
         assert daemon.stop(timeout=10) == 0
         connection.close()
     assert "did not stop" not in daemon.log()
+
+
+def test_a_reload_says_a_ui_change_waits_for_the_restart(tmp_path):
+    daemon = DaemonProcess(tmp_path, "kitchen")
+    with running(daemon):
+        offset = log_size(daemon)
+        daemon.ui_port = 0
+        daemon.write_config()
+        assert daemon.call("reload")["reloaded"]
+        assert "ui.enabled or ui.port changed" in log_since(daemon, offset)
+        assert daemon.error("ui_link")["code"] == "not_found"  # still off until then
