@@ -60,6 +60,7 @@ def test_the_cookie_is_http_only_strict_and_named_by_port():
     assert cookie.startswith("p2psync_session_47180=abc;")
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Max-Age=3600" in cookie
     assert auth.cookie_name(47180) != auth.cookie_name(47181)
+    assert auth.cleared_cookie(47180).startswith("p2psync_session_47180=; Max-Age=0;")
 
 
 @pytest.mark.parametrize(

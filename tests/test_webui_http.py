@@ -100,6 +100,13 @@ def test_the_session_cookie_is_http_only_and_strict_and_pages_forbid_framing(dae
     assert headers["referrer-policy"] == "same-origin"
 
 
+def test_logging_out_ends_the_session(daemon):
+    browser = Browser(daemon).log_in()
+    status, page = browser.post("/logout", {"csrf": browser.csrf()})
+    assert status == 200 and "Logged out" in page
+    assert browser.request("GET", "/")[0] == 401  # the old cookie, kept by a careless browser
+
+
 def test_another_host_name_is_refused_even_with_a_session(daemon):
     browser = Browser(daemon).log_in()
     status, _, page = browser.request("GET", "/", Host=f"rebound.example:{browser.port}")

@@ -81,12 +81,12 @@ class WebApp:
             Route("/events", LiveEvents(self)),
             Mount("/static", StaticFiles(directory=HERE / "static")),
         ]
-        self.asgi = HostCheck(Starlette(routes=routes), port, self.refusal)
+        self.asgi = HostCheck(Starlette(routes=routes), port, self.notice)
 
     # access -----------------------------------------------------------------------------------
 
-    def refusal(self, status: int, reason: str) -> Response:
-        body = self.templates.get_template("refused.html").render(status=status, reason=reason)
+    def notice(self, status: int, reason: str) -> Response:
+        body = self.templates.get_template("notice.html").render(status=status, reason=reason)
         return HTMLResponse(body, status, headers=SECURITY_HEADERS)
 
     def session_of(self, request: Request) -> auth.Session | None:
@@ -97,17 +97,17 @@ class WebApp:
         async def endpoint(request: Request) -> Response:
             session = self.session_of(request)
             if session is None:
-                return self.refusal(401, "Not logged in: run `p2psync ui` and open its link.")
+                return self.notice(401, "Not logged in: run `p2psync ui` and open its link.")
             form = None
             if request.method == "POST":
                 host = request.headers.get("host")
                 if not auth.origin_allowed(request.headers.get("origin"), host, self.port):
-                    return self.refusal(403, "This request did not come from this page.")
+                    return self.notice(403, "This request did not come from this page.")
                 form = await _form(request)
                 if form is None:
-                    return self.refusal(413, "This form is too large.")
+                    return self.notice(413, "This form is too large.")
                 if not auth.csrf_matches(session, form.get("csrf")):
-                    return self.refusal(403, "This form has expired: reload the page.")
+                    return self.notice(403, "This form has expired: reload the page.")
             return await handler(request, session, form)
 
         return endpoint
@@ -116,7 +116,7 @@ class WebApp:
         token = request.query_params.get("token", "")
         session = self.gate.redeem(token, trio.current_time())
         if session is None:
-            return self.refusal(
+            return self.notice(
                 401, "This link was used already or has expired: run `p2psync ui` for a new one."
             )
         response = RedirectResponse("/", 303, headers=SECURITY_HEADERS)
@@ -126,7 +126,9 @@ class WebApp:
 
     async def logout(self, request: Request, session: auth.Session, form: Any) -> Response:
         self.gate.end(session)
-        return self.refusal(401, "Logged out. Run `p2psync ui` to log in again.")
+        response = self.notice(200, "Logged out. Run `p2psync ui` to log in again.")
+        response.headers.append("set-cookie", auth.cleared_cookie(self.port))
+        return response
 
     # pages ------------------------------------------------------------------------------------
 
@@ -155,7 +157,7 @@ class WebApp:
             except ActionFailed as exc:
                 error = str(exc)
             if error is None:
-                return RedirectResponse("/add", 303)
+                return RedirectResponse("/add", 303, headers=SECURITY_HEADERS)
         return self.render("add.html", session, error=error, **self._pairing())
 
     def _pairing(self) -> dict[str, Any]:
@@ -199,7 +201,7 @@ class WebApp:
                     key=str(form.get("key", "")),
                     pick={"version": str(form.get("version", ""))},
                 )
-                return RedirectResponse("/conflicts", 303)
+                return RedirectResponse("/conflicts", 303, headers=SECURITY_HEADERS)
             except ActionFailed as exc:
                 error = str(exc)
         return self.render("conflicts.html", session, error=error, **await self._conflicts())
@@ -256,7 +258,7 @@ class WebApp:
         elif name == "records":
             values = await self._data(request)
         else:
-            return self.refusal(404, "No such part of a page.")
+            return self.notice(404, "No such part of a page.")
         body = self.templates.get_template(f"_{name}.html").render(csrf=session.csrf, **values)
         return HTMLResponse(body, headers=SECURITY_HEADERS)
 
@@ -276,15 +278,15 @@ async def _form(request: Request) -> dict[str, str] | None:
 class HostCheck:
     """Every request, assets included, must name this UI on loopback in its Host header."""
 
-    def __init__(self, app: ASGIApp, port: int, refusal: Callable[[int, str], Response]) -> None:
-        self.app, self.port, self.refusal = app, port, refusal
+    def __init__(self, app: ASGIApp, port: int, notice: Callable[[int, str], Response]) -> None:
+        self.app, self.port, self.notice = app, port, notice
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             host = Request(scope).headers.get("host")
             if not auth.host_allowed(host, self.port):
                 reason = f"Open this page as http://127.0.0.1:{self.port}/ (not through a name)."
-                await self.refusal(403, reason)(scope, receive, send)
+                await self.notice(403, reason)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -297,7 +299,7 @@ class LiveEvents:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.web.session_of(Request(scope)) is None:
-            await self.web.refusal(401, "Not logged in.")(scope, receive, send)
+            await self.web.notice(401, "Not logged in.")(scope, receive, send)
             return
         headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})

@@ -43,6 +43,11 @@ def session_cookie(port: int, session: Session, now: float) -> str:
     return f"{cookie_name(port)}={session.id}; Max-Age={max_age}; Path=/; HttpOnly; SameSite=Strict"
 
 
+def cleared_cookie(port: int) -> str:
+    """The Set-Cookie value that makes a browser forget its session (at logout)."""
+    return f"{cookie_name(port)}=; Max-Age=0; Path=/; HttpOnly; SameSite=Strict"
+
+
 class Gate:
     """The login links not used yet and the live sessions of one UI."""
 
