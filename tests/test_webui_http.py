@@ -166,13 +166,11 @@ def test_text_from_peers_is_escaped(daemon):
         daemon.call("rename", name="kitchen")
 
 
-def test_a_conflict_is_resolved_by_keeping_one_version(daemon):
+def test_keeping_a_version_that_is_not_there_says_so_and_changes_nothing(daemon):
+    # (settling a real conflict by a click: test_webui_browser.py, with two daemons)
     browser = Browser(daemon).log_in()
     daemon.call("put", collection="settle", key="colour", value="blue")
     record = daemon.call("get", collection="settle", key="colour")
-    # a second sibling as a concurrent write from another device would leave it: a transaction
-    # cannot make one locally, so the page is checked on its no-conflict state and its form
-    # refuses a version that is not there
     _, _, page = browser.request("GET", "/conflicts")
     assert "No conflicts" in page
     status, page = browser.post(
