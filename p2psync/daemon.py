@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -47,7 +47,9 @@ from .pairing_service import PairingService
 from .peers import PeerManager, PeerState, Timeouts
 from .replica import DEFAULT_SHARE, DeviceRecord, Replica
 from .sdnotify import Notifier
-from .webui.server import WebUI
+
+if TYPE_CHECKING:
+    from .webui.server import WebUI
 
 log = logging.getLogger("p2psync")
 STOP_GRACE_SECONDS = 5.0
@@ -97,7 +99,7 @@ class Daemon(PairingRole):
         self.last_seen = LastSeen(self.node, self.peers)
         self.peers.on_synced = self._publish_synced
         self.share_members: dict[str, frozenset[str]] = {}  # what membership events compare
-        self.ui = WebUI(self, settings.ui_port) if settings.ui_enabled else None
+        self.ui: WebUI | None = _web_ui(self, settings.ui_port) if settings.ui_enabled else None
 
     @property
     def device_id(self) -> str:
@@ -627,6 +629,13 @@ def _counts(replica: Replica) -> dict[str, Any]:
 def _count_conflicts(replica: Replica) -> int:
     """One row read whatever the size of the store: the store keeps the count as it writes."""
     return replica.store.count_conflicts(DEFAULT_SHARE)
+
+
+def _web_ui(daemon: Daemon, port: int) -> "WebUI":
+    # imported only when on: the web stack adds a fifth of a second to every start
+    from .webui.server import WebUI
+
+    return WebUI(daemon, port)
 
 
 def _exit_if_stuck(seconds: float) -> None:
