@@ -3,8 +3,11 @@ control socket over a real replica (tests/control_harness.py). Restoring with re
 tests/test_backup_restore.py's."""
 
 import json
+import os
 import sqlite3
 import stat
+import subprocess
+import sys
 import tarfile
 from contextlib import closing
 from pathlib import Path
@@ -15,6 +18,7 @@ import trio
 from p2psync.backup import archive
 from p2psync.identity import short_id
 from tests.control_harness import Served, conflicting_write, start_served
+from tests.daemons import REPO, DaemonProcess, running
 from tests.test_cli import Run
 
 
@@ -143,6 +147,39 @@ async def test_export_then_import_into_another_daemon_gives_equal_data(
             separators=(",", ":"),
         ),
     )
+
+
+def test_export_piped_into_import_of_another_real_daemon_copies_every_record(
+    tmp_path: Path,
+) -> None:
+    """`p2psync export | p2psync import -` between two daemon processes, as a person would."""
+
+    def cli(daemon: DaemonProcess, *argv: str, stdin: bytes | None = None) -> bytes:
+        done = subprocess.run(
+            [sys.executable, "-m", "p2psync", "--socket", str(daemon.socket_path), *argv],
+            input=stdin,
+            capture_output=True,
+            timeout=60,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        return done.stdout
+
+    source, target = DaemonProcess(tmp_path, "source"), DaemonProcess(tmp_path, "target")
+    with running(source, target):
+        with source.client() as client:
+            client.put_many(
+                ("many", f"k{n:04}", {"n": n, "text": "é" * (n % 7)}) for n in range(2500)
+            )
+            client.put("blobs", "b", b"\x00\xff")
+            client.put("typed", "t", [1, None], type="pair", schema_version=2)
+            client.put_many(("many", f"k{n:04}", None) for n in range(3))  # null is a value
+        exported = cli(source, "export")
+        assert len(exported.splitlines()) == 2502
+        cli(target, "import", "-", "--share", "default", stdin=exported)
+        assert cli(target, "export") == exported
+        assert cli(target, "ls", "--json") == cli(source, "ls", "--json")
 
 
 async def test_import_checks_every_line_before_writing_anything(run: Run, tmp_path: Path) -> None:
