@@ -19,7 +19,6 @@ from typing import Any, BinaryIO
 
 from . import cli_format
 from .backup import records
-from .backup.restore import RestoreError, restore
 from .cli_commands import (
     EXIT_FAILED,
     EXIT_OK,
@@ -34,6 +33,7 @@ from .cli_commands import (
 )
 from .cli_format import DEFAULT_SHARE, fit, safe_text, table
 from .client import Client, ControlError
+from .config import ConfigError
 from .identity import short_id
 
 BACKUP_TIMEOUT_SECONDS = 600.0
@@ -197,7 +197,7 @@ def _receive_backup(c: Command, file: BinaryIO) -> dict[str, Any]:
                 error = event.get("error") or {}
                 raise ControlError(str(error.get("code")), f"backup failed: {error.get('message')}")
             elif kind == "backup_done":
-                whole = event.get("bytes") == file.tell()
+                whole = event.get("bytes") == file.tell() == lines.result["bytes"]
                 if not whole or event.get("sha256") != digest.hexdigest():
                     raise ControlError("protocol", "the backup arrived damaged: try again")
                 started: dict[str, Any] = lines.result
@@ -206,13 +206,18 @@ def _receive_backup(c: Command, file: BinaryIO) -> dict[str, Any]:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    from .daemon_setup import StartupError, load_settings  # settings as the daemon reads them
+    # the daemon's start-up modules, as `p2psync daemon` loads them: not for every command
+    from .backup.restore import RestoreError, restore
+    from .daemon_setup import load_settings
 
     as_json = bool(getattr(args, "json", False))
     try:
         state_dir = load_settings(args).state_dir
+    except ConfigError as exc:
+        return report_error(as_json, "config", str(exc), EXIT_FAILED)
+    try:
         done = restore(Path(args.file), state_dir)
-    except (RestoreError, StartupError) as exc:
+    except RestoreError as exc:
         return report_error(as_json, "restore", str(exc), EXIT_FAILED)
     manifest = done.manifest
     if as_json:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import keystore
-from ..daemon_setup import state_lock
+from ..daemon_setup import StartupError, state_lock
 from ..identity import DeviceIdentity, InvalidCertificate, InvalidPrivateKey
 from ..store import SCHEMA_VERSION
 from . import archive
@@ -48,16 +48,14 @@ class _Backup:
 def restore(backup: Path, state_dir: Path) -> Restored:
     with _open(backup) as tar:
         found = _read_backup(tar, backup)
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
-            lock = state_lock(state_dir)
-            lock.__enter__()
-        except Exception as exc:  # StartupError: a daemon holds the directory
+            state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with state_lock(state_dir):
+                return _restore_locked(tar, found, state_dir)
+        except StartupError as exc:  # a daemon holds the directory
             raise RestoreError(f"{exc}; a backup is restored while the daemon is stopped") from None
-        try:
-            return _restore_locked(tar, found, state_dir)
-        finally:
-            lock.__exit__(None, None, None)
+        except OSError as exc:
+            raise RestoreError(f"cannot restore into {state_dir}: {exc}") from None
 
 
 def _open(backup: Path) -> tarfile.TarFile:
