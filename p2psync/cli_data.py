@@ -47,8 +47,9 @@ DATA_ONLY_NOTE = (
     "--with-key holds it). It still holds every record: keep it private"
 )
 BACKUP_DETAILS = (
-    "A consistent copy taken while the daemon runs (SQLite's online backup, one moment of the "
-    "database), streamed over the control socket and written by you, mode 0600. Without "
+    "The daemon copies one moment of its database with SQLite's online backup (writes and sync "
+    "go on meanwhile) and streams it over the control socket; FILE is written by you, mode 0600, "
+    "as a tar archive. Without "
     "--with-key it holds the data only, and a restore needs this device's key still in place; "
     "with it, the key and certificate too, so it can bring the device back on a new machine. "
     "Restore with `p2psync restore FILE` while the daemon is stopped."
@@ -103,6 +104,7 @@ def add_data_commands(
     restore_.add_argument(
         "--state-dir", metavar="DIR", help="the state directory (default: the daemon's)"
     )
+    restore_.add_argument("--json", action="store_true", help="print what was done as JSON")
     restore_.set_defaults(without_daemon=cmd_restore)
     export = command(
         "export",
@@ -210,7 +212,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from .backup.restore import RestoreError, restore
     from .daemon_setup import load_settings
 
-    as_json = bool(getattr(args, "json", False))
+    as_json = bool(args.json)
     try:
         state_dir = load_settings(args).state_dir
     except ConfigError as exc:

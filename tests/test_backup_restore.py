@@ -2,6 +2,7 @@
 restored after the device wrote more, converges without forks or lost writes; and the refusals
 (a running daemon, another device's state dir, a data-only backup where no key is)."""
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,10 @@ def test_an_old_backup_restored_on_a_new_machine_converges_without_forks_or_lost
         assert code == 0 and "with its device key" in said, said
         code, said = _restore(of_a, b, capsys)
         assert code == 1 and "belongs to another device" in said
-        code, said = _restore(data_only, b, capsys)  # where the key is, data only will do
-        assert code == 0 and "replica.db.before-restore-" in said, said
+        code = main(["restore", str(data_only), "--config", str(b.config_path), "--json"])
+        done = json.loads(capsys.readouterr().out)  # where the key is, data only will do
+        assert code == 0 and (done["device"], done["key_written"]) == (b_id, False), done
+        assert Path(done["kept"]).name.startswith("replica.db.before-restore-")
         assert len(list(b.state_dir.glob("replica.db.before-restore-*"))) == 1
 
         b.start()
