@@ -336,8 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
         "  p2psync ls notes 2024-      those whose key starts with 2024-\n",
     )
     ls.add_argument(
-        "collection", metavar="COLLECTION", nargs="?", help="list its records (default: list the "
-        "collections)"
+        "collection",
+        metavar="COLLECTION",
+        nargs="?",
+        help="list its records (without it: the collections)",
     )
     ls.add_argument("prefix", metavar="PREFIX", nargs="?", default="", help="only keys with it")
     ls.add_argument("--limit", metavar="N", type=_positive, help="at most N records")

@@ -531,8 +531,6 @@ def cmd_ls(c: Command) -> int:
 
 def _ls_collections(c: Command) -> int:
     """The share's collections with their live records (--json: one object per line)."""
-    if c.args.prefix:
-        raise UsageError("PREFIX goes with a COLLECTION: `p2psync ls COLLECTION PREFIX`")
     found = c.client.call("collections", share=c.args.share)["collections"]
     if c.json:
         write_lines(c.out, (compact(item) for item in found))
