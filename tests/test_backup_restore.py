@@ -57,7 +57,7 @@ def test_an_old_backup_restored_on_a_new_machine_converges_without_forks_or_lost
         )
 
         code, said = _restore(with_key, b, capsys)
-        assert code == 1 and "already using" in said and "while the daemon is stopped" in said
+        assert code == 1 and f"a running daemon is using {b.state_dir}: stop it first" in said
         assert b.stop() == 0
         shutil.rmtree(b.state_dir)  # a new machine: nothing but the backup
         code, said = _restore(data_only, b, capsys)

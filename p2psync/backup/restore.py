@@ -52,8 +52,11 @@ def restore(backup: Path, state_dir: Path) -> Restored:
             state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
             with state_lock(state_dir):
                 return _restore_locked(tar, found, state_dir)
-        except StartupError as exc:  # a daemon holds the directory
-            raise RestoreError(f"{exc}; a backup is restored while the daemon is stopped") from None
+        except StartupError:  # a daemon holds the directory
+            raise RestoreError(
+                f"a running daemon is using {state_dir}: stop it first (systemctl stop p2psync), "
+                "restore, then start it again"
+            ) from None
         except OSError as exc:
             raise RestoreError(f"cannot restore into {state_dir}: {exc}") from None
 
