@@ -40,6 +40,11 @@ def _records_in(database: Path) -> set[tuple[str, str]]:
         )
 
 
+def _unpack_database(tar: tarfile.TarFile, where: Path) -> None:
+    where.mkdir()
+    (where / "replica.db").write_bytes(tar.extractfile("replica.db").read())  # type: ignore[union-attr]
+
+
 async def test_backup_is_a_private_tar_of_the_database_that_says_whether_the_key_is_in(
     run: Run, served: Served, tmp_path: Path
 ) -> None:
@@ -52,7 +57,7 @@ async def test_backup_is_a_private_tar_of_the_database_that_says_whether_the_key
     with tarfile.open(target) as tar:
         assert tar.getnames() == ["backup.json", "replica.db", "device.crt"]
         manifest = archive.check_manifest(tar.extractfile("backup.json").read())  # type: ignore[union-attr]
-        tar.extract("replica.db", tmp_path / "unpacked", filter="data")
+        _unpack_database(tar, tmp_path / "unpacked")
     assert manifest.device == served.household.device_id and not manifest.with_key
     assert manifest.name == "kitchen"
     assert _records_in(tmp_path / "unpacked" / "replica.db") == {("notes", "a"), ("notes", "b")}
@@ -80,7 +85,7 @@ async def test_backup_streams_a_database_larger_than_one_line(run: Run, tmp_path
     target = tmp_path / "big.tar"
     await run.ok("backup", str(target))
     with tarfile.open(target) as tar:
-        tar.extract("replica.db", tmp_path / "unpacked", filter="data")
+        _unpack_database(tar, tmp_path / "unpacked")
         assert tar.getmember("replica.db").size > 400_000
     assert len(_records_in(tmp_path / "unpacked" / "replica.db")) == 8
 
