@@ -7,7 +7,7 @@ subcommand asks the daemon and prints is `cli_commands.py`'s. It never opens the
 network itself, and `p2psync daemon` only hands over to `daemon.main`.
 The `share` command's parser and help are `cli_shares.py`'s, beside what its subcommands do.
 The commands that need no daemon (install-service, completion, man) and -q/-v are
-`cli_setup.py`'s.
+`cli_setup.py`'s; backup, restore, export, import and history are `cli_data.py`'s.
 """
 
 import argparse
@@ -51,6 +51,7 @@ from .cli_commands import (
     cmd_watch,
     report_error,
 )
+from .cli_data import add_data_commands
 from .cli_format import DEFAULT_SHARE
 from .cli_setup import (
     add_daemon_verbosity_options,
@@ -338,8 +339,21 @@ def build_parser() -> argparse.ArgumentParser:
     rm.add_argument("collection", metavar="COLLECTION")
     rm.add_argument("key", metavar="KEY")
     add_share_option(rm)
-    ls = command("ls", cmd_ls, "list the records of a collection, by key")
-    ls.add_argument("collection", metavar="COLLECTION")
+    ls = command(
+        "ls",
+        cmd_ls,
+        "list the records of a collection, by key; without one, the collections and their counts",
+        "",
+        "  p2psync ls                  every collection, with its live records\n"
+        "  p2psync ls notes            the records of notes\n"
+        "  p2psync ls notes 2024-      those whose key starts with 2024-\n",
+    )
+    ls.add_argument(
+        "collection",
+        metavar="COLLECTION",
+        nargs="?",
+        help="list its records (without it: the collections)",
+    )
     ls.add_argument("prefix", metavar="PREFIX", nargs="?", default="", help="only keys with it")
     ls.add_argument("--limit", metavar="N", type=_positive, help="at most N records")
     add_share_option(ls)
@@ -355,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     conflicts = command("conflicts", cmd_conflicts, "list records with conflicting versions")
     conflicts.add_argument("collection", metavar="COLLECTION", nargs="?")
     add_share_option(conflicts)
+    add_data_commands(command, commands, add_share_option)
     add_setup_commands(commands)
     return parser
 

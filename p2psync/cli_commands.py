@@ -58,7 +58,7 @@ def report_error(as_json: bool, code: str, message: str, exit_code: int) -> int:
     return exit_code
 
 
-def _value_cell(value: Any) -> str:
+def value_cell(value: Any) -> str:
     return fit(safe_text(compact(value)), CELL_WIDTH)
 
 
@@ -67,7 +67,7 @@ def write_lines(out: TextIO, lines: Iterable[str]) -> None:
         out.write(line + "\n")
 
 
-def _time(stamp: int | None) -> str:
+def when(stamp: int | None) -> str:
     if not stamp:
         return "-"
     return datetime.fromtimestamp(hlc.to_millis(stamp) / 1000).strftime("%Y-%m-%d %H:%M:%S")
@@ -469,7 +469,7 @@ def cmd_get(c: Command) -> int:
     if c.json:
         return c.say(found, "")
     if c.args.all:
-        _print_siblings(c.out, found, _device_names(c.client))
+        _print_siblings(c.out, found, device_names(c.client))
         if found["conflict"]:
             c.out.write(WINNER_NOTE)
         return EXIT_OK
@@ -485,7 +485,7 @@ def cmd_get(c: Command) -> int:
     return EXIT_OK
 
 
-def _device_names(client: Client) -> dict[str, str]:
+def device_names(client: Client) -> dict[str, str]:
     """Device id -> name, for showing who wrote what; none for an app, which may not ask."""
     try:
         devices = client.call("devices")
@@ -504,9 +504,9 @@ def _print_siblings(
             indent + ("*" if s.get("version") == record.get("version") else " "),
             fit(safe_text(names.get(s["origin"], s["origin"])), cli_format.NAME_WIDTH),
             short_id(s["origin"]),
-            _time(s["hlc"]),
+            when(s["hlc"]),
             safe_text(str(s.get("version") or "-")),
-            "(deleted)" if s["deleted"] else _value_cell(s["value"]),
+            "(deleted)" if s["deleted"] else value_cell(s["value"]),
         ]
         for s in record["siblings"]
     ]
@@ -514,6 +514,8 @@ def _print_siblings(
 
 
 def cmd_ls(c: Command) -> int:
+    if c.args.collection is None:
+        return _ls_collections(c)
     wanted = c.args.limit
     after = None
     rows = []
@@ -530,7 +532,7 @@ def cmd_ls(c: Command) -> int:
             if c.json:
                 c.out.write(compact(item) + "\n")
             else:
-                value = _value_cell(item["value"]) + ("  (in conflict)" if item["conflict"] else "")
+                value = value_cell(item["value"]) + ("  (in conflict)" if item["conflict"] else "")
                 rows.append([safe_text(item["key"]), value])
         if wanted is not None:
             wanted -= len(page["items"])
@@ -542,6 +544,19 @@ def cmd_ls(c: Command) -> int:
             write_lines(c.out, table(["KEY", "VALUE"], rows))
         else:
             sys.stderr.write(f"p2psync: no records in {c.args.collection}{_in_share(c.args)}\n")
+    return EXIT_OK
+
+
+def _ls_collections(c: Command) -> int:
+    """The share's collections with their live records (--json: one object per line)."""
+    found = c.client.call("collections", share=c.args.share)["collections"]
+    if c.json:
+        write_lines(c.out, (compact(item) for item in found))
+    elif found:
+        rows = [[safe_text(item["collection"]), str(item["records"])] for item in found]
+        write_lines(c.out, table(["COLLECTION", "RECORDS"], rows))
+    else:
+        sys.stderr.write(f"p2psync: no records{_in_share(c.args)}\n")
     return EXIT_OK
 
 
@@ -561,7 +576,7 @@ def cmd_watch(c: Command) -> int:
             else:
                 for change in event.get("changes", ()):  # other events (caught_up...) say nothing
                     where = safe_text(f"{change['collection']}/{change['key']}")
-                    shown = "" if change["deleted"] else "  " + _value_cell(change["value"])
+                    shown = "" if change["deleted"] else "  " + value_cell(change["value"])
                     c.out.write(f"{event['position']}  {change['op']:<6}  {where}{shown}\n")
             c.out.flush()
     return EXIT_OK
@@ -571,7 +586,7 @@ def cmd_conflicts(c: Command) -> int:
     found = c.client.call("conflicts", collection=c.args.collection, share=c.args.share)
 
     def human() -> None:
-        names = _device_names(c.client) if found["items"] else {}
+        names = device_names(c.client) if found["items"] else {}
         if not found["items"]:
             c.out.write(f"no conflicts{_in_share(c.args)}\n")
         for item in found["items"]:

@@ -78,6 +78,16 @@ def load_or_create_identity(state_dir: Path) -> DeviceIdentity:
         ) from None
 
 
+def put_back_identity(state_dir: Path, key_pem: bytes, cert_pem: bytes) -> None:
+    """Write a device's key and certificate from a backup into a state dir that has no key: a
+    key already there is never replaced (restoring over another device is the caller's refusal
+    to make)."""
+    if key_path(state_dir).exists():
+        raise KeystoreError(f"{key_path(state_dir)} exists: it is never replaced")
+    _write_atomically(key_path(state_dir), key_pem, mode=0o600)
+    _write_atomically(cert_path(state_dir), cert_pem, mode=0o644)
+
+
 def _read_if_present(path: Path) -> bytes | None:
     try:
         return path.read_bytes()

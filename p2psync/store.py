@@ -274,6 +274,18 @@ class Store:
                 break
         return found
 
+    def entries_before(
+        self, share: str, lseq: int | None, limit: int
+    ) -> list[tuple[int, str, int, bytes]]:
+        """`(lseq, actor, seq, raw)` of a share's entries before position `lseq` (None: from the
+        newest), newest first: the history of a record reads back from the end."""
+        rows = self._db.execute(
+            "SELECT lseq, actor, seq, raw FROM entries WHERE share=? AND lseq<? ORDER BY lseq DESC"
+            " LIMIT ?",
+            (self.share_id(share), (1 << 63) - 1 if lseq is None else lseq, limit),
+        )
+        return [(lseq_, self._actor_names[actor], seq, raw) for lseq_, actor, seq, raw in rows]
+
     def entry(self, share: str, actor: str, seq: int) -> bytes | None:
         actor_id = self._actor_ids.get(actor)
         row = self._db.execute(

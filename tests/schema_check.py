@@ -33,7 +33,7 @@ from p2psync.control.connection import MAX_LINE_BYTES
 
 SCHEMA_PATH = Path(__file__).parent.parent / "docs" / "control-protocol.schema.json"
 ENV = "P2PSYNC_SCHEMA_CHECK"
-STREAMS = ("watch", "pair")
+STREAMS = ("watch", "pair", "backup")
 # how the daemon may refuse a request the schema refuses
 REFUSALS = ("bad_request", "unknown_method", "forbidden")
 

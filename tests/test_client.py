@@ -76,6 +76,16 @@ def test_typed_calls_return_dataclasses(client: Client, collection: str) -> None
     assert client.get(collection, "null").value is None  # null is a value
 
 
+def test_history_gives_each_write_newest_first(client: Client, collection: str) -> None:
+    first = client.put(collection, "h", 1)
+    last = client.put(collection, "h", b"\x00")
+    found = client.history(collection, "h")
+    assert [v.version.version for v in found.versions] == [last.version, first.version]
+    assert [v.version.value for v in found.versions] == [b"\x00", 1]
+    assert [(v.current, v.winner) for v in found.versions] == [(True, True), (False, False)]
+    assert client.history(collection, "h", limit=1).more is True
+
+
 def test_scan_pages_and_scan_all(client: Client, collection: str) -> None:
     client.put_many((collection, f"k{n:02}", n) for n in range(25))
     first = client.scan(collection, limit=10)

@@ -98,3 +98,14 @@ def test_a_pipeline_queues_calls_with_pending_answers() -> None:
     answered: Pending[int] = Pending()
     answered.set_result(5)
     assert answered.done and answered.result() == 5 and answered.error is None
+
+
+def test_history_sends_the_record_and_only_what_was_given() -> None:
+    assert sent(requests.history("c", "k", limit=None, share=None)) == {
+        "id": 7,
+        "method": "history",
+        "collection": "c",
+        "key": "k",
+    }
+    given = sent(requests.history("c", "k", limit=5, share="s"))
+    assert (given["limit"], given["share"]) == (5, "s")

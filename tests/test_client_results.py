@@ -18,7 +18,7 @@ from p2psync.client import (
     Sibling,
     WriteResult,
 )
-from p2psync.client.results import collections_from_json
+from p2psync.client.results import History, collections_from_json
 from tests.client_daemon import require_1_0
 from tests.daemons import DaemonProcess, introduce, running, wait_for_value
 
@@ -165,3 +165,25 @@ def test_writes_send_only_what_was_given() -> None:
         "if_version": "",
     }
     assert Delete("c", "k").params() == {"collection": "c", "key": "k"}
+
+
+def test_history_shape() -> None:
+    written = {
+        "version": "v2",
+        "origin": "DEV",
+        "hlc": 99,
+        "deleted": False,
+        "value": {"$base64": "AAE="},
+        "type": None,
+        "schema_version": None,
+        "position": 12,
+        "current": True,
+        "winner": True,
+    }
+    found = History.from_json({"versions": [written, {**written, "winner": False}], "more": True})
+    assert found.more is True
+    newest = found.versions[0]
+    assert (newest.position, newest.current, newest.winner) == (12, True, True)
+    assert newest.version.value == b"\x00\x01" and newest.version.version == "v2"
+    assert found.versions[1].winner is False
+    assert History.from_json({}) == History((), False)

@@ -104,6 +104,8 @@ def test_a_read_only_grant_reads_its_share_and_nothing_else(daemon: AppsDaemon) 
         scanned = client.result("scan", share="shopping", collection="list")
         assert [item["key"] for item in scanned["items"]] == ["milk"]
         assert client.result("conflicts", share="shopping")["items"] == []
+        versions = client.result("history", share="shopping", collection="list", key="milk")
+        assert [v["value"] for v in versions["versions"]] == [{"w": 640}]
         refused = forbidden(client, "put", share="shopping", collection="list", key="k", value=1)
         assert refused == (
             f"app uid {APP_UID} may only read collection 'list' of share 'shopping': its grant is "
@@ -114,6 +116,7 @@ def test_a_read_only_grant_reads_its_share_and_nothing_else(daemon: AppsDaemon) 
             f"app uid {APP_UID} has no grant for share 'parents'"
         )
         forbidden(client, "get", collection="notes", key="secret")  # the default share
+        forbidden(client, "history", share="parents", collection="notes", key="secret")
         forbidden(client, "get", share="shopping", collection="_devices", key="x")
         for method, params in [
             ("trust", {"cert": "x"}),
@@ -127,6 +130,7 @@ def test_a_read_only_grant_reads_its_share_and_nothing_else(daemon: AppsDaemon) 
             ("reload", {}),
             ("join", {"code": "7-guitar-orbit"}),
             ("pair", {}),
+            ("backup", {"with_key": True}),
             ("share_create", {"share": "mine"}),
             ("share_add", {"share": "shopping", "device": "x"}),
             ("share_remove", {"share": "shopping", "device": "x"}),

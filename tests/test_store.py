@@ -148,6 +148,28 @@ def test_entries_after_stops_at_the_byte_budget(tmp_path):
     assert len(store.entries_after("s", 0, 100)) == 10
 
 
+def test_entries_before_reads_one_share_back_from_the_newest_without_sorting(tmp_path):
+    store = Store(tmp_path / "db")
+    with store.transaction():
+        for seq in range(1, 6):
+            store.append_entries("s", [("A/1", seq, b"s%d" % seq, None)])
+            store.append_entries("other", [("A/1", seq, b"o", None)])
+    newest = store.entries_before("s", None, 2)
+    assert [(actor, seq, raw) for _, actor, seq, raw in newest] == [
+        ("A/1", 5, b"s5"),
+        ("A/1", 4, b"s4"),
+    ]
+    older = store.entries_before("s", newest[-1][0], 10)
+    assert [row[2] for row in older] == [3, 2, 1]
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    store.entries_before("s", None, 10)
+    store._db.set_trace_callback(None)
+    (query,) = statements
+    plan = " ".join(row[-1] for row in store._db.execute(f"EXPLAIN QUERY PLAN {query}"))
+    assert "TEMP B-TREE" not in plan, plan
+
+
 def test_reading_a_share_from_a_point_does_not_sort_the_whole_log(tmp_path):
     store = Store(tmp_path / "db")
     store.share_id("s")

@@ -52,6 +52,7 @@ from .results import (
     CollectionInfo,
     ConflictsPage,
     Hello,
+    History,
     Put,
     Record,
     ScanPage,
@@ -286,6 +287,12 @@ class AsyncClient:
     ) -> ConflictsPage:
         """As `Client.conflicts`: raises NotFound, Forbidden."""
         return await self._run(calls.conflicts(collection, share=share))
+
+    async def history(
+        self, collection: str, key: str, *, limit: int | None = None, share: str | None = None
+    ) -> History:
+        """As `Client.history`: raises NotFound, Forbidden, UnknownMethod."""
+        return await self._run(calls.history(collection, key, limit=limit, share=share))
 
     async def resolve(
         self,

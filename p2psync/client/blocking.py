@@ -45,6 +45,7 @@ from .results import (
     CollectionInfo,
     ConflictsPage,
     Hello,
+    History,
     Put,
     Record,
     ScanPage,
@@ -312,6 +313,13 @@ class Client:
         """Records in conflict (of one collection, or all), each with its siblings; at most
         1000 (`more` says there are others). Raises NotFound (share), Forbidden."""
         return self._run(calls.conflicts(collection, share=share))
+
+    def history(
+        self, collection: str, key: str, *, limit: int | None = None, share: str | None = None
+    ) -> History:
+        """The writes of a record that the log still holds, newest first (at most `limit`,
+        default 100). Raises NotFound (no such record or share), Forbidden, UnknownMethod."""
+        return self._run(calls.history(collection, key, limit=limit, share=share))
 
     def resolve(
         self,

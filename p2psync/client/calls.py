@@ -18,6 +18,7 @@ from .results import (
     ConflictsPage,
     Delete,
     Hello,
+    History,
     Put,
     Record,
     ScanPage,
@@ -156,6 +157,11 @@ def conflicts(collection: str | None, *, share: str | None) -> Call[ConflictsPag
     return make_call(
         "conflicts", _given(collection=collection, share=share), ConflictsPage.from_json
     )
+
+
+def history(collection: str, key: str, *, limit: int | None, share: str | None) -> Call[History]:
+    params = _given(collection=collection, key=key, limit=limit, share=share)
+    return make_call("history", params, History.from_json)
 
 
 def resolve(

@@ -151,6 +151,40 @@ class ConflictsPage:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryVersion:
+    """One write of a record that the daemon's log still holds (`history`): the version it
+    wrote, whether it is one of the record's versions now (`current`) and the one every device
+    shows (`winner`), and where its entry is in that daemon's log (`position`)."""
+
+    version: Sibling
+    position: int
+    current: bool
+    winner: bool
+
+    @classmethod
+    def from_json(cls, found: Mapping[str, Any]) -> "HistoryVersion":
+        return cls(
+            version=Sibling.from_json(found),
+            position=_optional_int(found.get("position")) or 0,
+            current=found.get("current") is True,
+            winner=found.get("winner") is True,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """`history`: the writes of a record, newest first; `more` when older ones were left out."""
+
+    versions: tuple[HistoryVersion, ...]
+    more: bool
+
+    @classmethod
+    def from_json(cls, found: Mapping[str, Any]) -> "History":
+        versions = tuple(HistoryVersion.from_json(v) for v in found.get("versions") or ())
+        return cls(versions=versions, more=found.get("more") is True)
+
+
+@dataclass(frozen=True, slots=True)
 class CollectionInfo:
     """A collection of a share (`collections`, protocol 1.0) and how many live records it has."""
 

@@ -1,9 +1,9 @@
 """What the control socket's data methods mean: reading records, resolving conflicts, the ops of
 writes (trio).
 
-It owns `get`, `scan`, `collections`, `conflicts` and `resolve`, and turns `put`, `delete` and
-`transaction` requests into what the connection queues for group commit (ops, and the versions
-they expect). Everything goes through the node
+It owns `get`, `scan`, `collections`, `conflicts`, `history` and `resolve`, and turns `put`,
+`delete` and `transaction` requests into what the connection queues for group commit (ops, and
+the versions they expect). Everything goes through the node
 (the replica's database thread); parameters and JSON shapes are `api.py`'s. It holds no merge
 rule and no access rule (an app's requests reach it only once `access.py` allowed them).
 """
@@ -12,13 +12,16 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import entry as entries
+from ..backup.history import Version, history_page
 from ..entry import Op
+from ..merge import dot_version
 from ..node import Node
 from ..vectors import device_of
 from .api import (
     Write,
     collection_param,
     commit_json,
+    meta_fields,
     param,
     record_json,
     share_param,
@@ -27,11 +30,14 @@ from .api import (
     write_op,
 )
 from .errors import BAD_REQUEST, CONFLICT, NOT_FOUND, RequestError
+from .values import json_from_value, jsonable
 
 SCAN_DEFAULT_LIMIT = 100
 SCAN_MAX_LIMIT = 1000
 SCAN_PAGE_VALUE_BYTES = 4 * 1024 * 1024  # a scan page ends early rather than grow past this
 CONFLICTS_LIMIT = 1000
+HISTORY_DEFAULT_LIMIT = 100
+HISTORY_MAX_LIMIT = 1000
 
 Call = Callable[[dict[str, Any]], Awaitable[Any]]
 WriteRequest = Callable[[dict[str, Any]], Write]
@@ -48,6 +54,7 @@ class DataMethods:
             "scan": self.scan,
             "collections": self.collections,
             "conflicts": self.conflicts,
+            "history": self.history,
             "resolve": self.resolve,
         }
         # answered when their transaction commits (see connection.py)
@@ -115,6 +122,36 @@ class DataMethods:
             "more": len(views) > CONFLICTS_LIMIT,
         }
 
+    async def history(self, request: dict[str, Any]) -> Any:
+        """The writes of one record that the log still holds, newest (by hlc) first, each
+        marked when it is one of the record's current versions, and which one wins. Reads the
+        share's log back a page per database call (no index by record: see history.py)."""
+        share, collection = share_param(request), collection_param(request)
+        key: str = param(request, "key", str)
+        limit: int = param(request, "limit", int, HISTORY_DEFAULT_LIMIT)
+        if not 1 <= limit <= HISTORY_MAX_LIMIT:
+            raise RequestError(BAD_REQUEST, f"'limit' must be between 1 and {HISTORY_MAX_LIMIT}")
+        node = self.node
+        view = await node.call(node.replica.get, share, collection, key)
+        found: list[Version] = []
+        before: int | None = None
+        while len(found) <= limit:
+            page, before = await node.call(
+                history_page, node.replica.store, share, collection, key, before
+            )
+            found += page
+            if before is None:
+                break
+        if view is None and not found:
+            raise RequestError(NOT_FOUND, f"no record {collection}/{key}")
+        current = {s.version for s in view.siblings} if view is not None else set()
+        winner = view.winner.version if view is not None else None
+        found.sort(key=lambda v: (v.hlc, v.position), reverse=True)
+        return {
+            "versions": [_version_json(v, current, winner) for v in found[:limit]],
+            "more": len(found) > limit,
+        }
+
     async def resolve(self, request: dict[str, Any]) -> Any:
         share = share_param(request)
         pick = param(request, "pick", dict, None)
@@ -155,3 +192,19 @@ class DataMethods:
             f"{collection}/{key} has no {which} (any more); its versions are "
             f"{', '.join(repr(s.version) for s in view.siblings)}: look again with get",
         )
+
+
+def _version_json(found: Version, current: set[str], winner: str | None) -> dict[str, Any]:
+    version = dot_version(found.actor, found.seq)
+    deleted = found.op.kind == entries.DELETE
+    return {
+        "version": version,
+        "origin": device_of(found.actor),
+        "hlc": found.hlc,
+        "position": found.position,
+        "deleted": deleted,
+        "value": None if deleted else json_from_value(found.op.value),
+        **jsonable(meta_fields(found.op.meta)),
+        "current": version in current,
+        "winner": version == winner,
+    }

@@ -33,6 +33,7 @@ PARAMETERS: Mapping[str, frozenset[str]] = {
         "scan": ("share", "collection", "prefix", "after", "limit", "deleted"),
         "collections": ("share",),
         "conflicts": ("share", "collection"),
+        "history": (*_DATA, "limit"),
         "put": (*_DATA, "value", *_META, "if_version"),
         "delete": (*_DATA, *_META, "if_version"),
         "transaction": ("share", "ops"),
@@ -50,6 +51,7 @@ PARAMETERS: Mapping[str, frozenset[str]] = {
         "pair": ("ttl", "readmit", "shares"),
         "join": ("code", "address"),
         "ui_link": (),
+        "backup": ("with_key",),
         # shares
         "share_create": ("share",),
         "share_add": ("share", "device"),
@@ -70,8 +72,10 @@ OP_PARAMETERS = frozenset({"op", "collection", "key", "value", *_META, "if_versi
 # Optional features, named in `hello` so that a client can tell what this daemon does without
 # comparing version numbers. A name is never reused for something else.
 CAPABILITIES = (
+    "backup",  # the `backup` stream: a consistent copy of the database (and the key)
     "bytes.base64",  # {"$base64": "..."} alone in a value is stored as bytes (and shown so)
     "collections",  # the `collections` method
+    "history",  # the `history` method: the versions of a record the log still holds
     "if_version",  # compare-and-set on put, delete and transaction ops
     "pipelining",  # many requests in flight per connection, answered in order
     "resolve.pick_version",  # resolve picks a sibling by its `version`

@@ -3,9 +3,9 @@
 It serves the Unix socket `socket_file.py` creates, each connection through `connection.py`
 (framing, order, limits) as its client is allowed (`access.py`), and owns the dispatch: the
 table of methods (`methods_data.py`, `methods_admin.py`, the share methods, the grant methods),
-the two that turn a connection into a stream (`watch`, `pair`), and turning a method's failure
-into an error answer, never a traceback. It holds no merge, sync or membership logic (the daemon
-and the replica do); the protocol is documented in docs/control-protocol.md.
+the ones that turn a connection into a stream (`watch`, `pair`, `backup`), and turning a
+method's failure into an error answer, never a traceback. It holds no merge, sync or membership
+logic (the daemon and the replica do); the protocol is documented in docs/control-protocol.md.
 """
 
 import logging
@@ -16,6 +16,7 @@ from typing import Any
 
 import trio
 
+from ..backup.stream import start_backup
 from ..node import Node
 from ..replica import ReplicaError
 from ..shares.commands import share_calls
@@ -81,6 +82,7 @@ class Server:
         self.streams: dict[str, StartStream] = {
             "watch": self.start_watch,
             "pair": self.admin.start_pairing,
+            "backup": lambda request: start_backup(self.node, context.device_name, request),
         }
         self.methods = sorted([*self.calls, *self.writes, *self.streams])
 
