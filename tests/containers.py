@@ -27,7 +27,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.daemons import REPO
+from tests.installed import REPO
 
 CACHE = Path(os.environ.get("P2PSYNC_TEST_CACHE", "/var/cache/p2psync-tests"))
 SUITE = "bookworm"  # Debian 12: systemd 252, Python 3.11
@@ -110,14 +110,6 @@ def dependency_wheelhouse() -> Path:
         subprocess.run([*download, *requirements], check=True, capture_output=True, timeout=600)
 
     return _build_atomically(CACHE / f"wheelhouse-py311-{key}", build)
-
-
-def project_wheel(directory: Path) -> Path:
-    """A wheel of the checkout as it is now (the package under test), built into `directory`."""
-    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-    subprocess.run([*build, "-w", str(directory), str(REPO)], check=True, capture_output=True)
-    (wheel,) = directory.glob("p2psync-*.whl")
-    return wheel
 
 
 def _children(pid: int) -> list[int]:

@@ -21,8 +21,8 @@ from tests.containers import (
     containers_unavailable_reason,
     debian_rootfs,
     dependency_wheelhouse,
-    project_wheel,
 )
+from tests.installed import project_wheel
 from tests.netns import netns_hosts, netns_unavailable_reason
 
 # the first run builds the rootfs with debootstrap (about a minute and a half)
