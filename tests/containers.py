@@ -49,6 +49,9 @@ def containers_unavailable_reason() -> str | None:
     ):
         if shutil.which(program) is None:
             return f"{program} is not installed (apt-get install {package})"
+    if sys.version_info[:2] != (3, 11):
+        # the wheels of the dependencies are fetched by this Python's pip for the container's
+        return "the containers run Debian 12's Python 3.11; these tests need a Python 3.11 too"
     return None
 
 
@@ -99,7 +102,7 @@ def dependency_wheelhouse() -> Path:
     """Wheels of p2psync's dependencies for the containers' Python, cached by the requirements.
 
     The containers have no network: pip inside installs from this directory only. The wheels are
-    fetched with the host's pip, whose Python must then be the container's version (3.11).
+    fetched with the host's pip, whose Python is the container's version (3.11).
     """
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     requirements = sorted(project["dependencies"])
