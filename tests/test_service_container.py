@@ -32,6 +32,7 @@ WHEELHOUSE = "/run/wheelhouse"  # the dependencies' wheels, bound read-only
 PACKAGE = "/run/package"  # the wheel of this checkout
 STATE_DIR = "/var/lib/p2psync"
 SOCKET = "/run/p2psync/control.sock"
+CONFIG = "/etc/p2psync/config.toml"
 
 
 def install_commands() -> str:
@@ -105,15 +106,37 @@ def test_the_service_is_ready_and_says_how_it_is(debian: Container) -> None:
     assert debian.run(["p2psync", "get", "notes", "shopping"]).stdout.strip() == '{"milk":2}'
 
 
-def test_reload_rereads_the_config(debian: Container) -> None:
+def test_the_journal_tells_what_happened_and_warns_of_nothing(debian: Container) -> None:
+    lines = journal(debian)
+    assert any("created device identity" in line and STATE_DIR in line for line in lines)
+    ready = [line for line in lines if " ready: device " in line]
+    assert ready and "listening on 0.0.0.0:47100" in ready[0], lines
+    assert f"control socket {SOCKET}" in ready[0]
+    assert not [line for line in lines if "not a member" in line]
+    assert journal(debian, "-p", "warning") == []
+
+
+def test_reload_applies_the_config_file_and_refuses_a_broken_one(debian: Container) -> None:
     pid = unit_property(debian, "MainPID")
+    debian.shell(
+        f"cp {CONFIG} /root/config.toml.shipped\n"
+        f"sed -i 's/^\\[log\\]$/[log]\\nlevel = \"debug\"/' {CONFIG}"
+    )
     debian.run(["systemctl", "reload", "p2psync"])
+    assert "p2psync: configuration reloaded: log.level" in journal(debian)
+
+    debian.shell(f"echo 'level = [' >> {CONFIG}")
+    refused = debian.run(["systemctl", "reload", "p2psync"], check=False)
+    assert refused.returncode != 0
+    assert any("reload failed, keeping the running configuration" in x for x in journal(debian))
     assert unit_property(debian, "ActiveState") == "active"
     assert unit_property(debian, "MainPID") == pid
-    assert "p2psync: configuration reloaded" in journal(debian)
+    debian.shell(f"cp /root/config.toml.shipped {CONFIG} && systemctl reload p2psync")
 
 
 def test_a_member_of_the_group_may_use_the_socket_and_no_one_else(debian: Container) -> None:
+    assert debian.shell("stat -c '%a %U %G' /run/p2psync").split() == ["750", "p2psync", "p2psync"]
+    assert debian.shell(f"stat -c '%a %U %G' {SOCKET}").split() == ["660", "p2psync", "p2psync"]
     debian.shell("useradd --create-home --groups p2psync alice && useradd --create-home bob")
     member = debian.run(["runuser", "-u", "alice", "--", "p2psync", "status"], check=False)
     assert member.returncode == 0, member.stderr
@@ -138,14 +161,6 @@ def test_the_state_dir_is_private_and_the_only_place_the_daemon_writes(debian: C
     allowed = {STATE_DIR, "/run/p2psync", "/tmp", "/var/tmp"}
     assert writable - allowed == set()
     assert STATE_DIR in writable
-
-
-def test_the_journal_tells_what_happened_and_warns_of_nothing(debian: Container) -> None:
-    lines = journal(debian)
-    ready = [line for line in lines if " ready: device " in line]
-    assert ready and "listening on 0.0.0.0:47100" in ready[0], lines
-    assert not [line for line in lines if "not a member" in line]
-    assert journal(debian, "-p", "warning") == []
 
 
 def test_the_watchdog_restarts_a_hung_daemon(debian: Container) -> None:
@@ -189,3 +204,4 @@ def test_two_containers_pair_by_code_and_sync(household: list[Container]) -> Non
         return got.stdout.strip() == '"rye"'
 
     wait_for(arrived, "the record put on the first container reaches the second")
+    assert unit_property(first, "StatusText") == "1 peer connected"
