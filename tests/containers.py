@@ -164,9 +164,16 @@ class Container:
         deadline = time.monotonic() + BOOT_TIMEOUT
         while not self.init_pid:
             if self.process.poll() is not None:
-                raise RuntimeError(f"systemd-nspawn exited with {self.process.returncode}")
-            found = [c for c in _children(self.process.pid) for c in [c, *_children(c)]]
-            self.init_pid = next((pid for pid in found if _is_container_init(pid)), 0)
+                said = (
+                    self.process.stdout.read().decode(errors="replace")
+                    if self.process.stdout
+                    else ""
+                )
+                raise RuntimeError(f"systemd-nspawn exited with {self.process.returncode}: {said}")
+            # the container's pid 1 is among nspawn's children or their children
+            children = _children(self.process.pid)
+            candidates = [*children, *(pid for child in children for pid in _children(child))]
+            self.init_pid = next((p for p in candidates if _is_container_init(p)), 0)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.name}: no init process within {BOOT_TIMEOUT} s")
             time.sleep(0.05)
