@@ -12,6 +12,7 @@ rootfs (containers boot copies of it) nor give a container the host's network.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import itertools
 import os
@@ -35,6 +36,7 @@ MIRROR = "http://deb.debian.org/debian"
 PACKAGES = ("dbus", "iproute2", "python3", "python3-venv", "systemd", "systemd-sysv")
 BOOT_TIMEOUT = 60.0
 _COPY_PREFIX = ".booted-"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _machine_counter = itertools.count()
 
 
@@ -198,7 +200,6 @@ def booted(
     remove_stale_copies()
     # our own copy rather than --ephemeral: nspawn leaves its copy behind when it is killed
     copy = CACHE / f"{_COPY_PREFIX}{name}"
-    subprocess.run(["cp", "-a", "--reflink=auto", str(rootfs), str(copy)], check=True)
     network = (
         [f"--network-namespace-path=/run/netns/{network_namespace}"]
         if network_namespace
@@ -216,8 +217,13 @@ def booted(
         *(f"--bind-ro={source}:{target}" for source, target in binds),
     ]
     try:
+        subprocess.run(["cp", "-a", "--reflink=auto", str(rootfs), str(copy)], check=True)
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_power_off_when_we_die,
         )
         container = Container(name, process)
         try:
@@ -235,6 +241,14 @@ def remove_stale_copies() -> None:
         owner = copy.name.removeprefix(_COPY_PREFIX).split("-")[1]
         if not os.path.exists(f"/proc/{owner}"):
             shutil.rmtree(copy, ignore_errors=True)
+
+
+def _power_off_when_we_die() -> None:
+    """In nspawn before it starts: a test run that is killed does not leave its container up
+    (SIGTERM is nspawn's clean shutdown, as in `_power_off`)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
 
 
 def _power_off(container: Container) -> None:
