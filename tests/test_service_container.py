@@ -204,4 +204,4 @@ def test_two_containers_pair_by_code_and_sync(household: list[Container]) -> Non
         return got.stdout.strip() == '"rye"'
 
     wait_for(arrived, "the record put on the first container reaches the second")
-    assert unit_property(first, "StatusText") == "1 peer connected"
+    wait_for(lambda: unit_property(first, "StatusText") == "1 peer connected", "STATUS= says so")
