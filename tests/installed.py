@@ -28,11 +28,27 @@ _REQUIREMENT_NAME = re.compile(r"^[A-Za-z0-9._-]+")
 RunAsNobody = Callable[[str], subprocess.CompletedProcess[str]]  # the `as_nobody` fixture
 
 
-def project_wheel(directory: Path) -> Path:
-    """A wheel of the checkout as it is now (the package under test), built into `directory`."""
-    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-    subprocess.run([*build, "-w", str(directory), str(REPO)], check=True, capture_output=True)
-    (wheel,) = directory.glob("p2psync-*.whl")
+def project_wheel(work: Path) -> Path:
+    """A wheel of the checkout as it is now (the package under test), built offline in `work`
+    from a copy of the sources: a build writes build/ and *.egg-info beside them, which must not
+    land in the checkout (nor old files of build/ in the wheel)."""
+    source = work / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(
+        REPO / "p2psync", source / "p2psync", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+         "--wheel-dir", str(work / "dist"), str(source)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    if built.returncode != 0:
+        raise RuntimeError(
+            f"building the wheel failed:\n{built.stdout[-3000:]}{built.stderr[-3000:]}"
+        )
+    (wheel,) = (work / "dist").glob("p2psync-*.whl")
     return wheel
 
 
@@ -106,8 +122,10 @@ def install_for_nobody() -> InstalledCopy:
     try:
         os.chmod(root, 0o755)
         site = root / "site"
-        with zipfile.ZipFile(project_wheel(root)) as wheel:
-            wheel.extractall(site)
+        with tempfile.TemporaryDirectory(prefix="p2ps-build-") as work:
+            wheel = project_wheel(Path(work))
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extractall(site)
         (own,) = metadata.distributions(path=[str(site)])
         for name in _installed_requirements(own.requires or []):
             _copy_distribution(name, site)

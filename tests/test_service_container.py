@@ -60,8 +60,8 @@ def household() -> Iterator[list[Container]]:
     except (RuntimeError, OSError) as exc:
         pytest.skip(f"no Debian rootfs (debootstrap needs the Debian mirror): {exc}")
     with ExitStack() as stack:
-        package = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="p2ps-wheel-")))
-        project_wheel(package)
+        build = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="p2ps-build-")))
+        package = project_wheel(build).parent
         binds = [(dependency_wheelhouse(), WHEELHOUSE), (package, PACKAGE)]
         hosts = stack.enter_context(netns_hosts(2))
         machines = []
