@@ -5,6 +5,7 @@ line against the protocol's JSON Schema (tests/schema_check.py; off with P2PSYNC
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -16,6 +17,7 @@ from hypothesis import settings
 from tests import schema_check
 from tests.control_harness import Served, start_served
 from tests.daemons import SCHEMA_CHECK_ENV, schema_checked
+from tests.installed import RunAsNobody, install_for_nobody
 from tests.netns import (
     Host,
     netns_unavailable_reason,
@@ -69,6 +71,23 @@ def no_leaked_namespaces() -> Iterator[None]:
     yield
     leaked = own_namespaces()
     assert not leaked, f"network namespaces left behind: {leaked}"
+
+
+@pytest.fixture(scope="session")
+def as_nobody() -> Iterator[RunAsNobody]:
+    """Runs a snippet of Python as user nobody (no groups) against an installed copy of the
+    package that nobody can read, built once per run (tests/installed.py): not the checkout,
+    which may sit where nobody cannot look."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("running as user nobody needs root and setpriv")
+    try:
+        copy = install_for_nobody()
+    except LookupError as exc:
+        pytest.skip(str(exc))
+    try:
+        yield copy.run_as_nobody
+    finally:
+        copy.remove()
 
 
 @pytest.fixture

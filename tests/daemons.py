@@ -33,19 +33,6 @@ def schema_checked() -> bool:
     return os.environ.get(SCHEMA_CHECK_ENV) == "1"
 
 
-def run_python_as_nobody(code: str) -> subprocess.CompletedProcess[str]:
-    """Run a snippet of Python as uid/gid 65534 with no groups (needs root and setpriv)."""
-    unprivileged = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    return subprocess.run(
-        [*unprivileged, sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

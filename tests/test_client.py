@@ -41,7 +41,8 @@ from p2psync.client import (
     WriteResult,
 )
 from tests.client_daemon import collection_for, require_1_0, shared_daemon
-from tests.daemons import DaemonProcess, run_python_as_nobody
+from tests.daemons import DaemonProcess
+from tests.installed import RunAsNobody
 
 
 @pytest.fixture(scope="module")
@@ -555,7 +556,7 @@ def test_a_closed_connection_and_garbage_are_errors(tmp_path: Path) -> None:
     assert "the answer to get" in odd.value.message
 
 
-def refusal_seen_by_nobody(path: Path) -> str:
+def refusal_seen_by_nobody(as_nobody: RunAsNobody, path: Path) -> str:
     """What the client tells user nobody (no groups) who tries the socket at `path`."""
     probe = (
         "from p2psync.client import Client, PermissionDenied\n"
@@ -564,10 +565,8 @@ def refusal_seen_by_nobody(path: Path) -> str:
         "except PermissionDenied as exc:\n"
         "    print(exc.code, exc)\n"
     )
-    result = run_python_as_nobody(probe)
-    assert result.stdout.startswith(f"permission_denied permission denied on {path}"), (
-        result.stderr
-    )
+    result = as_nobody(probe)
+    assert result.stdout.startswith(f"permission_denied permission denied on {path}"), result.stderr
     return " ".join(result.stdout.split())
 
 
@@ -585,7 +584,9 @@ def open_directory() -> Iterator[Path]:
 @pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"
 )
-def test_permission_denied_names_the_group_that_would_let_you_in(open_directory: Path) -> None:
+def test_permission_denied_names_the_group_that_would_let_you_in(
+    open_directory: Path, as_nobody: RunAsNobody
+) -> None:
     # whatever group it is: p2psync's by default, but control.group may name any
     group = next(g for g in grp.getgrall() if 0 < g.gr_gid < 65534 and g.gr_name != "nogroup")
     path = open_directory / "control.sock"
@@ -594,17 +595,17 @@ def test_permission_denied_names_the_group_that_would_let_you_in(open_directory:
         server.listen(1)
         os.chown(path, -1, group.gr_gid)
         os.chmod(path, 0o660)
-        told = refusal_seen_by_nobody(path)
+        told = refusal_seen_by_nobody(as_nobody, path)
         assert f"the socket belongs to group {group.gr_name}" in told
         assert f"usermod -aG {group.gr_name} $USER" in told and "p2psync $USER" not in told
 
         os.chmod(path, 0o600)
-        told = refusal_seen_by_nobody(path)
+        told = refusal_seen_by_nobody(as_nobody, path)
         assert "open to its owner root only (mode 0600)" in told and "usermod" not in told
 
         os.chmod(path, 0o660)
         os.chown(open_directory, -1, group.gr_gid)
         os.chmod(open_directory, 0o750)  # as systemd makes /run/p2psync: the group may enter
-        told = refusal_seen_by_nobody(path)
+        told = refusal_seen_by_nobody(as_nobody, path)
         assert f"the directory {open_directory} belongs to group {group.gr_name}" in told
         assert issubclass(PermissionDenied, ConnectionFailed)

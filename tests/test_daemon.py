@@ -25,7 +25,6 @@ from p2psync.daemon_setup import StartupError, startup_failure
 from tests.daemons import (
     DaemonProcess,
     introduce,
-    run_python_as_nobody,
     running,
     wait_for,
     wait_for_value,
@@ -525,7 +524,7 @@ def test_the_state_dir_and_database_are_private_whatever_existed_before(tmp_path
 @pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"
 )
-def test_a_database_others_can_read_and_we_cannot_fix_stops_the_start_with_the_fix():
+def test_a_database_others_can_read_and_we_cannot_fix_stops_the_start_with_the_fix(as_nobody):
     with tempfile.TemporaryDirectory(dir="/tmp") as top:  # reachable for nobody, unlike tmp_path
         os.chmod(top, 0o755)
         state = Path(top) / "state"
@@ -543,7 +542,7 @@ def test_a_database_others_can_read_and_we_cannot_fix_stops_the_start_with_the_f
             "except StartupError as exc:\n"
             "    print(exc)\n"
         )
-        result = run_python_as_nobody(probe)
+        result = as_nobody(probe)
         assert file_mode(state) == 0o700  # what this user owns was made private first
         assert file_mode(database) == 0o644
     message = result.stdout

@@ -34,7 +34,8 @@ from p2psync.doctor import (
     trust_checks,
 )
 from tests.apps import APP_UID, needs_root, run_cli_as
-from tests.daemons import DaemonProcess, run_python_as_nobody, running
+from tests.daemons import DaemonProcess, running
+from tests.installed import RunAsNobody
 from tests.test_control_access import AppsDaemon
 
 ROOT = Path(__file__).parent.parent
@@ -233,7 +234,9 @@ def test_doctor_against_a_real_daemon(tmp_path: Path) -> None:
 @pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv"
 )
-def test_probe_says_permission_denied_to_someone_outside_the_group(tmp_path: Path) -> None:
+def test_probe_says_permission_denied_to_someone_outside_the_group(
+    tmp_path: Path, as_nobody: RunAsNobody
+) -> None:
     path = tmp_path / "control.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
         server.bind(str(path))
@@ -244,7 +247,7 @@ def test_probe_says_permission_denied_to_someone_outside_the_group(tmp_path: Pat
             f"check = probe_control_socket(Path({str(path)!r}))\n"
             "print(check.level, check.message, check.advice, sep='|')\n"
         )
-        result = run_python_as_nobody(probe)
+        result = as_nobody(probe)
     level, message, advice = result.stdout.strip().split("|")
     assert (level, message) == ("fail", f"permission denied on {path}"), result.stderr
     assert "sudo usermod -aG" in advice and "log in again" in advice

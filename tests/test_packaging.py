@@ -4,7 +4,6 @@ checkout) runs `p2psync --version` and installs the service from its own files."
 
 import importlib.metadata
 import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from p2psync import __version__
+from tests.installed import project_wheel
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = (
@@ -32,26 +32,10 @@ def setuptools_major() -> int:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Built offline from a copy of the sources (a build writes build/ and *.egg-info beside
-    them, which must not land in the checkout)."""
+    """Built offline from a copy of the sources (tests/installed.py)."""
     if setuptools_major() < 77:
         pytest.skip("needs setuptools >= 77 in this environment (pip install -e '.[test]')")
-    work = tmp_path_factory.mktemp("build")
-    source = work / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
-        shutil.copy(REPO / name, source / name)
-    shutil.copytree(
-        REPO / "p2psync", source / "p2psync", ignore=shutil.ignore_patterns("__pycache__")
-    )
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-         "--wheel-dir", str(work / "dist"), str(source)],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-    (found,) = (work / "dist").glob("p2psync-*.whl")
-    return found
+    return project_wheel(tmp_path_factory.mktemp("build"))
 
 
 @pytest.mark.slow
