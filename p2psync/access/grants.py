@@ -36,6 +36,7 @@ METHOD_ACCESS: dict[str, Access] = {
     "collections": Access.READ,
     "conflicts": Access.READ,
     "watch": Access.READ,
+    "schema_get": Access.READ,
     "put": Access.WRITE,
     "delete": Access.WRITE,
     "transaction": Access.WRITE,
@@ -64,6 +65,7 @@ ADMIN_METHODS = frozenset(
         "share_leave",
         "share_list",
         "share_show",
+        "schema_set",
     }
 )
 
