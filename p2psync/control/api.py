@@ -119,7 +119,8 @@ def collection_param(request: dict[str, Any], *, writing: bool = False) -> str:
         raise RequestError(
             BAD_REQUEST,
             f"collection {collection!r} is reserved for p2psync itself (names starting with '_'); "
-            "use trust/revoke for devices",
+            "use trust/revoke for devices, share_add/share_remove for members, schema_set for "
+            "schema manifests",
         )
     return collection
 

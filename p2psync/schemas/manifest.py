@@ -201,9 +201,9 @@ class Manifest:
             return
         if version is not None and version < schema.oldest_written:
             raise InvalidValue(
-                f"type {name!r} is no longer written below version {schema.oldest_written} "
-                f"(its oldest_written; current is {schema.current}): write version "
-                f"{schema.oldest_written} or newer"
+                f"{op.collection}/{op.key}: type {name!r} is no longer written below version "
+                f"{schema.oldest_written} (its oldest_written; current is {schema.current}): "
+                f"write version {schema.oldest_written} or newer"
             )
         checked = schema.current if version is None else version
         if checked not in schema.json_schemas:
@@ -213,8 +213,8 @@ class Manifest:
         error = schema_exceptions.best_match(validator.iter_errors(json_from_value(op.value)))
         if error is not None:
             raise InvalidValue(
-                f"value does not match the JSON Schema of {name!r} version {checked}: at "
-                f"{error.json_path}: {error.message}"
+                f"{op.collection}/{op.key}: value does not match the JSON Schema of {name!r} "
+                f"version {checked}: at {error.json_path}: {error.message}"
             )
 
     def _validator(self, schema: TypeSchema, version: int) -> Any:
@@ -244,11 +244,3 @@ def parse_reads(reads: Any) -> dict[str, int]:
             f"'max_schema_version' of {name!r}", declared["max_schema_version"]
         )
     return understood
-
-
-def newer_than_read(reads: Mapping[str, int], name: str | None, version: int | None) -> bool:
-    """Whether a record (or manifest) of type `name` at `version` is newer than a reader gets."""
-    if name is None or version is None:
-        return False
-    understood = reads.get(name)
-    return understood is not None and version > understood
