@@ -10,9 +10,12 @@ three shares, each timed in every round, in an order that rotates from round to 
   each value is validated before it is committed.
 
 The puts are request lines built beforehand and pipelined on a plain socket (bench/sync.py's
-`pipelined`), so the daemon's work is what is timed. Prints the median puts/s of each mode with
-its spread, the ratios of the medians to `no_manifest`, and ends with one line `RESULT {json}`;
-asserts nothing. Sends traffic only over Unix sockets, stops its daemon even on error.
+`pipelined`), so the daemon's work is what is timed. The check runs on the database thread while
+the event loop parses the next requests, so a pipelined run can hide it: the check alone is also
+timed in-process (`Replica.check_values` on a temporary replica, per op, same three cases). Prints
+the median puts/s of each mode with its spread, the ratios of the medians to `no_manifest`, the
+check's microseconds per op, and ends with one line `RESULT {json}`; asserts nothing. Sends
+traffic only over Unix sockets, stops its daemon even on error.
 
     .venv/bin/python bench/schema.py --puts 20000 --rounds 5
 """
@@ -21,13 +24,18 @@ import argparse
 import json
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
+
+import msgpack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import run_and_report
 from bench.sync import pipelined, record_value
+from p2psync import entry, identity
+from p2psync.replica import Replica
 from tests.daemons import DaemonProcess, running
 
 MODES = ("no_manifest", "unlisted_type", "json_schema")
@@ -66,6 +74,37 @@ def prepare(daemon: DaemonProcess) -> None:
     daemon.call("schema_set", share="json-schema", type=TYPE, current=1, json_schema=ITEM_SCHEMA)
 
 
+def check_cost(tmp: Path, count: int) -> dict[str, float]:
+    """Microseconds per op of the check alone, median of 5 passes over `count` typed puts."""
+    replica = Replica.open(tmp / "check.db", identity.DeviceIdentity.generate())
+    try:
+        for mode in MODES:
+            replica.commit(mode.replace("_", "-"), replica.share_create_ops(mode.replace("_", "-")))
+        for share, name, schema in (
+            ("unlisted-type", "other", {}),
+            ("json-schema", TYPE, ITEM_SCHEMA),
+        ):
+            ops, _ = replica.schema_set_ops(share, name, 1, None, schema)
+            replica.commit(share, ops)
+        ops = [
+            entry.put("c", f"k{n}", msgpack.packb(record_value(n)), type=TYPE, schema_version=1)
+            for n in range(count)
+        ]
+        cost = {}
+        for mode in MODES:
+            share = mode.replace("_", "-")
+            passes = []
+            for _ in range(5):
+                started = time.perf_counter()
+                for op in ops:  # one check per transaction of one put, as pipelined puts are
+                    replica.check_values(share, (op,))
+                passes.append((time.perf_counter() - started) / count * 1e6)
+            cost[mode] = round(statistics.median(passes), 2)
+        return cost
+    finally:
+        replica.close()
+
+
 def run(tmp: Path, args: argparse.Namespace, result: dict[str, Any]) -> None:
     daemon = DaemonProcess(tmp, "bench")
     seconds: dict[str, list[float]] = {mode: [] for mode in MODES}
@@ -92,6 +131,11 @@ def run(tmp: Path, args: argparse.Namespace, result: dict[str, Any]) -> None:
         )
     result["puts_per_second"] = {mode: round(median) for mode, median in medians.items()}
     result["ratio_to_no_manifest"] = {mode: round(medians[mode] / baseline, 3) for mode in MODES}
+    cost = check_cost(tmp, args.puts)
+    print("the check alone, microseconds per put (in-process):")
+    for mode in MODES:
+        print(f"  {mode:14} {cost[mode]:8.2f} us")
+    result["check_us_per_put"] = cost
 
 
 def main() -> None:

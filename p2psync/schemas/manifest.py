@@ -209,8 +209,10 @@ class Manifest:
         if checked not in schema.json_schemas:
             return
         validator = self._validator(schema, checked)
-        # validation sees the value as apps do: JSON, bytes as their tag
-        error = schema_exceptions.best_match(validator.iter_errors(json_from_value(op.value)))
+        value = json_from_value(op.value)  # as apps see it: JSON, bytes as their tag
+        if validator.is_valid(value):  # the common case, without collecting errors
+            return
+        error = schema_exceptions.best_match(validator.iter_errors(value))
         if error is not None:
             raise InvalidValue(
                 f"{op.collection}/{op.key}: value does not match the JSON Schema of {name!r} "
