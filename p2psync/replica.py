@@ -321,10 +321,11 @@ class Replica(ShareRules, SchemaRules, TrustRules):
         )
         if devices_changed:
             self._load_device_keys()
-        members_changed = any(op.collection == MEMBERS for e in written for op in e.ops)
+        touched = {op.collection for e in written for op in e.ops}
+        members_changed = MEMBERS in touched
         if members_changed:
             self._members_changed(share)
-        if any(op.collection == SCHEMA for e in written for op in e.ops):
+        if SCHEMA in touched:
             self._schemas_changed(share)
         return devices_changed or members_changed
 

@@ -10,7 +10,7 @@ from p2psync import entry
 from p2psync.replica import DEFAULT_SHARE
 from p2psync.schemas.manifest import SCHEMA, InvalidValue, ManifestError
 from tests.test_replica import household
-from tests.test_share_rules import sync
+from tests.test_share_rules import FAMILY, family_of, sync
 
 TODO_V1 = {"type": "object", "required": ["title", "done"]}
 TODO_V2 = {
@@ -93,6 +93,19 @@ def test_newest_versions_counts_live_records_and_the_manifest():
     assert a.newest_versions(DEFAULT_SHARE, ["todo"], "elsewhere") == {}
     set_schema(a, "todo", 5)
     assert a.newest_versions(DEFAULT_SHARE, ["todo"], "elsewhere") == {"todo": 5}
+
+
+def test_a_manifest_record_taken_back_with_a_removed_writer_leaves_the_manifest():
+    a, b, c = household(3)
+    family_of(a, b, c)
+    sync(a, b, FAMILY), sync(a, c, FAMILY)
+    a.commit(FAMILY, a.share_remove_ops(FAMILY, c.device_id))
+    ops, _ = c.schema_set_ops(FAMILY, "todo", 1, None, TODO_V1)  # concurrent with its removal
+    c.commit(FAMILY, ops)
+    sync(c, b, FAMILY)
+    assert "todo" in b.schema_manifest(FAMILY).types, "b has not heard of the removal yet"
+    sync(a, b, FAMILY)
+    assert b.schema_manifest(FAMILY).types == {}, "the cut takes c's manifest record back out"
 
 
 def migrate(replica, keys):
