@@ -211,6 +211,25 @@ def test_an_app_reads_the_schema_manifest_of_its_share_and_may_not_set_it(
         )
         assert refused["code"] == "invalid_value"
         forbidden(client, "schema_get", share="default")
+    # newer versions in a collection the app may not read are none of its business
+    daemon.call(
+        "put",
+        share="manifests",
+        collection="secret",
+        key="k",
+        value=1,
+        type="note",
+        schema_version=7,
+    )
+    with app(daemon, uid) as reader:
+        reader.result(
+            "hello", reads={"todo": {"max_schema_version": 1}, "note": {"max_schema_version": 1}}
+        )
+        reader.result("watch", share="manifests")
+        assert reader.receive()["event"] == "caught_up"
+        daemon.call("schema_set", share="manifests", type="todo", current=2)
+        told = reader.receive()
+        assert (told["event"], told["type"], told["schema_version"]) == ("outdated", "todo", 2)
 
 
 def test_a_watch_shows_only_the_changes_its_grants_cover(daemon: AppsDaemon) -> None:

@@ -112,6 +112,7 @@ async def test_scan_filters_by_type_and_version_range_and_pages_past_what_it_ski
     assert versions == [(f"k{i:02}", 1 + i % 3) for i in range(12) if i % 3]
     only_v1 = await client.result("scan", collection="todos", max_schema_version=1)
     assert [item["key"] for item in only_v1["items"]] == ["k00", "k03", "k06", "k09"]
+    assert (await client.result("scan", collection="todos", max_schema_version=0))["items"] == []
     untyped = await client.result("scan", collection="todos", type="note")
     assert untyped == {"items": [], "next": None}
     inverted = await client.error(

@@ -90,9 +90,9 @@ def test_newest_versions_counts_live_records_and_the_manifest():
     a.commit(DEFAULT_SHARE, [entry.delete("todos", "2")])
     a.commit(DEFAULT_SHARE, [todo_op("3", {}, 2)])
     assert a.newest_versions(DEFAULT_SHARE, ["todo", "note"]) == {"todo": 2}
-    assert a.newest_versions(DEFAULT_SHARE, ["todo"], "elsewhere") == {}
+    assert a.newest_versions(DEFAULT_SHARE, ["todo"], ["elsewhere"]) == {}
     set_schema(a, "todo", 5)
-    assert a.newest_versions(DEFAULT_SHARE, ["todo"], "elsewhere") == {"todo": 5}
+    assert a.newest_versions(DEFAULT_SHARE, ["todo"], ["elsewhere"]) == {"todo": 5}
 
 
 def test_a_manifest_record_taken_back_with_a_removed_writer_leaves_the_manifest():

@@ -149,7 +149,9 @@ class TypeFilter:
             return True
         if version is None:
             return False
-        return (self.min_version or 0) <= version <= (self.max_version or MAX_VERSION)
+        low = 0 if self.min_version is None else self.min_version
+        high = MAX_VERSION if self.max_version is None else self.max_version
+        return low <= version <= high
 
 
 def type_filter_param(request: dict[str, Any]) -> TypeFilter | None:

@@ -59,16 +59,17 @@ class _Watch:
     told: dict[tuple[str, str], int] = field(default_factory=dict)  # (share, type) -> version
 
     def wants(self, change: Change) -> bool:
-        collection_wanted = self.collection in (None, change.op.collection)
-        wanted = collection_wanted and self.share in (None, change.share)
-        wanted = wanted and (self.types is None or self.types.matches(change.op.meta))
-        return wanted and (self.covers is None or self.covers(change.share, change.op.collection))
+        wanted = self.types is None or self.types.matches(change.op.meta)
+        return wanted and self.follows(change.share, change.op.collection)
 
-    def may_see(self, share: str) -> bool:
-        """Whether newer versions in `share` concern this watch (for `outdated`)."""
+    def follows(self, share: str, collection: str | None) -> bool:
+        """Whether this watch is about `collection` of `share` (None: the share as a whole, as
+        for its manifest), and may read it."""
         if self.share not in (None, share):
             return False
-        return self.covers is None or self.covers(share, self.collection)
+        if collection is not None and self.collection not in (None, collection):
+            return False
+        return self.covers is None or self.covers(share, collection or self.collection)
 
     def outdated(self, share: str, name: str | None, version: int | None) -> dict[str, Any] | None:
         """The `outdated` event that a record or manifest of type `name` at `version` in
@@ -249,13 +250,11 @@ def _outdated_by(watch: _Watch, changes: list[Change]) -> list[dict[str, Any]]:
     found = []
     for change in changes:
         op = change.op
-        if not watch.may_see(change.share):
-            continue
         named: str | None = op.key
-        if op.collection == SCHEMA:
+        if op.collection == SCHEMA and watch.follows(change.share, None):
             manifest = decode_type(op.key, op.value)
             version = manifest.current if manifest is not None else None
-        elif watch.collection in (None, op.collection) and op.value is not None:
+        elif op.value is not None and watch.follows(change.share, op.collection):
             named, version = meta_type(op.meta)
         else:
             continue
@@ -266,12 +265,17 @@ def _outdated_by(watch: _Watch, changes: list[Change]) -> list[dict[str, Any]]:
 
 
 async def _send_outdated_at_start(node: Node, watch: _Watch, sender: _Sender) -> None:
-    """What the shares already hold that is newer than the reader understands."""
+    """What the shares already hold that is newer than the reader understands: in the
+    collections it watches and may read, and in the manifests."""
     names = sorted(watch.reads)
     shares = [watch.share] if watch.share else await node.call(node.replica.shares)
     found = []
-    for share in filter(watch.may_see, shares):
-        newest = await node.call(node.replica.newest_versions, share, names, watch.collection)
+    for share in (s for s in shares if watch.follows(s, None)):
+        collections = [watch.collection] if watch.collection else None
+        if collections is None and watch.covers is not None:  # an app: what its grants cover
+            counted = await node.call(node.replica.collections, share)
+            collections = [c for c, _ in counted if watch.covers(share, c)]
+        newest = await node.call(node.replica.newest_versions, share, names, collections)
         found += [watch.outdated(share, name, version) for name, version in sorted(newest.items())]
     lines = b"".join(json_line(event) for event in found if event is not None)
     if lines:

@@ -64,17 +64,15 @@ class SchemaRules:
         return [entries.put(SCHEMA, name, encode_type(updated))], updated
 
     def newest_versions(
-        self, share: str, names: Sequence[str], collection: str | None = None
+        self, share: str, names: Sequence[str], collections: Sequence[str] | None = None
     ) -> dict[str, int]:
         """The newest `schema_version` of each type in `names` among the live records of the
-        share (or of one collection), manifest `current` included: one pass over them (only for
+        share (or of `collections`), manifest `current` included: one pass over them (only for
         a reader that declared what it understands)."""
         wanted = set(names)
         types = self.schema_manifest(share).types
         newest = {name: types[name].current for name in wanted if name in types}
-        if collection is not None:
-            collections = [collection]
-        else:
+        if collections is None:
             collections = [name for name, _ in self.store.collections(share)]
         for read in collections:
             for _, siblings in self._pages(share, read):
