@@ -114,6 +114,12 @@ def test_a_write_is_checked_against_its_version_or_current_and_oldest_written():
         manifest.check_write(todo({"title": "milk", "done": False}, 1))
 
 
+def test_a_schema_referring_elsewhere_refuses_writes_and_fetches_nothing():
+    remote = set_type(None, "todo", 1, json_schema={"$ref": "http://127.0.0.1:9/todo.json"})
+    with pytest.raises(InvalidValue, match=r"cannot be applied: .*schemas must be self-contained"):
+        Manifest({"todo": remote}).check_write(todo({}, 1))
+
+
 def test_without_a_manifest_nothing_is_refused():
     Manifest().check_write(todo(None, 1))
     assert Manifest().json() == {"types": []}

@@ -19,6 +19,7 @@ from typing import Any
 import msgpack
 from jsonschema import exceptions as schema_exceptions
 from jsonschema import validators
+from referencing.exceptions import Unresolvable
 
 from ..control.values import json_from_value
 from ..entry import DELETE, Op
@@ -210,8 +211,15 @@ class Manifest:
             return
         validator = self._validator(schema, checked)
         value = json_from_value(op.value)  # as apps see it: JSON, bytes as their tag
-        if validator.is_valid(value):  # the common case, without collecting errors
-            return
+        try:
+            if validator.is_valid(value):  # the common case, without collecting errors
+                return
+        except Unresolvable as exc:  # a $ref to elsewhere: nothing is ever fetched
+            raise InvalidValue(
+                f"{op.collection}/{op.key}: the JSON Schema of {name!r} version {checked} "
+                f"cannot be applied: {exc}; schemas must be self-contained (fix it with "
+                "schema_set)"
+            ) from None
         error = schema_exceptions.best_match(validator.iter_errors(value))
         if error is not None:
             raise InvalidValue(
