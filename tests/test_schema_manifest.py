@@ -67,6 +67,11 @@ def test_an_invalid_json_schema_is_refused_with_where_and_why():
 def test_the_stored_form_reads_back_and_a_broken_record_adds_nothing():
     v2 = set_type(set_type(None, "todo", 1, json_schema=TODO_V1), "todo", 2, json_schema=TODO_V2)
     assert decode_type("todo", encode_type(v2)) == v2
+    newer = msgpack.packb({"current": 2, "oldest_written": 1, "deprecated_after": "2027"})
+    from_newer = decode_type("todo", newer)
+    assert from_newer is not None and from_newer.unknown == {"deprecated_after": "2027"}
+    rewritten = decode_type("todo", encode_type(set_type(from_newer, "todo", 3)))
+    assert rewritten is not None and rewritten.unknown == {"deprecated_after": "2027"}, "kept"
     assert decode_type("todo", b"\xc1") is None
     assert decode_type("todo", msgpack.packb({"current": "2", "oldest_written": 1})) is None
     assert decode_type("todo", None) is None

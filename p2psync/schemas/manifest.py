@@ -45,6 +45,9 @@ class TypeSchema:
     current: int
     oldest_written: int
     json_schemas: Mapping[int, Mapping[str, Any]] = field(default_factory=dict)
+    # fields of the stored record this version does not know (a newer daemon's): kept, and
+    # written back by schema_set, never dropped
+    unknown: Mapping[str, Any] = field(default_factory=dict)
 
     def json(self) -> dict[str, Any]:
         return {
@@ -105,14 +108,18 @@ def set_type(
     schemas = dict(before.json_schemas) if before is not None else {}
     if json_schema is not None:
         schemas[current] = check_json_schema(json_schema)
-    return TypeSchema(name, current, oldest, schemas)
+    return TypeSchema(name, current, oldest, schemas, before.unknown if before is not None else {})
 
 
 # stored form ------------------------------------------------------------------------------------
 
 
+_STORED_FIELDS = ("current", "oldest_written", "json_schemas")
+
+
 def encode_type(schema: TypeSchema) -> bytes:
     stored = {
+        **schema.unknown,
         "current": schema.current,
         "oldest_written": schema.oldest_written,
         "json_schemas": {str(v): dict(s) for v, s in schema.json_schemas.items()},
@@ -133,7 +140,8 @@ def decode_type(name: str, value: bytes | None) -> TypeSchema | None:
         }
     except Exception:
         return None
-    return TypeSchema(name, current, min(oldest, current), schemas)
+    unknown = {k: v for k, v in stored.items() if k not in _STORED_FIELDS}
+    return TypeSchema(name, current, min(oldest, current), schemas, unknown)
 
 
 def merged_type(name: str, siblings: Iterable[Sibling]) -> TypeSchema | None:
@@ -149,10 +157,12 @@ def merged_type(name: str, siblings: Iterable[Sibling]) -> TypeSchema | None:
     current = max(found.current for _, found in decoded)
     oldest = max(found.oldest_written for _, found in decoded)
     schemas: dict[int, Mapping[str, Any]] = {}
+    unknown: dict[str, Any] = {}
     # oldest write first, so that the newest write's schema of a version is the one kept
     for _, found in sorted(decoded, key=lambda pair: (pair[0].hlc, pair[0].actor)):
         schemas.update(found.json_schemas)
-    return TypeSchema(name, current, oldest, schemas)
+        unknown.update(found.unknown)
+    return TypeSchema(name, current, oldest, schemas, unknown)
 
 
 # the manifest -----------------------------------------------------------------------------------
