@@ -5,7 +5,8 @@ socket to use, and the mapping of errors to exit codes: 0 ok, 1 the daemon refus
 daemon, 4 not found (with --json, an error is one JSON line on stderr, with its code). What each
 subcommand asks the daemon and prints is `cli_commands.py`'s. It never opens the database or the
 network itself, and `p2psync daemon` only hands over to `daemon.main`.
-The `share` command's parser and help are `cli_shares.py`'s, beside what its subcommands do.
+The `share` command's parser and help are `cli_shares.py`'s, beside what its subcommands do; so
+are the `schema` command's `cli_schema.py`'s.
 The commands that need no daemon (install-service, completion, man) and -q/-v are
 `cli_setup.py`'s; backup, restore, export, import and history are `cli_data.py`'s.
 """
@@ -53,6 +54,7 @@ from .cli_commands import (
 )
 from .cli_data import add_data_commands
 from .cli_format import DEFAULT_SHARE
+from .cli_schema import add_schema_command
 from .cli_setup import (
     add_daemon_verbosity_options,
     add_setup_commands,
@@ -290,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     command("reload", cmd_reload, "re-read the configuration file")
     add_share_command(commands, common, EPILOG)
+    add_schema_command(commands, common, EPILOG)
     _add_grant_commands(command)
 
     value_help = (

@@ -23,6 +23,7 @@ import trio
 from .entry import Op
 from .events import EventBus
 from .replica import DEVICES, Commit, Precondition, Replica
+from .schemas.manifest import SCHEMA
 from .shares.members import MEMBERS
 from .store import ConflictFlip
 
@@ -53,16 +54,22 @@ class ChangeNotifier:
 class Transaction:
     """A local transaction queued for group commit. `done` is set once it is durable (`commit`)
     or refused (`error`). Its `preconditions` are checked on the database thread just before it
-    commits (compare-and-set); one that fails refuses this transaction alone."""
+    commits (compare-and-set); one that fails refuses this transaction alone. So is the share's
+    schema manifest when `checked` (an app's write; not what the daemon writes itself)."""
 
-    __slots__ = ("commit", "done", "error", "ops", "preconditions", "share")
+    __slots__ = ("checked", "commit", "done", "error", "ops", "preconditions", "share")
 
     def __init__(
-        self, share: str, ops: Sequence[Op], preconditions: Sequence[Precondition] = ()
+        self,
+        share: str,
+        ops: Sequence[Op],
+        preconditions: Sequence[Precondition] = (),
+        checked: bool = False,
     ) -> None:
         self.share = share
         self.ops = ops
         self.preconditions = preconditions
+        self.checked = checked
         self.done = trio.Event()
         self.commit: Commit | None = None
         self.error: Exception | None = None
@@ -109,17 +116,22 @@ class Node:
         return result
 
     def submit(
-        self, share: str, ops: Sequence[Op], preconditions: Sequence[Precondition] = ()
+        self,
+        share: str,
+        ops: Sequence[Op],
+        preconditions: Sequence[Precondition] = (),
+        checked: bool = False,
     ) -> Transaction:
-        """Queue one local transaction. Transactions commit in the order they were submitted."""
+        """Queue one local transaction. Transactions commit in the order they were submitted;
+        `checked`: the share's schema manifest may refuse it (see Transaction)."""
         self._refuse_if_stopping()
-        transaction = Transaction(share, ops, preconditions)
+        transaction = Transaction(share, ops, preconditions, checked)
         self._jobs.put(transaction)
         return transaction
 
-    async def commit(self, share: str, ops: Sequence[Op]) -> Commit:
+    async def commit(self, share: str, ops: Sequence[Op], checked: bool = False) -> Commit:
         """One local transaction, durable when this returns."""
-        return await self.submit(share, ops).result()
+        return await self.submit(share, ops, checked=checked).result()
 
     async def applied(self, last_position: int, touched_devices: bool) -> None:
         """Tell waiters that entries up to `last_position` are in the store."""
@@ -185,22 +197,30 @@ class Node:
     def _commit_group(self, group: list[Transaction]) -> None:
         """Commit a group, each transaction with a precondition only if it holds. A condition on
         a record an earlier transaction of the group writes is checked after that one is
-        committed: what it compares with must be on disk."""
+        committed: what it compares with must be on disk. So is a manifest a checked write
+        follows in the group."""
         share = group[0].share
         ready: list[Transaction] = []
         written: set[tuple[str, str]] = set()
+        manifest_written = False  # only the daemon's own (unchecked) writes touch `_schema`
         for transaction in group:
-            if transaction.preconditions:
-                if any((p.collection, p.key) in written for p in transaction.preconditions):
+            if transaction.preconditions or transaction.checked:
+                preconditions = transaction.preconditions
+                waits = transaction.checked and manifest_written
+                if waits or any((p.collection, p.key) in written for p in preconditions):
                     self._commit_run(share, ready)
-                    ready, written = [], set()
+                    ready, written, manifest_written = [], set(), False
                 try:
-                    self.replica.check_preconditions(share, transaction.preconditions)
-                except Exception as exc:  # VersionConflict, or a share that is not here
+                    if transaction.checked:
+                        self.replica.check_values(share, transaction.ops)
+                    self.replica.check_preconditions(share, preconditions)
+                except Exception as exc:  # VersionConflict, InvalidValue, a share not here
                     transaction.error = exc
                     continue
             ready.append(transaction)
             written.update((op.collection, op.key) for op in transaction.ops)
+            if not transaction.checked:
+                manifest_written |= any(op.collection == SCHEMA for op in transaction.ops)
         self._commit_run(share, ready)
 
     def _commit_run(self, share: str, group: list[Transaction]) -> None:

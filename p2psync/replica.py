@@ -18,6 +18,8 @@ from .intake import Fork, Intake
 from .membership import DEVICES, FORKS, DeviceRecord, EpochBook, Notice
 from .merge import CausalBuffer, Sibling
 from .replica_trust import SYSTEM_SHARE, TrustRules
+from .schemas.manifest import SCHEMA
+from .schemas.rules import SchemaRules
 from .shares.members import MEMBERS
 from .shares.rules import ShareError, ShareRules, unknown_share
 from .store import Store
@@ -108,7 +110,7 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class Replica(ShareRules, TrustRules):
+class Replica(ShareRules, SchemaRules, TrustRules):
     def __init__(
         self, store: Store, device: identity.DeviceIdentity, now_ms: Callable[[], int]
     ) -> None:
@@ -137,6 +139,7 @@ class Replica(ShareRules, TrustRules):
         self._records: list[DeviceRecord] = []
         self._forked: dict[str, set[str]] = {}
         self._share_members = {}
+        self._manifests = {}
         self.restate_pending: dict[str, list[Op]] = {}
         self.notices: dict[tuple[str, str], Notice] = {}
         with store.transaction():  # keeps the certificates the records hold (see devices())
@@ -318,9 +321,12 @@ class Replica(ShareRules, TrustRules):
         )
         if devices_changed:
             self._load_device_keys()
-        members_changed = any(op.collection == MEMBERS for e in written for op in e.ops)
+        touched = {op.collection for e in written for op in e.ops}
+        members_changed = MEMBERS in touched
         if members_changed:
             self._members_changed(share)
+        if SCHEMA in touched:
+            self._schemas_changed(share)
         return devices_changed or members_changed
 
     def _heads_of(self, share: str) -> dict[str, tuple[int, bytes]]:
@@ -349,6 +355,7 @@ class Replica(ShareRules, TrustRules):
         self._heads.clear()
         self._books.clear()
         self._share_members.clear()
+        self._manifests.clear()
         self._clock = max(int.from_bytes(self.store.get_meta("hlc") or b"", "big"), 0)
         for intake in self._intakes.values():
             intake.clear()

@@ -18,6 +18,7 @@ from .entry import LogEntry, Op
 from .intake import Intake
 from .membership import DEVICES, DeviceRecord, EpochBook
 from .merge import Sibling
+from .schemas.manifest import SCHEMA
 from .shares.members import ShareMembers
 from .store import Store
 from .vectors import device_of
@@ -56,6 +57,9 @@ class TrustRules:
         raise NotImplementedError
 
     def _book(self, share: str) -> EpochBook:
+        raise NotImplementedError
+
+    def _schemas_changed(self, share: str) -> None:
         raise NotImplementedError
 
     def summary_vector(self, share: str) -> dict[str, int]:
@@ -177,6 +181,8 @@ class TrustRules:
         self.store.remove_records(share, touched - rebuilt.keys())
         self.store.save_records(share, rebuilt)
         self._load_device_keys()
+        if any(collection == SCHEMA for collection, _ in touched):
+            self._schemas_changed(share)  # a manifest record taken back
 
     def _proven_forks(self, keys: Mapping[str, bytes]) -> dict[str, set[str]]:
         """share -> the epochs that `_forks` records prove forked (checked once each)."""

@@ -27,8 +27,10 @@ from p2psync.client import (
     Delete,
     Forbidden,
     Heartbeat,
+    InvalidValue,
     NotFound,
     NotRunning,
+    OutdatedEvent,
     PairingFailed,
     PermissionDenied,
     ProtocolViolation,
@@ -366,6 +368,33 @@ def _changes(events: Iterator[Any], count: int) -> list[ChangeEvent]:
         if isinstance(event, ChangeEvent):
             found.append(event)
     return found
+
+
+def test_schema_manifest_refused_writes_filters_and_outdated_events(
+    client: Client, collection: str
+) -> None:
+    kind = f"{collection}-todo"  # the daemon is shared: a type of this test's own
+    schema = {"type": "object", "required": ["title"]}
+    assert client.schema_set(kind, 2, json_schema=schema).json_schemas == {2: schema}
+    assert client.schema_get()[kind].current == 2
+    with pytest.raises(InvalidValue, match=r"at \$: 'title' is a required property"):
+        client.put(collection, "bad", {}, type=kind, schema_version=2)
+    client.put(collection, "v1", {"title": "a"}, type=kind, schema_version=1)
+    client.put(collection, "v2", {"title": "b"}, type=kind, schema_version=2)
+    page = client.scan(collection, type=kind, min_schema_version=2)
+    assert [record.key for record in page.items] == ["v2"]
+    reader = client.watch(
+        collection=collection, reads={kind: 1}, type=kind, max_schema_version=1, idle_timeout=10
+    )
+    with reader as events:
+        outdated = next(events)
+        assert isinstance(outdated, OutdatedEvent)
+        assert (outdated.type, outdated.schema_version, outdated.reads) == (kind, 2, 1)
+        assert isinstance(next(events), CaughtUp)
+        client.put(collection, "v1b", {"title": "c"}, type=kind, schema_version=1)
+        client.put(collection, "v2b", {"title": "d"}, type=kind, schema_version=2)
+        (change,) = _changes(events, 1)
+        assert [c.key for c in change.changes] == ["v1b"]
 
 
 def test_watch_idle_timeout(client: Client) -> None:

@@ -21,8 +21,10 @@ from p2psync.client import (
     CaughtUp,
     ChangeEvent,
     Delete,
+    InvalidValue,
     NotFound,
     NotRunning,
+    OutdatedEvent,
     ProtocolViolation,
     Put,
     Record,
@@ -170,6 +172,29 @@ def test_watch_is_an_async_iterator_of_typed_events(
             with pytest.raises(BadRequest):
                 async with client.watch(since=10**9):
                     pass
+
+    run(backend, test)
+
+
+def test_schema_manifest_calls_filters_and_a_reading_watch(
+    daemon: DaemonProcess, backend: str, collection: str
+) -> None:
+    kind = f"{collection}-{backend}"  # the daemon is shared: a type of this run's own
+
+    async def test() -> None:
+        async with AsyncClient(daemon.socket_path) as client:
+            await client.schema_set(kind, 2, json_schema={"type": "object"})
+            assert (await client.schema_get())[kind].current == 2
+            with pytest.raises(InvalidValue):
+                await client.put(collection, "bad", [], type=kind, schema_version=2)
+            await client.put(collection, "old", {}, type=kind, schema_version=1)
+            page = await client.scan(collection, type=kind, max_schema_version=1)
+            assert [record.key for record in page.items] == ["old"]
+            reading = client.watch(collection=collection, reads={kind: 1})
+            async with reading as events:
+                async for event in events:
+                    assert isinstance(event, OutdatedEvent) and event.schema_version == 2
+                    break
 
     run(backend, test)
 

@@ -109,3 +109,39 @@ def test_history_sends_the_record_and_only_what_was_given() -> None:
     }
     given = sent(requests.history("c", "k", limit=5, share="s"))
     assert (given["limit"], given["share"]) == (5, "s")
+
+
+def test_schema_calls_type_filters_and_a_watch_that_declares_what_it_reads() -> None:
+    filtered = requests.type_filter("todo", 2, None)
+    scan = requests.scan(
+        "c", prefix=None, after=None, limit=None, deleted=False, share=None, types=filtered
+    )
+    assert sent(scan) == {
+        "id": 7,
+        "method": "scan",
+        "collection": "c",
+        "type": "todo",
+        "min_schema_version": 2,
+    }
+    assert requests.type_filter(None, None, None) is None
+    assert sent(requests.schema_get(share=None)) == {"id": 7, "method": "schema_get"}
+    schema_set = requests.schema_set(
+        "todo", 2, oldest_written=None, json_schema={"type": "object"}, share="s"
+    )
+    assert sent(schema_set) == {
+        "id": 7,
+        "method": "schema_set",
+        "type": "todo",
+        "current": 2,
+        "json_schema": {"type": "object"},
+        "share": "s",
+    }
+    options = WatchOptions(types=requests.TypeFilter(max_schema_version=1), reads=(("todo", 1),))
+    assert sent(options.call(None)) == {"id": 7, "method": "watch", "max_schema_version": 1}
+    (hello,) = options.before()
+    assert sent(hello) == {
+        "id": 7,
+        "method": "hello",
+        "reads": {"todo": {"max_schema_version": 1}},
+    }
+    assert WatchOptions().before() == ()

@@ -16,7 +16,7 @@ from p2psync.client import (
     SyncedEvent,
     UnknownEvent,
 )
-from p2psync.client.events import event_from_json, resume_position
+from p2psync.client.events import OutdatedEvent, event_from_json, resume_position
 from tests.client_daemon import require_1_0
 from tests.daemons import DaemonProcess, introduce, running
 
@@ -109,8 +109,13 @@ def test_each_kind_of_line_reads_as_its_event() -> None:
     member = event_from_json(line)
     assert isinstance(member, MembershipEvent) and member.change == "share_members"
     assert member.share == "s" and member.fields["added"] == ["D"]
-    future = event_from_json({"event": "outdated", "type": "todo"})
-    assert future == UnknownEvent("outdated", {"event": "outdated", "type": "todo"})
+    future = event_from_json({"event": "frobnicated", "type": "todo"})
+    assert future == UnknownEvent("frobnicated", {"event": "frobnicated", "type": "todo"})
+
+
+def test_an_outdated_line_reads_as_its_event() -> None:
+    line = {"event": "outdated", "share": "s", "type": "todo", "schema_version": 3, "reads": 1}
+    assert event_from_json(line) == OutdatedEvent("s", "todo", 3, 1, line)
 
 
 def test_a_put_has_no_previous_value() -> None:

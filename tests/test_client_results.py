@@ -18,7 +18,12 @@ from p2psync.client import (
     Sibling,
     WriteResult,
 )
-from p2psync.client.results import History, collections_from_json
+from p2psync.client.results import (
+    History,
+    TypeSchema,
+    collections_from_json,
+    manifest_from_json,
+)
 from tests.client_daemon import require_1_0
 from tests.daemons import DaemonProcess, introduce, running, wait_for_value
 
@@ -153,6 +158,17 @@ def test_hello_and_collections_shapes() -> None:
     assert collections_from_json({"collections": listed}) == expected
     assert collections_from_json(listed) == expected
     assert collections_from_json(["notes"]) == [CollectionInfo("notes")]
+
+
+def test_a_manifest_reads_as_typed_schemas_by_type() -> None:
+    found = {
+        "share": "default",
+        "types": [
+            {"type": "todo", "current": 2, "oldest_written": 1, "json_schemas": {"2": {"a": 1}}}
+        ],
+    }
+    assert manifest_from_json(found) == {"todo": TypeSchema("todo", 2, 1, {2: {"a": 1}})}
+    assert manifest_from_json({}) == {}
 
 
 def test_writes_send_only_what_was_given() -> None:

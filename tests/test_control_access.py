@@ -191,6 +191,51 @@ def test_a_read_write_grant_writes_its_collection_and_no_other(daemon: AppsDaemo
     assert daemon.call("get", share="family", collection="shopping", key="eggs")["value"] == 12
 
 
+def test_an_app_reads_the_schema_manifest_of_its_share_and_may_not_set_it(
+    daemon: AppsDaemon,
+) -> None:
+    uid = APP_UID + 7
+    seed(daemon, "manifests", "todos", "seed", 1)
+    daemon.call(
+        "schema_set", share="manifests", type="todo", current=1, json_schema={"type": "object"}
+    )
+    daemon.call("grant", app=uid, share="manifests", collection="todos")
+    with app(daemon, uid) as client:
+        (todo,) = client.result("schema_get", share="manifests")["types"]
+        assert todo["type"] == "todo" and todo["current"] == 1
+        assert "only admins of this device may" in forbidden(
+            client, "schema_set", share="manifests", type="x", current=1
+        )
+        reserved = client.error(
+            "put", share="manifests", collection="_schema", key="todo", value={}
+        )
+        assert reserved["code"] == "bad_request" and "schema_set" in reserved["message"]
+        refused = client.error(
+            "put", share="manifests", collection="todos", key="k", value=[], type="todo"
+        )
+        assert refused["code"] == "invalid_value"
+        forbidden(client, "schema_get", share="default")
+    # newer versions in a collection the app may not read are none of its business
+    daemon.call(
+        "put",
+        share="manifests",
+        collection="secret",
+        key="k",
+        value=1,
+        type="note",
+        schema_version=7,
+    )
+    with app(daemon, uid) as reader:
+        reader.result(
+            "hello", reads={"todo": {"max_schema_version": 1}, "note": {"max_schema_version": 1}}
+        )
+        reader.result("watch", share="manifests")
+        assert reader.receive()["event"] == "caught_up"
+        daemon.call("schema_set", share="manifests", type="todo", current=2)
+        told = reader.receive()
+        assert (told["event"], told["type"], told["schema_version"]) == ("outdated", "todo", 2)
+
+
 def test_a_watch_shows_only_the_changes_its_grants_cover(daemon: AppsDaemon) -> None:
     uid = APP_UID + 2
     seed(daemon, "home", "plants", "fern", "water")

@@ -25,7 +25,8 @@ def test_an_unknown_parameter_is_named_with_the_known_ones() -> None:
         check_parameters("scan", {"method": "scan", "collection": "c", "limt": 5})
     assert misspelt.value.code == BAD_REQUEST
     assert misspelt.value.message == (
-        "unknown parameter 'limt' for scan; known: after, collection, deleted, limit, prefix, share"
+        "unknown parameter 'limt' for scan; known: after, collection, deleted, limit, "
+        "max_schema_version, min_schema_version, prefix, share, type"
     )
     with pytest.raises(RequestError, match=r"^unknown parameters 'a', 'b' for status; known: none"):
         check_parameters("status", {"method": "status", "a": 1, "b": None})  # null: still unknown

@@ -233,6 +233,53 @@ def test_shopping_list_merges_an_item_changed_on_two_devices_apart(
     wait_for(lambda: not b.client().get(collection, "milk").conflict, "b to learn the merge", a, b)
 
 
+# the todo list moving from v1 to v2 (schema evolution) ----------------------------------------
+
+
+def todo_app(daemon: DaemonProcess, app: int, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_example(
+        sys.executable,
+        str(EXAMPLES / "todo_migration.py"),
+        "--socket",
+        str(daemon.socket_path),
+        "--share",
+        "todo-migration",  # a share of its own: its manifest concerns no other test
+        "--app",
+        str(app),
+        *args,
+    )
+
+
+def todo_says(daemon: DaemonProcess, app: int, *args: str) -> str:
+    done = todo_app(daemon, app, *args)
+    assert done.returncode == 0, f"todo_migration --app {app} {args}: {done.stderr}"
+    return done.stdout
+
+
+def test_todo_app_moves_to_v2_while_the_old_app_keeps_running(daemon: DaemonProcess) -> None:
+    daemon.call("share_create", share="todo-migration")
+    assert todo_says(daemon, 1, "add", "milk") == "added milk (v1)\n"
+    assert todo_says(daemon, 1, "outdated") == "up to date\n"
+    assert todo_says(daemon, 2, "setup") == "todo: current v2, written from v1\n"
+    assert todo_says(daemon, 1, "outdated") == "the share holds todo v2; this app reads v1\n"
+    assert todo_says(daemon, 2, "add", "tea") == "added tea (v2)\n"
+    assert todo_says(daemon, 1, "add", "eggs") == "added eggs (v1)\n", "v1 is still written"
+    assert todo_says(daemon, 1, "list") == (
+        "[ ] eggs  (v1)\n[ ] milk  (v1)\n"
+        "(1 todo(s) of a newer version not shown: upgrade this app)\n"
+    )
+    assert todo_says(daemon, 2, "list") == "[ ] eggs  (v1)\n[ ] milk  (v1)\n[ ] tea  (v2)\n"
+    assert todo_says(daemon, 2, "migrate") == "migrated 2 todo(s) to v2\n"
+    assert todo_says(daemon, 2, "migrate") == "migrated 0 todo(s) to v2\n"
+    assert todo_says(daemon, 2, "list") == "[ ] eggs  (v2)\n[ ] milk  (v2)\n[ ] tea  (v2)\n"
+    assert todo_says(daemon, 2, "setup", "--retire-v1") == "todo: current v2, written from v2\n"
+    refused = todo_app(daemon, 1, "add", "bread")
+    assert refused.returncode == 1
+    assert "no longer written below version 2" in refused.stderr
+    record = daemon.client().get("todos", "milk", share="todo-migration")
+    assert record.value == {"title": "milk", "state": "open"} and record.schema_version == 2
+
+
 # the dashboard (asyncio, AsyncClient) ------------------------------------------------------------
 
 

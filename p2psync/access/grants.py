@@ -37,6 +37,7 @@ METHOD_ACCESS: dict[str, Access] = {
     "conflicts": Access.READ,
     "history": Access.READ,
     "watch": Access.READ,
+    "schema_get": Access.READ,
     "put": Access.WRITE,
     "delete": Access.WRITE,
     "transaction": Access.WRITE,
@@ -67,6 +68,7 @@ ADMIN_METHODS = frozenset(
         "share_leave",
         "share_list",
         "share_show",
+        "schema_set",
     }
 )
 

@@ -19,9 +19,10 @@ results), `values` (JSON and bytes), `errors` (the exception hierarchy and its c
 (default_socket_path).
 
 Errors: every failure is a `ControlError` with a stable `code`; its subclasses say which
-(`NotFound`, `Conflict`, `Forbidden`, `BadRequest`, `TooLarge`, `DiskFull`, `Internal`,
-`UnknownMethod`, `PairingFailed`, and on the client's side `Timeout`, `ProtocolViolation`,
-`ConnectionFailed` = `NotRunning` | `PermissionDenied`); see errors.py for what each means.
+(`NotFound`, `Conflict`, `InvalidValue`, `Forbidden`, `BadRequest`, `TooLarge`, `DiskFull`,
+`Internal`, `UnknownMethod`, `PairingFailed`, and on the client's side `Timeout`,
+`ProtocolViolation`, `ConnectionFailed` = `NotRunning` | `PermissionDenied`); see errors.py for
+what each means.
 """
 
 from .asynchronous import AsyncClient, AsyncPipeline, AsyncStream, AsyncWatch
@@ -38,6 +39,7 @@ from .errors import (
     DiskFull,
     Forbidden,
     Internal,
+    InvalidValue,
     NotFound,
     NotRunning,
     PairingFailed,
@@ -54,6 +56,7 @@ from .events import (
     ConflictEvent,
     Heartbeat,
     MembershipEvent,
+    OutdatedEvent,
     PeerEvent,
     SyncedEvent,
     UnknownEvent,
@@ -72,6 +75,7 @@ from .results import (
     Record,
     ScanPage,
     Sibling,
+    TypeSchema,
     Write,
     WriteResult,
 )
@@ -108,9 +112,11 @@ __all__ = [
     "History",
     "HistoryVersion",
     "Internal",
+    "InvalidValue",
     "MembershipEvent",
     "NotFound",
     "NotRunning",
+    "OutdatedEvent",
     "PairingFailed",
     "PeerEvent",
     "Pending",
@@ -125,6 +131,7 @@ __all__ = [
     "SyncedEvent",
     "Timeout",
     "TooLarge",
+    "TypeSchema",
     "UnknownEvent",
     "UnknownMethod",
     "Watch",

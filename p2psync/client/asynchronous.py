@@ -15,7 +15,7 @@ A call cancelled half-way (a timeout of the caller's, a task group ending) close
 since its answer may still come; the next call opens a new one.
 """
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,6 +57,7 @@ from .results import (
     Record,
     ScanPage,
     Sibling,
+    TypeSchema,
     Write,
     WriteResult,
 )
@@ -248,11 +249,21 @@ class AsyncClient:
         limit: int | None = None,
         deleted: bool = False,
         share: str | None = None,
+        type: str | None = None,
+        min_schema_version: int | None = None,
+        max_schema_version: int | None = None,
     ) -> ScanPage:
         """As `Client.scan`: raises BadRequest, NotFound, Forbidden, UnknownMethod."""
+        types = calls.type_filter(type, min_schema_version, max_schema_version)
         return await self._run(
             calls.scan(
-                collection, prefix=prefix, after=after, limit=limit, deleted=deleted, share=share
+                collection,
+                prefix=prefix,
+                after=after,
+                limit=limit,
+                deleted=deleted,
+                share=share,
+                types=types,
             )
         )
 
@@ -264,6 +275,9 @@ class AsyncClient:
         deleted: bool = False,
         page_size: int | None = None,
         share: str | None = None,
+        type: str | None = None,
+        min_schema_version: int | None = None,
+        max_schema_version: int | None = None,
     ) -> AsyncIterator[Record]:
         """Every record of `scan`, page after page (as `Client.scan_all`)."""
         after: str | None = None
@@ -275,6 +289,9 @@ class AsyncClient:
                 limit=page_size,
                 deleted=deleted,
                 share=share,
+                type=type,
+                min_schema_version=min_schema_version,
+                max_schema_version=max_schema_version,
             )
             for record in page.items:
                 yield record
@@ -322,6 +339,26 @@ class AsyncClient:
         """As `Client.collections`: raises UnknownMethod (older daemon), NotFound, Forbidden."""
         return await self._run(calls.collections(share=share))
 
+    async def schema_get(self, *, share: str | None = None) -> dict[str, TypeSchema]:
+        """As `Client.schema_get`."""
+        return await self._run(calls.schema_get(share=share))
+
+    async def schema_set(
+        self,
+        type: str,
+        current: int,
+        *,
+        oldest_written: int | None = None,
+        json_schema: Mapping[str, Any] | None = None,
+        share: str | None = None,
+    ) -> TypeSchema:
+        """As `Client.schema_set`."""
+        return await self._run(
+            calls.schema_set(
+                type, current, oldest_written=oldest_written, json_schema=json_schema, share=share
+            )
+        )
+
     @asynccontextmanager
     async def pipeline(self, *, raise_errors: bool = True) -> AsyncIterator["AsyncPipeline"]:
         """As `Client.pipeline`: `async with client.pipeline() as batch: batch.put(...)` (the
@@ -352,11 +389,20 @@ class AsyncClient:
         idle_timeout: float | None = None,
         reconnect: bool = False,
         reconnect_timeout: float = 60.0,
+        type: str | None = None,
+        min_schema_version: int | None = None,
+        max_schema_version: int | None = None,
+        reads: Mapping[str, int] | None = None,
     ) -> "AsyncWatch":
         """As `Client.watch`, as an async iterator; it connects at `async with` (or at the first
         event) and raises there what `Client.watch` raises."""
         options = WatchOptions(
-            collection, share, None if events is None else tuple(events), heartbeat
+            collection,
+            share,
+            None if events is None else tuple(events),
+            heartbeat,
+            calls.type_filter(type, min_schema_version, max_schema_version),
+            tuple(sorted((reads or {}).items())),
         )
         reconnection = reconnect_timeout if reconnect else None
         return AsyncWatch(
@@ -405,19 +451,27 @@ class AsyncStream:
     `async with` or at the first `async for` step; `result` is its first answer."""
 
     def __init__(
-        self, path: Path, timeout: float | None, call: Call[Any], idle_timeout: float | None
+        self,
+        path: Path,
+        timeout: float | None,
+        call: Call[Any],
+        idle_timeout: float | None,
+        before: Sequence[Call[Any]] = (),
     ) -> None:
         self._path, self._timeout, self._call = path, timeout, call
         self._idle_timeout = idle_timeout
+        self._before = before  # sent first on every connection (a watch's `hello` with reads)
         self._connection: AsyncLineConnection | None = None
         self.result: Any = None
 
     async def _open(self, call: Call[Any]) -> AsyncLineConnection:
         connection = await AsyncLineConnection.open(self._path, self._timeout, DEFAULT_WINDOW)
         try:
-            first: Pending[Any] = Pending()
-            await connection.run(connection.exchange.run([(call, first)]))
-            self.result = first.result()
+            sent = (*self._before, call)
+            answers: list[Pending[Any]] = [Pending() for _ in sent]
+            await connection.run(connection.exchange.run(zip(sent, answers, strict=True)))
+            for answer in answers:
+                self.result = answer.result()  # raises the first error
         except BaseException:
             await connection.aclose()
             raise
@@ -469,7 +523,7 @@ class AsyncWatch(AsyncStream):
         idle_timeout: float | None,
         reconnect_timeout: float | None,
     ) -> None:
-        super().__init__(path, timeout, options.call(since), idle_timeout)
+        super().__init__(path, timeout, options.call(since), idle_timeout, options.before())
         self.position: int | None = since
         self._options = options
         self._reconnect_timeout = reconnect_timeout

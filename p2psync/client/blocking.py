@@ -17,7 +17,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, TypeVar
@@ -50,6 +50,7 @@ from .results import (
     Record,
     ScanPage,
     Sibling,
+    TypeSchema,
     Write,
     WriteResult,
 )
@@ -271,14 +272,24 @@ class Client:
         limit: int | None = None,
         deleted: bool = False,
         share: str | None = None,
+        type: str | None = None,
+        min_schema_version: int | None = None,
+        max_schema_version: int | None = None,
     ) -> ScanPage:
         """One page of live records whose key starts with `prefix`, in key order, after key
         `after`; `limit` 1..1000 (default 100). With `deleted` (1.0) records whose winner is a
         delete but which have live versions in conflict are listed too. Raises BadRequest,
         NotFound (share), Forbidden, UnknownMethod (`deleted` before protocol 1.0)."""
+        types = calls.type_filter(type, min_schema_version, max_schema_version)
         return self._run(
             calls.scan(
-                collection, prefix=prefix, after=after, limit=limit, deleted=deleted, share=share
+                collection,
+                prefix=prefix,
+                after=after,
+                limit=limit,
+                deleted=deleted,
+                share=share,
+                types=types,
             )
         )
 
@@ -290,6 +301,9 @@ class Client:
         deleted: bool = False,
         page_size: int | None = None,
         share: str | None = None,
+        type: str | None = None,
+        min_schema_version: int | None = None,
+        max_schema_version: int | None = None,
     ) -> Iterator[Record]:
         """Every record of `scan`, page after page. Raises as `scan` does, while iterating."""
         after: str | None = None
@@ -301,6 +315,9 @@ class Client:
                 limit=page_size,
                 deleted=deleted,
                 share=share,
+                type=type,
+                min_schema_version=min_schema_version,
+                max_schema_version=max_schema_version,
             )
             yield from page.items
             if page.next is None:
@@ -353,6 +370,29 @@ class Client:
         UnknownMethod (older daemon), NotFound (share), Forbidden."""
         return self._run(calls.collections(share=share))
 
+    def schema_get(self, *, share: str | None = None) -> dict[str, TypeSchema]:
+        """The share's schema manifest: each record type by name. Raises NotFound (share),
+        Forbidden."""
+        return self._run(calls.schema_get(share=share))
+
+    def schema_set(
+        self,
+        type: str,
+        current: int,
+        *,
+        oldest_written: int | None = None,
+        json_schema: Mapping[str, Any] | None = None,
+        share: str | None = None,
+    ) -> TypeSchema:
+        """Set a type's current version (versions only go up), the oldest version still
+        written (unchanged unless given) and the JSON Schema of `current`; admins only. Raises
+        BadRequest (an invalid JSON Schema, a version going down), Forbidden, NotFound."""
+        return self._run(
+            calls.schema_set(
+                type, current, oldest_written=oldest_written, json_schema=json_schema, share=share
+            )
+        )
+
     # many requests at once ----------------------------------------------------------------------
 
     @contextmanager
@@ -400,6 +440,10 @@ class Client:
         idle_timeout: float | None = None,
         reconnect: bool = False,
         reconnect_timeout: float = 60.0,
+        type: str | None = None,
+        min_schema_version: int | None = None,
+        max_schema_version: int | None = None,
+        reads: Mapping[str, int] | None = None,
     ) -> "Watch":
         """Changes after position `since` (None: from now; 0: everything), of one `collection`
         and `share` when given, as typed events on a connection of their own. Protocol 1.0:
@@ -408,10 +452,19 @@ class Client:
         With `idle_timeout`, waiting longer than that for an event raises Timeout. With
         `reconnect`, a lost connection (the daemon restarting) is opened again from the last
         position received, nothing missed or repeated, for up to `reconnect_timeout` seconds.
+        `type` and `min_schema_version`/`max_schema_version` (inclusive) keep only the changes
+        of that type and version range. `reads` (type -> the newest schema_version this app
+        understands) is declared in the watch connection's `hello`: the watch then also sends
+        an OutdatedEvent when the share holds a newer version of one of those types.
         Raises BadRequest (a `since` beyond the daemon's position), Forbidden, NotFound (share),
         ConnectionFailed; UnknownMethod for `events`/`heartbeat` before protocol 1.0."""
         options = WatchOptions(
-            collection, share, None if events is None else tuple(events), heartbeat
+            collection,
+            share,
+            None if events is None else tuple(events),
+            heartbeat,
+            calls.type_filter(type, min_schema_version, max_schema_version),
+            tuple(sorted((reads or {}).items())),
         )
         reconnection = reconnect_timeout if reconnect else None
         return Watch(self.socket_path, self.timeout, since, options, idle_timeout, reconnection)
@@ -467,19 +520,27 @@ class Stream:
     (`watch`, `pair`). Closing it ends the stream on the daemon's side too."""
 
     def __init__(
-        self, path: Path, timeout: float | None, call: Call[Any], idle_timeout: float | None
+        self,
+        path: Path,
+        timeout: float | None,
+        call: Call[Any],
+        idle_timeout: float | None,
+        before: Sequence[Call[Any]] = (),
     ) -> None:
         self._path, self._timeout, self._call = path, timeout, call
         self._idle_timeout = idle_timeout
+        self._before = before  # sent first on every connection (a watch's `hello` with reads)
         self.result: Any = None
         self._connection = self._open(call)
 
     def _open(self, call: Call[Any]) -> LineConnection:
         connection = LineConnection(self._path, self._timeout, DEFAULT_WINDOW)
         try:
-            first: Pending[Any] = Pending()
-            connection.run(connection.exchange.run([(call, first)]))
-            self.result = first.result()
+            sent = (*self._before, call)
+            answers: list[Pending[Any]] = [Pending() for _ in sent]
+            connection.run(connection.exchange.run(zip(sent, answers, strict=True)))
+            for answer in answers:
+                self.result = answer.result()  # raises the first error
         except BaseException:
             connection.close()
             raise
@@ -515,7 +576,7 @@ class Watch(Stream):
         idle_timeout: float | None,
         reconnect_timeout: float | None,
     ) -> None:
-        super().__init__(path, timeout, options.call(since), idle_timeout)
+        super().__init__(path, timeout, options.call(since), idle_timeout, options.before())
         self.position: int = int(self.result["position"])
         self._options = options
         self._reconnect_timeout = reconnect_timeout

@@ -8,7 +8,7 @@ one place that knows each method's parameters: optional parameters go out only w
 """
 
 import enum
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -23,9 +23,11 @@ from .results import (
     Record,
     ScanPage,
     Sibling,
+    TypeSchema,
     Write,
     WriteResult,
     collections_from_json,
+    manifest_from_json,
 )
 from .values import request_line
 
@@ -75,8 +77,12 @@ def _given(**params: Any) -> dict[str, Any]:
 # the data methods -------------------------------------------------------------------------------
 
 
-def hello(client: str | None = None) -> Call[Hello]:
-    return make_call("hello", _given(client=client), Hello.from_json)
+def hello(client: str | None = None, reads: Mapping[str, int] | None = None) -> Call[Hello]:
+    """`reads`: type -> the newest schema_version this app understands (for `outdated`)."""
+    declared = None
+    if reads:
+        declared = {name: {"max_schema_version": version} for name, version in reads.items()}
+    return make_call("hello", _given(client=client, reads=declared), Hello.from_json)
 
 
 def get(collection: str, key: str, *, all_versions: bool, share: str | None) -> Call[Record]:
@@ -140,6 +146,7 @@ def scan(
     limit: int | None,
     deleted: bool,
     share: str | None,
+    types: "TypeFilter | None" = None,
 ) -> Call[ScanPage]:
     params = _given(
         collection=collection,
@@ -148,9 +155,56 @@ def scan(
         limit=limit,
         deleted=deleted or None,
         share=share,
+        **(types.params() if types is not None else {}),
     )
     # an older daemon would leave the deleted-but-in-conflict records out without a word
     return make_call("scan", params, ScanPage.from_json, "deleted" if deleted else None)
+
+
+@dataclass(frozen=True, slots=True)
+class TypeFilter:
+    """Only records (or changes) of `type` and of a schema version in `min`..`max` (inclusive,
+    each optional)."""
+
+    type: str | None = None
+    min_schema_version: int | None = None
+    max_schema_version: int | None = None
+
+    def params(self) -> dict[str, Any]:
+        return _given(
+            type=self.type,
+            min_schema_version=self.min_schema_version,
+            max_schema_version=self.max_schema_version,
+        )
+
+
+def type_filter(
+    type: str | None, min_schema_version: int | None, max_schema_version: int | None
+) -> TypeFilter | None:
+    wanted = TypeFilter(type, min_schema_version, max_schema_version)
+    return wanted if wanted.params() else None
+
+
+def schema_get(*, share: str | None) -> Call[dict[str, TypeSchema]]:
+    return make_call("schema_get", _given(share=share), manifest_from_json)
+
+
+def schema_set(
+    type: str,
+    current: int,
+    *,
+    oldest_written: int | None,
+    json_schema: Mapping[str, Any] | None,
+    share: str | None,
+) -> Call[TypeSchema]:
+    params = _given(
+        type=type,
+        current=current,
+        oldest_written=oldest_written,
+        json_schema=None if json_schema is None else dict(json_schema),
+        share=share,
+    )
+    return make_call("schema_set", params, TypeSchema.from_json)
 
 
 def conflicts(collection: str | None, *, share: str | None) -> Call[ConflictsPage]:
@@ -210,10 +264,16 @@ def watch(
     share: str | None,
     events: Iterable[str] | None,
     heartbeat: float | None,
+    types: TypeFilter | None = None,
 ) -> Call[Any]:
     kinds = None if events is None else list(events)
     params = _given(
-        since=since, collection=collection, share=share, events=kinds, heartbeat=heartbeat
+        since=since,
+        collection=collection,
+        share=share,
+        events=kinds,
+        heartbeat=heartbeat,
+        **(types.params() if types is not None else {}),
     )
     # an older daemon would send none of the asked-for events or heartbeats, silently
     needs = "watch events" if kinds is not None or heartbeat is not None else None
@@ -228,12 +288,23 @@ class WatchOptions:
     share: str | None = None
     events: tuple[str, ...] | None = None
     heartbeat: float | None = None
+    types: TypeFilter | None = None
+    reads: tuple[tuple[str, int], ...] = ()  # (type, newest schema_version understood)
 
     def call(self, since: int | None) -> Call[Any]:
         """The `watch` request starting after `since`."""
         return watch(
-            since, self.collection, share=self.share, events=self.events, heartbeat=self.heartbeat
+            since,
+            self.collection,
+            share=self.share,
+            events=self.events,
+            heartbeat=self.heartbeat,
+            types=self.types,
         )
+
+    def before(self) -> tuple[Call[Any], ...]:
+        """What the watch's connection says first: `hello` with what it reads, if anything."""
+        return (hello(reads=dict(self.reads)),) if self.reads else ()
 
 
 # answers that come later ------------------------------------------------------------------------

@@ -9,6 +9,8 @@
         ├── Forbidden                forbidden: outside this app's grants, or for admins only
         ├── TooLarge                 too_large: the request line is longer than the daemon reads
         ├── Conflict                 conflict: `if_version` or `resolve(pick=...)` no longer matches
+        ├── InvalidValue             invalid_value: the share's schema manifest refuses the value
+        │                            (its type's JSON Schema, or a version no longer written)
         ├── DiskFull                 disk_full: nothing was written; free space and retry
         ├── Internal                 internal: a bug or I/O failure in the daemon (see its log)
         ├── PairingFailed            pairing_failed: a wrong, used or expired pairing code
@@ -93,6 +95,13 @@ class Conflict(_Coded):
     code = "conflict"
 
 
+class InvalidValue(_Coded):
+    """The share's schema manifest refuses the write (`invalid_value`): the value fails its
+    type's JSON Schema (the message says where and why), or its version is no longer written."""
+
+    code = "invalid_value"
+
+
 class DiskFull(_Coded):
     """The daemon's disk is full (`disk_full`): nothing was written; reads keep working."""
 
@@ -152,6 +161,7 @@ ERRORS_BY_CODE: Final[dict[str, type[_Coded]]] = {
         Forbidden,
         TooLarge,
         Conflict,
+        InvalidValue,
         DiskFull,
         Internal,
         PairingFailed,

@@ -8,6 +8,8 @@ A watch first replays what it was asked for, then follows live changes:
 - `PeerEvent`, `SyncedEvent`, `ConflictEvent`, `MembershipEvent` (1.0, when asked for with
   `events=[...]`): a peer (dis)connected, we caught up with a peer, a conflict appeared or was
   resolved, the members of a share changed;
+- `OutdatedEvent` (for a watch that declared `reads`): the share holds a newer version of a type
+  than this app reads (records, or the manifest's `current`);
 - `UnknownEvent`: a kind this client does not know yet, kept whole rather than dropped.
 
 Every event but `ChangeEvent` keeps the line it came from in `fields`, so what a newer daemon adds
@@ -139,6 +141,18 @@ class MembershipEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class OutdatedEvent:
+    """`share` holds records (or a manifest `current`) of `type` at `schema_version`, newer than
+    the `reads` this app declared: time to upgrade it. Told once per newer version."""
+
+    share: str | None
+    type: str | None
+    schema_version: int | None
+    reads: int | None
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownEvent:
     """An event of a `kind` this client does not know; `fields` is the whole line."""
 
@@ -154,6 +168,7 @@ WatchEvent = (
     | SyncedEvent
     | ConflictEvent
     | MembershipEvent
+    | OutdatedEvent
     | UnknownEvent
 )
 
@@ -195,6 +210,14 @@ def event_from_json(found: Mapping[str, Any]) -> WatchEvent:
             _text(found.get("device")),
             _text(found.get("name")),
             _text(found.get("change", found.get("action"))),
+            found,
+        )
+    if kind == "outdated":
+        return OutdatedEvent(
+            _text(found.get("share")),
+            _text(found.get("type")),
+            _optional_int(found.get("schema_version")),
+            _optional_int(found.get("reads")),
             found,
         )
     return UnknownEvent(str(kind), found)

@@ -208,6 +208,38 @@ def collections_from_json(found: Any) -> list[CollectionInfo]:
 
 
 @dataclass(frozen=True, slots=True)
+class TypeSchema:
+    """One record type of a share's schema manifest (`schema_get`, `schema_set`): the version
+    apps write now (`current`), the oldest one still written, and the JSON Schema of each version
+    that has one (by version number)."""
+
+    type: str
+    current: int
+    oldest_written: int
+    json_schemas: Mapping[int, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, found: Mapping[str, Any]) -> "TypeSchema":
+        schemas = found.get("json_schemas")
+        return cls(
+            type=str(found.get("type", "")),
+            current=_optional_int(found.get("current")) or 0,
+            oldest_written=_optional_int(found.get("oldest_written")) or 0,
+            json_schemas={
+                int(version): schema
+                for version, schema in (schemas.items() if isinstance(schemas, Mapping) else ())
+                if str(version).isdigit()
+            },
+        )
+
+
+def manifest_from_json(found: Mapping[str, Any]) -> dict[str, TypeSchema]:
+    """`schema_get`'s result: each type of the share's manifest by its name."""
+    types = (TypeSchema.from_json(t) for t in found.get("types") or () if isinstance(t, Mapping))
+    return {t.type: t for t in types}
+
+
+@dataclass(frozen=True, slots=True)
 class Hello:
     """What `hello` (protocol 1.0) says about the daemon: the `protocol` version it speaks, its
     own version (`daemon`), this `device`, what it can do (`capabilities`, `methods`) and its

@@ -48,6 +48,7 @@ from .api import Write, param, share_param
 from .connection import (
     Dispatcher,
     Follow,
+    Reads,
     StartStream,
     error_line,
     json_line,
@@ -94,7 +95,7 @@ class Served(Dispatcher, Protocol):
     def data(self) -> DataMethods: ...
 
     async def start_watch(
-        self, request: dict[str, Any], covers: Covers | None = None
+        self, request: dict[str, Any], reads: Reads, covers: Covers | None = None
     ) -> tuple[dict[str, Any], Follow]: ...
 
 
@@ -349,7 +350,8 @@ class _AppConnection:
         kind = method_access(method)
         if kind not in (Access.READ, Access.WRITE):
             return
-        if method == "collections":  # lists only what the app's grants cover
+        # `collections` lists only what the grants cover; the manifest is the whole share's
+        if method in ("collections", "schema_get"):
             refusal = share_read_refusal(self.peer, self.access.grants, share_param(request))
             if refusal is not None:
                 raise RequestError(FORBIDDEN, refusal)
@@ -383,7 +385,9 @@ class _AppConnection:
                 raise
         return write
 
-    async def _stream(self, method: str, request: dict[str, Any]) -> tuple[dict[str, Any], Follow]:
+    async def _stream(
+        self, method: str, request: dict[str, Any], reads: Reads
+    ) -> tuple[dict[str, Any], Follow]:
         self._check_method(method)
         if method != "watch":  # a stream for apps that nobody taught this module to filter
             raise RequestError(FORBIDDEN, f"{self.peer} may not use {method!r}")
@@ -401,7 +405,7 @@ class _AppConnection:
                     f"{self.peer} may not watch {kind!r} events: they tell about devices and "
                     f"members, for admins of this device only ({self.admins})",
                 )
-        return await self.server.start_watch(request, covers=self._may_read)
+        return await self.server.start_watch(request, reads, covers=self._may_read)
 
     def _may_read(self, share: str, collection: str | None) -> bool:
         """Whether the app may read `collection` of `share` (None: anything of the share)."""

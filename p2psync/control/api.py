@@ -16,6 +16,7 @@ from .. import merge
 from ..entry import Op
 from ..merge import Sibling
 from ..replica import DEFAULT_SHARE, Change, Commit, Precondition, RecordView
+from ..schemas.manifest import MAX_VERSION, ManifestError, meta_type, parse_reads
 from ..vectors import device_of
 from .errors import BAD_REQUEST, RequestError
 from .schema import check_op_parameters
@@ -118,7 +119,8 @@ def collection_param(request: dict[str, Any], *, writing: bool = False) -> str:
         raise RequestError(
             BAD_REQUEST,
             f"collection {collection!r} is reserved for p2psync itself (names starting with '_'); "
-            "use trust/revoke for devices",
+            "use trust/revoke for devices, share_add/share_remove for members, schema_set for "
+            "schema manifests",
         )
     return collection
 
@@ -128,6 +130,55 @@ def share_param(request: dict[str, Any]) -> str:
     if not share:
         raise RequestError(BAD_REQUEST, "parameter 'share' must not be empty")
     return share
+
+
+@dataclass(frozen=True)
+class TypeFilter:
+    """`scan` and `watch` by record type and schema version: `type` must be the write's, and a
+    version range (bounds inclusive) needs a `schema_version` within it."""
+
+    type: str | None = None
+    min_version: int | None = None
+    max_version: int | None = None
+
+    def matches(self, meta: bytes | None) -> bool:
+        name, version = meta_type(meta)
+        if self.type is not None and name != self.type:
+            return False
+        if self.min_version is None and self.max_version is None:
+            return True
+        if version is None:
+            return False
+        low = 0 if self.min_version is None else self.min_version
+        high = MAX_VERSION if self.max_version is None else self.max_version
+        return low <= version <= high
+
+
+def type_filter_param(request: dict[str, Any]) -> TypeFilter | None:
+    """The type filter a `scan` or `watch` asks for; None: every record."""
+    name: str | None = param(request, "type", str, None)
+    low: int | None = param(request, "min_schema_version", int, None)
+    high: int | None = param(request, "max_schema_version", int, None)
+    if name is None and low is None and high is None:
+        return None
+    if name == "":
+        raise RequestError(BAD_REQUEST, "parameter 'type' must not be empty")
+    for bound, given in (("min_schema_version", low), ("max_schema_version", high)):
+        if given is not None and not 0 <= given <= MAX_VERSION:
+            raise RequestError(BAD_REQUEST, f"'{bound}' must be from 0 to {MAX_VERSION}")
+    if low is not None and high is not None and low > high:
+        raise RequestError(
+            BAD_REQUEST, f"'min_schema_version' ({low}) is above 'max_schema_version' ({high})"
+        )
+    return TypeFilter(name, low, high)
+
+
+def reads_param(request: dict[str, Any]) -> dict[str, int]:
+    """`hello`'s `reads`: which schema versions of which types the client understands."""
+    try:
+        return parse_reads(request.get("reads"))
+    except ManifestError as exc:
+        raise RequestError(BAD_REQUEST, str(exc)) from None
 
 
 @dataclass

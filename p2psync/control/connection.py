@@ -13,15 +13,16 @@ import json
 import logging
 import math
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import trio
 
 from ..node import Node, Transaction
 from ..replica import ReplicaError, VersionConflict
+from ..schemas.manifest import InvalidValue
 from ..shares.rules import ShareError
-from .api import Write, commit_json, share_param
+from .api import Write, commit_json, reads_param, share_param
 from .errors import (
     BAD_REQUEST,
     CONFLICT,
@@ -29,6 +30,7 @@ from .errors import (
     DISK_FULL_MESSAGE,
     INTERNAL,
     INTERNAL_MESSAGE,
+    INVALID_VALUE,
     TOO_LARGE,
     UNKNOWN_METHOD,
     RequestError,
@@ -46,8 +48,11 @@ MAX_UNCOMMITTED_BYTES = 1024 * 1024  # write requests waiting for their commit, 
 
 Send = Callable[[bytes], Awaitable[None]]
 Follow = Callable[[Send], Awaitable[None]]
-# a streaming method: its first answer, and what follows it on the connection
-StartStream = Callable[[dict[str, Any]], Awaitable[tuple[dict[str, Any], Follow]]]
+# what the client said in `hello` it reads: type -> the newest schema_version it understands
+Reads = Mapping[str, int]
+# a streaming method (given the request and the connection's reads): its first answer, and what
+# follows it on the connection
+StartStream = Callable[[dict[str, Any], Reads], Awaitable[tuple[dict[str, Any], Follow]]]
 
 
 class Dispatcher(Protocol):
@@ -199,6 +204,8 @@ class _WriteReply:
             return json_line({"id": self.request_id, "ok": True, "result": commit_json(commit)})
         if isinstance(error, VersionConflict):
             return error_line(self.request_id, CONFLICT, str(error))
+        if isinstance(error, InvalidValue):
+            return error_line(self.request_id, INVALID_VALUE, str(error))
         if error is not None and is_disk_full(error):
             log.warning("a control write was refused: the disk is full (%s)", error)
             return error_line(self.request_id, DISK_FULL, DISK_FULL_MESSAGE)
@@ -226,6 +233,7 @@ class _Connection:
         self.replies_sent = trio.Event()
         self.unsent_bytes = 0  # answers computed but not yet taken by the client's socket
         self.some_sent = trio.Event()
+        self.reads: Reads = {}  # from `hello`, for this connection's watch
 
     async def serve(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -298,7 +306,9 @@ class _Connection:
                     share, write = share_param(request), self.server.writes[method](request)
                     await self._room_for_write(len(line))
                     # queued at once, in request order: a connection's writes commit in order
-                    queued = self.server.node.submit(share, write.ops, write.preconditions)
+                    queued = self.server.node.submit(
+                        share, write.ops, write.preconditions, checked=True
+                    )
                     reply = _WriteReply(request_id, queued, len(line))
                     self.writes_in_flight.append(reply)
                     self.uncommitted_bytes += reply.size
@@ -310,9 +320,11 @@ class _Connection:
                 await self._writes_settled()
                 await self._room_for_answers()
                 if method in self.server.streams:
-                    started, follow = await self.server.streams[method](request)
+                    started, follow = await self.server.streams[method](request, self.reads)
                     await self._send(json_line({"id": request_id, "ok": True, "result": started}))
                     return follow
+                if method == "hello" and request.get("reads") is not None:
+                    self.reads = reads_param(request)
                 await self._send(await self.server.answer(request_id, method, request))
             except RequestError as exc:
                 await self._send(error_line(request_id, exc.code, exc.message))

@@ -13,6 +13,7 @@ UNKNOWN_METHOD = "unknown_method"
 NOT_FOUND = "not_found"
 TOO_LARGE = "too_large"
 CONFLICT = "conflict"
+INVALID_VALUE = "invalid_value"  # a write its type's schema manifest refuses (schemas/manifest.py)
 PAIRING_FAILED = "pairing_failed"
 FORBIDDEN = "forbidden"  # an app asked for something outside its grants (access/grants.py)
 DISK_FULL = "disk_full"

@@ -27,6 +27,7 @@ from .api import (
     share_param,
     single_write,
     transaction_write,
+    type_filter_param,
     write_op,
 )
 from .errors import BAD_REQUEST, CONFLICT, NOT_FOUND, RequestError
@@ -85,18 +86,22 @@ class DataMethods:
         deleted: bool = param(request, "deleted", bool, False)
         if not 1 <= limit <= SCAN_MAX_LIMIT:
             raise RequestError(BAD_REQUEST, f"'limit' must be between 1 and {SCAN_MAX_LIMIT}")
+        wanted = type_filter_param(request)
         views = await self.node.call(
             self.node.replica.scan, share, collection, prefix, after, limit, deleted
         )
         items: list[dict[str, Any]] = []
         size = 0
+        last = None  # the last key looked at: a filtered page goes on after it
         for view in views:
-            size += len(view.winner.value or b"")
-            if items and size > SCAN_PAGE_VALUE_BYTES:
-                break
-            items.append(record_json(view, siblings=False))
-        more = len(views) == limit or len(items) < len(views)
-        return {"items": items, "next": items[-1]["key"] if more and items else None}
+            if wanted is None or wanted.matches(view.winner.meta):
+                size += len(view.winner.value or b"")
+                if items and size > SCAN_PAGE_VALUE_BYTES:
+                    break
+                items.append(record_json(view, siblings=False))
+            last = view.key
+        more = len(views) == limit or last != (views[-1].key if views else None)
+        return {"items": items, "next": last if more else None}
 
     async def collections(self, request: dict[str, Any], covers: Covers | None = None) -> Any:
         """The user collections of a share with their live records: one pass over the share's
@@ -161,7 +166,8 @@ class DataMethods:
             op = write_op(request, "put")
         else:
             op = await self._picked_op(share, request, pick)
-        return commit_json(await self.node.commit(share, [op]))
+        # a picked sibling was written before: only a new value meets the schema manifest
+        return commit_json(await self.node.commit(share, [op], checked=pick is None))
 
     async def _picked_op(self, share: str, request: dict[str, Any], pick: dict[str, Any]) -> Op:
         """The op that writes the picked sibling again. `pick` may be a whole sibling as `get`

@@ -20,17 +20,18 @@ ENVELOPE = frozenset({"id", "method"})
 
 _DATA = ("share", "collection", "key")
 _META = ("type", "schema_version")
+_TYPE_FILTER = ("type", "min_schema_version", "max_schema_version")
 
 PARAMETERS: Mapping[str, frozenset[str]] = {
     method: frozenset(names)
     for method, names in {
         # anyone
-        "hello": ("client",),
+        "hello": ("client", "reads"),
         "id": (),
         "status": (),
         # records
         "get": (*_DATA, "all"),
-        "scan": ("share", "collection", "prefix", "after", "limit", "deleted"),
+        "scan": ("share", "collection", "prefix", "after", "limit", "deleted", *_TYPE_FILTER),
         "collections": ("share",),
         "conflicts": ("share", "collection"),
         "history": (*_DATA, "limit"),
@@ -38,7 +39,7 @@ PARAMETERS: Mapping[str, frozenset[str]] = {
         "delete": (*_DATA, *_META, "if_version"),
         "transaction": ("share", "ops"),
         "resolve": (*_DATA, "value", *_META, "pick"),
-        "watch": ("since", "collection", "share", "heartbeat", "events"),
+        "watch": ("since", "collection", "share", "heartbeat", "events", *_TYPE_FILTER),
         # the daemon, membership, pairing
         "peers": (),
         "devices": (),
@@ -59,6 +60,9 @@ PARAMETERS: Mapping[str, frozenset[str]] = {
         "share_leave": ("share",),
         "share_list": (),
         "share_show": ("share",),
+        # schema manifests
+        "schema_get": ("share",),
+        "schema_set": ("share", "type", "current", "oldest_written", "json_schema"),
         # grants of apps
         "grant": ("app", "share", "collection", "read_only"),
         "revoke_grant": ("app", "share", "collection"),
@@ -80,10 +84,13 @@ CAPABILITIES = (
     "pipelining",  # many requests in flight per connection, answered in order
     "resolve.pick_version",  # resolve picks a sibling by its `version`
     "scan.deleted",  # scan can include deleted records that are in conflict
+    "schemas",  # schema manifests: schema_get, schema_set, invalid_value, `reads` in hello
+    "type_filter",  # scan and watch take type, min_schema_version and max_schema_version
     "version",  # records, siblings, changes and writes carry an opaque `version`
     "watch.caught_up",  # a `caught_up` event once replay reaches the head
     "watch.events",  # watch events besides changes: peer, synced, conflict, membership
     "watch.heartbeat",  # heartbeat events on a quiet watch
+    "watch.outdated",  # `outdated` events for a reader that declared `reads` in hello
     "watch.previous",  # deletes in change events carry the previous winner's value
 )
 

@@ -19,16 +19,19 @@ import trio
 from ..backup.stream import start_backup
 from ..node import Node
 from ..replica import ReplicaError
+from ..schemas.commands import schema_calls
+from ..schemas.manifest import InvalidValue, ManifestError
 from ..shares.commands import share_calls
 from ..shares.rules import ShareError
 from .access import ControlAccess
-from .connection import Follow, StartStream, error_line, json_line
+from .connection import Follow, Reads, StartStream, error_line, json_line
 from .errors import (
     BAD_REQUEST,
     DISK_FULL,
     DISK_FULL_MESSAGE,
     INTERNAL,
     INTERNAL_MESSAGE,
+    INVALID_VALUE,
     RequestError,
     is_disk_full,
 )
@@ -75,14 +78,15 @@ class Server:
             **self.admin.calls,
             **self.data.calls,
             **share_calls(context),
+            **schema_calls(context.node),
             # an admin may use every declared method (check_declared: every one served)
             "hello": lambda request: self.admin.hello(request, list(PARAMETERS)),
         }
         self.writes: dict[str, WriteRequest] = self.data.writes
         self.streams: dict[str, StartStream] = {
             "watch": self.start_watch,
-            "pair": self.admin.start_pairing,
-            "backup": lambda request: start_backup(self.node, context.device_name, request),
+            "pair": lambda request, reads: self.admin.start_pairing(request),
+            "backup": lambda request, reads: start_backup(self.node, context.device_name, request),
         }
         self.methods = sorted([*self.calls, *self.writes, *self.streams])
 
@@ -116,6 +120,10 @@ class Server:
             return error_line(request_id, exc.code, exc.message)
         except ShareError as exc:
             return error_line(request_id, exc.code, str(exc))
+        except InvalidValue as exc:  # resolve with a value
+            return error_line(request_id, INVALID_VALUE, str(exc))
+        except ManifestError as exc:
+            return error_line(request_id, BAD_REQUEST, str(exc))
         except ReplicaError as exc:
             return error_line(request_id, BAD_REQUEST, str(exc))
         except Exception as exc:
@@ -126,6 +134,6 @@ class Server:
             return error_line(request_id, INTERNAL, INTERNAL_MESSAGE)
 
     async def start_watch(
-        self, request: dict[str, Any], covers: Covers | None = None
+        self, request: dict[str, Any], reads: Reads, covers: Covers | None = None
     ) -> tuple[dict[str, Any], Follow]:
-        return await start_watch(self.node, request, covers)
+        return await start_watch(self.node, request, reads, covers)
