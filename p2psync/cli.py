@@ -464,9 +464,31 @@ def _natural(text: str) -> int:
     return number
 
 
+# Options whose values may start with "-": a version is base64url, so one in 64 begins with it,
+# and argparse would take `--pick -Xy4` for two options.
+DASHED_VALUE_OPTIONS = frozenset({"--pick"})
+
+
+def with_dashed_values_joined(argv: list[str]) -> list[str]:
+    """`--pick -Xy4` as `--pick=-Xy4`, so a version is taken as shown, whatever it starts with."""
+    joined: list[str] = []
+    words = iter(argv)
+    for word in words:
+        if word == "--":
+            joined += [word, *words]
+            break
+        if word in DASHED_VALUE_OPTIONS:
+            value = next(words, None)
+            joined.append(word if value is None else f"{word}={value}")
+        else:
+            joined.append(word)
+    return joined
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser().parse_args(with_dashed_values_joined(argv))
     except SystemExit as exit_:  # --help (0) or a usage error (2), already printed
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     if getattr(args, "daemon", False):

@@ -77,6 +77,15 @@ def test_usage_errors_exit_2_and_help_exits_0(capsys: pytest.CaptureFixture[str]
     assert "household-wide" in " ".join(capsys.readouterr().out.split())
 
 
+def test_a_version_starting_with_a_dash_is_taken_as_the_value_of_pick() -> None:
+    args = build_parser().parse_args(
+        cli.with_dashed_values_joined(["resolve", "c", "k", "--pick", "-Xy4", "--force"])
+    )
+    assert (args.pick, args.force) == ("-Xy4", True)
+    after_dashes = ["put", "c", "k", "--", "--pick", "-v"]
+    assert cli.with_dashed_values_joined(after_dashes) == after_dashes
+
+
 def test_no_daemon_exits_3_with_what_to_do(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -319,7 +328,8 @@ async def test_resolve_pick_keeps_a_version_shown_by_get_all_and_conflicts(
     assert (code, out) == (1, "") and json.loads(err)["error"]["code"] == "conflict"
 
     theirs = versions["theirs"]
-    done = await run.ok("resolve", "c", "x", "--pick", theirs[:6])  # the start is enough
+    # the start is enough, and a version may start with "-" (base64url)
+    done = await run.ok("resolve", "c", "x", "--pick", theirs[:6])
     assert f"resolved c/x: kept version {theirs} (position" in done
     assert await run.ok("get", "c", "x") == '"theirs"\n'
     assert await run.ok("conflicts") == "no conflicts\n"
