@@ -508,6 +508,8 @@ class Daemon(PairingRole):
         previous = self.device_name
         if name != previous:
             await self._write_own_record(name)
+            if self.discovery is not None:
+                self.discovery.rename(name)
             log.info("renamed this device from %r to %r", previous, name)
         return {"device": self.device_id, "name": name, "previous": previous}
 
@@ -568,7 +570,7 @@ class Daemon(PairingRole):
                 self.node.replica.store.set_meta, CONFIG_NAME_META_KEY, fresh.device_name.encode()
             )
             if self.discovery is not None:
-                log.warning("the name announced on the LAN changes at the next restart")
+                self.discovery.rename(self.device_name)
             changes.append("device.name")
         if fresh.log_level != self.config.log_level:
             logging.getLogger().setLevel(fresh.log_level.upper())

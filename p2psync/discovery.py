@@ -15,18 +15,18 @@ import asyncio
 import ipaddress
 import logging
 import math
-import unicodedata
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import ifaddr
 import trio
 from zeroconf import (
     DNSCache,
+    DNSOutgoing,
     DNSPointer,
     DNSText,
     IPVersion,
@@ -38,11 +38,16 @@ from zeroconf import (
 )
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
 
-SERVICE_TYPE = "_p2psync._tcp.local."
-MAX_LABEL_BYTES = 63
-# zeroconf splits names on every "." (it has no escaping), so a dot inside the instance label
-# would become a label boundary that avahi and Bonjour reject. ONE DOT LEADER looks the same.
-DOT_STAND_IN = "\u2024"
+from .instance_names import (
+    SERVICE_TYPE,
+    DottedLabels,
+    device_name_from_label,
+    instance_label,
+    label_from_service_name,
+    service_name_for,
+    short_device_id,
+)
+
 INTERFACE_POLL_SECONDS = 10.0
 RESOLVE_TIMEOUT_MS = 3000
 RESOLVE_RETRY_MAX_SECONDS = 30.0
@@ -71,33 +76,6 @@ class Lost:
 
 
 DiscoveryEvent = Found | Lost
-
-
-def short_device_id(device_id: str) -> str:
-    return "".join(ch for ch in device_id if ch.isalnum())[:8]
-
-
-def instance_label(device_name: str, device_id: str) -> str:
-    """The DNS-SD instance label for a human device name: at most 63 bytes, unique per device."""
-    suffix = f" ({short_device_id(device_id)})"
-    # Control characters are forbidden in instance names; lone surrogates cannot be UTF-8.
-    visible = "".join(ch for ch in device_name if unicodedata.category(ch) not in ("Cc", "Cs"))
-    visible = visible.replace(".", DOT_STAND_IN).strip() or "p2psync"
-    budget = MAX_LABEL_BYTES - len(suffix.encode())
-    truncated = visible.encode()[:budget].decode("utf-8", "ignore").rstrip()
-    return truncated + suffix
-
-
-def device_name_from_label(label: str, device_id: str) -> str:
-    """Best-effort inverse of `instance_label` (a truncated name stays truncated)."""
-    suffix = f" ({short_device_id(device_id)})"
-    if label.endswith(suffix):
-        label = label[: -len(suffix)]
-    return label.replace(DOT_STAND_IN, ".")
-
-
-def label_from_service_name(service_name: str) -> str:
-    return service_name[: -len(SERVICE_TYPE) - 1]
 
 
 @dataclass(frozen=True)
@@ -197,6 +175,34 @@ class TrioHandoff:
             future.cancel()
             raise
         return future.result()
+
+
+class EscapingZeroconf(Zeroconf):
+    """zeroconf whose packets carry each instance label with dots as one label (`DottedLabels`
+    says why). Every packet zeroconf sends, answers, probes, queries and goodbyes alike, goes
+    through `async_send`; `dotted_labels` is touched only on zeroconf's thread."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.dotted_labels = DottedLabels()
+        super().__init__(*args, **kwargs)
+
+    def async_send(self, out: DNSOutgoing, *args: Any, **kwargs: Any) -> None:
+        joined = _JoinedPackets(out, self.dotted_labels)
+        super().async_send(cast(DNSOutgoing, joined), *args, **kwargs)
+
+
+class _JoinedPackets:
+    """All that `Zeroconf.async_send` reads of a DNSOutgoing: its packets (and repr, to log)."""
+
+    def __init__(self, out: DNSOutgoing, labels: DottedLabels) -> None:
+        self._out = out
+        self._labels = labels
+
+    def packets(self) -> list[bytes]:
+        return [self._labels.join(packet) for packet in self._out.packets()]
+
+    def __repr__(self) -> str:
+        return repr(self._out)
 
 
 class ReturningTxtRecords(RecordUpdateListener):
@@ -312,7 +318,7 @@ class Discovery:
 
     _handoff: TrioHandoff
     _binding: Binding
-    _zeroconf: Zeroconf
+    _zeroconf: EscapingZeroconf
 
     def __init__(
         self,
@@ -334,7 +340,8 @@ class Discovery:
         self._pairing: int | None = None
         self._ended_pairing: int | None = None
         self._no_address_on: str | None = None  # what the last "no usable address" named
-        self._instance_name = f"{instance_label(name, device_id)}.{SERVICE_TYPE}"
+        self._announced_name = name
+        self._instance_name = service_name_for(instance_label(name, device_id))
         self._events_send, self._events_receive = trio.open_memory_channel[DiscoveryEvent](math.inf)
         self._nearby = NearbyDevices(self._emit, on_heard)
         self._republish = trio.Event()
@@ -380,6 +387,12 @@ class Discovery:
         self._ended_pairing = ended
         self._republish.set()
 
+    def rename(self, name: str) -> None:
+        """Announce this device under a new name: a goodbye for the old instance name, then the
+        new one (in the background, like `set_pairing`)."""
+        self.name = name
+        self._republish.set()
+
     def links_changed(self) -> None:
         """A link came up or an address appeared: look at the interfaces now rather than at the
         next poll, and announce again (devices that missed us meanwhile hear that we are back,
@@ -392,7 +405,7 @@ class Discovery:
         self._binding = await trio.to_thread.run_sync(self._current_binding)
         self._zeroconf = await trio.to_thread.run_sync(
             partial(
-                Zeroconf,
+                EscapingZeroconf,
                 interfaces=list(self._binding.zeroconf_interfaces),
                 ip_version=self._binding.ip_version,
             )
@@ -471,7 +484,13 @@ class Discovery:
             await trio.sleep(RECORD_CHANGE_SPACING_SECONDS)
             await self._republish.wait()
             self._republish = trio.Event()
-            await self._in_zeroconf(self._async_publish(self._binding, self._service_info()))
+            if self.name != self._announced_name:
+                previous = self._service_info()
+                self._announced_name = self.name
+                self._instance_name = service_name_for(instance_label(self.name, self.device_id))
+                await self._in_zeroconf(self._async_rename(previous, self._service_info()))
+            else:
+                await self._in_zeroconf(self._async_publish(self._binding, self._service_info()))
 
     def _emit(self, event: DiscoveryEvent) -> None:
         with suppress(trio.ClosedResourceError, trio.BrokenResourceError):
@@ -487,9 +506,15 @@ class Discovery:
         self._browser = AsyncServiceBrowser(
             self._zeroconf, [SERVICE_TYPE], handlers=[self._on_service_state_change]
         )
-        self._track(await self._zeroconf.async_register_service(info, allow_name_change=True))
+        await self._async_register(info)
         self._registered = True
-        self._instance_name = info.name  # renamed if another responder already held the name
+
+    async def _async_register(self, info: ServiceInfo) -> None:
+        self._zeroconf.dotted_labels.remember(info.name)  # its probes carry it already
+        self._track(await self._zeroconf.async_register_service(info, allow_name_change=True))
+        if info.name != self._instance_name:  # another responder already held the name
+            self._zeroconf.dotted_labels.remember(info.name)
+            self._instance_name = info.name
 
     async def _async_stop(self) -> None:
         if self._returning_txt is not None:
@@ -511,6 +536,14 @@ class Discovery:
         self._zeroconf.registry.async_update(info)
         await self._async_bind(binding)
         self._track(await self._zeroconf.async_update_service(info))
+
+    async def _async_rename(self, previous: ServiceInfo, info: ServiceInfo) -> None:
+        for outdated in self._broadcasts:
+            outdated.cancel()
+        goodbye = await self._zeroconf.async_unregister_service(previous)
+        await goodbye
+        self._zeroconf.dotted_labels.forget(previous.name)
+        await self._async_register(info)
 
     async def _async_bind(self, binding: Binding) -> None:
         await self._zeroconf.async_update_interfaces(
@@ -534,6 +567,7 @@ class Discovery:
         self._service_changed(name, removed=state_change is ServiceStateChange.Removed)
 
     def _service_changed(self, service_name: str, removed: bool = False) -> None:
+        self._zeroconf.dotted_labels.remember(service_name)  # our queries about it name it
         pending = self._resolvers.pop(service_name, None)
         if pending is not None:
             pending.cancel()
