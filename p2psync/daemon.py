@@ -41,6 +41,7 @@ from .daemon_setup import (
 )
 from .device_names import find_device
 from .discovery import Discovery, Found
+from .journal import log_extra
 from .last_seen import LastSeen
 from .node import Node
 from .pairing_service import PairingService
@@ -269,6 +270,13 @@ class Daemon(PairingRole):
         return record.name if record is not None else None
 
     def _peer_changed(self, device_id: str, connected: bool) -> None:
+        name = self._name_of(device_id)
+        log.info(
+            "%s (%s) %s", name or "unnamed device", device_id,
+            "is online" if connected else "went offline",
+            extra=log_extra("peer_connected" if connected else "peer_disconnected",
+                            peer=device_id, peer_name=name),
+        )  # fmt: skip
         self.last_seen.session_changed(device_id, connected)
         self._publish_peer(device_id, connected)
 
@@ -335,6 +343,7 @@ class Daemon(PairingRole):
                     "%d new conflict(s), %d in all: see `p2psync conflicts`",
                     conflicts - known,
                     conflicts,
+                    extra=log_extra("conflict"),
                 )
             known = conflicts
             seen = await self.node.changes.wait_beyond(seen)
@@ -552,7 +561,10 @@ class Daemon(PairingRole):
         op = await self.node.call(self.node.replica.revocation_op, device)
         await self.node.commit(DEFAULT_SHARE, [op])
         self.peers.drop(device_id, "device was revoked")
-        log.info("revoked device %s (%s)", device_id, device.name)
+        log.info(
+            "revoked device %s (%s)", device_id, device.name,
+            extra=log_extra("revoked", peer=device_id, peer_name=device.name),
+        )  # fmt: skip
         return {"device": device_id, "name": device.name, "revoked": True}
 
     async def reload(self) -> dict[str, Any]:
