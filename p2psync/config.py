@@ -67,6 +67,8 @@ class Config:
     idle_timeout: float
     reconnect_max: float
     log_level: str
+    # the Prometheus endpoint: a loopback (host, port) or a Unix socket path; None: off
+    metrics_listen: tuple[str, int] | Path | None = None
     source: str = field(default="built-in defaults", compare=False)
     # True when control.socket was not set and defaulted to <state_dir>/control.sock, so that a
     # state directory given later (apply_overrides) takes the socket along.
@@ -253,6 +255,26 @@ def _list_of(convert: Callable[[Any], Any], example: str, *, allow_empty: bool =
     return convert_list
 
 
+def _metrics_listen(value: Any) -> tuple[str, int] | Path | None:
+    example = '"127.0.0.1:9473", "[::1]:9473" or "/run/p2psync/metrics.sock" ("" turns it off)'
+    text = _string(value, example)
+    if not text:
+        return None
+    if text.startswith("/"):
+        return Path(text)
+    try:
+        host, port = parse_address(text, listening=True)
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        raise _Invalid(f"expected {example}") from None
+    if not loopback:
+        raise _Invalid(
+            f"metrics are served on loopback or a Unix socket only, e.g. {example}; a scraper on "
+            "another machine can reach them through an SSH tunnel or a local proxy"
+        )
+    return host, port
+
+
 def _interface(value: Any) -> str:
     text = _string(value, 'an interface name or address, e.g. "eth0" or "192.168.1.20"')
     try:
@@ -293,6 +315,7 @@ _KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "sync.idle_timeout": ("idle_timeout", _seconds),
     "sync.reconnect_max": ("reconnect_max", _seconds),
     "log.level": ("log_level", _log_level),
+    "metrics.listen": ("metrics_listen", _metrics_listen),
 }
 _SECTIONS = sorted({key.partition(".")[0] for key in _KEYS})
 
@@ -325,6 +348,7 @@ def _resolve(
         idle_timeout=settings.get("idle_timeout", DEFAULT_LIMIT_SECONDS),
         reconnect_max=settings.get("reconnect_max", 60.0),
         log_level=settings.get("log_level", "info"),
+        metrics_listen=settings.get("metrics_listen"),
         source=source,
         socket_in_state_dir=control_socket is None,
     )

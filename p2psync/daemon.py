@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-from . import __version__, config, daemon_status, identity, keystore, netwatch
+from . import __version__, config, daemon_status, identity, keystore, metrics, netwatch
 from .config import Config, ConfigError
 from .control.server import serve_control
 from .control.socket_file import remove_stale_socket
@@ -43,6 +43,7 @@ from .device_names import find_device
 from .discovery import Discovery, Found
 from .journal import log_extra
 from .last_seen import LastSeen
+from .metrics_server import MetricsListen, MetricsUnavailable, serve_metrics
 from .node import Node
 from .pairing_service import PairingService
 from .peers import PeerManager, PeerState, Timeouts
@@ -147,6 +148,8 @@ class Daemon(PairingRole):
                     group=self.config.control_group,
                 )
             )
+            if self.config.metrics_listen is not None:
+                await self._start_metrics(nursery, self.config.metrics_listen)
             nursery.start_soon(self._follow_membership)
             nursery.start_soon(self._report_conflicts)
             interval = self.notifier.watchdog_interval(os.environ)
@@ -175,6 +178,22 @@ class Daemon(PairingRole):
                 _exit_if_stuck(STOP_GRACE_SECONDS)
                 nursery.cancel_scope.cancel()
                 return
+
+    async def _start_metrics(self, nursery: trio.Nursery, listen: MetricsListen) -> None:
+        try:
+            await nursery.start(serve_metrics, listen, self.metrics)
+        except MetricsUnavailable as exc:
+            raise StartupError(str(exc)) from None
+
+    async def metrics(self) -> bytes:
+        """The Prometheus endpoint's answer: this moment's figures."""
+        rows = await self.peers_status()
+        shares = await self.node.call(_share_figures, self.node.replica)
+        peers = [metrics.peer_figures(row) for row in rows if not row["revoked"]]
+        snapshot = metrics.Snapshot(
+            self.device_id, self.device_name, __version__, tuple(peers), tuple(shares)
+        )
+        return metrics.exposition(snapshot)
 
     async def _open_listeners(self) -> list[trio.SocketListener]:
         listeners: list[trio.SocketListener] = []
@@ -625,6 +644,15 @@ def _counts(replica: Replica) -> dict[str, Any]:
         "conflicts": _count_conflicts(replica),
         "shares": [replica.share_summary(share) for share in replica.shares()],
     }
+
+
+def _share_figures(replica: Replica) -> list[metrics.ShareFigures]:
+    return [
+        metrics.ShareFigures(
+            share, replica.store.count_records(share), replica.store.count_conflicts(share)
+        )
+        for share in replica.shares()
+    ]
 
 
 def _count_conflicts(replica: Replica) -> int:
