@@ -95,6 +95,7 @@ class Daemon(PairingRole):
         )
         self.peers.pairing_handler = self.pairing.handle_incoming
         self.peers.on_peer = self._peer_changed
+        self.node.device_name = self._name_of
         self.last_seen = LastSeen(self.node, self.peers)
         self.peers.on_synced = self._publish_synced
         self.share_members: dict[str, frozenset[str]] = {}  # what membership events compare
@@ -348,6 +349,7 @@ class Daemon(PairingRole):
                         "members": sorted(now),
                         "added": sorted(now - was),
                         "removed": sorted(was - now),
+                        "names": {d: self._name_of(d) for d in sorted(now | was)},
                     }
                 )
 
