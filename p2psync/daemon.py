@@ -524,8 +524,7 @@ class Daemon(PairingRole):
                     state=state,
                     connected=connected,
                     last_seen_ms=wall_ms if this else self.last_seen.of(device.device_id, now),
-                    # the sync protocol does not carry a peer's version
-                    version=__version__ if this else None,
+                    version=__version__ if this else state.software if state else None,
                     now=now,
                 )
             )

@@ -71,6 +71,7 @@ class PeerState:
     bytes_received: int = 0
     bytes_sent: int = 0
     clock_offset_ms: int | None = None  # the peer's wall clock minus ours, from its pings
+    software: str | None = None  # its p2psync version, as its hello said (None: not said)
     liveness: Liveness | None = None  # the session's clocks: is the peer answering?
     recent_receipts: deque[tuple[float, int]] = field(default_factory=deque)
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
-from . import hlc
+from . import __version__, hlc
 from .entry import IntegrityError
 from .liveness import Liveness
 from .relay import raise_to as _raise_to
@@ -81,7 +81,7 @@ class SessionPump:
     async def run(self) -> None:
         shares = await self.node.call(_share_heads, self.replica, self.state.device_id)
         self.session.offered = frozenset(shares)
-        await self.send(self.connection.send_hello(shares, self.replica.actor))
+        await self.send(self.connection.send_hello(shares, self.replica.actor, __version__))
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
@@ -115,6 +115,7 @@ class SessionPump:
     async def _handle(self, event: object) -> None:
         if isinstance(event, PeerHello):
             self.session.greeted = True
+            self.state.software = event.software or None
             if self.manager.revoked_us.pop(self.state.device_id, None) is not None:
                 log.warning("%s talks to this device again: re-admitted", self.state.device_id)
             if not self.manager._greeted(self.session, event.actor):
