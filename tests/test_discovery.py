@@ -27,27 +27,20 @@ import ifaddr
 import pytest
 import trio
 from zeroconf import (
-    DNSCache,
-    DNSPointer,
-    DNSText,
     IPVersion,
-    RecordUpdate,
 )
-from zeroconf.const import _CLASS_IN, _CLASS_UNIQUE, _TYPE_PTR, _TYPE_TXT
 
 from p2psync.discovery import (
     Discovery,
     DiscoveryEvent,
     Found,
-    HeardServices,
     Lost,
     NearbyDevices,
-    ReturningTxtRecords,
     TrioHandoff,
     interfaces_looked_at,
     resolve_interfaces,
 )
-from p2psync.instance_names import SERVICE_TYPE, instance_label
+from p2psync.instance_names import LEGACY_DOT_STAND_IN, SERVICE_TYPE, instance_label
 from tests.netns import Host
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -233,57 +226,17 @@ async def test_events_follow_services_in_order_and_only_on_change() -> None:
     assert nearby.by_device_id() == {DEVICE_A: _found(DEVICE_A, "10.0.0.4")}
 
 
-def test_every_packet_speaking_for_a_known_device_is_heard_changed_or_not() -> None:
-    """A re-announcement of unchanged records is news for a dialer backing off (see redial.py),
-    though it is no Found event; goodbyes and devices never resolved are not heard."""
-    heard: list[str] = []  # records created at 1 s, received at 2 s (zeroconf's ms clock)
+def test_only_resolved_devices_are_heard() -> None:
+    """NearbyDevices turns what HeardServices reports (service names) into device ids, for the
+    devices it resolved (tests/test_zeroconf_hooks.py: what HeardServices reports)."""
+    heard: list[str] = []
     nearby = NearbyDevices(lambda event: None, heard.append)
-    listener = HeardServices(nearby.heard)
     service_b = f"Laptop (NBSWY3DP).{SERVICE_TYPE}"
+    nearby.heard(service_b)  # not resolved yet
     nearby.resolved(service_b, _found(DEVICE_B, "10.0.0.2"))
-    txt = DNSText(service_b, _TYPE_TXT, _CLASS_IN | _CLASS_UNIQUE, 4500, b"\x06pv=1-1", 1000)
-    ptr = DNSPointer(SERVICE_TYPE, _TYPE_PTR, _CLASS_IN, 4500, service_b, 1000)
-    goodbye = DNSText(service_b, _TYPE_TXT, _CLASS_IN | _CLASS_UNIQUE, 0, b"\x06pv=1-1", 1000)
-    stranger = DNSText(f"Other (ABCDEFGH).{SERVICE_TYPE}", _TYPE_TXT, _CLASS_IN, 4500, b"", 1000)
-
-    def receive(*records: Any) -> None:
-        listener.async_update_records(None, 2000.0, [RecordUpdate(r, r) for r in records])  # type: ignore[arg-type]
-        listener.async_update_records_complete()
-
-    receive(txt, ptr)  # one packet: heard once
-    receive(ptr)
-    receive(goodbye)
-    receive(stranger)
-    assert heard == [DEVICE_B, DEVICE_B]
-
-
-@pytest.mark.parametrize("seconds_between_changes", [2.0, 0.5])
-def test_a_txt_value_flipping_back_replaces_the_newer_one(seconds_between_changes: float) -> None:
-    service_name = f"Laptop (NBSWY3DP).{SERVICE_TYPE}"
-    cache = DNSCache()
-    reported: list[str] = []
-    listener = ReturningTxtRecords(cache, reported.append)
-
-    def receive(data: bytes, at_seconds: float) -> DNSText:
-        """The steps of zeroconf's RecordManager for one TXT record with the cache-flush bit."""
-        now = at_seconds * 1000
-        record = DNSText(service_name, _TYPE_TXT, _CLASS_IN | _CLASS_UNIQUE, 4500, data, now)
-        update = RecordUpdate(record, cache.async_get_unique(record))
-        key = (service_name, _TYPE_TXT, _CLASS_IN)
-        cache.async_mark_unique_records_older_than_1s_to_expire({key}, [record], now)
-        listener.async_update_records(None, now, [update])  # type: ignore[arg-type]
-        cache.async_add_records([record])
-        listener.async_update_records_complete()
-        return record
-
-    receive(b"\x06pv=1-1", 100)
-    receive(b"\x06pv=1-1", 101)  # a refresh of the same value changes nothing
-    receive(b"\x07pair=42", 101 + seconds_between_changes)
-    assert reported == []  # a new value: zeroconf's browser reports that one itself
-    returned = receive(b"\x06pv=1-1", 101 + 2 * seconds_between_changes)
-
-    assert reported == [service_name]
-    assert cache.async_all_by_details(service_name, _TYPE_TXT, _CLASS_IN) == [returned]
+    nearby.heard(service_b)
+    nearby.heard(f"Other (ABCDEFGH).{SERVICE_TYPE}")
+    assert heard == [DEVICE_B]
 
 
 # --- real mDNS between network namespaces ---
@@ -385,6 +338,22 @@ async def test_two_hosts_find_each_other_and_see_goodbye_and_return(
             print("Found again after restart:"
                   f" {found_again['time'] - restarted_b.history[0]['time']:.2f} s")  # fmt: skip
             assert host_b.ip in _addresses(found_again)
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+async def test_a_0_3_0_peer_s_label_with_stand_ins_reads_with_dots(
+    netns_hosts: Callable[[int], list[Host]],
+) -> None:
+    """0.3.0 announced "living room.tv" with U+2024 in place of the dot: a label A announces
+    here when that is its name. B takes the device id from TXT and gives the dots back."""
+    host_a, host_b = netns_hosts(2)
+    async with (
+        probe(host_a, DEVICE_A, f"living room{LEGACY_DOT_STAND_IN}tv"),
+        probe(host_b, DEVICE_B, NAME_B) as probe_b,
+    ):
+        found = await probe_b.expect(10, event="found", device_id=DEVICE_A)
+    assert found["name"] == "living room.tv"
 
 
 @pytest.mark.netns
