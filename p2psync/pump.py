@@ -17,6 +17,7 @@ import trio
 
 from . import __version__, hlc
 from .entry import IntegrityError
+from .journal import log_extra
 from .liveness import Liveness
 from .relay import raise_to as _raise_to
 from .replica import DEFAULT_SHARE, ApplyResult, Replica, WireItem, wall_clock_ms
@@ -125,6 +126,7 @@ class SessionPump:
                 self.state.device_id,
                 self.state.direction,
                 self.state.address,
+                extra=log_extra(peer=self.state.device_id),
             )
             for share in sorted(event.shares):
                 if share in event.in_sync:
