@@ -524,7 +524,7 @@ class Daemon(PairingRole):
                     state=state,
                     connected=connected,
                     last_seen_ms=wall_ms if this else self.last_seen.of(device.device_id, now),
-                    version=__version__ if this else state.software if state else None,
+                    version=__version__ if this else self.last_seen.version_of(device.device_id),
                     now=now,
                 )
             )

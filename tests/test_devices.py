@@ -42,6 +42,7 @@ def test_devices_lists_this_device_and_its_peers_and_keeps_last_seen_over_a_rest
         a.start()
         after = _row(a, "b")
         assert after["last_seen"] == seen and not after["connected"]
+        assert after["version"] == __version__  # what b's last hello said, kept too
         assert _row(a, "a")["this"]
 
 
