@@ -613,6 +613,8 @@ class Daemon(PairingRole):
                 changes.append(f"peer {config.format_address(*address)}")
         if fresh.listen != self.config.listen:
             log.warning("network.listen changed; it takes effect at the next restart")
+        if fresh.metrics_listen != self.config.metrics_listen:
+            log.warning("metrics.listen changed; it takes effect at the next restart")
         if fresh.control_socket_mode != self.config.control_socket_mode:
             log.warning("control.apps or control.mode changed; it takes effect at the next restart")
         self.config = fresh

@@ -23,8 +23,9 @@ SERVICE_TYPE = "_p2psync._tcp.local."
 MAX_LABEL_BYTES = 63
 # What 0.3.0 put in place of each "." (ONE DOT LEADER); read back as "." from older peers.
 LEGACY_DOT_STAND_IN = "\u2024"
-# After an instance label zeroconf writes the service type, or a pointer to where it wrote it.
-_SERVICE_TYPE_FOLLOWS = rb"(?=[\xc0-\xff]|\x08_p2psync\x04_tcp\x05local\x00)"
+# After an instance label zeroconf writes our service type (whose tail may be a pointer to a
+# "_tcp.local" or "local" written before), or a pointer to where it wrote the whole type.
+_SERVICE_TYPE_FOLLOWS = rb"(?=[\xc0-\xff]|\x08_p2psync)"
 
 
 def short_device_id(device_id: str) -> str:

@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import hypothesis.strategies as st
 from hypothesis import given
-from zeroconf import DNSIncoming, DNSOutgoing, DNSPointer, DNSQuestion, DNSService, DNSText
+from zeroconf import (
+    DNSAddress,
+    DNSIncoming,
+    DNSOutgoing,
+    DNSPointer,
+    DNSQuestion,
+    DNSService,
+    DNSText,
+)
 from zeroconf.const import (
     _CLASS_IN,
     _FLAGS_QR_QUERY,
     _FLAGS_QR_RESPONSE,
+    _TYPE_A,
     _TYPE_ANY,
     _TYPE_PTR,
     _TYPE_SRV,
@@ -107,6 +116,22 @@ def test_joined_packet_carries_each_dotted_label_as_one_label() -> None:
     assert [a.name for a in answers] == [SERVICE_TYPE, name, name]
     assert isinstance(answers[0], DNSPointer) and answers[0].alias == name
     assert isinstance(answers[1], DNSService) and answers[1].port == 22000
+
+
+def test_a_name_whose_tail_was_written_before_is_joined_too() -> None:
+    """An address record first: "local" is then a pointer inside our service type."""
+    name = service_name_for("living room.tv (MFRGGZDF)")
+    labels = DottedLabels()
+    labels.remember(name)
+    out = DNSOutgoing(_FLAGS_QR_RESPONSE)
+    host = "p2psync-x.local."
+    out.add_answer_at_time(DNSAddress(host, _TYPE_A, _CLASS_IN, 120, bytes([10, 0, 0, 2])), 0)
+    out.add_answer_at_time(DNSText(name, _TYPE_TXT, _CLASS_IN, 120, b"\x05id=AB"), 0)
+    written = out.packets()[0]
+    assert b"\x08_p2psync\x04_tcp\xc0" in written  # the tail is a pointer
+    answers = DNSIncoming(labels.join(written)).answers()
+    assert [a.name for a in answers] == [host, name]
+    assert b"\x19living room.tv (MFRGGZDF)" in labels.join(written)
 
 
 def test_odd_dots_and_backslashes_survive() -> None:
