@@ -468,16 +468,22 @@ def _same_namespace(pid: int, host: Host) -> bool:
 
 
 @asynccontextmanager
-async def avahi_in(host: Host) -> AsyncIterator[dict[str, str]]:
-    """An avahi-daemon (with its own D-Bus) inside `host`; yields the environment its tools
-    need."""
+async def avahi_in(host: Host, publishing: bool = False) -> AsyncIterator[dict[str, str]]:
+    """An avahi-daemon (with its own D-Bus) inside `host`, browsing only unless `publishing`;
+    yields the environment its tools need."""
     for tool in ("avahi-daemon", "avahi-browse", "dbus-daemon"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (apt-get install avahi-daemon avahi-utils dbus)")
     with tempfile.TemporaryDirectory(prefix="p2ps-avahi-") as workdir:
         socket_path = Path(workdir, "bus")
         Path(workdir, "bus.conf").write_text(DBUS_CONFIG.format(socket=socket_path))
-        Path(workdir, "avahi.conf").write_text(AVAHI_CONFIG.format(iface=host.iface))
+        avahi_config = AVAHI_CONFIG.format(iface=host.iface)
+        if publishing:
+            # its services, and the address records their SRV names
+            avahi_config = avahi_config.replace("publishing=yes", "publishing=no").replace(
+                "publish-addresses=no", "publish-addresses=yes"
+            )
+        Path(workdir, "avahi.conf").write_text(avahi_config)
         env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={socket_path}"}
         # avahi's pid file and socket live under /run; a tmpfs there, inside the mount namespace
         # that `ip netns exec` makes, keeps them apart from any avahi of the machine.
@@ -569,3 +575,27 @@ async def test_a_rename_reaches_browsers_at_once(
     gone = [_unescape_avahi(line.split(";")[3]) for line in lines if line.startswith("-;")]
     assert set(gone) == {"Küche (MFRGGZDF)"}  # once per IP version
     assert_avahi_resolved(added, "living room.tv (MFRGGZDF)", host_a, 22000, DEVICE_A)
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+async def test_a_dotted_name_published_by_avahi_is_found_as_typed(
+    netns_hosts: Callable[[int], list[Host]],
+) -> None:
+    """The browsing side against another mDNS stack: our questions about "living room.tv" must
+    name it as one label, or avahi never answers them."""
+    host_a, host_b = netns_hosts(2)
+    label = "living room.tv (MFRGGZDF)"
+    publish = ["avahi-publish-service", label, "_p2psync._tcp", "22000", f"id={DEVICE_A}",
+               "pv=1-1"]  # fmt: skip
+    async with (
+        avahi_in(host_a, publishing=True) as env,
+        spawned(host_a, publish, env=env, stderr=subprocess.PIPE) as publisher,
+    ):
+        assert publisher.stderr is not None
+        with trio.fail_after(10):
+            await _read_lines(publisher.stderr, lambda line: "Established" in line)
+        async with probe(host_b, DEVICE_B, NAME_B) as probe_b:
+            found = await probe_b.expect(15, event="found", device_id=DEVICE_A)
+    assert found["name"] == "living room.tv"
+    assert any(host == host_a.ip for host, _ in found["addresses"])
