@@ -3,10 +3,12 @@
 Owns the `_p2psync._tcp.local.` announcement (TXT `id`, `pv`, optional `pair` and `ended`: the
 numbers of the pairing code on offer and of the last one that ended), browsing for other
 devices, turning zeroconf's callbacks into `Found`/`Lost` events in trio, following interface
-address changes, and the goodbye on close. zeroconf runs on its own thread and asyncio loop; this
-module never blocks trio on it and never drops a removal on the way across. Discovery is only a
-hint: it must never be trusted for identity (that comes from TLS), and it must never announce on
-every interface unless the caller asked for that with `interfaces=[]`.
+address changes, a new name (goodbye for the old instance name, then the new one), and the
+goodbye on close. Instance names keep their dots (`instance_names.py`, `zeroconf_hooks.py`).
+zeroconf runs on its own thread and asyncio loop; this module never blocks trio on it and never
+drops a removal on the way across. Discovery is only a hint: it must never be trusted for
+identity (that comes from TLS), and it must never announce on every interface unless the caller
+asked for that with `interfaces=[]`.
 """
 
 from __future__ import annotations
@@ -387,7 +389,9 @@ class Discovery:
                 previous = self._service_info()
                 self._announced_name = self.name
                 self._instance_name = service_name_for(instance_label(self.name, self.device_id))
-                await self._in_zeroconf(self._async_rename(previous, self._service_info()))
+                await self._in_zeroconf(
+                    self._async_rename(self._binding, previous, self._service_info())
+                )
             else:
                 await self._in_zeroconf(self._async_publish(self._binding, self._service_info()))
 
@@ -436,12 +440,15 @@ class Discovery:
         await self._async_bind(binding)
         self._track(await self._zeroconf.async_update_service(info))
 
-    async def _async_rename(self, previous: ServiceInfo, info: ServiceInfo) -> None:
+    async def _async_rename(
+        self, binding: Binding, previous: ServiceInfo, info: ServiceInfo
+    ) -> None:
         for outdated in self._broadcasts:
             outdated.cancel()
         goodbye = await self._zeroconf.async_unregister_service(previous)
         await goodbye
         self._zeroconf.dotted_labels.forget(previous.name)
+        await self._async_bind(binding)  # the interfaces may have changed too
         await self._async_register(info)
 
     async def _async_bind(self, binding: Binding) -> None:
