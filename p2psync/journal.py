@@ -104,27 +104,6 @@ def encode(fields: list[tuple[str, str]]) -> bytes:
     return b"".join(parts)
 
 
-def decode(datagram: bytes) -> list[tuple[str, str]]:
-    """The inverse of `encode` (what journald does with a datagram); for tests and tools."""
-    fields = []
-    position = 0
-    while position < len(datagram):
-        end = datagram.index(b"\n", position)
-        line = datagram[position:end]
-        if b"=" in line:
-            name, _, value = line.partition(b"=")
-            position = end + 1
-        else:
-            name = line
-            size = int.from_bytes(datagram[end + 1 : end + 9], "little")
-            value = datagram[end + 9 : end + 9 + size]
-            if datagram[end + 9 + size : end + 10 + size] != b"\n":
-                raise ValueError(f"field {name!r}: no newline after its {size} bytes")
-            position = end + 10 + size
-        fields.append((name.decode(), value.decode("utf-8", "replace")))
-    return fields
-
-
 def is_journal_stream(journal_stream: str | None, device: int, inode: int) -> bool:
     """Whether `JOURNAL_STREAM` ("DEVICE:INODE", set by systemd for a service whose output goes to
     the journal) names the stream whose device and inode are given (stderr's: a child whose

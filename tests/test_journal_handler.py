@@ -17,6 +17,7 @@ import pytest
 from p2psync import journal
 from p2psync.daemon_setup import setup_logging
 from p2psync.journal_handler import JournalHandler
+from tests.journal_datagrams import parse_datagram
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def _receive(listening: socket.socket) -> dict[str, str]:
         with os.fdopen(fd, "rb") as memfd:
             memfd.seek(0)  # journald maps it; the offset is where the sender's write ended
             data = memfd.read()
-    return dict(journal.decode(data))
+    return dict(parse_datagram(data))
 
 
 def test_a_record_arrives_with_its_fields(journald: tuple[socket.socket, str]) -> None:
