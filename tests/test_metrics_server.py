@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from p2psync import metrics_server
@@ -101,6 +102,7 @@ async def test_a_silent_client_is_dropped_and_others_are_served(
     monkeypatch.setattr(metrics_server, "EXCHANGE_TIMEOUT_SECONDS", 0.5)
     async with serving(("127.0.0.1", 0)) as where:
         silent = [await _connect(where) for _ in range(metrics_server.MAX_CONNECTIONS)]
+        await trio.testing.wait_all_tasks_blocked()  # each holds its slot, waiting to read
         # every slot is taken: one more is closed at once, without an answer
         assert await _exchange(where, b"GET /metrics HTTP/1.0\r\n\r\n") == b""
         with trio.fail_after(5):
