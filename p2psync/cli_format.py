@@ -20,6 +20,7 @@ ELLIPSIS = "…"
 NAME_WIDTH = 24
 SHARE_WIDTH = 64  # the longest share name the daemon accepts
 ADDRESS_WIDTH = 40
+VERSION_WIDTH = 16
 BAR_WIDTH = 20
 # Bidirectional overrides and isolates can make a name display as something else entirely.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
@@ -261,10 +262,12 @@ def devices_table(devices: Sequence[Peer], now: float) -> list[str]:
                 else format_ago(seconds_since(device.get("last_seen"), now))
             ),
             fit(safe_text(device.get("address") or "-"), ADDRESS_WIDTH),
+            # a peer's says what its hello said: text from another device
+            fit(safe_text(device.get("version") or "-"), VERSION_WIDTH),
         ]
         for device in devices
     ]
-    return table(["NAME", "ID", "STATE", "LAST SEEN", "ADDRESS"], rows)
+    return table(["NAME", "ID", "STATE", "LAST SEEN", "ADDRESS", "VERSION"], rows)
 
 
 def progress_lines(peers: Sequence[Peer], rates: Mapping[str, float] | None = None) -> list[str]:

@@ -70,6 +70,8 @@ class Config:
     log_level: str
     ui_enabled: bool = True
     ui_port: int = DEFAULT_UI_PORT  # 0: any free port (`p2psync ui` tells which)
+    # the Prometheus endpoint: a loopback (host, port) or a Unix socket path; None: off
+    metrics_listen: tuple[str, int] | Path | None = None
     source: str = field(default="built-in defaults", compare=False)
     # True when control.socket was not set and defaulted to <state_dir>/control.sock, so that a
     # state directory given later (apply_overrides) takes the socket along.
@@ -265,6 +267,26 @@ def _list_of(convert: Callable[[Any], Any], example: str, *, allow_empty: bool =
     return convert_list
 
 
+def _metrics_listen(value: Any) -> tuple[str, int] | Path | None:
+    example = '"127.0.0.1:9473", "[::1]:9473" or "/run/p2psync/metrics.sock" ("" turns it off)'
+    text = _string(value, example)
+    if not text:
+        return None
+    if text.startswith("/"):
+        return Path(text)
+    try:
+        host, port = parse_address(text, listening=True)
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        raise _Invalid(f"expected {example}") from None
+    if not loopback:
+        raise _Invalid(
+            f"metrics are served on loopback or a Unix socket only, e.g. {example}; a scraper on "
+            "another machine can reach them through an SSH tunnel or a local proxy"
+        )
+    return host, port
+
+
 def _interface(value: Any) -> str:
     text = _string(value, 'an interface name or address, e.g. "eth0" or "192.168.1.20"')
     try:
@@ -307,6 +329,7 @@ _KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "log.level": ("log_level", _log_level),
     "ui.enabled": ("ui_enabled", _boolean),
     "ui.port": ("ui_port", _ui_port),
+    "metrics.listen": ("metrics_listen", _metrics_listen),
 }
 _SECTIONS = sorted({key.partition(".")[0] for key in _KEYS})
 
@@ -341,6 +364,7 @@ def _resolve(
         log_level=settings.get("log_level", "info"),
         ui_enabled=settings.get("ui_enabled", True),
         ui_port=settings.get("ui_port", DEFAULT_UI_PORT),
+        metrics_listen=settings.get("metrics_listen"),
         source=source,
         socket_in_state_dir=control_socket is None,
     )

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import __version__, config, daemon_status, identity, keystore, netwatch
+from . import __version__, config, daemon_status, identity, keystore, metrics, netwatch
 from .config import Config, ConfigError
 from .control.server import serve_control
 from .control.socket_file import remove_stale_socket
@@ -41,7 +41,9 @@ from .daemon_setup import (
 )
 from .device_names import find_device
 from .discovery import Discovery, Found
+from .journal import log_extra
 from .last_seen import LastSeen
+from .metrics_server import MetricsListen, MetricsUnavailable, serve_metrics
 from .node import Node
 from .pairing_service import PairingService
 from .peers import PeerManager, PeerState, Timeouts
@@ -96,6 +98,7 @@ class Daemon(PairingRole):
         )
         self.peers.pairing_handler = self.pairing.handle_incoming
         self.peers.on_peer = self._peer_changed
+        self.node.device_name = self._name_of
         self.last_seen = LastSeen(self.node, self.peers)
         self.peers.on_synced = self._publish_synced
         self.share_members: dict[str, frozenset[str]] = {}  # what membership events compare
@@ -152,6 +155,8 @@ class Daemon(PairingRole):
             )
             if self.ui is not None:
                 await nursery.start(self.ui.run)
+            if self.config.metrics_listen is not None:
+                await self._start_metrics(nursery, self.config.metrics_listen)
             nursery.start_soon(self._follow_membership)
             nursery.start_soon(self._report_conflicts)
             interval = self.notifier.watchdog_interval(os.environ)
@@ -180,6 +185,22 @@ class Daemon(PairingRole):
                 _exit_if_stuck(STOP_GRACE_SECONDS)
                 nursery.cancel_scope.cancel()
                 return
+
+    async def _start_metrics(self, nursery: trio.Nursery, listen: MetricsListen) -> None:
+        try:
+            await nursery.start(serve_metrics, listen, self.metrics)
+        except MetricsUnavailable as exc:
+            raise StartupError(str(exc)) from None
+
+    async def metrics(self) -> bytes:
+        """The Prometheus endpoint's answer: this moment's figures."""
+        rows = await self.peers_status()
+        shares = await self.node.call(_share_figures, self.node.replica)
+        peers = [metrics.peer_figures(row) for row in rows if not row["revoked"]]
+        snapshot = metrics.Snapshot(
+            self.device_id, self.device_name, __version__, tuple(peers), tuple(shares)
+        )
+        return metrics.exposition(snapshot)
 
     async def _open_listeners(self) -> list[trio.SocketListener]:
         listeners: list[trio.SocketListener] = []
@@ -275,6 +296,13 @@ class Daemon(PairingRole):
         return record.name if record is not None else None
 
     def _peer_changed(self, device_id: str, connected: bool) -> None:
+        name = self._name_of(device_id)
+        log.info(
+            "%s (%s) %s", name or "unnamed device", device_id,
+            "is online" if connected else "went offline",
+            extra=log_extra("peer_connected" if connected else "peer_disconnected",
+                            peer=device_id, peer_name=name),
+        )  # fmt: skip
         self.last_seen.session_changed(device_id, connected)
         self._publish_peer(device_id, connected)
 
@@ -327,6 +355,7 @@ class Daemon(PairingRole):
                         "members": sorted(now),
                         "added": sorted(now - was),
                         "removed": sorted(was - now),
+                        "names": {d: self._name_of(d) for d in sorted(now | was)},
                     }
                 )
 
@@ -341,6 +370,7 @@ class Daemon(PairingRole):
                     "%d new conflict(s), %d in all: see `p2psync conflicts`",
                     conflicts - known,
                     conflicts,
+                    extra=log_extra("conflict"),
                 )
             known = conflicts
             seen = await self.node.changes.wait_beyond(seen)
@@ -500,8 +530,7 @@ class Daemon(PairingRole):
                     state=state,
                     connected=connected,
                     last_seen_ms=wall_ms if this else self.last_seen.of(device.device_id, now),
-                    # the sync protocol does not carry a peer's version
-                    version=__version__ if this else None,
+                    version=__version__ if this else self.last_seen.version_of(device.device_id),
                     now=now,
                 )
             )
@@ -519,6 +548,8 @@ class Daemon(PairingRole):
         previous = self.device_name
         if name != previous:
             await self._write_own_record(name)
+            if self.discovery is not None:
+                self.discovery.rename(name)
             log.info("renamed this device from %r to %r", previous, name)
         return {"device": self.device_id, "name": name, "previous": previous}
 
@@ -561,7 +592,10 @@ class Daemon(PairingRole):
         op = await self.node.call(self.node.replica.revocation_op, device)
         await self.node.commit(DEFAULT_SHARE, [op])
         self.peers.drop(device_id, "device was revoked")
-        log.info("revoked device %s (%s)", device_id, device.name)
+        log.info(
+            "revoked device %s (%s)", device_id, device.name,
+            extra=log_extra("revoked", peer=device_id, peer_name=device.name),
+        )  # fmt: skip
         return {"device": device_id, "name": device.name, "revoked": True}
 
     async def reload(self) -> dict[str, Any]:
@@ -579,7 +613,7 @@ class Daemon(PairingRole):
                 self.node.replica.store.set_meta, CONFIG_NAME_META_KEY, fresh.device_name.encode()
             )
             if self.discovery is not None:
-                log.warning("the name announced on the LAN changes at the next restart")
+                self.discovery.rename(self.device_name)
             changes.append("device.name")
         if fresh.log_level != self.config.log_level:
             logging.getLogger().setLevel(fresh.log_level.upper())
@@ -592,6 +626,8 @@ class Daemon(PairingRole):
             log.warning("network.listen changed; it takes effect at the next restart")
         if (fresh.ui_enabled, fresh.ui_port) != (self.config.ui_enabled, self.config.ui_port):
             log.warning("ui.enabled or ui.port changed; it takes effect at the next restart")
+        if fresh.metrics_listen != self.config.metrics_listen:
+            log.warning("metrics.listen changed; it takes effect at the next restart")
         if fresh.control_socket_mode != self.config.control_socket_mode:
             log.warning("control.apps or control.mode changed; it takes effect at the next restart")
         self.config = fresh
@@ -624,6 +660,15 @@ def _counts(replica: Replica) -> dict[str, Any]:
         "conflicts": _count_conflicts(replica),
         "shares": [replica.share_summary(share) for share in replica.shares()],
     }
+
+
+def _share_figures(replica: Replica) -> list[metrics.ShareFigures]:
+    return [
+        metrics.ShareFigures(
+            share, replica.store.count_records(share), replica.store.count_conflicts(share)
+        )
+        for share in replica.shares()
+    ]
 
 
 def _count_conflicts(replica: Replica) -> int:

@@ -16,6 +16,7 @@ import trio
 
 from . import config, identity, pairing
 from .discovery import Discovery
+from .journal import log_extra
 from .membership import DeviceRecord
 from .node import Node
 from .pairing import PairingResult
@@ -142,9 +143,15 @@ class PairingRole:
                 added = await self.node.call(self.node.replica.share_add_ops, share, device_id)
                 await self.node.commit(share, added)
             except ShareError as exc:  # left or removed since the code was made
-                log.warning("could not add %s to share %s: %s", result.peer_name, share, exc)
+                log.warning(
+                    "could not add %s to share %s: %s", result.peer_name, share, exc,
+                    extra=log_extra(peer=device_id, peer_name=result.peer_name, share=share),
+                )  # fmt: skip
         await self.peers.refresh_trust()
-        log.info("paired with %s (%s) at %s", result.peer_name, device_id, address)
+        log.info(
+            "paired with %s (%s) at %s", result.peer_name, device_id, address,
+            extra=log_extra("paired", peer=device_id, peer_name=result.peer_name),
+        )  # fmt: skip
 
 
 def _is_certificate(cert: bytes) -> bool:

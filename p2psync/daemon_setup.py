@@ -13,12 +13,13 @@ import os
 import socket
 import stat
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import config, identity, keystore
+from . import config, identity, journal, keystore
 from .config import Config
+from .journal_handler import JOURNAL_SOCKET, JournalHandler, journal_reachable, stderr_is_journal
 from .replica import Replica, ReplicaError
 from .store import StoreError
 
@@ -92,24 +93,28 @@ def warn_about_environment() -> None:
         log.warning("%s", warning)
 
 
-def setup_logging(level: str) -> None:
-    """Plain lines on stderr; under systemd the journal adds time and host, and reads the
-    `<N>` priority prefix, so we leave those out and put that in."""
-    handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("JOURNAL_STREAM"):
-        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+def setup_logging(
+    level: str, environ: Mapping[str, str] = os.environ, journal_socket: str = JOURNAL_SOCKET
+) -> None:
+    """Plain lines on stderr. When stderr is the journal, records go to journald with their
+    fields (journal.py); should journald not answer, as lines on stderr where the journal adds
+    time and host and reads the `<N>` priority prefix, so we leave those out and put that in."""
+    stderr = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler = stderr
+    if environ.get("JOURNAL_STREAM"):
+        stderr.setFormatter(_PriorityPrefix("%(name)s: %(message)s"))
+        if stderr_is_journal(environ) and journal_reachable(journal_socket):
+            handler = JournalHandler(stderr, journal_socket)
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        stderr.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
 
 
-class _JournalFormatter(logging.Formatter):
-    PRIORITIES = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3}
-
+class _PriorityPrefix(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return f"<{self.PRIORITIES.get(record.levelno, 2)}>{super().format(record)}"
+        return f"<{journal.priority(record.levelno)}>{super().format(record)}"
 
 
 # What must stay private to the daemon's user: the database holds every record of the household,

@@ -3,10 +3,12 @@
 Owns the `_p2psync._tcp.local.` announcement (TXT `id`, `pv`, optional `pair` and `ended`: the
 numbers of the pairing code on offer and of the last one that ended), browsing for other
 devices, turning zeroconf's callbacks into `Found`/`Lost` events in trio, following interface
-address changes, and the goodbye on close. zeroconf runs on its own thread and asyncio loop; this
-module never blocks trio on it and never drops a removal on the way across. Discovery is only a
-hint: it must never be trusted for identity (that comes from TLS), and it must never announce on
-every interface unless the caller asked for that with `interfaces=[]`.
+address changes, a new name (goodbye for the old instance name, then the new one), and the
+goodbye on close. Instance names keep their dots (`instance_names.py`, `zeroconf_hooks.py`).
+zeroconf runs on its own thread and asyncio loop; this module never blocks trio on it and never
+drops a removal on the way across. Discovery is only a hint: it must never be trusted for
+identity (that comes from TLS), and it must never announce on every interface unless the caller
+asked for that with `interfaces=[]`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import asyncio
 import ipaddress
 import logging
 import math
-import unicodedata
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -25,24 +26,19 @@ from typing import Any, TypeVar
 
 import ifaddr
 import trio
-from zeroconf import (
-    DNSCache,
-    DNSPointer,
-    DNSText,
-    IPVersion,
-    RecordUpdate,
-    RecordUpdateListener,
-    ServiceInfo,
-    ServiceStateChange,
-    Zeroconf,
-)
+from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
 
-SERVICE_TYPE = "_p2psync._tcp.local."
-MAX_LABEL_BYTES = 63
-# zeroconf splits names on every "." (it has no escaping), so a dot inside the instance label
-# would become a label boundary that avahi and Bonjour reject. ONE DOT LEADER looks the same.
-DOT_STAND_IN = "\u2024"
+from .instance_names import (
+    SERVICE_TYPE,
+    device_name_from_label,
+    instance_label,
+    label_from_service_name,
+    service_name_for,
+    short_device_id,
+)
+from .zeroconf_hooks import EscapingZeroconf, HeardServices, ReturningTxtRecords
+
 INTERFACE_POLL_SECONDS = 10.0
 RESOLVE_TIMEOUT_MS = 3000
 RESOLVE_RETRY_MAX_SECONDS = 30.0
@@ -71,33 +67,6 @@ class Lost:
 
 
 DiscoveryEvent = Found | Lost
-
-
-def short_device_id(device_id: str) -> str:
-    return "".join(ch for ch in device_id if ch.isalnum())[:8]
-
-
-def instance_label(device_name: str, device_id: str) -> str:
-    """The DNS-SD instance label for a human device name: at most 63 bytes, unique per device."""
-    suffix = f" ({short_device_id(device_id)})"
-    # Control characters are forbidden in instance names; lone surrogates cannot be UTF-8.
-    visible = "".join(ch for ch in device_name if unicodedata.category(ch) not in ("Cc", "Cs"))
-    visible = visible.replace(".", DOT_STAND_IN).strip() or "p2psync"
-    budget = MAX_LABEL_BYTES - len(suffix.encode())
-    truncated = visible.encode()[:budget].decode("utf-8", "ignore").rstrip()
-    return truncated + suffix
-
-
-def device_name_from_label(label: str, device_id: str) -> str:
-    """Best-effort inverse of `instance_label` (a truncated name stays truncated)."""
-    suffix = f" ({short_device_id(device_id)})"
-    if label.endswith(suffix):
-        label = label[: -len(suffix)]
-    return label.replace(DOT_STAND_IN, ".")
-
-
-def label_from_service_name(service_name: str) -> str:
-    return service_name[: -len(SERVICE_TYPE) - 1]
 
 
 @dataclass(frozen=True)
@@ -199,68 +168,6 @@ class TrioHandoff:
         return future.result()
 
 
-class ReturningTxtRecords(RecordUpdateListener):
-    """Makes a TXT record that changes back to a value still cached replace the newer one.
-
-    DNS-SD gives a service exactly one TXT record (RFC 6763 §6), but zeroconf keeps a replaced one
-    valid for a second after the replacement arrives, or longer when it was itself received less
-    than a second earlier (RFC 6762 §10.2), and reports a TXT change only when the new record is
-    not cached yet. So a quick flip back (a pairing nameplate set and withdrawn) would go
-    unreported, and resolving would read the replaced value. This drops the other TXT records of
-    the service and reports its name. Runs on zeroconf's thread.
-    """
-
-    def __init__(self, cache: DNSCache, on_change: Callable[[str], None]) -> None:
-        self._cache = cache
-        self._on_change = on_change
-        self._arrived: dict[str, DNSText] = {}
-
-    def async_update_records(self, zc: Zeroconf, now: float, records: list[RecordUpdate]) -> None:
-        for update in records:
-            if (
-                isinstance(update.new, DNSText)
-                and update.new.unique
-                and update.old is not None
-                and not update.new.is_expired(now)
-                and update.new.name.lower().endswith("." + SERVICE_TYPE)
-            ):
-                self._arrived[update.new.name] = update.new
-
-    def async_update_records_complete(self) -> None:
-        for service_name, current in self._arrived.items():
-            cached = self._cache.async_all_by_details(service_name, current.type, current.class_)
-            replaced = [record for record in cached if record != current]
-            if replaced:
-                self._cache.async_remove_records(replaced)
-                self._on_change(service_name)
-        self._arrived.clear()
-
-
-class HeardServices(RecordUpdateListener):
-    """Reports every service of ours that any packet just spoke for (an announcement, a
-    re-announcement, an answer), changed or not: a device speaking on the LAN is reachable now,
-    which is news for a dialer backing off. Runs on zeroconf's thread; one report per service
-    per packet."""
-
-    def __init__(self, on_heard: Callable[[str], None]) -> None:
-        self._on_heard = on_heard
-        self._heard: set[str] = set()
-
-    def async_update_records(self, zc: Zeroconf, now: float, records: list[RecordUpdate]) -> None:
-        for update in records:
-            record = update.new
-            if record.is_expired(now):
-                continue  # a goodbye
-            name = record.alias if isinstance(record, DNSPointer) else record.name
-            if name.lower().endswith("." + SERVICE_TYPE):
-                self._heard.add(name)
-
-    def async_update_records_complete(self) -> None:
-        for service_name in self._heard:
-            self._on_heard(service_name)
-        self._heard.clear()
-
-
 class NearbyDevices:
     """The view of announcing devices, kept on the trio side: service names in, events out.
 
@@ -312,7 +219,7 @@ class Discovery:
 
     _handoff: TrioHandoff
     _binding: Binding
-    _zeroconf: Zeroconf
+    _zeroconf: EscapingZeroconf
 
     def __init__(
         self,
@@ -334,7 +241,8 @@ class Discovery:
         self._pairing: int | None = None
         self._ended_pairing: int | None = None
         self._no_address_on: str | None = None  # what the last "no usable address" named
-        self._instance_name = f"{instance_label(name, device_id)}.{SERVICE_TYPE}"
+        self._announced_name = name
+        self._instance_name = service_name_for(instance_label(name, device_id))
         self._events_send, self._events_receive = trio.open_memory_channel[DiscoveryEvent](math.inf)
         self._nearby = NearbyDevices(self._emit, on_heard)
         self._republish = trio.Event()
@@ -380,6 +288,12 @@ class Discovery:
         self._ended_pairing = ended
         self._republish.set()
 
+    def rename(self, name: str) -> None:
+        """Announce this device under a new name: a goodbye for the old instance name, then the
+        new one (in the background, like `set_pairing`)."""
+        self.name = name
+        self._republish.set()
+
     def links_changed(self) -> None:
         """A link came up or an address appeared: look at the interfaces now rather than at the
         next poll, and announce again (devices that missed us meanwhile hear that we are back,
@@ -392,7 +306,7 @@ class Discovery:
         self._binding = await trio.to_thread.run_sync(self._current_binding)
         self._zeroconf = await trio.to_thread.run_sync(
             partial(
-                Zeroconf,
+                EscapingZeroconf,
                 interfaces=list(self._binding.zeroconf_interfaces),
                 ip_version=self._binding.ip_version,
             )
@@ -471,7 +385,15 @@ class Discovery:
             await trio.sleep(RECORD_CHANGE_SPACING_SECONDS)
             await self._republish.wait()
             self._republish = trio.Event()
-            await self._in_zeroconf(self._async_publish(self._binding, self._service_info()))
+            if self.name != self._announced_name:
+                previous = self._service_info()
+                self._announced_name = self.name
+                self._instance_name = service_name_for(instance_label(self.name, self.device_id))
+                await self._in_zeroconf(
+                    self._async_rename(self._binding, previous, self._service_info())
+                )
+            else:
+                await self._in_zeroconf(self._async_publish(self._binding, self._service_info()))
 
     def _emit(self, event: DiscoveryEvent) -> None:
         with suppress(trio.ClosedResourceError, trio.BrokenResourceError):
@@ -487,9 +409,15 @@ class Discovery:
         self._browser = AsyncServiceBrowser(
             self._zeroconf, [SERVICE_TYPE], handlers=[self._on_service_state_change]
         )
-        self._track(await self._zeroconf.async_register_service(info, allow_name_change=True))
+        await self._async_register(info)
         self._registered = True
-        self._instance_name = info.name  # renamed if another responder already held the name
+
+    async def _async_register(self, info: ServiceInfo) -> None:
+        self._zeroconf.dotted_labels.remember(info.name)  # its probes carry it already
+        self._track(await self._zeroconf.async_register_service(info, allow_name_change=True))
+        if info.name != self._instance_name:  # another responder already held the name
+            self._zeroconf.dotted_labels.remember(info.name)
+            self._instance_name = info.name
 
     async def _async_stop(self) -> None:
         if self._returning_txt is not None:
@@ -511,6 +439,17 @@ class Discovery:
         self._zeroconf.registry.async_update(info)
         await self._async_bind(binding)
         self._track(await self._zeroconf.async_update_service(info))
+
+    async def _async_rename(
+        self, binding: Binding, previous: ServiceInfo, info: ServiceInfo
+    ) -> None:
+        for outdated in self._broadcasts:
+            outdated.cancel()
+        goodbye = await self._zeroconf.async_unregister_service(previous)
+        await goodbye
+        self._zeroconf.dotted_labels.forget(previous.name)
+        await self._async_bind(binding)  # the interfaces may have changed too
+        await self._async_register(info)
 
     async def _async_bind(self, binding: Binding) -> None:
         await self._zeroconf.async_update_interfaces(
@@ -534,6 +473,7 @@ class Discovery:
         self._service_changed(name, removed=state_change is ServiceStateChange.Removed)
 
     def _service_changed(self, service_name: str, removed: bool = False) -> None:
+        self._zeroconf.dotted_labels.remember(service_name)  # our queries about it name it
         pending = self._resolvers.pop(service_name, None)
         if pending is not None:
             pending.cancel()

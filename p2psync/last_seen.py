@@ -1,4 +1,5 @@
-"""When each device was last heard from, in wall-clock time, kept across restarts (trio).
+"""When each device was last heard from, in wall-clock time, and the p2psync version it last
+said it runs, kept across restarts (trio).
 
 Sessions know when their peer last spoke in trio's clock, which means nothing after a restart;
 `LastSeen` turns that into wall-clock milliseconds and keeps them in the replica's meta table
@@ -6,7 +7,9 @@ Sessions know when their peer last spoke in trio's clock, which means nothing af
 "last seen 3 h ago" about a peer that went away before this daemon started. A device's time is
 written when its session begins or ends, at most every `SAVE_INTERVAL_SECONDS` while it stays
 connected (one small unsynced write per peer and minute), and for the connected ones at shutdown.
-It never decides who is online: that is the sessions' (`peers.py`, `liveness.py`).
+A peer's version (key `peer_version/<device id>`, from its hello) is written with its time when a
+session begins and says another one than the one kept. It never decides who is online: that is
+the sessions' (`peers.py`, `liveness.py`).
 """
 
 import contextlib
@@ -22,6 +25,7 @@ from .store import Store
 
 log = logging.getLogger("p2psync")
 META_PREFIX = "last_seen/"
+VERSION_PREFIX = "peer_version/"
 SAVE_INTERVAL_SECONDS = 60.0
 
 
@@ -40,11 +44,13 @@ def decode(stored: dict[str, bytes]) -> dict[str, int]:
     return found
 
 
-def _store(store: Store, times: dict[str, int]) -> None:
+def _store(store: Store, times: dict[str, int], versions: dict[str, str]) -> None:
     # unsynced: a last-seen time lost to a power cut is only a little older after it
     with store.transaction(fsync=False):
         for device_id, wall_ms in times.items():
             store.set_meta(META_PREFIX + device_id, str(wall_ms).encode("ascii"))
+        for device_id, version in versions.items():
+            store.set_meta(VERSION_PREFIX + device_id, version.encode())
 
 
 class LastSeen:
@@ -54,13 +60,20 @@ class LastSeen:
         self.node = node
         self.peers = peers
         self.times: dict[str, int] = {}
+        self.versions: dict[str, str] = {}
+        self._new_versions: dict[str, str] = {}  # said by sessions since the last save
         self._saved_at: dict[str, float] = {}  # trio time of each device's last write
         self._unsaved: set[str] = set()  # devices whose session began or ended since
         self._news = trio.Event()
 
     async def load(self) -> None:
-        stored = await self.node.call(self.node.replica.store.meta_with_prefix, META_PREFIX)
-        self.times = decode(stored)
+        store = self.node.replica.store
+        self.times = decode(await self.node.call(store.meta_with_prefix, META_PREFIX))
+        versions = await self.node.call(store.meta_with_prefix, VERSION_PREFIX)
+        self.versions = {
+            key.removeprefix(VERSION_PREFIX): bytes(value).decode(errors="replace")
+            for key, value in versions.items()
+        }
 
     def of(self, device_id: str, now: float) -> int | None:
         """When the device was last heard from: from its session if it is connected."""
@@ -69,9 +82,17 @@ class LastSeen:
             return self._note(device_id, session.state.last_seen, now)
         return self.times.get(device_id)
 
+    def version_of(self, device_id: str) -> str | None:
+        """The p2psync version the device said it runs, in this session or an earlier one."""
+        return self.versions.get(device_id)
+
     def session_changed(self, device_id: str, connected: bool) -> None:
         """A device's first session began, or its last one ended: worth writing at once."""
         now = trio.current_time()
+        session = self.peers.sessions.get(device_id) if connected else None
+        said = session.state.software if session is not None else None
+        if said and said != self.versions.get(device_id):
+            self.versions[device_id] = self._new_versions[device_id] = said
         state = None if connected else self.peers.offline.get(device_id)
         self._note(device_id, state.last_seen if state and state.last_seen else now, now)
         self._unsaved.add(device_id)
@@ -109,12 +130,13 @@ class LastSeen:
             self.of(device_id, now)
         wanted, self._unsaved = self._unsaved | set(connected), set()
         times = {d: self.times[d] for d in sorted(wanted) if d in self.times}
-        if not times:
+        versions, self._new_versions = self._new_versions, {}
+        if not times and not versions:
             return
         for device_id in times:
             self._saved_at[device_id] = now
         try:
-            await self.node.call(_store, self.node.replica.store, times)
+            await self.node.call(_store, self.node.replica.store, times, versions)
         except sqlite3.Error as exc:  # a full disk must not end the daemon over a display detail
             log.warning("could not record when peers were last seen: %s", exc)
 

@@ -26,6 +26,7 @@ from .replica import DEVICES, Commit, Precondition, Replica
 from .schemas.manifest import SCHEMA
 from .shares.members import MEMBERS
 from .store import ConflictFlip
+from .vectors import device_of
 
 T = TypeVar("T")
 MAX_GROUP_TRANSACTIONS = 512
@@ -100,6 +101,8 @@ class Node:
         self.changes = ChangeNotifier(replica.last_position())
         self.membership_changed = ChangeNotifier(0)
         self.events = EventBus()  # the daemon's: conflicts from here, peers and more from it
+        # a device's name, for events (the daemon knows the members)
+        self.device_name: Callable[[str], str | None] = lambda device_id: None
         # Jobs queue up from the start; the database thread runs them once run_group_commit runs.
         self._jobs: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._started = False
@@ -188,7 +191,9 @@ class Node:
             # after the calls too: received entries are applied by one
             flips = self.replica.store.take_conflict_flips()
             if flips:
-                token.run_sync_soon(self._publish_conflicts, flips, self.replica.last_position())
+                writers = [self._writers(flip) for flip in flips]
+                position = self.replica.last_position()
+                token.run_sync_soon(self._publish_conflicts, flips, writers, position)
             if calls:
                 token.run_sync_soon(_reschedule_all, results)
             if _STOP in jobs:
@@ -244,10 +249,19 @@ class Node:
 
     # back on the trio thread -----------------------------------------------------------------
 
-    def _publish_conflicts(self, flips: list[ConflictFlip], position: int) -> None:
+    def _writers(self, flip: ConflictFlip) -> list[str]:
+        """The devices whose writes a record's versions are, after a flip (database thread;
+        flips are rare, one read each)."""
+        share, collection, key, _ = flip
+        view = self.replica.get(share, collection, key)
+        return sorted({device_of(s.actor) for s in view.siblings}) if view else []
+
+    def _publish_conflicts(
+        self, flips: list[ConflictFlip], writers: list[list[str]], position: int
+    ) -> None:
         """`position`: the store's last position once they were committed (their changes are
         at or before it)."""
-        for share, collection, key, conflict in flips:
+        for (share, collection, key, conflict), devices in zip(flips, writers, strict=True):
             self.events.publish(
                 {
                     "event": "conflict",
@@ -256,6 +270,7 @@ class Node:
                     "key": key,
                     "state": "appeared" if conflict else "resolved",
                     "position": position,
+                    "devices": [{"device": d, "name": self.device_name(d)} for d in devices],
                 }
             )
 

@@ -24,6 +24,7 @@ from typing import Any
 import trio
 
 from . import pairing
+from .journal import log_extra
 from .pairing import (
     ENDED_AS,
     OPEN_STATES,
@@ -38,6 +39,7 @@ from .pairing import (
 from .wire import FrameDecoder, WireError, encode_frame
 
 log = logging.getLogger("p2psync.pairing")
+PAIRING_FAILED = log_extra("pairing_failed")  # journald MESSAGE_ID
 PREFACE = b"P2PSYNC-PAIR/1\n"
 MAX_PAIRING_FRAME = 256 * 1024
 STEP_TIMEOUT = 15.0
@@ -167,11 +169,17 @@ class PairingService:
         # logged before the joiner hears it: whoever reads both logs sees them in that order
         if ended is not None:
             why = f"pairing code number {nameplate} {ENDED_AS[ended.state]}"
-            log.warning("pairing attempt from %s refused: %s", address, why)
+            log.warning(
+                "pairing attempt from %s refused: %s", address, why, extra=PAIRING_FAILED
+            )
             await _send_quietly(channel, ended.refusal().reply)
             return
         if invitation is None:
-            log.warning("pairing attempt from %s refused: no pairing code is active", address)
+            log.warning(
+                "pairing attempt from %s refused: no pairing code is active",
+                address,
+                extra=PAIRING_FAILED,
+            )
             await _send_quietly(channel, NotPairing().reply)
             return
         try:
@@ -181,7 +189,9 @@ class PairingService:
                 replies = invitation.inviter.receive(await channel.receive(), wall_ms())
                 await channel.send(replies)
         except PairingError as exc:
-            log.warning("pairing attempt from %s failed: %s", address, exc)
+            log.warning(
+                "pairing attempt from %s failed: %s", address, exc, extra=PAIRING_FAILED
+            )
             await _send_quietly(channel, exc.reply)
             if _is_final(invitation):
                 self._finish(invitation, error=str(exc))
@@ -216,7 +226,12 @@ class PairingService:
         try:
             return await self._join(code, addresses)
         except PairingFailed as exc:
-            log.warning("joining with pairing code number %d failed: %s", code.nameplate, exc)
+            log.warning(
+                "joining with pairing code number %d failed: %s",
+                code.nameplate,
+                exc,
+                extra=PAIRING_FAILED,
+            )
             raise
 
     async def _join(

@@ -23,6 +23,7 @@ import trio
 from . import hlc, identity, keystore, listening, tls
 from .config import format_address
 from .entry import IntegrityError
+from .journal import log_extra
 from .liveness import DEFAULT_LIMIT_SECONDS, Liveness
 from .membership import DeviceRecord
 from .node import Node
@@ -71,6 +72,7 @@ class PeerState:
     bytes_received: int = 0
     bytes_sent: int = 0
     clock_offset_ms: int | None = None  # the peer's wall clock minus ours, from its pings
+    software: str | None = None  # its p2psync version, as its hello said (None: not said)
     liveness: Liveness | None = None  # the session's clocks: is the peer answering?
     recent_receipts: deque[tuple[float, int]] = field(default_factory=deque)
 
@@ -182,7 +184,11 @@ class PeerManager:
         ]
         for device_id, session in every_session:
             if device_id not in self._trusted:
-                log.warning("disconnecting %s: no longer a trusted member", device_id)
+                log.warning(
+                    "disconnecting %s: no longer a trusted member",
+                    device_id,
+                    extra=log_extra(peer=device_id),
+                )
                 if device_id in self._revoked:
                     session.farewell = (self._revoked[device_id], BYE_REVOKED)
                 self._close(session, "device is no longer trusted")
@@ -203,7 +209,11 @@ class PeerManager:
         )
         for device_id, session in live:
             if wanted[device_id] != session.offered and not session.closed.is_set():
-                log.info("reconnecting %s: the shares it is in changed", device_id)
+                log.info(
+                    "reconnecting %s: the shares it is in changed",
+                    device_id,
+                    extra=log_extra(peer=device_id),
+                )
                 session.farewell = session.farewell or ("the shares it is in changed", "")
                 self._close(session, "the shares it is in changed")
 
@@ -453,7 +463,8 @@ class PeerManager:
     def end_for_misbehaviour(self, session: _Session, reason: str) -> None:
         """Close a session whose peer sent something false, naming it, and tell it why."""
         if session.farewell is None:
-            log.warning("peer %s broke the protocol: %s", session.state.device_id, reason)
+            peer = session.state.device_id
+            log.warning("peer %s broke the protocol: %s", peer, reason, extra=log_extra(peer=peer))
         session.reason = session.reason or reason
         session.farewell = session.farewell or (reason, "")
         session.cancel_scope.cancel()
@@ -510,9 +521,14 @@ class PeerManager:
             await trio.aclose_forcefully(stream)
             if session.greeted:
                 reason = session.reason or "connection closed"
-                log.info("peer %s disconnected: %s", peer_id, reason)
+                log.info(
+                    "peer %s disconnected: %s", peer_id, reason, extra=log_extra(peer=peer_id)
+                )
             else:
-                log.info("peer %s did not accept us at %s: %s", peer_id, address, session.reason)
+                log.info(
+                    "peer %s did not accept us at %s: %s", peer_id, address, session.reason,
+                    extra=log_extra(peer=peer_id),
+                )  # fmt: skip
             self.on_change()
         return session.greeted
 
@@ -545,7 +561,10 @@ class PeerManager:
             if session is not None:
                 self.end_for_misbehaviour(session, f"it {reason}")
         for notice in result.notices:
-            log.warning("device %s %s", notice.device_id, notice.text)
+            log.warning(
+                "device %s %s", notice.device_id, notice.text,
+                extra=log_extra(peer=notice.device_id),
+            )  # fmt: skip
         if result.refused:
             log.info("refused %d entries that no member may accept", result.refused)
 

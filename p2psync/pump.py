@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
-from . import hlc
+from . import __version__, hlc
 from .entry import IntegrityError
+from .journal import log_extra
 from .liveness import Liveness
 from .relay import raise_to as _raise_to
 from .replica import DEFAULT_SHARE, ApplyResult, Replica, WireItem, wall_clock_ms
@@ -81,7 +82,7 @@ class SessionPump:
     async def run(self) -> None:
         shares = await self.node.call(_share_heads, self.replica, self.state.device_id)
         self.session.offered = frozenset(shares)
-        await self.send(self.connection.send_hello(shares, self.replica.actor))
+        await self.send(self.connection.send_hello(shares, self.replica.actor, __version__))
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
@@ -115,6 +116,7 @@ class SessionPump:
     async def _handle(self, event: object) -> None:
         if isinstance(event, PeerHello):
             self.session.greeted = True
+            self.state.software = event.software or None
             if self.manager.revoked_us.pop(self.state.device_id, None) is not None:
                 log.warning("%s talks to this device again: re-admitted", self.state.device_id)
             if not self.manager._greeted(self.session, event.actor):
@@ -124,6 +126,7 @@ class SessionPump:
                 self.state.device_id,
                 self.state.direction,
                 self.state.address,
+                extra=log_extra(peer=self.state.device_id),
             )
             for share in sorted(event.shares):
                 if share in event.in_sync:

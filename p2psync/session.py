@@ -45,6 +45,7 @@ _DIGEST_BYTES = 16
 ACTORS_PER_FRAME = 20_000  # ~1.1 MB of vector per frame, far under the cap
 MAX_VECTOR_ACTORS = 500_000  # what we buffer of one peer's vector before it is complete
 MAX_DIRECT_ACTORS = 10_000  # of all shares together in one `direct`: far above any household
+MAX_SOFTWARE_CHARS = 64  # a peer's p2psync version, as its hello says
 
 Vector = dict[str, int]
 Heads = Mapping[str, int | tuple[int, bytes]]  # actor -> seq, or (seq, hash of the entry at seq)
@@ -83,6 +84,7 @@ class PeerHello:
     shares: frozenset[str]
     in_sync: dict[str, Vector]
     actor: str = ""  # the epoch the peer writes as now: tells two running copies apart
+    software: str = ""  # the peer's p2psync version, for people ("" from peers before 0.4)
 
 
 @dataclass(frozen=True)
@@ -226,8 +228,9 @@ class SyncConnection:
 
     # -- sending ----------------------------------------------------------------------------------
 
-    def send_hello(self, shares: Mapping[str, Heads], actor: str = "") -> bytes:
-        """Must come first on every connection, before reading anything from the peer."""
+    def send_hello(self, shares: Mapping[str, Heads], actor: str = "", software: str = "") -> bytes:
+        """Must come first on every connection, before reading anything from the peer.
+        `software`: our p2psync version, shown to people (older peers ignore the key)."""
         if self._announced is not None:
             raise LocalProtocolError("hello already sent")
         self._check_can_send("hello")
@@ -235,7 +238,8 @@ class SyncConnection:
         digests = {share: summary_digest(vector) for share, vector in shares.items()}
         low, high = self.versions
         hello = {"t": "hello", "v": [low, high], "id": self.our_device_id, "s": digests}
-        return self._frame({**hello, "a": actor} if actor else hello)
+        optional = {"a": actor, "sw": software}
+        return self._frame({**hello, **{key: value for key, value in optional.items() if value}})
 
     def send_vector(self, share: str, vector: Mapping[str, int]) -> bytes:
         self._check_peer_proven("vector")
@@ -449,8 +453,13 @@ class SyncConnection:
         }
         actor = message.get("a", "")
         _require(isinstance(actor, str) and len(actor) <= 100, "'a' must be an actor")
+        software = message.get("sw", "")
+        _require(
+            isinstance(software, str) and len(software) <= MAX_SOFTWARE_CHARS,
+            f"'sw' must be a version of at most {MAX_SOFTWARE_CHARS} characters",
+        )
         self._peer_shares = frozenset(digests)
-        return PeerHello(device_id, high, frozenset(digests), in_sync, actor)
+        return PeerHello(device_id, high, frozenset(digests), in_sync, actor, software)
 
     def _on_vector(self, message: dict[str, Any]) -> PeerVector | None:
         share = _share_field(message)

@@ -1,6 +1,7 @@
 """A discovery process for namespace tests: runs `Discovery` and prints its events as JSON lines.
 
-Reads commands from stdin (`pair N`, `unpair`); stops with a goodbye on SIGTERM or end of input.
+Reads commands from stdin (`pair N`, `unpair`, `rename NAME`); stops with a goodbye on SIGTERM or
+end of input.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ async def obey_stdin(discovery: Discovery, cancel_scope: trio.CancelScope) -> No
                 discovery.set_pairing(int(command[1]))
             elif command == ["unpair"]:
                 discovery.set_pairing(None)
+            elif command[:1] == ["rename"]:
+                discovery.rename(line.decode().split(" ", 1)[1])
             emit({"event": "done", "command": line.decode()})
     cancel_scope.cancel()
 

@@ -342,9 +342,9 @@ async def test_devices_lists_this_device_and_rename_changes_its_name(
 ) -> None:
     await conflicting_write(run.served, tmp_path)  # a second member: "attic"
     listed = (await run.ok("devices")).splitlines()
-    assert listed[0].split() == ["NAME", "ID", "STATE", "LAST", "SEEN", "ADDRESS"]
+    assert listed[0].split() == ["NAME", "ID", "STATE", "LAST", "SEEN", "ADDRESS", "VERSION"]
     (attic,) = [line for line in listed if line.startswith("attic")]
-    assert attic.split()[2:] == ["offline", "never", "-"]
+    assert attic.split()[2:] == ["offline", "never", "-", "-"]
     rows = json.loads(await run.ok("devices", "--json"))
     assert [row["name"] for row in rows if not row["this"]] == ["attic"]
     assert "now called Küche (was kitchen)" in await run.ok("rename", "Küche")

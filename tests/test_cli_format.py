@@ -385,20 +385,21 @@ def test_devices_table_says_now_for_this_device_and_connected_ones_and_how_long_
     now = 1_764_666_000.0  # 2025-12-02T09:00:00Z
     rows = [
         {"device": KITCHEN, "name": "kitchen", "this": True, "connected": True,
-         "last_seen": "2025-12-02T09:00:00Z", "address": None},
+         "last_seen": "2025-12-02T09:00:00Z", "address": None, "version": "0.4.0"},
         {"device": ATTIC, "name": "attic", "this": False, "connected": True, "answering": False,
-         "last_seen": "2025-12-02T08:59:58Z", "address": "10.0.0.2:7000"},
+         "last_seen": "2025-12-02T08:59:58Z", "address": "10.0.0.2:7000",
+         "version": "0.4.0\x1b[2J"},
         {"device": GARAGE, "name": "garage\x1b[2J", "this": False, "connected": False,
          "last_seen": "2025-12-02T08:57:00Z", "address": None},
         {"device": GARAGE, "name": "old", "this": False, "connected": False, "revoked": True,
          "last_seen": None, "address": None},
     ]  # fmt: skip
     header, kitchen, attic, garage, old = devices_table(rows, now)
-    assert header.split() == ["NAME", "ID", "STATE", "LAST", "SEEN", "ADDRESS"]
-    assert kitchen.split() == ["kitchen", "V4TH3", "this", "device", "now", "-"]
-    assert attic.split() == ["attic", "TPSDW", "silent", "now", "10.0.0.2:7000"]
-    assert garage.split() == ["garage?[2J", "QWERT", "offline", "3", "min", "ago", "-"]
-    assert old.split() == ["old", "QWERT", "revoked", "never", "-"]
+    assert header.split() == ["NAME", "ID", "STATE", "LAST", "SEEN", "ADDRESS", "VERSION"]
+    assert kitchen.split() == ["kitchen", "V4TH3", "this", "device", "now", "-", "0.4.0"]
+    assert attic.split() == ["attic", "TPSDW", "silent", "now", "10.0.0.2:7000", "0.4.0?[2J"]
+    assert garage.split() == ["garage?[2J", "QWERT", "offline", "3", "min", "ago", "-", "-"]
+    assert old.split() == ["old", "QWERT", "revoked", "never", "-", "-"]
 
 
 def test_seconds_since_reads_the_daemons_iso_times_only() -> None:

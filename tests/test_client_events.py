@@ -18,7 +18,7 @@ from p2psync.client import (
 )
 from p2psync.client.events import OutdatedEvent, event_from_json, resume_position
 from tests.client_daemon import require_1_0
-from tests.daemons import DaemonProcess, introduce, running
+from tests.daemons import DaemonProcess, introduce, running, wait_for
 
 
 def test_a_transaction_is_one_event_of_typed_changes(tmp_path: Path) -> None:
@@ -68,6 +68,8 @@ def test_peer_and_conflict_events_between_two_daemons(tmp_path: Path) -> None:
             "k",
         )
         assert not conflict.resolved
+        ids = {on_a.call("id")["device"]: "a", on_b.call("id")["device"]: "b"}
+        assert conflict.devices == ids  # both wrote a version, each named
 
 
 def test_each_kind_of_line_reads_as_its_event() -> None:
@@ -109,6 +111,7 @@ def test_each_kind_of_line_reads_as_its_event() -> None:
     member = event_from_json(line)
     assert isinstance(member, MembershipEvent) and member.change == "share_members"
     assert member.share == "s" and member.fields["added"] == ["D"]
+    assert appeared.devices == {} and member.names == {}  # from a daemon before watch.names
     future = event_from_json({"event": "frobnicated", "type": "todo"})
     assert future == UnknownEvent("frobnicated", {"event": "frobnicated", "type": "todo"})
 
@@ -131,3 +134,43 @@ def test_which_events_move_the_resume_position() -> None:
     assert resume_position(PeerEvent("D", None, True, {})) is None
     # a conflict event is live only: it may come before the replay is done
     assert resume_position(ConflictEvent("s", "c", "k", False, 9, {})) is None
+
+
+def test_a_daemon_names_the_devices_of_its_membership_events(tmp_path: Path) -> None:
+    a = DaemonProcess(tmp_path, "a")
+    b = DaemonProcess(tmp_path, "living room.tv")
+    with running(a, b), Client(a.socket_path) as on_a:
+        b_id = b.device_id
+        with on_a.watch(events=["membership"], idle_timeout=20) as events:
+            on_a.call("trust", cert=b.cert(), name=b.name)
+            # share_add looks devices up in the members the daemon reloads a moment after
+            wait_for(lambda: b_id in {d["device"] for d in a.call("devices")}, "b's record", a)
+            on_a.call("share_create", share="photos")
+            on_a.call("share_add", share="photos", device=b_id)
+            found: list[MembershipEvent] = []
+            for event in events:
+                if not isinstance(event, MembershipEvent):
+                    continue  # caught_up
+                found.append(event)
+                # share_create and share_add may come as one change (added: both)
+                if event.change == "share_members" and b_id in event.fields["added"]:
+                    break
+        a_id = on_a.call("id")["device"]
+    added = next(e for e in found if e.change == "device_added")
+    assert (added.device, added.name) == (b_id, "living room.tv")
+    assert found[-1].names == {a_id: "a", b_id: "living room.tv"}
+
+
+def test_conflict_and_membership_events_name_their_devices() -> None:
+    conflict = event_from_json(
+        {"event": "conflict", "share": "s", "collection": "c", "key": "k", "state": "appeared",
+         "position": 3,
+         "devices": [{"device": "A", "name": "Küche"}, {"device": "B", "name": None}]}
+    )  # fmt: skip
+    assert isinstance(conflict, ConflictEvent) and conflict.devices == {"A": "Küche", "B": None}
+    member = event_from_json(
+        {"event": "membership", "change": "share_members", "share": "s", "members": ["A"],
+         "added": ["A"], "removed": ["B"], "names": {"A": "Küche", "B": "living room.tv"}}
+    )  # fmt: skip
+    assert isinstance(member, MembershipEvent)
+    assert member.names == {"A": "Küche", "B": "living room.tv"}

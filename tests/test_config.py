@@ -37,7 +37,7 @@ def test_the_example_file_parses_to_the_defaults(env, euid):
 def test_the_defaults_shown_in_the_example_are_the_real_defaults():
     pinned_lines = re.compile(r"^#(?=\w+ = )", re.MULTILINE)
     text, pinned = pinned_lines.subn("", EXAMPLE.read_text())
-    assert pinned == 13
+    assert pinned == 14
     assert parse(text) == config.default_config(ROOT_ENV, 0, "kitchen")
 
 
@@ -70,6 +70,7 @@ def test_root_defaults_follow_the_filesystem_hierarchy():
         60,
     )
     assert defaults.log_level == "info"
+    assert defaults.metrics_listen is None
 
 
 def test_systemd_directories_win_over_everything_else():
@@ -497,3 +498,33 @@ def test_the_web_ui_is_on_by_default_on_its_own_port_and_can_be_turned_off():
 )
 def test_bad_web_ui_settings_are_named_with_what_to_write(text, says):
     assert says in error_of(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ('""', None),
+        ('"127.0.0.1:9473"', ("127.0.0.1", 9473)),
+        ('"127.0.0.2:9473"', ("127.0.0.2", 9473)),
+        ('"[::1]:9473"', ("::1", 9473)),
+        ('"/run/p2psync/metrics.sock"', Path("/run/p2psync/metrics.sock")),
+    ],
+)
+def test_metrics_listen(text, parsed):
+    assert parse(f"[metrics]\nlisten = {text}").metrics_listen == parsed
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('"0.0.0.0:9473"', "loopback or a Unix socket only"),
+        ('"[::]:9473"', "loopback or a Unix socket only"),
+        ('"192.168.1.2:9473"', "loopback or a Unix socket only"),
+        ('"localhost:9473"', 'expected "127.0.0.1:9473"'),
+        ('"metrics.sock"', 'expected "127.0.0.1:9473"'),
+        ("9473", 'expected "127.0.0.1:9473"'),
+    ],
+)
+def test_metrics_listen_refuses_what_is_not_loopback_or_a_path(text, message):
+    found = error_of(f"[metrics]\nlisten = {text}")
+    assert '"metrics.listen"' in found and message in found

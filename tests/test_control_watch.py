@@ -227,13 +227,17 @@ async def test_other_events_come_as_asked_and_data_only_by_default(
         "key": "x",
         "state": "appeared",
         "position": head,
+        "devices": appeared["devices"],
     }
+    names = {item["device"]: item["name"] for item in appeared["devices"]}
+    assert names.keys() == {other.device_id, served.household.device_id}
     writer = await served.connect()
     got = await writer.result("get", collection="c", key="x")
     theirs = next(s for s in got["siblings"] if s["origin"] == other.device_id)
     await writer.result("resolve", collection="c", key="x", pick={"version": theirs["version"]})
     resolved = await conflicts.receive()
     assert (resolved["key"], resolved["state"]) == ("x", "resolved")
+    assert [item["device"] for item in resolved["devices"]] == [served.household.device_id]
     # the plain watch saw the trust, both writes and the resolution as changes, nothing else
     kinds = {(await plain.receive())["event"] for _ in range(4)}
     assert kinds == {"change"}

@@ -5,6 +5,7 @@ replicated to the other devices) and `reload` applying a new device.name, betwee
 from datetime import UTC, datetime
 from pathlib import Path
 
+from p2psync import __version__
 from p2psync.daemon_status import iso_utc
 from p2psync.last_seen import decode, wall_ms_of
 from tests.daemons import DaemonProcess, introduce, running, wait_for
@@ -27,7 +28,7 @@ def test_devices_lists_this_device_and_its_peers_and_keeps_last_seen_over_a_rest
         assert (this["name"], this["device"], this["this"]) == ("a", a_id, True)
         assert this["connected"] and this["version"] and this["last_seen"]
         assert (peer["name"], peer["device"], peer["this"]) == ("b", b_id, False)
-        assert peer["short_id"] == b_id[:5] and peer["version"] is None
+        assert peer["short_id"] == b_id[:5] and peer["version"] == __version__  # its hello's
         assert peer["address"] and not peer["revoked"]
 
         b.stop()
@@ -41,6 +42,7 @@ def test_devices_lists_this_device_and_its_peers_and_keeps_last_seen_over_a_rest
         a.start()
         after = _row(a, "b")
         assert after["last_seen"] == seen and not after["connected"]
+        assert after["version"] == __version__  # what b's last hello said, kept too
         assert _row(a, "a")["this"]
 
 

@@ -23,39 +23,24 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import hypothesis.strategies as st
 import ifaddr
 import pytest
 import trio
-from hypothesis import given
 from zeroconf import (
-    DNSCache,
-    DNSIncoming,
-    DNSOutgoing,
-    DNSPointer,
-    DNSText,
     IPVersion,
-    RecordUpdate,
 )
-from zeroconf.const import _CLASS_IN, _CLASS_UNIQUE, _FLAGS_QR_RESPONSE, _TYPE_PTR, _TYPE_TXT
 
 from p2psync.discovery import (
-    DOT_STAND_IN,
-    MAX_LABEL_BYTES,
-    SERVICE_TYPE,
     Discovery,
     DiscoveryEvent,
     Found,
-    HeardServices,
     Lost,
     NearbyDevices,
-    ReturningTxtRecords,
     TrioHandoff,
-    device_name_from_label,
-    instance_label,
     interfaces_looked_at,
     resolve_interfaces,
 )
+from p2psync.instance_names import LEGACY_DOT_STAND_IN, SERVICE_TYPE, instance_label
 from tests.netns import Host
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -64,64 +49,6 @@ DEVICE_A = "MFRGG-ZDFMZ-GQ3TS-A"
 DEVICE_B = "NBSWY-3DPEB-3W64T-B"
 NAME_A = "Anna's iPad 2.0"
 NAME_B = "Küchen-PC"
-
-
-# --- instance labels ---
-
-
-def test_label_keeps_a_plain_name_and_appends_the_short_device_id() -> None:
-    assert instance_label("Living room", DEVICE_A) == "Living room (MFRGGZDF)"
-
-
-def test_label_replaces_dots_and_drops_control_characters() -> None:
-    label = instance_label("Anna's iPad 2.0\n", DEVICE_A)
-    assert label == f"Anna's iPad 2{DOT_STAND_IN}0 (MFRGGZDF)"
-    assert device_name_from_label(label, DEVICE_A) == "Anna's iPad 2.0"
-
-
-def test_label_of_a_long_non_ascii_name_fits_63_bytes_without_splitting_a_letter() -> None:
-    label = instance_label("Küchen" * 20, DEVICE_A)
-    assert len(label.encode()) <= MAX_LABEL_BYTES
-    assert label.endswith(" (MFRGGZDF)")
-    assert label.startswith("KüchenKüchen")
-
-
-def test_same_name_on_two_devices_gives_two_labels() -> None:
-    assert instance_label("Laptop", DEVICE_A) != instance_label("Laptop", DEVICE_B)
-
-
-def test_empty_name_still_gives_a_label() -> None:
-    assert instance_label(" \t", DEVICE_A) == "p2psync (MFRGGZDF)"
-
-
-@given(st.text(max_size=80))
-def test_any_name_gives_one_valid_label(name: str) -> None:
-    label = instance_label(name, DEVICE_A)
-    assert 0 < len(label.encode()) <= MAX_LABEL_BYTES
-    assert "." not in label
-    assert not any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in label)
-
-
-VISIBLE = st.characters(blacklist_categories=["Cc", "Cs", "Zs", "Zl", "Zp"])
-
-
-@given(st.text(VISIBLE, min_size=1, max_size=12))
-def test_short_names_survive_the_round_trip(name: str) -> None:
-    if DOT_STAND_IN not in name:
-        assert device_name_from_label(instance_label(name, DEVICE_A), DEVICE_A) == name
-
-
-def test_label_crosses_the_wire_as_one_dns_label() -> None:
-    label = instance_label(NAME_A, DEVICE_A).encode()
-    service_name = f"{label.decode()}.{SERVICE_TYPE}"
-    out = DNSOutgoing(_FLAGS_QR_RESPONSE)
-    out.add_answer_at_time(DNSPointer(SERVICE_TYPE, _TYPE_PTR, _CLASS_IN, 120, service_name), 0)
-    packet = out.packets()[0]
-    parsed = DNSIncoming(packet).answers()[0]
-    assert isinstance(parsed, DNSPointer)
-    assert parsed.alias == service_name
-    # The whole label is preceded by its own length byte: it was not split at a dot.
-    assert packet[packet.index(label) - 1] == len(label)
 
 
 # --- interface selection ---
@@ -299,57 +226,17 @@ async def test_events_follow_services_in_order_and_only_on_change() -> None:
     assert nearby.by_device_id() == {DEVICE_A: _found(DEVICE_A, "10.0.0.4")}
 
 
-def test_every_packet_speaking_for_a_known_device_is_heard_changed_or_not() -> None:
-    """A re-announcement of unchanged records is news for a dialer backing off (see redial.py),
-    though it is no Found event; goodbyes and devices never resolved are not heard."""
-    heard: list[str] = []  # records created at 1 s, received at 2 s (zeroconf's ms clock)
+def test_only_resolved_devices_are_heard() -> None:
+    """NearbyDevices turns what HeardServices reports (service names) into device ids, for the
+    devices it resolved (tests/test_zeroconf_hooks.py: what HeardServices reports)."""
+    heard: list[str] = []
     nearby = NearbyDevices(lambda event: None, heard.append)
-    listener = HeardServices(nearby.heard)
     service_b = f"Laptop (NBSWY3DP).{SERVICE_TYPE}"
+    nearby.heard(service_b)  # not resolved yet
     nearby.resolved(service_b, _found(DEVICE_B, "10.0.0.2"))
-    txt = DNSText(service_b, _TYPE_TXT, _CLASS_IN | _CLASS_UNIQUE, 4500, b"\x06pv=1-1", 1000)
-    ptr = DNSPointer(SERVICE_TYPE, _TYPE_PTR, _CLASS_IN, 4500, service_b, 1000)
-    goodbye = DNSText(service_b, _TYPE_TXT, _CLASS_IN | _CLASS_UNIQUE, 0, b"\x06pv=1-1", 1000)
-    stranger = DNSText(f"Other (ABCDEFGH).{SERVICE_TYPE}", _TYPE_TXT, _CLASS_IN, 4500, b"", 1000)
-
-    def receive(*records: Any) -> None:
-        listener.async_update_records(None, 2000.0, [RecordUpdate(r, r) for r in records])  # type: ignore[arg-type]
-        listener.async_update_records_complete()
-
-    receive(txt, ptr)  # one packet: heard once
-    receive(ptr)
-    receive(goodbye)
-    receive(stranger)
-    assert heard == [DEVICE_B, DEVICE_B]
-
-
-@pytest.mark.parametrize("seconds_between_changes", [2.0, 0.5])
-def test_a_txt_value_flipping_back_replaces_the_newer_one(seconds_between_changes: float) -> None:
-    service_name = f"Laptop (NBSWY3DP).{SERVICE_TYPE}"
-    cache = DNSCache()
-    reported: list[str] = []
-    listener = ReturningTxtRecords(cache, reported.append)
-
-    def receive(data: bytes, at_seconds: float) -> DNSText:
-        """The steps of zeroconf's RecordManager for one TXT record with the cache-flush bit."""
-        now = at_seconds * 1000
-        record = DNSText(service_name, _TYPE_TXT, _CLASS_IN | _CLASS_UNIQUE, 4500, data, now)
-        update = RecordUpdate(record, cache.async_get_unique(record))
-        key = (service_name, _TYPE_TXT, _CLASS_IN)
-        cache.async_mark_unique_records_older_than_1s_to_expire({key}, [record], now)
-        listener.async_update_records(None, now, [update])  # type: ignore[arg-type]
-        cache.async_add_records([record])
-        listener.async_update_records_complete()
-        return record
-
-    receive(b"\x06pv=1-1", 100)
-    receive(b"\x06pv=1-1", 101)  # a refresh of the same value changes nothing
-    receive(b"\x07pair=42", 101 + seconds_between_changes)
-    assert reported == []  # a new value: zeroconf's browser reports that one itself
-    returned = receive(b"\x06pv=1-1", 101 + 2 * seconds_between_changes)
-
-    assert reported == [service_name]
-    assert cache.async_all_by_details(service_name, _TYPE_TXT, _CLASS_IN) == [returned]
+    nearby.heard(service_b)
+    nearby.heard(f"Other (ABCDEFGH).{SERVICE_TYPE}")
+    assert heard == [DEVICE_B]
 
 
 # --- real mDNS between network namespaces ---
@@ -451,6 +338,22 @@ async def test_two_hosts_find_each_other_and_see_goodbye_and_return(
             print("Found again after restart:"
                   f" {found_again['time'] - restarted_b.history[0]['time']:.2f} s")  # fmt: skip
             assert host_b.ip in _addresses(found_again)
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+async def test_a_0_3_0_peer_s_label_with_stand_ins_reads_with_dots(
+    netns_hosts: Callable[[int], list[Host]],
+) -> None:
+    """0.3.0 announced "living room.tv" with U+2024 in place of the dot: a label A announces
+    here when that is its name. B takes the device id from TXT and gives the dots back."""
+    host_a, host_b = netns_hosts(2)
+    async with (
+        probe(host_a, DEVICE_A, f"living room{LEGACY_DOT_STAND_IN}tv"),
+        probe(host_b, DEVICE_B, NAME_B) as probe_b,
+    ):
+        found = await probe_b.expect(10, event="found", device_id=DEVICE_A)
+    assert found["name"] == "living room.tv"
 
 
 @pytest.mark.netns
@@ -564,19 +467,23 @@ def _same_namespace(pid: int, host: Host) -> bool:
     return os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat(f"/run/netns/{host.namespace}").st_ino
 
 
-@pytest.mark.netns
-@pytest.mark.slow
-async def test_avahi_browse_sees_our_service_with_its_txt_records(
-    netns_hosts: Callable[[int], list[Host]],
-) -> None:
+@asynccontextmanager
+async def avahi_in(host: Host, publishing: bool = False) -> AsyncIterator[dict[str, str]]:
+    """An avahi-daemon (with its own D-Bus) inside `host`, browsing only unless `publishing`;
+    yields the environment its tools need."""
     for tool in ("avahi-daemon", "avahi-browse", "dbus-daemon"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed (apt-get install avahi-daemon avahi-utils dbus)")
-    host_a, host_b = netns_hosts(2)
     with tempfile.TemporaryDirectory(prefix="p2ps-avahi-") as workdir:
         socket_path = Path(workdir, "bus")
         Path(workdir, "bus.conf").write_text(DBUS_CONFIG.format(socket=socket_path))
-        Path(workdir, "avahi.conf").write_text(AVAHI_CONFIG.format(iface=host_b.iface))
+        avahi_config = AVAHI_CONFIG.format(iface=host.iface)
+        if publishing:
+            # its services, and the address records their SRV names
+            avahi_config = avahi_config.replace("publishing=yes", "publishing=no").replace(
+                "publish-addresses=no", "publish-addresses=yes"
+            )
+        Path(workdir, "avahi.conf").write_text(avahi_config)
         env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={socket_path}"}
         # avahi's pid file and socket live under /run; a tmpfs there, inside the mount namespace
         # that `ip netns exec` makes, keeps them apart from any avahi of the machine.
@@ -584,25 +491,111 @@ async def test_avahi_browse_sees_our_service_with_its_txt_records(
                  f" --no-chroot --no-rlimits -f {workdir}/avahi.conf")  # fmt: skip
         dbus_argv = ["dbus-daemon", f"--config-file={workdir}/bus.conf", "--nofork",
                      "--print-address=1"]  # fmt: skip
-        async with (
-            spawned(host_b, dbus_argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as bus,
-            probe(host_a, DEVICE_A, NAME_A),
-        ):
+        async with spawned(
+            host, dbus_argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        ) as bus:
             assert bus.stdout is not None
             with trio.fail_after(10):
                 await _read_lines(bus.stdout, lambda line: line.startswith("unix:"))
             async with spawned(
-                host_b, ["sh", "-c", avahi], env=env, stderr=subprocess.PIPE
+                host, ["sh", "-c", avahi], env=env, stderr=subprocess.PIPE
             ) as daemon:
                 assert daemon.stderr is not None
                 with trio.fail_after(10):
                     await _read_lines(daemon.stderr, lambda line: "startup complete" in line)
-                assert _same_namespace(daemon.pid, host_b)
-                async with spawned(
-                    host_b, ["avahi-browse", "-rp", "_p2psync._tcp"], env=env,
-                    stdout=subprocess.PIPE,
-                ) as browse:  # fmt: skip
-                    assert browse.stdout is not None
-                    with trio.fail_after(15):
-                        line = await _read_lines(browse.stdout, lambda line: line[:2] == "=;")
+                assert _same_namespace(daemon.pid, host)
+                yield env
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+async def test_avahi_browse_sees_our_service_with_its_txt_records(
+    netns_hosts: Callable[[int], list[Host]],
+) -> None:
+    host_a, host_b = netns_hosts(2)
+    async with probe(host_a, DEVICE_A, NAME_A), avahi_in(host_b) as env, spawned(
+        host_b, ["avahi-browse", "-rp", "_p2psync._tcp"], env=env, stdout=subprocess.PIPE
+    ) as browse:
+        assert browse.stdout is not None
+        with trio.fail_after(15):
+            line = await _read_lines(browse.stdout, lambda line: line[:2] == "=;")
     assert_avahi_resolved(line, instance_label(NAME_A, DEVICE_A), host_a, 22000, DEVICE_A)
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+async def test_avahi_shows_a_name_with_dots_as_typed(
+    netns_hosts: Callable[[int], list[Host]],
+) -> None:
+    """The issue's own check: `avahi-browse -a -r -p -t` lists "living room.tv" (escaped as
+    avahi prints it, `living room\\.tv`), one label, resolved to our address, port and TXT."""
+    host_a, host_b = netns_hosts(2)
+    async with probe(host_a, DEVICE_A, "living room.tv"), avahi_in(host_b) as env:
+        browse = await trio.run_process(
+            host_b.command(["avahi-browse", "-a", "-r", "-p", "-t"]),
+            env=env, capture_stdout=True,
+        )  # fmt: skip
+    lines = browse.stdout.decode().splitlines()
+    resolved = [line for line in lines if line.startswith("=;") and "_p2psync._tcp" in line]
+    assert resolved, lines
+    assert "living\\032room\\.tv" in resolved[0] or "living room\\.tv" in resolved[0]
+    assert_avahi_resolved(resolved[0], "living room.tv (MFRGGZDF)", host_a, 22000, DEVICE_A)
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+async def test_a_rename_reaches_browsers_at_once(
+    netns_hosts: Callable[[int], list[Host]],
+) -> None:
+    """No restart: the old instance says goodbye and the new one is announced, to avahi and to
+    our own browser alike."""
+    host_a, host_b = netns_hosts(2)
+    async with (
+        probe(host_a, DEVICE_A, "Küche") as probe_a,
+        probe(host_b, DEVICE_B, NAME_B) as probe_b,
+        avahi_in(host_b) as env,
+        spawned(
+            host_b, ["avahi-browse", "-rp", "_p2psync._tcp"], env=env, stdout=subprocess.PIPE
+        ) as browse,
+    ):
+        assert browse.stdout is not None
+        await probe_b.expect(10, event="found", device_id=DEVICE_A, name="Küche")
+        with trio.fail_after(15):
+            await _read_lines(browse.stdout, lambda line: line.startswith("=;"))
+        await probe_a.send("rename living room.tv")
+        await probe_b.expect(10, event="found", device_id=DEVICE_A, name="living room.tv")
+        lines: list[str] = []
+
+        def renamed(line: str) -> bool:
+            lines.append(line)
+            return line.startswith("=;") and "room" in line
+
+        with trio.fail_after(10):
+            added = await _read_lines(browse.stdout, renamed)
+    gone = [_unescape_avahi(line.split(";")[3]) for line in lines if line.startswith("-;")]
+    assert set(gone) == {"Küche (MFRGGZDF)"}  # once per IP version
+    assert_avahi_resolved(added, "living room.tv (MFRGGZDF)", host_a, 22000, DEVICE_A)
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+async def test_a_dotted_name_published_by_avahi_is_found_as_typed(
+    netns_hosts: Callable[[int], list[Host]],
+) -> None:
+    """The browsing side against another mDNS stack: our questions about "living room.tv" must
+    name it as one label, or avahi never answers them."""
+    host_a, host_b = netns_hosts(2)
+    label = "living room.tv (MFRGGZDF)"
+    publish = ["avahi-publish-service", label, "_p2psync._tcp", "22000", f"id={DEVICE_A}",
+               "pv=1-1"]  # fmt: skip
+    async with (
+        avahi_in(host_a, publishing=True) as env,
+        spawned(host_a, publish, env=env, stderr=subprocess.PIPE) as publisher,
+    ):
+        assert publisher.stderr is not None
+        with trio.fail_after(10):
+            await _read_lines(publisher.stderr, lambda line: "Established" in line)
+        async with probe(host_b, DEVICE_B, NAME_B) as probe_b:
+            found = await probe_b.expect(15, event="found", device_id=DEVICE_A)
+    assert found["name"] == "living room.tv"
+    assert any(host == host_a.ip for host, _ in found["addresses"])

@@ -7,14 +7,13 @@ catch-up times) are measurements for the issue notes, never asserted beyond gene
 """
 
 import json
-import os
 import re
 import shutil
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import partial
@@ -26,7 +25,7 @@ import trio
 
 from p2psync import keystore
 from p2psync.client import ControlError
-from p2psync.discovery import instance_label
+from p2psync.instance_names import instance_label
 from tests.daemons import (
     DaemonProcess,
     log_since,
@@ -37,11 +36,10 @@ from tests.daemons import (
 )
 from tests.netns import Host
 from tests.test_discovery import (
-    AVAHI_CONFIG,
-    DBUS_CONFIG,
     _read_lines,
-    _same_namespace,
+    _unescape_avahi,
     assert_avahi_resolved,
+    avahi_in,
     spawned,
 )
 from tests.test_pairing_service import PairStream, wrong_words
@@ -652,46 +650,52 @@ def test_a_restored_backup_that_writes_before_meeting_a_peer_loses_nothing_and_i
 
 
 @asynccontextmanager
-async def avahi_browsing(host: Host, workdir: Path) -> AsyncIterator[trio.Process]:
+async def avahi_browsing(host: Host) -> AsyncIterator[trio.Process]:
     """`avahi-browse -rp _p2psync._tcp` in `host`, with its own D-Bus and avahi-daemon there."""
-    for tool in ("avahi-daemon", "avahi-browse", "dbus-daemon"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (apt-get install avahi-daemon avahi-utils dbus)")
-    bus_path = workdir / "bus"
-    (workdir / "bus.conf").write_text(DBUS_CONFIG.format(socket=bus_path))
-    (workdir / "avahi.conf").write_text(AVAHI_CONFIG.format(iface=host.iface))
-    env = {**os.environ, "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={bus_path}"}
-    # A tmpfs on /run inside the mount namespace of `ip netns exec` keeps avahi's pid file and
-    # socket apart from any avahi of the machine.
-    avahi = (
-        "mount -t tmpfs p2ps-avahi /run && exec avahi-daemon --no-drop-root --no-chroot"
-        f" --no-rlimits -f {workdir}/avahi.conf"
-    )
-    bus_argv = ["dbus-daemon", f"--config-file={workdir}/bus.conf", "--nofork", "--print-address=1"]
-    async with spawned(host, bus_argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as bus:
-        assert bus.stdout is not None
-        with trio.fail_after(10):
-            await _read_lines(bus.stdout, lambda line: line.startswith("unix:"))
-        async with spawned(host, ["sh", "-c", avahi], env=env, stderr=subprocess.PIPE) as daemon:
-            assert daemon.stderr is not None
-            with trio.fail_after(10):
-                await _read_lines(daemon.stderr, lambda line: "startup complete" in line)
-            assert _same_namespace(daemon.pid, host)
-            browse_argv = ["avahi-browse", "-rp", "_p2psync._tcp"]
-            async with spawned(host, browse_argv, env=env, stdout=subprocess.PIPE) as browse:
-                yield browse
+    async with avahi_in(host) as env:
+        browse_argv = ["avahi-browse", "-rp", "_p2psync._tcp"]
+        async with spawned(host, browse_argv, env=env, stdout=subprocess.PIPE) as browse:
+            yield browse
 
 
 async def test_avahi_browse_sees_a_running_daemon_with_its_device_id(netns_hosts, tmp_path):
     host_a, host_b = netns_hosts(2)
     name = "Anna's iPad 2.0"
     daemon = lan_daemon(tmp_path, host_a, name)
-    workdir = tmp_path / "avahi"
-    workdir.mkdir()
     with running(daemon):  # started before any trio task exists, so blocking is harmless
         device_id = daemon.device_id
-        async with avahi_browsing(host_b, workdir) as browse:
+        async with avahi_browsing(host_b) as browse:
             assert browse.stdout is not None
             with trio.fail_after(15):
                 line = await _read_lines(browse.stdout, lambda line: line[:2] == "=;")
     assert_avahi_resolved(line, instance_label(name, device_id), host_a, daemon.port, device_id)
+
+
+async def test_rename_and_reload_change_the_announced_name_without_a_restart(netns_hosts, tmp_path):
+    host_a, host_b = netns_hosts(2)
+    daemon = lan_daemon(tmp_path, host_a, "Küche")
+    with running(daemon):
+        device_id = daemon.device_id
+        async with avahi_browsing(host_b) as browse:
+            assert browse.stdout is not None
+
+            def announced(name: str) -> Callable[[str], bool]:
+                label = instance_label(name, device_id)
+                return lambda line: (
+                    line[:2] == "=;" and _unescape_avahi(line.split(";")[3]) == label
+                )
+
+            with trio.fail_after(15):
+                await _read_lines(browse.stdout, announced("Küche"))
+            await trio.to_thread.run_sync(partial(daemon.call, "rename", name="living room.tv"))
+            with trio.fail_after(10):
+                line = await _read_lines(browse.stdout, announced("living room.tv"))
+            assert_avahi_resolved(
+                line, instance_label("living room.tv", device_id), host_a, daemon.port, device_id
+            )
+            daemon.name = "Anna's iPad 2.0"
+            daemon.write_config()
+            reload = await trio.to_thread.run_sync(partial(daemon.call, "reload"))
+            assert reload["changed"] == ["device.name"]
+            with trio.fail_after(10):
+                await _read_lines(browse.stdout, announced("Anna's iPad 2.0"))

@@ -83,7 +83,8 @@ def test_unknown_error_codes_and_events_break_the_schema() -> None:
     assert not event_errors({"event": "peer", "device": DEVICE, "name": None, "connected": False})
     members = {"event": "membership", "change": "share_members", "share": "s", "members": []}
     assert event_errors(members)  # no added, no removed
-    assert not event_errors({**members, "added": [], "removed": [DEVICE]})
+    assert event_errors({**members, "added": [], "removed": [DEVICE]})  # no names
+    assert not event_errors({**members, "added": [], "removed": [DEVICE], "names": {DEVICE: None}})
 
 
 @pytest.mark.skipif(not schema_checked(), reason="P2PSYNC_SCHEMA_CHECK is not 1")

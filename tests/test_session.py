@@ -573,3 +573,27 @@ def test_a_device_offering_a_share_it_was_removed_from_is_told_so():
         alice.send_not_member("parents", "no")
     with pytest.raises(ProtocolError, match="which we did not offer"):
         events_from(alice, hand_frame({"t": "not_member", "s": "parents", "r": "x"}))
+
+
+def test_a_hello_may_carry_the_peer_s_p2psync_version() -> None:
+    alice, bob = SyncConnection(ALICE, BOB), SyncConnection(BOB, ALICE)
+    alice_out = alice.send_hello({"default": {}}, software="0.4.0")
+    bob_out = bob.send_hello({"default": {}})
+    [from_alice] = events_from(bob, alice_out)
+    [from_bob] = events_from(alice, bob_out)
+    assert from_alice.software == "0.4.0"
+    assert from_bob.software == ""  # a peer before 0.4 sends none
+    assert b"sw" not in bob_out
+
+
+def test_a_hello_reader_ignores_keys_it_does_not_know() -> None:
+    """Why `sw` needs no new protocol version: hello readers take the keys they know and ignore
+    the rest (0.3.0's `_on_hello` too, which read this hello as its own)."""
+    [hello] = events_from(listening(), hello_frame(later="something new"))
+    assert hello.device_id == BOB and hello.software == ""
+
+
+@pytest.mark.parametrize("software", [7, "x" * 65, None])
+def test_a_bad_version_in_a_hello_is_a_protocol_error(software: object) -> None:
+    with pytest.raises(ProtocolError, match="'sw' must be a version"):
+        events_from(listening(), hello_frame(sw=software))

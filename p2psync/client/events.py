@@ -17,7 +17,7 @@ to it is not lost. `event_from_json` turns a line into one of these.
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .values import decode_value
@@ -118,7 +118,8 @@ class SyncedEvent:
 @dataclass(frozen=True, slots=True)
 class ConflictEvent:
     """`collection`/`key` of `share` went into conflict, or (`resolved`) out of it, stored at
-    this daemon's `position`."""
+    this daemon's `position`; `devices`: who wrote its versions now (id -> name, `None` for a
+    device without a name yet; empty from a daemon before `watch.names`)."""
 
     share: str | None
     collection: str | None
@@ -126,18 +127,21 @@ class ConflictEvent:
     resolved: bool
     position: int | None
     fields: Mapping[str, Any]
+    devices: Mapping[str, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class MembershipEvent:
     """The household or a share's members changed (`change`: `device_added`, `device_revoked`,
-    `share_members`...); the lists of members, added and removed are in `fields`."""
+    `share_members`...); the lists of members, added and removed are in `fields`, the names of
+    a share's devices in `names` (id -> name)."""
 
     share: str | None
     device: str | None
     name: str | None
     change: str | None
     fields: Mapping[str, Any]
+    names: Mapping[str, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +207,11 @@ def event_from_json(found: Mapping[str, Any]) -> WatchEvent:
             resolved,
             _optional_int(found.get("position")),
             found,
+            {
+                device: _text(item.get("name"))
+                for item in found.get("devices") or ()
+                if isinstance(item, Mapping) and (device := _text(item.get("device")))
+            },
         )
     if kind == "membership":
         return MembershipEvent(
@@ -211,6 +220,12 @@ def event_from_json(found: Mapping[str, Any]) -> WatchEvent:
             _text(found.get("name")),
             _text(found.get("change", found.get("action"))),
             found,
+            {
+                str(device): _text(name)
+                for device, name in (found.get("names") or {}).items()
+            }
+            if isinstance(found.get("names"), Mapping)
+            else {},
         )
     if kind == "outdated":
         return OutdatedEvent(

@@ -90,6 +90,7 @@ CAPABILITIES = (
     "watch.caught_up",  # a `caught_up` event once replay reaches the head
     "watch.events",  # watch events besides changes: peer, synced, conflict, membership
     "watch.heartbeat",  # heartbeat events on a quiet watch
+    "watch.names",  # conflict and share membership events name the devices they are about
     "watch.outdated",  # `outdated` events for a reader that declared `reads` in hello
     "watch.previous",  # deletes in change events carry the previous winner's value
 )
