@@ -231,6 +231,7 @@ async def test_conflicts_appearing_and_going_are_published_once_committed(
             applied = await node.call(running.replica.apply, DEFAULT_SHARE, items)
             await events.wait()
         [appeared] = events.take()
+        writers = sorted([running.replica.device_id, other.device_id])
         assert appeared == {
             "event": "conflict",
             "share": DEFAULT_SHARE,
@@ -238,6 +239,8 @@ async def test_conflicts_appearing_and_going_are_published_once_committed(
             "key": "x",
             "state": "appeared",
             "position": applied.position,
+            # names come from the daemon (node.device_name), which this node runs without
+            "devices": [{"device": device, "name": None} for device in writers],
         }
         with trio.fail_after(TIMEOUT):
             resolved = await node.commit(DEFAULT_SHARE, put("x", "both"))

@@ -123,7 +123,7 @@ def test_reload_applies_the_config_file_and_refuses_a_broken_one(debian: Contain
         f"sed -i 's/^\\[log\\]$/[log]\\nlevel = \"debug\"/' {CONFIG}"
     )
     debian.run(["systemctl", "reload", "p2psync"])
-    assert "p2psync: configuration reloaded: log.level" in journal(debian)
+    assert "configuration reloaded: log.level" in journal(debian)
 
     debian.shell(f"echo 'level = [' >> {CONFIG}")
     refused = debian.run(["systemctl", "reload", "p2psync"], check=False)
