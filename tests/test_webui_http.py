@@ -267,3 +267,13 @@ def test_ui_link_says_so_when_the_ui_is_off(tmp_path: Path):
     with running(quiet):
         error = quiet.error("ui_link")
     assert error["code"] == "not_found" and "ui.enabled" in error["message"]
+
+
+def test_the_doctor_page_probes_the_control_socket_and_ports_and_names_the_cli_only_check(daemon):
+    browser = Browser(daemon).log_in()
+    status, _, page = browser.request("GET", "/doctor")
+    assert status == 200
+    assert f"control socket {daemon.socket_path} answers" in page
+    port = daemon.call("status")["listen"][0]
+    assert f"listening on {port}: port" in page and "accepts connections" in page
+    assert 'id="doctor-cli"' in page and "<code>p2psync doctor</code> in a terminal" in page
