@@ -162,6 +162,9 @@ def test_text_from_peers_is_escaped(daemon):
         _, _, data = browser.request("GET", "/data?share=default&collection=notes")
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in data and "<script>alert" not in data
         assert "&lt;i&gt;k&lt;/i&gt;" in data
+        _, _, history = browser.request("GET", "/record?collection=notes&key=%3Ci%3Ek%3C%2Fi%3E")
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in history and "<script>alert" not in history
+        assert "By <strong>&lt;b&gt;kitchen&lt;/b&gt;</strong>" in history
     finally:
         daemon.call("rename", name="kitchen")
 
