@@ -411,12 +411,23 @@ def run_doctor(socket_path: Path) -> list[Check]:
                 "see `journalctl -u p2psync`; `systemctl restart p2psync` restarts it",
             ),
         ]
-    ports = []
+    return report(reachable, listen_checks(status), diagnose(status, peers, nearby))
+
+
+def listen_checks(status: Mapping[str, Any]) -> list[Check]:
+    """Whether each address the daemon listens on accepts a connection over loopback (blocking:
+    up to PROBE_TIMEOUT_SECONDS an address)."""
+    checks = []
     for address in status.get("listen") or []:
         target = loopback_target(str(address))
         error = probe_port(*target) if target else None
-        ports.append(port_check(str(address), target, error))
-    daemon, *rest = diagnose(status, peers, nearby)
+        checks.append(port_check(str(address), target, error))
+    return checks
+
+
+def report(reachable: Check, ports: Sequence[Check], diagnosed: Sequence[Check]) -> list[Check]:
+    """Every check in the order people read them: the socket, the daemon, its ports, the rest."""
+    daemon, *rest = diagnosed
     return [reachable, daemon, *ports, *rest]
 
 

@@ -1,7 +1,8 @@
 """The web UI in a real browser (headless Chromium from Debian, driven by Selenium through
 chromedriver) against two real daemons on loopback: logging in with the link, pairing the two
-through the pages, a write arriving live, a conflict settled by a click. Each page is saved as a
-PNG into $P2PSYNC_SCREENSHOTS (default: test-screenshots/ at the repository root)."""
+through the pages, a write arriving live, a conflict settled by a click, a record's history. Each
+page is saved as a PNG where CI keeps it: $CI_ARTIFACTS_DIR/screenshots when CI names a folder
+for its artifacts, else $P2PSYNC_SCREENSHOTS, else test-screenshots/ at the repository root."""
 
 import os
 import shutil
@@ -55,7 +56,11 @@ CHROMIUM_FLAGS = [
 
 
 def screenshots() -> Path:
-    folder = Path(os.environ.get("P2PSYNC_SCREENSHOTS") or REPO / "test-screenshots")
+    artifacts = os.environ.get("CI_ARTIFACTS_DIR")
+    if artifacts:
+        folder = Path(artifacts) / "screenshots"
+    else:
+        folder = Path(os.environ.get("P2PSYNC_SCREENSHOTS") or REPO / "test-screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -167,12 +172,34 @@ def test_pair_two_daemons_see_a_write_live_and_settle_a_conflict(tmp_path, brows
             )
         )
         snap(browser, "conflicts")
+        conflicts_tab = browser.current_window_handle
+        browser.switch_to.new_window("tab")  # the record's history shows both sides as current
+        browser.get(f"{at_kitchen}/record?collection=notes&key=colour")
+        assert len(browser.find_elements(By.CSS_SELECTOR, "ol.history > li.winner")) == 1
+        assert len(browser.find_elements(By.CSS_SELECTOR, "ol.history > li.current")) == 1
+        assert "in conflict" in browser.find_element(By.CSS_SELECTOR, ".conflicted").text
+        snap(browser, "history-conflict")
+        browser.close()
+        browser.switch_to.window(conflicts_tab)
         keep_den.click()
         wait(browser).until(shows.presence_of_element_located((By.ID, "no-conflicts")))
         record = kitchen.call("get", collection="notes", key="colour")
         assert (record["value"], record["conflict"]) == ("green", False)
         settled = lambda: not den.call("get", collection="notes", key="colour")["conflict"]  # noqa: E731
         wait_for(settled, "the den to hear the conflict was settled", den, kitchen)
+
+        # the record's history: from its row in the data browser, by keyboard
+        browser.get(f"{at_kitchen}/data?share=default&collection=notes")
+        link = browser.find_element(By.CSS_SELECTOR, "tr[data-key=colour] th a")
+        link.send_keys(Keys.ENTER)
+        wait(browser).until(shows.presence_of_element_located((By.CSS_SELECTOR, "ol.history")))
+        versions = browser.find_elements(By.CSS_SELECTOR, "ol.history > li")
+        writers = [v.find_element(By.CSS_SELECTOR, ".writer strong").text for v in versions]
+        assert writers == ["kitchen", "den", "kitchen"]  # the pick, den's green, kitchen's blue
+        assert "shown on every device" in versions[0].text and "green" in versions[0].text
+        assert [v.text.count("replaced") for v in versions[1:]] == [1, 1]
+        assert "blue" in versions[2].text
+        snap(browser, "history")
 
         kitchen.call("share_create", share="parents")
         kitchen.call("share_add", share="parents", device=den.device_id)

@@ -162,8 +162,52 @@ def test_text_from_peers_is_escaped(daemon):
         _, _, data = browser.request("GET", "/data?share=default&collection=notes")
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in data and "<script>alert" not in data
         assert "&lt;i&gt;k&lt;/i&gt;" in data
+        _, _, history = browser.request("GET", "/record?collection=notes&key=%3Ci%3Ek%3C%2Fi%3E")
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in history and "<script>alert" not in history
+        assert "By <strong>&lt;b&gt;kitchen&lt;/b&gt;</strong>" in history
     finally:
         daemon.call("rename", name="kitchen")
+
+
+def test_a_records_page_shows_its_history_newest_first_with_the_writers_name(daemon):
+    for value in ("first", "second", "third"):
+        daemon.call("put", collection="history", key="<b>k</b>", value=value)
+    browser = Browser(daemon).log_in()
+    _, _, data = browser.request("GET", "/data?share=default&collection=history")
+    link = re.search(r'href="(/record\?[^"]+)"', data)
+    assert link, data
+    status, _, page = browser.request("GET", link[1].replace("&amp;", "&"))
+    assert status == 200 and "History of history/&lt;b&gt;k&lt;/b&gt;" in page
+    versions = re.findall(r'<li id="version-\d+"[^>]*class="version([^"]*)".*?</li>', page, re.S)
+    assert [standing.strip() for standing in versions] == ["winner", "", ""]
+    values = re.findall(r"<pre>&#34;(\w+)&#34;</pre>", page)
+    assert values == ["third", "second", "first"]
+    assert page.count("By <strong>kitchen</strong>") == 3
+    assert "Older versions" not in page
+
+
+def test_a_long_history_pages_with_older_versions_and_a_deletion_says_so(daemon):
+    for number in range(3):
+        daemon.call("put", collection="history", key="long", value=number)
+    daemon.call("delete", collection="history", key="long")
+    browser = Browser(daemon).log_in()
+    _, _, page = browser.request("GET", "/record?collection=history&key=long&limit=2")
+    assert len(re.findall(r'<li id="version-', page)) == 2
+    assert '<p class="deleted">deleted</p>' in page
+    older = re.search(r'id="older" href="([^"]+)"', page)
+    assert older and older[1].endswith("limit=4#version-3")  # the keyboard lands on the 3rd
+    _, _, page = browser.request("GET", older[1].replace("&amp;", "&").split("#")[0])
+    assert len(re.findall(r'<li id="version-', page)) == 4 and 'id="older"' not in page
+
+
+def test_a_records_page_for_no_record_or_a_bad_limit_says_why(daemon):
+    browser = Browser(daemon).log_in()
+    status, _, page = browser.request("GET", "/record?collection=history&key=never")
+    assert status == 200 and 'role="alert">no record history/never<' in page
+    _, _, page = browser.request("GET", "/record?collection=history&key=long&limit=lots")
+    assert "must be a whole number" in page
+    _, _, page = browser.request("GET", "/record?collection=history&key=long&limit=5000")
+    assert "between 1 and 1000" in page
 
 
 def test_keeping_a_version_that_is_not_there_says_so_and_changes_nothing(daemon):
@@ -226,3 +270,13 @@ def test_ui_link_says_so_when_the_ui_is_off(tmp_path: Path):
     with running(quiet):
         error = quiet.error("ui_link")
     assert error["code"] == "not_found" and "ui.enabled" in error["message"]
+
+
+def test_the_doctor_page_probes_the_control_socket_and_ports_and_names_the_cli_only_check(daemon):
+    browser = Browser(daemon).log_in()
+    status, _, page = browser.request("GET", "/doctor")
+    assert status == 200
+    assert f"control socket {daemon.socket_path} answers" in page
+    port = daemon.call("status")["listen"][0]
+    assert f"listening on {port}: port" in page and "accepts connections" in page
+    assert 'id="doctor-cli"' in page and "<code>p2psync doctor</code> in a terminal" in page

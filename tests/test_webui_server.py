@@ -1,5 +1,5 @@
 """The web UI's server in a real daemon: one port on both loopbacks, a port in use named at
-start, and a clean stop with a live page still connected."""
+start (the daemon starts without the UI), and a clean stop with a live page still connected."""
 
 import http.client
 import socket
@@ -21,21 +21,29 @@ def test_port_0_gives_one_port_on_both_loopbacks():
             sock.close()
 
 
-def test_a_ui_port_in_use_stops_the_start_and_says_what_to_change(tmp_path):
+def test_a_ui_port_in_use_leaves_the_daemon_syncing_without_the_ui_and_says_why(tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
         daemon = DaemonProcess(tmp_path, "kitchen", ui_port=port)
-        started = subprocess.run(
-            [sys.executable, "-m", "p2psync", "daemon", "--config", str(daemon.config_path)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-    assert started.returncode == 1
-    assert f"web UI: port {port} on 127.0.0.1 is in use" in started.stderr
-    assert "ui.port" in started.stderr and "Traceback" not in started.stderr
+        with running(daemon):
+            warned = [line for line in daemon.log().splitlines() if "web UI not started" in line]
+            assert len(warned) == 1, daemon.log()
+            assert f"port {port} on 127.0.0.1 is in use" in warned[0]
+            assert "ui.port" in warned[0] and "`p2psync ui`" in warned[0]
+            assert daemon.call("put", collection="notes", key="k", value=1)["seq"]
+            error = daemon.error("ui_link")
+            assert error["code"] == "not_found"
+            assert f"unavailable: port {port} on 127.0.0.1 was in use" in error["message"]
+            told = subprocess.run(
+                [sys.executable, "-m", "p2psync", "--socket", str(daemon.socket_path), "ui"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+        assert told.returncode != 0 and "ui.port" in told.stderr, told
+        assert "Traceback" not in daemon.log() + told.stderr
 
 
 def test_the_daemon_stops_cleanly_with_a_page_still_listening(tmp_path):

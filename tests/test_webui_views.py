@@ -77,3 +77,33 @@ def test_the_pairing_says_how_it_went_and_its_qr_code_is_an_svg():
     assert views.pairing_view(pairing, 50.0)["state"] == "Pairing failed: wrong code"
     svg = views.qr_svg("7-guitar-orbit")
     assert svg.startswith("<svg") and "7-guitar-orbit" in svg
+
+
+def test_a_history_names_each_writer_and_marks_the_current_versions():
+    written = hlc.from_millis(1_764_669_845_000)
+
+    def version(name: str, origin: str, **fields):
+        return {"version": name, "origin": origin, "hlc": written, "value": name, **fields}
+
+    rows = views.history_rows(
+        [
+            version("v3", PEER, current=True, winner=True),
+            version("v2", THIS, current=True, deleted=True, value=None),
+            version("v1", THIS),
+        ],
+        {THIS: "kitchen"},
+    )
+    assert [r["writer"] for r in rows] == ["device BBBBB", "kitchen", "kitchen"]
+    assert [r["standing"] for r in rows] == [
+        "current: shown on every device",
+        "current: the other side of a conflict",
+        "replaced",
+    ]
+    assert [r["value"] for r in rows] == ['"v3"', "", '"v1"']
+    assert rows[1]["deleted"] and rows[0]["when"] == "2025-12-02T10:04:05Z"
+
+
+def test_older_versions_are_asked_for_twice_as_many_up_to_the_methods_limit():
+    assert views.more_history_limit(20, 1000) == 40
+    assert views.more_history_limit(640, 1000) == 1000
+    assert views.more_history_limit(1000, 1000) is None

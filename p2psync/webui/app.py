@@ -26,6 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..control.methods_data import HISTORY_MAX_LIMIT
 from . import auth, views
 from .facade import ActionFailed, Facade
 
@@ -37,6 +38,7 @@ HEARTBEAT_SECONDS = 15.0
 # make a million page fetches.
 DATA_TICK_SECONDS = 0.5
 MAX_FORM_BYTES = 64 * 1024
+HISTORY_PAGE = 20  # versions a record's page shows first; "older versions" doubles it
 SECURITY_HEADERS = {
     "content-security-policy": (
         "default-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
@@ -75,6 +77,7 @@ class WebApp:
             Route("/shares", guarded(self.shares)),
             Route("/conflicts", guarded(self.conflicts), methods=["GET", "POST"]),
             Route("/data", guarded(self.data)),
+            Route("/record", guarded(self.record)),
             Route("/doctor", guarded(self.doctor)),
             Route("/logout", guarded(self.logout), methods=["POST"]),
             Route("/fragment/{name}", guarded(self.fragment)),
@@ -242,6 +245,37 @@ class WebApp:
             "next": records["next"] if records else None,
             "error": error,
         }
+
+    async def record(self, request: Request, session: auth.Session, form: Any) -> Response:
+        """One record's history. Not a live region: `history` reads the share's log back from
+        its end, for people looking at one record, not on every change."""
+        share = request.query_params.get("share") or "default"
+        collection = request.query_params.get("collection", "")
+        key = request.query_params.get("key", "")
+        error, found = None, None
+        try:
+            limit = int(request.query_params.get("limit") or HISTORY_PAGE)
+            found = await self.facade.call(
+                "history", share=share, collection=collection, key=key, limit=limit
+            )
+        except ValueError:
+            error = "The number of versions to show must be a whole number."
+        except ActionFailed as exc:
+            error = str(exc)
+        versions = views.history_rows(found["versions"], await self._names()) if found else []
+        older = bool(found and found["more"])
+        more = views.more_history_limit(len(versions), HISTORY_MAX_LIMIT) if older else None
+        return self.render(
+            "record.html",
+            session,
+            share=share,
+            collection=collection,
+            key=key,
+            versions=versions,
+            more=more,
+            cut=older and more is None,
+            error=error,
+        )
 
     async def doctor(self, request: Request, session: auth.Session, form: Any) -> Response:
         return self.render("doctor.html", session, checks=await self.facade.doctor())

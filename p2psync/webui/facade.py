@@ -12,6 +12,7 @@ turns what it answers into pages.
 import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -74,9 +75,16 @@ class Facade:
         return ["default", *[name for name in names if name != "default"]]
 
     async def doctor(self) -> list[doctor.Check]:
+        """`p2psync doctor`'s checks as far as the daemon can make them as itself: its answers,
+        and whether its control socket and its ports accept connections over loopback (probed
+        in a thread: a probe may wait seconds, the event loop must not)."""
         status = await self.call("status")
         peers = await self.call("peers")
-        return doctor.diagnose(status, peers, await self.call("nearby"))
+        diagnosed = doctor.diagnose(status, peers, await self.call("nearby"))
+        socket_path = Path(status["control_socket"])
+        reachable = await trio.to_thread.run_sync(doctor.probe_control_socket, socket_path)
+        ports = await trio.to_thread.run_sync(doctor.listen_checks, status)
+        return doctor.report(reachable, ports, diagnosed)
 
     async def start_pairing(self) -> Pairing:
         """A new code (one at a time: a code on show before is withdrawn)."""

@@ -2,7 +2,9 @@
 
 It owns the UI's listening sockets, on 127.0.0.1 and ::1 only, one port for both (`ui.port`; 0
 picks a free one), the login links `p2psync ui` hands out (`login_link`), and the UI's lifetime:
-it runs as a task of the daemon's nursery and ends with it. It never listens on any other
+it runs as a task of the daemon's nursery and ends with it. A port in use does not stop the
+daemon: the UI is a window on it, syncing is its job; the daemon starts without the UI, says so
+once in its log, and `ui_link` answers why. It never listens on any other
 address, whatever the config says about the sync port: other devices of the household have
 their own UI, and nothing here is meant for the network.
 """
@@ -28,15 +30,27 @@ _HYPERCORN_LOG.setLevel(logging.WARNING)
 BIND_ATTEMPTS = 5  # port 0: a port free on 127.0.0.1 may be taken on ::1; try another
 
 
+class PortInUse(Exception):
+    """Another program holds the UI's port on a loopback address."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"port {port} on {host} is in use")
+        self.host, self.port = host, port
+
+
 class WebUI:
     def __init__(self, context: ControlContext, port: int) -> None:
         self.facade = Facade(context)
         self.gate = Gate()
         self.configured_port = port
         self.port = 0  # the bound one, once running
+        self.unavailable = ""  # why the UI did not start, when it did not
 
     def login_link(self) -> dict[str, Any]:
-        """A one-time URL that logs a browser in (what the `ui_link` method answers)."""
+        """A one-time URL that logs a browser in (what the `ui_link` method answers); LookupError
+        when the UI could not start."""
+        if self.unavailable:
+            raise LookupError(self.unavailable)
         token = self.gate.issue_link(trio.current_time())
         return {
             "url": f"http://127.0.0.1:{self.port}/login?token={token}",
@@ -44,7 +58,21 @@ class WebUI:
         }
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        sockets = bind_loopback(self.configured_port)
+        try:
+            sockets = bind_loopback(self.configured_port)
+        except PortInUse as exc:
+            self.unavailable = (
+                f"the web UI is unavailable: port {exc.port} on {exc.host} was in use when the "
+                "daemon started; set another ui.port in the daemon's config and restart it"
+            )
+            log.warning(
+                "web UI not started: %s (another p2psync, or another program?); this device "
+                "syncs as usual, and `p2psync ui` says the UI is unavailable. Set another ui.port "
+                "in the config (or ui.enabled = false) and restart the daemon",
+                exc,
+            )
+            task_status.started()
+            return
         self.port = sockets[0].getsockname()[1]
         config = HypercornConfig()
         # hypercorn takes sockets by descriptor: it owns them from here on
@@ -94,10 +122,7 @@ def _bound(family: socket.AddressFamily, host: str, port: int) -> socket.socket:
     return sock
 
 
-def _bind_failure(host: str, port: int, exc: OSError) -> StartupError:
+def _bind_failure(host: str, port: int, exc: OSError) -> StartupError | PortInUse:
     if exc.errno == errno.EADDRINUSE:
-        return StartupError(
-            f"web UI: port {port} on {host} is in use (another p2psync?); set another ui.port "
-            "in the config, or ui.enabled = false"
-        )
+        return PortInUse(host, port)
     return StartupError(f"web UI: cannot listen on {host}:{port}: {exc.strerror or exc}")

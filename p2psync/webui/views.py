@@ -2,9 +2,9 @@
 
 It owns the rows of the pages: each member with its state in words and its catch-up, the versions
 of a conflicted record side by side with their writers' names and times, values as readable JSON,
-the pairing code's QR image. Text stays text: escaping is the templates' (autoescaped), so
-nothing here builds HTML, except the QR code's SVG, which holds no text from outside. It never
-calls the daemon or reads the clock.
+the pairing code's QR image, a record's history (each write with its writer and standing). Text
+stays text: escaping is the templates' (autoescaped), so nothing here builds HTML, except the QR
+code's SVG, which holds no text from outside. It never calls the daemon or reads the clock.
 """
 
 import json
@@ -101,11 +101,16 @@ def shown_value(value: Any) -> str:
     return text
 
 
+def writer(origin: str, names: Mapping[str, str]) -> str:
+    """Who wrote a version, as people know the device: its name, else its short id."""
+    return names.get(origin) or f"device {short_id(origin)}"
+
+
 def conflict_view(share: str, record: Mapping[str, Any], names: Mapping[str, str]):
     versions = [
         {
             "version": sibling["version"],
-            "writer": names.get(sibling["origin"]) or f"device {short_id(sibling['origin'])}",
+            "writer": writer(sibling["origin"], names),
             "when": when(sibling.get("hlc")),
             "deleted": sibling.get("deleted", False),
             "value": "" if sibling.get("deleted") else shown_value(sibling.get("value")),
@@ -131,3 +136,36 @@ def record_rows(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         }
         for item in items
     ]
+
+
+def history_rows(versions: Sequence[Mapping[str, Any]], names: Mapping[str, str]):
+    """The `history` method's versions (newest first, as it answers), each with its writer's
+    name and its standing in words: the one every device shows, another side of a conflict, or
+    replaced."""
+    return [
+        {
+            "version": version["version"],
+            "writer": writer(version["origin"], names),
+            "when": when(version.get("hlc")),
+            "deleted": version.get("deleted", False),
+            "value": "" if version.get("deleted") else shown_value(version.get("value")),
+            "winner": version.get("winner", False),
+            "current": version.get("current", False),
+            "standing": _standing(version),
+        }
+        for version in versions
+    ]
+
+
+def _standing(version: Mapping[str, Any]) -> str:
+    if version.get("winner"):
+        return "current: shown on every device"
+    if version.get("current"):
+        return "current: the other side of a conflict"
+    return "replaced"
+
+
+def more_history_limit(shown: int, maximum: int) -> int | None:
+    """How many versions the "older versions" link asks for: twice as many, up to what the
+    method allows (None: as many as it gives are shown already)."""
+    return min(shown * 2, maximum) if shown < maximum else None
