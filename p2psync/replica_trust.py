@@ -19,7 +19,7 @@ from .intake import Intake
 from .membership import DEVICES, DeviceRecord, EpochBook
 from .merge import Sibling
 from .schemas.manifest import SCHEMA
-from .shares.members import ShareMembers
+from .shares.members import MEMBERS, ShareMembers
 from .store import Store
 from .vectors import device_of
 
@@ -60,6 +60,9 @@ class TrustRules:
         raise NotImplementedError
 
     def _schemas_changed(self, share: str) -> None:
+        raise NotImplementedError
+
+    def _members_changed(self, share: str) -> None:
         raise NotImplementedError
 
     def summary_vector(self, share: str) -> dict[str, int]:
@@ -181,8 +184,11 @@ class TrustRules:
         self.store.remove_records(share, touched - rebuilt.keys())
         self.store.save_records(share, rebuilt)
         self._load_device_keys()
-        if any(collection == SCHEMA for collection, _ in touched):
+        taken_back = {collection for collection, _ in touched}
+        if SCHEMA in taken_back:
             self._schemas_changed(share)  # a manifest record taken back
+        if MEMBERS in taken_back:
+            self._members_changed(share)  # a member added (or removed) by what was taken back
 
     def _proven_forks(self, keys: Mapping[str, bytes]) -> dict[str, set[str]]:
         """share -> the epochs that `_forks` records prove forked (checked once each)."""

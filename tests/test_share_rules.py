@@ -110,6 +110,19 @@ def test_writes_applied_before_the_removal_arrived_are_taken_back_out():
     assert value_on(b, "cake") is None, "the removal's cut takes c's later write back out"
 
 
+def test_a_member_added_by_a_write_that_is_taken_back_is_no_member_any_more():
+    a, b, c, d = household(4)
+    family_of(a, b, c)
+    sync(a, b), sync(a, c)
+    a.commit(FAMILY, a.share_remove_ops(FAMILY, c.device_id))
+    c.commit(FAMILY, c.share_add_ops(FAMILY, d.device_id))  # concurrent with its removal
+    sync(c, b)
+    assert b.is_share_member(FAMILY, d.device_id), "b has not heard of the removal yet"
+    sync(a, b)
+    assert not b.is_share_member(FAMILY, d.device_id), "c's add is taken back out"
+    assert b.shares_for(d.device_id) == ["default"]
+
+
 def test_a_new_members_writes_wait_for_the_record_that_added_it():
     a, b, d = household(3)
     family_of(a, b)
