@@ -18,7 +18,7 @@ from p2psync.client import (
 )
 from p2psync.client.events import OutdatedEvent, event_from_json, resume_position
 from tests.client_daemon import require_1_0
-from tests.daemons import DaemonProcess, introduce, running, wait_for
+from tests.daemons import DaemonProcess, introduce, running
 
 
 def test_a_transaction_is_one_event_of_typed_changes(tmp_path: Path) -> None:
@@ -142,11 +142,10 @@ def test_a_daemon_names_the_devices_of_its_membership_events(tmp_path: Path) -> 
     with running(a, b), Client(a.socket_path) as on_a:
         b_id = b.device_id
         with on_a.watch(events=["membership"], idle_timeout=20) as events:
-            on_a.call("trust", cert=b.cert(), name=b.name)
-            # share_add looks devices up in the members the daemon reloads a moment after
-            wait_for(lambda: b_id in {d["device"] for d in a.call("devices")}, "b's record", a)
-            on_a.call("share_create", share="photos")
-            on_a.call("share_add", share="photos", device=b_id)
+            with on_a.pipeline() as batch:  # share_add at once finds the device just trusted
+                batch.call("trust", cert=b.cert(), name=b.name)
+                batch.call("share_create", share="photos")
+                batch.call("share_add", share="photos", device=b_id)
             found: list[MembershipEvent] = []
             for event in events:
                 if not isinstance(event, MembershipEvent):

@@ -139,19 +139,17 @@ class ShareCommands:
     ) -> tuple[str, str]:
         share = share_name_param(request)
         text: str = param(request, "device", str)
-        device_id = self._find_device(text)
-        record = self.context.members.get(device_id)
+        # from the database, not context.members: that follows a moment later, and a share_add
+        # right after a trust must find the device
+        devices = {d.device_id: d for d in await self.node.call(self.node.replica.devices)}
+        try:
+            device_id = find_device(text, {d: r.name for d, r in devices.items()})
+        except LookupError as exc:
+            raise RequestError(NOT_FOUND, str(exc)) from None
+        record = devices.get(device_id)
         if record is None or (record.revoked and not revoked_too):
             raise RequestError(NOT_FOUND, f"no device {text!r} in this household")
         return share, device_id
-
-    def _find_device(self, text: str) -> str:
-        """A device by its name, short id, id prefix or whole id (see device_names)."""
-        named = {d: r.name for d, r in self.context.members.items()}
-        try:
-            return find_device(text, named)
-        except LookupError as exc:
-            raise RequestError(NOT_FOUND, str(exc)) from None
 
     def _name(self, device_id: str) -> str:
         record = self.context.members.get(device_id)
