@@ -17,7 +17,7 @@ import msgpack
 
 from .merge import RecordKey, Sibling, SiblingFields, is_conflict, winner
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Each step takes a database at version N-1 to version N; never edit a released step, add one.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -52,6 +52,17 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # hold ops, not the state they were applied to). Deletes of nothing live have no row.
         "CREATE TABLE deleted_values(lseq INTEGER NOT NULL, coll TEXT NOT NULL,"
         " key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY(lseq, coll, key)) WITHOUT ROWID",
+    ),
+    4: (
+        # Compaction (issue 11, history/compaction.py): each share's state at its frontier B (the
+        # siblings of every record as of B, tombstones included until purged) and B itself. The
+        # entries within B are folded into it and gone from `entries` (but each epoch's first
+        # entry, which says what the epoch retires); `records` stays the live state.
+        "CREATE TABLE baseline(share INTEGER NOT NULL, coll TEXT NOT NULL, key TEXT NOT NULL,"
+        " siblings BLOB NOT NULL, tombstone INTEGER NOT NULL, PRIMARY KEY(share, coll, key))"
+        " WITHOUT ROWID",
+        "CREATE INDEX baseline_tombstones ON baseline(share, coll, key) WHERE tombstone",
+        "CREATE TABLE baselines(share INTEGER PRIMARY KEY, frontier BLOB NOT NULL)",
     ),
 }
 _KEY_CHUNK = 900
@@ -488,6 +499,78 @@ class Store:
                 (share_id, live, conflicts),
             )
 
+    # the baseline (schema 4) ---------------------------------------------------------------
+
+    def baseline_frontier(self, share: str) -> dict[str, int]:
+        """B: the entries of the share folded into its baseline ({}: none)."""
+        row = self._db.execute(
+            "SELECT frontier FROM baselines WHERE share=?", (self.share_id(share),)
+        ).fetchone()
+        return {} if row is None else dict(msgpack.unpackb(row[0]))
+
+    def set_baseline_frontier(self, share: str, frontier: Mapping[str, int]) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO baselines(share, frontier) VALUES(?, ?)",
+            (self.share_id(share), self._pack(dict(frontier))),
+        )
+
+    def load_baseline(
+        self, share: str, keys: Iterable[RecordKey]
+    ) -> dict[RecordKey, list[Sibling]]:
+        share_id, found = self.share_id(share), {}
+        for collection, key in keys:
+            row = self._db.execute(
+                "SELECT siblings FROM baseline WHERE share=? AND coll=? AND key=?",
+                (share_id, collection, key),
+            ).fetchone()
+            if row is not None:
+                found[(collection, key)] = self._unpack_siblings(row[0])
+        return found
+
+    def save_baseline(self, share: str, records: Mapping[RecordKey, list[Sibling]]) -> None:
+        share_id = self.share_id(share)
+        self._db.executemany(
+            "INSERT OR REPLACE INTO baseline(share, coll, key, siblings, tombstone)"
+            " VALUES(?, ?, ?, ?, ?)",
+            (
+                (share_id, coll, key, self._pack_siblings(sibs), _only_deletes(sibs))
+                for (coll, key), sibs in records.items()
+            ),
+        )
+
+    def baseline_tombstones(self, share: str) -> list[tuple[RecordKey, list[Sibling]]]:
+        """The baseline's records that are deletes and nothing else."""
+        rows = self._db.execute(
+            "SELECT coll, key, siblings FROM baseline INDEXED BY baseline_tombstones"
+            " WHERE share=? AND tombstone",
+            (self.share_id(share),),
+        )
+        return [((coll, key), self._unpack_siblings(blob)) for coll, key, blob in rows]
+
+    def remove_baseline(self, share: str, keys: Iterable[RecordKey]) -> None:
+        share_id = self.share_id(share)
+        self._db.executemany(
+            "DELETE FROM baseline WHERE share=? AND coll=? AND key=?",
+            ((share_id, coll, key) for coll, key in keys),
+        )
+
+    def entries_down(self, share: str, actor: str, high: int, low: int) -> Iterator[bytes]:
+        """An actor's entries from seq `high` down to just above `low`, newest first."""
+        rows = self._db.execute(
+            "SELECT raw FROM entries WHERE share=? AND actor=? AND seq>? AND seq<=?"
+            " ORDER BY seq DESC",
+            (self.share_id(share), self._actor_ids.get(actor), low, high),
+        )
+        for (raw,) in rows:
+            yield bytes(raw)
+
+    def remove_entries(self, lseqs: Sequence[int]) -> None:
+        """Forget folded entries (and what their deletes replaced)."""
+        self._db.executemany("DELETE FROM entries WHERE lseq=?", ((lseq,) for lseq in lseqs))
+        self._db.executemany(
+            "DELETE FROM deleted_values WHERE lseq=?", ((lseq,) for lseq in lseqs)
+        )
+
     def record(self, share: str, collection: str, key: str) -> list[Sibling] | None:
         return self.load_records(share, [(collection, key)]).get((collection, key))
 
@@ -572,7 +655,11 @@ class Store:
             "SELECT coalesce(sum(length(siblings) + length(key)), 0) FROM records WHERE share=?",
             (share_id,),
         ).fetchone()[0]
-        return int(log) + int(records)
+        baseline = self._db.execute(
+            "SELECT coalesce(sum(length(siblings) + length(key)), 0) FROM baseline WHERE share=?",
+            (share_id,),
+        ).fetchone()[0]
+        return int(log) + int(records) + int(baseline)
 
     def count_conflicts(self, share: str) -> int:
         """Records with conflicting siblings outside the system collections."""
@@ -599,6 +686,10 @@ class Store:
             Sibling(self._actor_names[actor], seq, hlc, deleted, value, meta)
             for actor, seq, hlc, deleted, value, meta in msgpack.unpackb(blob)
         ]
+
+
+def _only_deletes(siblings: list[Sibling]) -> bool:
+    return all(sibling.deleted for sibling in siblings)
 
 
 def _flags(siblings: list[Sibling]) -> tuple[bool, bool]:

@@ -1,0 +1,215 @@
+"""A replica's history side: its stability reports, the frontiers of its shares, folding the log
+into the baseline and purging stable tombstones (I/O via the replica's store).
+
+A mixin of `Replica`. Compaction moves a share's baseline frontier B up to the stable frontier S
+(history/stability.py): the entries in (B, S] are applied, with the ordinary merge rule and in
+local apply order (a causal order), to the baseline rows, and leave the `entries` table, in one
+SQLite transaction with the purge, so a kill -9 leaves either all of it or none. `records` is the
+live state before and after: reads never change. Each epoch's first entry stays in the log (it
+says what the epoch retires, which the epoch book is rebuilt from); everything that replays the
+log skips entries within B. Deciding when to report or compact is the caller's (the daemon's
+timer); this module never talks to the network and never reads the clock itself.
+"""
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from .. import entry as entries
+from .. import merge, vectors
+from ..entry import LogEntry, Op
+from ..membership import DeviceRecord, EpochBook
+from ..merge import RecordKey, Sibling
+from ..shares.members import ShareMembers
+from ..store import Store
+from .stability import STABLE, Frontiers, Report, frontiers, read_report, report_value, within
+
+_PAGE = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Compacted:
+    folded: int  # entries folded into the baseline and gone from the log
+    purged: int  # tombstones dropped for good
+    frontier: dict[str, int]  # the baseline's frontier B now
+
+
+class HistoryRules:
+    # set by Replica
+    store: Store
+    now_ms: Callable[[], int]
+    device_id: str
+
+    def _book(self, share: str) -> EpochBook:
+        raise NotImplementedError
+
+    def summary_vector(self, share: str) -> dict[str, int]:
+        raise NotImplementedError
+
+    def share_members(self, share: str) -> ShareMembers | None:
+        raise NotImplementedError
+
+    def devices(self) -> list[DeviceRecord]:
+        raise NotImplementedError
+
+    def is_share_member(self, share: str, device_id: str) -> bool:
+        raise NotImplementedError
+
+    def commit(self, share: str, ops: list[Op]) -> object:
+        raise NotImplementedError
+
+    # reports and frontiers --------------------------------------------------------------
+
+    def history_members(self, share: str) -> list[str]:
+        """The devices whose reports the frontiers of `share` wait for."""
+        members = self.share_members(share)
+        if members is not None and not members.open:
+            return members.current()
+        listed = self.devices()
+        revoked = {d.device_id for d in listed if d.revoked}
+        # this device, before a peer's record of it has arrived, is a member all the same
+        known = {d.device_id for d in listed} | {self.device_id}
+        return sorted(known - revoked)
+
+    def stability_reports(self, share: str) -> dict[str, Report | None]:
+        found: dict[str, Report | None] = {}
+        after = None
+        while page := self.store.scan(share, STABLE, "", after, 500):
+            for device_id, siblings in page:
+                found[device_id] = read_report(device_id, siblings)
+            after = page[-1][0]
+        return found
+
+    def history_frontiers(self, share: str, keep_for_absent_ms: int) -> Frontiers:
+        return frontiers(
+            self.history_members(share),
+            self.stability_reports(share),
+            self.now_ms(),
+            keep_for_absent_ms,
+        )
+
+    def own_report(self, share: str) -> Report | None:
+        return read_report(self.device_id, self.store.record(share, STABLE, self.device_id) or [])
+
+    def report_stability(self, share: str) -> None:
+        """Write this device's report of `share` (naming the report it replaces)."""
+        value = report_value(self.summary_vector(share), self.now_ms(), self.own_report(share))
+        self.commit(share, [entries.put(STABLE, self.device_id, value)])
+
+    def unsettled_writes(self, share: str, settled: Mapping[str, int]) -> bool:
+        """Whether this device holds an entry beyond `settled` that is more than a report (the
+        walk back from each head stops at the first one; reports come a few at a time)."""
+        base = self.store.baseline_frontier(share)
+        for actor, seq in self.summary_vector(share).items():
+            low = settled.get(actor, 0)
+            if seq <= low:
+                continue
+            if base.get(actor, 0) > low:
+                return True  # folded, so no longer readable: count it as written data
+            for raw in self.store.entries_down(share, actor, seq, low):
+                if any(op.collection != STABLE for op in entries.decode(raw).ops):
+                    return True
+        return False
+
+    # compaction -------------------------------------------------------------------------
+
+    def compact(self, share: str, keep_for_absent_ms: int) -> Compacted:
+        """Fold the log up to the stable frontier and purge the tombstones no write can meet
+        again; one SQLite transaction."""
+        found = self.history_frontiers(share, keep_for_absent_ms)
+        base = self.store.baseline_frontier(share)
+        held = self.summary_vector(share)
+        # never past what this device holds (it may be away from the frontier itself)
+        target = {a: min(s, held.get(a, 0)) for a, s in vectors.merge(base, found.stable).items()}
+        target = {a: s for a, s in target.items() if s > 0}
+        with self.store.transaction():
+            folded = self._fold(share, base, target) if target != base else 0
+            purged = self._purge(share, found.purge)
+            self.store.set_baseline_frontier(share, target)
+        return Compacted(folded, purged, target)
+
+    def _fold(self, share: str, base: Mapping[str, int], target: Mapping[str, int]) -> int:
+        folded = 0
+        cursor = 0
+        while rows := self.store.entries_after(share, cursor, _PAGE):
+            cursor = rows[-1][0]
+            page = [
+                (lseq, entries.decode(raw))
+                for lseq, actor, seq, raw, _ in rows
+                if base.get(actor, 0) < seq <= target.get(actor, 0)
+            ]
+            if not page:
+                continue
+            keys = {(op.collection, op.key) for _, e in page for op in e.ops}
+            state = self.store.load_baseline(share, keys)
+            for _, e in page:
+                continues = self._book(share).continues(e.actor)
+                for op in e.ops:
+                    record_key = (op.collection, op.key)
+                    before = state.get(record_key, [])
+                    seen = self.writer_saw(share, e, state, self.store.load_baseline)
+                    state[record_key] = merge.apply_op(before, e, op, continues, seen)
+            self.store.save_baseline(share, state)
+            self.store.remove_entries([lseq for lseq, e in page if e.seq > 1])
+            folded += len(page)
+        return folded
+
+    def _purge(self, share: str, purge: Mapping[str, int]) -> int:
+        if not purge:
+            return 0
+        gone = {
+            record_key: siblings
+            for record_key, siblings in self.store.baseline_tombstones(share)
+            if all(within(purge, t.dot) for t in siblings)
+        }
+        if not gone:
+            return 0
+        self.store.remove_baseline(share, gone)
+        live = self.store.load_records(share, gone)
+        # a record still at its tombstones goes; one a later write changed keeps that write
+        self.store.remove_records(share, [k for k, sibs in live.items() if sibs == gone[k]])
+        return len(gone)
+
+    # the writer's own reports -----------------------------------------------------------
+
+    def writer_saw(
+        self,
+        share: str,
+        written: LogEntry,
+        pending: Mapping[RecordKey, list[Sibling]],
+        load: Callable[[str, Iterable[RecordKey]], Mapping[RecordKey, list[Sibling]]],
+    ) -> Callable[[Sibling], bool]:
+        """Whether the writer of `written` held a sibling when writing it, by the writer's own
+        reports in its causal past (its newest report or the one that one replaced): a write
+        by a device that purged a tombstone names nothing of it, yet comes after it.
+        `pending`: records as changed so far by the caller, else read by `load`."""
+        device = vectors.device_of(written.actor)
+        record_key = (STABLE, device)
+
+        def saw(sibling: Sibling) -> bool:
+            siblings = pending.get(record_key)
+            if siblings is None:
+                siblings = load(share, [record_key]).get(record_key, [])
+            report = read_report(device, siblings)
+            candidates = [] if report is None else [report, report.previous]
+            return any(
+                c is not None
+                and within(c.vector, sibling.dot)
+                and self._in_past(share, written, c.dot)
+                for c in candidates
+            )
+
+        return saw
+
+    def _in_past(self, share: str, written: LogEntry, dot: tuple[str, int]) -> bool:
+        actor, seq = dot
+        if actor == written.actor:
+            return seq < written.seq
+        book, todo, visited = self._book(share), [written.actor], {written.actor}
+        while todo:
+            for prior, upto in (book.continues(todo.pop()) or {}).items():
+                if prior == actor and seq <= upto:
+                    return True
+                if prior not in visited:
+                    visited.add(prior)
+                    todo.append(prior)
+        return False

@@ -1,0 +1,277 @@
+import random
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from p2psync import entry, identity
+from p2psync.history.stability import STABLE
+from p2psync.replica import DEFAULT_SHARE as SHARE
+from p2psync.replica import Replica
+
+_identities = [identity.DeviceIdentity.generate() for _ in range(4)]
+KEYS = ["a", "b", "c", "d"]
+FOREVER = 10**12
+
+
+class Clock:
+    def __init__(self, start: int) -> None:
+        self.now = start
+
+    def __call__(self) -> int:
+        self.now += 1
+        return self.now
+
+
+def household(count: int) -> tuple[list[Replica], Replica]:
+    """`count` members, and an observer outside the household that is handed every entry as it
+    is written and never compacts: the state every member must show."""
+    members = [Replica.open(":memory:", _identities[i], Clock(1_000 + 7 * i)) for i in range(count)]
+    for replica in members:
+        others = [r for r in members if r is not replica]
+        replica.commit(
+            SHARE, [replica.device_op(r.identity.cert_pem, f"d{i}") for i, r in enumerate(others)]
+        )
+    observer = Replica.open(":memory:", _identities[3], Clock(0))
+    # the observer knows the members' keys from its own records (members never hear of it)
+    observer.commit(SHARE, [observer.device_op(r.identity.cert_pem, "m") for r in members])
+    for replica in members:
+        hand_over(replica, observer)
+    return members, observer
+
+
+def hand_over(source: Replica, target: Replica, rng: random.Random | None = None) -> None:
+    """Everything `source`'s log holds that `target` lacks; with `rng`, a random part of it in a
+    random order (duplicates included), as a partitioned, reordering network would."""
+    items, _ = source.entries_after(SHARE, 0, target.summary_vector(SHARE), 1 << 30)
+    if rng is not None:
+        items = [item for item in items if rng.random() < 0.6] + rng.sample(
+            items, min(2, len(items))
+        )
+        rng.shuffle(items)
+    target.apply(SHARE, items)
+
+
+def visible(replica: Replica) -> tuple[dict, list]:
+    """What reads show (stability reports aside): live records with every sibling, conflicts."""
+    records = {}
+    after = None
+    while page := replica.scan(SHARE, "notes", after=after, limit=50, deleted=True):
+        for view in page:
+            records[view.key] = (
+                sorted((s.actor, s.seq, s.deleted, s.value) for s in view.siblings),
+                view.winner.dot,
+            )
+        after = page[-1].key
+    conflicts = [(v.key, v.winner.dot) for v in replica.conflicts(SHARE)]
+    return records, conflicts
+
+
+def logged(replica: Replica) -> list[entry.LogEntry]:
+    rows = replica.store.entries_after(SHARE, 0, 1 << 20)
+    return [entry.decode(raw) for _, _, _, raw, _ in rows]
+
+
+def converge(replicas: list[Replica]) -> None:
+    for _ in range(len(replicas)):
+        for source in replicas:
+            for target in replicas:
+                if source is not target:
+                    hand_over(source, target)
+
+
+write_step = st.tuples(
+    st.just("write"),
+    st.integers(0, 2),
+    st.lists(
+        st.tuples(st.sampled_from(KEYS), st.one_of(st.none(), st.integers(0, 9))),
+        min_size=1,
+        max_size=3,
+    ),
+)
+sync_step = st.tuples(
+    st.just("sync"), st.integers(0, 2), st.integers(0, 2), st.randoms(use_true_random=False)
+)
+report_step = st.tuples(st.just("report"), st.integers(0, 2))
+compact_step = st.tuples(st.just("compact"), st.integers(0, 2))
+# every member reports and hears every other: what a quiet minute of the daemons' timers does
+round_step = st.tuples(st.just("round"))
+script_step = st.one_of(write_step, sync_step, report_step, compact_step, round_step)
+
+
+def report_round(members: list[Replica], observer: Replica) -> None:
+    for replica in members:
+        replica.report_stability(SHARE)
+        hand_over(replica, observer)
+    converge(members)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(script_step, max_size=40))
+def test_compaction_at_any_point_changes_no_visible_state_and_replicas_converge(script):
+    members, observer = household(3)
+    folded = purged = 0
+    for step in script:
+        if step[0] == "write":
+            _, who, writes = step
+            ops = [
+                entry.put("notes", k, msgpack.packb(v))
+                if v is not None
+                else entry.delete("notes", k)
+                for k, v in writes
+            ]
+            members[who].commit(SHARE, ops)
+            hand_over(members[who], observer)
+        elif step[0] == "sync":
+            _, source, target, rng = step
+            if source != target:
+                hand_over(members[source], members[target], rng)
+        elif step[0] == "round":
+            report_round(members, observer)
+        elif step[0] == "report":
+            members[step[1]].report_stability(SHARE)
+            hand_over(members[step[1]], observer)
+        else:
+            replica = members[step[1]]
+            before = visible(replica)
+            done = replica.compact(SHARE, FOREVER)
+            folded, purged = folded + done.folded, purged + done.purged
+            assert visible(replica) == before
+    # reports settle everything once data stops: a few rounds of report and exchange
+    for _ in range(4):
+        report_round(members, observer)
+        for replica in members:
+            replica.compact(SHARE, FOREVER)
+    converge(members)
+    expected = visible(observer)
+    for replica in members:
+        assert visible(replica) == expected
+        # history followed the data down: every write is folded, every lone tombstone purged
+        assert not any(
+            len(view.siblings) == 1 and view.deleted
+            for key in KEYS
+            if (view := replica.get(SHARE, "notes", key)) is not None
+        )
+        written = [e for e in logged(replica) if any(op.collection != STABLE for op in e.ops)]
+        assert all(e.seq == 1 for e in written)
+        assert replica.store.count_records(SHARE) == observer.store.count_records(SHARE)
+        assert replica.store.count_conflicts(SHARE) == observer.store.count_conflicts(SHARE)
+
+
+def value_of(replica: Replica, key: str) -> list:
+    view = replica.get(SHARE, "notes", key)
+    if view is None:
+        return []
+    return sorted(
+        ["deleted" if s.deleted else msgpack.unpackb(s.value) for s in view.siblings], key=str
+    )
+
+
+def settle(members: list[Replica], observer: Replica, keep_for_absent_ms: int = FOREVER) -> None:
+    for _ in range(3):
+        report_round(members, observer)
+    for replica in members:
+        replica.compact(SHARE, keep_for_absent_ms)
+
+
+def test_a_write_after_its_writer_purged_a_tombstone_replaces_it_where_it_is_still_held():
+    members, observer = household(3)
+    a, b, _ = members
+    a.commit(SHARE, [entry.put("notes", "k", msgpack.packb(1))])
+    converge(members)
+    b.commit(SHARE, [entry.delete("notes", "k")])
+    converge(members)
+    for _ in range(3):
+        report_round(members, observer)
+    assert a.compact(SHARE, FOREVER).purged == 1 and a.get(SHARE, "notes", "k") is None
+    # b still holds the tombstone; a's new write names nothing of it, yet a had it when
+    # writing its last report, which comes before the write in a's chain
+    a.commit(SHARE, [entry.put("notes", "k", msgpack.packb(2))])
+    assert value_of(b, "k") == ["deleted"]
+    hand_over(a, b)
+    hand_over(a, observer)
+    assert value_of(b, "k") == value_of(observer, "k") == [2]
+
+
+def test_a_member_away_holds_back_no_folding_keeps_its_tombstones_and_its_offline_write_conflicts():
+    members, observer = household(3)
+    a, b, away = members
+    a.commit(SHARE, [entry.put("notes", "k", msgpack.packb(1))])
+    settle(members, observer)
+    # `away` goes offline; its clock, like everyone's, moves on by a day
+    for replica in members:
+        replica.now_ms.now += 86_400_000  # type: ignore[attr-defined]
+    b.commit(SHARE, [entry.delete("notes", "k")])
+    away.commit(SHARE, [entry.put("notes", "k", msgpack.packb(3))])  # written while away
+    converge([a, b])
+    settle([a, b], observer, keep_for_absent_ms=3_600_000)
+    found = a.history_frontiers(SHARE, 3_600_000)
+    assert list(found.away) == [away.device_id]
+    assert found.stable.get(b.actor, 0) >= b.summary_vector(SHARE)[b.actor] - 1, "not held back"
+    done = a.compact(SHARE, 3_600_000)
+    assert done.purged == 0 and value_of(a, "k") == ["deleted"], "kept for the member away"
+    assert a.store.baseline_tombstones(SHARE), "the delete is folded, kept in the baseline"
+    # back: its offline write meets the delete as a conflict, not as a live record
+    hand_over(away, a)
+    hand_over(away, observer)
+    assert value_of(a, "k") == value_of(observer, "k") == [3, "deleted"]
+
+
+def test_a_revocation_after_compaction_rebuilds_records_from_the_baseline():
+    members, observer = household(3)
+    a, b, revoked = members
+    a.commit(SHARE, [entry.put("notes", "k", msgpack.packb(1))])
+    settle(members, observer)
+    assert a.store.baseline_frontier(SHARE) and b.store.baseline_frontier(SHARE)
+    revoked.commit(SHARE, [entry.put("notes", "k", msgpack.packb(2))])
+    hand_over(revoked, b)
+    assert value_of(b, "k") == [2]
+    device = next(d for d in a.devices() if d.device_id == revoked.device_id)
+    a.commit(SHARE, [a.revocation_op(device)])  # a never saw the write: it is beyond the cut
+    hand_over(a, b)
+    assert value_of(b, "k") == [1], "taken back to what the baseline holds"
+
+
+def test_a_compaction_that_fails_half_way_changes_nothing(monkeypatch):
+    members, observer = household(3)
+    a = members[0]
+    for n in range(5):
+        a.commit(SHARE, [entry.put("notes", KEYS[n % 4], msgpack.packb(n))])
+        a.commit(SHARE, [entry.delete("notes", KEYS[(n + 1) % 4])])
+    converge(members)
+    for _ in range(3):
+        report_round(members, observer)
+    before = (visible(a), len(logged(a)), a.store.baseline_frontier(SHARE))
+
+    def fail(share, keys):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(a.store, "remove_baseline", fail)
+    with pytest.raises(OSError):
+        a.compact(SHARE, FOREVER)
+    assert (visible(a), len(logged(a)), a.store.baseline_frontier(SHARE)) == before
+    monkeypatch.undo()
+    assert a.compact(SHARE, FOREVER).folded > 0 and visible(a) == before[0]
+
+
+def test_compaction_survives_a_restart_and_the_baseline_keeps_each_epochs_first_entry(tmp_path):
+    paths = [tmp_path / f"r{i}.db" for i in range(3)]
+    members = [Replica.open(p, _identities[i], Clock(1_000 + i)) for i, p in enumerate(paths)]
+    for replica in members:
+        others = [r for r in members if r is not replica]
+        replica.commit(SHARE, [replica.device_op(r.identity.cert_pem, "d") for r in others])
+    observer = Replica.open(":memory:", _identities[3], Clock(0))
+    observer.commit(SHARE, [observer.device_op(r.identity.cert_pem, "m") for r in members])
+    members[0].commit(SHARE, [entry.put("notes", "a", msgpack.packb(1))])
+    converge(members)
+    settle(members, observer)
+    folded = members[0].store.baseline_frontier(SHARE)
+    assert folded and all(e.seq == 1 for e in logged(members[0]) if e.seq <= folded.get(e.actor, 0))
+    members[0].close()
+    again = Replica.open(paths[0], _identities[0], Clock(10_000))
+    assert again.store.baseline_frontier(SHARE) == folded
+    assert value_of(again, "a") == [1]
+    again.commit(SHARE, [entry.put("notes", "a", msgpack.packb(2))])
+    hand_over(again, members[1])
+    assert value_of(members[1], "a") == [2]
