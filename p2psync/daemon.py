@@ -41,6 +41,8 @@ from .daemon_setup import (
 )
 from .device_names import find_device
 from .discovery import Discovery, Found
+from .history.stability import HistoryPolicy
+from .history.timer import run_history
 from .last_seen import LastSeen
 from .node import Node
 from .pairing_service import PairingService
@@ -100,10 +102,16 @@ class Daemon(PairingRole):
         self.peers.on_synced = self._publish_synced
         self.share_members: dict[str, frozenset[str]] = {}  # what membership events compare
         self.ui: WebUI | None = _web_ui(self, settings.ui_port) if settings.ui_enabled else None
+        # [history] as the daemon started with it (a reload changes it at the next restart)
+        self.compaction = settings.history_compaction
+        self.history_policy = HistoryPolicy.of(
+            settings.history_interval, settings.keep_for_absent_days
+        )
 
     @property
     def device_id(self) -> str:
         return self.identity.device_id
+
 
     @property
     def device_name(self) -> str:
@@ -154,6 +162,8 @@ class Daemon(PairingRole):
                 await nursery.start(self.ui.run)
             nursery.start_soon(self._follow_membership)
             nursery.start_soon(self._report_conflicts)
+            if self.compaction:
+                nursery.start_soon(run_history, self.node, self.history_policy)
             interval = self.notifier.watchdog_interval(os.environ)
             if interval:
                 nursery.start_soon(self._feed_watchdog, interval)
@@ -442,6 +452,9 @@ class Daemon(PairingRole):
             self.counts = await self.node.call(_counts, self.node.replica)
         invitation = self.pairing.invitation
         notices = await self.node.call(lambda: list(self.node.replica.notices.values()))
+        away = []
+        if self.compaction:
+            away = await self.node.call(self.node.replica.away_devices, self.history_policy)
         return {
             "device": self.device_id,
             "name": self.device_name,
@@ -468,6 +481,9 @@ class Daemon(PairingRole):
             "notices": daemon_status.notices_json(notices, self.peers.running_twice, self.members),
             "revoked": daemon_status.revoked_json(self.peers.revoked_us, self.members),
             "clock_skew": daemon_status.clock_skew_json(self.peers.skewed_clocks(), self.members),
+            "history": daemon_status.history_json(
+                self.compaction, away, self.members, int(time.time() * 1000)
+            ),
         }
 
     async def peers_status(self) -> list[dict[str, Any]]:
@@ -592,6 +608,9 @@ class Daemon(PairingRole):
             log.warning("network.listen changed; it takes effect at the next restart")
         if (fresh.ui_enabled, fresh.ui_port) != (self.config.ui_enabled, self.config.ui_port):
             log.warning("ui.enabled or ui.port changed; it takes effect at the next restart")
+        history = ("history_compaction", "keep_for_absent_days", "history_interval")
+        if any(getattr(fresh, name) != getattr(self.config, name) for name in history):
+            log.warning("a [history] setting changed; it takes effect at the next restart")
         if fresh.control_socket_mode != self.config.control_socket_mode:
             log.warning("control.apps or control.mode changed; it takes effect at the next restart")
         self.config = fresh

@@ -62,7 +62,9 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         " siblings BLOB NOT NULL, tombstone INTEGER NOT NULL, PRIMARY KEY(share, coll, key))"
         " WITHOUT ROWID",
         "CREATE INDEX baseline_tombstones ON baseline(share, coll, key) WHERE tombstone",
-        "CREATE TABLE baselines(share INTEGER PRIMARY KEY, frontier BLOB NOT NULL)",
+        # written: per actor, the newest folded entry that is more than a stability report
+        "CREATE TABLE baselines(share INTEGER PRIMARY KEY, frontier BLOB NOT NULL,"
+        " written BLOB NOT NULL)",
     ),
 }
 _KEY_CHUNK = 900
@@ -503,15 +505,24 @@ class Store:
 
     def baseline_frontier(self, share: str) -> dict[str, int]:
         """B: the entries of the share folded into its baseline ({}: none)."""
-        row = self._db.execute(
-            "SELECT frontier FROM baselines WHERE share=?", (self.share_id(share),)
-        ).fetchone()
-        return {} if row is None else dict(msgpack.unpackb(row[0]))
+        return self._baseline_row(share)[0]
 
-    def set_baseline_frontier(self, share: str, frontier: Mapping[str, int]) -> None:
+    def folded_writes(self, share: str) -> dict[str, int]:
+        """Per actor, the newest folded entry that was more than a stability report."""
+        return self._baseline_row(share)[1]
+
+    def _baseline_row(self, share: str) -> tuple[dict[str, int], dict[str, int]]:
+        row = self._db.execute(
+            "SELECT frontier, written FROM baselines WHERE share=?", (self.share_id(share),)
+        ).fetchone()
+        return ({}, {}) if row is None else (msgpack.unpackb(row[0]), msgpack.unpackb(row[1]))
+
+    def set_baseline_frontier(
+        self, share: str, frontier: Mapping[str, int], written: Mapping[str, int]
+    ) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO baselines(share, frontier) VALUES(?, ?)",
-            (self.share_id(share), self._pack(dict(frontier))),
+            "INSERT OR REPLACE INTO baselines(share, frontier, written) VALUES(?, ?, ?)",
+            (self.share_id(share), self._pack(dict(frontier)), self._pack(dict(written))),
         )
 
     def load_baseline(

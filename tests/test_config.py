@@ -37,7 +37,7 @@ def test_the_example_file_parses_to_the_defaults(env, euid):
 def test_the_defaults_shown_in_the_example_are_the_real_defaults():
     pinned_lines = re.compile(r"^#(?=\w+ = )", re.MULTILINE)
     text, pinned = pinned_lines.subn("", EXAMPLE.read_text())
-    assert pinned == 13
+    assert pinned == 16
     assert parse(text) == config.default_config(ROOT_ENV, 0, "kitchen")
 
 
@@ -496,4 +496,28 @@ def test_the_web_ui_is_on_by_default_on_its_own_port_and_can_be_turned_off():
     ],
 )
 def test_bad_web_ui_settings_are_named_with_what_to_write(text, says):
+    assert says in error_of(text)
+
+
+# history (issue 11)
+
+
+def test_compaction_is_off_by_default_and_its_policy_has_defaults():
+    defaults = config.default_config(ROOT_ENV, 0, "kitchen")
+    assert not defaults.history_compaction
+    assert (defaults.keep_for_absent_days, defaults.history_interval) == (30.0, 300.0)
+    on = parse("[history]\ncompaction = true\nkeep_for_absent_days = 7\ninterval = 2\n")
+    assert on.history_compaction and on.keep_for_absent_days == 7.0 and on.history_interval == 2.0
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("[history]\nkeep_for_absent_days = 0\n", "above 0 and at most 3650"),
+        ('[history]\nkeep_for_absent_days = "30"\n', "expected a number of days without quotes"),
+        ("[history]\ncompaction = 1\n", '"history.compaction" = 1: expected true or false'),
+        ("[history]\ninterval = -1\n", "expected a number of seconds above 0"),
+    ],
+)
+def test_bad_history_settings_are_named_with_what_to_write(text, says):
     assert says in error_of(text)

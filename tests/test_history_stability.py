@@ -1,7 +1,10 @@
 import msgpack
 
 from p2psync.history.stability import (
+    Away,
+    HistoryPolicy,
     Report,
+    away_members,
     frontiers,
     pointwise_min,
     read_report,
@@ -92,3 +95,12 @@ def test_reports_go_on_while_data_is_unsettled_and_stop_once_it_is():
     assert not should_report(last, {"x": 3}, True, 1100, **timers), "nothing new to say"
     assert not should_report(last, {"x": 4}, False, 5000, **timers), "settled: quiet"
     assert should_report(last, {"x": 3}, False, 1000 + DAY, **timers), "still here"
+
+
+def test_a_member_not_heard_from_for_two_refreshes_is_away_until_the_bound():
+    policy = HistoryPolicy.of(300, 30)
+    assert policy.refresh_ms == DAY and policy.interval_ms == 300_000
+    assert HistoryPolicy.of(1, 0.1).refresh_ms == DAY // 40, "short bounds refresh sooner"
+    heard = {A: 50 * DAY, B: 10 * DAY}
+    found = away_members(heard, [A, B, C], policy, 51 * DAY)
+    assert found == [Away(B, 10 * DAY, 40 * DAY)], "C never reported: new, not away"

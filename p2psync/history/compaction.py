@@ -21,7 +21,19 @@ from ..membership import DeviceRecord, EpochBook
 from ..merge import RecordKey, Sibling
 from ..shares.members import ShareMembers
 from ..store import Store
-from .stability import STABLE, Frontiers, Report, frontiers, read_report, report_value, within
+from .stability import (
+    STABLE,
+    Away,
+    Frontiers,
+    HistoryPolicy,
+    Report,
+    away_members,
+    frontiers,
+    read_report,
+    report_value,
+    should_report,
+    within,
+)
 
 _PAGE = 512
 
@@ -57,6 +69,9 @@ class HistoryRules:
     def commit(self, share: str, ops: list[Op]) -> object:
         raise NotImplementedError
 
+    def shares(self) -> list[str]:
+        raise NotImplementedError
+
     # reports and frontiers --------------------------------------------------------------
 
     def history_members(self, share: str) -> list[str]:
@@ -90,25 +105,57 @@ class HistoryRules:
     def own_report(self, share: str) -> Report | None:
         return read_report(self.device_id, self.store.record(share, STABLE, self.device_id) or [])
 
-    def report_stability(self, share: str) -> None:
-        """Write this device's report of `share` (naming the report it replaces)."""
+    def stability_op(self, share: str) -> Op:
+        """This device's report of `share` (naming the report it replaces)."""
         value = report_value(self.summary_vector(share), self.now_ms(), self.own_report(share))
-        self.commit(share, [entries.put(STABLE, self.device_id, value)])
+        return entries.put(STABLE, self.device_id, value)
+
+    def report_stability(self, share: str) -> None:
+        self.commit(share, [self.stability_op(share)])
+
+    def due_stability_op(self, share: str, policy: HistoryPolicy) -> Op | None:
+        """This device's report of `share` if one is due (see stability.should_report)."""
+        if not self.is_share_member(share, self.device_id):
+            return None
+        found = self.history_frontiers(share, policy.keep_for_absent_ms)
+        due = should_report(
+            self.own_report(share),
+            self.summary_vector(share),
+            self.unsettled_writes(share, found.settled),
+            self.now_ms(),
+            policy.interval_ms,
+            policy.refresh_ms,
+        )
+        return self.stability_op(share) if due else None
 
     def unsettled_writes(self, share: str, settled: Mapping[str, int]) -> bool:
         """Whether this device holds an entry beyond `settled` that is more than a report (the
         walk back from each head stops at the first one; reports come a few at a time)."""
-        base = self.store.baseline_frontier(share)
+        base, folded = self.store.baseline_frontier(share), self.store.folded_writes(share)
         for actor, seq in self.summary_vector(share).items():
             low = settled.get(actor, 0)
             if seq <= low:
                 continue
-            if base.get(actor, 0) > low:
-                return True  # folded, so no longer readable: count it as written data
-            for raw in self.store.entries_down(share, actor, seq, low):
+            if folded.get(actor, 0) > low:
+                return True
+            for raw in self.store.entries_down(share, actor, seq, max(low, base.get(actor, 0))):
                 if any(op.collection != STABLE for op in entries.decode(raw).ops):
                     return True
         return False
+
+    def away_devices(self, policy: HistoryPolicy) -> list[Away]:
+        """Members of the shares this device is in that no report of any share has heard from
+        for a while."""
+        members: set[str] = set()
+        heard: dict[str, int] = {}
+        for share in self.shares():
+            if not self.is_share_member(share, self.device_id):
+                continue
+            members.update(self.history_members(share))
+            for device_id, report in self.stability_reports(share).items():
+                if report is not None:
+                    heard[device_id] = max(heard.get(device_id, 0), report.at_ms)
+        return away_members(heard, members - {self.device_id}, policy, self.now_ms())
 
     # compaction -------------------------------------------------------------------------
 
@@ -121,13 +168,22 @@ class HistoryRules:
         # never past what this device holds (it may be away from the frontier itself)
         target = {a: min(s, held.get(a, 0)) for a, s in vectors.merge(base, found.stable).items()}
         target = {a: s for a, s in target.items() if s > 0}
+        written = self.store.folded_writes(share)
         with self.store.transaction():
-            folded = self._fold(share, base, target) if target != base else 0
+            folded = self._fold(share, base, target, written) if target != base else 0
             purged = self._purge(share, found.purge)
-            self.store.set_baseline_frontier(share, target)
+            self.store.set_baseline_frontier(share, target, written)
         return Compacted(folded, purged, target)
 
-    def _fold(self, share: str, base: Mapping[str, int], target: Mapping[str, int]) -> int:
+    def _fold(
+        self,
+        share: str,
+        base: Mapping[str, int],
+        target: Mapping[str, int],
+        written: dict[str, int],
+    ) -> int:
+        """Apply the entries in (base, target] to the baseline and drop them from the log;
+        `written` is raised to the newest of them that is more than a report."""
         folded = 0
         cursor = 0
         while rows := self.store.entries_after(share, cursor, _PAGE):
@@ -142,6 +198,8 @@ class HistoryRules:
             keys = {(op.collection, op.key) for _, e in page for op in e.ops}
             state = self.store.load_baseline(share, keys)
             for _, e in page:
+                if any(op.collection != STABLE for op in e.ops):
+                    written[e.actor] = max(written.get(e.actor, 0), e.seq)
                 continues = self._book(share).continues(e.actor)
                 for op in e.ops:
                     record_key = (op.collection, op.key)

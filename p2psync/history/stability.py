@@ -30,6 +30,34 @@ from ..vectors import Vector, device_of
 
 STABLE = "_stable"  # key: device id; value: report_value(...)
 Dot = tuple[str, int]
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPolicy:
+    """The `[history]` settings, in milliseconds."""
+
+    interval_ms: int  # between reports while data is unsettled
+    keep_for_absent_ms: int
+
+    @property
+    def refresh_ms(self) -> int:
+        """A quiet member reports this often, so that it is never taken for away: daily, or
+        more often when the bound is short."""
+        return min(DAY_MS, self.keep_for_absent_ms // 4)
+
+    @classmethod
+    def of(cls, interval_s: float, keep_for_absent_days: float) -> "HistoryPolicy":
+        return cls(int(interval_s * 1000), int(keep_for_absent_days * DAY_MS))
+
+
+@dataclass(frozen=True, slots=True)
+class Away:
+    """A member missing from reports for longer than a quiet one would be."""
+
+    device_id: str
+    since_ms: int  # its newest report
+    kept_until_ms: int  # when it stops holding compaction back
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +174,20 @@ def _settled_min(
     if any(vector is None for vector in listed):
         return {}
     return pointwise_min([stable, *(vector for vector in listed if vector is not None)])
+
+
+def away_members(
+    heard: Mapping[str, int], members: Iterable[str], policy: HistoryPolicy, now_ms: int
+) -> list[Away]:
+    """Members whose newest report (`heard`: device -> its time) is older than two refreshes:
+    not heard from, longest first (for `status`; compaction waits for them until
+    `kept_until_ms`). A member that never reported is new, not away."""
+    found = [
+        Away(member, heard[member], heard[member] + policy.keep_for_absent_ms)
+        for member in set(members)
+        if member in heard and now_ms - heard[member] > 2 * policy.refresh_ms
+    ]
+    return sorted(found, key=lambda away: (away.since_ms, away.device_id))
 
 
 def should_report(
