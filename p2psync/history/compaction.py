@@ -162,7 +162,12 @@ class HistoryRules:
     def compact(self, share: str, keep_for_absent_ms: int) -> Compacted:
         """Fold the log up to the stable frontier and purge the tombstones no write can meet
         again; one SQLite transaction."""
+        members = self.history_members(share)
         found = self.history_frontiers(share, keep_for_absent_ms)
+        if len(members) < 2:
+            # a device alone folds nothing: the member added next will need all of it (until
+            # snapshots, folded history cannot reach a device that joins later)
+            found = Frontiers({}, found.purge, found.settled, found.away)
         base = self.store.baseline_frontier(share)
         held = self.summary_vector(share)
         # never past what this device holds (it may be away from the frontier itself)
