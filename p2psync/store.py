@@ -529,13 +529,19 @@ class Store:
         self, share: str, keys: Iterable[RecordKey]
     ) -> dict[RecordKey, list[Sibling]]:
         share_id, found = self.share_id(share), {}
+        by_collection: dict[str, list[str]] = {}
         for collection, key in keys:
-            row = self._db.execute(
-                "SELECT siblings FROM baseline WHERE share=? AND coll=? AND key=?",
-                (share_id, collection, key),
-            ).fetchone()
-            if row is not None:
-                found[(collection, key)] = self._unpack_siblings(row[0])
+            by_collection.setdefault(collection, []).append(key)
+        for collection, wanted in by_collection.items():
+            for start in range(0, len(wanted), _KEY_CHUNK):
+                chunk = wanted[start : start + _KEY_CHUNK]
+                rows = self._db.execute(
+                    "SELECT key, siblings FROM baseline WHERE share=? AND coll=?"
+                    f" AND key IN ({','.join('?' * len(chunk))})",
+                    (share_id, collection, *chunk),
+                )
+                for key, blob in rows:
+                    found[(collection, key)] = self._unpack_siblings(blob)
         return found
 
     def save_baseline(self, share: str, records: Mapping[RecordKey, list[Sibling]]) -> None:

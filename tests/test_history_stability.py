@@ -104,3 +104,12 @@ def test_a_member_not_heard_from_for_two_refreshes_is_away_until_the_bound():
     heard = {A: 50 * DAY, B: 10 * DAY}
     found = away_members(heard, [A, B, C], policy, 51 * DAY)
     assert found == [Away(B, 10 * DAY, 40 * DAY)], "C never reported: new, not away"
+
+
+def test_small_folds_wait_for_the_frontier_to_stop_moving():
+    from p2psync.history.stability import FOLD_AT_LEAST, worth_folding
+
+    assert not worth_folding({"x": 5}, {"x": 9}, last={"x": 7}), "still moving: later"
+    assert worth_folding({"x": 5}, {"x": 9}, last={"x": 9}), "stopped: fold"
+    assert not worth_folding({"x": 9}, {"x": 9}, last={"x": 9}), "nothing to fold"
+    assert worth_folding({}, {"x": FOLD_AT_LEAST}, last={}), "enough to be worth it"

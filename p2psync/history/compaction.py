@@ -33,6 +33,7 @@ from .stability import (
     report_value,
     should_report,
     within,
+    worth_folding,
 )
 
 _PAGE = 512
@@ -43,6 +44,7 @@ class Compacted:
     folded: int  # entries folded into the baseline and gone from the log
     purged: int  # tombstones dropped for good
     frontier: dict[str, int]  # the baseline's frontier B now
+    stable: dict[str, int]  # the stable frontier S it was computed from
 
 
 class HistoryRules:
@@ -159,9 +161,12 @@ class HistoryRules:
 
     # compaction -------------------------------------------------------------------------
 
-    def compact(self, share: str, keep_for_absent_ms: int) -> Compacted:
+    def compact(
+        self, share: str, keep_for_absent_ms: int, last_stable: Mapping[str, int] | None = None
+    ) -> Compacted:
         """Fold the log up to the stable frontier and purge the tombstones no write can meet
-        again; one SQLite transaction."""
+        again; one SQLite transaction. `last_stable`: the frontier the caller saw last time;
+        then a small fold waits until the frontier stops moving (see stability.worth_folding)."""
         members = self.history_members(share)
         found = self.history_frontiers(share, keep_for_absent_ms)
         if len(members) < 2:
@@ -173,12 +178,14 @@ class HistoryRules:
         # never past what this device holds (it may be away from the frontier itself)
         target = {a: min(s, held.get(a, 0)) for a, s in vectors.merge(base, found.stable).items()}
         target = {a: s for a, s in target.items() if s > 0}
+        if last_stable is not None and not worth_folding(base, target, last_stable):
+            target = base
         written = self.store.folded_writes(share)
         with self.store.transaction():
             folded = self._fold(share, base, target, written) if target != base else 0
             purged = self._purge(share, found.purge)
             self.store.set_baseline_frontier(share, target, written)
-        return Compacted(folded, purged, target)
+        return Compacted(folded, purged, target, found.stable)
 
     def _fold(
         self,
@@ -202,14 +209,17 @@ class HistoryRules:
                 continue
             keys = {(op.collection, op.key) for _, e in page for op in e.ops}
             state = self.store.load_baseline(share, keys)
+            book = self._book(share)
             for _, e in page:
                 if any(op.collection != STABLE for op in e.ops):
                     written[e.actor] = max(written.get(e.actor, 0), e.seq)
-                continues = self._book(share).continues(e.actor)
+                continues = book.continues(e.actor)
                 for op in e.ops:
                     record_key = (op.collection, op.key)
                     before = state.get(record_key, [])
-                    seen = self.writer_saw(share, e, state, self.store.load_baseline)
+                    seen = None
+                    if any(s.deleted for s in before):
+                        seen = self.writer_saw(share, e, state, self.store.load_baseline)
                     state[record_key] = merge.apply_op(before, e, op, continues, seen)
             self.store.save_baseline(share, state)
             self.store.remove_entries([lseq for lseq, e in page if e.seq > 1])

@@ -190,6 +190,20 @@ def away_members(
     return sorted(found, key=lambda away: (away.since_ms, away.device_id))
 
 
+# Folding has a cost per run (a pass over what is left of the log, a transaction): while writes
+# stream in, it waits for this many entries, and otherwise for the frontier to stop moving.
+FOLD_AT_LEAST = 8192
+
+
+def worth_folding(
+    base: Mapping[str, int], target: Mapping[str, int], last: Mapping[str, int]
+) -> bool:
+    """Whether to fold from `base` up to `target` now, `last` being the stable frontier seen at
+    the previous look."""
+    count = sum(max(0, seq - base.get(actor, 0)) for actor, seq in target.items())
+    return count >= FOLD_AT_LEAST or (count > 0 and dict(target) == dict(last))
+
+
 def should_report(
     last: Report | None,
     vector: Mapping[str, int],

@@ -19,21 +19,28 @@ log = logging.getLogger("p2psync")
 
 
 async def run_history(node: Node, policy: HistoryPolicy) -> None:
+    last: dict[str, dict[str, int]] = {}
     while True:
-        await history_tick(node, policy)
+        await history_tick(node, policy, last)
         await trio.sleep(policy.interval_ms / 1000)
 
 
-async def history_tick(node: Node, policy: HistoryPolicy) -> dict[str, Compacted]:
-    """One round over the shares: reports that are due, then compaction. Returns what each
-    share's compaction did."""
+async def history_tick(
+    node: Node, policy: HistoryPolicy, last: dict[str, dict[str, int]] | None = None
+) -> dict[str, Compacted]:
+    """One round over the shares: reports that are due, then compaction. `last`: the stable
+    frontier of each share at the previous round, kept up to date here (None: fold whatever is
+    stable). Returns what each share's compaction did."""
     replica = node.replica
     done: dict[str, Compacted] = {}
     for share in await node.call(replica.shares):
         op = await node.call(replica.due_stability_op, share, policy)
         if op is not None:
             await node.commit(share, [op])
-        compacted = await node.call(replica.compact, share, policy.keep_for_absent_ms)
+        previous = None if last is None else last.get(share, {})
+        compacted = await node.call(replica.compact, share, policy.keep_for_absent_ms, previous)
+        if last is not None:
+            last[share] = compacted.stable
         if compacted.folded or compacted.purged:
             log.info(
                 "share %s: %d log entries folded, %d deleted records purged",
