@@ -41,7 +41,7 @@ from .daemon_setup import (
 )
 from .device_names import find_device
 from .discovery import Discovery, Found
-from .history.stability import HistoryPolicy
+from .history.stability import Away, HistoryPolicy
 from .history.timer import run_history
 from .last_seen import LastSeen
 from .node import Node
@@ -452,9 +452,12 @@ class Daemon(PairingRole):
             self.counts = await self.node.call(_counts, self.node.replica)
         invitation = self.pairing.invitation
         notices = await self.node.call(lambda: list(self.node.replica.notices.values()))
-        away = []
+        away: list[Away] = []
+        unheard: list[str] = []
         if self.compaction:
-            away = await self.node.call(self.node.replica.away_devices, self.history_policy)
+            away, unheard = await self.node.call(
+                self.node.replica.away_devices, self.history_policy
+            )
         return {
             "device": self.device_id,
             "name": self.device_name,
@@ -482,7 +485,7 @@ class Daemon(PairingRole):
             "revoked": daemon_status.revoked_json(self.peers.revoked_us, self.members),
             "clock_skew": daemon_status.clock_skew_json(self.peers.skewed_clocks(), self.members),
             "history": daemon_status.history_json(
-                self.compaction, away, self.members, int(time.time() * 1000)
+                self.compaction, away, unheard, self.members, int(time.time() * 1000)
             ),
         }
 

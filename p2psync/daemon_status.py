@@ -74,10 +74,15 @@ def clock_skew_json(
 
 
 def history_json(
-    compaction: bool, away: Iterable[Away], members: Mapping[str, DeviceRecord], now_ms: int
+    compaction: bool,
+    away: Iterable[Away],
+    unheard: Iterable[str],
+    members: Mapping[str, DeviceRecord],
+    now_ms: int,
 ) -> dict[str, Any]:
-    """Whether the log is compacted, and the members whose absence it waits for (or no longer
-    does: their deletes are still kept for them, see docs/architecture.md)."""
+    """Whether the log is compacted, the members whose absence it waits for (or no longer
+    does: their deletes are still kept for them, see docs/architecture.md), and the members it
+    waits for because they never reported (compaction off there, or not started since)."""
     rows = []
     for member in away:
         name = name_of(members, member.device_id)
@@ -97,7 +102,16 @@ def history_json(
                 "text": text,
             }
         )
-    return {"compaction": compaction, "away": rows}
+    waiting = [
+        {
+            "device": device_id,
+            "name": name_of(members, device_id),
+            "text": f"{name_of(members, device_id)} has sent no stability report yet: compaction"
+            " waits for it (turn [history] compaction on there too)",
+        }
+        for device_id in unheard
+    ]
+    return {"compaction": compaction, "away": rows, "unreported": waiting}
 
 
 def _utc_day(wall_ms: int) -> str:

@@ -9,7 +9,7 @@ NOW = 1_796_000_000_000  # 2026-11-30 00:53 UTC
 def test_history_says_how_long_a_device_has_been_away_and_until_when_history_waits():
     members = {"K": DeviceRecord("K", "Küche", b"", "A", False)}
     away = [Away("K", NOW - 12 * DAY, NOW + 18 * DAY), Away("X", NOW - 41 * DAY, NOW - 11 * DAY)]
-    found = history_json(True, away, members, NOW)
+    found = history_json(True, away, ["K"], members, NOW)
     assert found["compaction"] is True
     kitchen, other = found["away"]
     assert kitchen["text"] == (
@@ -20,4 +20,16 @@ def test_history_says_how_long_a_device_has_been_away_and_until_when_history_wai
         "X has been away 41 days; history was kept for it until 2026-11-19: only its deletes are"
         " kept for it now"
     )
-    assert history_json(False, [], members, NOW) == {"compaction": False, "away": []}
+    assert found["unreported"] == [
+        {
+            "device": "K",
+            "name": "Küche",
+            "text": "Küche has sent no stability report yet: compaction waits for it (turn"
+            " [history] compaction on there too)",
+        }
+    ]
+    assert history_json(False, [], [], members, NOW) == {
+        "compaction": False,
+        "away": [],
+        "unreported": [],
+    }

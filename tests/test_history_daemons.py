@@ -6,6 +6,8 @@ The household is made first and compaction turned on after (a restart): a device
 after a compaction cannot get what was folded until snapshots exist (docs/architecture.md)."""
 
 import signal
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ def household(tmp_path: Path) -> tuple[DaemonProcess, DaemonProcess, DaemonProce
     return a, b, c
 
 
-def compacting(*daemons: DaemonProcess) -> None:
+def compacting(*daemons: DaemonProcess, keep_for_absent_days: float = 30) -> None:
     """Introduce the daemons to each other, then restart each with compaction on."""
     introduce(*daemons)
     for daemon in daemons:
@@ -40,7 +42,7 @@ def compacting(*daemons: DaemonProcess) -> None:
         )
     for daemon in daemons:
         daemon.stop()
-        daemon.extra_config = HISTORY
+        daemon.extra_config = f"{HISTORY}keep_for_absent_days = {keep_for_absent_days}\n"
         daemon.write_config()
         daemon.start()
 
@@ -57,6 +59,16 @@ def notes(daemon: DaemonProcess) -> dict[str, Any]:
         else:
             found[record["key"]] = record["value"]
     return found
+
+
+def stable_reporters(daemon: DaemonProcess) -> set[str]:
+    """The names of the devices whose stability report the daemon holds."""
+    names = {d["device"]: d["name"] for d in daemon.call("devices")}
+    with closing(
+        sqlite3.connect(f"file:{daemon.state_dir / 'replica.db'}?mode=ro", uri=True)
+    ) as db:
+        rows = db.execute("SELECT key FROM records WHERE coll = '_stable'").fetchall()
+    return {names.get(key, key) for (key,) in rows}
 
 
 def purged(daemon: DaemonProcess, count: int) -> bool:
@@ -104,7 +116,7 @@ def test_a_device_offline_across_compaction_and_purge_returns_without_resurrecti
         for daemon in (a, b, c):
             wait_for(lambda d=daemon: notes(d) == expected, f"{daemon.name} to converge", a, b, c)
         status = a.call("status")
-        assert status["history"] == {"compaction": True, "away": []}
+        assert status["history"] == {"compaction": True, "away": [], "unreported": []}
 
 
 def test_a_kill_9_once_compaction_runs_loses_nothing_and_compaction_goes_on(
@@ -139,3 +151,22 @@ def test_a_kill_9_once_compaction_runs_loses_nothing_and_compaction_goes_on(
 def _count(daemon: DaemonProcess) -> int:
     status = daemon.call("status")
     return int(status["records"])
+
+
+def test_status_names_a_member_away_and_until_when_history_waits_for_it(tmp_path: Path) -> None:
+    a, b, c = household(tmp_path)
+    with running(a, b, c):
+        # a bound of about 35 s: quiet members report every 8.6 s, away after 17 s of silence
+        compacting(a, b, c, keep_for_absent_days=0.0004)
+        c_id = c.device_id
+        # c's first report has reached a: c is a member that has been heard from
+        wait_for(lambda: "c" in stable_reporters(a), "c's report to reach a", a, c)
+        c.stop()
+        away = wait_for(
+            lambda: a.call("status")["history"]["away"], "a to see c away", a, b, timeout=40
+        )
+        (row,) = away
+        assert row["device"] == c_id and row["name"] == "c"
+        assert row["kept_until_ms"] - row["since_ms"] == int(0.0004 * 86_400_000)
+        assert row["text"].startswith("c has been away 0 days; history since then is kept for it")
+        assert b.call("status")["history"]["away"][0]["device"] == row["device"]

@@ -145,9 +145,9 @@ class HistoryRules:
                     return True
         return False
 
-    def away_devices(self, policy: HistoryPolicy) -> list[Away]:
+    def away_devices(self, policy: HistoryPolicy) -> tuple[list[Away], list[str]]:
         """Members of the shares this device is in that no report of any share has heard from
-        for a while."""
+        for a while; and those never heard from at all (compaction waits for them)."""
         members: set[str] = set()
         heard: dict[str, int] = {}
         for share in self.shares():
@@ -157,7 +157,9 @@ class HistoryRules:
             for device_id, report in self.stability_reports(share).items():
                 if report is not None:
                     heard[device_id] = max(heard.get(device_id, 0), report.at_ms)
-        return away_members(heard, members - {self.device_id}, policy, self.now_ms())
+        others = members - {self.device_id}
+        away = away_members(heard, others, policy, self.now_ms())
+        return away, sorted(others - heard.keys())
 
     # compaction -------------------------------------------------------------------------
 
