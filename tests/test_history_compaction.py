@@ -97,7 +97,9 @@ report_step = st.tuples(st.just("report"), st.integers(0, 2))
 compact_step = st.tuples(st.just("compact"), st.integers(0, 2))
 # every member reports and hears every other: what a quiet minute of the daemons' timers does
 round_step = st.tuples(st.just("round"))
-script_step = st.one_of(write_step, sync_step, report_step, compact_step, round_step)
+# a restart: the device writes as a new epoch, whose first entry retires the last
+epoch_step = st.tuples(st.just("epoch"), st.integers(0, 2))
+script_step = st.one_of(write_step, sync_step, report_step, compact_step, round_step, epoch_step)
 
 
 def report_round(members: list[Replica], observer: Replica) -> None:
@@ -127,6 +129,8 @@ def test_compaction_at_any_point_changes_no_visible_state_and_replicas_converge(
             _, source, target, rng = step
             if source != target:
                 hand_over(members[source], members[target], rng)
+        elif step[0] == "epoch":
+            members[step[1]].start_new_epoch()
         elif step[0] == "round":
             report_round(members, observer)
         elif step[0] == "report":
