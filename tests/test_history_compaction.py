@@ -279,3 +279,19 @@ def test_compaction_survives_a_restart_and_the_baseline_keeps_each_epochs_first_
     again.commit(SHARE, [entry.put("notes", "a", msgpack.packb(2))])
     hand_over(again, members[1])
     assert value_of(members[1], "a") == [2]
+
+
+def test_a_peer_lacking_folded_entries_is_recognised():
+    members, observer = household(3)
+    a = members[0]
+    a.commit(SHARE, [entry.put("notes", "k", msgpack.packb(1))])
+    converge(members)
+    settle(members, observer)
+    assert not a.folded_beyond(SHARE, members[1].summary_vector(SHARE))
+    # a device that joins now holds nothing: the folded entries cannot reach it from the log
+    assert a.folded_beyond(SHARE, {})
+    # holding up to the frontier is enough; each epoch's first entry stays in the log, so
+    # lacking only those loses nothing
+    folded = a.store.baseline_frontier(SHARE)
+    assert not a.folded_beyond(SHARE, folded)
+    assert not a.folded_beyond(SHARE, {actor: 0 for actor, seq in folded.items() if seq == 1})

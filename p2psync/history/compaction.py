@@ -161,6 +161,12 @@ class HistoryRules:
         away = away_members(heard, others, policy, self.now_ms())
         return away, sorted(others - heard.keys())
 
+    def folded_beyond(self, share: str, peer_vector: Mapping[str, int]) -> bool:
+        """Whether a peer lacks entries this device folded away (each epoch's first entry
+        stays in the log, so lacking only that one is no loss)."""
+        folded = self.store.baseline_frontier(share)
+        return any(seq > max(peer_vector.get(actor, 0), 1) for actor, seq in folded.items())
+
     # compaction -------------------------------------------------------------------------
 
     def compact(
