@@ -1,5 +1,7 @@
+import sqlite3
+
 from p2psync.merge import Sibling
-from p2psync.store import Store
+from p2psync.store import MIGRATIONS, SCHEMA_VERSION, Store
 
 
 def sibling(actor="A/1", seq=1, deleted=False):
@@ -40,3 +42,29 @@ def test_folded_entries_leave_the_log_with_what_their_deletes_replaced(tmp_path)
         store.remove_entries([2, 3])
     assert list(store.entries_down("s", "A/1", 5, 0)) == [b"\x05", b"\x04", b"\x01"]
     assert store.deleted_values(0, 10) == {}
+
+
+def test_a_schema_3_database_opens_at_schema_4_with_its_data_untouched(tmp_path):
+    path = tmp_path / "r.db"
+    old = sqlite3.connect(path, isolation_level=None)
+    for step in (1, 2, 3):  # what the code of schema 3 made
+        for statement in MIGRATIONS[step]:
+            old.execute(statement)
+    old.execute("PRAGMA user_version=3")
+    old.execute("INSERT INTO shares(id, name) VALUES(1, 's')")
+    old.execute("INSERT INTO actors(id, name) VALUES(1, 'A/1')")
+    old.execute("INSERT INTO entries(share, actor, seq, raw, sig) VALUES(1, 1, 1, x'01', NULL)")
+    old.execute(
+        "INSERT INTO records(share, coll, key, siblings, deleted, conflict)"
+        " VALUES(1, 'c', 'k', x'91960101010000c0c0', 0, 0)"
+    )
+    tables = {
+        "records": old.execute("SELECT * FROM records").fetchall(),
+        "entries": old.execute("SELECT * FROM entries").fetchall(),
+    }
+    old.close()
+    store = Store(path)
+    assert store.schema_version == SCHEMA_VERSION == 4
+    for table, rows in tables.items():
+        assert store._db.execute(f"SELECT * FROM {table}").fetchall() == rows, table
+    assert store.baseline_frontier("s") == {} and store.baseline_tombstones("s") == []
