@@ -73,6 +73,11 @@ def logged(replica: Replica) -> list[entry.LogEntry]:
     return [entry.decode(raw) for _, _, _, raw, _ in rows]
 
 
+def baseline_rows(replica: Replica) -> dict:
+    rows = replica.store._db.execute("SELECT coll, key, siblings FROM baseline ORDER BY 1, 2")
+    return {(c, k): sorted(replica.store._unpack_siblings(blob)) for c, k, blob in rows}
+
+
 def converge(replicas: list[Replica]) -> None:
     for _ in range(len(replicas)):
         for source in replicas:
@@ -161,6 +166,10 @@ def test_compaction_at_any_point_changes_no_visible_state_and_replicas_converge(
         assert all(e.seq == 1 for e in written)
         assert replica.store.count_records(SHARE) == observer.store.count_records(SHARE)
         assert replica.store.count_conflicts(SHARE) == observer.store.count_conflicts(SHARE)
+    # devices holding the same reports fold to the same frontier and hold the same baseline,
+    # whatever order their entries came in (what a snapshot's digest will rest on)
+    baselines = [(r.store.baseline_frontier(SHARE), baseline_rows(r)) for r in members]
+    assert all(found == baselines[0] for found in baselines)
 
 
 def value_of(replica: Replica, key: str) -> list:

@@ -1,14 +1,15 @@
 """A replica's history side: its stability reports, the frontiers of its shares, folding the log
 into the baseline and purging stable tombstones (I/O via the replica's store).
 
-A mixin of `Replica`. Compaction moves a share's baseline frontier B up to the stable frontier S
-(history/stability.py): the entries in (B, S] are applied, with the ordinary merge rule and in
-local apply order (a causal order), to the baseline rows, and leave the `entries` table, in one
-SQLite transaction with the purge, so a kill -9 leaves either all of it or none. `records` is the
-live state before and after: reads never change. Each epoch's first entry stays in the log (it
-says what the epoch retires, which the epoch book is rebuilt from); everything that replays the
-log skips entries within B. Deciding when to report or compact is the caller's (the daemon's
-timer); this module never talks to the network and never reads the clock itself.
+A mixin of `Replica`. Compaction moves a share's baseline frontier B up to the settled frontier
+(history/stability.py; within the stable frontier S): the entries in (B, B'] are applied, with
+the ordinary merge rule and in local apply order (a causal order), to the baseline rows, and
+leave the `entries` table, in one SQLite transaction with the purge, so a kill -9 leaves either
+all of it or none. `records` is the live state before and after: reads never change. Each
+epoch's first entry stays in the log (it says what the epoch retires, which the epoch book is
+rebuilt from); everything that replays the log skips entries within B. Deciding when to report or
+compact is the caller's (the daemon's timer); this module never talks to the network and never
+reads the clock itself.
 """
 
 from collections.abc import Callable, Iterable, Mapping
@@ -44,7 +45,7 @@ class Compacted:
     folded: int  # entries folded into the baseline and gone from the log
     purged: int  # tombstones dropped for good
     frontier: dict[str, int]  # the baseline's frontier B now
-    stable: dict[str, int]  # the stable frontier S it was computed from
+    stable: dict[str, int]  # the frontier it folds to when it is worth it (settled, see compact)
 
 
 class HistoryRules:
@@ -177,14 +178,15 @@ class HistoryRules:
         then a small fold waits until the frontier stops moving (see stability.worth_folding)."""
         members = self.history_members(share)
         found = self.history_frontiers(share, keep_for_absent_ms)
-        if len(members) < 2:
-            # a device alone folds nothing: the member added next will need all of it (until
-            # snapshots, folded history cannot reach a device that joins later)
-            found = Frontiers({}, found.purge, found.settled, found.away)
+        # Fold to the settled frontier, not S: it is a function of the members' newest reports
+        # alone, so devices that hold the same reports hold the same baseline (what a snapshot's
+        # digest will need). A device alone folds nothing: the member added next will need all
+        # of it (until snapshots, folded history cannot reach a device that joins later).
+        frontier = found.settled if len(members) > 1 else {}
         base = self.store.baseline_frontier(share)
         held = self.summary_vector(share)
         # never past what this device holds (it may be away from the frontier itself)
-        target = {a: min(s, held.get(a, 0)) for a, s in vectors.merge(base, found.stable).items()}
+        target = {a: min(s, held.get(a, 0)) for a, s in vectors.merge(base, frontier).items()}
         target = {a: s for a, s in target.items() if s > 0}
         if last_stable is not None and not worth_folding(base, target, last_stable):
             target = base
@@ -193,7 +195,7 @@ class HistoryRules:
             folded = self._fold(share, base, target, written) if target != base else 0
             purged = self._purge(share, found.purge)
             self.store.set_baseline_frontier(share, target, written)
-        return Compacted(folded, purged, target, found.stable)
+        return Compacted(folded, purged, target, frontier)
 
     def _fold(
         self,
