@@ -9,7 +9,7 @@ deletes over `--keys` keys, spread over the three devices, sent as pipelined one
 
 Figures, per device: `state_bytes_per_live_byte`: the log's entries with their signatures, the
 records and the baseline (keys and packed siblings), over the live records' keys and values
-(`database_bytes` gives the file with its WAL too); `keep_everything_state_bytes_per_live_byte`
+(`database_bytes` and `wal_bytes` give the files); `keep_everything_state_bytes_per_live_byte`
 the same for the other household. `write_rate_vs_no_compaction` (the puts' rate) and
 `sync_rate_vs_no_compaction` (from the first put sent until every device holds the same history)
 compare the two households. `join_full_replay_seconds`: a fourth device introduced to
@@ -98,18 +98,16 @@ def state_bytes(daemon: DaemonProcess) -> dict[str, int]:
         ):
             winner = max(msgpack.unpackb(blob), key=lambda s: (s[2], s[0]))
             live += len(key.encode()) + len(winner[4] or b"")
-    files = sum(
-        path.stat().st_size
-        for path in daemon.state_dir.glob("replica.db*")
-        if path.suffix in (".db", ".db-wal")
-    )
+    path = daemon.state_dir / "replica.db"
+    wal = path.with_name("replica.db-wal")
     return {
         "log_bytes": int(log[0]),
         "log_entries": int(log[1]),
         "records_bytes": int(records),
         "baseline_bytes": int(baseline),
         "live_bytes": live,
-        "database_bytes": files,
+        "database_bytes": path.stat().st_size,
+        "wal_bytes": wal.stat().st_size if wal.exists() else 0,
     }
 
 

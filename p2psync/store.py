@@ -69,6 +69,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
 }
 _KEY_CHUNK = KEY_CHUNK
+WAL_SIZE_LIMIT = 8 * 1024 * 1024
 # Rows per multi-row INSERT: executemany pays its per-statement cost (step, reset, Python
 # round trip) on every row; one statement of 150 rows pays it once, and its at most 751
 # parameters stay under the 999 that older SQLite builds allow.
@@ -113,6 +114,9 @@ class Store(BaselineTables):
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            # a large transaction (a catch-up, a compaction) grows the WAL; once checkpointed,
+            # it is cut back to this instead of keeping its largest size for good
+            self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: cannot open the database: {exc}") from None

@@ -68,3 +68,20 @@ def test_a_schema_3_database_opens_at_schema_4_with_its_data_untouched(tmp_path)
     for table, rows in tables.items():
         assert store._db.execute(f"SELECT * FROM {table}").fetchall() == rows, table
     assert store.baseline_frontier("s") == {} and store.baseline_tombstones("s") == []
+
+
+def test_the_pages_folding_freed_go_back_to_the_filesystem(tmp_path):
+    path = tmp_path / "r.db"
+    store = Store(path)
+    with store.transaction():
+        store.append_entries("s", [("A/1", n, bytes(4000), None) for n in range(1, 1001)])
+    assert store.reclaim_free_pages(1) == 0, "nothing free yet"
+    with store.transaction():
+        store.remove_entries(list(range(2, 1001)))
+    assert store.reclaim_free_pages(64 << 20) == 0, "too little to be worth a rewrite"
+    before = path.stat().st_size
+    assert store.reclaim_free_pages(1 << 20) > 3_000_000
+    assert path.stat().st_size < before / 4
+    assert list(store.entries_down("s", "A/1", 1000, 0)) == [bytes(4000)]
+    wal = path.with_name("r.db-wal")
+    assert not wal.exists() or wal.stat().st_size == 0

@@ -117,6 +117,22 @@ class BaselineTables:
             "DELETE FROM deleted_values WHERE lseq=?", ((lseq,) for lseq in lseqs)
         )
 
+    def reclaim_free_pages(self, at_least: int) -> int:
+        """Give the file's free pages back to the filesystem (VACUUM, outside any transaction)
+        when they hold `at_least` bytes and half the file: what folding freed. Returns the bytes
+        given back."""
+        page = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0]) * page
+        total = int(self._db.execute("PRAGMA page_count").fetchone()[0]) * page
+        if free < at_least or free * 2 < total:
+            return 0
+        try:
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError:
+            return 0  # busy (a backup reading, say): the pages are reused, and the next time
+        return total - int(self._db.execute("PRAGMA page_count").fetchone()[0]) * page
+
 
 def _only_deletes(siblings: list[Sibling]) -> bool:
     return all(sibling.deleted for sibling in siblings)

@@ -38,6 +38,9 @@ from .stability import (
 )
 
 _PAGE = 512
+# Folding frees pages inside the file; giving them back rewrites the file (VACUUM), so only when
+# this much and half the file is free.
+RECLAIM_AT_LEAST = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +198,8 @@ class HistoryRules:
             folded = self._fold(share, base, target, written) if target != base else 0
             purged = self._purge(share, found.purge)
             self.store.set_baseline_frontier(share, target, written)
+        if folded:
+            self.store.reclaim_free_pages(RECLAIM_AT_LEAST)
         return Compacted(folded, purged, target, frontier)
 
     def _fold(
