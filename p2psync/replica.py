@@ -295,7 +295,9 @@ class Replica(ShareRules, TrustRules, HistoryRules):
                                 replaced.append((index, op.collection, op.key, hidden.value))
                         seen = None
                         if any(s.deleted for s in before):
-                            seen = self.writer_saw(share, e, records, self.store.load_records)
+                            seen = self.writer_saw(
+                                share, e, records, self.store.load_records, continues
+                            )
                         records[record_key] = merge.apply_op(before, e, op, continues, seen)
             self.store.save_records(share, records)
         last = self.store.append_entries(

@@ -178,7 +178,9 @@ class TrustRules:
                 for op in logged.ops:
                     record_key = (op.collection, op.key)
                     if record_key in touched:
-                        seen = self.writer_saw(share, logged, rebuilt, self.store.load_records)
+                        seen = self.writer_saw(
+                            share, logged, rebuilt, self.store.load_records, continues
+                        )
                         rebuilt[record_key] = merge.apply_op(
                             rebuilt.get(record_key, []), logged, op, continues, seen
                         )

@@ -109,7 +109,7 @@ script_step = st.one_of(write_step, sync_step, report_step, compact_step, round_
 
 def report_round(members: list[Replica], observer: Replica) -> None:
     for replica in members:
-        replica.report_stability(SHARE)
+        replica.commit(SHARE, [replica.stability_op(SHARE)])
         hand_over(replica, observer)
     converge(members)
 
@@ -139,7 +139,7 @@ def test_compaction_at_any_point_changes_no_visible_state_and_replicas_converge(
         elif step[0] == "round":
             report_round(members, observer)
         elif step[0] == "report":
-            members[step[1]].report_stability(SHARE)
+            members[step[1]].commit(SHARE, [members[step[1]].stability_op(SHARE)])
             hand_over(members[step[1]], observer)
         else:
             replica = members[step[1]]
@@ -301,3 +301,22 @@ def test_a_peer_lacking_folded_entries_is_recognised():
     assert a.folded_beyond(SHARE, {})
     # holding up to the frontier is enough
     assert not a.folded_beyond(SHARE, a.store.baseline_frontier(SHARE))
+
+
+def test_a_new_epochs_first_write_after_a_purge_replaces_the_tombstone_too():
+    members, observer = household(3)
+    a, b, _ = members
+    a.commit(SHARE, [entry.put("notes", "k", msgpack.packb(1))])
+    converge(members)
+    b.commit(SHARE, [entry.delete("notes", "k")])
+    converge(members)
+    for _ in range(3):
+        report_round(members, observer)
+    assert a.compact(SHARE, FOREVER).purged == 1
+    # a restarts: its new epoch's first entry writes k; the report that says a had the delete
+    # is its last epoch's, which the new epoch takes over in that very entry
+    a.start_new_epoch()
+    a.commit(SHARE, [entry.put("notes", "k", msgpack.packb(2))])
+    hand_over(a, b)
+    hand_over(a, observer)
+    assert value_of(b, "k") == value_of(observer, "k") == [2]

@@ -63,7 +63,7 @@ async def test_the_timer_reports_when_due_folds_purges_once_settled_then_stays_q
         await history_tick(node, POLICY)
         assert ours.own_report(SHARE) == reported
         for _ in range(3):  # a few rounds of reports settle the delete
-            other.report_stability(SHARE)
+            other.commit(SHARE, [other.stability_op(SHARE)])
             await exchange(node, other)
             clock.now += POLICY.interval_ms
             await history_tick(node, POLICY)

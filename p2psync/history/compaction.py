@@ -72,9 +72,6 @@ class HistoryRules:
     def is_share_member(self, share: str, device_id: str) -> bool:
         raise NotImplementedError
 
-    def commit(self, share: str, ops: list[Op]) -> object:
-        raise NotImplementedError
-
     def shares(self) -> list[str]:
         raise NotImplementedError
 
@@ -115,9 +112,6 @@ class HistoryRules:
         """This device's report of `share` (naming the report it replaces)."""
         value = report_value(self.summary_vector(share), self.now_ms(), self.own_report(share))
         return entries.put(STABLE, self.device_id, value)
-
-    def report_stability(self, share: str) -> None:
-        self.commit(share, [self.stability_op(share)])
 
     def due_stability_op(self, share: str, policy: HistoryPolicy) -> Op | None:
         """This device's report of `share` if one is due (see stability.should_report)."""
@@ -234,7 +228,9 @@ class HistoryRules:
                     before = state.get(record_key, [])
                     seen = None
                     if any(s.deleted for s in before):
-                        seen = self.writer_saw(share, e, state, self.store.load_baseline)
+                        seen = self.writer_saw(
+                            share, e, state, self.store.load_baseline, continues
+                        )
                     state[record_key] = merge.apply_op(before, e, op, continues, seen)
             self.store.save_baseline(share, state)
             self.store.remove_entries([lseq for lseq, e in page if e.seq > 1])
@@ -265,11 +261,14 @@ class HistoryRules:
         written: LogEntry,
         pending: Mapping[RecordKey, list[Sibling]],
         load: Callable[[str, Iterable[RecordKey]], Mapping[RecordKey, list[Sibling]]],
+        continues: Mapping[str, int] | None,
     ) -> Callable[[Sibling], bool]:
         """Whether the writer of `written` held a sibling when writing it, by the writer's own
         reports in its causal past (its newest report or the one that one replaced): a write
         by a device that purged a tombstone names nothing of it, yet comes after it.
-        `pending`: records as changed so far by the caller, else read by `load`."""
+        `pending`: records as changed so far by the caller, else read by `load`; `continues`:
+        what the writer's epoch took over, as the caller passes it to `merge.apply_op` (the
+        book may not know an epoch whose first entry is in the batch being applied)."""
         device = vectors.device_of(written.actor)
         record_key = (STABLE, device)
 
@@ -282,19 +281,27 @@ class HistoryRules:
             return any(
                 c is not None
                 and within(c.vector, sibling.dot)
-                and self._in_past(share, written, c.dot)
+                and self._in_past(share, written, c.dot, continues)
                 for c in candidates
             )
 
         return saw
 
-    def _in_past(self, share: str, written: LogEntry, dot: tuple[str, int]) -> bool:
+    def _in_past(
+        self,
+        share: str,
+        written: LogEntry,
+        dot: tuple[str, int],
+        continues: Mapping[str, int] | None,
+    ) -> bool:
         actor, seq = dot
         if actor == written.actor:
             return seq < written.seq
         book, todo, visited = self._book(share), [written.actor], {written.actor}
         while todo:
-            for prior, upto in (book.continues(todo.pop()) or {}).items():
+            epoch = todo.pop()
+            taken = continues if epoch == written.actor else book.continues(epoch)
+            for prior, upto in (taken or {}).items():
                 if prior == actor and seq <= upto:
                     return True
                 if prior not in visited:
