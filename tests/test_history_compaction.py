@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2psync import entry, identity
+from p2psync.history import compaction
 from p2psync.history.stability import STABLE
 from p2psync.replica import DEFAULT_SHARE as SHARE
 from p2psync.replica import Replica
@@ -78,6 +79,18 @@ def baseline_rows(replica: Replica) -> dict:
     return {(c, k): sorted(replica.store._unpack_siblings(blob)) for c, k, blob in rows}
 
 
+def compact(replica: Replica, stepwise: bool) -> compaction.Compacted:
+    """`stepwise`: a fold of at most a couple of entries per call, as a backlog folds."""
+    if not stepwise:
+        return replica.compact(SHARE, FOREVER)
+    limits = compaction.MAX_FOLD, compaction._PAGE
+    compaction.MAX_FOLD, compaction._PAGE = 1, 2
+    try:
+        return replica.compact(SHARE, FOREVER)
+    finally:
+        compaction.MAX_FOLD, compaction._PAGE = limits
+
+
 def converge(replicas: list[Replica]) -> None:
     for _ in range(len(replicas)):
         for source in replicas:
@@ -144,14 +157,15 @@ def test_compaction_at_any_point_changes_no_visible_state_and_replicas_converge(
         else:
             replica = members[step[1]]
             before = visible(replica)
-            done = replica.compact(SHARE, FOREVER)
+            done = compact(replica, stepwise=step[1] == 0)
             folded, purged = folded + done.folded, purged + done.purged
             assert visible(replica) == before
     # reports settle everything once data stops: a few rounds of report and exchange
     for _ in range(4):
         report_round(members, observer)
-        for replica in members:
-            replica.compact(SHARE, FOREVER)
+        for index, replica in enumerate(members):
+            while compact(replica, stepwise=index == 0).folded:
+                pass
     converge(members)
     expected = visible(observer)
     for replica in members:
@@ -320,3 +334,26 @@ def test_a_new_epochs_first_write_after_a_purge_replaces_the_tombstone_too():
     hand_over(a, b)
     hand_over(a, observer)
     assert value_of(b, "k") == value_of(observer, "k") == [2]
+
+
+def test_a_backlog_folds_in_bounded_steps_to_the_same_baseline(monkeypatch):
+    members, observer = household(3)
+    a, b, _ = members
+    for n in range(30):
+        members[n % 3].commit(SHARE, [entry.put("notes", KEYS[n % 4], msgpack.packb(n))])
+        if n % 7 == 0:
+            hand_over(members[n % 3], members[(n + 1) % 3])
+    a.commit(SHARE, [entry.delete("notes", "d")])
+    converge(members)
+    for _ in range(3):
+        report_round(members, observer)
+    b.compact(SHARE, FOREVER)  # in one go
+    before = visible(a)
+    monkeypatch.setattr(compaction, "MAX_FOLD", 3)
+    monkeypatch.setattr(compaction, "_PAGE", 4)
+    steps = [a.compact(SHARE, FOREVER) for _ in range(40)]
+    assert sum(1 for step in steps if step.folded) > 5, "in steps"
+    assert all(step.folded < 3 + 4 for step in steps), "MAX_FOLD and a page at most"
+    assert visible(a) == before
+    assert a.store.baseline_frontier(SHARE) == b.store.baseline_frontier(SHARE)
+    assert baseline_rows(a) == baseline_rows(b)

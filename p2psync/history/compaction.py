@@ -38,6 +38,9 @@ from .stability import (
 )
 
 _PAGE = 512
+# Entries folded in one transaction at most (a page more): a backlog folds in steps, so the WAL
+# and the database thread's pause stay bounded.
+MAX_FOLD = 50_000
 # Folding frees pages inside the file; giving them back rewrites the file (VACUUM), so only when
 # this much and half the file is free.
 RECLAIM_AT_LEAST = 16 * 1024 * 1024
@@ -189,25 +192,29 @@ class HistoryRules:
             target = base
         written = self.store.folded_writes(share)
         with self.store.transaction():
-            folded = self._fold(share, base, target, written) if target != base else 0
+            reached = dict(base)
+            folded = self._fold(share, reached, target, written) if target != base else 0
             purged = self._purge(share, found.purge)
-            self.store.set_baseline_frontier(share, target, written)
+            self.store.set_baseline_frontier(share, reached, written)
         if folded:
             self.store.reclaim_free_pages(RECLAIM_AT_LEAST)
-        return Compacted(folded, purged, target, frontier)
+        return Compacted(folded, purged, reached, frontier)
 
     def _fold(
         self,
         share: str,
-        base: Mapping[str, int],
+        reached: dict[str, int],
         target: Mapping[str, int],
         written: dict[str, int],
     ) -> int:
-        """Apply the entries in (base, target] to the baseline and drop them from the log;
+        """Apply the entries in (reached, target] to the baseline and drop them from the log,
+        at most about MAX_FOLD of them (the next call goes on), raising `reached` to what was
+        folded: a prefix in apply order of a causally closed set is causally closed too.
         `written` is raised to the newest of them that is more than a report."""
+        base = dict(reached)
         folded = 0
         cursor = 0
-        while rows := self.store.entries_after(share, cursor, _PAGE):
+        while folded < MAX_FOLD and (rows := self.store.entries_after(share, cursor, _PAGE)):
             cursor = rows[-1][0]
             page = [
                 (lseq, entries.decode(raw))
@@ -220,6 +227,7 @@ class HistoryRules:
             state = self.store.load_baseline(share, keys)
             book = self._book(share)
             for _, e in page:
+                reached[e.actor] = max(reached.get(e.actor, 0), e.seq)
                 if any(op.collection != STABLE for op in e.ops):
                     written[e.actor] = max(written.get(e.actor, 0), e.seq)
                 continues = book.continues(e.actor)
@@ -238,19 +246,23 @@ class HistoryRules:
         return folded
 
     def _purge(self, share: str, purge: Mapping[str, int]) -> int:
+        """Drop records that are deletes within `purge` and nothing else, both in the baseline
+        and live. A record the log after B changed keeps its baseline row until that is folded
+        too: a write concurrent with the deletes may be in the log already (it cannot arrive
+        any more), and the baseline must stay the state at B."""
         if not purge:
             return 0
-        gone = {
+        stable = {
             record_key: siblings
             for record_key, siblings in self.store.baseline_tombstones(share)
             if all(within(purge, t.dot) for t in siblings)
         }
-        if not gone:
+        if not stable:
             return 0
+        live = self.store.load_records(share, stable)
+        gone = [k for k, siblings in stable.items() if live.get(k) == siblings]
         self.store.remove_baseline(share, gone)
-        live = self.store.load_records(share, gone)
-        # a record still at its tombstones goes; one a later write changed keeps that write
-        self.store.remove_records(share, [k for k, sibs in live.items() if sibs == gone[k]])
+        self.store.remove_records(share, gone)
         return len(gone)
 
     # the writer's own reports -----------------------------------------------------------
