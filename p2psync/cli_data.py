@@ -131,7 +131,9 @@ def add_data_commands(
         cmd_history,
         "show the versions of a record that the log still holds, newest first",
         "Who wrote each (device name and short id), when, and the value or (deleted); * marks "
-        "the version every device shows, + the other current versions of a conflict.",
+        "the version every device shows, + the other current versions of a conflict. With "
+        "history.compaction on, writes every member holds are folded away: only the versions "
+        "since then (and the current ones) are left to show.",
         "  p2psync history notes shopping\n",
     )
     history.add_argument("collection", metavar="COLLECTION")

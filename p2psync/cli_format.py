@@ -388,6 +388,11 @@ def _trust_facts(status: Mapping[str, Any]) -> list[tuple[str, str]]:
         for notice in status.get("notices") or []
         if isinstance(notice, Mapping)
     ]
+    history = status.get("history")
+    for kind, label in (("away", "away"), ("unreported", "history")):
+        for row in history.get(kind) or [] if isinstance(history, Mapping) else []:
+            if isinstance(row, Mapping):
+                facts.append((label, safe_text(str(row.get("text", "")))))
     for skew in status.get("clock_skew") or []:
         offset = _number(skew.get("offset_ms")) if isinstance(skew, Mapping) else None
         if offset is not None:

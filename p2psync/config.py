@@ -72,6 +72,11 @@ class Config:
     ui_port: int = DEFAULT_UI_PORT  # 0: any free port (`p2psync ui` tells which)
     # the Prometheus endpoint: a loopback (host, port) or a Unix socket path; None: off
     metrics_listen: tuple[str, int] | Path | None = None
+    # Folding the log and purging tombstones (issue 11): off until snapshots reach devices that
+    # join or return after a compaction (see docs/architecture.md, "History and compaction").
+    history_compaction: bool = False
+    keep_for_absent_days: float = 30.0
+    history_interval: float = 300.0  # seconds between a device's reports while data is unsettled
     source: str = field(default="built-in defaults", compare=False)
     # True when control.socket was not set and defaulted to <state_dir>/control.sock, so that a
     # state directory given later (apply_overrides) takes the socket along.
@@ -229,6 +234,14 @@ def _seconds(value: Any) -> float:
     return float(value)
 
 
+def _days(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid("expected a number of days without quotes, e.g. 30")
+    if not (math.isfinite(value) and 0 < value <= 3650):
+        raise _Invalid("expected a number of days above 0 and at most 3650 (ten years)")
+    return float(value)
+
+
 def _ui_port(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
         raise _Invalid(
@@ -330,6 +343,9 @@ _KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "ui.enabled": ("ui_enabled", _boolean),
     "ui.port": ("ui_port", _ui_port),
     "metrics.listen": ("metrics_listen", _metrics_listen),
+    "history.compaction": ("history_compaction", _boolean),
+    "history.keep_for_absent_days": ("keep_for_absent_days", _days),
+    "history.interval": ("history_interval", _seconds),
 }
 _SECTIONS = sorted({key.partition(".")[0] for key in _KEYS})
 
@@ -365,6 +381,9 @@ def _resolve(
         ui_enabled=settings.get("ui_enabled", True),
         ui_port=settings.get("ui_port", DEFAULT_UI_PORT),
         metrics_listen=settings.get("metrics_listen"),
+        history_compaction=settings.get("history_compaction", False),
+        keep_for_absent_days=settings.get("keep_for_absent_days", 30.0),
+        history_interval=settings.get("history_interval", 300.0),
         source=source,
         socket_in_state_dir=control_socket is None,
     )

@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,8 @@ from .daemon_setup import (
     warn_about_environment,
 )
 from .discovery import Discovery, Found
+from .history.stability import Away, HistoryPolicy
+from .history.timer import run_history
 from .journal import log_extra
 from .last_seen import LastSeen
 from .metrics_server import MetricsListen, MetricsUnavailable, serve_metrics
@@ -103,10 +106,16 @@ class Daemon(MembershipRole, PairingRole):
         self.peers.on_synced = self._publish_synced
         self.share_members: dict[str, frozenset[str]] = {}  # what membership events compare
         self.ui: WebUI | None = _web_ui(self, settings.ui_port) if settings.ui_enabled else None
+        # [history] as the daemon started with it (a reload changes it at the next restart)
+        self.compaction = settings.history_compaction
+        self.history_policy = HistoryPolicy.of(
+            settings.history_interval, settings.keep_for_absent_days
+        )
 
     @property
     def device_id(self) -> str:
         return self.identity.device_id
+
 
     @property
     def device_name(self) -> str:
@@ -159,6 +168,8 @@ class Daemon(MembershipRole, PairingRole):
                 await self._start_metrics(nursery, self.config.metrics_listen)
             nursery.start_soon(self._follow_membership)
             nursery.start_soon(self._report_conflicts)
+            if self.compaction:
+                nursery.start_soon(run_history, self.node, self.history_policy)
             interval = self.notifier.watchdog_interval(os.environ)
             if interval:
                 nursery.start_soon(self._feed_watchdog, interval)
@@ -460,6 +471,12 @@ class Daemon(MembershipRole, PairingRole):
             self.counts = await self.node.call(_counts, self.node.replica)
         invitation = self.pairing.invitation
         notices = await self.node.call(lambda: list(self.node.replica.notices.values()))
+        away: list[Away] = []
+        unheard: list[str] = []
+        if self.compaction:
+            away, unheard = await self.node.call(
+                self.node.replica.away_devices, self.history_policy
+            )
         return {
             "device": self.device_id,
             "name": self.device_name,
@@ -486,6 +503,9 @@ class Daemon(MembershipRole, PairingRole):
             "notices": daemon_status.notices_json(notices, self.peers.running_twice, self.members),
             "revoked": daemon_status.revoked_json(self.peers.revoked_us, self.members),
             "clock_skew": daemon_status.clock_skew_json(self.peers.skewed_clocks(), self.members),
+            "history": daemon_status.history_json(
+                self.compaction, away, unheard, self.members, int(time.time() * 1000)
+            ),
         }
 
     async def peers_status(self) -> list[dict[str, Any]]:
@@ -536,6 +556,9 @@ class Daemon(MembershipRole, PairingRole):
             log.warning("ui.enabled or ui.port changed; it takes effect at the next restart")
         if fresh.metrics_listen != self.config.metrics_listen:
             log.warning("metrics.listen changed; it takes effect at the next restart")
+        history = ("history_compaction", "keep_for_absent_days", "history_interval")
+        if any(getattr(fresh, name) != getattr(self.config, name) for name in history):
+            log.warning("a [history] setting changed; it takes effect at the next restart")
         if fresh.control_socket_mode != self.config.control_socket_mode:
             log.warning("control.apps or control.mode changed; it takes effect at the next restart")
         self.config = fresh

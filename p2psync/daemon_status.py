@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from .history.stability import Away
 from .identity import short_id
 from .membership import Notice
 from .replica import DEFAULT_SHARE, DeviceRecord
@@ -70,6 +71,51 @@ def clock_skew_json(
         {"device": device_id, "name": name_of(members, device_id), "offset_ms": offset}
         for device_id, offset in skewed.items()
     ]
+
+
+def history_json(
+    compaction: bool,
+    away: Iterable[Away],
+    unheard: Iterable[str],
+    members: Mapping[str, DeviceRecord],
+    now_ms: int,
+) -> dict[str, Any]:
+    """Whether the log is compacted, the members whose absence it waits for (or no longer
+    does: their deletes are still kept for them, see docs/architecture.md), and the members it
+    waits for because they never reported (compaction off there, or not started since)."""
+    rows = []
+    for member in away:
+        name = name_of(members, member.device_id)
+        days = (now_ms - member.since_ms) // 86_400_000
+        until = _utc_day(member.kept_until_ms)
+        text = f"{name} has been away {days} days; "
+        if now_ms < member.kept_until_ms:
+            text += f"history since then is kept for it until {until}"
+        else:
+            text += f"history was kept for it until {until}: only its deletes are kept for it now"
+        rows.append(
+            {
+                "device": member.device_id,
+                "name": name,
+                "since_ms": member.since_ms,
+                "kept_until_ms": member.kept_until_ms,
+                "text": text,
+            }
+        )
+    waiting = [
+        {
+            "device": device_id,
+            "name": name_of(members, device_id),
+            "text": f"{name_of(members, device_id)} has sent no stability report yet: compaction"
+            " waits for it (turn [history] compaction on there too)",
+        }
+        for device_id in unheard
+    ]
+    return {"compaction": compaction, "away": rows, "unreported": waiting}
+
+
+def _utc_day(wall_ms: int) -> str:
+    return datetime.fromtimestamp(wall_ms / 1000, UTC).strftime("%Y-%m-%d")
 
 
 def peer_json(

@@ -73,10 +73,14 @@ def apply_op(
     entry: LogEntry,
     op: Op,
     continues: Mapping[str, int] | None = None,
+    seen: Callable[[Sibling], bool] | None = None,
 ) -> list[Sibling]:
     """The siblings of a key after `op` of `entry`; applying an entry twice changes nothing.
     `continues`: the epochs the entry's epoch took over, and up to where (what its first entry
-    retired): their writes up to there are in its past, so it replaces them like its own."""
+    retired): their writes up to there are in its past, so it replaces them like its own.
+    `seen`: whether the writer had a delete its context does not name (its own stability report
+    before the entry says it held it: the writer may have purged that tombstone since, see
+    history/stability.py), which it then replaces too."""
     kept = []
     for sibling in siblings:
         if sibling.dot == (entry.actor, entry.seq):
@@ -84,6 +88,8 @@ def apply_op(
         if entry.covers(sibling.actor, sibling.seq):
             continue
         if continues and sibling.seq <= continues.get(sibling.actor, 0):
+            continue
+        if seen is not None and sibling.deleted and seen(sibling):
             continue
         kept.append(sibling)
     kept.append(sibling_for(entry, op))

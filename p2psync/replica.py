@@ -14,6 +14,7 @@ from pathlib import Path
 from . import entry as entries
 from . import hlc, identity, membership, merge
 from .entry import IntegrityError, LogEntry, Op
+from .history.compaction import HistoryRules
 from .intake import Fork, Intake
 from .membership import DEVICES, FORKS, DeviceRecord, EpochBook, Notice
 from .merge import CausalBuffer, Sibling
@@ -110,7 +111,7 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class Replica(ShareRules, SchemaRules, TrustRules):
+class Replica(ShareRules, SchemaRules, TrustRules, HistoryRules):
     def __init__(
         self, store: Store, device: identity.DeviceIdentity, now_ms: Callable[[], int]
     ) -> None:
@@ -295,7 +296,12 @@ class Replica(ShareRules, SchemaRules, TrustRules):
                             hidden = merge.winner(before)
                             if not hidden.deleted and hidden.value is not None:
                                 replaced.append((index, op.collection, op.key, hidden.value))
-                        records[record_key] = merge.apply_op(before, e, op, continues)
+                        seen = None
+                        if any(s.deleted for s in before):
+                            seen = self.writer_saw(
+                                share, e, records, self.store.load_records, continues
+                            )
+                        records[record_key] = merge.apply_op(before, e, op, continues, seen)
             self.store.save_records(share, records)
         last = self.store.append_entries(
             share, ((e.actor, e.seq, e.raw, signature) for e, signature in signed)

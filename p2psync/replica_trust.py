@@ -48,6 +48,8 @@ class TrustRules:
     restate_pending: dict[str, list[Op]]
     epoch_frozen: bool
     _own_state: tuple[bool, str] | None
+    # HistoryRules' (a later base of Replica: a stub here would hide it)
+    writer_saw: Callable[..., Callable[[Sibling], bool]]
 
     @property
     def device_id(self) -> str:
@@ -168,18 +170,26 @@ class TrustRules:
                         self.restate_pending.setdefault(share, []).append(
                             _restated(collection, key, sib)
                         )
-        rebuilt: dict[tuple[str, str], list[Sibling]] = {}
+        # the baseline holds what compaction folded (history/compaction.py): start from it and
+        # replay only the entries beyond its frontier
+        rebuilt = self.store.load_baseline(share, touched)
+        folded = self.store.baseline_frontier(share)
         cursor = 0
         while rows := self.store.entries_after(share, cursor, 512):
-            for lseq, _, _, raw, _ in rows:
+            for lseq, actor, seq, raw, _ in rows:
                 cursor = lseq
+                if seq <= folded.get(actor, 0):
+                    continue
                 logged = entries.decode(raw)
                 continues = self._book(share).continues(logged.actor)
                 for op in logged.ops:
                     record_key = (op.collection, op.key)
                     if record_key in touched:
+                        seen = self.writer_saw(
+                            share, logged, rebuilt, self.store.load_records, continues
+                        )
                         rebuilt[record_key] = merge.apply_op(
-                            rebuilt.get(record_key, []), logged, op, continues
+                            rebuilt.get(record_key, []), logged, op, continues, seen
                         )
         self.store.remove_records(share, touched - rebuilt.keys())
         self.store.save_records(share, rebuilt)

@@ -8,6 +8,7 @@ which links to tell when entries reach us by relay. The rules are pure, in `rela
 messages are in `session.py`. See "Each entry crosses each link once" in docs/architecture.md.
 """
 
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 
@@ -17,6 +18,8 @@ from . import relay
 from .node import Node
 from .replica import Replica, WireItem
 from .session import Direct, SyncConnection
+
+log = logging.getLogger("p2psync.peers")
 
 LAZY_HAVE_SECONDS = 5.0  # how stale a peer's idea of our claimed actors' seqs may get
 # what we send of our heads for the peer to compare (a fork of equal length shows only there)
@@ -142,6 +145,13 @@ class Link:
         if share in self.compare_heads:
             await self._send_equal_heads(share, known)
         cursor = await self.node.call(self.replica.cursor_for, share, known)
+        if await self.node.call(self.replica.folded_beyond, share, known):
+            log.warning(
+                "%s lacks entries of share %s that this device has folded away (history."
+                "compaction): it cannot catch up from here, since snapshots are not sent yet",
+                self.peer_device,
+                share,
+            )
         caught_up_sent = False
         while True:
             if share in self._rewind:

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import msgpack
 
+from .history.baseline import KEY_CHUNK, BaselineTables
 from .merge import RecordKey, Sibling, SiblingFields, is_conflict, winner
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Each step takes a database at version N-1 to version N; never edit a released step, add one.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -53,8 +54,22 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE deleted_values(lseq INTEGER NOT NULL, coll TEXT NOT NULL,"
         " key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY(lseq, coll, key)) WITHOUT ROWID",
     ),
+    4: (
+        # Compaction (issue 11, history/compaction.py): each share's state at its frontier B (the
+        # siblings of every record as of B, tombstones included until purged) and B itself. The
+        # entries within B are folded into it and gone from `entries` (but each epoch's first
+        # entry, which says what the epoch retires); `records` stays the live state.
+        "CREATE TABLE baseline(share INTEGER NOT NULL, coll TEXT NOT NULL, key TEXT NOT NULL,"
+        " siblings BLOB NOT NULL, tombstone INTEGER NOT NULL, PRIMARY KEY(share, coll, key))"
+        " WITHOUT ROWID",
+        "CREATE INDEX baseline_tombstones ON baseline(share, coll, key) WHERE tombstone",
+        # written: per actor, the newest folded entry that is more than a stability report
+        "CREATE TABLE baselines(share INTEGER PRIMARY KEY, frontier BLOB NOT NULL,"
+        " written BLOB NOT NULL)",
+    ),
 }
-_KEY_CHUNK = 900
+_KEY_CHUNK = KEY_CHUNK
+WAL_SIZE_LIMIT = 8 * 1024 * 1024
 # Rows per multi-row INSERT: executemany pays its per-statement cost (step, reset, Python
 # round trip) on every row; one statement of 150 rows pays it once, and its at most 751
 # parameters stay under the 999 that older SQLite builds allow.
@@ -79,7 +94,7 @@ class StoreError(Exception):
     """The database cannot be used (newer schema, not a p2psync file, unreadable)."""
 
 
-class Store:
+class Store(BaselineTables):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         # What the user-collection rows of one share that `insert_new_records` just found count
@@ -99,6 +114,9 @@ class Store:
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            # a large transaction (a catch-up, a compaction) grows the WAL; once checkpointed,
+            # it is cut back to this instead of keeping its largest size for good
+            self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: cannot open the database: {exc}") from None
@@ -572,7 +590,11 @@ class Store:
             "SELECT coalesce(sum(length(siblings) + length(key)), 0) FROM records WHERE share=?",
             (share_id,),
         ).fetchone()[0]
-        return int(log) + int(records)
+        baseline = self._db.execute(
+            "SELECT coalesce(sum(length(siblings) + length(key)), 0) FROM baseline WHERE share=?",
+            (share_id,),
+        ).fetchone()[0]
+        return int(log) + int(records) + int(baseline)
 
     def count_conflicts(self, share: str) -> int:
         """Records with conflicting siblings outside the system collections."""

@@ -406,3 +406,14 @@ def test_seconds_since_reads_the_daemons_iso_times_only() -> None:
     assert seconds_since("2025-12-02T08:59:00Z", 1_764_666_000.0) == 60.0
     assert seconds_since("2025-12-02T09:01:00Z", 1_764_666_000.0) == 0.0  # a clock ahead
     assert seconds_since("yesterday", 1.0) is None and seconds_since(None, 1.0) is None
+
+
+def test_status_screen_names_devices_away_that_history_waits_for() -> None:
+    text = "Küche has been away 41 days; history since then is kept for it until 2026-12-20"
+    waits = "tv has sent no stability report yet: compaction waits for it"
+    history = {"compaction": True, "away": [{"text": text}], "unreported": [{"text": waits}]}
+    shown = [
+        line.split(None, 1) for line in status_lines({"name": "attic", "history": history}, [])
+    ]
+    assert ["away", text] in shown and ["history", waits] in shown
+    assert not [line for line in status_lines({"history": "junk"}, []) if "away" in line]

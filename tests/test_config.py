@@ -37,7 +37,7 @@ def test_the_example_file_parses_to_the_defaults(env, euid):
 def test_the_defaults_shown_in_the_example_are_the_real_defaults():
     pinned_lines = re.compile(r"^#(?=\w+ = )", re.MULTILINE)
     text, pinned = pinned_lines.subn("", EXAMPLE.read_text())
-    assert pinned == 14
+    assert pinned == 17
     assert parse(text) == config.default_config(ROOT_ENV, 0, "kitchen")
 
 
@@ -528,3 +528,27 @@ def test_metrics_listen(text, parsed):
 def test_metrics_listen_refuses_what_is_not_loopback_or_a_path(text, message):
     found = error_of(f"[metrics]\nlisten = {text}")
     assert '"metrics.listen"' in found and message in found
+
+
+# history (issue 11)
+
+
+def test_compaction_is_off_by_default_and_its_policy_has_defaults():
+    defaults = config.default_config(ROOT_ENV, 0, "kitchen")
+    assert not defaults.history_compaction
+    assert (defaults.keep_for_absent_days, defaults.history_interval) == (30.0, 300.0)
+    on = parse("[history]\ncompaction = true\nkeep_for_absent_days = 7\ninterval = 2\n")
+    assert on.history_compaction and on.keep_for_absent_days == 7.0 and on.history_interval == 2.0
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("[history]\nkeep_for_absent_days = 0\n", "above 0 and at most 3650"),
+        ('[history]\nkeep_for_absent_days = "30"\n', "expected a number of days without quotes"),
+        ("[history]\ncompaction = 1\n", '"history.compaction" = 1: expected true or false'),
+        ("[history]\ninterval = -1\n", "expected a number of seconds above 0"),
+    ],
+)
+def test_bad_history_settings_are_named_with_what_to_write(text, says):
+    assert says in error_of(text)

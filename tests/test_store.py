@@ -305,8 +305,11 @@ def test_a_release_0_1_0_database_is_upgraded_with_counts_and_records_intact(tmp
     old.close()
 
     store = Store(path)
-    assert store.schema_version == SCHEMA_VERSION == 3
+    assert store.schema_version == SCHEMA_VERSION == 4
     assert store.deleted_values(0, 10**9) == {}  # the table of schema 3 is there, empty
+    # schema 4's baseline is there, empty: nothing is folded
+    assert store.baseline_frontier("default") == {}
+    assert store.load_baseline("default", [("notes", "a")]) == {}
     assert kept_counts(store, "default") == full_counts(store, "default") == (22, 1)
     assert store._db.execute("SELECT * FROM records ORDER BY 1, 2, 3").fetchall() == rows_before
     assert store._db.execute("SELECT * FROM entries ORDER BY lseq").fetchall() == entries_before

@@ -1,0 +1,138 @@
+"""The tables of schema 4 behind compaction: each share's baseline and its frontier, and the
+reads and deletes of the log that folding needs (sqlite3, through the store's connection).
+
+A mixin of `store.Store`, kept apart so each file can be read whole; like the store it knows rows
+and bytes, and never decides what is folded or purged (that is `history/compaction.py`).
+"""
+
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import msgpack
+
+from ..merge import RecordKey, Sibling
+
+# keys per `IN (...)` list: under the 999 parameters older SQLite builds allow
+KEY_CHUNK = 900
+
+
+class BaselineTables:
+    # set by Store
+    _db: sqlite3.Connection
+    _actor_ids: dict[str, int]
+    _pack: Callable[[Any], bytes]
+
+    def share_id(self, name: str) -> int:
+        raise NotImplementedError
+
+    def _pack_siblings(self, siblings: list[Sibling]) -> bytes:
+        raise NotImplementedError
+
+    def _unpack_siblings(self, blob: bytes) -> list[Sibling]:
+        raise NotImplementedError
+
+    def baseline_frontier(self, share: str) -> dict[str, int]:
+        """B: the entries of the share folded into its baseline ({}: none)."""
+        return self._baseline_row(share)[0]
+
+    def folded_writes(self, share: str) -> dict[str, int]:
+        """Per actor, the newest folded entry that was more than a stability report."""
+        return self._baseline_row(share)[1]
+
+    def _baseline_row(self, share: str) -> tuple[dict[str, int], dict[str, int]]:
+        row = self._db.execute(
+            "SELECT frontier, written FROM baselines WHERE share=?", (self.share_id(share),)
+        ).fetchone()
+        return ({}, {}) if row is None else (msgpack.unpackb(row[0]), msgpack.unpackb(row[1]))
+
+    def set_baseline_frontier(
+        self, share: str, frontier: Mapping[str, int], written: Mapping[str, int]
+    ) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO baselines(share, frontier, written) VALUES(?, ?, ?)",
+            (self.share_id(share), self._pack(dict(frontier)), self._pack(dict(written))),
+        )
+
+    def load_baseline(
+        self, share: str, keys: Iterable[RecordKey]
+    ) -> dict[RecordKey, list[Sibling]]:
+        share_id, found = self.share_id(share), {}
+        by_collection: dict[str, list[str]] = {}
+        for collection, key in keys:
+            by_collection.setdefault(collection, []).append(key)
+        for collection, wanted in by_collection.items():
+            for start in range(0, len(wanted), KEY_CHUNK):
+                chunk = wanted[start : start + KEY_CHUNK]
+                rows = self._db.execute(
+                    "SELECT key, siblings FROM baseline WHERE share=? AND coll=?"
+                    f" AND key IN ({','.join('?' * len(chunk))})",
+                    (share_id, collection, *chunk),
+                )
+                for key, blob in rows:
+                    found[(collection, key)] = self._unpack_siblings(blob)
+        return found
+
+    def save_baseline(self, share: str, records: Mapping[RecordKey, list[Sibling]]) -> None:
+        share_id = self.share_id(share)
+        self._db.executemany(
+            "INSERT OR REPLACE INTO baseline(share, coll, key, siblings, tombstone)"
+            " VALUES(?, ?, ?, ?, ?)",
+            (
+                (share_id, coll, key, self._pack_siblings(sibs), _only_deletes(sibs))
+                for (coll, key), sibs in records.items()
+            ),
+        )
+
+    def baseline_tombstones(self, share: str) -> list[tuple[RecordKey, list[Sibling]]]:
+        """The baseline's records that are deletes and nothing else."""
+        rows = self._db.execute(
+            "SELECT coll, key, siblings FROM baseline INDEXED BY baseline_tombstones"
+            " WHERE share=? AND tombstone",
+            (self.share_id(share),),
+        )
+        return [((coll, key), self._unpack_siblings(blob)) for coll, key, blob in rows]
+
+    def remove_baseline(self, share: str, keys: Iterable[RecordKey]) -> None:
+        share_id = self.share_id(share)
+        self._db.executemany(
+            "DELETE FROM baseline WHERE share=? AND coll=? AND key=?",
+            ((share_id, coll, key) for coll, key in keys),
+        )
+
+    def entries_down(self, share: str, actor: str, high: int, low: int) -> Iterator[bytes]:
+        """An actor's entries from seq `high` down to just above `low`, newest first."""
+        rows = self._db.execute(
+            "SELECT raw FROM entries WHERE share=? AND actor=? AND seq>? AND seq<=?"
+            " ORDER BY seq DESC",
+            (self.share_id(share), self._actor_ids.get(actor), low, high),
+        )
+        for (raw,) in rows:
+            yield bytes(raw)
+
+    def remove_entries(self, lseqs: Sequence[int]) -> None:
+        """Forget folded entries (and what their deletes replaced)."""
+        self._db.executemany("DELETE FROM entries WHERE lseq=?", ((lseq,) for lseq in lseqs))
+        self._db.executemany(
+            "DELETE FROM deleted_values WHERE lseq=?", ((lseq,) for lseq in lseqs)
+        )
+
+    def reclaim_free_pages(self, at_least: int) -> int:
+        """Give the file's free pages back to the filesystem (VACUUM, outside any transaction)
+        when they hold `at_least` bytes and half the file: what folding freed. Returns the bytes
+        given back."""
+        page = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0]) * page
+        total = int(self._db.execute("PRAGMA page_count").fetchone()[0]) * page
+        if free < at_least or free * 2 < total:
+            return 0
+        try:
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.OperationalError:
+            return 0  # busy (a backup reading, say): the pages are reused, and the next time
+        return total - int(self._db.execute("PRAGMA page_count").fetchone()[0]) * page
+
+
+def _only_deletes(siblings: list[Sibling]) -> bool:
+    return all(sibling.deleted for sibling in siblings)
