@@ -69,6 +69,9 @@ class Report:
     vector: dict[str, int]
     at_ms: int
     previous: "Report | None" = None
+    # the baseline its device had folded to: (frontier B, digest of the rows at B), see
+    # history/snapshot.py; None from a device that had folded nothing (or a 0.4.0 one)
+    baseline: tuple[dict[str, int], bytes] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,11 +82,26 @@ class Frontiers:
     away: dict[str, int] = field(default_factory=dict)  # member -> its newest report's time
 
 
-def report_value(vector: Mapping[str, int], at_ms: int, previous: Report | None) -> bytes:
+def report_value(
+    vector: Mapping[str, int],
+    at_ms: int,
+    previous: Report | None,
+    baseline: tuple[Mapping[str, int], bytes] | None = None,
+) -> bytes:
     value: dict[str, Any] = {"v": dict(vector), "t": at_ms}
     if previous is not None:
         value["p"] = [previous.dot[0], previous.dot[1], previous.vector]
-    return msgpack.packb(value)
+    if baseline is not None and baseline[0]:
+        # an extra key: readers of 0.4.0 ignore it
+        value["b"] = [dict(baseline[0]), baseline[1]]
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def _baseline(wire: object) -> tuple[dict[str, int], bytes] | None:
+    if not (isinstance(wire, list) and len(wire) == 2 and isinstance(wire[1], bytes)):
+        return None
+    frontier = _vector(wire[0])
+    return None if not frontier else (frontier, wire[1])
 
 
 def _vector(wire: object) -> dict[str, int] | None:
@@ -116,7 +134,7 @@ def read_report(device_id: str, siblings: Iterable[Sibling]) -> Report | None:
             prev_vector = _vector(prev[2])
             if type(prev[1]) is int and prev_vector is not None:
                 previous = Report(device_id, (prev[0], prev[1]), prev_vector, 0)
-        report = Report(device_id, sibling.dot, vector, at_ms, previous)
+        report = Report(device_id, sibling.dot, vector, at_ms, previous, _baseline(wire.get("b")))
         if found is None or at_ms > found.at_ms:
             found = report
     return found

@@ -1,0 +1,252 @@
+"""Snapshots of a share's baseline (pure): the canonical rows and their digest, the chunks a
+sender streams, the receiver's bookkeeping of a transfer that may be cut and resumed, and whether
+an offered snapshot is vouched for by the members' signed stability reports.
+
+A device that lacks entries folded away (its vector is below the sender's baseline frontier B)
+cannot catch up from the log; it takes the baseline rows at B instead, then the log after B.
+Devices fold to the settled frontier, a function of the members' reports alone, so devices that
+folded to the same B hold the same rows; each report names the B its device folded to and the
+digest of its rows, and a snapshot is installed only when its rows hash to a digest that the
+sender's report and another member's report name for the same B (see docs/threat-model.md for a
+household of two, where only the sender can vouch).
+
+It never stores anything, never talks to the network and never reads the clock.
+"""
+
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+
+import msgpack
+
+from ..merge import RecordKey, Sibling
+from .stability import Report
+
+CHUNK_BYTES = 1024 * 1024  # of rows per frame: far under the wire's 8 MiB cap
+_LABEL = b"p2psync-baseline-v1\x00"
+Row = tuple[RecordKey, list[Sibling]]
+
+
+class SnapshotError(ValueError):
+    """A snapshot message or row that breaks the rules; the words fit a log or a bye."""
+
+
+def encode_row(key: RecordKey, siblings: Iterable[Sibling]) -> bytes:
+    """One baseline row in canonical form: siblings in dot order, each as (actor, seq, hlc,
+    deleted, value, meta). The digest and the wire both carry these bytes."""
+    listed = sorted(siblings, key=lambda s: (s.actor, s.seq))
+    return msgpack.packb(
+        [key[0], key[1], [[s.actor, s.seq, s.hlc, s.deleted, s.value, s.meta] for s in listed]],
+        use_bin_type=True,
+    )
+
+
+def decode_row(raw: bytes) -> Row:
+    """A row as `encode_row` wrote it; anything else (including a non-canonical encoding of the
+    same row, which would hash differently on each side) is a SnapshotError."""
+    try:
+        wire = msgpack.unpackb(raw, raw=False, use_list=True)
+    except Exception as exc:  # msgpack raises beyond its own hierarchy (see wire.py)
+        raise SnapshotError(f"a snapshot row is not msgpack: {exc}") from None
+    if not (
+        isinstance(wire, list)
+        and len(wire) == 3
+        and isinstance(wire[0], str)
+        and isinstance(wire[1], str)
+        and isinstance(wire[2], list)
+        and wire[2]
+    ):
+        raise SnapshotError("a snapshot row must be [collection, key, [sibling, ...]]")
+    siblings = []
+    for item in wire[2]:
+        if not (
+            isinstance(item, list)
+            and len(item) == 6
+            and isinstance(item[0], str)
+            and type(item[1]) is int
+            and type(item[2]) is int
+            and isinstance(item[3], bool)
+            and (item[4] is None or isinstance(item[4], bytes))
+            and (item[5] is None or isinstance(item[5], bytes))
+        ):
+            raise SnapshotError(
+                "a snapshot sibling must be [actor, seq, hlc, deleted, value, meta]"
+            )
+        siblings.append(Sibling(*item))
+    key = (wire[0], wire[1])
+    if encode_row(key, siblings) != bytes(raw):
+        raise SnapshotError(f"snapshot row {key!r} is not in canonical form")
+    return key, siblings
+
+
+class RowDigest:
+    """SHA-256 over canonical rows fed in strictly increasing (collection, key) order."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256(_LABEL)
+        self.last: RecordKey | None = None
+        self.rows = 0
+        self.size = 0
+
+    def add(self, key: RecordKey, raw: bytes) -> None:
+        if self.last is not None and key <= self.last:
+            raise SnapshotError(f"snapshot row {key!r} out of key order (after {self.last!r})")
+        self._hash.update(len(raw).to_bytes(4, "big"))
+        self._hash.update(raw)
+        self.last, self.rows, self.size = key, self.rows + 1, self.size + len(raw)
+
+    def digest(self) -> bytes:
+        return self._hash.digest()
+
+
+def baseline_digest(rows: Iterable[Row]) -> bytes:
+    """The digest of a baseline (rows in any order)."""
+    found = RowDigest()
+    for key, siblings in sorted(rows, key=lambda row: row[0]):
+        found.add(key, encode_row(key, siblings))
+    return found.digest()
+
+
+def chunks(rows: Iterable[Row], max_bytes: int = CHUNK_BYTES) -> Iterator[list[bytes]]:
+    """Encoded rows (in the order given: key order) in lists of at most `max_bytes`; a row
+    larger than that goes alone."""
+    batch: list[bytes] = []
+    size = 0
+    for key, siblings in rows:
+        raw = encode_row(key, siblings)
+        if batch and size + len(raw) > max_bytes:
+            yield batch
+            batch, size = [], 0
+        batch.append(raw)
+        size += len(raw)
+    if batch:
+        yield batch
+
+
+# the transfer ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """What a sender's snapshot start says: the share's baseline at `frontier`."""
+
+    share: str
+    frontier: dict[str, int]
+    digest: bytes
+    rows: int
+    size: int  # bytes of encoded rows
+
+    @property
+    def ident(self) -> tuple[str, bytes]:
+        """What a staged transfer is kept under (with the share): the same frontier and digest
+        from any sender continue the same transfer."""
+        return (_frontier_key(self.frontier), self.digest)
+
+
+def _frontier_key(frontier: Mapping[str, int]) -> str:
+    return ",".join(f"{actor}:{seq}" for actor, seq in sorted(frontier.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """A receiver's progress through an offer (kept with the rows, so a restart resumes)."""
+
+    offer: Offer
+    rows: int = 0
+    size: int = 0
+    last: RecordKey | None = None  # the last key received: resume after it
+
+    @property
+    def complete(self) -> bool:
+        return self.rows == self.offer.rows and self.size == self.offer.size
+
+
+def take_chunk(staged: Staged, raws: Iterable[bytes]) -> tuple[Staged, list[Row]]:
+    """Check a chunk against the progress so far: rows well formed, keys after the last one,
+    no more rows or bytes than offered. Returns the progress and the rows to keep."""
+    rows: list[Row] = []
+    last, count, size = staged.last, staged.rows, staged.size
+    for raw in raws:
+        key, siblings = decode_row(raw)
+        if last is not None and key <= last:
+            raise SnapshotError(f"snapshot row {key!r} out of key order (after {last!r})")
+        last, count, size = key, count + 1, size + len(raw)
+        if count > staged.offer.rows or size > staged.offer.size:
+            raise SnapshotError("a snapshot sent more rows than its start announced")
+        rows.append((key, siblings))
+    return replace(staged, rows=count, size=size, last=last), rows
+
+
+def check_complete(offer: Offer, rows: Iterable[Row]) -> None:
+    """All staged rows (in key order) against the offer: count, bytes and digest."""
+    found = RowDigest()
+    for key, siblings in rows:
+        found.add(key, encode_row(key, siblings))
+    if (found.rows, found.size) != (offer.rows, offer.size):
+        raise SnapshotError(
+            f"the snapshot holds {found.rows} rows of {found.size} bytes,"
+            f" its start announced {offer.rows} of {offer.size}"
+        )
+    if found.digest() != offer.digest:
+        raise SnapshotError("the snapshot's rows do not hash to the digest it announced")
+
+
+# whether to believe it ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    accept: bool
+    reason: str
+    vouchers: frozenset[str] = frozenset()  # members whose signed report names the digest
+
+    @property
+    def sender_only(self) -> bool:
+        """Accepted on the sender's word alone (a household of two): rechecked later."""
+        return self.accept and len(self.vouchers) == 1
+
+
+def _baselines(report: Report | None) -> Iterator[tuple[dict[str, int], bytes]]:
+    for one in (report, report.previous if report is not None else None):
+        if one is not None and one.baseline is not None:
+            yield one.baseline
+
+
+def vouch(
+    offer: Offer, sender: str, reports: Mapping[str, Report | None], members: Iterable[str]
+) -> Verdict:
+    """Whether to install `offer` from `sender`, by the members' reports (their signed
+    entries, which the receiver holds or got with the snapshot's start). The sender's report
+    must name the offered frontier and digest; another member's report naming the same pair
+    makes it sure; a member whose report names the same frontier with another digest refuses
+    it; with no other member's word, the sender's is taken (`sender_only`)."""
+    wanted = (dict(offer.frontier), offer.digest)
+    listed = set(members) | {sender}
+    named = {m: list(_baselines(reports.get(m))) for m in listed}
+    if wanted not in named[sender]:
+        return Verdict(False, f"no report of {sender} names this snapshot's frontier and digest")
+    against = sorted(
+        m
+        for m, pairs in named.items()
+        if any(f == wanted[0] and d != offer.digest for f, d in pairs)
+    )
+    if against:
+        return Verdict(False, f"the report of {', '.join(against)} names another digest")
+    vouchers = frozenset(m for m, pairs in named.items() if wanted in pairs)
+    if len(vouchers) > 1:
+        return Verdict(True, f"vouched for by {', '.join(sorted(vouchers))}", vouchers)
+    return Verdict(True, f"vouched for by {sender} alone", vouchers)
+
+
+def contradicted(
+    installed: tuple[Mapping[str, int], bytes], reports: Mapping[str, Report | None]
+) -> list[str]:
+    """Members whose report names the installed frontier with another digest: after a snapshot
+    taken on the sender's word alone, each new report is checked, and any name here is a
+    notice (the sender sent rows its household does not hold)."""
+    frontier, digest = dict(installed[0]), installed[1]
+    return sorted(
+        m
+        for m, report in reports.items()
+        if any(f == frontier and d != digest for f, d in _baselines(report))
+    )

@@ -1,0 +1,167 @@
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2psync.history.snapshot import (
+    Offer,
+    SnapshotError,
+    Staged,
+    baseline_digest,
+    check_complete,
+    chunks,
+    contradicted,
+    decode_row,
+    encode_row,
+    take_chunk,
+    vouch,
+)
+from p2psync.history.stability import Report, read_report, report_value
+from p2psync.merge import Sibling
+
+A, B, C = "AAAAA", "BBBBB", "CCCCC"
+FRONTIER = {f"{A}/e": 7, f"{B}/e": 3}
+
+
+def sib(actor, seq, value=b"v", deleted=False):
+    return Sibling(f"{actor}/e", seq, seq * 10, deleted, None if deleted else value, None)
+
+
+def rows(n, size=10):
+    return [(("c", f"k{i:05}"), [sib(A, i + 1, b"x" * size)]) for i in range(n)]
+
+
+def offer_of(listed, share="s", frontier=FRONTIER):
+    raws = [encode_row(k, s) for k, s in listed]
+    return Offer(share, dict(frontier), baseline_digest(listed), len(raws), sum(map(len, raws)))
+
+
+def report(device, baseline, previous=None):
+    return Report(device, (f"{device}/e", 9), {}, 1, previous, baseline)
+
+
+def test_the_digest_depends_on_rows_not_on_their_order_nor_on_sibling_order():
+    one = [(("c", "a"), [sib(A, 1), sib(B, 2)]), (("c", "b"), [sib(B, 3, deleted=True)])]
+    two = [(("c", "b"), [sib(B, 3, deleted=True)]), (("c", "a"), [sib(B, 2), sib(A, 1)])]
+    assert baseline_digest(one) == baseline_digest(two)
+    forged = [(("c", "a"), [sib(A, 1, b"w"), sib(B, 2)]), one[1]]
+    assert baseline_digest(forged) != baseline_digest(one)
+    assert baseline_digest([one[0]]) != baseline_digest(one)
+
+
+def test_rows_round_trip_and_junk_or_non_canonical_rows_are_refused():
+    key, siblings = ("c", "k"), [sib(B, 2), sib(A, 1, deleted=True)]
+    assert decode_row(encode_row(key, siblings)) == (key, sorted(siblings))
+    for junk in (
+        b"\xc1",
+        msgpack.packb([1, 2]),
+        msgpack.packb(["c", "k", []]),
+        msgpack.packb(["c", "k", [["a", 1, 1, "no", None, None]]]),
+        msgpack.packb(
+            ["c", "k", [[s.actor, s.seq, s.hlc, s.deleted, s.value, s.meta] for s in siblings]]
+        ),  # sibling order not canonical
+    ):
+        with pytest.raises(SnapshotError):
+            decode_row(junk)
+
+
+def test_chunks_stay_under_the_bound_and_keep_every_row_in_order():
+    listed = rows(100, size=100)
+    got = list(chunks(listed, max_bytes=1000))
+    assert len(got) > 10 and all(sum(map(len, c)) <= 1000 for c in got)
+    assert [decode_row(r) for c in got for r in c] == listed
+    big = [(("c", "big"), [sib(A, 1, b"x" * 5000)])]
+    assert [len(c) for c in chunks(big, max_bytes=1000)] == [1]
+
+
+def test_a_transfer_cut_anywhere_resumes_after_the_last_key_and_verifies():
+    listed = rows(50)
+    offer = offer_of(listed)
+    staged, kept = Staged(offer), []
+    parts = list(chunks(listed, max_bytes=120))
+    for part in parts[:3]:
+        staged, got = take_chunk(staged, part)
+        kept += got
+    assert not staged.complete and staged.last == kept[-1][0]
+    # a restart: the sender resumes after `staged.last`, the rows after it in the same chunking
+    rest = [row for row in listed if row[0] > staged.last]
+    for part in chunks(rest, max_bytes=120):
+        staged, got = take_chunk(staged, part)
+        kept += got
+    assert staged.complete and kept == listed
+    check_complete(offer, kept)
+
+
+def test_replayed_extra_or_forged_rows_are_refused():
+    listed = rows(5)
+    offer = offer_of(listed)
+    staged, _ = take_chunk(Staged(offer), [encode_row(*listed[2])])
+    with pytest.raises(SnapshotError, match="order"):
+        take_chunk(staged, [encode_row(*listed[1])])
+    full, _ = take_chunk(Staged(offer), [encode_row(*r) for r in listed])
+    with pytest.raises(SnapshotError, match="more rows"):
+        take_chunk(full, [encode_row(("c", "zzz"), [sib(A, 1)])])
+    forged = [*listed[:4], (listed[4][0], [sib(A, 5, b"y" * 10)])]  # same size, other value
+    with pytest.raises(SnapshotError, match="digest"):
+        check_complete(offer, forged)
+    with pytest.raises(SnapshotError, match="rows"):
+        check_complete(offer, listed[:4])
+
+
+def test_a_snapshot_needs_the_senders_report_and_is_sure_with_another_members():
+    listed = rows(3)
+    offer = offer_of(listed)
+    pair = (dict(FRONTIER), offer.digest)
+    both = {A: report(A, pair), B: report(B, pair), C: None}
+    verdict = vouch(offer, A, both, [A, B, C])
+    assert verdict.accept and not verdict.sender_only and verdict.vouchers == {A, B}
+    # the other member's report may be the one its newest replaced
+    older = {A: report(A, pair), B: report(B, None, previous=report(B, pair))}
+    assert vouch(offer, A, older, [A, B]).vouchers == {A, B}
+
+
+def test_wrong_digest_or_an_unreported_frontier_is_refused():
+    offer = offer_of(rows(3))
+    wrong = (dict(FRONTIER), b"\x00" * 32)
+    assert not vouch(offer, A, {A: report(A, wrong), B: None}, [A, B]).accept
+    assert not vouch(
+        offer, A, {A: None, B: report(B, (dict(FRONTIER), offer.digest))}, [A, B]
+    ).accept
+    # the sender's report names it, another member names another digest at that frontier
+    pair = (dict(FRONTIER), offer.digest)
+    verdict = vouch(offer, A, {A: report(A, pair), B: report(B, wrong)}, [A, B])
+    assert not verdict.accept and B in verdict.reason
+
+
+def test_only_the_sender_vouching_is_accepted_then_a_later_contradiction_is_named():
+    offer = offer_of(rows(3))
+    pair = (dict(FRONTIER), offer.digest)
+    verdict = vouch(offer, A, {A: report(A, pair), B: None}, [A, B])
+    assert verdict.accept and verdict.sender_only
+    assert contradicted(pair, {A: report(A, pair), B: report(B, pair)}) == []
+    later = {A: report(A, pair), B: report(B, (dict(FRONTIER), b"\x01" * 32))}
+    assert contradicted(pair, later) == [B]
+
+
+def test_reports_carry_their_baseline_and_old_readers_values_still_read():
+    pair = (dict(FRONTIER), b"d" * 32)
+    value = report_value({"x/1": 2}, 5, None, pair)
+    got = read_report(A, [Sibling(f"{A}/e", 3, 3, False, value, None)])
+    assert got is not None and got.baseline == pair
+    plain = report_value({"x/1": 2}, 5, None)
+    assert "b" not in msgpack.unpackb(plain)
+    assert read_report(A, [Sibling(f"{A}/e", 3, 3, False, plain, None)]).baseline is None
+
+
+@given(
+    st.dictionaries(st.text(max_size=4), st.binary(max_size=40), max_size=30),
+    st.integers(min_value=30, max_value=400),
+)
+def test_any_baseline_chunked_and_reassembled_has_the_same_digest(values, bound):
+    listed = sorted((("c", k), [sib(A, i + 1, v)]) for i, (k, v) in enumerate(values.items()))
+    staged, kept = Staged(offer_of(listed)), []
+    for part in chunks(listed, max_bytes=bound):
+        staged, got = take_chunk(staged, part)
+        kept += got
+    assert staged.complete or not listed
+    check_complete(staged.offer, kept)
