@@ -79,31 +79,45 @@ def decode_row(raw: bytes) -> Row:
     return key, siblings
 
 
-class RowDigest:
-    """SHA-256 over canonical rows fed in strictly increasing (collection, key) order."""
+Heads = Mapping[str, tuple[int, bytes]]  # actor -> (seq, hash of its entry at seq)
 
-    def __init__(self) -> None:
+
+def _live(siblings: Iterable[Sibling]) -> bool:
+    return not all(s.deleted for s in siblings)
+
+
+class RowDigest:
+    """SHA-256 over the chain heads at B and the canonical rows fed in strictly increasing
+    (collection, key) order. Rows that are deletes and nothing else stay out of it: each device
+    purges them when its reports say so (history/compaction.py), so at the same B devices differ
+    in which they still hold; what every device holds at B is the rest (the heads let the log
+    after B chain on, so they are vouched for too). See docs/threat-model.md."""
+
+    def __init__(self, heads: Heads) -> None:
         self._hash = hashlib.sha256(_LABEL)
+        listed = sorted((actor, seq, hash_) for actor, (seq, hash_) in heads.items())
+        self._hash.update(msgpack.packb([list(head) for head in listed], use_bin_type=True))
         self.last: RecordKey | None = None
         self.rows = 0
         self.size = 0
 
-    def add(self, key: RecordKey, raw: bytes) -> None:
+    def add(self, key: RecordKey, siblings: list[Sibling], raw: bytes) -> None:
         if self.last is not None and key <= self.last:
             raise SnapshotError(f"snapshot row {key!r} out of key order (after {self.last!r})")
-        self._hash.update(len(raw).to_bytes(4, "big"))
-        self._hash.update(raw)
+        if _live(siblings):
+            self._hash.update(len(raw).to_bytes(4, "big"))
+            self._hash.update(raw)
         self.last, self.rows, self.size = key, self.rows + 1, self.size + len(raw)
 
     def digest(self) -> bytes:
         return self._hash.digest()
 
 
-def baseline_digest(rows: Iterable[Row]) -> bytes:
-    """The digest of a baseline (rows in any order)."""
-    found = RowDigest()
+def baseline_digest(heads: Heads, rows: Iterable[Row]) -> bytes:
+    """The digest of a baseline (rows in any order) with the chain heads at its frontier."""
+    found = RowDigest(heads)
     for key, siblings in sorted(rows, key=lambda row: row[0]):
-        found.add(key, encode_row(key, siblings))
+        found.add(key, siblings, encode_row(key, siblings))
     return found.digest()
 
 
@@ -132,6 +146,7 @@ class Offer:
 
     share: str
     frontier: dict[str, int]
+    heads: dict[str, tuple[int, bytes]]  # the chain heads at `frontier`
     digest: bytes
     rows: int
     size: int  # bytes of encoded rows
@@ -179,9 +194,9 @@ def take_chunk(staged: Staged, raws: Iterable[bytes]) -> tuple[Staged, list[Row]
 
 def check_complete(offer: Offer, rows: Iterable[Row]) -> None:
     """All staged rows (in key order) against the offer: count, bytes and digest."""
-    found = RowDigest()
+    found = RowDigest(offer.heads)
     for key, siblings in rows:
-        found.add(key, encode_row(key, siblings))
+        found.add(key, siblings, encode_row(key, siblings))
     if (found.rows, found.size) != (offer.rows, offer.size):
         raise SnapshotError(
             f"the snapshot holds {found.rows} rows of {found.size} bytes,"
@@ -207,9 +222,9 @@ class Verdict:
 
 
 def _baselines(report: Report | None) -> Iterator[tuple[dict[str, int], bytes]]:
-    for one in (report, report.previous if report is not None else None):
-        if one is not None and one.baseline is not None:
-            yield one.baseline
+    # only a member's newest report: the one it replaced is named without its baseline
+    if report is not None and report.baseline is not None:
+        yield report.baseline
 
 
 def vouch(
