@@ -13,7 +13,9 @@ from p2psync.history.snapshot import (
     contradicted,
     decode_row,
     encode_row,
+    pack_offer,
     take_chunk,
+    unpack_offer,
     vouch,
 )
 from p2psync.history.stability import Report, read_report, report_value
@@ -31,7 +33,7 @@ def rows(n, size=10):
     return [(("c", f"k{i:05}"), [sib(A, i + 1, b"x" * size)]) for i in range(n)]
 
 
-HEADS = {f"{A}/e": (7, b"a" * 32), f"{B}/e": (3, b"b" * 32)}
+HEADS = {f"{A}/e": (7, b"a" * 32, b"1" * 32), f"{B}/e": (3, b"b" * 32, b"2" * 32)}
 
 
 def offer_of(listed, share="s"):
@@ -50,8 +52,28 @@ def test_the_digest_depends_on_rows_not_on_their_order_nor_on_sibling_order():
     assert baseline_digest(HEADS, one) == baseline_digest(HEADS, two)
     forged = [(("c", "a"), [sib(A, 1, b"w"), sib(B, 2)]), one[1]]
     assert baseline_digest(HEADS, forged) != baseline_digest(HEADS, one)
-    other_heads = {**HEADS, f"{B}/e": (3, b"c" * 32)}
+    other_heads = {**HEADS, f"{B}/e": (3, b"c" * 32, b"2" * 32)}
     assert baseline_digest(other_heads, one) != baseline_digest(HEADS, one)
+
+
+def test_an_offer_packs_and_unpacks_and_junk_starts_are_refused():
+    offer = offer_of(rows(3))
+    full = Offer(
+        **{
+            **{f: getattr(offer, f) for f in offer.__slots__},
+            "firsts": ((b"e", None),),
+            "evidence": (((b"r", b"sig"),),),
+        }
+    )
+    assert unpack_offer(pack_offer(full)) == full
+    for junk in (
+        b"\xc1",
+        msgpack.packb([1]),
+        msgpack.packb(["s", {}, {}, b"", -1, 0, [], []]),
+        msgpack.packb(["s", {"a": 1}, {}, b"", 0, 0, [], []]),
+    ):
+        with pytest.raises(SnapshotError):
+            unpack_offer(junk)
 
 
 def test_tombstones_a_device_may_have_purged_already_stay_out_of_the_digest():
@@ -127,27 +149,25 @@ def test_a_snapshot_needs_the_senders_report_and_is_sure_with_another_members():
     offer = offer_of(listed)
     pair = (dict(FRONTIER), offer.digest)
     both = {A: report(A, pair), B: report(B, pair), C: None}
-    verdict = vouch(offer, A, both, [A, B, C])
+    verdict = vouch(offer, A, both)
     assert verdict.accept and not verdict.sender_only and verdict.vouchers == {A, B}
 
 
 def test_wrong_digest_or_an_unreported_frontier_is_refused():
     offer = offer_of(rows(3))
     wrong = (dict(FRONTIER), b"\x00" * 32)
-    assert not vouch(offer, A, {A: report(A, wrong), B: None}, [A, B]).accept
-    assert not vouch(
-        offer, A, {A: None, B: report(B, (dict(FRONTIER), offer.digest))}, [A, B]
-    ).accept
+    assert not vouch(offer, A, {A: report(A, wrong), B: None}).accept
+    assert not vouch(offer, A, {A: None, B: report(B, (dict(FRONTIER), offer.digest))}).accept
     # the sender's report names it, another member names another digest at that frontier
     pair = (dict(FRONTIER), offer.digest)
-    verdict = vouch(offer, A, {A: report(A, pair), B: report(B, wrong)}, [A, B])
+    verdict = vouch(offer, A, {A: report(A, pair), B: report(B, wrong)})
     assert not verdict.accept and B in verdict.reason
 
 
 def test_only_the_sender_vouching_is_accepted_then_a_later_contradiction_is_named():
     offer = offer_of(rows(3))
     pair = (dict(FRONTIER), offer.digest)
-    verdict = vouch(offer, A, {A: report(A, pair), B: None}, [A, B])
+    verdict = vouch(offer, A, {A: report(A, pair), B: None})
     assert verdict.accept and verdict.sender_only
     assert contradicted(pair, {A: report(A, pair), B: report(B, pair)}) == []
     later = {A: report(A, pair), B: report(B, (dict(FRONTIER), b"\x01" * 32))}

@@ -79,7 +79,10 @@ def decode_row(raw: bytes) -> Row:
     return key, siblings
 
 
-Heads = Mapping[str, tuple[int, bytes]]  # actor -> (seq, hash of its entry at seq)
+# actor -> (seq at B, hash of its entry at that seq, hash of its first entry): the log after B
+# chains on from the former, and the epoch book is rebuilt from the first entries
+Heads = Mapping[str, tuple[int, bytes, bytes]]
+WireItem = tuple[bytes, bytes | None]  # an entry and its signature, if stored with one
 
 
 def _live(siblings: Iterable[Sibling]) -> bool:
@@ -95,8 +98,8 @@ class RowDigest:
 
     def __init__(self, heads: Heads) -> None:
         self._hash = hashlib.sha256(_LABEL)
-        listed = sorted((actor, seq, hash_) for actor, (seq, hash_) in heads.items())
-        self._hash.update(msgpack.packb([list(head) for head in listed], use_bin_type=True))
+        listed = sorted([actor, *head] for actor, head in heads.items())
+        self._hash.update(msgpack.packb(listed, use_bin_type=True))
         self.last: RecordKey | None = None
         self.rows = 0
         self.size = 0
@@ -146,10 +149,14 @@ class Offer:
 
     share: str
     frontier: dict[str, int]
-    heads: dict[str, tuple[int, bytes]]  # the chain heads at `frontier`
+    heads: dict[str, tuple[int, bytes, bytes]]  # see Heads
     digest: bytes
     rows: int
     size: int  # bytes of encoded rows
+    firsts: tuple[WireItem, ...] = ()  # each epoch's first entry (hashes in `heads`)
+    # the signed reports naming (frontier, digest): each a run of the writer's entries from the
+    # report to the first one stored with a signature (signatures are thinned, see intake.py)
+    evidence: tuple[tuple[WireItem, ...], ...] = ()
 
     @property
     def ident(self) -> tuple[str, bytes]:
@@ -160,6 +167,72 @@ class Offer:
 
 def _frontier_key(frontier: Mapping[str, int]) -> str:
     return ",".join(f"{actor}:{seq}" for actor, seq in sorted(frontier.items()))
+
+
+def pack_offer(offer: Offer) -> bytes:
+    """An offer as the wire and the receiver's staging table carry it."""
+    return msgpack.packb(
+        [
+            offer.share,
+            offer.frontier,
+            {a: list(h) for a, h in offer.heads.items()},
+            offer.digest,
+            offer.rows,
+            offer.size,
+            [list(item) for item in offer.firsts],
+            [[list(item) for item in run] for run in offer.evidence],
+        ],
+        use_bin_type=True,
+    )
+
+
+def unpack_offer(blob: bytes) -> Offer:
+    """`pack_offer`'s bytes back; anything else is a SnapshotError."""
+    try:
+        wire = msgpack.unpackb(blob, raw=False, use_list=True, strict_map_key=True)
+        share, frontier, heads, digest, rows, size, firsts, evidence = wire
+        offer = Offer(
+            share,
+            {a: s for a, s in frontier.items()},
+            {a: (h[0], h[1], h[2]) for a, h in heads.items()},
+            digest,
+            rows,
+            size,
+            tuple(_item(i) for i in firsts),
+            tuple(tuple(_item(i) for i in run) for run in evidence),
+        )
+    except SnapshotError:
+        raise
+    except Exception:  # msgpack's own, and every shape it could decode to
+        raise SnapshotError("a snapshot start that is not [share, frontier, heads, ...]") from None
+    ok = (
+        isinstance(offer.share, str)
+        and all(isinstance(a, str) and type(s) is int and s > 0 for a, s in frontier.items())
+        and offer.heads.keys() == offer.frontier.keys()
+        and all(
+            type(h[0]) is int and isinstance(h[1], bytes) and isinstance(h[2], bytes)
+            for h in offer.heads.values()
+        )
+        and isinstance(offer.digest, bytes)
+        and type(offer.rows) is int
+        and type(offer.size) is int
+        and offer.rows >= 0
+        and offer.size >= 0
+    )
+    if not ok:
+        raise SnapshotError("a snapshot start with fields of the wrong types")
+    return offer
+
+
+def _item(wire: object) -> WireItem:
+    if not (
+        isinstance(wire, list)
+        and len(wire) == 2
+        and isinstance(wire[0], bytes)
+        and (wire[1] is None or isinstance(wire[1], bytes))
+    ):
+        raise SnapshotError("a snapshot start's entries must be [entry, signature or nil]")
+    return (wire[0], wire[1])
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,16 +300,14 @@ def _baselines(report: Report | None) -> Iterator[tuple[dict[str, int], bytes]]:
         yield report.baseline
 
 
-def vouch(
-    offer: Offer, sender: str, reports: Mapping[str, Report | None], members: Iterable[str]
-) -> Verdict:
+def vouch(offer: Offer, sender: str, reports: Mapping[str, Report | None]) -> Verdict:
     """Whether to install `offer` from `sender`, by the members' reports (their signed
     entries, which the receiver holds or got with the snapshot's start). The sender's report
     must name the offered frontier and digest; another member's report naming the same pair
     makes it sure; a member whose report names the same frontier with another digest refuses
     it; with no other member's word, the sender's is taken (`sender_only`)."""
     wanted = (dict(offer.frontier), offer.digest)
-    listed = set(members) | {sender}
+    listed = set(reports) | {sender}
     named = {m: list(_baselines(reports.get(m))) for m in listed}
     if wanted not in named[sender]:
         return Verdict(False, f"no report of {sender} names this snapshot's frontier and digest")
