@@ -14,6 +14,7 @@ from pathlib import Path
 from . import entry as entries
 from . import hlc, identity, membership, merge
 from .entry import IntegrityError, LogEntry, Op
+from .history.bootstrap import SnapshotRules
 from .history.compaction import HistoryRules
 from .intake import Fork, Intake
 from .membership import DEVICES, FORKS, DeviceRecord, EpochBook, Notice
@@ -111,7 +112,7 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class Replica(ShareRules, SchemaRules, TrustRules, HistoryRules):
+class Replica(ShareRules, SchemaRules, TrustRules, HistoryRules, SnapshotRules):
     def __init__(
         self, store: Store, device: identity.DeviceIdentity, now_ms: Callable[[], int]
     ) -> None:

@@ -17,7 +17,7 @@ from . import identity, membership, merge
 from .entry import LogEntry, Op
 from .intake import Intake
 from .membership import DEVICES, DeviceRecord, EpochBook
-from .merge import Sibling
+from .merge import RecordKey, Sibling
 from .schemas.manifest import SCHEMA
 from .shares.members import MEMBERS, ShareMembers
 from .store import Store
@@ -142,6 +142,30 @@ class TrustRules:
         if beyond:
             self._cut_back(share, beyond, restate=forked)
 
+    def replay_after_baseline(
+        self, share: str, rebuilt: dict[RecordKey, list[Sibling]], touched: Collection[RecordKey]
+    ) -> None:
+        """Apply the log beyond the baseline's frontier to `rebuilt` (records as of the
+        baseline), for the records in `touched` (one pass over the share's log)."""
+        folded = self.store.baseline_frontier(share)
+        cursor = 0
+        while rows := self.store.entries_after(share, cursor, 512):
+            for lseq, actor, seq, raw, _ in rows:
+                cursor = lseq
+                if seq <= folded.get(actor, 0):
+                    continue
+                logged = entries.decode(raw)
+                continues = self._book(share).continues(logged.actor)
+                for op in logged.ops:
+                    record_key = (op.collection, op.key)
+                    if record_key in touched:
+                        seen = self.writer_saw(
+                            share, logged, rebuilt, self.store.load_records, continues
+                        )
+                        rebuilt[record_key] = merge.apply_op(
+                            rebuilt.get(record_key, []), logged, op, continues, seen
+                        )
+
     def _cut_back(
         self, share: str, limits: Mapping[str, int], restate: Collection[str] = ()
     ) -> None:
@@ -173,24 +197,7 @@ class TrustRules:
         # the baseline holds what compaction folded (history/compaction.py): start from it and
         # replay only the entries beyond its frontier
         rebuilt = self.store.load_baseline(share, touched)
-        folded = self.store.baseline_frontier(share)
-        cursor = 0
-        while rows := self.store.entries_after(share, cursor, 512):
-            for lseq, actor, seq, raw, _ in rows:
-                cursor = lseq
-                if seq <= folded.get(actor, 0):
-                    continue
-                logged = entries.decode(raw)
-                continues = self._book(share).continues(logged.actor)
-                for op in logged.ops:
-                    record_key = (op.collection, op.key)
-                    if record_key in touched:
-                        seen = self.writer_saw(
-                            share, logged, rebuilt, self.store.load_records, continues
-                        )
-                        rebuilt[record_key] = merge.apply_op(
-                            rebuilt.get(record_key, []), logged, op, continues, seen
-                        )
+        self.replay_after_baseline(share, rebuilt, touched)
         self.store.remove_records(share, touched - rebuilt.keys())
         self.store.save_records(share, rebuilt)
         self._load_device_keys()

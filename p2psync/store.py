@@ -18,7 +18,7 @@ import msgpack
 from .history.baseline import KEY_CHUNK, BaselineTables
 from .merge import RecordKey, Sibling, SiblingFields, is_conflict, winner
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # Each step takes a database at version N-1 to version N; never edit a released step, add one.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
@@ -66,6 +66,15 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         # written: per actor, the newest folded entry that is more than a stability report
         "CREATE TABLE baselines(share INTEGER PRIMARY KEY, frontier BLOB NOT NULL,"
         " written BLOB NOT NULL)",
+    ),
+    5: (
+        # Snapshot bootstrap (history/snapshot.py, history/bootstrap.py): the snapshot a device
+        # is receiving for a share (its start, packed, with the progress so far) and the rows
+        # received, kept across restarts so an interrupted transfer resumes after the last key.
+        "CREATE TABLE snapshot_offers(share INTEGER PRIMARY KEY, offer BLOB NOT NULL,"
+        " progress BLOB NOT NULL)",
+        "CREATE TABLE snapshot_rows(share INTEGER NOT NULL, coll TEXT NOT NULL, key TEXT NOT NULL,"
+        " row BLOB NOT NULL, PRIMARY KEY(share, coll, key)) WITHOUT ROWID",
     ),
 }
 _KEY_CHUNK = KEY_CHUNK

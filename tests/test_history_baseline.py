@@ -64,7 +64,7 @@ def test_a_schema_3_database_opens_at_schema_4_with_its_data_untouched(tmp_path)
     }
     old.close()
     store = Store(path)
-    assert store.schema_version == SCHEMA_VERSION == 4
+    assert store.schema_version == SCHEMA_VERSION == 5
     for table, rows in tables.items():
         assert store._db.execute(f"SELECT * FROM {table}").fetchall() == rows, table
     assert store.baseline_frontier("s") == {} and store.baseline_tombstones("s") == []

@@ -305,7 +305,7 @@ def test_a_release_0_1_0_database_is_upgraded_with_counts_and_records_intact(tmp
     old.close()
 
     store = Store(path)
-    assert store.schema_version == SCHEMA_VERSION == 4
+    assert store.schema_version == SCHEMA_VERSION == 5
     assert store.deleted_values(0, 10**9) == {}  # the table of schema 3 is there, empty
     # schema 4's baseline is there, empty: nothing is folded
     assert store.baseline_frontier("default") == {}

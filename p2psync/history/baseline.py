@@ -1,5 +1,6 @@
-"""The tables of schema 4 behind compaction: each share's baseline and its frontier, and the
-reads and deletes of the log that folding needs (sqlite3, through the store's connection).
+"""The tables of schemas 4 and 5 behind compaction: each share's baseline and its frontier, the
+reads and deletes of the log that folding needs, and the snapshot a device is receiving
+(sqlite3, through the store's connection).
 
 A mixin of `store.Store`, kept apart so each file can be read whole; like the store it knows rows
 and bytes, and never decides what is folded or purged (that is `history/compaction.py`).
@@ -100,6 +101,75 @@ class BaselineTables:
             ((share_id, coll, key) for coll, key in keys),
         )
 
+    def baseline_rows(
+        self, share: str, after: RecordKey | None, limit: int
+    ) -> list[tuple[RecordKey, list[Sibling]]]:
+        """The baseline's rows after `after` in (collection, key) order."""
+        coll, key = after if after is not None else ("", "")
+        rows = self._db.execute(
+            "SELECT coll, key, siblings FROM baseline WHERE share=? AND (coll, key) > (?, ?)"
+            " ORDER BY coll, key LIMIT ?",
+            (self.share_id(share), coll, key, limit),
+        )
+        return [((c, k), self._unpack_siblings(blob)) for c, k, blob in rows]
+
+    def record_keys(self, share: str) -> set[RecordKey]:
+        rows = self._db.execute(
+            "SELECT coll, key FROM records WHERE share=?", (self.share_id(share),)
+        )
+        return {(coll, key) for coll, key in rows}
+
+    def clear_baseline(self, share: str) -> None:
+        self._db.execute("DELETE FROM baseline WHERE share=?", (self.share_id(share),))
+
+    def remove_entries_within(self, share: str, frontier: Mapping[str, int]) -> None:
+        """Forget entries a snapshot's baseline holds (each epoch's first entry stays)."""
+        share_id = self.share_id(share)
+        self._db.executemany(
+            "DELETE FROM entries WHERE share=? AND actor=? AND seq>1 AND seq<=?",
+            (
+                (share_id, self._actor_ids[actor], seq)
+                for actor, seq in frontier.items()
+                if actor in self._actor_ids
+            ),
+        )
+
+    # a snapshot being received (schema 5) -------------------------------------------------
+
+    def staged_snapshot(self, share: str) -> tuple[bytes, bytes] | None:
+        """(packed offer, packed progress) of the snapshot being received for `share`."""
+        row = self._db.execute(
+            "SELECT offer, progress FROM snapshot_offers WHERE share=?", (self.share_id(share),)
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), bytes(row[1]))
+
+    def stage_snapshot(self, share: str, offer: bytes, progress: bytes) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO snapshot_offers(share, offer, progress) VALUES(?, ?, ?)",
+            (self.share_id(share), offer, progress),
+        )
+
+    def stage_rows(self, share: str, rows: Iterable[tuple[RecordKey, bytes]]) -> None:
+        share_id = self.share_id(share)
+        self._db.executemany(
+            "INSERT OR REPLACE INTO snapshot_rows(share, coll, key, row) VALUES(?, ?, ?, ?)",
+            ((share_id, coll, key, raw) for (coll, key), raw in rows),
+        )
+
+    def staged_rows(self, share: str, after: RecordKey | None, limit: int) -> list[bytes]:
+        coll, key = after if after is not None else ("", "")
+        rows = self._db.execute(
+            "SELECT row FROM snapshot_rows WHERE share=? AND (coll, key) > (?, ?)"
+            " ORDER BY coll, key LIMIT ?",
+            (self.share_id(share), coll, key, limit),
+        )
+        return [bytes(raw) for (raw,) in rows]
+
+    def clear_staged(self, share: str) -> None:
+        share_id = self.share_id(share)
+        self._db.execute("DELETE FROM snapshot_offers WHERE share=?", (share_id,))
+        self._db.execute("DELETE FROM snapshot_rows WHERE share=?", (share_id,))
+
     def entries_down(self, share: str, actor: str, high: int, low: int) -> Iterator[bytes]:
         """An actor's entries from seq `high` down to just above `low`, newest first."""
         rows = self._db.execute(
@@ -113,9 +183,7 @@ class BaselineTables:
     def remove_entries(self, lseqs: Sequence[int]) -> None:
         """Forget folded entries (and what their deletes replaced)."""
         self._db.executemany("DELETE FROM entries WHERE lseq=?", ((lseq,) for lseq in lseqs))
-        self._db.executemany(
-            "DELETE FROM deleted_values WHERE lseq=?", ((lseq,) for lseq in lseqs)
-        )
+        self._db.executemany("DELETE FROM deleted_values WHERE lseq=?", ((lseq,) for lseq in lseqs))
 
     def reclaim_free_pages(self, at_least: int) -> int:
         """Give the file's free pages back to the filesystem (VACUUM, outside any transaction)

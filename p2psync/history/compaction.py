@@ -78,6 +78,9 @@ class HistoryRules:
     def shares(self) -> list[str]:
         raise NotImplementedError
 
+    # from SnapshotRules (history/bootstrap.py), which comes after this mixin
+    baseline_claim: Callable[[str], tuple[dict[str, int], bytes] | None]
+
     # reports and frontiers --------------------------------------------------------------
 
     def history_members(self, share: str) -> list[str]:
@@ -113,7 +116,12 @@ class HistoryRules:
 
     def stability_op(self, share: str) -> Op:
         """This device's report of `share` (naming the report it replaces)."""
-        value = report_value(self.summary_vector(share), self.now_ms(), self.own_report(share))
+        value = report_value(
+            self.summary_vector(share),
+            self.now_ms(),
+            self.own_report(share),
+            self.baseline_claim(share),
+        )
         return entries.put(STABLE, self.device_id, value)
 
     def due_stability_op(self, share: str, policy: HistoryPolicy) -> Op | None:

@@ -1,0 +1,310 @@
+"""A replica's snapshot side: offering its baseline to a peer that lacks folded entries, and
+receiving, keeping (resumably) and installing one (I/O via the replica's store).
+
+A mixin of `Replica`. The rules are pure, in `history/snapshot.py`; this module reads and writes
+the tables. A sender offers the baseline at its frontier B (rows, the chain heads at B, each
+epoch's first entry, and the signed reports that name B's digest); the receiver keeps what
+arrives in the staging tables of schema 5, so a transfer cut by anything, kill -9 included,
+resumes after the last key kept. Installing is one SQLite transaction: the baseline, B, the
+heads, the first entries, and `records` rebuilt from the baseline plus this device's log beyond
+B (its own writes made offline re-merge). It never talks to the network, never reads the clock.
+"""
+
+from collections.abc import Callable, Mapping
+
+import msgpack
+
+from .. import entry as entries
+from ..entry import IntegrityError, LogEntry
+from ..identity import verify_signature
+from ..intake import Intake
+from ..merge import RecordKey, Sibling
+from ..store import Store
+from ..vectors import device_of
+from .snapshot import (
+    CHUNK_BYTES,
+    Offer,
+    SnapshotError,
+    Staged,
+    Verdict,
+    WireItem,
+    baseline_digest,
+    check_complete,
+    decode_row,
+    encode_row,
+    pack_offer,
+    take_chunk,
+    unpack_offer,
+    vouch,
+)
+from .stability import STABLE, Report, read_report
+
+_PAGE = 2048  # rows per database read
+
+
+class SnapshotRules:
+    # set by Replica
+    store: Store
+    device_id: str
+    _heads: dict[str, dict[str, tuple[int, bytes]]]
+    _intakes: dict[str, Intake]
+    _device_keys: dict[str, bytes]
+
+    # from HistoryRules, TrustRules and Replica, which come before this mixin
+    folded_beyond: Callable[[str, Mapping[str, int]], bool]
+    stability_reports: Callable[[str], dict[str, Report | None]]
+    replay_after_baseline: Callable[[str, dict[RecordKey, list[Sibling]], set[RecordKey]], None]
+    _forget_cached_state: Callable[[], None]
+
+    # what this device folded ------------------------------------------------------------
+
+    def baseline_heads(self, share: str) -> dict[str, tuple[int, bytes, bytes]] | None:
+        """The chain heads at B, with each epoch's first entry hash; None when the log no
+        longer shows them (an actor cut back below B by a revocation)."""
+        frontier, heads = self.store.baseline_frontier(share), self.store.heads(share)
+        found = {}
+        for actor, seq in frontier.items():
+            first = self.store.entry(share, actor, 1)
+            if seq == heads.get(actor, (0, b""))[0]:
+                at = heads[actor][1]
+            elif (after := self.store.entry(share, actor, seq + 1)) is not None:
+                at = entries.decode(after).prev_hash
+            else:
+                return None
+            if first is None:
+                return None
+            found[actor] = (seq, at, entries.decode(first).hash)
+        return found
+
+    def baseline_claim(self, share: str) -> tuple[dict[str, int], bytes] | None:
+        """(B, digest) for this device's reports; None before anything is folded. A pass over
+        the baseline, so cached per B (the rows the digest covers change only with B)."""
+        frontier = self.store.baseline_frontier(share)
+        if not frontier:
+            return None
+        cache: dict[str, tuple[dict[str, int], bytes]] = self.__dict__.setdefault(
+            "_baseline_claims", {}
+        )
+        cached = cache.get(share)
+        if cached is not None and cached[0] == frontier:
+            return cached
+        heads = self.baseline_heads(share)
+        if heads is None:
+            return None
+        digest = baseline_digest(heads, self._all_baseline_rows(share))
+        cache[share] = (frontier, digest)
+        return cache[share]
+
+    def _all_baseline_rows(self, share: str) -> list[tuple[RecordKey, list[Sibling]]]:
+        found: list[tuple[RecordKey, list[Sibling]]] = []
+        while page := self.store.baseline_rows(share, found[-1][0] if found else None, _PAGE):
+            found += page
+        return found
+
+    # sending ----------------------------------------------------------------------------
+
+    def snapshot_offer(self, share: str, peer_vector: Mapping[str, int]) -> Offer | None:
+        """The snapshot a peer with `peer_vector` needs (None: it needs none, or this device
+        cannot vouch for its baseline)."""
+        if not self.folded_beyond(share, peer_vector):
+            return None
+        claim, heads = self.baseline_claim(share), self.baseline_heads(share)
+        if claim is None or heads is None:
+            return None
+        frontier, digest = claim
+        rows = [encode_row(k, s) for k, s in self._all_baseline_rows(share)]
+        firsts = []
+        for actor in sorted(frontier):
+            signed = self.store.signed_entry(share, actor, 1)
+            raw = self.store.entry(share, actor, 1)
+            assert raw is not None  # baseline_heads found it
+            firsts.append(signed or (raw, None))
+        evidence = []
+        for _, report in sorted(self.stability_reports(share).items()):
+            if report is not None and report.baseline == claim:
+                run = self.store.signed_run(share, report.dot[0], report.dot[1], report.dot[1])
+                if run:
+                    evidence.append(tuple(run))
+        return Offer(
+            share,
+            frontier,
+            heads,
+            digest,
+            len(rows),
+            sum(map(len, rows)),
+            tuple(firsts),
+            tuple(evidence),
+        )
+
+    def snapshot_rows(
+        self, share: str, after: RecordKey | None, max_bytes: int = CHUNK_BYTES
+    ) -> list[bytes]:
+        """The next chunk of baseline rows after key `after` (empty: none left)."""
+        chunk: list[bytes] = []
+        size = 0
+        while page := self.store.baseline_rows(share, after, 64):
+            for key, siblings in page:
+                raw = encode_row(key, siblings)
+                if chunk and size + len(raw) > max_bytes:
+                    return chunk
+                chunk.append(raw)
+                size += len(raw)
+                after = key
+        return chunk
+
+    # receiving --------------------------------------------------------------------------
+
+    def snapshot_started(self, share: str, offer: Offer) -> RecordKey | None:
+        """A sender offers `offer`: keep it (the same frontier and digest as the one staged
+        continue it, whoever sends it). Returns the key to resume after (None: from the
+        start)."""
+        staged = self.staged_snapshot(share)
+        if staged is not None and staged.offer.ident == offer.ident:
+            with self.store.transaction():  # the newer start carries newer evidence
+                self._stage(share, Staged(offer, staged.rows, staged.size, staged.last))
+            return staged.last
+        with self.store.transaction():
+            self.store.clear_staged(share)
+            self._stage(share, Staged(offer))
+        return None
+
+    def staged_snapshot(self, share: str) -> Staged | None:
+        stored = self.store.staged_snapshot(share)
+        if stored is None:
+            return None
+        rows, size, last = msgpack.unpackb(stored[1], raw=False)
+        return Staged(unpack_offer(stored[0]), rows, size, tuple(last) if last else None)
+
+    def _stage(self, share: str, staged: Staged) -> None:
+        progress = msgpack.packb([staged.rows, staged.size, staged.last])
+        self.store.stage_snapshot(share, pack_offer(staged.offer), progress)
+
+    def snapshot_chunk(self, share: str, raws: list[bytes]) -> Staged:
+        """Keep a chunk of the staged snapshot (checked against its start)."""
+        staged = self.staged_snapshot(share)
+        if staged is None:
+            raise SnapshotError("snapshot rows without a snapshot start")
+        staged, rows = take_chunk(staged, raws)
+        with self.store.transaction():
+            self.store.stage_rows(share, ((key, encode_row(key, sibs)) for key, sibs in rows))
+            self._stage(share, staged)
+        return staged
+
+    def install_snapshot(
+        self, share: str, sender: str, public_key_of: Callable[[str], bytes | None]
+    ) -> Verdict:
+        """Verify the staged snapshot and, if vouched for, install it in one transaction.
+        `public_key_of`: device id -> its key where the device records do not say (the
+        sender's, from its certificate). A refused snapshot is dropped."""
+        staged = self.staged_snapshot(share)
+        if staged is None or not staged.complete:
+            raise SnapshotError("the snapshot ended before all its rows arrived")
+        offer = staged.offer
+        rows = [decode_row(raw) for raw in self._all_staged(share)]
+        try:
+            check_complete(offer, rows)
+            firsts = _check_firsts(offer, share)
+            reports = dict(self.stability_reports(share))
+            known = self._device_keys.get
+            reports.update(_evidence_reports(offer, share, lambda d: public_key_of(d) or known(d)))
+            verdict = vouch(offer, sender, reports)
+        except SnapshotError:
+            with self.store.transaction():
+                self.store.clear_staged(share)
+            raise
+        with self.store.transaction():
+            if verdict.accept:
+                self._install(share, offer, rows, firsts)
+            self.store.clear_staged(share)
+        self._forget_cached_state()
+        return verdict
+
+    def _all_staged(self, share: str) -> list[bytes]:
+        found: list[bytes] = []
+        last: RecordKey | None = None
+        while page := self.store.staged_rows(share, last, _PAGE):
+            found += page
+            last = decode_row(page[-1])[0]
+        return found
+
+    def _install(
+        self,
+        share: str,
+        offer: Offer,
+        rows: list[tuple[RecordKey, list[Sibling]]],
+        firsts: list[tuple[LogEntry, bytes | None]],
+    ) -> None:
+        # entries within B are in the baseline now; the ones beyond it (this device's own
+        # offline writes among them) stay and are replayed onto it below
+        self.store.remove_entries_within(share, offer.frontier)
+        held = self.store.heads(share)
+        missing = [(e, sig) for e, sig in firsts if self.store.entry(share, e.actor, 1) is None]
+        self.store.append_entries(share, ((e.actor, 1, e.raw, sig) for e, sig in missing))
+        for actor, (seq, at, _) in offer.heads.items():
+            if held.get(actor, (0, b""))[0] < seq:
+                self.store.set_head(share, actor, seq, at)
+        self.store.clear_baseline(share)
+        baseline = dict(rows)
+        self.store.save_baseline(share, baseline)
+        self.store.set_baseline_frontier(share, offer.frontier, offer.frontier)
+        before = self.store.record_keys(share)
+        rebuilt = dict(baseline)
+        touched = before | rebuilt.keys()
+        self.replay_after_baseline(share, rebuilt, touched)
+        self.store.remove_records(share, before - rebuilt.keys())
+        self.store.save_records(share, rebuilt)
+
+
+def _check_firsts(offer: Offer, share: str) -> list[tuple[LogEntry, bytes | None]]:
+    """Each epoch's first entry, as the heads (covered by the digest) name it."""
+    found = {}
+    for raw, signature in offer.firsts:
+        try:
+            first = entries.decode(raw)
+        except IntegrityError as exc:
+            raise SnapshotError(f"a snapshot's first entry does not decode: {exc}") from None
+        head = offer.heads.get(first.actor)
+        if first.share != share or first.seq != 1 or head is None or head[2] != first.hash:
+            raise SnapshotError(f"the snapshot's first entry of {first.actor} is not its heads'")
+        found[first.actor] = (first, signature)
+    if found.keys() != offer.heads.keys():
+        raise SnapshotError("the snapshot lacks the first entry of an epoch within it")
+    return list(found.values())
+
+
+def _evidence_reports(
+    offer: Offer, share: str, public_key_of: Callable[[str], bytes | None]
+) -> dict[str, Report]:
+    """The reports in the snapshot's evidence that their writers signed (runs that do not
+    check out are ignored: they vouch for nothing)."""
+    found: dict[str, Report] = {}
+    for run in offer.evidence:
+        report = _signed_report(run, share, public_key_of)
+        if report is not None:
+            found[report.device_id] = report
+    return found
+
+
+def _signed_report(
+    run: tuple[WireItem, ...], share: str, public_key_of: Callable[[str], bytes | None]
+) -> Report | None:
+    try:
+        logged = [entries.decode(raw) for raw, _ in run]
+        entries.check_chain(logged[0].prev_hash, logged)
+    except (IntegrityError, IndexError):
+        return None
+    last, signature = logged[-1], run[-1][1]
+    device = device_of(last.actor)
+    key = public_key_of(device)
+    if key is None or signature is None or any(e.share != share for e in logged):
+        return None
+    message = entries.head_message(share, last.actor, last.seq, last.hash)
+    if not verify_signature(key, signature, message):
+        return None
+    first = logged[0]
+    siblings = [
+        Sibling(first.actor, first.seq, first.hlc, False, op.value, op.meta)
+        for op in first.ops
+        if (op.collection, op.key) == (STABLE, device) and op.kind == entries.PUT
+    ]
+    return read_report(device, siblings)

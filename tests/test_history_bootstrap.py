@@ -1,0 +1,187 @@
+import msgpack
+import pytest
+
+from p2psync import entry, identity
+from p2psync.history.snapshot import SnapshotError
+from p2psync.replica import DEFAULT_SHARE as SHARE
+from p2psync.replica import Replica
+from tests.test_history_compaction import (
+    FOREVER,
+    Clock,
+    converge,
+    hand_over,
+    household,
+    report_round,
+    settle,
+    value_of,
+    visible,
+)
+
+
+def compacted_household(deletes: bool = True) -> tuple[list[Replica], Replica]:
+    """Three members that folded 30 writes (and purged 10 deletes), whose newest reports name
+    the baseline they folded to; and an observer that holds the whole log."""
+    members, observer = household(3)
+    a, b, c = members
+    for i in range(30):
+        writer = members[i % 3]
+        writer.commit(SHARE, [entry.put("notes", f"k{i:02}", msgpack.packb(i))])
+    converge(members)
+    if deletes:
+        for i in range(0, 30, 3):
+            a.commit(SHARE, [entry.delete("notes", f"k{i:02}")])
+    c.commit(SHARE, [entry.put("notes", "k01", msgpack.packb("concurrent"))])
+    b.commit(SHARE, [entry.put("notes", "k01", msgpack.packb("other"))])
+    converge(members)
+    for replica in members:
+        hand_over(replica, observer)
+    settle(members, observer)
+    settle(members, observer)
+    report_round(members, observer)  # reports naming the baseline each folded to
+    for replica in members:
+        hand_over(replica, observer)
+    assert a.store.baseline_frontier(SHARE) == b.store.baseline_frontier(SHARE) != {}
+    assert a.baseline_claim(SHARE) == b.baseline_claim(SHARE) == c.baseline_claim(SHARE)
+    return members, observer
+
+
+def newcomer(path, members: list[Replica]) -> Replica:
+    """A device paired into the household: it knows the keys of `members`, holds no entry of
+    theirs."""
+    new = Replica.open(path, identity.DeviceIdentity.generate(), Clock(5_000))
+    if members:
+        ops = [new.device_op(r.identity.cert_pem, f"m{i}") for i, r in enumerate(members)]
+        new.commit(SHARE, ops)
+    return new
+
+
+def key_of(replicas: list[Replica]):
+    keys = {r.device_id: r.identity.public_key for r in replicas}
+    return keys.get
+
+
+def transfer(sender: Replica, receiver: Replica, max_bytes: int = 1 << 20, stop_after=None):
+    """Offer, stream (stopping after `stop_after` chunks: a cut connection) and install."""
+    offer = sender.snapshot_offer(SHARE, receiver.summary_vector(SHARE))
+    assert offer is not None
+    after = receiver.snapshot_started(SHARE, offer)
+    sent = 0
+    while chunk := sender.snapshot_rows(SHARE, after, max_bytes):
+        if stop_after is not None and sent == stop_after:
+            return None
+        staged = receiver.snapshot_chunk(SHARE, chunk)
+        after, sent = staged.last, sent + 1
+    return receiver.install_snapshot(SHARE, sender.device_id, key_of([sender]))
+
+
+def test_a_new_device_bootstraps_from_a_snapshot_then_the_log_and_converges(tmp_path):
+    members, observer = compacted_household()
+    a = members[0]
+    new = newcomer(tmp_path / "new.db", members)
+    new.commit(SHARE, [entry.put("notes", "mine", msgpack.packb("offline"))])
+    assert a.folded_beyond(SHARE, new.summary_vector(SHARE))
+    verdict = transfer(a, new, max_bytes=200)
+    assert verdict.accept and len(verdict.vouchers) == 3, verdict
+    hand_over(a, new)  # the log after B, as today
+    assert not a.folded_beyond(SHARE, new.summary_vector(SHARE))
+    observer.commit(SHARE, [observer.device_op(new.identity.cert_pem, "new")])
+    hand_over(new, observer)
+    assert visible(new) == visible(observer)
+    assert value_of(new, "mine") == ["offline"] and value_of(new, "k00") == []
+    assert value_of(new, "k01") == ["concurrent", "other"], "a conflict stays a conflict"
+    # it writes on from there, and the members that know it take its writes
+    a.commit(SHARE, [a.device_op(new.identity.cert_pem, "new")])
+    new.commit(SHARE, [entry.put("notes", "k02", msgpack.packb("after"))])
+    hand_over(new, a)
+    hand_over(new, observer)
+    assert value_of(a, "k02") == value_of(observer, "k02") == ["after"]
+
+
+def test_an_interrupted_transfer_resumes_after_a_restart_and_loses_nothing(tmp_path):
+    members, observer = compacted_household()
+    a = members[0]
+    new = newcomer(tmp_path / "new.db", members)
+    assert transfer(a, new, max_bytes=150, stop_after=3) is None
+    kept = new.staged_snapshot(SHARE)
+    new.close()  # what a kill -9 leaves: the staged rows were committed chunk by chunk
+    again = Replica.open(tmp_path / "new.db", new.identity, Clock(9_000))
+    offer = members[1].snapshot_offer(SHARE, again.summary_vector(SHARE))  # another sender
+    assert kept.last is not None and again.snapshot_started(SHARE, offer) == kept.last
+    after = kept.last
+    while chunk := members[1].snapshot_rows(SHARE, after, 150):
+        after = again.snapshot_chunk(SHARE, chunk).last
+    assert again.install_snapshot(SHARE, members[1].device_id, key_of(members)).accept
+    hand_over(members[1], again)
+    assert visible(again) == visible(observer)
+    assert again.staged_snapshot(SHARE) is None
+
+
+def test_a_forged_row_is_refused_and_nothing_changes(tmp_path):
+    members, _ = compacted_household()
+    a = members[0]
+    new = newcomer(tmp_path / "new.db", members)
+    before = visible(new)
+    new.snapshot_started(SHARE, a.snapshot_offer(SHARE, {}))
+    rows = a.snapshot_rows(SHARE, None)
+    at = next(i for i, raw in enumerate(rows) if b"other" in raw)
+    rows[at] = rows[at].replace(b"other", b"OTHER")  # same size: the counts cannot tell
+    assert new.snapshot_chunk(SHARE, rows).complete
+    with pytest.raises(SnapshotError, match="digest"):
+        new.install_snapshot(SHARE, a.device_id, key_of(members))
+    assert visible(new) == before and new.store.baseline_frontier(SHARE) == {}
+    assert new.staged_snapshot(SHARE) is None, "dropped: the next offer starts again"
+
+
+def test_a_snapshot_only_its_sender_vouches_for_is_taken_and_named_so(tmp_path):
+    members, _ = compacted_household()
+    a = members[0]
+    # the new device cannot check the other members' signatures (it does not know their keys)
+    new = newcomer(tmp_path / "new.db", [])
+    offer = a.snapshot_offer(SHARE, {})
+    new.snapshot_started(SHARE, offer)
+    after = None
+    while chunk := a.snapshot_rows(SHARE, after):
+        after = new.snapshot_chunk(SHARE, chunk).last
+    verdict = new.install_snapshot(SHARE, a.device_id, lambda device: None)
+    assert not verdict.accept, "no signature checks out: not even the sender's"
+    new.snapshot_started(SHARE, offer)
+    after = None
+    while chunk := a.snapshot_rows(SHARE, after):
+        after = new.snapshot_chunk(SHARE, chunk).last
+    verdict = new.install_snapshot(SHARE, a.device_id, key_of([a]))
+    assert verdict.accept and verdict.sender_only
+
+
+def test_a_device_back_after_compaction_passed_it_converges_without_resurrecting_deletes(
+    tmp_path,
+):
+    members, observer = household(3)
+    a, b, away = members
+    for i in range(6):
+        a.commit(SHARE, [entry.put("notes", f"k{i}", msgpack.packb(i))])
+    converge(members)
+    settle(members, observer)
+    for replica in members:
+        replica.now_ms.now += 86_400_000  # type: ignore[attr-defined]
+    away.commit(SHARE, [entry.put("notes", "k1", msgpack.packb("offline"))])
+    for i in range(6, 12):
+        a.commit(SHARE, [entry.put("notes", f"k{i}", msgpack.packb(i))])
+    converge([a, b])
+    b.commit(SHARE, [entry.delete("notes", "k0"), entry.delete("notes", "k6")])
+    converge([a, b])
+    for replica in (a, b):
+        hand_over(replica, observer)
+    for _ in range(2):
+        settle([a, b], observer, keep_for_absent_ms=3_600_000)
+    report_round([a, b], observer)
+    assert a.folded_beyond(SHARE, away.summary_vector(SHARE))
+    verdict = transfer(a, away)
+    assert verdict.accept and verdict.vouchers == {a.device_id, b.device_id}
+    hand_over(a, away)
+    hand_over(away, a)
+    hand_over(away, observer)
+    assert visible(away) == visible(a) == visible(observer)
+    # kept as tombstones for it while it was away (history/stability.py, P), never live
+    assert value_of(away, "k0") == value_of(away, "k6") == ["deleted"], "deletes stay deleted"
+    assert value_of(away, "k1") == ["offline"], "its causally later write wins"
+    assert away.compact(SHARE, FOREVER) is not None
