@@ -25,6 +25,11 @@ other share crosses the session (both sides check every message against the shar
 a device offered a share it holds nothing of joins it by answering with its vector
 (`join_share`), and a device that offers a share it was removed from is told so (`not_member`);
 a 0.2 peer, which would sync every share both hold, is told to upgrade.
+
+Snapshots (release 0.5.0, still protocol 3): a hello may say "sn" (this device takes snapshots);
+only to a peer that said so go `snap_start` (a packed offer, history/snapshot.py), `snap_rows`
+and `snap_end`, and it answers a start with `snap_from` (the key to resume after, or nil). An
+older peer ignores the key, never hears the messages, and would ignore them anyway.
 """
 
 import hashlib
@@ -85,6 +90,7 @@ class PeerHello:
     in_sync: dict[str, Vector]
     actor: str = ""  # the epoch the peer writes as now: tells two running copies apart
     software: str = ""  # the peer's p2psync version, for people ("" from peers before 0.4)
+    snapshots: bool = False  # it takes snapshots of compacted shares (0.5 and later)
 
 
 @dataclass(frozen=True)
@@ -149,6 +155,33 @@ class Direct:
 
 
 @dataclass(frozen=True)
+class SnapshotStart:
+    """The peer offers a snapshot of `share` (`offer`: history/snapshot.py's packed offer)."""
+
+    share: str
+    offer: bytes
+
+
+@dataclass(frozen=True)
+class SnapshotFrom:
+    """The peer takes the snapshot of `share` it was offered, from after key `after`."""
+
+    share: str
+    after: tuple[str, str] | None
+
+
+@dataclass(frozen=True)
+class SnapshotRows:
+    share: str
+    rows: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class SnapshotEnd:
+    share: str
+
+
+@dataclass(frozen=True)
 class NotMember:
     """The peer says we were removed from `share`, which our hello offered it (`reason` in words
     for a log: who removed us and when)."""
@@ -157,7 +190,22 @@ class NotMember:
     reason: str
 
 
-Event = PeerHello | PeerVector | Entries | CaughtUp | Ping | Pong | Bye | Have | Direct | NotMember
+Event = (
+    PeerHello
+    | PeerVector
+    | Entries
+    | CaughtUp
+    | Ping
+    | Pong
+    | Bye
+    | Have
+    | Direct
+    | NotMember
+    | SnapshotStart
+    | SnapshotFrom
+    | SnapshotRows
+    | SnapshotEnd
+)
 
 
 def _on_ping(message: dict[str, Any]) -> Ping:
@@ -209,6 +257,7 @@ class SyncConnection:
         self._announced: dict[str, Heads] | None = None
         self._partial_vectors: dict[tuple[str, str], Vector] = {}
         self._peer_shares: frozenset[str] | None = None
+        self.peer_takes_snapshots = False  # its hello said "sn"
         self._said_bye = False
         self._eof = False
         self._closed = False
@@ -224,13 +273,24 @@ class SyncConnection:
             "have": self._on_have,
             "direct": self._on_direct,
             "not_member": self._on_not_member,
+            "snap_start": self._on_snap_start,
+            "snap_from": self._on_snap_from,
+            "snap_rows": self._on_snap_rows,
+            "snap_end": self._on_snap_end,
         }
 
     # -- sending ----------------------------------------------------------------------------------
 
-    def send_hello(self, shares: Mapping[str, Heads], actor: str = "", software: str = "") -> bytes:
+    def send_hello(
+        self,
+        shares: Mapping[str, Heads],
+        actor: str = "",
+        software: str = "",
+        snapshots: bool = False,
+    ) -> bytes:
         """Must come first on every connection, before reading anything from the peer.
-        `software`: our p2psync version, shown to people (older peers ignore the key)."""
+        `software`: our p2psync version, shown to people; `snapshots`: we take snapshots (older
+        peers ignore both keys)."""
         if self._announced is not None:
             raise LocalProtocolError("hello already sent")
         self._check_can_send("hello")
@@ -238,7 +298,7 @@ class SyncConnection:
         digests = {share: summary_digest(vector) for share, vector in shares.items()}
         low, high = self.versions
         hello = {"t": "hello", "v": [low, high], "id": self.our_device_id, "s": digests}
-        optional = {"a": actor, "sw": software}
+        optional = {"a": actor, "sw": software, "sn": 1 if snapshots else 0}
         return self._frame({**hello, **{key: value for key, value in optional.items() if value}})
 
     def send_vector(self, share: str, vector: Mapping[str, int]) -> bytes:
@@ -282,6 +342,27 @@ class SyncConnection:
         if sum(len(actors) for actors in listed.values()) > MAX_DIRECT_ACTORS:
             raise LocalProtocolError(f"more than {MAX_DIRECT_ACTORS} direct actors")
         return self._frame({"t": "direct", "a": actor, "d": listed})
+
+    def send_snap_start(self, share: str, offer: bytes) -> bytes:
+        self._check_snapshots("snap_start", share)
+        return self._frame({"t": "snap_start", "s": share, "o": offer})
+
+    def send_snap_from(self, share: str, after: tuple[str, str] | None) -> bytes:
+        self._check_shared("snap_from", share)
+        return self._frame({"t": "snap_from", "s": share, "k": list(after) if after else None})
+
+    def send_snap_rows(self, share: str, rows: Iterable[bytes]) -> bytes:
+        self._check_snapshots("snap_rows", share)
+        return self._frame({"t": "snap_rows", "s": share, "r": list(rows)})
+
+    def send_snap_end(self, share: str) -> bytes:
+        self._check_snapshots("snap_end", share)
+        return self._frame({"t": "snap_end", "s": share})
+
+    def _check_snapshots(self, kind: str, share: str) -> None:
+        self._check_shared(kind, share)
+        if not self.peer_takes_snapshots:
+            raise LocalProtocolError(f"{kind} to a peer that did not say it takes snapshots")
 
     def send_not_member(self, share: str, reason: str) -> bytes:
         """Tell the peer it was removed from a share its hello offered us (and ours did not)."""
@@ -459,7 +540,16 @@ class SyncConnection:
             f"'sw' must be a version of at most {MAX_SOFTWARE_CHARS} characters",
         )
         self._peer_shares = frozenset(digests)
-        return PeerHello(device_id, high, frozenset(digests), in_sync, actor, software)
+        self.peer_takes_snapshots = message.get("sn") == 1
+        return PeerHello(
+            device_id,
+            high,
+            frozenset(digests),
+            in_sync,
+            actor,
+            software,
+            self.peer_takes_snapshots,
+        )
 
     def _on_vector(self, message: dict[str, Any]) -> PeerVector | None:
         share = _share_field(message)
@@ -529,6 +619,37 @@ class SyncConnection:
         total = sum(len(actors) for actors in listed.values())
         _require(total <= MAX_DIRECT_ACTORS, f"more than {MAX_DIRECT_ACTORS} direct actors")
         return Direct(actor, {share: frozenset(actors) for share, actors in listed.items()})
+
+    def _on_snap_start(self, message: dict[str, Any]) -> SnapshotStart:
+        share = self._shared_field("snap_start", message)
+        offer: Any = message.get("o")
+        _require(isinstance(offer, bytes), "'o' must be a packed snapshot offer")
+        return SnapshotStart(share, offer)
+
+    def _on_snap_from(self, message: dict[str, Any]) -> SnapshotFrom:
+        share, after = self._shared_field("snap_from", message), message.get("k")
+        _require(
+            after is None
+            or (
+                isinstance(after, list)
+                and len(after) == 2
+                and all(isinstance(k, str) for k in after)
+            ),
+            "'k' must be [collection, key] or nil",
+        )
+        return SnapshotFrom(share, None if after is None else (after[0], after[1]))
+
+    def _on_snap_rows(self, message: dict[str, Any]) -> SnapshotRows:
+        share = self._shared_field("snap_rows", message)
+        rows: Any = message.get("r")
+        _require(
+            isinstance(rows, list) and all(isinstance(r, bytes) for r in rows),
+            "'r' must be a list of rows",
+        )
+        return SnapshotRows(share, tuple(rows))
+
+    def _on_snap_end(self, message: dict[str, Any]) -> SnapshotEnd:
+        return SnapshotEnd(self._shared_field("snap_end", message))
 
     def _on_not_member(self, message: dict[str, Any]) -> NotMember:
         share, reason = _share_field(message), message.get("r", "")

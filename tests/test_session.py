@@ -597,3 +597,45 @@ def test_a_hello_reader_ignores_keys_it_does_not_know() -> None:
 def test_a_bad_version_in_a_hello_is_a_protocol_error(software: object) -> None:
     with pytest.raises(ProtocolError, match="'sw' must be a version"):
         events_from(listening(), hello_frame(sw=software))
+
+
+def test_snapshot_messages_go_only_to_a_peer_that_said_it_takes_them():
+    from p2psync.session import (
+        LocalProtocolError,
+        SnapshotEnd,
+        SnapshotFrom,
+        SnapshotRows,
+        SnapshotStart,
+    )
+
+    alice, bob = SyncConnection(ALICE, BOB), SyncConnection(BOB, ALICE)
+    alice_out = alice.send_hello({"default": {}}, snapshots=True)
+    bob_out = bob.send_hello({"default": {}})  # a 0.4 peer: no "sn"
+    [bob_hello] = events_from(alice, bob_out)
+    [alice_hello] = events_from(bob, alice_out)
+    assert alice_hello.snapshots and not bob_hello.snapshots
+    with pytest.raises(LocalProtocolError):
+        alice.send_snap_start("default", b"offer")  # bob would not understand
+    stream = (
+        bob.send_snap_start("default", b"offer")
+        + bob.send_snap_rows("default", [b"r1", b"r2"])
+        + bob.send_snap_end("default")
+    )
+    assert events_from(alice, stream) == [
+        SnapshotStart("default", b"offer"),
+        SnapshotRows("default", (b"r1", b"r2")),
+        SnapshotEnd("default"),
+    ]
+    assert events_from(bob, alice.send_snap_from("default", ("notes", "k"))) == [
+        SnapshotFrom("default", ("notes", "k"))
+    ]
+    assert events_from(bob, alice.send_snap_from("default", None)) == [
+        SnapshotFrom("default", None)
+    ]
+
+
+def test_a_malformed_snapshot_message_ends_the_session():
+    conn = listening()
+    events_from(conn, hello_frame())
+    with pytest.raises(ProtocolError, match="snap_rows"):
+        events_from(conn, hand_frame({"t": "snap_rows", "s": "default", "r": [1]}))
