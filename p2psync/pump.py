@@ -17,6 +17,7 @@ import trio
 
 from . import __version__, hlc
 from .entry import IntegrityError
+from .history.snapshot import SnapshotError, unpack_offer
 from .journal import log_extra
 from .liveness import Liveness
 from .relay import raise_to as _raise_to
@@ -35,6 +36,10 @@ from .session import (
     PeerHello,
     PeerVector,
     Ping,
+    SnapshotEnd,
+    SnapshotFrom,
+    SnapshotRows,
+    SnapshotStart,
     SyncConnection,
 )
 
@@ -82,7 +87,8 @@ class SessionPump:
     async def run(self) -> None:
         shares = await self.node.call(_share_heads, self.replica, self.state.device_id)
         self.session.offered = frozenset(shares)
-        await self.send(self.connection.send_hello(shares, self.replica.actor, __version__))
+        hello = self.connection.send_hello(shares, self.replica.actor, __version__, snapshots=True)
+        await self.send(hello)
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
@@ -144,6 +150,10 @@ class SessionPump:
             self._start_sender(event.share, vector)
         elif isinstance(event, Entries):
             await self._apply(event)
+        elif isinstance(event, SnapshotStart | SnapshotRows | SnapshotEnd):
+            await self._snapshot(event)
+        elif isinstance(event, SnapshotFrom):
+            self.link.on_snapshot_from(event.share, event.after)
         elif isinstance(event, NotMember):
             peer = self.state.device_id
             if await self._database(self.replica.note_removal, event.share, peer, event.reason):
@@ -230,6 +240,38 @@ class SessionPump:
         self.link.start(self.nursery)
         self.nursery.start_soon(self.link.send_share, share)
 
+    async def _snapshot(self, event: SnapshotStart | SnapshotRows | SnapshotEnd) -> None:
+        """A snapshot of a share whose folded entries we lack (history/bootstrap.py): kept as
+        it arrives, installed at its end if the members' reports vouch for it."""
+        share, peer = event.share, self.state.device_id
+        try:
+            if isinstance(event, SnapshotStart):
+                offer = unpack_offer(event.offer)
+                after = await self._database(self.replica.snapshot_started, share, offer)
+                where = "from the start" if after is None else f"resuming after {after}"
+                log.info("receiving a snapshot of share %s from %s, %s", share, peer, where)
+                await self.send(self.connection.send_snap_from(share, after))
+            elif isinstance(event, SnapshotRows):
+                await self._database(self.replica.snapshot_chunk, share, list(event.rows))
+                self.state.count_received(trio.current_time(), len(event.rows))
+            else:
+                verdict = await self._database(self.replica.install_snapshot, share, peer, _no_key)
+                if not verdict.accept:
+                    self.manager.end_for_misbehaviour(self.session, verdict.reason)
+                    return
+                log.info("installed the snapshot of share %s: %s", share, verdict.reason)
+                if verdict.sender_only:
+                    log.warning(
+                        "the snapshot of share %s is on the word of %s alone: it is checked"
+                        " again when another member's report names its frontier",
+                        share,
+                        peer,
+                    )
+                position = await self._database(self.replica.last_position)
+                await self.node.applied(position, True)
+        except SnapshotError as exc:
+            self.manager.end_for_misbehaviour(self.session, f"snapshot of share {share}: {exc}")
+
     async def _apply(self, event: Entries) -> None:
         known = self._known(event.share)
         try:
@@ -295,6 +337,11 @@ def _apply_noting(
     result = replica.apply(share, items, peer)
     _raise_to(known, result.received)
     return result
+
+
+def _no_key(device_id: str) -> None:
+    """A peer's key, beyond the device records: a peer we sync with is in them already."""
+    return None
 
 
 def _offer_facts(replica: Replica, share: str, peer: str) -> tuple[bool, bool, str]:

@@ -9,12 +9,14 @@ messages are in `session.py`. See "Each entry crosses each link once" in docs/ar
 """
 
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from functools import partial
 
 import trio
 
 from . import relay
+from .history.snapshot import CHUNK_BYTES, decode_row, pack_offer
 from .node import Node
 from .replica import Replica, WireItem
 from .session import Direct, SyncConnection
@@ -24,6 +26,8 @@ log = logging.getLogger("p2psync.peers")
 LAZY_HAVE_SECONDS = 5.0  # how stale a peer's idea of our claimed actors' seqs may get
 # what we send of our heads for the peer to compare (a fork of equal length shows only there)
 EQUAL_HEADS_BYTES = 2 * 1024 * 1024
+# rows per snapshot frame; tests make it small so that a transfer takes many frames
+SNAPSHOT_CHUNK_BYTES = int(os.environ.get("P2PSYNC_TEST_SNAPSHOT_CHUNK_BYTES") or CHUNK_BYTES)
 
 
 class Neighbourhood:
@@ -100,6 +104,8 @@ class Link:
         # stays a small hello and an empty caught_up each way
         self.told: dict[str, dict[str, int]] = {}
         self.compare_heads: set[str] = set()  # shares whose hello digests differed
+        # share -> the peer's answer to our snapshot start: where to resume (None: the start)
+        self._snapshot_from: dict[str, tuple[trio.Event, list[tuple[str, str] | None]]] = {}
 
     @property
     def peer_device(self) -> str:
@@ -135,6 +141,12 @@ class Link:
             self.peer_actor = event.actor
             self.neighbourhood.changed()
 
+    def on_snapshot_from(self, share: str, after: tuple[str, str] | None) -> None:
+        waiting = self._snapshot_from.get(share)
+        if waiting is not None and not waiting[0].is_set():
+            waiting[1].append(after)
+            waiting[0].set()
+
     async def on_have(self, share: str, vector: Mapping[str, int]) -> None:
         await self.node.call(relay.raise_to, self.known(share), vector)
 
@@ -144,14 +156,18 @@ class Link:
         known = self.known(share)
         if share in self.compare_heads:
             await self._send_equal_heads(share, known)
-        cursor = await self.node.call(self.replica.cursor_for, share, known)
         if await self.node.call(self.replica.folded_beyond, share, known):
-            log.warning(
-                "%s lacks entries of share %s that this device has folded away (history."
-                "compaction): it cannot catch up from here, since snapshots are not sent yet",
-                self.peer_device,
-                share,
-            )
+            if self.connection.peer_takes_snapshots:
+                await self._send_snapshot(share, known)
+            else:
+                log.warning(
+                    "%s lacks entries of share %s that this device has folded away (history."
+                    "compaction) and does not take snapshots (it runs p2psync before 0.5.0): it "
+                    "cannot catch up from here",
+                    self.peer_device,
+                    share,
+                )
+        cursor = await self.node.call(self.replica.cursor_for, share, known)
         caught_up_sent = False
         while True:
             if share in self._rewind:
@@ -176,6 +192,32 @@ class Link:
                 caught_up_sent = True
             if share not in self._rewind:
                 await _first_of(partial(self.node.changes.wait_beyond, cursor), self._rewound.wait)
+
+    async def _send_snapshot(self, share: str, known: dict[str, int]) -> None:
+        """The baseline the peer lacks, in chunks from where its staged copy ends; then the
+        peer holds B, and the log after B follows as usual."""
+        offer = await self.node.call(self.replica.snapshot_offer, share, dict(known))
+        if offer is None:
+            log.warning(
+                "%s lacks folded entries of share %s, and this device's reports do not name its"
+                " baseline yet: a snapshot waits for its next report",
+                self.peer_device,
+                share,
+            )
+            return
+        answered = self._snapshot_from[share] = (trio.Event(), [])
+        await self.send(self.connection.send_snap_start(share, pack_offer(offer)))
+        await answered[0].wait()
+        after = answered[1][0]
+        log.info("sending %s a snapshot of share %s (%d rows)", self.peer_device, share, offer.rows)
+        while rows := await self.node.call(
+            self.replica.snapshot_rows, share, after, SNAPSHOT_CHUNK_BYTES
+        ):
+            await self.send(self.connection.send_snap_rows(share, rows))
+            self.on_sent(len(rows))
+            after = decode_row(rows[-1])[0]
+        await self.send(self.connection.send_snap_end(share))
+        await self.node.call(relay.raise_to, known, offer.frontier)
 
     async def _send_equal_heads(self, share: str, known: dict[str, int]) -> None:
         """Once per session whose hello digests differed: our signed heads where the peer holds

@@ -77,22 +77,25 @@ class SnapshotRules:
         return found
 
     def baseline_claim(self, share: str) -> tuple[dict[str, int], bytes] | None:
-        """(B, digest) for this device's reports; None before anything is folded. A pass over
-        the baseline, so cached per B (the rows the digest covers change only with B)."""
-        frontier = self.store.baseline_frontier(share)
-        if not frontier:
+        """(W, digest) for this device's reports (history/snapshot.py's RowDigest); None
+        before a write is folded. A pass over the baseline, so cached per W (the rows the
+        digest covers change only with W)."""
+        written = self.store.folded_writes(share)
+        if not written:
             return None
         cache: dict[str, tuple[dict[str, int], bytes]] = self.__dict__.setdefault(
             "_baseline_claims", {}
         )
         cached = cache.get(share)
-        if cached is not None and cached[0] == frontier:
+        if cached is not None and cached[0] == written:
             return cached
-        heads = self.baseline_heads(share)
-        if heads is None:
-            return None
-        digest = baseline_digest(heads, self._all_baseline_rows(share))
-        cache[share] = (frontier, digest)
+        firsts = {}
+        for actor in written:
+            first = self.store.entry(share, actor, 1)
+            if first is None:
+                return None
+            firsts[actor] = entries.decode(first).hash
+        cache[share] = (written, baseline_digest(firsts, self._all_baseline_rows(share)))
         return cache[share]
 
     def _all_baseline_rows(self, share: str) -> list[tuple[RecordKey, list[Sibling]]]:
@@ -111,7 +114,8 @@ class SnapshotRules:
         claim, heads = self.baseline_claim(share), self.baseline_heads(share)
         if claim is None or heads is None:
             return None
-        frontier, digest = claim
+        written, digest = claim
+        frontier = self.store.baseline_frontier(share)
         rows = [encode_row(k, s) for k, s in self._all_baseline_rows(share)]
         firsts = []
         for actor in sorted(frontier):
@@ -129,6 +133,7 @@ class SnapshotRules:
             share,
             frontier,
             heads,
+            written,
             digest,
             len(rows),
             sum(map(len, rows)),
@@ -246,7 +251,7 @@ class SnapshotRules:
         self.store.clear_baseline(share)
         baseline = dict(rows)
         self.store.save_baseline(share, baseline)
-        self.store.set_baseline_frontier(share, offer.frontier, offer.frontier)
+        self.store.set_baseline_frontier(share, offer.frontier, offer.written)
         before = self.store.record_keys(share)
         rebuilt = dict(baseline)
         touched = before | rebuilt.keys()

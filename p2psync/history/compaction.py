@@ -137,6 +137,12 @@ class HistoryRules:
             policy.interval_ms,
             policy.refresh_ms,
         )
+        # a report names the baseline its device folded to, for snapshots to be vouched for
+        # (history/snapshot.py): a fold makes one due, at most every interval
+        last = self.own_report(share)
+        claim = self.baseline_claim(share) if last is not None else None
+        if last is not None and claim is not None and last.baseline != claim:
+            due = due or self.now_ms() - last.at_ms >= policy.interval_ms
         return self.stability_op(share) if due else None
 
     def unsettled_writes(self, share: str, settled: Mapping[str, int]) -> bool:
@@ -244,9 +250,7 @@ class HistoryRules:
                     before = state.get(record_key, [])
                     seen = None
                     if any(s.deleted for s in before):
-                        seen = self.writer_saw(
-                            share, e, state, self.store.load_baseline, continues
-                        )
+                        seen = self.writer_saw(share, e, state, self.store.load_baseline, continues)
                     state[record_key] = merge.apply_op(before, e, op, continues, seen)
             self.store.save_baseline(share, state)
             self.store.remove_entries([lseq for lseq, e in page if e.seq > 1])

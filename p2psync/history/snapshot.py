@@ -82,6 +82,7 @@ def decode_row(raw: bytes) -> Row:
 # actor -> (seq at B, hash of its entry at that seq, hash of its first entry): the log after B
 # chains on from the former, and the epoch book is rebuilt from the first entries
 Heads = Mapping[str, tuple[int, bytes, bytes]]
+STABLE = "_stable"  # stability.STABLE: reports, which each device folds at its own pace
 WireItem = tuple[bytes, bytes | None]  # an entry and its signature, if stored with one
 
 
@@ -90,16 +91,17 @@ def _live(siblings: Iterable[Sibling]) -> bool:
 
 
 class RowDigest:
-    """SHA-256 over the chain heads at B and the canonical rows fed in strictly increasing
-    (collection, key) order. Rows that are deletes and nothing else stay out of it: each device
-    purges them when its reports say so (history/compaction.py), so at the same B devices differ
-    in which they still hold; what every device holds at B is the rest (the heads let the log
-    after B chain on, so they are vouched for too). See docs/threat-model.md."""
+    """SHA-256 over the first entries of the epochs that wrote what was folded, and the
+    canonical rows fed in strictly increasing (collection, key) order, less two kinds of rows
+    devices hold at their own pace: stability reports (each fold of reports makes a new report
+    due, so B moves with reports that nothing waits for) and records that are deletes and
+    nothing else (purged when each device's reports say so). What is left is a function of the
+    folded writes W alone (history/baseline.py's `folded_writes`), which reports name with this
+    digest. See docs/threat-model.md for what it leaves to the sender's word."""
 
-    def __init__(self, heads: Heads) -> None:
+    def __init__(self, firsts: Mapping[str, bytes]) -> None:
         self._hash = hashlib.sha256(_LABEL)
-        listed = sorted([actor, *head] for actor, head in heads.items())
-        self._hash.update(msgpack.packb(listed, use_bin_type=True))
+        self._hash.update(msgpack.packb(sorted(firsts.items()), use_bin_type=True))
         self.last: RecordKey | None = None
         self.rows = 0
         self.size = 0
@@ -107,7 +109,7 @@ class RowDigest:
     def add(self, key: RecordKey, siblings: list[Sibling], raw: bytes) -> None:
         if self.last is not None and key <= self.last:
             raise SnapshotError(f"snapshot row {key!r} out of key order (after {self.last!r})")
-        if _live(siblings):
+        if key[0] != STABLE and _live(siblings):
             self._hash.update(len(raw).to_bytes(4, "big"))
             self._hash.update(raw)
         self.last, self.rows, self.size = key, self.rows + 1, self.size + len(raw)
@@ -116,9 +118,10 @@ class RowDigest:
         return self._hash.digest()
 
 
-def baseline_digest(heads: Heads, rows: Iterable[Row]) -> bytes:
-    """The digest of a baseline (rows in any order) with the chain heads at its frontier."""
-    found = RowDigest(heads)
+def baseline_digest(firsts: Mapping[str, bytes], rows: Iterable[Row]) -> bytes:
+    """The digest of a baseline (rows in any order); `firsts`: the first entry's hash of each
+    epoch in W."""
+    found = RowDigest(firsts)
     for key, siblings in sorted(rows, key=lambda row: row[0]):
         found.add(key, siblings, encode_row(key, siblings))
     return found.digest()
@@ -148,8 +151,9 @@ class Offer:
     """What a sender's snapshot start says: the share's baseline at `frontier`."""
 
     share: str
-    frontier: dict[str, int]
+    frontier: dict[str, int]  # B
     heads: dict[str, tuple[int, bytes, bytes]]  # see Heads
+    written: dict[str, int]  # W: the newest folded entry of each actor that was more than a report
     digest: bytes
     rows: int
     size: int  # bytes of encoded rows
@@ -157,6 +161,15 @@ class Offer:
     # the signed reports naming (frontier, digest): each a run of the writer's entries from the
     # report to the first one stored with a signature (signatures are thinned, see intake.py)
     evidence: tuple[tuple[WireItem, ...], ...] = ()
+
+    @property
+    def claim(self) -> tuple[dict[str, int], bytes]:
+        """What a member's report names when it holds this baseline."""
+        return (dict(self.written), self.digest)
+
+    @property
+    def firsts_in_digest(self) -> dict[str, bytes]:
+        return {actor: self.heads[actor][2] for actor in self.written if actor in self.heads}
 
     @property
     def ident(self) -> tuple[str, bytes]:
@@ -176,6 +189,7 @@ def pack_offer(offer: Offer) -> bytes:
             offer.share,
             offer.frontier,
             {a: list(h) for a, h in offer.heads.items()},
+            offer.written,
             offer.digest,
             offer.rows,
             offer.size,
@@ -190,11 +204,12 @@ def unpack_offer(blob: bytes) -> Offer:
     """`pack_offer`'s bytes back; anything else is a SnapshotError."""
     try:
         wire = msgpack.unpackb(blob, raw=False, use_list=True, strict_map_key=True)
-        share, frontier, heads, digest, rows, size, firsts, evidence = wire
+        share, frontier, heads, written, digest, rows, size, firsts, evidence = wire
         offer = Offer(
             share,
             {a: s for a, s in frontier.items()},
             {a: (h[0], h[1], h[2]) for a, h in heads.items()},
+            {a: s for a, s in written.items()},
             digest,
             rows,
             size,
@@ -209,6 +224,7 @@ def unpack_offer(blob: bytes) -> Offer:
         isinstance(offer.share, str)
         and all(isinstance(a, str) and type(s) is int and s > 0 for a, s in frontier.items())
         and offer.heads.keys() == offer.frontier.keys()
+        and all(type(s) is int and s <= offer.frontier.get(a, 0) for a, s in written.items())
         and all(
             type(h[0]) is int and isinstance(h[1], bytes) and isinstance(h[2], bytes)
             for h in offer.heads.values()
@@ -267,7 +283,7 @@ def take_chunk(staged: Staged, raws: Iterable[bytes]) -> tuple[Staged, list[Row]
 
 def check_complete(offer: Offer, rows: Iterable[Row]) -> None:
     """All staged rows (in key order) against the offer: count, bytes and digest."""
-    found = RowDigest(offer.heads)
+    found = RowDigest(offer.firsts_in_digest)
     for key, siblings in rows:
         found.add(key, siblings, encode_row(key, siblings))
     if (found.rows, found.size) != (offer.rows, offer.size):
@@ -303,14 +319,14 @@ def _baselines(report: Report | None) -> Iterator[tuple[dict[str, int], bytes]]:
 def vouch(offer: Offer, sender: str, reports: Mapping[str, Report | None]) -> Verdict:
     """Whether to install `offer` from `sender`, by the members' reports (their signed
     entries, which the receiver holds or got with the snapshot's start). The sender's report
-    must name the offered frontier and digest; another member's report naming the same pair
-    makes it sure; a member whose report names the same frontier with another digest refuses
+    must name the offered folded writes W and digest; another member's report naming the same
+    pair makes it sure; a member whose report names the same W with another digest refuses
     it; with no other member's word, the sender's is taken (`sender_only`)."""
-    wanted = (dict(offer.frontier), offer.digest)
+    wanted = offer.claim
     listed = set(reports) | {sender}
     named = {m: list(_baselines(reports.get(m))) for m in listed}
     if wanted not in named[sender]:
-        return Verdict(False, f"no report of {sender} names this snapshot's frontier and digest")
+        return Verdict(False, f"no report of {sender} names this snapshot's writes and digest")
     against = sorted(
         m
         for m, pairs in named.items()

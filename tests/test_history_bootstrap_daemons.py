@@ -1,0 +1,96 @@
+"""Snapshot bootstrap with real daemons: a device added to a household whose share was compacted
+gets everything (the baseline by snapshot, then the log after it); a kill -9 of the receiver in
+the middle of a transfer resumes after the last row it kept."""
+
+import signal
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+
+from tests.daemons import DaemonProcess, log_since, log_size, running, wait_for
+from tests.test_history_daemons import compacting, notes
+
+ROWS = 400
+
+
+def folded_household(tmp_path: Path) -> tuple[DaemonProcess, DaemonProcess]:
+    a = DaemonProcess(tmp_path, "a")
+    b = DaemonProcess(tmp_path, "b", peers=[a.address])
+    return a, b
+
+
+def fill_and_fold(a: DaemonProcess, b: DaemonProcess) -> dict:
+    ops = [{"op": "put", "collection": "notes", "key": f"k{n:04}", "value": n} for n in range(ROWS)]
+    for start in range(0, len(ops), 200):
+        a.call("transaction", ops=ops[start : start + 200])
+    a.call("transaction", ops=[{"op": "delete", "collection": "notes", "key": "k0000"}])
+    wait_for(lambda: "k0000" not in notes(b) and "k0001" in notes(b), "b to hold a's writes", a, b)
+    b.call("put", collection="notes", key="k0001", value="b's edit")
+    expected = {f"k{n:04}": n for n in range(2, ROWS)} | {"k0001": "b's edit"}
+    for daemon in (a, b):
+        wait_for(lambda d=daemon: notes(d) == expected, f"{daemon.name} to hold it all", a, b)
+        wait_for(lambda d=daemon: "log entries folded" in d.log(), f"{daemon.name} folds", a, b)
+    return expected
+
+
+def add_device(tmp_path: Path, *members: DaemonProcess) -> DaemonProcess:
+    new = DaemonProcess(tmp_path, "new", peers=[m.address for m in members])
+    new.start()
+    for member in members:
+        new.call("trust", cert=member.cert(), name=member.name)
+        member.call("trust", cert=new.cert(), name="new")
+    return new
+
+
+def staged_rows(daemon: DaemonProcess) -> int:
+    with closing(
+        sqlite3.connect(f"file:{daemon.state_dir / 'replica.db'}?mode=ro", uri=True)
+    ) as db:
+        try:
+            return int(db.execute("SELECT count(*) FROM snapshot_rows").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0  # not migrated yet
+
+
+def test_a_device_added_after_compaction_gets_everything_by_snapshot(tmp_path: Path) -> None:
+    a, b = folded_household(tmp_path)
+    with running(a, b):
+        compacting(a, b)
+        expected = fill_and_fold(a, b)
+        new = add_device(tmp_path, a, b)
+        try:
+            wait_for(lambda: notes(new) == expected, "the new device to hold everything", a, b, new)
+            assert "installed the snapshot of share default" in new.log()
+            # then it takes part as any member: its write reaches both
+            new.call("put", collection="notes", key="from new", value=1)
+            for daemon in (a, b):
+                wait_for(lambda d=daemon: notes(d).get("from new") == 1, "the write", a, b, new)
+            assert "cannot catch up" not in a.log() + b.log()
+        finally:
+            new.stop()
+
+
+def test_a_kill_9_of_the_receiver_mid_transfer_resumes_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one row per frame, so that the transfer is long enough to be cut
+    monkeypatch.setenv("P2PSYNC_TEST_SNAPSHOT_CHUNK_BYTES", "1")
+    a, b = folded_household(tmp_path)
+    with running(a, b):
+        compacting(a, b)
+        expected = fill_and_fold(a, b)
+        new = add_device(tmp_path, a, b)
+        try:
+            wait_for(lambda: staged_rows(new) > 20, "some rows to arrive", a, b, new)
+            new.stop(signal.SIGKILL)
+            kept = staged_rows(new)
+            restarted_at = log_size(new)
+            new.start()
+            wait_for(lambda: notes(new) == expected, "the new device to hold everything", a, b, new)
+            since = log_since(new, restarted_at)
+            assert "resuming after" in since and "installed the snapshot" in since, since
+            assert kept < ROWS and staged_rows(new) == 0
+        finally:
+            new.stop()
