@@ -182,7 +182,7 @@ class Notice:
     """Something about a device's epochs that people should know; said once."""
 
     device_id: str
-    kind: str  # "running_twice" | "restored" | "fork"
+    kind: str  # "running_twice" | "restored" | "fork" | "baseline" (history/bootstrap.py)
     text: str
 
 

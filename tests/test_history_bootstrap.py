@@ -1,8 +1,11 @@
+import dataclasses
+
 import msgpack
 import pytest
 
 from p2psync import entry, identity
-from p2psync.history.snapshot import SnapshotError
+from p2psync.history.snapshot import SnapshotError, baseline_digest, decode_row
+from p2psync.history.stability import STABLE, report_value
 from p2psync.replica import DEFAULT_SHARE as SHARE
 from p2psync.replica import Replica
 from tests.test_history_compaction import (
@@ -185,3 +188,42 @@ def test_a_device_back_after_compaction_passed_it_converges_without_resurrecting
     assert value_of(away, "k0") == value_of(away, "k6") == ["deleted"], "deletes stay deleted"
     assert value_of(away, "k1") == ["offline"], "its causally later write wins"
     assert away.compact(SHARE, FOREVER) is not None
+
+
+def test_a_forged_snapshot_taken_on_its_senders_word_is_named_when_another_report_arrives(
+    tmp_path,
+):
+    members, _ = compacted_household()
+    a, b, _ = members
+    new = newcomer(tmp_path / "new.db", [])  # it knows no member's key: only the sender's word
+    honest = a.snapshot_offer(SHARE, {})
+    rows = a.snapshot_rows(SHARE, None)
+    at = next(i for i, raw in enumerate(rows) if b"other" in raw)
+    rows[at] = rows[at].replace(b"other", b"OTHER")
+    # reports are out of the digest: the forger drops them (they name the honest digest)
+    rows = [r for r in rows if decode_row(r)[0][0] != STABLE]
+    forged_digest = baseline_digest(honest.firsts_in_digest, [decode_row(r) for r in rows])
+    # the sender signs a report naming its forged baseline
+    claim = (honest.written, forged_digest)
+    value = report_value(a.summary_vector(SHARE), a.now_ms(), a.own_report(SHARE), claim)
+    a.commit(SHARE, [entry.put(STABLE, a.device_id, value)])
+    report = a.own_report(SHARE)
+    signed = tuple(a.store.signed_run(SHARE, report.dot[0], report.dot[1], report.dot[1]))
+    forged = dataclasses.replace(
+        honest,
+        digest=forged_digest,
+        rows=len(rows),
+        size=sum(map(len, rows)),
+        evidence=(signed,),
+    )
+    new.snapshot_started(SHARE, forged)
+    assert new.snapshot_chunk(SHARE, rows).complete
+    verdict = new.install_snapshot(SHARE, a.device_id, key_of([a]))
+    assert verdict.accept and verdict.sender_only
+    assert new.contradicted_baseline(SHARE) == []
+    # the log after B brings b's report, which names the honest digest for the same writes
+    new.commit(SHARE, [new.device_op(b.identity.cert_pem, "b")])
+    hand_over(b, new)
+    assert b.device_id in new.contradicted_baseline(SHARE)
+    assert (b.device_id, "baseline") in new.notices
+    assert new.contradicted_baseline(SHARE) == [], "said once"

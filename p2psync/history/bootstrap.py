@@ -18,6 +18,7 @@ from .. import entry as entries
 from ..entry import IntegrityError, LogEntry
 from ..identity import verify_signature
 from ..intake import Intake
+from ..membership import Notice
 from ..merge import RecordKey, Sibling
 from ..store import Store
 from ..vectors import device_of
@@ -30,6 +31,7 @@ from .snapshot import (
     WireItem,
     baseline_digest,
     check_complete,
+    contradicted,
     decode_row,
     encode_row,
     pack_offer,
@@ -55,6 +57,8 @@ class SnapshotRules:
     stability_reports: Callable[[str], dict[str, Report | None]]
     replay_after_baseline: Callable[[str, dict[RecordKey, list[Sibling]], set[RecordKey]], None]
     _forget_cached_state: Callable[[], None]
+    _note: Callable[[list[Notice]], None]
+    notices: dict[tuple[str, str], Notice]
 
     # what this device folded ------------------------------------------------------------
 
@@ -97,6 +101,34 @@ class SnapshotRules:
             firsts[actor] = entries.decode(first).hash
         cache[share] = (written, baseline_digest(firsts, self._all_baseline_rows(share)))
         return cache[share]
+
+    def contradicted_baseline(self, share: str) -> list[str]:
+        """Members whose report names this device's folded writes with another digest: their
+        baseline and this one differ, which only a forged snapshot explains (one taken on its
+        sender's word alone is checked so as each report arrives). Each is a notice, once;
+        returns the members not named before."""
+        claim = self.baseline_claim(share)
+        if claim is None:
+            return []
+        reports = self.stability_reports(share)
+        against = [
+            m
+            for m in contradicted(claim, reports)
+            if m != self.device_id and (m, "baseline") not in self.notices
+        ]
+        self._note(
+            [
+                Notice(
+                    member,
+                    "baseline",
+                    f"holds another state of share {share} than this device for the same folded"
+                    " writes: this device's copy may come from a forged snapshot; compare both,"
+                    " and revoke the device that sent it if it was forged",
+                )
+                for member in against
+            ]
+        )
+        return against
 
     def _all_baseline_rows(self, share: str) -> list[tuple[RecordKey, list[Sibling]]]:
         found: list[tuple[RecordKey, list[Sibling]]] = []

@@ -48,5 +48,13 @@ async def history_tick(
                 compacted.folded,
                 compacted.purged,
             )
+        against = await node.call(replica.contradicted_baseline, share)
+        if against:
+            log.warning(
+                "share %s: the reports of %s name another baseline digest than this device's"
+                " for the same folded writes (a forged snapshot?)",
+                share,
+                ", ".join(against),
+            )
         done[share] = compacted
     return done
