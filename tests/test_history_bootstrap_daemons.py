@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemons import DaemonProcess, log_since, log_size, running, wait_for
+from tests.daemons import DaemonProcess, free_port, log_since, log_size, running, wait_for
 from tests.test_history_daemons import compacting, notes
 
 ROWS = 400
@@ -94,3 +94,51 @@ def test_a_kill_9_of_the_receiver_mid_transfer_resumes_and_loses_nothing(
             assert kept < ROWS and staged_rows(new) == 0
         finally:
             new.stop()
+
+
+def test_a_device_back_after_compaction_passed_it_converges_without_resurrecting_deletes(
+    tmp_path: Path,
+) -> None:
+    a, b = folded_household(tmp_path)
+    c = DaemonProcess(tmp_path, "c", peers=[a.address, b.address])
+    with running(a, b, c):
+        # away after 17 s without a report: history stops waiting for it
+        compacting(a, b, c, keep_for_absent_days=0.0002)
+        for key in ("gone", "edited", "kept"):
+            a.call("put", collection="notes", key=key, value=f"{key} 1")
+        for daemon in (b, c):
+            wait_for(lambda d=daemon: len(notes(d)) == 3, f"{daemon.name} holds it", a, b, c)
+        # c goes offline (another port, no peers) and writes there
+        c.stop()
+        address = c.port
+        c.port, c.peers = free_port(), []
+        c.write_config()
+        c.start()
+        c.call("put", collection="notes", key="edited", value="c offline")
+        c.stop()
+        b.call("delete", collection="notes", key="gone")
+        ops = [{"op": "put", "collection": "notes", "key": f"n{n}", "value": n} for n in range(50)]
+        a.call("transaction", ops=ops)
+        started = log_size(a)
+        wait_for(
+            lambda: "lacks folded entries" in log_since(a, started) or _folded_past_c(a),
+            "a and b to fold past c",
+            a,
+            b,
+            timeout=90,
+        )
+        c.port, c.peers = address, [a.address, b.address]
+        c.write_config()
+        c.start()
+        expected = {"edited": "c offline", "kept": "kept 1"} | {f"n{n}": n for n in range(50)}
+        for daemon in (a, b, c):
+            wait_for(lambda d=daemon: notes(d) == expected, f"{daemon.name} converges", a, b, c)
+        assert "installed the snapshot of share default" in c.log()
+
+
+def _folded_past_c(daemon: DaemonProcess) -> bool:
+    """Whether the daemon folded writes made after c left (the 50 puts of `n`)."""
+    with closing(
+        sqlite3.connect(f"file:{daemon.state_dir / 'replica.db'}?mode=ro", uri=True)
+    ) as db:
+        return db.execute("SELECT count(*) FROM baseline WHERE key = 'n49'").fetchone()[0] > 0
