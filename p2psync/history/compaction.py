@@ -194,8 +194,8 @@ class HistoryRules:
         found = self.history_frontiers(share, keep_for_absent_ms)
         # Fold to the settled frontier, not S: it is a function of the members' newest reports
         # alone, so devices that hold the same reports hold the same baseline (what a snapshot's
-        # digest will need). A device alone folds nothing: the member added next will need all
-        # of it (until snapshots, folded history cannot reach a device that joins later).
+        # digest rests on). A device alone folds nothing: no other member could vouch for a
+        # snapshot of it, and the member added next needs all of it.
         frontier = found.settled if len(members) > 1 else {}
         base = self.store.baseline_frontier(share)
         held = self.summary_vector(share)
