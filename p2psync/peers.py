@@ -145,6 +145,9 @@ class PeerManager:
         self.pairing_handler: Callable[[trio.abc.Stream, str], Awaitable[None]] | None = None
         self._revoked: dict[str, str] = {}
         self.revoked_us: dict[str, str] = {}  # member -> what it said when it revoked us
+        # share -> held by the session receiving a snapshot of it: one at a time, since two
+        # senders' chunks would interleave in the one staging table
+        self.snapshot_locks: dict[str, trio.Lock] = {}
         self.clock_offsets_ms: list[int] = []
         self.twins: dict[str, dict[str, _Session]] = {}  # second copies' sessions, by epoch
         self.running_twice: dict[str, set[str]] = {}  # device -> hosts seen running it at once

@@ -66,6 +66,7 @@ class SessionPump:
         self.peer_known: dict[str, dict[str, int]] = {}
         self.senders: set[str] = set()
         self.vectors_sent: set[str] = set()
+        self.receiving_snapshots: set[str] = set()  # shares whose snapshot lock we hold
         timeouts = manager.timeouts
         self.liveness = Liveness.starting(trio.current_time(), timeouts.idle, timeouts.handshake)
         session.state.liveness = self.liveness
@@ -98,6 +99,8 @@ class SessionPump:
                 nursery.cancel_scope.cancel()
         finally:
             self.link.stop()
+            for share in self.receiving_snapshots:
+                self.manager.snapshot_locks[share].release()
 
     def _count_sent(self, entries: int) -> None:
         self.state.entries_sent += entries
@@ -247,6 +250,14 @@ class SessionPump:
         try:
             if isinstance(event, SnapshotStart):
                 offer = unpack_offer(event.offer)
+                if share not in self.receiving_snapshots:
+                    lock = self.manager.snapshot_locks.setdefault(share, trio.Lock())
+                    self.liveness.waiting()  # another session's transfer first
+                    try:
+                        await lock.acquire()
+                    finally:
+                        self.liveness.waited(trio.current_time())
+                    self.receiving_snapshots.add(share)
                 after = await self._database(self.replica.snapshot_started, share, offer)
                 where = "from the start" if after is None else f"resuming after {after}"
                 log.info("receiving a snapshot of share %s from %s, %s", share, peer, where)
@@ -255,7 +266,16 @@ class SessionPump:
                 await self._database(self.replica.snapshot_chunk, share, list(event.rows))
                 self.state.count_received(trio.current_time(), len(event.rows))
             else:
-                verdict = await self._database(self.replica.install_snapshot, share, peer, _no_key)
+                try:
+                    verdict = await self._database(
+                        self.replica.install_snapshot, share, peer, _no_key
+                    )
+                finally:
+                    if share in self.receiving_snapshots:
+                        self.receiving_snapshots.discard(share)
+                        self.manager.snapshot_locks[share].release()
+                if verdict is None:
+                    return  # another session's snapshot gave us this one's already
                 if not verdict.accept:
                     self.manager.end_for_misbehaviour(self.session, verdict.reason)
                     return

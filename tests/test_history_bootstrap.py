@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2psync import entry, identity
+from p2psync.history.bootstrap import ALL_HELD
 from p2psync.history.snapshot import SnapshotError, baseline_digest, decode_row
 from p2psync.history.stability import STABLE, report_value
 from p2psync.replica import DEFAULT_SHARE as SHARE
@@ -87,6 +88,12 @@ def test_a_new_device_bootstraps_from_a_snapshot_then_the_log_and_converges(tmp_
     assert a.folded_beyond(SHARE, new.summary_vector(SHARE))
     verdict = transfer(a, new, max_bytes=200)
     assert verdict.accept and len(verdict.vouchers) == 3, verdict
+    # another member's offer of the same baseline, made before the first one ended (two
+    # sessions): nothing is sent again
+    again = members[1].snapshot_offer(SHARE, {})
+    assert new.snapshot_started(SHARE, again) == ALL_HELD
+    assert members[1].snapshot_rows(SHARE, ALL_HELD) == []
+    assert new.install_snapshot(SHARE, members[1].device_id, key_of(members)) is None
     hand_over(a, new)  # the log after B, as today
     assert not a.folded_beyond(SHARE, new.summary_vector(SHARE))
     observer.commit(SHARE, [observer.device_op(new.identity.cert_pem, "new")])

@@ -42,6 +42,8 @@ from .snapshot import (
 from .stability import STABLE, Report, read_report
 
 _PAGE = 2048  # rows per database read
+# where a snapshot resumes when its receiver holds that baseline already: after every key
+ALL_HELD = ("\U0010ffff", "")
 
 
 class SnapshotRules:
@@ -194,7 +196,9 @@ class SnapshotRules:
     def snapshot_started(self, share: str, offer: Offer) -> RecordKey | None:
         """A sender offers `offer`: keep it (the same frontier and digest as the one staged
         continue it, whoever sends it). Returns the key to resume after (None: from the
-        start)."""
+        start; ALL_HELD: nothing, this device holds that baseline already)."""
+        if self._holds(share, offer):
+            return ALL_HELD  # another member's snapshot of the same baseline came first
         staged = self.staged_snapshot(share)
         if staged is not None and staged.offer.ident == offer.ident:
             with self.store.transaction():  # the newer start carries newer evidence
@@ -227,13 +231,20 @@ class SnapshotRules:
             self._stage(share, staged)
         return staged
 
+    def _holds(self, share: str, offer: Offer) -> bool:
+        base = self.store.baseline_frontier(share)
+        return all(base.get(actor, 0) >= seq for actor, seq in offer.frontier.items())
+
     def install_snapshot(
         self, share: str, sender: str, public_key_of: Callable[[str], bytes | None]
-    ) -> Verdict:
+    ) -> Verdict | None:
         """Verify the staged snapshot and, if vouched for, install it in one transaction.
         `public_key_of`: device id -> its key where the device records do not say (the
-        sender's, from its certificate). A refused snapshot is dropped."""
+        sender's, from its certificate). A refused snapshot is dropped. None: nothing was
+        staged, since this device held the offered baseline already (ALL_HELD)."""
         staged = self.staged_snapshot(share)
+        if staged is None and self.store.baseline_frontier(share):
+            return None  # snapshot_started answered ALL_HELD: nothing was sent, nothing to do
         if staged is None or not staged.complete:
             raise SnapshotError("the snapshot ended before all its rows arrived")
         offer = staged.offer
