@@ -21,6 +21,8 @@ from p2psync.session import (
     ProtocolError,
     SyncConnection,
 )
+from tests.daemons import DaemonProcess, running, wait_for
+from tests.hostile_peer import HostileMember
 
 FIXTURE = Path(__file__).parent / "fixtures" / "release-0.1.0"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
@@ -344,3 +346,32 @@ def test_our_hello_with_sw_is_one_a_0_3_peer_decodes():
     hello = decoder.next_message()
     assert hello is not None and hello["sw"] == __version__
     assert set(hello) == {"t", "v", "id", "s", "a", "sw"} and hello["v"][0] <= 3 <= hello["v"][1]
+
+
+def device_row(daemon: DaemonProcess, device_id: str) -> dict:
+    return next(row for row in daemon.call("devices") if row["device"] == device_id)
+
+
+def test_a_daemon_greeted_by_the_recorded_0_3_hello_lists_that_peer_without_a_version(tmp_path):
+    """A real daemon, a TLS session with device B's own key, and B's recorded 0.3.0 hello (no
+    `sw`): the session goes on, and `devices` shows B connected with no version, not a guess."""
+    hello = msgpack.unpackb((FIXTURE_0_3 / "frames-from-device-b.msgpack").read_bytes())[0]
+    shutil.copytree(FIXTURE_0_3 / "device-b", tmp_path / "device-b")
+    old_peer = HostileMember(tmp_path, "device-b")  # B's own key; its hello is the recorded one
+    daemon = DaemonProcess(tmp_path, "current")
+    with running(daemon):
+        old_peer.admitted_by(daemon)
+        with old_peer.connect(daemon) as session:
+            # our side of the session reads the daemon's frames as B's hello announced
+            session.session.send_hello({share: {} for share in SHARES_0_3})
+            session.send(hello)
+            assert isinstance(session.read_until(lambda e: isinstance(e, PeerHello)), PeerHello)
+            assert session.roundtrip(), "the daemon took the 0.3.0 hello and kept the session"
+            row = device_row(daemon, old_peer.device_id)
+            assert row["connected"] and row["version"] is None, row
+            session.finish()
+        wait_for(
+            lambda: not device_row(daemon, old_peer.device_id)["connected"], "B to leave", daemon
+        )
+        assert device_row(daemon, old_peer.device_id)["version"] is None, "none kept either"
+        assert device_row(daemon, daemon.device_id)["version"] == __version__
