@@ -7,8 +7,10 @@ samples are passed in) and never trusts text from other devices: names are strip
 control characters before they are shown.
 """
 
+import argparse
 import json
 import math
+import textwrap
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -571,3 +573,27 @@ def app_status_lines(status: Mapping[str, Any]) -> list[str]:
     grants = access.get("grants") or []
     lines += ["", *(grants_table(grants) if grants else ["no grants: ask an admin of this device"])]
     return lines
+
+
+HELP_WIDTH = 78
+
+def command_parser(
+    within: "argparse._SubParsersAction[argparse.ArgumentParser]",
+    common: argparse.ArgumentParser,
+    epilog: str,
+    name: str,
+    summary: str,
+    details: str,
+    examples: str,
+) -> argparse.ArgumentParser:
+    """A (sub)command's parser laid out like every other: the summary as its help and first
+    sentence, the details filled to the help's width, its examples before the common epilog."""
+    description = f"{summary[0].upper()}{summary[1:]}. {details}"
+    return within.add_parser(
+        name,
+        parents=[common],
+        help=summary,
+        description=textwrap.fill(description, HELP_WIDTH),
+        epilog=f"examples:\n{examples}\n{epilog}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )

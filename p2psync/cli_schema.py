@@ -8,12 +8,11 @@ manifest are the daemon's (`schemas/manifest.py`).
 
 import argparse
 import json
-import textwrap
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from .cli_commands import Command, UsageError, write_lines
-from .cli_format import DEFAULT_SHARE, safe_text, table
+from .cli_format import DEFAULT_SHARE, command_parser, safe_text, table
 
 SCHEMA_HELP = (
     "Each share holds a schema manifest, synced like its records: for each record type, the "
@@ -28,7 +27,6 @@ SCHEMA_EXAMPLES = """\
   p2psync schema set todo --current 2 --json-schema todo-v2.json
   p2psync schema set todo --current 2 --oldest 2
 """
-HELP_WIDTH = 78
 
 
 def cmd_schema_show(c: Command) -> int:
@@ -101,15 +99,7 @@ def add_schema_command(
         details: str,
         examples: str,
     ) -> argparse.ArgumentParser:
-        description = f"{summary[0].upper()}{summary[1:]}. {details}"
-        return within.add_parser(
-            name,
-            parents=[common],
-            help=summary,
-            description=textwrap.fill(description, HELP_WIDTH),
-            epilog=f"examples:\n{examples}\n{epilog}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+        return command_parser(within, common, epilog, name, summary, details, examples)
 
     schema = parser(
         commands, "schema", "show and set the record types of a share", SCHEMA_HELP, SCHEMA_EXAMPLES

@@ -8,7 +8,6 @@ opens the database or the network itself: everything goes through the control so
 """
 
 import argparse
-import textwrap
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -17,6 +16,7 @@ from .cli_format import (
     LEFT_SHARE_NOTE,
     NAME_WIDTH,
     SHARE_WIDTH,
+    command_parser,
     count_cell,
     counted,
     fit,
@@ -47,7 +47,6 @@ SHARE_EXAMPLES = """\
   p2psync share remove parents TPSDW-QVCLZ-3WFQ7-ENPPE-JYSJU-YEKOD-6PFNI
   p2psync share leave parents
 """
-HELP_WIDTH = 78
 DEVICE_HELP = (
     "the device's name, its short id as `p2psync peers` shows it, or any unambiguous part of "
     "the start of its id"
@@ -106,15 +105,7 @@ def add_share_command(
         details: str,
         examples: str,
     ) -> argparse.ArgumentParser:
-        description = f"{summary[0].upper()}{summary[1:]}. {details}"
-        return within.add_parser(
-            name,
-            parents=[common],
-            help=summary,
-            description=textwrap.fill(description, HELP_WIDTH),
-            epilog=f"examples:\n{examples}\n{epilog}",
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
+        return command_parser(within, common, epilog, name, summary, details, examples)
 
     share = parser(
         commands, "share", "create shares, add and remove their members", SHARE_HELP, SHARE_EXAMPLES

@@ -13,6 +13,7 @@ import msgpack
 from p2psync import entry
 from p2psync.backup.stream import COPY_PREFIX, copy_database
 from p2psync.replica import DEFAULT_SHARE
+from p2psync.store import SCHEMA_VERSION
 from tests.control_harness import open_replica
 
 
@@ -52,7 +53,7 @@ def test_a_copy_taken_while_the_replica_writes_is_one_consistent_moment(tmp_path
         target = tmp_path / f"copy{number}.db"
         with copy.file:
             target.write_bytes(copy.file.read())
-        assert target.stat().st_size == copy.size and copy.schema_version == 3
+        assert target.stat().st_size == copy.size and copy.schema_version == SCHEMA_VERSION
         with closing(sqlite3.connect(target)) as db:
             assert db.execute("PRAGMA quick_check").fetchone()[0] == "ok"
             assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"

@@ -1,6 +1,6 @@
-"""Upgrades from releases 0.1.0 and 0.2.0: their state dirs open with nothing lost, and an old peer
-is told which release to upgrade to (fixtures made by each release's own code, see
-tests/fixtures/)."""
+"""Upgrades from releases 0.1.0, 0.2.0 and 0.3.0: their state dirs open with nothing lost, an old
+peer is told which release to upgrade to, and a 0.3.0 peer (same protocol) keeps syncing
+(fixtures made by each release's own code, see tests/fixtures/)."""
 
 import json
 import shutil
@@ -9,10 +9,20 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from p2psync import entry, keystore, store, wire
+from p2psync import __version__, entry, keystore, store, wire
 from p2psync.replica import DEFAULT_SHARE as SHARE
 from p2psync.replica import Replica
-from p2psync.session import Bye, ProtocolError, SyncConnection
+from p2psync.session import (
+    CLOSED,
+    NEED_DATA,
+    Bye,
+    Entries,
+    PeerHello,
+    ProtocolError,
+    SyncConnection,
+)
+from tests.daemons import DaemonProcess, running, wait_for
+from tests.hostile_peer import HostileMember
 
 FIXTURE = Path(__file__).parent / "fixtures" / "release-0.1.0"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text())
@@ -200,3 +210,168 @@ def test_a_0_2_bye_still_reads_as_a_bye():
     connection.send_hello({SHARE: {}, RECIPES: {}})
     connection.receive_data(frames[-1])
     assert connection.next_event() == Bye("fixture ends")
+
+
+# -- release 0.3.0 (protocol 3, schema 3): share members, deleted values; schema 3 -> 4 ----------
+
+FIXTURE_0_3 = Path(__file__).parent / "fixtures" / "release-0.3.0"
+EXPECTED_0_3 = json.loads((FIXTURE_0_3 / "expected.json").read_text())
+SHARES_0_3 = (SHARE, RECIPES)  # recipes made with `share create`: it lists its members
+
+
+def members_of(replica: Replica) -> dict[str, dict]:
+    return {
+        share: {
+            device_id: {
+                "added_by": record.added_by,
+                "removed": record.removed,
+                "cut": record.cut,
+                "removed_by": record.removed_by,
+                "removed_at_ms": record.removed_at_ms,
+            }
+            for device_id, record in replica.share_records(share).items()
+        }
+        for share in SHARES_0_3
+        if replica.share_records(share)
+    }
+
+
+def hidden_by_deletes(replica: Replica) -> list[list[str]]:
+    return [
+        [change.share, f"{change.op.collection}/{change.op.key}", change.previous.hex()]
+        for change in replica.changes(0, 1 << 30)
+        if change.op.kind == entry.DELETE and change.previous is not None
+    ]
+
+
+@pytest.mark.parametrize("device", ["device-a", "device-b"])
+def test_a_0_3_state_dir_opens_with_members_deleted_values_and_every_record(tmp_path, device):
+    replica = open_copy(tmp_path, device, FIXTURE_0_3)
+    assert EXPECTED_0_3["schema"] == 3 and replica.store.schema_version == store.SCHEMA_VERSION
+    for share in SHARES_0_3:
+        held = EXPECTED_0_3["shares"][share]
+        assert replica.summary_vector(share) == held["vector"], share
+        found = {
+            path: [view.winner.value.hex(), len(view.siblings)]
+            for path, view in (
+                (path, replica.get(share, *path.split("/", 1))) for path in held["records"]
+            )
+            if view is not None
+        }
+        assert found == held["records"], share
+        assert sorted(live_records(replica, share)) == sorted(held["records"]), "no more, no less"
+        for path, meta_hex in held["meta"].items():
+            view = replica.get(share, *path.split("/", 1))
+            assert view is not None and view.winner.meta == bytes.fromhex(meta_hex), path
+        for path in held["deleted"]:
+            view = replica.get(share, *path.split("/", 1))
+            assert view is not None and view.deleted, path
+        assert [f"{v.collection}/{v.key}" for v in replica.conflicts(share)] == held["conflicts"]
+        assert replica.store.count_records(share) == len(held["records"]), share
+    assert {d.device_id: d.name for d in replica.devices()} == EXPECTED_0_3["devices"]
+    assert revocations(replica) == EXPECTED_0_3["revoked"]
+    assert members_of(replica) == EXPECTED_0_3["share_members"]
+    assert hidden_by_deletes(replica) == EXPECTED_0_3["deleted_values"][device], "watch's previous"
+    c_id = EXPECTED_0_3["device_ids"]["device-c"]
+    assert not replica.is_share_member(RECIPES, c_id) and replica.was_removed_from(RECIPES, c_id)
+    assert replica.actor != EXPECTED_0_3["actors"][device], "a start writes as a new epoch"
+
+
+def test_upgraded_0_3_devices_write_on_in_both_shares_and_converge(tmp_path):
+    a = open_copy(tmp_path, "device-a", FIXTURE_0_3)
+    b = open_copy(tmp_path, "device-b", FIXTURE_0_3)
+    a.commit(SHARE, [entry.put("notes", "after-upgrade", msgpack.packb("a"))])
+    b.commit(SHARE, [entry.put("shopping", "milk", msgpack.packb({"qty": 5}))])
+    b.commit(SHARE, [entry.delete("notes", "n0")])
+    a.commit(RECIPES, [entry.put("cards", "pancakes", msgpack.packb({"eggs": 4}))])
+    b.commit(RECIPES, [entry.put("cards", "cake", msgpack.packb({"title": "Kuchen"}))])
+    sync_shares(a, b)
+    sync_shares(b, a)
+    for replica in (a, b):
+        milk = replica.get(SHARE, "shopping", "milk")
+        assert milk is not None and not milk.conflict, "the write after the upgrade resolved it"
+        assert msgpack.unpackb(milk.winner.value) == {"qty": 5}
+        assert replica.get(SHARE, "notes", "after-upgrade") is not None
+        pancakes = replica.get(RECIPES, "cards", "pancakes")
+        assert pancakes is not None and msgpack.unpackb(pancakes.winner.value) == {"eggs": 4}
+        assert replica.get(RECIPES, "cards", "cake") is not None
+        assert revocations(replica) == EXPECTED_0_3["revoked"], "the cut stays"
+        assert members_of(replica) == EXPECTED_0_3["share_members"], "the members stay"
+        old_and_new = hidden_by_deletes(replica)
+        assert old_and_new[-1][:2] == [SHARE, "notes/n0"], "deletes after the upgrade keep theirs"
+    for share in SHARES_0_3:
+        assert a.summary_vector(share) == b.summary_vector(share), share
+        assert live_records(a, share) == live_records(b, share), share
+        assert a.conflicts(share) == b.conflicts(share), share
+        for replica, device in ((a, "device-a"), (b, "device-b")):
+            first = entry.decode(replica.store.entry(share, replica.actor, 1))
+            assert [r[0] for r in first.retires] == [EXPECTED_0_3["actors"][device]], share
+
+
+def test_a_0_3_peer_keeps_syncing_its_session_is_understood_whole(tmp_path):
+    """The frames a 0.3.0 daemon sent (protocol 3, as today) decode in order into the events the
+    current pump handles, and its entries apply to an upgraded replica without a refusal."""
+    frames = msgpack.unpackb((FIXTURE_0_3 / "frames-from-device-b.msgpack").read_bytes())
+    a = open_copy(tmp_path, "device-a", FIXTURE_0_3)
+    b_id = EXPECTED_0_3["device_ids"]["device-b"]
+    connection = SyncConnection(a.device_id, b_id)
+    connection.send_hello({s: a.chain_heads(s) for s in a.shares_for(b_id)}, a.actor, __version__)
+    events = []
+    for frame in frames:
+        connection.receive_data(frame)
+        while (event := connection.next_event()) not in (NEED_DATA, CLOSED):
+            events.append(event)
+    hello = events[0]
+    assert isinstance(hello, PeerHello) and hello.device_id == b_id
+    assert hello.shares == set(SHARES_0_3) and hello.actor == EXPECTED_0_3["actors"]["device-b"]
+    assert hello.software == "", "a 0.3.0 hello has no `sw`: the devices list shows no version"
+    for event in events:
+        if isinstance(event, Entries):
+            result = a.apply(event.share, event.items, b_id)
+            assert result.refused == 0 and result.waiting == 0, result
+    kinds = [type(event).__name__ for event in events]
+    assert {"PeerVector", "Entries", "CaughtUp", "Direct", "Have"} <= set(kinds), kinds
+    assert kinds[-3:] == ["Ping", "Pong", "Bye"] and events[-1] == Bye("fixture ends")
+    assert events[-3].idle_ms is not None, "0.3.0 states its idle limit in its pings"
+    assert hello.version == EXPECTED_0_3["protocol"], "protocol 3, as today"
+
+
+def test_our_hello_with_sw_is_one_a_0_3_peer_decodes():
+    """What 0.3.0's session reads of a hello: `t`, `v` (3 within its range), `id`, `s`, `a`;
+    `sw` is a key it never looks at (checked by hand against 0.3.0's code, see the README)."""
+    a_id = EXPECTED_0_3["device_ids"]["device-a"]
+    out = SyncConnection(a_id, None).send_hello({SHARE: {}}, "x/1", __version__)
+    decoder = wire.FrameDecoder()
+    decoder.feed(out)
+    hello = decoder.next_message()
+    assert hello is not None and hello["sw"] == __version__
+    assert set(hello) == {"t", "v", "id", "s", "a", "sw"} and hello["v"][0] <= 3 <= hello["v"][1]
+
+
+def device_row(daemon: DaemonProcess, device_id: str) -> dict:
+    return next(row for row in daemon.call("devices") if row["device"] == device_id)
+
+
+def test_a_daemon_greeted_by_the_recorded_0_3_hello_lists_that_peer_without_a_version(tmp_path):
+    """A real daemon, a TLS session with device B's own key, and B's recorded 0.3.0 hello (no
+    `sw`): the session goes on, and `devices` shows B connected with no version, not a guess."""
+    hello = msgpack.unpackb((FIXTURE_0_3 / "frames-from-device-b.msgpack").read_bytes())[0]
+    shutil.copytree(FIXTURE_0_3 / "device-b", tmp_path / "device-b")
+    old_peer = HostileMember(tmp_path, "device-b")  # B's own key; its hello is the recorded one
+    daemon = DaemonProcess(tmp_path, "current")
+    with running(daemon):
+        old_peer.admitted_by(daemon)
+        with old_peer.connect(daemon) as session:
+            # our side of the session reads the daemon's frames as B's hello announced
+            session.session.send_hello({share: {} for share in SHARES_0_3})
+            session.send(hello)
+            assert isinstance(session.read_until(lambda e: isinstance(e, PeerHello)), PeerHello)
+            assert session.roundtrip(), "the daemon took the 0.3.0 hello and kept the session"
+            row = device_row(daemon, old_peer.device_id)
+            assert row["connected"] and row["version"] is None, row
+            session.finish()
+        wait_for(
+            lambda: not device_row(daemon, old_peer.device_id)["connected"], "B to leave", daemon
+        )
+        assert device_row(daemon, old_peer.device_id)["version"] is None, "none kept either"
+        assert device_row(daemon, daemon.device_id)["version"] == __version__
