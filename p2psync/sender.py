@@ -162,7 +162,7 @@ class Link:
             else:
                 log.warning(
                     "%s lacks entries of share %s that this device has folded away (history."
-                    "compaction) and does not take snapshots (it runs p2psync before 0.5.0): it "
+                    "compaction) and does not take snapshots (it runs p2psync before 0.4.0): it "
                     "cannot catch up from here",
                     self.peer_device,
                     share,

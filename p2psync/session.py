@@ -26,7 +26,7 @@ a device offered a share it holds nothing of joins it by answering with its vect
 (`join_share`), and a device that offers a share it was removed from is told so (`not_member`);
 a 0.2 peer, which would sync every share both hold, is told to upgrade.
 
-Snapshots (release 0.5.0, still protocol 3): a hello may say "sn" (this device takes snapshots);
+Snapshots (release 0.4.0, still protocol 3): a hello may say "sn" (this device takes snapshots);
 only to a peer that said so go `snap_start` (a packed offer, history/snapshot.py), `snap_rows`
 and `snap_end`, and it answers a start with `snap_from` (the key to resume after, or nil). An
 older peer ignores the key, never hears the messages, and would ignore them anyway.
