@@ -636,8 +636,12 @@ def test_a_restored_backup_that_writes_before_meeting_a_peer_loses_nothing_and_i
         assert b.stop() == 0
         shutil.rmtree(b.state_dir)
         shutil.copytree(backup, b.state_dir)
+        # A is away while B comes back and writes: otherwise B may first fetch its own later
+        # entries from A, and then (rightly) it did not start from an older copy
+        assert a.stop() == 0
         b.start()
-        b.call("put", collection="notes", key="after the restore", value="b")  # before A
+        b.call("put", collection="notes", key="after the restore", value="b")
+        a.start()
         wait_for_value(a, "notes", "after the restore", "b")
         wait_for_value(b, "notes", "after the backup", "b")
         wait_for(lambda: notices_about(a, b_id), "a to report b's restore", a, b)
