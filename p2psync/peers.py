@@ -32,7 +32,8 @@ from .pump import SessionPump
 from .redial import Redial
 from .replica import ApplyResult, Replica, wall_clock_ms
 from .sender import Neighbourhood
-from .session import BYE_REVOKED, ProtocolError
+from .session import ProtocolError
+from .session_events import BYE_REVOKED
 from .wire import encode_frame
 
 log = logging.getLogger("p2psync.peers")

@@ -24,7 +24,6 @@ from .relay import raise_to as _raise_to
 from .replica import DEFAULT_SHARE, ApplyResult, Replica, WireItem, wall_clock_ms
 from .sender import Link
 from .session import (
-    BYE_REVOKED,
     CLOSED,
     NEED_DATA,
     Bye,
@@ -42,6 +41,7 @@ from .session import (
     SnapshotStart,
     SyncConnection,
 )
+from .session_events import BYE_REVOKED
 
 if TYPE_CHECKING:
     from .peers import PeerManager, _Session

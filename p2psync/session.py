@@ -4,6 +4,7 @@ Bytes from the peer go in with `receive_data`, events come out of `next_event` (
 `send_*` returns the bytes to write. This module enforces the protocol rules: hello first and once,
 the peer's device id, version negotiation, field types, no data before the peer has said hello. It
 never does I/O, never reads the clock and never decides what to sync: that is the daemon's job.
+The events it gives and their field shapes are `session_events.py`'s.
 
 Hellos carry a digest of each share's chain heads (actor, seq and the hash of the entry at seq)
 rather than the vector: full vectors run to kilobytes, and a reconnect with nothing new should
@@ -34,12 +35,31 @@ older peer ignores the key, never hears the messages, and would ignore them anyw
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 import msgpack
 
+from .session_events import (
+    Bye,
+    CaughtUp,
+    Direct,
+    Entries,
+    Event,
+    Have,
+    Heads,
+    NotMember,
+    PeerHello,
+    PeerVector,
+    Ping,
+    Pong,
+    SnapshotEnd,
+    SnapshotFrom,
+    SnapshotRows,
+    SnapshotStart,
+    Vector,
+    WireItem,
+)
 from .wire import MAX_FRAME, FrameDecoder, WireError, encode_frame
 
 PROTOCOL_VERSIONS = (3, 3)
@@ -52,9 +72,6 @@ MAX_VECTOR_ACTORS = 500_000  # what we buffer of one peer's vector before it is 
 MAX_DIRECT_ACTORS = 10_000  # of all shares together in one `direct`: far above any household
 MAX_SOFTWARE_CHARS = 64  # a peer's p2psync version, as its hello says
 
-Vector = dict[str, int]
-Heads = Mapping[str, int | tuple[int, bytes]]  # actor -> seq, or (seq, hash of the entry at seq)
-WireItem = tuple[bytes, bytes | None]
 
 
 class ProtocolError(Exception):
@@ -76,136 +93,6 @@ class Signal(Enum):
 
 NEED_DATA = Signal.NEED_DATA
 CLOSED = Signal.CLOSED
-
-
-@dataclass(frozen=True)
-class PeerHello:
-    """The peer proved itself: `shares` it syncs, and of those, the ones whose summary vector
-    equals the one we announced (`in_sync`, share -> that vector). For the others, exchange
-    vectors with `send_vector` / `PeerVector`."""
-
-    device_id: str
-    version: int
-    shares: frozenset[str]
-    in_sync: dict[str, Vector]
-    actor: str = ""  # the epoch the peer writes as now: tells two running copies apart
-    software: str = ""  # the peer's p2psync version, for people ("" from peers before 0.4)
-    snapshots: bool = False  # it takes snapshots of compacted shares (0.5 and later)
-
-
-@dataclass(frozen=True)
-class PeerVector:
-    share: str
-    vector: Vector
-
-
-@dataclass(frozen=True)
-class Entries:
-    share: str
-    items: tuple[WireItem, ...]
-
-
-@dataclass(frozen=True)
-class CaughtUp:
-    """The peer has sent everything it had that we lacked; `vector` is its vector at that time."""
-
-    share: str
-    vector: Vector
-
-
-@dataclass(frozen=True)
-class Ping:
-    """A keep-alive; `wall_ms` is the sender's wall clock when it says so, `idle_ms` how long
-    the sender waits for a word from us before it gives up (peers before 0.3.0 do not say, and
-    expect a `pong`)."""
-
-    wall_ms: int | None = None
-    idle_ms: int | None = None
-
-
-@dataclass(frozen=True)
-class Pong:
-    pass
-
-
-BYE_REVOKED = "revoked"  # the bye code that tells a device its household revoked it
-
-
-@dataclass(frozen=True)
-class Bye:
-    reason: str
-    code: str = ""  # machine-readable: BYE_REVOKED, or empty
-
-
-@dataclass(frozen=True)
-class Have:
-    """The peer now holds every entry of each actor up to the seq in `vector` (a delta)."""
-
-    share: str
-    vector: Vector
-
-
-@dataclass(frozen=True)
-class Direct:
-    """The peer writes as `actor`, and receives the entries of the actors in `shares[share]`
-    from their writer over a live session. Replaces the peer's previous `Direct`."""
-
-    actor: str
-    shares: dict[str, frozenset[str]]
-
-
-@dataclass(frozen=True)
-class SnapshotStart:
-    """The peer offers a snapshot of `share` (`offer`: history/snapshot.py's packed offer)."""
-
-    share: str
-    offer: bytes
-
-
-@dataclass(frozen=True)
-class SnapshotFrom:
-    """The peer takes the snapshot of `share` it was offered, from after key `after`."""
-
-    share: str
-    after: tuple[str, str] | None
-
-
-@dataclass(frozen=True)
-class SnapshotRows:
-    share: str
-    rows: tuple[bytes, ...]
-
-
-@dataclass(frozen=True)
-class SnapshotEnd:
-    share: str
-
-
-@dataclass(frozen=True)
-class NotMember:
-    """The peer says we were removed from `share`, which our hello offered it (`reason` in words
-    for a log: who removed us and when)."""
-
-    share: str
-    reason: str
-
-
-Event = (
-    PeerHello
-    | PeerVector
-    | Entries
-    | CaughtUp
-    | Ping
-    | Pong
-    | Bye
-    | Have
-    | Direct
-    | NotMember
-    | SnapshotStart
-    | SnapshotFrom
-    | SnapshotRows
-    | SnapshotEnd
-)
 
 
 def _on_ping(message: dict[str, Any]) -> Ping:
