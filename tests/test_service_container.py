@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from tests.containers import (
     debian_rootfs,
     dependency_wheelhouse,
 )
+from tests.daemons import wait_for
 from tests.installed import project_wheel
 from tests.netns import netns_hosts, netns_unavailable_reason
 
@@ -87,14 +87,6 @@ def unit_property(debian: Container, name: str) -> str:
 def journal(debian: Container, *options: str) -> list[str]:
     command = ["journalctl", "--no-pager", "-o", "cat", "-u", "p2psync", *options]
     return debian.run(command).stdout.splitlines()
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.1)
 
 
 def test_the_service_is_ready_and_says_how_it_is(debian: Container) -> None:
@@ -178,7 +170,7 @@ def test_the_watchdog_restarts_a_hung_daemon(debian: Container) -> None:
         pid = unit_property(debian, "MainPID")
         return pid not in (hung, "0") and unit_property(debian, "ActiveState") == "active"
 
-    wait_for(restarted, "systemd restarts the daemon stopped by SIGSTOP")
+    wait_for(restarted, "systemd restarts the daemon stopped by SIGSTOP", timeout=30.0)
     assert int(unit_property(debian, "NRestarts")) >= 1
     assert any("Watchdog timeout" in line for line in journal(debian))
     assert debian.run(["p2psync", "get", "notes", "shopping"]).stdout.strip() == '{"milk":2}'
@@ -203,5 +195,9 @@ def test_two_containers_pair_by_code_and_sync(household: list[Container]) -> Non
         got = second.run(["p2psync", "get", "notes", "bread"], check=False)
         return got.stdout.strip() == '"rye"'
 
-    wait_for(arrived, "the record put on the first container reaches the second")
-    wait_for(lambda: unit_property(first, "StatusText") == "1 peer connected", "STATUS= says so")
+    wait_for(arrived, "the record put on the first container reaches the second", timeout=30.0)
+    wait_for(
+        lambda: unit_property(first, "StatusText") == "1 peer connected",
+        "STATUS= says so",
+        timeout=30.0,
+    )
