@@ -578,9 +578,9 @@ def app_status_lines(status: Mapping[str, Any]) -> list[str]:
 HELP_WIDTH = 78
 
 def command_parser(
-    within: "argparse._SubParsersAction[argparse.ArgumentParser]",
     common: argparse.ArgumentParser,
     epilog: str,
+    within: "argparse._SubParsersAction[argparse.ArgumentParser]",
     name: str,
     summary: str,
     details: str,

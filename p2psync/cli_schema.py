@@ -9,6 +9,7 @@ manifest are the daemon's (`schemas/manifest.py`).
 import argparse
 import json
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from .cli_commands import Command, UsageError, write_lines
@@ -92,14 +93,7 @@ def add_schema_command(
     """The `schema` command and its subcommands, among `commands`; `common` holds the options of
     every command (--socket, --json), `epilog` what every command's help ends with."""
 
-    def parser(
-        within: "argparse._SubParsersAction[argparse.ArgumentParser]",
-        name: str,
-        summary: str,
-        details: str,
-        examples: str,
-    ) -> argparse.ArgumentParser:
-        return command_parser(within, common, epilog, name, summary, details, examples)
+    parser = partial(command_parser, common, epilog)
 
     schema = parser(
         commands, "schema", "show and set the record types of a share", SCHEMA_HELP, SCHEMA_EXAMPLES

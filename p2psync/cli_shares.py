@@ -9,6 +9,7 @@ opens the database or the network itself: everything goes through the control so
 
 import argparse
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from .cli_commands import Command, write_lines
@@ -98,14 +99,7 @@ def add_share_command(
     """The `share` command and its subcommands, among `commands`; `common` holds the options of
     every command (--socket, --json), `epilog` what every command's help ends with."""
 
-    def parser(
-        within: "argparse._SubParsersAction[argparse.ArgumentParser]",
-        name: str,
-        summary: str,
-        details: str,
-        examples: str,
-    ) -> argparse.ArgumentParser:
-        return command_parser(within, common, epilog, name, summary, details, examples)
+    parser = partial(command_parser, common, epilog)
 
     share = parser(
         commands, "share", "create shares, add and remove their members", SHARE_HELP, SHARE_EXAMPLES
