@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import msgpack
 
 from p2psync.history.stability import (
@@ -113,3 +115,34 @@ def test_small_folds_wait_for_the_frontier_to_stop_moving():
     assert worth_folding({"x": 5}, {"x": 9}, last={"x": 9}), "stopped: fold"
     assert not worth_folding({"x": 9}, {"x": 9}, last={"x": 9}), "nothing to fold"
     assert worth_folding({}, {"x": FOLD_AT_LEAST}, last={}), "enough to be worth it"
+
+
+def storm_reports(rounds, lag):
+    """Two members reporting every round through a write storm, each report holding the other's
+    writes of `lag` rounds before; each names the reports it replaced, as written."""
+    newest = {}
+    for k in range(1, rounds + 1):
+        for me, other in ((A, B), (B, A)):
+            vector = {f"{me}/e": 10 * k, f"{other}/e": max(0, 10 * (k - lag))}
+            wire = report_value(vector, k, newest.get(me))
+            newest[me] = read_report(me, [sibling(me, 10 * k, wire)])
+    return newest
+
+
+def test_a_report_names_a_few_earlier_reports_and_old_readers_see_the_one_it_replaced():
+    newest = storm_reports(6, 2)[A]
+    assert [r.dot[1] for r in newest.earlier] == [50, 40, 30, 20]
+    fields = msgpack.unpackb(report_value({"x": 1}, 7, newest), raw=False)
+    assert fields["p"] == [f"{A}/e", 60, {f"{A}/e": 60, f"{B}/e": 40}], "0.4.0's key, unchanged"
+    assert [o[1] for o in fields["o"]] == [50, 40, 30]
+
+
+def test_a_write_storm_lagging_two_rounds_settles_with_older_reports():
+    reports = storm_reports(6, 2)
+    found = frontiers([A, B], reports, 6, DAY)
+    assert found.stable == {f"{A}/e": 40, f"{B}/e": 40}
+    # newest (60) and replaced (50) reports are beyond S: naming only those, nothing settled
+    only_previous = {m: replace(r, older=()) for m, r in reports.items()}
+    assert frontiers([A, B], only_previous, 6, DAY).settled == {}
+    # the reports of round 4 are within S, and they settle what they held
+    assert found.settled == found.purge == {f"{A}/e": 20, f"{B}/e": 20}

@@ -288,7 +288,7 @@ class HistoryRules:
         continues: Mapping[str, int] | None,
     ) -> Callable[[Sibling], bool]:
         """Whether the writer of `written` held a sibling when writing it, by the writer's own
-        reports in its causal past (its newest report or the one that one replaced): a write
+        reports in its causal past (its newest report or one it names): a write
         by a device that purged a tombstone names nothing of it, yet comes after it.
         `pending`: records as changed so far by the caller, else read by `load`; `continues`:
         what the writer's epoch took over, as the caller passes it to `merge.apply_op` (the
@@ -301,7 +301,7 @@ class HistoryRules:
             if siblings is None:
                 siblings = load(share, [record_key]).get(record_key, [])
             report = read_report(device, siblings)
-            candidates = [] if report is None else [report, report.previous]
+            candidates = [] if report is None else [report, *report.earlier]
             return any(
                 c is not None
                 and within(c.vector, sibling.dot)

@@ -1,20 +1,20 @@
 """Stability reports and the frontiers computed from them (pure).
 
 Each member of a share writes, now and then, an ordinary replicated record `_stable/<its device
-id>` holding its summary vector of the share, the wall-clock time of the report and the report it
-replaces (that report's dot and vector). So every member learns every member's vector through the
-log itself. From them:
+id>` holding its summary vector of the share, the wall-clock time of the report, the report it
+replaces (that report's dot and vector) and a few reports before that one. So every member learns
+every member's vector through the log itself. From them:
 
 - the *stable frontier* S: the pointwise minimum of the vectors of the members that are not away
   (a member whose newest report is older than `keep_for_absent` is left out, so one device in a
   drawer does not hold history back forever). Every entry within S is held by every such member;
   each vector is causally closed, so S is too, and the log within S can be folded.
 - the *purge frontier* P: per member, the vector of its newest report that is itself within S
-  (its newest, or the one it replaced); P is the minimum of those over *every* member, away or
-  not. A tombstone within P can never meet a concurrent write again: each member had it when
-  writing a report that everyone now holds, and everything a member wrote before that report is
-  within S. Away members count here, so tombstones are kept for them until they report again or
-  leave the share (see docs/architecture.md, "History and compaction").
+  (its newest, or one of the EARLIER_REPORTS it names); P is the minimum of those over *every*
+  member, away or not. A tombstone within P can never meet a concurrent write again: each member
+  had it when writing a report that everyone now holds, and everything a member wrote before that
+  report is within S. Away members count here, so tombstones are kept for them until they report
+  again or leave the share (see docs/architecture.md, "History and compaction").
 
 It never stores anything, never reads the clock and never talks to the network.
 """
@@ -31,6 +31,10 @@ from ..vectors import Vector, device_of
 STABLE = "_stable"  # key: device id; value: report_value(...)
 Dot = tuple[str, int]
 DAY_MS = 86_400_000
+# A report names this many of its device's earlier reports (key "p": the one it replaces, read by
+# 0.4.0; key "o": the ones before that), so that while replication lags several intervals behind
+# a write storm, one of them is still within S and the purge and settled frontiers move.
+EARLIER_REPORTS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,12 @@ class Report:
     # the baseline its device had folded to: (frontier B, digest of the rows at B), see
     # history/snapshot.py; None from a device that had folded nothing (or a 0.4.0 one)
     baseline: tuple[dict[str, int], bytes] | None = None
+    older: "tuple[Report, ...]" = ()  # the reports before `previous`, newest first
+
+    @property
+    def earlier(self) -> "tuple[Report, ...]":
+        """The earlier reports this one names, newest first."""
+        return () if self.previous is None else (self.previous, *self.older)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +100,27 @@ def report_value(
 ) -> bytes:
     value: dict[str, Any] = {"v": dict(vector), "t": at_ms}
     if previous is not None:
-        value["p"] = [previous.dot[0], previous.dot[1], previous.vector]
+        value["p"] = _wire_report(previous)
+        older = previous.earlier[: EARLIER_REPORTS - 1]
+        if older:
+            value["o"] = [_wire_report(report) for report in older]  # 0.4.0 ignores it
     if baseline is not None and baseline[0]:
         # an extra key: readers of 0.4.0 ignore it
         value["b"] = [dict(baseline[0]), baseline[1]]
     return msgpack.packb(value, use_bin_type=True)
+
+
+def _wire_report(report: Report) -> list[Any]:
+    return [report.dot[0], report.dot[1], report.vector]
+
+
+def _named_report(device_id: str, wire: object) -> Report | None:
+    if not (isinstance(wire, list) and len(wire) == 3 and isinstance(wire[0], str)):
+        return None
+    vector = _vector(wire[2])
+    if type(wire[1]) is not int or vector is None:
+        return None
+    return Report(device_id, (wire[0], wire[1]), vector, 0)
 
 
 def _baseline(wire: object) -> tuple[dict[str, int], bytes] | None:
@@ -128,13 +154,20 @@ def read_report(device_id: str, siblings: Iterable[Sibling]) -> Report | None:
         vector, at_ms = _vector(wire.get("v")), wire.get("t")
         if vector is None or type(at_ms) is not int:
             continue
-        previous = None
-        prev = wire.get("p")
-        if isinstance(prev, list) and len(prev) == 3 and isinstance(prev[0], str):
-            prev_vector = _vector(prev[2])
-            if type(prev[1]) is int and prev_vector is not None:
-                previous = Report(device_id, (prev[0], prev[1]), prev_vector, 0)
-        report = Report(device_id, sibling.dot, vector, at_ms, previous, _baseline(wire.get("b")))
+        previous = _named_report(device_id, wire.get("p"))
+        older_wire = wire.get("o") if previous is not None else None
+        older = [_named_report(device_id, w) for w in older_wire or ()] if isinstance(
+            older_wire, list
+        ) else []
+        report = Report(
+            device_id,
+            sibling.dot,
+            vector,
+            at_ms,
+            previous,
+            _baseline(wire.get("b")),
+            tuple(r for r in older[: EARLIER_REPORTS - 1] if r is not None),
+        )
         if found is None or at_ms > found.at_ms:
             found = report
     return found
@@ -169,14 +202,10 @@ def frontiers(
     newest = {m: r for m in listed if (r := reports.get(m)) is not None}
     away = {m: r.at_ms for m, r in newest.items() if now_ms - r.at_ms > keep_for_absent_ms}
     stable = pointwise_min(r.vector for m, r in newest.items() if m not in away)
-    settled: dict[str, dict[str, int] | None] = {}
-    for member, report in newest.items():
-        if within(stable, report.dot):
-            settled[member] = report.vector
-        elif report.previous is not None and within(stable, report.previous.dot):
-            settled[member] = report.previous.vector
-        else:
-            settled[member] = None
+    settled = {
+        member: next((r.vector for r in (report, *report.earlier) if within(stable, r.dot)), None)
+        for member, report in newest.items()
+    }
     return Frontiers(
         stable,
         _settled_min(stable, settled.values()),
