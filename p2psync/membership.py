@@ -218,6 +218,8 @@ class EpochBook:
         notices = []
         for head in entry.retires:
             actor, seq, _ = head
+            # an epoch held only through its retirement (no head of its own any more) ends there
+            end = max(held.get(actor, (0, b""))[0], *self._retired_at.get(actor, {0}))
             self._continues.setdefault(entry.actor, {})[actor] = seq
             self._retired.add(actor)
             self._retired_at.setdefault(actor, set()).add(seq)
@@ -232,13 +234,13 @@ class EpochBook:
                         f"{_epoch(entry.actor)} both continue {_epoch(actor)} #{seq})",
                     )
                 )
-            elif held.get(actor, (0, b""))[0] > seq:
+            elif end > seq:
                 notices.append(
                     Notice(
                         device,
                         "restored",
                         f"started from an older copy of its state ({_epoch(entry.actor)} "
-                        f"continues {_epoch(actor)} at #{seq}, but #{held[actor][0]} exists)",
+                        f"continues {_epoch(actor)} at #{seq}, but #{end} exists)",
                     )
                 )
         return notices
@@ -278,6 +280,17 @@ class EpochBook:
             for actor, seqs in self._retired_at.items()
             if len(seqs) == 1
         }
+
+    def continued(self) -> dict[str, dict[str, int]]:
+        """Every epoch's retirements (for vectors.implied): each is held by whoever holds the
+        retiring epoch's first entry, and this book learns only entries that were applied."""
+        return self._continues
+
+    def retired_head(self, actor: str) -> tuple[int, bytes] | None:
+        """The highest head at which `actor` was retired: where this device holds it to once it
+        no longer keeps a head of its own for it (see vectors.compressed)."""
+        heads = [(seq, entry_hash) for a, seq, entry_hash in self._retirements if a == actor]
+        return max(heads, default=None)
 
     def own_leaves(self, device: str, heads: Mapping[str, tuple[int, bytes]]) -> list[ChainHead]:
         """The heads of `device`'s epochs that no epoch retires yet: what a new one continues."""

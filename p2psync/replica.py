@@ -20,6 +20,7 @@ from .intake import Fork, Intake
 from .membership import DEVICES, FORKS, DeviceRecord, EpochBook, Notice
 from .merge import CausalBuffer, Sibling
 from .replica_trust import SYSTEM_SHARE, TrustRules
+from .replica_vectors import VectorRules, WireItem
 from .schemas.manifest import SCHEMA
 from .schemas.rules import SchemaRules
 from .shares.members import MEMBERS
@@ -28,7 +29,6 @@ from .store import Store
 from .vectors import make_actor
 
 DEFAULT_SHARE = "default"
-WireItem = tuple[bytes, bytes | None]
 # A group commit signs its chain head at least this often, so what a receiver must hold before it
 # can verify anything stays small (see intake.MAX_PENDING_BYTES_PER_PEER).
 SIGN_EVERY_BYTES = 4 * 1024 * 1024
@@ -112,7 +112,7 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class Replica(ShareRules, SchemaRules, TrustRules, HistoryRules, SnapshotRules):
+class Replica(VectorRules, ShareRules, SchemaRules, TrustRules, HistoryRules, SnapshotRules):
     def __init__(
         self, store: Store, device: identity.DeviceIdentity, now_ms: Callable[[], int]
     ) -> None:
@@ -161,7 +161,7 @@ class Replica(ShareRules, SchemaRules, TrustRules, HistoryRules, SnapshotRules):
 
     def start_new_epoch(self) -> str:
         """Write as a new actor from now on (never one this device used before)."""
-        used = {actor for share in self.store.share_names() for actor in self.store.heads(share)}
+        used = self.store.actor_names()
         last = (self.store.get_meta("epoch") or b"").decode()
         used |= {self.actor, make_actor(self.device_id, last)}
         epoch = _new_epoch()
@@ -336,23 +336,6 @@ class Replica(ShareRules, SchemaRules, TrustRules, HistoryRules, SnapshotRules):
             self._schemas_changed(share)
         return devices_changed or members_changed
 
-    def _heads_of(self, share: str) -> dict[str, tuple[int, bytes]]:
-        heads = self._heads.get(share)
-        if heads is None:
-            heads = self._heads[share] = self.store.heads(share)
-        return heads
-
-    def _book(self, share: str) -> EpochBook:
-        book = self._books.get(share)
-        if book is None:
-            book = self._books[share] = EpochBook()
-            held = self._heads_of(share)
-            for actor in sorted(held):
-                first = self.store.entry(share, actor, 1)
-                if first is not None:
-                    self._note(book.learn(entries.decode(first), held))
-        return book
-
     def _note(self, notices: list[Notice]) -> None:
         for notice in notices:
             self.notices.setdefault((notice.device_id, notice.kind), notice)
@@ -451,66 +434,13 @@ class Replica(ShareRules, SchemaRules, TrustRules, HistoryRules, SnapshotRules):
 
     # sync ---------------------------------------------------------------------------------
 
-    def chain_heads(self, share: str) -> dict[str, tuple[int, bytes]]:
-        """actor -> (seq, hash of our entry at seq): what "in sync" compares."""
-        return dict(self._heads_of(share))
-
-    def summary_vector(self, share: str) -> dict[str, int]:
-        return {actor: seq for actor, (seq, _) in self._heads_of(share).items()}
-
-    def equal_heads(self, share: str, peer_vector: Mapping[str, int]) -> list[WireItem]:
-        """Our signed head entries of the actors the peer holds to the same seq: sent once when
-        hello digests differ, they let the peer see two histories with equal lengths (a fork
-        shows nowhere else); a peer that holds the same entry drops each at once."""
-        items: list[WireItem] = []
-        for actor, (seq, _) in self._heads_of(share).items():
-            if seq and peer_vector.get(actor) == seq:
-                head = self.store.signed_entry(share, actor, seq)
-                if head is not None:
-                    items.append(head)
-        return items
-
-    def wire_vector(self, share: str) -> dict[str, int]:
-        """The summary vector as exchanged with peers: closed epochs held to their end are
-        implied by the epoch that retired them (see EpochBook.closed)."""
-        closed = self._book(share).closed()
-        return {
-            actor: seq
-            for actor, (seq, _) in self._heads_of(share).items()
-            if closed.get(actor, (0, ""))[0] != seq
-        }
-
-    def expand_vector(self, share: str, vector: Mapping[str, int]) -> dict[str, int]:
-        """A peer's exchanged vector with the closed epochs it implies put back: those retired by
-        an epoch it lists or implies, and that it does not list itself."""
-        retired_by: dict[str, list[tuple[str, int]]] = {}
-        for actor, (seq, retirer) in self._book(share).closed().items():
-            retired_by.setdefault(retirer, []).append((actor, seq))
-        expanded = dict(vector)
-        pending = [actor for actor in vector if actor in retired_by]
-        while pending:
-            for actor, seq in retired_by.get(pending.pop(), ()):
-                if actor not in expanded:
-                    expanded[actor] = seq
-                    pending.append(actor)
-        return expanded
-
-    def cursor_for(self, share: str, peer_vector: Mapping[str, int]) -> int:
-        """The local position after which every entry the peer lacks can be found."""
-        starts = [
-            self.store.lseq_of(share, actor, peer_vector.get(actor, 0) + 1)
-            for actor, seq in self.summary_vector(share).items()
-            if seq > peer_vector.get(actor, 0)
-        ]
-        known = [lseq for lseq in starts if lseq is not None]
-        return min(known) - 1 if known else self.store.last_lseq()
-
     def entries_after(
         self, share: str, cursor: int, peer_vector: Mapping[str, int], max_bytes: int = 64 * 1024
     ) -> tuple[list[WireItem], int]:
         """The next entries the peer lacks, in causal order, about `max_bytes` of them."""
         items: list[WireItem] = []
         size = 0
+        heads = self._heads_of(share)
         while size < max_bytes:
             rows = self.store.entries_after(share, cursor, 256, max_bytes - size)
             if not rows:
@@ -519,7 +449,9 @@ class Replica(ShareRules, SchemaRules, TrustRules, HistoryRules, SnapshotRules):
                 break
             for lseq, actor, seq, raw, signature in rows:
                 cursor = lseq
-                if seq <= peer_vector.get(actor, 0):
+                # an actor without a head: a retired epoch compaction dropped, of which only the
+                # first entry is left; a peer lacking it lacks folded entries (a snapshot's)
+                if seq <= peer_vector.get(actor, 0) or actor not in heads:
                     continue
                 items.append((raw, signature))
                 size += len(raw)
@@ -539,7 +471,6 @@ class Replica(ShareRules, SchemaRules, TrustRules, HistoryRules, SnapshotRules):
         notices_before = len(self.notices)
         devices_changed = False
         forks: list[Fork] = []
-        heads = self._heads_of(share)
         set_aside = self._forked.get(share, set())
         try:
             for raw, signature in items:
@@ -551,7 +482,7 @@ class Replica(ShareRules, SchemaRules, TrustRules, HistoryRules, SnapshotRules):
                 if logged.actor in set_aside:  # a forked epoch: no member takes any of it
                     refused += 1
                     continue
-                intake.add(peer, logged, signature, heads.get(logged.actor, (0, b"")))
+                intake.add(peer, logged, signature, self._held_head(share, logged.actor))
                 received[logged.actor] = max(received.get(logged.actor, 0), logged.seq)
         except IntegrityError:
             # Only this peer's own queue goes: what honest peers sent keeps waiting (they have
@@ -572,7 +503,7 @@ class Replica(ShareRules, SchemaRules, TrustRules, HistoryRules, SnapshotRules):
                             offenders.setdefault(
                                 verified.peer, "sent too many entries waiting for their causes"
                             )
-                    ready = held.pop_ready(self.summary_vector(share), self._cap_of(share))
+                    ready = held.pop_ready(self.held_vector(share), self._cap_of(share))
                     if not ready:
                         break
                     for run in _membership_runs(share, ready):

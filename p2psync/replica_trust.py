@@ -70,6 +70,12 @@ class TrustRules:
     def summary_vector(self, share: str) -> dict[str, int]:
         raise NotImplementedError
 
+    def held_vector(self, share: str) -> dict[str, int]:
+        raise NotImplementedError
+
+    def folded_frontier(self, share: str) -> dict[str, int]:
+        raise NotImplementedError
+
     def _note(self, notices: list[membership.Notice]) -> None:
         raise NotImplementedError
 
@@ -147,7 +153,7 @@ class TrustRules:
     ) -> None:
         """Apply the log beyond the baseline's frontier to `rebuilt` (records as of the
         baseline), for the records in `touched` (one pass over the share's log)."""
-        folded = self.store.baseline_frontier(share)
+        folded = self.folded_frontier(share)
         cursor = 0
         while rows := self.store.entries_after(share, cursor, 512):
             for lseq, actor, seq, raw, _ in rows:
@@ -255,7 +261,8 @@ class TrustRules:
     def revocation_op(self, device: DeviceRecord) -> Op:
         """Revoke a device: its entries up to what we hold now stay, none after."""
         cut = membership.revocation_cut(
-            device.device_id, {share: self.summary_vector(share) for share in self.shares()}
+            # with the retired epochs it holds but keeps no head of: the cut must name them
+            device.device_id, {share: self.held_vector(share) for share in self.shares()}
         )
         value = membership.device_value(
             device.cert_pem,

@@ -240,6 +240,10 @@ class Store(BaselineTables):
             self._actor_names[found] = name
         return found
 
+    def actor_names(self) -> set[str]:
+        """Every actor this database ever named (a head may be gone: see vectors.compressed)."""
+        return set(self._actor_ids)
+
     def heads(self, share: str) -> dict[str, tuple[int, bytes]]:
         rows = self._db.execute(
             "SELECT actor, seq, hash FROM heads WHERE share=?", (self.share_id(share),)

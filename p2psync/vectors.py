@@ -55,3 +55,41 @@ def device_of(actor: str) -> str:
 
 def make_actor(device_id: str, epoch: str) -> str:
     return f"{device_id}/{epoch}"
+
+
+# retiring epoch -> {epoch it retired: the seq it was retired at} (membership.EpochBook.continued)
+Retirements = Mapping[str, Mapping[str, int]]
+
+
+def implied(vector: Vector, retirements: Retirements) -> dict[str, int]:
+    """`vector` with the epochs it holds without naming them. An epoch's first entry depends on
+    the heads it retires, so a causally closed vector holding any entry of the retiring epoch
+    holds each retired one to its retirement (and so on, down each chain of restarts). Every
+    vector a replica keeps or receives is causally closed."""
+    expanded = dict(vector)
+    pending = [actor for actor, seq in expanded.items() if seq > 0 and actor in retirements]
+    while pending:
+        for actor, seq in retirements[pending.pop()].items():
+            if expanded.get(actor, 0) < seq:
+                if expanded.get(actor, 0) == 0 and actor in retirements:
+                    pending.append(actor)
+                expanded[actor] = seq
+    return expanded
+
+
+def compressed(vector: Vector, retirements: Retirements) -> dict[str, int]:
+    """`vector` less the epochs `implied` puts back exactly: retired epochs held to where their
+    retirement says. Kept and exchanged vectors then follow the epochs still writing, not every
+    restart there ever was."""
+    dropped = {
+        actor
+        for retirer, seq in vector.items()
+        if seq > 0
+        for actor, end in retirements.get(retirer, {}).items()
+        if vector.get(actor) == end
+    }
+    kept = {actor: seq for actor, seq in vector.items() if actor not in dropped}
+    back = implied(kept, retirements)
+    if any(back.get(actor, 0) != seq for actor, seq in vector.items()):
+        return dict(vector)  # not a chain of retirements (never from applied entries): keep all
+    return kept

@@ -18,6 +18,7 @@ from tests.test_history_compaction import (
     hand_over,
     household,
     report_round,
+    restart_and_write,
     settle,
     value_of,
     visible,
@@ -282,4 +283,38 @@ def test_any_compacted_household_bootstraps_a_newcomer_that_converges(writes, ow
         assert transfer(a, new, max_bytes=chunk).accept
     hand_over(a, new)
     hand_over(new, a)
+    assert visible(new) == visible(a)
+
+
+def test_a_snapshot_of_a_baseline_whose_retired_epochs_left_it_brings_them_all(tmp_path):
+    members, observer = household(2)
+    a, b = members
+    for round_ in range(12):
+        restart_and_write(a, f"k{round_ % 4}")
+        converge(members)
+        hand_over(a, observer)
+        report_round(members, observer)
+        for replica in members:
+            replica.compact(SHARE, FOREVER)
+    settle(members, observer)
+    report_round(members, observer)
+    assert len(a.store.heads(SHARE)) < 5 < len(a.held_vector(SHARE))
+    new = newcomer(tmp_path / "new.db", members)
+    offer = a.snapshot_offer(SHARE, new.summary_vector(SHARE))
+    assert offer is not None and len(offer.frontier) > 12, "whole, as 0.4.0 receivers expect"
+    assert transfer(a, new).accept
+    hand_over(a, new)
+    assert not a.folded_beyond(SHARE, new.summary_vector(SHARE))
+    assert new.held_vector(SHARE) == a.held_vector(SHARE) | new.summary_vector(SHARE)
+    observer.commit(SHARE, [observer.device_op(new.identity.cert_pem, "new")])
+    hand_over(new, observer)
+    assert visible(new) == visible(observer)
+    # its own next fold leaves the retired epochs out of its heads too
+    a.commit(SHARE, [a.device_op(new.identity.cert_pem, "new")])
+    b.commit(SHARE, [b.device_op(new.identity.cert_pem, "new")])
+    everyone = [a, b, new]
+    converge(everyone)
+    settle(everyone, observer)
+    settle(everyone, observer)
+    assert len(new.store.heads(SHARE)) < 8 < len(new.held_vector(SHARE))
     assert visible(new) == visible(a)

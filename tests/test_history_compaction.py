@@ -10,6 +10,7 @@ from p2psync.history import compaction
 from p2psync.history.stability import STABLE
 from p2psync.replica import DEFAULT_SHARE as SHARE
 from p2psync.replica import Replica
+from p2psync.vectors import device_of
 
 _identities = [identity.DeviceIdentity.generate() for _ in range(4)]
 KEYS = ["a", "b", "c", "d"]
@@ -180,6 +181,8 @@ def test_compaction_at_any_point_changes_no_visible_state_and_replicas_converge(
         assert all(e.seq == 1 for e in written)
         assert replica.store.count_records(SHARE) == observer.store.count_records(SHARE)
         assert replica.store.count_conflicts(SHARE) == observer.store.count_conflicts(SHARE)
+        # retired epochs whose heads went are still held, through the epochs that retired them
+        assert replica.held_vector(SHARE) == members_held(observer, members)
     # devices holding the same reports fold to the same frontier and hold the same baseline,
     # whatever order their entries came in (what a snapshot's digest will rest on)
     baselines = [(r.store.baseline_frontier(SHARE), baseline_rows(r)) for r in members]
@@ -357,3 +360,77 @@ def test_a_backlog_folds_in_bounded_steps_to_the_same_baseline(monkeypatch):
     assert visible(a) == before
     assert a.store.baseline_frontier(SHARE) == b.store.baseline_frontier(SHARE)
     assert baseline_rows(a) == baseline_rows(b)
+
+
+def members_held(observer: Replica, members: list[Replica]) -> dict[str, int]:
+    devices = {replica.device_id for replica in members}
+    return {a: s for a, s in observer.summary_vector(SHARE).items() if device_of(a) in devices}
+
+
+def restart_and_write(replica: Replica, key: str) -> None:
+    replica.start_new_epoch()
+    replica.commit(SHARE, [entry.put("notes", key, msgpack.packb(key))])
+
+
+def test_after_200_restarts_vectors_heads_and_reports_follow_the_epochs_still_writing():
+    members, observer = household(2)
+    a, b = members
+    for round_ in range(200):
+        restart_and_write(a, f"k{round_ % 7}")
+        if round_ % 3 == 0:
+            restart_and_write(b, f"b{round_ % 5}")
+        hand_over(a, observer)
+        hand_over(b, observer)
+        report_round(members, observer)
+        for replica in members:
+            replica.compact(SHARE, FOREVER)
+    settle(members, observer)
+    assert len(observer.summary_vector(SHARE)) > 200 + 60, "the observer never compacts"
+    for replica in members:
+        # the open epochs, and the ones retired since the last folds
+        assert len(replica.summary_vector(SHARE)) <= 6
+        assert len(replica.store.heads(SHARE)) <= 6
+        assert len(replica.wire_vector(SHARE)) <= 6
+        assert len(replica.store.baseline_frontier(SHARE)) <= 6
+        assert len(replica.store.folded_writes(SHARE)) <= 6
+        report = replica.own_report(SHARE)
+        assert report is not None and all(len(r.vector) <= 6 for r in (report, *report.earlier))
+        assert len(replica.stability_op(SHARE).value or b"") < 2_000
+        # what they hold, implied epochs put back, is everything the observer holds of them
+        assert replica.held_vector(SHARE) == members_held(observer, members)
+        assert visible(replica) == visible(observer)
+    # a late copy of an entry of a dropped epoch is held already: not applied, not kept waiting
+    late, _ = observer.entries_after(SHARE, 0, {}, 1 << 30)
+    dropped = members_held(observer, members).keys() - b.summary_vector(SHARE).keys()
+    old = [item for item in late if entry.decode(item[0]).actor in dropped]
+    assert len(old) > 200
+    done = b.apply(SHARE, old, peer="late")
+    assert (done.applied, done.waiting, done.refused) == (0, 0, 0)
+    assert visible(b) == visible(observer)
+    # a peer holding nothing lacks folded entries (a snapshot's); one holding what b holds
+    # says so with its few epochs
+    assert b.folded_beyond(SHARE, {}) and not b.folded_beyond(SHARE, a.wire_vector(SHARE))
+    assert b.expand_vector(SHARE, a.wire_vector(SHARE)).keys() <= b.summary_vector(SHARE).keys()
+    # a's next restart still continues only its open epoch, and b takes it
+    restart_and_write(a, "after")
+    hand_over(a, b)
+    assert value_of(b, "after") == ["after"]
+
+
+def test_a_revocation_cut_names_the_retired_epochs_its_writer_dropped():
+    members, observer = household(3)
+    a, _, revoked = members
+    for round_ in range(4):
+        restart_and_write(revoked, f"r{round_}")
+        converge(members)
+        report_round(members, observer)
+        for replica in members:
+            replica.compact(SHARE, FOREVER)
+    settle(members, observer)
+    dropped = observer.summary_vector(SHARE).keys() - a.summary_vector(SHARE).keys()
+    assert any(actor.startswith(revoked.device_id) for actor in dropped)
+    device = next(d for d in a.devices() if d.device_id == revoked.device_id)
+    a.commit(SHARE, [a.revocation_op(device)])
+    hand_over(a, observer)  # the observer still keeps a head of every epoch: it takes back none
+    assert visible(observer) == visible(a)
+    assert [value_of(observer, f"r{i}") for i in range(4)] == [[f"r{i}"] for i in range(4)]

@@ -7,6 +7,7 @@ import pytest
 
 from p2psync import entry, identity, membership, merge
 from p2psync.entry import IntegrityError
+from p2psync.membership import EpochBook
 from p2psync.replica import DEFAULT_SHARE as SHARE
 from p2psync.replica import Replica
 from tests.test_replica import (
@@ -345,3 +346,18 @@ def test_a_write_naming_more_writers_than_an_entry_may_leaves_out_the_most_proli
     honest = "HHHHH-BBBBB-CCCCC-DDDDD-EEEEE-FFFFF-GGGGG/00000001"
     trimmed = merge.context_within_limit({**context, honest: 3})
     assert len(trimmed) == entry.MAX_CONTEXT_ACTORS and trimmed[honest] == 3
+
+
+def test_the_book_knows_where_each_epoch_was_retired_and_what_each_retiring_one_continued():
+    device = identity.DeviceIdentity.generate().device_id
+    e1, e2, e3 = (f"{device}/0000000{n}" for n in (1, 2, 3))
+    h5, h3 = b"5" * 32, b"3" * 32
+    op = [entry.put("notes", "k", b"v")]
+    book = EpochBook()
+    book.learn(entry.encode(SHARE, e2, 1, entry.GENESIS_HASH, 1, {}, op, [(e1, 5, h5)]), {})
+    # a restore from an older copy retires e1 again, lower: said though e1 keeps no head any more
+    again = entry.encode(SHARE, e3, 1, entry.GENESIS_HASH, 1, {}, op, [(e1, 3, h3)])
+    assert [n.kind for n in book.learn(again, {})] == ["restored"]
+    assert book.retired_head(e1) == (5, h5), "the higher head is what was held"
+    assert book.retired_head(e2) is None
+    assert book.continued() == {e2: {e1: 5}, e3: {e1: 3}}

@@ -56,6 +56,8 @@ class SnapshotRules:
 
     # from HistoryRules, TrustRules and Replica, which come before this mixin
     folded_beyond: Callable[[str, Mapping[str, int]], bool]
+    folded_frontier: Callable[[str], dict[str, int]]
+    _held_head: Callable[[str, str], tuple[int, bytes]]
     stability_reports: Callable[[str], dict[str, Report | None]]
     replay_after_baseline: Callable[[str, dict[RecordKey, list[Sibling]], set[RecordKey]], None]
     _forget_cached_state: Callable[[], None]
@@ -67,12 +69,14 @@ class SnapshotRules:
     def baseline_heads(self, share: str) -> dict[str, tuple[int, bytes, bytes]] | None:
         """The chain heads at B, with each epoch's first entry hash; None when the log no
         longer shows them (an actor cut back below B by a revocation)."""
-        frontier, heads = self.store.baseline_frontier(share), self.store.heads(share)
+        # retired epochs B implies are in the offer whole, as 0.4.0 receivers expect
+        frontier = self.folded_frontier(share)
         found = {}
         for actor, seq in frontier.items():
             first = self.store.entry(share, actor, 1)
-            if seq == heads.get(actor, (0, b""))[0]:
-                at = heads[actor][1]
+            head = self._held_head(share, actor)
+            if seq == head[0]:
+                at = head[1]
             elif (after := self.store.entry(share, actor, seq + 1)) is not None:
                 at = entries.decode(after).prev_hash
             else:
@@ -149,7 +153,7 @@ class SnapshotRules:
         if claim is None or heads is None:
             return None
         written, digest = claim
-        frontier = self.store.baseline_frontier(share)
+        frontier = self.folded_frontier(share)
         rows = [encode_row(k, s) for k, s in self._all_baseline_rows(share)]
         firsts = []
         for actor in sorted(frontier):
@@ -232,7 +236,7 @@ class SnapshotRules:
         return staged
 
     def _holds(self, share: str, offer: Offer) -> bool:
-        base = self.store.baseline_frontier(share)
+        base = self.folded_frontier(share)
         return all(base.get(actor, 0) >= seq for actor, seq in offer.frontier.items())
 
     def install_snapshot(

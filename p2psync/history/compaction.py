@@ -13,7 +13,7 @@ reads the clock itself.
 """
 
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .. import entry as entries
 from .. import merge, vectors
@@ -66,6 +66,15 @@ class HistoryRules:
     def summary_vector(self, share: str) -> dict[str, int]:
         raise NotImplementedError
 
+    def held_vector(self, share: str) -> dict[str, int]:
+        raise NotImplementedError
+
+    def folded_frontier(self, share: str) -> dict[str, int]:
+        raise NotImplementedError
+
+    def drop_retired_heads(self, share: str, frontier: Mapping[str, int]) -> int:
+        raise NotImplementedError
+
     def share_members(self, share: str) -> ShareMembers | None:
         raise NotImplementedError
 
@@ -104,11 +113,15 @@ class HistoryRules:
         return found
 
     def history_frontiers(self, share: str, keep_for_absent_ms: int) -> Frontiers:
+        """S, P and the settled frontier, with the retired epochs they imply put back (reports
+        leave out the epochs their writers dropped, see vectors.compressed)."""
+        retirements = self._book(share).continued()
+        reports = {
+            device: None if report is None else _implied_report(report, retirements)
+            for device, report in self.stability_reports(share).items()
+        }
         return frontiers(
-            self.history_members(share),
-            self.stability_reports(share),
-            self.now_ms(),
-            keep_for_absent_ms,
+            self.history_members(share), reports, self.now_ms(), keep_for_absent_ms
         )
 
     def own_report(self, share: str) -> Report | None:
@@ -179,8 +192,9 @@ class HistoryRules:
     def folded_beyond(self, share: str, peer_vector: Mapping[str, int]) -> bool:
         """Whether a peer lacks entries this device folded away (each epoch's first entry
         stays in the log, so lacking only that one is no loss)."""
-        folded = self.store.baseline_frontier(share)
-        return any(seq > max(peer_vector.get(actor, 0), 1) for actor, seq in folded.items())
+        folded = self.folded_frontier(share)
+        peer = vectors.implied(peer_vector, self._book(share).continued())
+        return any(seq > max(peer.get(actor, 0), 1) for actor, seq in folded.items())
 
     # compaction -------------------------------------------------------------------------
 
@@ -197,8 +211,8 @@ class HistoryRules:
         # digest rests on). A device alone folds nothing: no other member could vouch for a
         # snapshot of it, and the member added next needs all of it.
         frontier = found.settled if len(members) > 1 else {}
-        base = self.store.baseline_frontier(share)
-        held = self.summary_vector(share)
+        base = self.folded_frontier(share)
+        held = self.held_vector(share)
         # never past what this device holds (it may be away from the frontier itself)
         target = {a: min(s, held.get(a, 0)) for a, s in vectors.merge(base, frontier).items()}
         target = {a: s for a, s in target.items() if s > 0}
@@ -209,7 +223,12 @@ class HistoryRules:
             reached = dict(base)
             folded = self._fold(share, reached, target, written) if target != base else 0
             purged = self._purge(share, found.purge)
-            self.store.set_baseline_frontier(share, reached, written)
+            # retired epochs folded to their retirement leave B, W and the heads: the epoch
+            # that retired them implies them (see vectors.compressed)
+            kept = vectors.compressed(reached, self._book(share).continued())
+            written = {actor: seq for actor, seq in written.items() if actor in kept}
+            self.store.set_baseline_frontier(share, kept, written)
+            self.drop_retired_heads(share, reached)
         if folded:
             self.store.reclaim_free_pages(RECLAIM_AT_LEAST)
         return Compacted(folded, purged, reached, frontier)
@@ -302,9 +321,9 @@ class HistoryRules:
                 siblings = load(share, [record_key]).get(record_key, [])
             report = read_report(device, siblings)
             candidates = [] if report is None else [report, *report.earlier]
+            retirements = self._book(share).continued()
             return any(
-                c is not None
-                and within(c.vector, sibling.dot)
+                within(vectors.implied(c.vector, retirements), sibling.dot)
                 and self._in_past(share, written, c.dot, continues)
                 for c in candidates
             )
@@ -332,3 +351,14 @@ class HistoryRules:
                     visited.add(prior)
                     todo.append(prior)
         return False
+
+
+def _implied_report(report: Report, retirements: vectors.Retirements) -> Report:
+    return replace(
+        report,
+        vector=vectors.implied(report.vector, retirements),
+        previous=None
+        if report.previous is None
+        else _implied_report(report.previous, retirements),
+        older=tuple(_implied_report(older, retirements) for older in report.older),
+    )

@@ -54,7 +54,7 @@ class ShareRules:
     def _heads_of(self, share: str) -> dict[str, tuple[int, bytes]]:
         raise NotImplementedError
 
-    def summary_vector(self, share: str) -> dict[str, int]:
+    def held_vector(self, share: str) -> dict[str, int]:
         raise NotImplementedError
 
     def holds(self, share: str) -> bool:
@@ -195,7 +195,7 @@ class ShareRules:
         members = self._existing(share)
         if members.open or not members.is_member(device_id):
             raise ShareError("not_found", f"{device_id} is not a member of share {share!r}")
-        held = dict(self.summary_vector(share))
+        held = self.held_vector(share)  # the cut names retired epochs without a head too
         if device_id == self.device_id:
             # the removal entry is ours and must itself be accepted
             held[self.actor] = self._heads_of(share).get(self.actor, (0, b""))[0] + 1
