@@ -50,6 +50,7 @@ RECLAIM_AT_LEAST = 16 * 1024 * 1024
 class Compacted:
     folded: int  # entries folded into the baseline and gone from the log
     purged: int  # tombstones dropped for good
+    # both less the retired epochs they imply (see vectors.compressed)
     frontier: dict[str, int]  # the baseline's frontier B now
     stable: dict[str, int]  # the frontier it folds to when it is worth it (settled, see compact)
 
@@ -117,7 +118,9 @@ class HistoryRules:
         leave out the epochs their writers dropped, see vectors.compressed)."""
         retirements = self._book(share).continued()
         reports = {
-            device: None if report is None else _implied_report(report, retirements)
+            device: None
+            if report is None
+            else _with_vectors(report, lambda v: vectors.implied(v, retirements))
             for device, report in self.stability_reports(share).items()
         }
         return frontiers(
@@ -128,12 +131,14 @@ class HistoryRules:
         return read_report(self.device_id, self.store.record(share, STABLE, self.device_id) or [])
 
     def stability_op(self, share: str) -> Op:
-        """This device's report of `share` (naming the report it replaces)."""
+        """This device's report of `share` (naming the reports it replaces, less the retired
+        epochs this device dropped since: see vectors.compressed)."""
+        last = self.own_report(share)
+        if last is not None:
+            retirements = self._book(share).continued()
+            last = _with_vectors(last, lambda v: vectors.compressed(v, retirements))
         value = report_value(
-            self.summary_vector(share),
-            self.now_ms(),
-            self.own_report(share),
-            self.baseline_claim(share),
+            self.summary_vector(share), self.now_ms(), last, self.baseline_claim(share)
         )
         return entries.put(STABLE, self.device_id, value)
 
@@ -216,7 +221,10 @@ class HistoryRules:
         # never past what this device holds (it may be away from the frontier itself)
         target = {a: min(s, held.get(a, 0)) for a, s in vectors.merge(base, frontier).items()}
         target = {a: s for a, s in target.items() if s > 0}
-        if last_stable is not None and not worth_folding(base, target, last_stable):
+        retirements = self._book(share).continued()
+        if last_stable is not None and not worth_folding(
+            base, target, vectors.implied(last_stable, retirements)
+        ):
             target = base
         written = self.store.folded_writes(share)
         with self.store.transaction():
@@ -225,13 +233,13 @@ class HistoryRules:
             purged = self._purge(share, found.purge)
             # retired epochs folded to their retirement leave B, W and the heads: the epoch
             # that retired them implies them (see vectors.compressed)
-            kept = vectors.compressed(reached, self._book(share).continued())
+            kept = vectors.compressed(reached, retirements)
             written = {actor: seq for actor, seq in written.items() if actor in kept}
             self.store.set_baseline_frontier(share, kept, written)
             self.drop_retired_heads(share, reached)
         if folded:
             self.store.reclaim_free_pages(RECLAIM_AT_LEAST)
-        return Compacted(folded, purged, reached, frontier)
+        return Compacted(folded, purged, kept, vectors.compressed(frontier, retirements))
 
     def _fold(
         self,
@@ -353,12 +361,11 @@ class HistoryRules:
         return False
 
 
-def _implied_report(report: Report, retirements: vectors.Retirements) -> Report:
+def _with_vectors(report: Report, change: Callable[[dict[str, int]], dict[str, int]]) -> Report:
+    """`report`, and the earlier ones it names, with `change` made to each vector."""
     return replace(
         report,
-        vector=vectors.implied(report.vector, retirements),
-        previous=None
-        if report.previous is None
-        else _implied_report(report.previous, retirements),
-        older=tuple(_implied_report(older, retirements) for older in report.older),
+        vector=change(report.vector),
+        previous=None if report.previous is None else _with_vectors(report.previous, change),
+        older=tuple(_with_vectors(older, change) for older in report.older),
     )
