@@ -318,3 +318,39 @@ def test_a_snapshot_of_a_baseline_whose_retired_epochs_left_it_brings_them_all(t
     settle(everyone, observer)
     assert len(new.store.heads(SHARE)) < 8 < len(new.held_vector(SHARE))
     assert visible(new) == visible(a)
+
+
+def test_a_forged_first_entry_retiring_an_epoch_beyond_the_baseline_is_refused(tmp_path):
+    members, observer = household(2)
+    a, _ = members
+    for round_ in range(4):
+        restart_and_write(a, f"k{round_}")
+        converge(members)
+        report_round(members, observer)
+        for replica in members:
+            replica.compact(SHARE, FOREVER)
+    settle(members, observer)
+    honest = a.snapshot_offer(SHARE, {})
+    outside_w = sorted(a.held_vector(SHARE).keys() - honest.written.keys() - {a.actor})
+    dropped = next(actor for actor in outside_w if actor.startswith(a.device_id))
+    # a first entry of a dropped epoch that would have the receiver hold a's epoch far beyond
+    # anything written, so that it ignores what a writes next
+    forged = entry.encode(
+        SHARE, dropped, 1, entry.GENESIS_HASH, 1, {}, [entry.put("notes", "x", b"x")],
+        [(a.actor, 10**6, b"f" * 32)],
+    )
+    seq, at, _ = honest.heads[dropped]
+    offer = dataclasses.replace(
+        honest,
+        heads={**honest.heads, dropped: (seq, at, forged.hash)},
+        firsts=tuple(
+            (forged.raw, None) if entry.decode(raw).actor == dropped else (raw, sig)
+            for raw, sig in honest.firsts
+        ),
+    )
+    new = newcomer(tmp_path / "new.db", members)
+    new.snapshot_started(SHARE, offer)
+    assert new.snapshot_chunk(SHARE, a.snapshot_rows(SHARE, None, 1 << 30)).complete
+    with pytest.raises(SnapshotError, match="retires beyond B"):
+        new.install_snapshot(SHARE, a.device_id, key_of(members))
+    assert new.store.baseline_frontier(SHARE) == {}

@@ -318,6 +318,11 @@ def _check_firsts(offer: Offer, share: str) -> list[tuple[LogEntry, bytes | None
         head = offer.heads.get(first.actor)
         if first.share != share or first.seq != 1 or head is None or head[2] != first.hash:
             raise SnapshotError(f"the snapshot's first entry of {first.actor} is not its heads'")
+        # B is causally closed: what an epoch within it retired is within it too. Checked since
+        # a retirement makes the receiver hold the retired epoch that far (vectors.implied),
+        # and the first entries of epochs outside W are the sender's word like the heads
+        if any(offer.frontier.get(actor, 0) < seq for actor, seq, _ in first.retires):
+            raise SnapshotError(f"the snapshot's first entry of {first.actor} retires beyond B")
         found[first.actor] = (first, signature)
     if found.keys() != offer.heads.keys():
         raise SnapshotError("the snapshot lacks the first entry of an epoch within it")
