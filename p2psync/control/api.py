@@ -7,6 +7,7 @@ them are `values.py`'s, error codes `errors.py`'s. It never touches sockets or t
 """
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import msgpack
@@ -192,17 +193,21 @@ class Write:
 def write_op(request: dict[str, Any], kind: str) -> Op:
     collection = collection_param(request, writing=True)
     key: str = param(request, "key", str)
-    meta = {
-        "type": param(request, "type", str, None),
-        "schema_version": param(request, "schema_version", int, None),
-    }
+    meta = _packed_meta(
+        param(request, "type", str, None), param(request, "schema_version", int, None)
+    )
     if kind == "delete":
-        return entries.delete(collection, key, **meta)
+        return entries.packed_op(entries.DELETE, collection, key, None, meta)
     if kind != "put":
         raise RequestError(BAD_REQUEST, '\'op\' must be "put" or "delete"')
     if "value" not in request:
         raise RequestError(BAD_REQUEST, "missing parameter 'value' (null is a value: send null)")
-    return entries.put(collection, key, value_from_json(request["value"]), **meta)
+    return entries.packed_op(entries.PUT, collection, key, value_from_json(request["value"]), meta)
+
+
+@lru_cache(maxsize=256)  # writes name a few types: packing the same meta per op showed
+def _packed_meta(type_name: str | None, schema_version: int | None) -> bytes | None:
+    return entries.pack_meta({"type": type_name, "schema_version": schema_version})
 
 
 def if_version_param(request: dict[str, Any], op: Op, label: str = "") -> list[Precondition]:
