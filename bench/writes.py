@@ -12,6 +12,8 @@ times, in an order that rotates from round to round, for each daemon:
 - `alone`: one connection doing sequential puts: the ack latency of an unloaded daemon;
 - `transaction`: `transaction` requests of `--batch` puts each, pipelined on one connection:
   records/s;
+- for each of those, the daemon's CPU time (all its threads) per record written: a figure the
+  machine's load and the disk's fsync time move far less than rates and latencies;
 - and the baseline, `sqlite`: plain SQLite with the store's settings (WAL, synchronous=FULL) in
   the same directory: one-row insert+commit latency (p50) and commits/s, and `--batch`-row
   commits in records/s.
@@ -24,6 +26,7 @@ error.
 """
 
 import argparse
+import os
 import selectors
 import socket
 import sqlite3
@@ -36,6 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import run_and_report
+from bench.shares import cpu_between, thread_times
 from bench.sync import CALL_TIMEOUT, BenchError, pipelined, put_lines, transaction_lines
 from tests.daemons import DaemonProcess, running
 
@@ -149,10 +153,16 @@ def run(directory: Path, args: argparse.Namespace, result: dict[str, Any]) -> No
     def note(tree: str, name: str, value: float) -> None:
         figures[tree].setdefault(name, []).append(value)
 
+    # `python -m p2psync` looks in its working directory first: in a tree's checkout, that
+    # tree's p2psync would run whatever PYTHONPATH says
+    os.chdir(directory)
     for name, code in trees.items():
         if code is not None:  # the daemon runs the other tree's p2psync
             daemons[name].start(wait=False, env={"PYTHONPATH": code})
     with running(*daemons.values()):
+        for name, code in trees.items():
+            if code is not None:  # `running` waits only for the daemons it started
+                daemons[name].wait_for_notification("READY=1")
         for round_number in range(args.rounds):
             steps = [(tree, mode) for mode in MODES for tree in trees if mode != "sqlite"]
             steps.append(("sqlite", "sqlite"))
@@ -167,6 +177,8 @@ def run(directory: Path, args: argparse.Namespace, result: dict[str, Any]) -> No
                     note(tree, "batched_records_per_s", 20 * args.batch / many)
                     continue
                 socket_path = daemons[tree].socket_path
+                pid = daemons[tree].process.pid  # type: ignore[union-attr]
+                cpu_before = thread_times(pid)
                 if mode == "single":
                     puts_each = args.puts // args.clients
                     seconds, acks = concurrent_puts(socket_path, tag, args.clients, puts_each)
@@ -182,6 +194,13 @@ def run(directory: Path, args: argparse.Namespace, result: dict[str, Any]) -> No
                     lines = transaction_lines(tag, args.records, args.batch)
                     seconds = pipelined(socket_path, lines)
                     note(tree, "batched_records_per_s", args.records / seconds)
+                # the daemon's CPU (both threads) per write: what the machine's load and the
+                # disk's fsync time change least
+                written = {"single": args.puts // args.clients * args.clients}.get(
+                    mode, args.alone_puts if mode == "alone" else args.records
+                )
+                cpu_us = cpu_between(cpu_before, thread_times(pid)) / written * 1e6
+                note(tree, f"{mode}_cpu_us_per_record", cpu_us)
             shown = "; ".join(
                 f"{tree}: "
                 + ", ".join(f"{name} {values[-1]:,.2f}" for name, values in figures[tree].items())

@@ -191,11 +191,19 @@ class Write:
 
 
 def write_op(request: dict[str, Any], kind: str) -> Op:
-    collection = collection_param(request, writing=True)
-    key: str = param(request, "key", str)
-    meta = _packed_meta(
-        param(request, "type", str, None), param(request, "schema_version", int, None)
-    )
+    collection, key = request.get("collection"), request.get("key")
+    # the usual op takes no param() call: the checks below pass exactly what they would pass
+    if type(collection) is not str or not collection or collection[0] == "_":
+        collection = collection_param(request, writing=True)
+    if type(key) is not str:
+        key = param(request, "key", str)
+    type_name, version = request.get("type"), request.get("schema_version")
+    if type_name is None and version is None:
+        meta = None
+    else:
+        meta = _packed_meta(
+            param(request, "type", str, None), param(request, "schema_version", int, None)
+        )
     if kind == "delete":
         return entries.packed_op(entries.DELETE, collection, key, None, meta)
     if kind != "put":
@@ -234,7 +242,8 @@ def transaction_write(request: dict[str, Any]) -> Write:
         try:
             check_op_parameters(item)
             op = write_op(item, param(item, "op", str))
-            write.preconditions += if_version_param(item, op, f"ops[{index}]: ")
+            if item.get("if_version") is not None:
+                write.preconditions += if_version_param(item, op, f"ops[{index}]: ")
         except RequestError as exc:
             raise RequestError(exc.code, f"ops[{index}]: {exc.message}") from None
         write.ops.append(op)
