@@ -22,7 +22,10 @@ Prints medians over the rounds with their spread (lowest-highest), the ratios of
 the baseline, and ends with one line `RESULT {json}`; asserts nothing. Stops its daemons even on
 error.
 
-    .venv/bin/python bench/writes.py --rounds 3 --compare /work/main
+    .venv/bin/python bench/writes.py --rounds 5 --compare /work/main
+
+The daemons run with this checkout's p2psync (or DIR's) whatever the working directory; the
+machine's load average is in the RESULT, as the rates follow the CPU share the daemon gets.
 """
 
 import argparse
@@ -207,13 +210,15 @@ def run(directory: Path, args: argparse.Namespace, result: dict[str, Any]) -> No
                 for tree in figures
             )
             print(f"round {round_number + 1}/{args.rounds}: {shown}", flush=True)
+    # on a shared machine the rates follow the CPU share the daemon gets: say what it was
+    result["load_average_1min"] = round(os.getloadavg()[0], 2)
     report(figures, result)
 
 
 def report(figures: dict[str, dict[str, list[float]]], result: dict[str, Any]) -> None:
     baseline = {name: statistics.median(values) for name, values in figures["sqlite"].items()}
     result["sqlite"] = {name: summary(values, 3) for name, values in figures["sqlite"].items()}
-    print("\nmedians over the rounds (lowest-highest)")
+    print(f"\nmedians over the rounds (lowest-highest); load average {result['load_average_1min']}")
     print(
         f"  sqlite baseline: one-row commit p50 {baseline['commit_p50_ms']:.3f} ms, "
         f"{baseline['commits_per_s']:,.0f} commits/s; {baseline['batched_records_per_s']:,.0f} "
@@ -250,6 +255,12 @@ def report(figures: dict[str, dict[str, list[float]]], result: dict[str, Any]) -
             )
         print(f"    ratios to the baseline: {result[tree]['ratios']}")
         print(f"    targets {TARGETS}: {result[tree]['targets_met']}")
+    if "compare" in figures:  # before (the other tree) and after (this one), same rounds
+        result["this_to_compare"] = {
+            name: round(statistics.median(figures["this"][name]) / statistics.median(values), 3)
+            for name, values in figures["compare"].items()
+        }
+        print(f"  this / compare (medians): {result['this_to_compare']}")
 
 
 def main() -> None:
