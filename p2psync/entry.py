@@ -65,6 +65,11 @@ class Op(NamedTuple):
 _new_op = partial(tuple.__new__, Op)
 
 
+def packed_op(kind: str, collection: str, key: str, value: bytes | None, meta: bytes | None) -> Op:
+    """An op whose meta is packed already (`pack_meta`)."""
+    return _new_op((kind, collection, key, value, meta))
+
+
 def put(collection: str, key: str, value: bytes, **meta: Any) -> Op:
     return _new_op((PUT, collection, key, value, pack_meta(meta)))
 

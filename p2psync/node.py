@@ -105,6 +105,13 @@ class Node:
         self.device_name: Callable[[str], str | None] = lambda device_id: None
         # Jobs queue up from the start; the database thread runs them once run_group_commit runs.
         self._jobs: queue.SimpleQueue[object] = queue.SimpleQueue()
+        # Transactions submitted since the last hand-over to the database thread: handed over
+        # together, once the tasks that run alongside the submitter (say every connection whose
+        # request came in the same wake-up) had their turn, in one job and one wake-up of the
+        # thread; otherwise the first woke the thread, which took the GIL to commit that one
+        # alone while the loop still held the others.
+        self._pending: list[Transaction] = []
+        self._pending_arrived = trio.Event()
         self._started = False
         self._stopping = False
 
@@ -125,11 +132,13 @@ class Node:
         preconditions: Sequence[Precondition] = (),
         checked: bool = False,
     ) -> Transaction:
-        """Queue one local transaction. Transactions commit in the order they were submitted;
+        """Queue one local transaction. Transactions commit in the order they were submitted
+        (a `call` made before one is done may run before it: wait for `done` to read it);
         `checked`: the share's schema manifest may refuse it (see Transaction)."""
         self._refuse_if_stopping()
         transaction = Transaction(share, ops, preconditions, checked)
-        self._jobs.put(transaction)
+        self._pending.append(transaction)
+        self._pending_arrived.set()
         return transaction
 
     async def commit(self, share: str, ops: Sequence[Op], checked: bool = False) -> Commit:
@@ -152,12 +161,22 @@ class Node:
         )
         thread.start()
         try:
-            await trio.sleep_forever()
+            while True:
+                await self._pending_arrived.wait()
+                self._hand_over()
         finally:
             self._stopping = True
+            self._hand_over()
             self._jobs.put(_STOP)  # runs after every job already queued, so no caller is left
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(thread.join)
+
+    def _hand_over(self) -> None:
+        """Queue the pending transactions for the database thread, in submission order."""
+        self._pending_arrived = trio.Event()
+        if self._pending:
+            self._jobs.put(self._pending)
+            self._pending = []
 
     def _refuse_if_stopping(self) -> None:
         if self._stopping:
@@ -181,7 +200,7 @@ class Node:
             # Everything waiting is taken at once: the transactions commit first, together (their
             # clients wait for an fsync; a read does not), then the calls run back to back and
             # are answered together.
-            transactions = [job for job in jobs if isinstance(job, Transaction)]
+            transactions = [t for job in jobs if isinstance(job, list) for t in job]
             for group in _groups(transactions):
                 self._commit_group(group)
                 token.run_sync_soon(self._finish, group)

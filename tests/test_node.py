@@ -2,6 +2,7 @@
 temporary SQLite file. The database thread is held inside a call (a gate) where a test needs
 transactions to queue up, so batching is deterministic without sleeps."""
 
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -109,6 +110,29 @@ async def test_transactions_queued_together_commit_in_one_batch_in_order(
     assert running.node.changes.position == positions[-1]
     view = await running.node.call(running.replica.get, DEFAULT_SHARE, "c", "k49")
     assert view is not None and msgpack.unpackb(view.winner.value) == 49
+
+
+async def test_transactions_submitted_in_one_scheduler_pass_commit_together_ungated(
+    running: Running,
+) -> None:
+    """Connections whose requests came in the same wake-up submit in one pass of the scheduler,
+    each reading its socket in between (which lets the database thread take the GIL): the
+    thread gets them in one hand-over, not the first alone (with no gate held)."""
+    queued: list[Transaction] = []
+    near, far = socket.socketpair()
+
+    async def submit(number: int) -> None:
+        queued.append(running.node.submit(DEFAULT_SHARE, put(f"k{number}", number)))
+        near.send(b"x")  # what a connection's read does: a system call, without the GIL
+        far.recv(1)
+
+    with near, far:
+        async with trio.open_nursery() as submitters:
+            for number in range(20):
+                submitters.start_soon(submit, number)
+    commits = await results(queued)
+    assert running.batches == [[1] * 20]
+    assert [c.seq for c in commits] == list(range(1, 21))  # type: ignore[union-attr]
 
 
 async def test_many_concurrent_committers_need_fewer_commits_than_transactions(

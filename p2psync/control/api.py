@@ -7,6 +7,7 @@ them are `values.py`'s, error codes `errors.py`'s. It never touches sockets or t
 """
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import msgpack
@@ -190,19 +191,31 @@ class Write:
 
 
 def write_op(request: dict[str, Any], kind: str) -> Op:
-    collection = collection_param(request, writing=True)
-    key: str = param(request, "key", str)
-    meta = {
-        "type": param(request, "type", str, None),
-        "schema_version": param(request, "schema_version", int, None),
-    }
+    collection, key = request.get("collection"), request.get("key")
+    # the usual op takes no param() call: the checks below pass exactly what they would pass
+    if type(collection) is not str or not collection or collection[0] == "_":
+        collection = collection_param(request, writing=True)
+    if type(key) is not str:
+        key = param(request, "key", str)
+    type_name, version = request.get("type"), request.get("schema_version")
+    if type_name is None and version is None:
+        meta = None
+    else:
+        meta = _packed_meta(
+            param(request, "type", str, None), param(request, "schema_version", int, None)
+        )
     if kind == "delete":
-        return entries.delete(collection, key, **meta)
+        return entries.packed_op(entries.DELETE, collection, key, None, meta)
     if kind != "put":
         raise RequestError(BAD_REQUEST, '\'op\' must be "put" or "delete"')
     if "value" not in request:
         raise RequestError(BAD_REQUEST, "missing parameter 'value' (null is a value: send null)")
-    return entries.put(collection, key, value_from_json(request["value"]), **meta)
+    return entries.packed_op(entries.PUT, collection, key, value_from_json(request["value"]), meta)
+
+
+@lru_cache(maxsize=256)  # writes name a few types: packing the same meta per op showed
+def _packed_meta(type_name: str | None, schema_version: int | None) -> bytes | None:
+    return entries.pack_meta({"type": type_name, "schema_version": schema_version})
 
 
 def if_version_param(request: dict[str, Any], op: Op, label: str = "") -> list[Precondition]:
@@ -229,7 +242,8 @@ def transaction_write(request: dict[str, Any]) -> Write:
         try:
             check_op_parameters(item)
             op = write_op(item, param(item, "op", str))
-            write.preconditions += if_version_param(item, op, f"ops[{index}]: ")
+            if item.get("if_version") is not None:
+                write.preconditions += if_version_param(item, op, f"ops[{index}]: ")
         except RequestError as exc:
             raise RequestError(exc.code, f"ops[{index}]: {exc.message}") from None
         write.ops.append(op)

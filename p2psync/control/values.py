@@ -85,11 +85,11 @@ def _holds_bytes_tag(value: Any) -> bool:
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            if _bytes_of_tag(item) is not None:
+            if len(item) == 1 and _bytes_of_tag(item) is not None:
                 return True
-            stack.extend(item.values())
+            stack += [inner for inner in item.values() if isinstance(inner, dict | list)]
         elif isinstance(item, list):
-            stack.extend(item)
+            stack += [inner for inner in item if isinstance(inner, dict | list)]
     return False
 
 
