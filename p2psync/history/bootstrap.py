@@ -25,12 +25,14 @@ from ..vectors import device_of
 from .snapshot import (
     CHUNK_BYTES,
     Offer,
+    Room,
     SnapshotError,
     Staged,
     Verdict,
     WireItem,
     baseline_digest,
     check_complete,
+    check_room,
     contradicted,
     decode_row,
     encode_row,
@@ -193,14 +195,22 @@ class SnapshotRules:
 
     # receiving --------------------------------------------------------------------------
 
-    def snapshot_started(self, share: str, offer: Offer) -> RecordKey | None:
-        """A sender offers `offer`: keep it (the same frontier and digest as the one staged
-        continue it, whoever sends it). Returns the key to resume after (None: from the
-        start; ALL_HELD: nothing, this device holds that baseline already)."""
-        if self._holds(share, offer):
-            return ALL_HELD  # another member's snapshot of the same baseline came first
+    def snapshot_started(
+        self, share: str, offer: Offer, room: Room | None = None
+    ) -> RecordKey | None:
+        """A sender offers `offer`: keep it (the same frontier, digest and size as the one
+        staged continue it, whoever sends it). Returns the key to resume after (None: from the
+        start; ALL_HELD: nothing, this device holds that baseline already). SnapshotRefused:
+        larger than `room` allows (what was staged stays, for a sender of a smaller one)."""
         staged = self.staged_snapshot(share)
-        if staged is not None and staged.offer.ident == offer.ident:
+        if self._holds(share, offer):
+            if staged is not None and self._holds(share, staged.offer):
+                self.discard_staged(share)  # of a baseline this device has passed
+            return ALL_HELD  # another member's snapshot of the same baseline came first
+        resumed = staged is not None and staged.offer.ident == offer.ident
+        if room is not None:
+            check_room(offer, room, staged.size if staged is not None and resumed else 0)
+        if staged is not None and resumed:
             with self.store.transaction():  # the newer start carries newer evidence
                 self._stage(share, Staged(offer, staged.rows, staged.size, staged.last))
             return staged.last
@@ -208,6 +218,12 @@ class SnapshotRules:
             self.store.clear_staged(share)
             self._stage(share, Staged(offer))
         return None
+
+    def discard_staged(self, share: str) -> None:
+        """Forget the snapshot being received: its sender broke a rule, so what it sent is no
+        base to resume from (an honest sender's transfer would end in a failed digest)."""
+        with self.store.transaction():
+            self.store.clear_staged(share)
 
     def staged_snapshot(self, share: str) -> Staged | None:
         stored = self.store.staged_snapshot(share)
