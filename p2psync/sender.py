@@ -28,6 +28,8 @@ LAZY_HAVE_SECONDS = 5.0  # how stale a peer's idea of our claimed actors' seqs m
 EQUAL_HEADS_BYTES = 2 * 1024 * 1024
 # rows per snapshot frame; tests make it small so that a transfer takes many frames
 SNAPSHOT_CHUNK_BYTES = int(os.environ.get("P2PSYNC_TEST_SNAPSHOT_CHUNK_BYTES") or CHUNK_BYTES)
+# the longest a snapshot transfer may hold compaction back; tests make it short
+SNAPSHOT_HOLD_SECONDS = float(os.environ.get("P2PSYNC_TEST_SNAPSHOT_HOLD_SECONDS") or 0)
 
 
 class Neighbourhood:
@@ -213,12 +215,13 @@ class Link:
                     share,
                 )
                 return
-            with trio.move_on_after(hold_seconds(offer)) as deadline:
+            limit = SNAPSHOT_HOLD_SECONDS or hold_seconds(offer)
+            with trio.move_on_after(limit) as deadline:
                 await self._stream_snapshot(share, offer)
         finally:
             holds.release(share)
         if deadline.cancelled_caught:
-            reason = f"its snapshot of share {share} took over {hold_seconds(offer):.0f} s"
+            reason = f"its snapshot of share {share} took over {limit:g} s"
             log.warning("ending the session with %s: %s", self.peer_device, reason)
             self.end_session(reason)
             await trio.sleep_forever()  # the session's end cancels this sender

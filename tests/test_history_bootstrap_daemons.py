@@ -14,7 +14,7 @@ import pytest
 from p2psync.history.snapshot import Offer, encode_row, pack_offer
 from p2psync.merge import Sibling
 from p2psync.replica import DEFAULT_SHARE
-from p2psync.session import SnapshotFrom
+from p2psync.session import SnapshotFrom, SnapshotStart
 from p2psync.wire import encode_frame
 from tests.daemons import DaemonProcess, free_port, log_since, log_size, running, wait_for
 from tests.hostile_peer import HostileMember
@@ -210,3 +210,28 @@ def test_a_member_announcing_too_much_or_sending_beyond_its_start_is_dropped_sta
         ) in dropped, dropped
         assert staged_rows(a) == 0 and staged_offers(a) == 0
         assert a.call("status")["records"] == 0
+
+
+def test_a_peer_that_stalls_a_snapshot_loses_its_session_once_the_hold_is_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("P2PSYNC_TEST_SNAPSHOT_HOLD_SECONDS", "2")
+    a, b = folded_household(tmp_path)
+    with running(a, b):
+        compacting(a, b)
+        fill_and_fold(a, b)
+        mallory = HostileMember(tmp_path)
+        mallory.admitted_by(a)
+        mark = log_size(a)
+        with mallory.connect(a, timeout=30) as stall:
+            stall.send(stall.session.send_hello({DEFAULT_SHARE: {}}, snapshots=True))
+            stall.send_vector({})
+            start = stall.read_until(lambda e: isinstance(e, SnapshotStart))
+            assert start is not None, stall.events
+            # it never says where to resume: the sender gives up once the hold is over
+            stall.wait_closed()
+        ended = log_since(a, mark)
+        assert (
+            f"ending the session with {mallory.device_id}: its snapshot of share default" in ended
+        )
+        assert "took over 2 s" in ended, ended
