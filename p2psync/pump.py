@@ -19,6 +19,7 @@ import trio
 
 from . import __version__, hlc
 from .entry import IntegrityError
+from .history.bootstrap import ALL_HELD
 from .history.snapshot import (
     DEFAULT_MAX_SNAPSHOT_BYTES,
     Room,
@@ -98,6 +99,7 @@ class SessionPump:
         self.senders: set[str] = set()
         self.vectors_sent: set[str] = set()
         self.receiving_snapshots: set[str] = set()  # shares whose snapshot lock we hold
+        self.resumed_snapshots: set[str] = set()  # ... whose transfer went on from kept rows
         timeouts = manager.timeouts
         self.liveness = Liveness.starting(trio.current_time(), timeouts.idle, timeouts.handshake)
         session.state.liveness = self.liveness
@@ -299,6 +301,10 @@ class SessionPump:
                     self.manager._close(self.session, f"refused its snapshot: {exc}")
                     return
                 snapshots.reserved[share] = disk_needed(offer)
+                if after is None or after == ALL_HELD:
+                    self.resumed_snapshots.discard(share)
+                else:
+                    self.resumed_snapshots.add(share)
                 where = "from the start" if after is None else f"resuming after {after}"
                 log.info("receiving a snapshot of share %s from %s, %s", share, peer, where)
                 await self.send(self.connection.send_snap_from(share, after))
@@ -314,6 +320,19 @@ class SessionPump:
                     verdict = await self._database(
                         self.replica.install_snapshot, share, peer, _no_key
                     )
+                except SnapshotError as exc:
+                    if share not in self.resumed_snapshots:
+                        raise
+                    # the rows kept from before may be another sender's: no proof against this one
+                    log.warning(
+                        "the snapshot of share %s from %s, resumed from rows kept earlier, does"
+                        " not verify (%s): dropped, the next session starts over",
+                        share,
+                        peer,
+                        exc,
+                    )
+                    self.manager._close(self.session, f"its resumed snapshot of {share} failed")
+                    return
                 finally:
                     if share in self.receiving_snapshots:
                         self.receiving_snapshots.discard(share)

@@ -235,3 +235,48 @@ def test_a_peer_that_stalls_a_snapshot_loses_its_session_once_the_hold_is_over(
             f"ending the session with {mallory.device_id}: its snapshot of share default" in ended
         )
         assert "took over 2 s" in ended, ended
+
+
+def test_a_transfer_resumed_from_rows_a_member_staged_fails_without_blaming_the_honest_sender(
+    tmp_path: Path,
+) -> None:
+    a, b = folded_household(tmp_path)
+    with running(a, b):
+        compacting(a, b)
+        expected = fill_and_fold(a, b)
+        mallory = HostileMember(tmp_path)
+        mallory.admitted_by(a)
+        with mallory.connect(a) as taking:  # the honest offer, as any member can get it
+            taking.send(taking.session.send_hello({DEFAULT_SHARE: {}}, snapshots=True))
+            taking.send_vector({})
+            honest = taking.read_until(lambda e: isinstance(e, SnapshotStart))
+            assert isinstance(honest, SnapshotStart), taking.events
+        new = DaemonProcess(tmp_path, "new")  # no peers yet: mallory comes first
+        new.start()
+        try:
+            for member in (a, b):
+                new.call("trust", cert=member.cert(), name=member.name)
+                member.call("trust", cert=new.cert(), name="new")
+            mallory.admitted_by(new)
+            with mallory.connect(new) as staging:  # junk rows under the honest offer, cut cleanly
+                staging.hello()
+                staging.send(
+                    encode_frame({"t": "snap_start", "s": DEFAULT_SHARE, "o": honest.offer})
+                )
+                assert staging.read_until(lambda e: isinstance(e, SnapshotFrom)) is not None
+                staging.send(snapshot_rows(mallory.new_actor(), range(50)))
+                assert staging.roundtrip()
+                staging.finish()
+            assert staged_rows(new) == 50
+            new.stop()
+            new.peers = [a.address]
+            new.write_config()
+            mark = log_size(new)
+            new.start()
+            wait_for(lambda: notes(new) == expected, "the new device to hold everything", a, new)
+            since = log_since(new, mark)
+            assert "resumed from rows kept earlier, does not verify" in since, since
+            assert "installed the snapshot of share default" in since
+            assert f"peer {a.device_id} broke the protocol" not in since
+        finally:
+            new.stop()

@@ -262,6 +262,8 @@ class SnapshotRules:
         if staged is None and self.store.baseline_frontier(share):
             return None  # snapshot_started answered ALL_HELD: nothing was sent, nothing to do
         if staged is None or not staged.complete:
+            if staged is not None:
+                self.discard_staged(share)  # the rows it did send cannot be resumed from
             raise SnapshotError("the snapshot ended before all its rows arrived")
         offer = staged.offer
         rows = [decode_row(raw) for raw in self._all_staged(share)]
