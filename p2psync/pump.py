@@ -308,6 +308,9 @@ class SessionPump:
                 where = "from the start" if after is None else f"resuming after {after}"
                 log.info("receiving a snapshot of share %s from %s, %s", share, peer, where)
                 await self.send(self.connection.send_snap_from(share, after))
+            elif share not in self.receiving_snapshots:
+                # another session may be receiving this share: its staging is not ours to touch
+                raise SnapshotError("snapshot rows or end without a snapshot start")
             elif isinstance(event, SnapshotRows):
                 try:
                     await self._database(self.replica.snapshot_chunk, share, list(event.rows))
