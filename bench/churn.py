@@ -209,7 +209,7 @@ def run_household(
     timing = churn(daemons, args)
     if compaction:
         started = time.perf_counter()
-        poll(lambda: settled(daemons, args.keys), "compaction to settle", SETTLE_SECONDS, 0.5)
+        poll(lambda: settled(daemons, args.keys), "compaction to settle", args.settle_seconds, 0.5)
         timing["settle_seconds"] = time.perf_counter() - started
     sizes = {d.name: state_bytes(d) for d in daemons}
     result[name] = {"timing": {k: round(v, 3) for k, v in timing.items()}, "devices": sizes}
@@ -270,6 +270,7 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=0, help="N live records, no churn")
     parser.add_argument("--batch", type=int, default=1, help="ops per transaction (--records)")
     parser.add_argument("--join-rounds", type=int, default=1)
+    parser.add_argument("--settle-seconds", type=float, default=SETTLE_SECONDS)
     parser.add_argument("--no-join", dest="join", action="store_false")
     parser.add_argument("--dir", type=Path, help="where the daemons' state goes (default: /tmp)")
     args = parser.parse_args()
