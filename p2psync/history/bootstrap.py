@@ -220,8 +220,9 @@ class SnapshotRules:
         return None
 
     def discard_staged(self, share: str) -> None:
-        """Forget the snapshot being received: its sender broke a rule, so what it sent is no
-        base to resume from (an honest sender's transfer would end in a failed digest)."""
+        """Forget the snapshot being received: its sender broke a rule or ended it short, or
+        this device passed its baseline. What was sent is then no base to resume from (an
+        honest sender's transfer would end in a failed digest)."""
         with self.store.transaction():
             self.store.clear_staged(share)
 

@@ -273,7 +273,7 @@ class Room:
 
     free_bytes: int  # free disk where the state dir is
     max_bytes: int  # of rows, from any one member (history.max_snapshot_mb)
-    reserved_bytes: int = 0  # still needed by the other transfers under way (disk, see need)
+    reserved_bytes: int = 0  # disk the other transfers under way may still take (disk_needed)
 
 
 def disk_needed(offer: Offer, staged_bytes: int = 0) -> int:
