@@ -243,8 +243,8 @@ class SnapshotRules:
         if staged is None:
             raise SnapshotError("snapshot rows without a snapshot start")
         staged, rows = take_chunk(staged, raws)
-        with self.store.transaction():
-            self.store.stage_rows(share, ((key, encode_row(key, sibs)) for key, sibs in rows))
+        with self.store.transaction():  # as they came: take_chunk found them canonical
+            self.store.stage_rows(share, zip((key for key, _ in rows), raws, strict=True))
             self._stage(share, staged)
         return staged
 
@@ -267,9 +267,10 @@ class SnapshotRules:
                 self.discard_staged(share)  # the rows it did send cannot be resumed from
             raise SnapshotError("the snapshot ended before all its rows arrived")
         offer = staged.offer
-        rows = [decode_row(raw) for raw in self._all_staged(share)]
+        raws = self._all_staged(share)
+        rows = [decode_row(raw) for raw in raws]
         try:
-            check_complete(offer, rows)
+            check_complete(offer, rows, raws)
             firsts = _check_firsts(offer, share)
             reports = dict(self.stability_reports(share))
             known = self._device_keys.get

@@ -14,7 +14,7 @@ It never stores anything, never talks to the network and never reads the clock.
 """
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import msgpack
@@ -342,11 +342,12 @@ def take_chunk(staged: Staged, raws: Iterable[bytes]) -> tuple[Staged, list[Row]
     return replace(staged, rows=count, size=size, last=last), rows
 
 
-def check_complete(offer: Offer, rows: Iterable[Row]) -> None:
-    """All staged rows (in key order) against the offer: count, bytes and digest."""
+def check_complete(offer: Offer, rows: Sequence[Row], raws: Sequence[bytes] = ()) -> None:
+    """All staged rows (in key order) against the offer: count, bytes and digest. `raws`:
+    the rows as they were encoded, when at hand (saves encoding each again)."""
     found = RowDigest(offer.firsts_in_digest)
-    for key, siblings in rows:
-        found.add(key, siblings, encode_row(key, siblings))
+    for at, (key, siblings) in enumerate(rows):
+        found.add(key, siblings, raws[at] if raws else encode_row(key, siblings))
     if (found.rows, found.size) != (offer.rows, offer.size):
         raise SnapshotError(
             f"the snapshot holds {found.rows} rows of {found.size} bytes,"
