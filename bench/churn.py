@@ -15,22 +15,30 @@ the same for the other household. `write_rate_vs_no_compaction` (the puts' rate)
 compare the two households. `join_full_replay_seconds`: a fourth device introduced to
 the household that keeps everything, until it holds the same history; `join_snapshot_seconds`:
 the same in the compacted household, where it gets the baseline by snapshot and then the log
-after it; `join_snapshot_vs_full_replay`: the ratio of the two times.
+after it; `join_snapshot_vs_full_replay`: the ratio of the two times. Both households stay up
+until the joins are done, so that `--join-rounds` joins (a fresh device each) alternate between
+them; with more than one, each figure is the median, with its spread.
+
+`--records N` builds a share of N live records instead of the churn (each key written once, no
+deletes; `--batch` ops per transaction): the issue's join of a new device to a 1M-record share.
 
 Prints the figures and ends with `RESULT {json}`; asserts nothing. Loopback and Unix sockets only;
 stops its daemons even on error.
 
     .venv/bin/python bench/churn.py                      # 1M updates, 100k deletes, 10k keys
     .venv/bin/python bench/churn.py --updates 30000 --keys 1000   # a quick run
+    .venv/bin/python bench/churn.py --records 1000000 --join-rounds 3   # join a 1M-record share
 """
 
 import argparse
 import json
 import random
+import shutil
 import sqlite3
+import statistics
 import sys
 import time
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +69,20 @@ def churn_lines(device: int, updates: int, keys: int, seed: int) -> list[bytes]:
             gone = {"op": "delete", "collection": "churn", "key": f"key-{rng.randrange(keys):06d}"}
             lines.append(_line([gone]))
     return lines
+
+
+def fill_lines(device: int, records: int, batch: int) -> list[bytes]:
+    """This device's third of `records` distinct keys, each written once, `batch` per line."""
+    numbers = range(device, records, 3)
+    return [
+        _line(
+            [
+                {"op": "put", "collection": "churn", "key": f"key-{n:07d}", "value": {"n": n}}
+                for n in numbers[start : start + batch]
+            ]
+        )
+        for start in range(0, len(numbers), batch)
+    ]
 
 
 def _line(ops: list[dict[str, Any]]) -> bytes:
@@ -141,7 +163,10 @@ def churn(daemons: list[DaemonProcess], args: argparse.Namespace) -> dict[str, f
     """Every device's puts at once (a thread each); returns the rate and the sync time."""
     import threading
 
-    lines = [churn_lines(i, args.updates, args.keys, args.seed) for i in range(3)]
+    if args.records:
+        lines = [fill_lines(i, args.records, args.batch) for i in range(3)]
+    else:
+        lines = [churn_lines(i, args.updates, args.keys, args.seed) for i in range(3)]
     took: list[float] = [0.0] * 3
 
     def push(index: int) -> None:
@@ -170,37 +195,70 @@ def settled(daemons: list[DaemonProcess], keys: int) -> bool:
 
 
 def run_household(
-    tmp: Path, name: str, compaction: bool, args: argparse.Namespace, result: dict[str, Any]
+    stack: ExitStack,
+    tmp: Path,
+    name: str,
+    compaction: bool,
+    args: argparse.Namespace,
+    result: dict[str, Any],
 ) -> list[DaemonProcess]:
+    """Make a household, churn it and measure its storage; it stays up until `stack` closes."""
     daemons = household(tmp, name, compaction, args.interval)
-    try:
-        with running(*daemons):
-            timing = churn(daemons, args)
-            if compaction:
-                started = time.perf_counter()
-                poll(
-                    lambda: settled(daemons, args.keys), "compaction to settle", SETTLE_SECONDS, 0.5
-                )
-                timing["settle_seconds"] = time.perf_counter() - started
-            sizes = {d.name: state_bytes(d) for d in daemons}
-            result[name] = {"timing": {k: round(v, 3) for k, v in timing.items()}, "devices": sizes}
-            for device, size in sizes.items():
-                state = size["log_bytes"] + size["records_bytes"] + size["baseline_bytes"]
-                size["state_bytes_per_live_byte"] = round(state / max(1, size["live_bytes"]), 2)
-                print(f"{device:24} {json.dumps(size)}")
-            print(f"{name:24} {json.dumps(timing)}")
-            if args.join:
-                figure = "join_snapshot_seconds" if compaction else "join_full_replay_seconds"
-                joiner = DaemonProcess(tmp, f"{name}-d", peers=[daemons[0].address])
-                with running(joiner):
-                    started = time.perf_counter()
-                    introduce(joiner, *daemons)
-                    poll(lambda: same_history([*daemons, joiner]), "the join", SETTLE_SECONDS, 0.2)
-                    result[figure] = round(time.perf_counter() - started, 2)
-                    print(f"{figure:24} {result[figure]} s")
-    finally:
-        stop_all(daemons)
+    stack.enter_context(running(*daemons))
+    stack.callback(stop_all, daemons)  # first: stopped cleanly, then anything left is killed
+    timing = churn(daemons, args)
+    if compaction:
+        started = time.perf_counter()
+        poll(lambda: settled(daemons, args.keys), "compaction to settle", args.settle_seconds, 0.5)
+        timing["settle_seconds"] = time.perf_counter() - started
+    sizes = {d.name: state_bytes(d) for d in daemons}
+    result[name] = {"timing": {k: round(v, 3) for k, v in timing.items()}, "devices": sizes}
+    for device, size in sizes.items():
+        state = size["log_bytes"] + size["records_bytes"] + size["baseline_bytes"]
+        size["state_bytes_per_live_byte"] = round(state / max(1, size["live_bytes"]), 2)
+        print(f"{device:24} {json.dumps(size)}")
+    print(f"{name:24} {json.dumps(timing)}")
     return daemons
+
+
+def join(tmp: Path, name: str, daemons: list[DaemonProcess], round_number: int) -> float:
+    """A fresh device introduced to the household, until it holds the same history (s); its
+    state goes afterwards (a 1M-record copy per round would add up)."""
+    joiner = DaemonProcess(tmp, f"{name}-join{round_number}", peers=[daemons[0].address])
+    try:
+        with running(joiner):
+            started = time.perf_counter()
+            introduce(joiner, *daemons)
+            poll(lambda: same_history([*daemons, joiner]), "the join", SETTLE_SECONDS, 0.2)
+            took = time.perf_counter() - started
+        if name == "compacted" and "installed the snapshot" not in joiner.log():
+            raise RuntimeError("the device joined the compacted household without a snapshot")
+    finally:
+        stop_all([joiner])
+        shutil.rmtree(joiner.directory, ignore_errors=True)
+    return took
+
+
+def joins(
+    households: dict[str, list[DaemonProcess]],
+    args: argparse.Namespace,
+    tmp: Path,
+    result: dict[str, Any],
+) -> None:
+    """`--join-rounds` joins to each household, alternating which goes first."""
+    figures = {"compacted": "join_snapshot_seconds", "kept": "join_full_replay_seconds"}
+    taken: dict[str, list[float]] = {name: [] for name in figures}
+    for round_number in range(args.join_rounds):
+        order = ["compacted", "kept"] if round_number % 2 == 0 else ["kept", "compacted"]
+        for name in order:
+            taken[name].append(join(tmp, name, households[name], round_number))
+            print(f"{figures[name]:24} round {round_number}: {taken[name][-1]:.2f} s")
+    for name, figure in figures.items():
+        result[figure] = round(statistics.median(taken[name]), 2)
+        result[f"{figure}_all"] = [round(t, 2) for t in taken[name]]
+    result["join_snapshot_vs_full_replay"] = round(
+        result["join_snapshot_seconds"] / result["join_full_replay_seconds"], 3
+    )
 
 
 def main() -> int:
@@ -209,18 +267,26 @@ def main() -> int:
     parser.add_argument("--keys", type=int, default=10_000)
     parser.add_argument("--interval", type=float, default=1.0, help="history.interval (s)")
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--records", type=int, default=0, help="N live records, no churn")
+    parser.add_argument("--batch", type=int, default=1, help="ops per transaction (--records)")
+    parser.add_argument("--join-rounds", type=int, default=1)
+    parser.add_argument("--settle-seconds", type=float, default=SETTLE_SECONDS)
     parser.add_argument("--no-join", dest="join", action="store_false")
     parser.add_argument("--dir", type=Path, help="where the daemons' state goes (default: /tmp)")
     args = parser.parse_args()
-    result: dict[str, Any] = {
-        "updates": args.updates,
-        "deletes": args.updates // 10,
-        "keys": args.keys,
-    }
+    if args.records:
+        result: dict[str, Any] = {"records": args.records, "batch": args.batch}
+    else:
+        result = {"updates": args.updates, "deletes": args.updates // 10, "keys": args.keys}
 
     def run(tmp: Path) -> None:
-        run_household(tmp, "compacted", True, args, result)
-        run_household(tmp, "kept", False, args, result)
+        with ExitStack() as stack:
+            households = {
+                name: run_household(stack, tmp, name, name == "compacted", args, result)
+                for name in ("compacted", "kept")
+            }
+            if args.join:
+                joins(households, args, tmp, result)
         compacted, kept = result["compacted"], result["kept"]
         result["state_bytes_per_live_byte"] = {
             name: size["state_bytes_per_live_byte"] for name, size in compacted["devices"].items()
@@ -235,10 +301,6 @@ def main() -> int:
         )
         result["write_rate_vs_no_compaction"] = round(rate[1] / rate[0], 3)
         result["sync_rate_vs_no_compaction"] = round(sync[1] / sync[0], 3)
-        if args.join:
-            result["join_snapshot_vs_full_replay"] = round(
-                result["join_snapshot_seconds"] / result["join_full_replay_seconds"], 3
-            )
         for name in (
             "state_bytes_per_live_byte",
             "keep_everything_state_bytes_per_live_byte",

@@ -77,6 +77,7 @@ class Config:
     history_compaction: bool = False
     keep_for_absent_days: float = 30.0
     history_interval: float = 300.0  # seconds between a device's reports while data is unsettled
+    max_snapshot_mb: int = 16384  # the largest snapshot (MiB of rows) taken from a member
     source: str = field(default="built-in defaults", compare=False)
     # True when control.socket was not set and defaulted to <state_dir>/control.sock, so that a
     # state directory given later (apply_overrides) takes the socket along.
@@ -242,6 +243,12 @@ def _days(value: Any) -> float:
     return float(value)
 
 
+def _mebibytes(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024**2:
+        raise _Invalid("expected a whole number of MiB without quotes, 1 to 1048576, e.g. 16384")
+    return value
+
+
 def _ui_port(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
         raise _Invalid(
@@ -346,6 +353,7 @@ _KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "history.compaction": ("history_compaction", _boolean),
     "history.keep_for_absent_days": ("keep_for_absent_days", _days),
     "history.interval": ("history_interval", _seconds),
+    "history.max_snapshot_mb": ("max_snapshot_mb", _mebibytes),
 }
 _SECTIONS = sorted({key.partition(".")[0] for key in _KEYS})
 
@@ -384,6 +392,7 @@ def _resolve(
         history_compaction=settings.get("history_compaction", False),
         keep_for_absent_days=settings.get("keep_for_absent_days", 30.0),
         history_interval=settings.get("history_interval", 300.0),
+        max_snapshot_mb=settings.get("max_snapshot_mb", 16384),
         source=source,
         socket_in_state_dir=control_socket is None,
     )

@@ -84,6 +84,7 @@ class Daemon(MembershipRole, PairingRole):
             on_change=self._update_status_line,
         )
         replica.now_ms = self.peers.now_ms  # a fast clock here gains no lead over the household
+        self.peers.snapshots.max_bytes = settings.max_snapshot_mb * 1024 * 1024
         self.notifier = Notifier.from_environ(os.environ)
         self.listen_addresses: list[str] = []
         self.listen_port = 0
@@ -559,6 +560,9 @@ class Daemon(MembershipRole, PairingRole):
         history = ("history_compaction", "keep_for_absent_days", "history_interval")
         if any(getattr(fresh, name) != getattr(self.config, name) for name in history):
             log.warning("a [history] setting changed; it takes effect at the next restart")
+        if fresh.max_snapshot_mb != self.config.max_snapshot_mb:
+            self.peers.snapshots.max_bytes = fresh.max_snapshot_mb * 1024 * 1024
+            changes.append("history.max_snapshot_mb")
         if fresh.control_socket_mode != self.config.control_socket_mode:
             log.warning("control.apps or control.mode changed; it takes effect at the next restart")
         self.config = fresh

@@ -28,7 +28,7 @@ from .liveness import DEFAULT_LIMIT_SECONDS, Liveness
 from .membership import DeviceRecord
 from .node import Node
 from .pairing_service import PREFACE as PAIRING_PREFACE
-from .pump import SessionPump
+from .pump import SessionPump, SnapshotBudget
 from .redial import Redial
 from .replica import ApplyResult, Replica, wall_clock_ms
 from .sender import Neighbourhood
@@ -146,9 +146,7 @@ class PeerManager:
         self.pairing_handler: Callable[[trio.abc.Stream, str], Awaitable[None]] | None = None
         self._revoked: dict[str, str] = {}
         self.revoked_us: dict[str, str] = {}  # member -> what it said when it revoked us
-        # share -> held by the session receiving a snapshot of it: one at a time, since two
-        # senders' chunks would interleave in the one staging table
-        self.snapshot_locks: dict[str, trio.Lock] = {}
+        self.snapshots = SnapshotBudget(state_dir)  # what snapshots being received may take
         self.clock_offsets_ms: list[int] = []
         self.twins: dict[str, dict[str, _Session]] = {}  # second copies' sessions, by epoch
         self.running_twice: dict[str, set[str]] = {}  # device -> hosts seen running it at once
@@ -525,9 +523,7 @@ class PeerManager:
             await trio.aclose_forcefully(stream)
             if session.greeted:
                 reason = session.reason or "connection closed"
-                log.info(
-                    "peer %s disconnected: %s", peer_id, reason, extra=log_extra(peer=peer_id)
-                )
+                log.info("peer %s disconnected: %s", peer_id, reason, extra=log_extra(peer=peer_id))
             else:
                 log.info(
                     "peer %s did not accept us at %s: %s", peer_id, address, session.reason,

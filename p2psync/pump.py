@@ -9,15 +9,25 @@ decides whom to trust or dial, and never interprets entries itself.
 """
 
 import logging
+import os
 import traceback
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import trio
 
 from . import __version__, hlc
 from .entry import IntegrityError
-from .history.snapshot import SnapshotError, unpack_offer
+from .history.bootstrap import ALL_HELD
+from .history.snapshot import (
+    DEFAULT_MAX_SNAPSHOT_BYTES,
+    Room,
+    SnapshotError,
+    SnapshotRefused,
+    disk_needed,
+    unpack_offer,
+)
 from .journal import log_extra
 from .liveness import Liveness
 from .relay import raise_to as _raise_to
@@ -51,6 +61,28 @@ RECEIVE_CHUNK = 256 * 1024
 T = TypeVar("T")
 
 
+class SnapshotBudget:
+    """What a daemon spares for the snapshots it receives: one session at a time per share (a
+    lock: two senders' chunks would interleave in the one staging table), at most `max_bytes`
+    of rows from a member, and disk for all transfers under way (history/snapshot.py's
+    check_room)."""
+
+    def __init__(self, state_dir: Path, max_bytes: int = DEFAULT_MAX_SNAPSHOT_BYTES) -> None:
+        self.state_dir = state_dir
+        self.max_bytes = max_bytes
+        self.locks: dict[str, trio.Lock] = {}
+        self.reserved: dict[str, int] = {}  # share -> disk its transfer may still take
+
+    def room(self, share: str) -> Room:
+        disk = os.statvfs(self.state_dir)
+        others = sum(need for held, need in self.reserved.items() if held != share)
+        return Room(disk.f_bavail * disk.f_frsize, self.max_bytes, others)
+
+    def release(self, share: str) -> None:
+        self.reserved.pop(share, None)
+        self.locks[share].release()
+
+
 class SessionPump:
     """Moves one session's bytes: a receiver, a keep-alive, a watch on the peer's silence, and
     the senders (`sender.Link`)."""
@@ -67,6 +99,7 @@ class SessionPump:
         self.senders: set[str] = set()
         self.vectors_sent: set[str] = set()
         self.receiving_snapshots: set[str] = set()  # shares whose snapshot lock we hold
+        self.resumed_snapshots: set[str] = set()  # ... whose transfer went on from kept rows
         timeouts = manager.timeouts
         self.liveness = Liveness.starting(trio.current_time(), timeouts.idle, timeouts.handshake)
         session.state.liveness = self.liveness
@@ -77,6 +110,7 @@ class SessionPump:
             self._known,
             self.send,
             self._count_sent,
+            lambda reason: manager._close(session, reason),
         )
 
     async def send(self, data: bytes) -> None:
@@ -100,7 +134,7 @@ class SessionPump:
         finally:
             self.link.stop()
             for share in self.receiving_snapshots:
-                self.manager.snapshot_locks[share].release()
+                self.manager.snapshots.release(share)
 
     def _count_sent(self, entries: int) -> None:
         self.state.entries_sent += entries
@@ -247,33 +281,65 @@ class SessionPump:
         """A snapshot of a share whose folded entries we lack (history/bootstrap.py): kept as
         it arrives, installed at its end if the members' reports vouch for it."""
         share, peer = event.share, self.state.device_id
+        snapshots = self.manager.snapshots
         try:
             if isinstance(event, SnapshotStart):
                 offer = unpack_offer(event.offer)
                 if share not in self.receiving_snapshots:
-                    lock = self.manager.snapshot_locks.setdefault(share, trio.Lock())
+                    lock = snapshots.locks.setdefault(share, trio.Lock())
                     self.liveness.waiting()  # another session's transfer first
                     try:
                         await lock.acquire()
                     finally:
                         self.liveness.waited(trio.current_time())
                     self.receiving_snapshots.add(share)
-                after = await self._database(self.replica.snapshot_started, share, offer)
+                room = snapshots.room(share)
+                try:
+                    after = await self._database(self.replica.snapshot_started, share, offer, room)
+                except SnapshotRefused as exc:
+                    log.warning("refusing a snapshot from %s: %s", peer, exc)
+                    self.manager._close(self.session, f"refused its snapshot: {exc}")
+                    return
+                snapshots.reserved[share] = disk_needed(offer)
+                if after is None or after == ALL_HELD:
+                    self.resumed_snapshots.discard(share)
+                else:
+                    self.resumed_snapshots.add(share)
                 where = "from the start" if after is None else f"resuming after {after}"
                 log.info("receiving a snapshot of share %s from %s, %s", share, peer, where)
                 await self.send(self.connection.send_snap_from(share, after))
+            elif share not in self.receiving_snapshots:
+                # another session may be receiving this share: its staging is not ours to touch
+                raise SnapshotError("snapshot rows or end without a snapshot start")
             elif isinstance(event, SnapshotRows):
-                await self._database(self.replica.snapshot_chunk, share, list(event.rows))
+                try:
+                    await self._database(self.replica.snapshot_chunk, share, list(event.rows))
+                except SnapshotError:
+                    await self._database(self.replica.discard_staged, share)
+                    raise
                 self.state.count_received(trio.current_time(), len(event.rows))
             else:
                 try:
                     verdict = await self._database(
                         self.replica.install_snapshot, share, peer, _no_key
                     )
+                except SnapshotError as exc:
+                    if share not in self.resumed_snapshots:
+                        raise
+                    # the rows kept from before may be another sender's: no proof against this one
+                    log.warning(
+                        "the snapshot of share %s from %s, resumed from rows kept earlier, does"
+                        " not verify (%s): dropped, the next session starts over",
+                        share,
+                        peer,
+                        exc,
+                    )
+                    self.manager._close(self.session, f"its resumed snapshot of {share} failed")
+                    return
                 finally:
                     if share in self.receiving_snapshots:
                         self.receiving_snapshots.discard(share)
-                        self.manager.snapshot_locks[share].release()
+                        snapshots.release(share)
                 if verdict is None:
                     return  # another session's snapshot gave us this one's already
                 if not verdict.accept:

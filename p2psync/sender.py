@@ -16,7 +16,7 @@ from functools import partial
 import trio
 
 from . import relay
-from .history.snapshot import CHUNK_BYTES, decode_row, pack_offer
+from .history.snapshot import CHUNK_BYTES, Offer, decode_row, hold_seconds, pack_offer
 from .node import Node
 from .replica import Replica, WireItem
 from .session import Direct, SyncConnection
@@ -28,6 +28,8 @@ LAZY_HAVE_SECONDS = 5.0  # how stale a peer's idea of our claimed actors' seqs m
 EQUAL_HEADS_BYTES = 2 * 1024 * 1024
 # rows per snapshot frame; tests make it small so that a transfer takes many frames
 SNAPSHOT_CHUNK_BYTES = int(os.environ.get("P2PSYNC_TEST_SNAPSHOT_CHUNK_BYTES") or CHUNK_BYTES)
+# the longest a snapshot transfer may hold compaction back; tests make it short
+SNAPSHOT_HOLD_SECONDS = float(os.environ.get("P2PSYNC_TEST_SNAPSHOT_HOLD_SECONDS") or 0)
 
 
 class Neighbourhood:
@@ -83,6 +85,7 @@ class Link:
         known: Callable[[str], dict[str, int]],
         send: Callable[[bytes], Awaitable[None]],
         on_sent: Callable[[int], None],
+        end_session: Callable[[str], None],
     ) -> None:
         self.node = node
         self.replica: Replica = node.replica
@@ -92,6 +95,7 @@ class Link:
         self.known = known
         self.send = send
         self.on_sent = on_sent
+        self.end_session = end_session
         self.peer_actor: str | None = None
         self.peer_claims: dict[str, frozenset[str]] = {}
         self.outbox = relay.Outbox()
@@ -195,16 +199,35 @@ class Link:
 
     async def _send_snapshot(self, share: str, known: dict[str, int]) -> None:
         """The baseline the peer lacks, in chunks from where its staged copy ends; then the
-        peer holds B, and the log after B follows as usual."""
-        offer = await self.node.call(self.replica.snapshot_offer, share, dict(known))
-        if offer is None:
-            log.warning(
-                "%s lacks folded entries of share %s, and this device's reports do not name its"
-                " baseline yet: a snapshot waits for its next report",
-                self.peer_device,
-                share,
-            )
-            return
+        peer holds B, and the log after B follows as usual. Compaction leaves the share alone
+        from before the offer is read until the end (`baseline_holds`), for at most
+        `hold_seconds`: a transfer that takes longer ends the session (the peer resumes in the
+        next one, from the rows it kept, if the baseline is still the same)."""
+        holds = self.replica.baseline_holds
+        holds.take(share)  # before the offer: a fold under way ends before it is read
+        try:
+            offer = await self.node.call(self.replica.snapshot_offer, share, dict(known))
+            if offer is None:
+                log.warning(
+                    "%s lacks folded entries of share %s, and this device's reports do not name"
+                    " its baseline yet: a snapshot waits for its next report",
+                    self.peer_device,
+                    share,
+                )
+                return
+            limit = SNAPSHOT_HOLD_SECONDS or hold_seconds(offer)
+            with trio.move_on_after(limit) as deadline:
+                await self._stream_snapshot(share, offer)
+        finally:
+            holds.release(share)
+        if deadline.cancelled_caught:
+            reason = f"its snapshot of share {share} took over {limit:g} s"
+            log.warning("ending the session with %s: %s", self.peer_device, reason)
+            self.end_session(reason)
+            await trio.sleep_forever()  # the session's end cancels this sender
+        await self.node.call(relay.raise_to, known, offer.frontier)
+
+    async def _stream_snapshot(self, share: str, offer: Offer) -> None:
         answered = self._snapshot_from[share] = (trio.Event(), [])
         await self.send(self.connection.send_snap_start(share, pack_offer(offer)))
         await answered[0].wait()
@@ -217,7 +240,6 @@ class Link:
             self.on_sent(len(rows))
             after = decode_row(rows[-1])[0]
         await self.send(self.connection.send_snap_end(share))
-        await self.node.call(relay.raise_to, known, offer.frontier)
 
     async def _send_equal_heads(self, share: str, known: dict[str, int]) -> None:
         """Once per session whose hello digests differed: our signed heads where the peer holds

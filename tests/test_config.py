@@ -37,7 +37,7 @@ def test_the_example_file_parses_to_the_defaults(env, euid):
 def test_the_defaults_shown_in_the_example_are_the_real_defaults():
     pinned_lines = re.compile(r"^#(?=\w+ = )", re.MULTILINE)
     text, pinned = pinned_lines.subn("", EXAMPLE.read_text())
-    assert pinned == 17
+    assert pinned == 18
     assert parse(text) == config.default_config(ROOT_ENV, 0, "kitchen")
 
 
@@ -541,6 +541,11 @@ def test_compaction_is_off_by_default_and_its_policy_has_defaults():
     assert on.history_compaction and on.keep_for_absent_days == 7.0 and on.history_interval == 2.0
 
 
+def test_the_largest_snapshot_taken_has_a_default_and_can_be_set():
+    assert config.default_config(ROOT_ENV, 0, "kitchen").max_snapshot_mb == 16384
+    assert parse("[history]\nmax_snapshot_mb = 64\n").max_snapshot_mb == 64
+
+
 @pytest.mark.parametrize(
     ("text", "says"),
     [
@@ -548,6 +553,8 @@ def test_compaction_is_off_by_default_and_its_policy_has_defaults():
         ('[history]\nkeep_for_absent_days = "30"\n', "expected a number of days without quotes"),
         ("[history]\ncompaction = 1\n", '"history.compaction" = 1: expected true or false'),
         ("[history]\ninterval = -1\n", "expected a number of seconds above 0"),
+        ("[history]\nmax_snapshot_mb = 0\n", "expected a whole number of MiB"),
+        ("[history]\nmax_snapshot_mb = 1.5\n", "expected a whole number of MiB"),
     ],
 )
 def test_bad_history_settings_are_named_with_what_to_write(text, says):

@@ -7,7 +7,16 @@ from hypothesis import strategies as st
 
 from p2psync import entry, identity
 from p2psync.history.bootstrap import ALL_HELD
-from p2psync.history.snapshot import SnapshotError, baseline_digest, decode_row
+from p2psync.history.compaction import BaselineHolds
+from p2psync.history.snapshot import (
+    FREE_DISK_MARGIN,
+    Room,
+    SnapshotError,
+    SnapshotRefused,
+    baseline_digest,
+    decode_row,
+    disk_needed,
+)
 from p2psync.history.stability import STABLE, report_value
 from p2psync.replica import DEFAULT_SHARE as SHARE
 from p2psync.replica import Replica
@@ -143,6 +152,118 @@ def test_a_forged_row_is_refused_and_nothing_changes(tmp_path):
         new.install_snapshot(SHARE, a.device_id, key_of(members))
     assert visible(new) == before and new.store.baseline_frontier(SHARE) == {}
     assert new.staged_snapshot(SHARE) is None, "dropped: the next offer starts again"
+
+
+def more_to_fold(members: list[Replica], observer: Replica) -> None:
+    """New writes every member holds and reports: the next compaction folds them."""
+    for i in range(30, 40):
+        members[i % 3].commit(SHARE, [entry.put("notes", f"k{i:02}", msgpack.packb(i))])
+    converge(members)
+    for replica in members:
+        hand_over(replica, observer)
+    for _ in range(3):
+        report_round(members, observer)
+
+
+def stream(sender: Replica, receiver: Replica, after, chunks: int, max_bytes: int = 150):
+    """Up to `chunks` chunks from the sender to the receiver; the key to go on after."""
+    for _ in range(chunks):
+        chunk = sender.snapshot_rows(SHARE, after, max_bytes)
+        if not chunk:
+            break
+        after = receiver.snapshot_chunk(SHARE, chunk).last
+    return after
+
+
+def test_a_sender_folding_between_chunks_waits_while_it_sends_and_the_first_transfer_installs(
+    tmp_path,
+):
+    members, observer = compacted_household()
+    a = members[0]
+    new = newcomer(tmp_path / "new.db", members)
+    a.baseline_holds.take(SHARE)  # what the sender does before it reads the offer
+    offer = a.snapshot_offer(SHARE, new.summary_vector(SHARE))
+    after = stream(a, new, new.snapshot_started(SHARE, offer), 2)
+    more_to_fold(members, observer)
+    frontier = a.store.baseline_frontier(SHARE)
+    held = a.compact(SHARE, FOREVER)
+    assert (held.folded, held.purged) == (0, 0) and a.store.baseline_frontier(SHARE) == frontier
+    stream(a, new, after, 10_000)
+    assert new.install_snapshot(SHARE, a.device_id, key_of(members)).accept
+    hand_over(a, new)  # the log after B, before the session's end releases the hold
+    assert visible(new) == visible(a)
+    a.baseline_holds.release(SHARE)
+    assert a.compact(SHARE, FOREVER).folded > 0, "the fold it waited for"
+
+
+def test_without_the_hold_a_fold_between_chunks_breaks_the_transfer(tmp_path):
+    """What the hold above prevents: the rows change under the transfer and the digest fails."""
+    members, observer = compacted_household()
+    a = members[0]
+    new = newcomer(tmp_path / "new.db", members)
+    offer = a.snapshot_offer(SHARE, new.summary_vector(SHARE))
+    after = stream(a, new, new.snapshot_started(SHARE, offer), 2)
+    more_to_fold(members, observer)
+    assert a.compact(SHARE, FOREVER).folded > 0
+    with pytest.raises(SnapshotError):
+        stream(a, new, after, 10_000)
+        new.install_snapshot(SHARE, a.device_id, key_of(members))
+
+
+def test_holds_count_per_share_and_end_with_the_last_one():
+    holds = BaselineHolds()
+    holds.take(SHARE)
+    holds.take(SHARE)
+    holds.release(SHARE)
+    assert SHARE in holds and "other" not in holds
+    holds.release(SHARE)
+    assert SHARE not in holds
+
+
+def test_an_offer_too_large_for_the_room_is_refused_and_what_was_staged_stays(tmp_path):
+    members, _ = compacted_household()
+    a = members[0]
+    new = newcomer(tmp_path / "new.db", members)
+    offer = a.snapshot_offer(SHARE, {})
+    plenty = Room(free_bytes=1 << 40, max_bytes=1 << 30)
+    after = stream(a, new, new.snapshot_started(SHARE, offer, plenty), 1)
+    with pytest.raises(SnapshotRefused, match="max_snapshot_mb"):
+        new.snapshot_started(SHARE, offer, Room(1 << 40, offer.size - 1))
+    # resuming needs room for the rest only: the staged rows are on the disk already
+    tight = Room(FREE_DISK_MARGIN + disk_needed(offer, new.staged_snapshot(SHARE).size), 1 << 30)
+    assert new.snapshot_started(SHARE, offer, tight) == after
+    with pytest.raises(SnapshotRefused, match="needs about"):
+        new.snapshot_started(SHARE, offer, dataclasses.replace(tight, reserved_bytes=1))
+    assert new.staged_snapshot(SHARE).last == after
+
+
+def test_rows_beyond_what_the_start_announced_are_refused_and_stage_nothing(tmp_path):
+    members, _ = compacted_household()
+    a = members[0]
+    new = newcomer(tmp_path / "new.db", members)
+    offer = a.snapshot_offer(SHARE, {})
+    rows = a.snapshot_rows(SHARE, None)
+    small = dataclasses.replace(offer, size=sum(map(len, rows[:3])))
+    new.snapshot_started(SHARE, small)
+    new.snapshot_chunk(SHARE, rows[:3])
+    with pytest.raises(SnapshotError, match="more rows than its start announced"):
+        new.snapshot_chunk(SHARE, rows[3:4])
+    assert new.staged_snapshot(SHARE).rows == 3, "nothing of the chunk that went beyond"
+    new.discard_staged(SHARE)  # what the session does before it drops that sender
+    assert new.staged_snapshot(SHARE) is None and new.store.staged_rows(SHARE, None, 10) == []
+
+
+def test_an_offer_of_the_same_baseline_with_other_tombstones_starts_over(tmp_path):
+    """Members purge at their own pace: same B and digest, other rows; resuming one's rows
+    with the other's would never add up."""
+    members, _ = compacted_household()
+    a = members[0]
+    new = newcomer(tmp_path / "new.db", members)
+    offer = a.snapshot_offer(SHARE, {})
+    stream(a, new, new.snapshot_started(SHARE, offer), 2)
+    purged_more = dataclasses.replace(offer, rows=offer.rows - 1, size=offer.size - 10)
+    assert new.snapshot_started(SHARE, purged_more) is None
+    assert new.staged_snapshot(SHARE).rows == 0
 
 
 def test_a_snapshot_only_its_sender_vouches_for_is_taken_and_named_so(tmp_path):

@@ -1,18 +1,27 @@
+from dataclasses import replace
+
 import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from p2psync.history.snapshot import (
+    DISK_PER_ROW_BYTE,
+    FREE_DISK_MARGIN,
+    HOLD_SECONDS,
     Offer,
+    Room,
     SnapshotError,
+    SnapshotRefused,
     Staged,
     baseline_digest,
     check_complete,
+    check_room,
     chunks,
     contradicted,
     decode_row,
     encode_row,
+    hold_seconds,
     pack_offer,
     take_chunk,
     unpack_offer,
@@ -203,3 +212,30 @@ def test_any_baseline_chunked_and_reassembled_has_the_same_digest(values, bound)
         kept += got
     assert staged.complete or not listed
     check_complete(staged.offer, kept)
+
+
+def test_an_offer_is_refused_up_front_beyond_the_limit_or_the_spare_disk():
+    offer = offer_of(rows(100))
+    needed = DISK_PER_ROW_BYTE * offer.size
+    check_room(offer, Room(FREE_DISK_MARGIN + needed, offer.size))
+    with pytest.raises(SnapshotRefused, match="max_snapshot_mb"):
+        check_room(offer, Room(1 << 40, offer.size - 1))
+    with pytest.raises(SnapshotRefused, match="needs about"):
+        check_room(offer, Room(FREE_DISK_MARGIN + needed - 1, offer.size))
+    # the disk the other transfers under way still need is not spare
+    with pytest.raises(SnapshotRefused, match="for other transfers 1"):
+        check_room(offer, Room(FREE_DISK_MARGIN + needed, offer.size, reserved_bytes=1))
+    # rows staged already are on the disk: resuming needs room for the rest
+    check_room(offer, Room(FREE_DISK_MARGIN + needed - 500, offer.size), staged_bytes=500)
+
+
+def test_a_transfer_resumes_only_an_offer_of_the_same_rows():
+    offer = offer_of(rows(4))
+    assert Staged(offer).offer.ident == offer_of(rows(4)).ident
+    for other in (replace(offer, size=offer.size - 1), replace(offer, rows=3)):
+        assert other.ident != offer.ident, "another member's tombstones: start over"
+
+
+def test_a_sender_holds_its_baseline_long_enough_for_a_slow_link_and_no_longer():
+    assert hold_seconds(offer_of([])) == HOLD_SECONDS
+    assert HOLD_SECONDS < hold_seconds(offer_of(rows(1000, 1000))) < HOLD_SECONDS + 10

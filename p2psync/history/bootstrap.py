@@ -25,12 +25,14 @@ from ..vectors import device_of
 from .snapshot import (
     CHUNK_BYTES,
     Offer,
+    Room,
     SnapshotError,
     Staged,
     Verdict,
     WireItem,
     baseline_digest,
     check_complete,
+    check_room,
     contradicted,
     decode_row,
     encode_row,
@@ -197,14 +199,22 @@ class SnapshotRules:
 
     # receiving --------------------------------------------------------------------------
 
-    def snapshot_started(self, share: str, offer: Offer) -> RecordKey | None:
-        """A sender offers `offer`: keep it (the same frontier and digest as the one staged
-        continue it, whoever sends it). Returns the key to resume after (None: from the
-        start; ALL_HELD: nothing, this device holds that baseline already)."""
-        if self._holds(share, offer):
-            return ALL_HELD  # another member's snapshot of the same baseline came first
+    def snapshot_started(
+        self, share: str, offer: Offer, room: Room | None = None
+    ) -> RecordKey | None:
+        """A sender offers `offer`: keep it (the same frontier, digest and size as the one
+        staged continue it, whoever sends it). Returns the key to resume after (None: from the
+        start; ALL_HELD: nothing, this device holds that baseline already). SnapshotRefused:
+        larger than `room` allows (what was staged stays, for a sender of a smaller one)."""
         staged = self.staged_snapshot(share)
-        if staged is not None and staged.offer.ident == offer.ident:
+        if self._holds(share, offer):
+            if staged is not None and self._holds(share, staged.offer):
+                self.discard_staged(share)  # of a baseline this device has passed
+            return ALL_HELD  # another member's snapshot of the same baseline came first
+        resumed = staged is not None and staged.offer.ident == offer.ident
+        if room is not None:
+            check_room(offer, room, staged.size if staged is not None and resumed else 0)
+        if staged is not None and resumed:
             with self.store.transaction():  # the newer start carries newer evidence
                 self._stage(share, Staged(offer, staged.rows, staged.size, staged.last))
             return staged.last
@@ -212,6 +222,13 @@ class SnapshotRules:
             self.store.clear_staged(share)
             self._stage(share, Staged(offer))
         return None
+
+    def discard_staged(self, share: str) -> None:
+        """Forget the snapshot being received: its sender broke a rule or ended it short, or
+        this device passed its baseline. What was sent is then no base to resume from (an
+        honest sender's transfer would end in a failed digest)."""
+        with self.store.transaction():
+            self.store.clear_staged(share)
 
     def staged_snapshot(self, share: str) -> Staged | None:
         stored = self.store.staged_snapshot(share)
@@ -230,8 +247,8 @@ class SnapshotRules:
         if staged is None:
             raise SnapshotError("snapshot rows without a snapshot start")
         staged, rows = take_chunk(staged, raws)
-        with self.store.transaction():
-            self.store.stage_rows(share, ((key, encode_row(key, sibs)) for key, sibs in rows))
+        with self.store.transaction():  # as they came: take_chunk found them canonical
+            self.store.stage_rows(share, zip((key for key, _ in rows), raws, strict=True))
             self._stage(share, staged)
         return staged
 
@@ -250,11 +267,14 @@ class SnapshotRules:
         if staged is None and self.store.baseline_frontier(share):
             return None  # snapshot_started answered ALL_HELD: nothing was sent, nothing to do
         if staged is None or not staged.complete:
+            if staged is not None:
+                self.discard_staged(share)  # the rows it did send cannot be resumed from
             raise SnapshotError("the snapshot ended before all its rows arrived")
         offer = staged.offer
-        rows = [decode_row(raw) for raw in self._all_staged(share)]
+        raws = self._all_staged(share)
+        rows = [decode_row(raw) for raw in raws]
         try:
-            check_complete(offer, rows)
+            check_complete(offer, rows, raws)
             firsts = _check_firsts(offer, share)
             reports = dict(self.stability_reports(share))
             known = self._device_keys.get

@@ -12,6 +12,8 @@ compact is the caller's (the daemon's timer); this module never talks to the net
 reads the clock itself.
 """
 
+import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
@@ -55,11 +57,43 @@ class Compacted:
     stable: dict[str, int]  # the frontier it folds to when it is worth it (settled, see compact)
 
 
+class BaselineHolds:
+    """Shares whose baseline a snapshot is being served from: compaction leaves them as they
+    are (a fold changes the rows and B, a purge drops rows), so the rows sent in chunks are the
+    ones the offer counted and hashed. Taken and released by the sessions' senders on trio's
+    thread, read by compaction on the database thread, hence the lock; bounded in time by the
+    sender (history/snapshot.py's hold_seconds)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: Counter[str] = Counter()
+
+    def take(self, share: str) -> None:
+        with self._lock:
+            self._held[share] += 1
+
+    def release(self, share: str) -> None:
+        with self._lock:
+            self._held[share] -= 1
+            if self._held[share] <= 0:
+                del self._held[share]
+
+    def __contains__(self, share: object) -> bool:
+        with self._lock:
+            return share in self._held
+
+
 class HistoryRules:
     # set by Replica
     store: Store
     now_ms: Callable[[], int]
     device_id: str
+
+    @property
+    def baseline_holds(self) -> BaselineHolds:
+        """The shares being served as snapshots now (kept in memory: a restart ends them all)."""
+        holds: BaselineHolds = self.__dict__.setdefault("_baseline_holds", BaselineHolds())
+        return holds
 
     def _book(self, share: str) -> EpochBook:
         raise NotImplementedError
@@ -208,7 +242,8 @@ class HistoryRules:
     ) -> Compacted:
         """Fold the log up to the stable frontier and purge the tombstones no write can meet
         again; one SQLite transaction. `last_stable`: the frontier the caller saw last time;
-        then a small fold waits until the frontier stops moving (see stability.worth_folding)."""
+        then a small fold waits until the frontier stops moving (see stability.worth_folding).
+        Nothing while a snapshot of the share is being sent (`baseline_holds`)."""
         members = self.history_members(share)
         found = self.history_frontiers(share, keep_for_absent_ms)
         # Fold to the settled frontier, not S: it is a function of the members' newest reports
@@ -216,6 +251,8 @@ class HistoryRules:
         # digest rests on). A device alone folds nothing: no other member could vouch for a
         # snapshot of it, and the member added next needs all of it.
         frontier = found.settled if len(members) > 1 else {}
+        if share in self.baseline_holds:  # the next round folds
+            return Compacted(0, 0, self.store.baseline_frontier(share), frontier)
         base = self.folded_frontier(share)
         held = self.held_vector(share)
         # never past what this device holds (it may be away from the frontier itself)

@@ -14,7 +14,7 @@ It never stores anything, never talks to the network and never reads the clock.
 """
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import msgpack
@@ -172,10 +172,12 @@ class Offer:
         return {actor: self.heads[actor][2] for actor in self.written if actor in self.heads}
 
     @property
-    def ident(self) -> tuple[str, bytes]:
-        """What a staged transfer is kept under (with the share): the same frontier and digest
-        from any sender continue the same transfer."""
-        return (_frontier_key(self.frontier), self.digest)
+    def ident(self) -> tuple[str, bytes, int, int]:
+        """What a staged transfer is kept under (with the share): the same frontier, digest,
+        row count and bytes from any sender continue the same transfer. The count and bytes
+        too, since devices purge tombstones at their own pace: two members at the same B and
+        digest may hold different deletes, and rows of one would not add up to the other's."""
+        return (_frontier_key(self.frontier), self.digest, self.rows, self.size)
 
 
 def _frontier_key(frontier: Mapping[str, int]) -> str:
@@ -251,6 +253,65 @@ def _item(wire: object) -> WireItem:
     return (wire[0], wire[1])
 
 
+# room for it ------------------------------------------------------------------------------
+
+# Disk a snapshot takes per byte of rows: the staged copy, then the baseline and `records` built
+# from it in one transaction, whose WAL holds those pages again until the checkpoint.
+DISK_PER_ROW_BYTE = 4
+FREE_DISK_MARGIN = 256 * 1024 * 1024  # left free whatever a snapshot needs
+DEFAULT_MAX_SNAPSHOT_BYTES = 16 * 1024**3  # history.max_snapshot_mb's default (16 GiB of rows)
+
+
+class SnapshotRefused(Exception):
+    """An offer this device will not take (too large for its limit or its free disk): not a
+    broken rule, since an honest member's share may be that large; the words fit a log."""
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """What a receiver can spare for a snapshot, measured as the offer arrives."""
+
+    free_bytes: int  # free disk where the state dir is
+    max_bytes: int  # of rows, from any one member (history.max_snapshot_mb)
+    reserved_bytes: int = 0  # disk the other transfers under way may still take (disk_needed)
+
+
+def disk_needed(offer: Offer, staged_bytes: int = 0) -> int:
+    """Disk the rest of `offer` will take, `staged_bytes` of its rows being kept already."""
+    return max(0, DISK_PER_ROW_BYTE * offer.size - staged_bytes)
+
+
+def check_room(offer: Offer, room: Room, staged_bytes: int = 0) -> None:
+    """Refuse up front an offer larger than the limit, or one that would leave less than the
+    margin free (besides what the transfers under way still need): the rows that follow are
+    then bounded by what this start announced (`take_chunk`)."""
+    if offer.size > room.max_bytes:
+        raise SnapshotRefused(
+            f"the snapshot of share {offer.share} holds {offer.size:,} bytes of rows, more than"
+            f" the {room.max_bytes:,} this device takes from a member (history.max_snapshot_mb)"
+        )
+    needed = disk_needed(offer, staged_bytes)
+    spare = room.free_bytes - room.reserved_bytes - FREE_DISK_MARGIN
+    if needed > spare:
+        raise SnapshotRefused(
+            f"the snapshot of share {offer.share} ({offer.size:,} bytes of rows) needs about"
+            f" {needed:,} bytes of disk and {max(spare, 0):,} can be spared (free"
+            f" {room.free_bytes:,}, kept free {FREE_DISK_MARGIN:,}, for other transfers"
+            f" {room.reserved_bytes:,})"
+        )
+
+
+# How long a sender keeps its baseline unfolded for one transfer: long enough for a slow link,
+# bounded so a peer that stops reading cannot hold compaction back.
+HOLD_SECONDS = 600.0
+HOLD_BYTES_PER_SECOND = 256 * 1024
+
+
+def hold_seconds(offer: Offer) -> float:
+    """The longest a transfer of `offer` may take (its sender folds nothing of it meanwhile)."""
+    return HOLD_SECONDS + offer.size / HOLD_BYTES_PER_SECOND
+
+
 @dataclass(frozen=True, slots=True)
 class Staged:
     """A receiver's progress through an offer (kept with the rows, so a restart resumes)."""
@@ -281,11 +342,12 @@ def take_chunk(staged: Staged, raws: Iterable[bytes]) -> tuple[Staged, list[Row]
     return replace(staged, rows=count, size=size, last=last), rows
 
 
-def check_complete(offer: Offer, rows: Iterable[Row]) -> None:
-    """All staged rows (in key order) against the offer: count, bytes and digest."""
+def check_complete(offer: Offer, rows: Sequence[Row], raws: Sequence[bytes] = ()) -> None:
+    """All staged rows (in key order) against the offer: count, bytes and digest. `raws`:
+    the rows as they were encoded, when at hand (saves encoding each again)."""
     found = RowDigest(offer.firsts_in_digest)
-    for key, siblings in rows:
-        found.add(key, siblings, encode_row(key, siblings))
+    for at, (key, siblings) in enumerate(rows):
+        found.add(key, siblings, raws[at] if raws else encode_row(key, siblings))
     if (found.rows, found.size) != (offer.rows, offer.size):
         raise SnapshotError(
             f"the snapshot holds {found.rows} rows of {found.size} bytes,"
