@@ -65,6 +65,9 @@ from .wire import MAX_FRAME, FrameDecoder, WireError, encode_frame
 PROTOCOL_VERSIONS = (3, 3)
 # The first release that speaks each protocol version, for "upgrade to ..." messages.
 RELEASE_OF_PROTOCOL = {1: "0.1.0", 2: "0.2.0", 3: "0.3.0"}
+# The first release whose hello says "sn" (and that writes stability reports): an older peer
+# cannot catch up from a member that folded entries it lacks, and holds folding back.
+SNAPSHOT_RELEASE = "0.4.0"
 _DIGEST_LABEL = b"p2psync-chain-heads-v2\x00"
 _DIGEST_BYTES = 16
 ACTORS_PER_FRAME = 20_000  # ~1.1 MB of vector per frame, far under the cap
