@@ -146,6 +146,8 @@ class PeerManager:
         self.pairing_handler: Callable[[trio.abc.Stream, str], Awaitable[None]] | None = None
         self._revoked: dict[str, str] = {}
         self.revoked_us: dict[str, str] = {}  # member -> what it said when it revoked us
+        # device -> (the bye telling it to upgrade, until when its connections get it at once)
+        self.outdated: dict[str, tuple[str, float]] = {}
         # share -> held by the session receiving a snapshot of it: one at a time, since two
         # senders' chunks would interleave in the one staging table
         self.snapshot_locks: dict[str, trio.Lock] = {}
@@ -291,6 +293,12 @@ class PeerManager:
             return None
         if peer_id not in self._trusted:
             log.info("refused connection from %s: device %s is not a member", address, peer_id)
+            await trio.aclose_forcefully(stream)
+            return None
+        outdated = self.outdated.get(peer_id)
+        if outdated is not None and trio.current_time() < outdated[1]:
+            log.debug("refused connection with %s: %s", address, outdated[0])
+            await self._say_bye(stream, outdated[0], "")
             await trio.aclose_forcefully(stream)
             return None
         return peer_id

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("p2psync.peers")
 RECEIVE_CHUNK = 256 * 1024
+# how long a peer told to upgrade gets that bye before its hello (an upgrade waits this at most)
+OUTDATED_REFUSAL_SECONDS = 300.0
 T = TypeVar("T")
 
 
@@ -77,6 +79,7 @@ class SessionPump:
             self._known,
             self.send,
             self._count_sent,
+            self._part_outdated,
         )
 
     async def send(self, data: bytes) -> None:
@@ -101,6 +104,19 @@ class SessionPump:
             self.link.stop()
             for share in self.receiving_snapshots:
                 self.manager.snapshot_locks[share].release()
+
+    def _part_outdated(self, reason: str) -> None:
+        """The peer lacks entries we folded away and cannot take a snapshot (a release before
+        0.4.0): the session ends with a bye saying what to do. Such a peer dials again at once
+        after a session it was greeted in, so for a while its connections get the same bye
+        before any hello (then it backs off as from a refusal); said once per device."""
+        peer = self.state.device_id
+        if peer not in self.manager.outdated:
+            log.warning("%s", reason, extra=log_extra(peer=peer))
+        self.manager.outdated[peer] = (reason, trio.current_time() + OUTDATED_REFUSAL_SECONDS)
+        self.session.reason = self.session.reason or reason
+        self.session.farewell = (reason, "")
+        self.session.cancel_scope.cancel()
 
     def _count_sent(self, entries: int) -> None:
         self.state.entries_sent += entries

@@ -19,7 +19,7 @@ from . import relay
 from .history.snapshot import CHUNK_BYTES, decode_row, pack_offer
 from .node import Node
 from .replica import Replica, WireItem
-from .session import Direct, SyncConnection
+from .session import Direct, SyncConnection, lacks_snapshots
 
 log = logging.getLogger("p2psync.peers")
 
@@ -83,6 +83,7 @@ class Link:
         known: Callable[[str], dict[str, int]],
         send: Callable[[bytes], Awaitable[None]],
         on_sent: Callable[[int], None],
+        part: Callable[[str], None],
     ) -> None:
         self.node = node
         self.replica: Replica = node.replica
@@ -92,6 +93,7 @@ class Link:
         self.known = known
         self.send = send
         self.on_sent = on_sent
+        self.part = part  # ends the session, telling the peer why in a bye
         self.peer_actor: str | None = None
         self.peer_claims: dict[str, frozenset[str]] = {}
         self.outbox = relay.Outbox()
@@ -160,13 +162,10 @@ class Link:
             if self.connection.peer_takes_snapshots:
                 await self._send_snapshot(share, known)
             else:
-                log.warning(
-                    "%s lacks entries of share %s that this device has folded away (history."
-                    "compaction) and does not take snapshots (it runs p2psync before 0.4.0): it "
-                    "cannot catch up from here",
-                    self.peer_device,
-                    share,
-                )
+                # what it would get next chains on entries it can never have: a bye telling
+                # its user what to do, not a session that stays stuck without a word
+                self.part(lacks_snapshots(self.replica.device_id, self.peer_device, share))
+                return
         cursor = await self.node.call(self.replica.cursor_for, share, known)
         caught_up_sent = False
         while True:

@@ -570,6 +570,16 @@ def _version_mismatch(us: str, ours: tuple[int, int], peer: str, theirs: list[in
     )
 
 
+def lacks_snapshots(us: str, peer: str, share: str) -> str:
+    """Worded for both ends, like a version mismatch: logged here, sent to the peer in a bye
+    (a peer before 0.4.0 logs "peer said goodbye: " and the text)."""
+    return (
+        f"{peer} lacks entries of share {share} that {us} has folded away (history compaction)"
+        f" and its p2psync cannot take a snapshot of them; upgrade p2psync on {peer} to"
+        f" {SNAPSHOT_RELEASE} or newer"
+    )
+
+
 class _BadField(Exception):
     pass
 
