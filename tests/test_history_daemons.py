@@ -7,6 +7,7 @@ after a compaction cannot get what was folded until snapshots exist (docs/archit
 
 import signal
 import sqlite3
+import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -170,3 +171,47 @@ def test_status_names_a_member_away_and_until_when_history_waits_for_it(tmp_path
         assert row["kept_until_ms"] - row["since_ms"] == int(0.0004 * 86_400_000)
         assert row["text"].startswith("c has been away 0 days; history since then is kept for it")
         assert b.call("status")["history"]["away"][0]["device"] == row["device"]
+
+
+class Quiet:
+    """True once no daemon's log position has moved for `seconds` (polled by wait_for)."""
+
+    def __init__(self, daemons: tuple[DaemonProcess, ...], seconds: float) -> None:
+        self.daemons, self.seconds = daemons, seconds
+        self.positions: list[int] = []
+        self.since = time.monotonic()
+
+    def __call__(self) -> bool:
+        positions = [daemon.call("status")["position"] for daemon in self.daemons]
+        if positions != self.positions:
+            self.positions, self.since = positions, time.monotonic()
+        return time.monotonic() - self.since >= self.seconds
+
+
+def test_an_idle_household_settles_and_its_logs_stop_growing(tmp_path: Path) -> None:
+    """Compaction as configured by default (the config names only a short interval): once the
+    writes stop, a few rounds of reports settle and then no device writes or receives another
+    entry for 40 intervals, though each one's timer runs every interval: no report ping-pong
+    between idle devices (the next report is the daily refresh)."""
+    interval = 0.1
+    daemons = household(tmp_path)
+    for daemon in daemons:
+        daemon.extra_config = f"[history]\ninterval = {interval}\n"
+        daemon.write_config()
+    a, b, c = daemons
+    with running(*daemons):
+        introduce(*daemons)
+        for n in range(30):
+            a.call("put", collection="notes", key=f"k{n % 7}", value=n)
+        for daemon in (b, c):
+            wait_for(lambda d=daemon: notes(d).get("k1") == 29, "a's writes", *daemons)
+        b.call("delete", collection="notes", key="k0")
+        c.call("put", collection="notes", key="k1", value="c")
+        quiet = Quiet(daemons, 40 * interval)
+        wait_for(quiet, "every device's log to stop growing", *daemons, timeout=60)
+        assert len(set(quiet.positions)) == 1, "each holds every entry (its own and the others')"
+        for daemon in daemons:
+            assert "log entries folded" in daemon.log() and purged(daemon, 1), daemon.name
+            assert notes(daemon) == {"k1": "c"} | {f"k{n}": 21 + n for n in range(2, 7)}
+        assert stable_reporters(a) == {"a", "b", "c"}
+        assert a.call("status")["history"] == {"compaction": True, "away": [], "unreported": []}
