@@ -1,21 +1,23 @@
 """Churn benchmark (issue 11): what a household's storage costs per byte of live data, with the
 log compacted and kept whole, and what compaction costs the writes and the sync.
 
-Two households of 3 real `p2psync daemon`s on 127.0.0.1, run one after the other: one with
-`[history] compaction = true` (reports every `--interval` s; turned on once the household is
-made), one with compaction off
-(PouchDB-style: everything kept). Each takes the same churn: `--updates` puts and a tenth as many
-deletes over `--keys` keys, spread over the three devices, sent as pipelined one-op transactions.
+Two households of 3 real `p2psync daemon`s on 127.0.0.1, run one after the other in each of
+`--rounds` rounds (which goes first alternates): one compacting (reports every `--interval` s,
+set once the household is made), one with `[history] compaction = false` (PouchDB-style:
+everything kept; compaction is on by default). Each takes the same churn: `--updates` puts
+and a tenth as many deletes over `--keys` keys, spread over the three devices, sent as
+pipelined one-op transactions.
 
 Figures, per device: `state_bytes_per_live_byte`: the log's entries with their signatures, the
 records and the baseline (keys and packed siblings), over the live records' keys and values
 (`database_bytes` and `wal_bytes` give the files); `keep_everything_state_bytes_per_live_byte`
 the same for the other household. `write_rate_vs_no_compaction` (the puts' rate) and
 `sync_rate_vs_no_compaction` (from the first put sent until every device holds the same history)
-compare the two households. `join_full_replay_seconds`: a fourth device introduced to
-the household that keeps everything, until it holds the same history; `join_snapshot_seconds`:
-the same in the compacted household, where it gets the baseline by snapshot and then the log
-after it; `join_snapshot_vs_full_replay`: the ratio of the two times.
+compare the two households: the median of the rounds' ratios, each round's in `*_rounds`
+(storage and join figures are the first round's). `join_full_replay_seconds`: a fourth
+device introduced to the household that keeps everything, until it holds the same history;
+`join_snapshot_seconds`: the same in the compacted household, where it gets the baseline by
+snapshot and then the log after it; `join_snapshot_vs_full_replay`: the ratio of the two times.
 
 Prints the figures and ends with `RESULT {json}`; asserts nothing. Loopback and Unix sockets only;
 stops its daemons even on error.
@@ -28,6 +30,7 @@ import argparse
 import json
 import random
 import sqlite3
+import statistics
 import sys
 import time
 from contextlib import closing
@@ -117,6 +120,10 @@ def household(tmp: Path, name: str, compaction: bool, interval: float) -> list[D
     b = DaemonProcess(tmp, f"{name}-b", peers=[a.address])
     c = DaemonProcess(tmp, f"{name}-c", peers=[a.address, b.address])
     daemons = [a, b, c]
+    if not compaction:  # compaction is on by default: this household keeps everything
+        for daemon in daemons:
+            daemon.extra_config = "[history]\ncompaction = false\n"
+            daemon.write_config()
     for daemon in daemons:
         daemon.start(wait=False)
     for daemon in daemons:
@@ -170,7 +177,12 @@ def settled(daemons: list[DaemonProcess], keys: int) -> bool:
 
 
 def run_household(
-    tmp: Path, name: str, compaction: bool, args: argparse.Namespace, result: dict[str, Any]
+    tmp: Path,
+    name: str,
+    compaction: bool,
+    args: argparse.Namespace,
+    result: dict[str, Any],
+    join: bool,
 ) -> list[DaemonProcess]:
     daemons = household(tmp, name, compaction, args.interval)
     try:
@@ -189,7 +201,7 @@ def run_household(
                 size["state_bytes_per_live_byte"] = round(state / max(1, size["live_bytes"]), 2)
                 print(f"{device:24} {json.dumps(size)}")
             print(f"{name:24} {json.dumps(timing)}")
-            if args.join:
+            if join:
                 figure = "join_snapshot_seconds" if compaction else "join_full_replay_seconds"
                 joiner = DaemonProcess(tmp, f"{name}-d", peers=[daemons[0].address])
                 with running(joiner):
@@ -210,6 +222,9 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=1.0, help="history.interval (s)")
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--no-join", dest="join", action="store_false")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds of both households (>= 1)"
+    )
     parser.add_argument("--dir", type=Path, help="where the daemons' state goes (default: /tmp)")
     args = parser.parse_args()
     result: dict[str, Any] = {
@@ -219,8 +234,25 @@ def main() -> int:
     }
 
     def run(tmp: Path) -> None:
-        run_household(tmp, "compacted", True, args, result)
-        run_household(tmp, "kept", False, args, result)
+        rounds: list[dict[str, Any]] = []
+        for number in range(args.rounds):
+            # interleaved: the household that goes first alternates from round to round
+            order = (True, False) if number % 2 == 0 else (False, True)
+            found: dict[str, Any] = result if number == 0 else {}
+            for compaction in order:
+                name = "compacted" if compaction else "kept"
+                where = tmp / f"round-{number}"
+                run_household(where, name, compaction, args, found, args.join and number == 0)
+            compacted, kept = found["compacted"]["timing"], found["kept"]["timing"]
+            found["write_rate_vs_no_compaction"] = round(
+                kept["write_seconds"] / compacted["write_seconds"], 3
+            )
+            found["sync_rate_vs_no_compaction"] = round(
+                (kept["write_seconds"] + kept["sync_seconds"])
+                / (compacted["write_seconds"] + compacted["sync_seconds"]),
+                3,
+            )
+            rounds.append(found)
         compacted, kept = result["compacted"], result["kept"]
         result["state_bytes_per_live_byte"] = {
             name: size["state_bytes_per_live_byte"] for name, size in compacted["devices"].items()
@@ -228,13 +260,10 @@ def main() -> int:
         result["keep_everything_state_bytes_per_live_byte"] = {
             name: size["state_bytes_per_live_byte"] for name, size in kept["devices"].items()
         }
-        rate = compacted["timing"]["write_seconds"], kept["timing"]["write_seconds"]
-        sync = (
-            compacted["timing"]["write_seconds"] + compacted["timing"]["sync_seconds"],
-            kept["timing"]["write_seconds"] + kept["timing"]["sync_seconds"],
-        )
-        result["write_rate_vs_no_compaction"] = round(rate[1] / rate[0], 3)
-        result["sync_rate_vs_no_compaction"] = round(sync[1] / sync[0], 3)
+        for figure in ("write_rate_vs_no_compaction", "sync_rate_vs_no_compaction"):
+            each = [found[figure] for found in rounds]
+            result[figure] = statistics.median(each)
+            result[f"{figure}_rounds"] = each
         if args.join:
             result["join_snapshot_vs_full_replay"] = round(
                 result["join_snapshot_seconds"] / result["join_full_replay_seconds"], 3
@@ -243,7 +272,9 @@ def main() -> int:
             "state_bytes_per_live_byte",
             "keep_everything_state_bytes_per_live_byte",
             "write_rate_vs_no_compaction",
+            "write_rate_vs_no_compaction_rounds",
             "sync_rate_vs_no_compaction",
+            "sync_rate_vs_no_compaction_rounds",
             *(["join_snapshot_vs_full_replay"] if args.join else []),
         ):
             print(f"{name:42} {result[name]}")
