@@ -2,8 +2,8 @@
 offline across compaction and tombstone purge comes back without resurrecting anything, and its
 offline writes merge as they should; kill -9 in the middle of compacting loses nothing.
 
-The household is made first and compaction turned on after (a restart): a device that joins
-after a compaction cannot get what was folded until snapshots exist (docs/architecture.md)."""
+The household is made first and restarted with these settings after (compaction is on by
+default, but reports at its default interval would come every 5 minutes); idle, it settles."""
 
 import signal
 import sqlite3
