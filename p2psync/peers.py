@@ -10,6 +10,7 @@ handshake proved the peer is a current member and the peer answered with its own
 
 import contextlib
 import logging
+import math
 import ssl
 import time
 from collections import deque
@@ -323,6 +324,8 @@ class PeerManager:
     def wake(self, device_id: str | None = None) -> None:
         """News that `device_id` (None: any device, e.g. a link came up) may be reachable now:
         its dialers try again at once, and their back-off starts over."""
+        if device_id in self.outdated:  # upgraded and restarted, maybe: its next hello says
+            self.outdated[device_id] = (self.outdated[device_id][0], -math.inf)
         for address, expected in self._dial_requests.items():
             dialer = self._dialers.get(address)
             if dialer is not None and (device_id is None or expected == device_id):

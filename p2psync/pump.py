@@ -108,8 +108,9 @@ class SessionPump:
     def _part_outdated(self, reason: str) -> None:
         """The peer lacks entries we folded away and cannot take a snapshot (a release before
         0.4.0): the session ends with a bye saying what to do. Such a peer dials again at once
-        after a session it was greeted in, so for a while its connections get the same bye
-        before any hello (then it backs off as from a refusal); said once per device."""
+        after a session it was greeted in, so for a while (or until news of it: an upgrade
+        restarts it, and it announces itself) its connections get the same bye before any
+        hello, and it backs off as from a refusal. Logged once per device."""
         peer = self.state.device_id
         if peer not in self.manager.outdated:
             log.warning("%s", reason, extra=log_extra(peer=peer))
