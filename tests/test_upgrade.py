@@ -411,6 +411,9 @@ def test_a_0_3_peer_lacking_folded_entries_is_told_to_upgrade_and_named_in_statu
             again.send(hello)
             assert again.wait_closed() == reason
             assert not [event for event in again.events if isinstance(event, PeerHello)]
+        lines = daemon.log().splitlines()
+        warned = [line for line in lines if "WARNING" in line and reason in line]
+        assert len(warned) == 1, "said once, not at every connection"
         history = daemon.call("status")["history"]
         assert history["unreported"] == [
             {
