@@ -21,7 +21,7 @@ from p2psync.session import (
     ProtocolError,
     SyncConnection,
 )
-from tests.daemons import DaemonProcess, introduce, running, wait_for
+from tests.daemons import DaemonProcess, introduce, log_since, running, wait_for
 from tests.hostile_peer import HostileMember
 
 FIXTURE = Path(__file__).parent / "fixtures" / "release-0.1.0"
@@ -411,7 +411,7 @@ def test_a_0_3_peer_lacking_folded_entries_is_told_to_upgrade_and_named_in_statu
             again.send(hello)
             assert again.wait_closed() == reason
             assert not [event for event in again.events if isinstance(event, PeerHello)]
-        lines = daemon.log().splitlines()
+        lines = log_since(daemon, 0).splitlines()
         warned = [line for line in lines if "WARNING" in line and reason in line]
         assert len(warned) == 1, "said once, not at every connection"
         history = daemon.call("status")["history"]
