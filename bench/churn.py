@@ -139,6 +139,10 @@ def household(tmp: Path, name: str, compaction: bool, interval: float) -> list[D
     b = DaemonProcess(tmp, f"{name}-b", peers=[a.address])
     c = DaemonProcess(tmp, f"{name}-c", peers=[a.address, b.address])
     daemons = [a, b, c]
+    if not compaction:  # compaction is on by default: this household keeps everything
+        for daemon in daemons:
+            daemon.extra_config = "[history]\ncompaction = false\n"
+            daemon.write_config()
     for daemon in daemons:
         daemon.start(wait=False)
     for daemon in daemons:

@@ -56,12 +56,15 @@ SETTLE_LIMIT = 5.0
 class Cluster:
     """N daemons, every one told every other's address (as discovery would), all trusted."""
 
-    def __init__(self, directory: Path, number: int, size: int) -> None:
+    def __init__(self, directory: Path, number: int, size: int, history: str = "") -> None:
         self.size = size
         self.daemons = []
         for i in range(size):
             daemon = DaemonProcess(
-                directory / f"n{size}", f"d{i}", host=f"127.0.0.{10 * number + i + 1}"
+                directory / f"n{size}",
+                f"d{i}",
+                host=f"127.0.0.{10 * number + i + 1}",
+                extra_config=history,
             )
             daemon.port = free_port()
             self.daemons.append(daemon)
@@ -355,7 +358,8 @@ def convergence(
 
 def run(directory: Path, args: argparse.Namespace, result: dict[str, Any]) -> None:
     sizes = sorted({2, *args.sizes})
-    clusters = {n: Cluster(directory, number, n) for number, n in enumerate(sizes)}
+    history = history_config(args)
+    clusters = {n: Cluster(directory, number, n, history) for number, n in enumerate(sizes)}
     try:
         for cluster in clusters.values():
             cluster.start()
@@ -376,6 +380,13 @@ def run(directory: Path, args: argparse.Namespace, result: dict[str, Any]) -> No
             stop_all(cluster.daemons)
 
 
+def history_config(args: argparse.Namespace) -> str:
+    """The daemons' `[history]` section: compaction as by default, at another interval, or off."""
+    if args.compaction == "off":
+        return "[history]\ncompaction = false\n"
+    return "" if args.interval is None else f"[history]\ninterval = {args.interval}\n"
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -390,6 +401,12 @@ def main() -> None:
     parser.add_argument("--writes", type=int, default=1000, help="concurrent puts per device")
     parser.add_argument("--runs", type=int, default=3, help="interleaved convergence runs (>= 3)")
     parser.add_argument("--dir", type=Path, default=None, help="where the state dirs go")
+    parser.add_argument(
+        "--compaction", choices=("default", "off"), default="default", help="[history] compaction"
+    )
+    parser.add_argument(
+        "--interval", type=float, default=None, help="[history] interval (s) when compacting"
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _interrupt)  # so `timeout` still stops the daemons
     if args.runs < 3 or args.one_writes < 3:
@@ -411,6 +428,7 @@ def main() -> None:
         )
     }
     result["writes_per_device"] = args.writes
+    result["history"] = {"compaction": args.compaction, "interval": args.interval}
     started = time.monotonic()
 
     def measured(tmp: Path) -> None:

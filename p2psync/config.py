@@ -72,9 +72,9 @@ class Config:
     ui_port: int = DEFAULT_UI_PORT  # 0: any free port (`p2psync ui` tells which)
     # the Prometheus endpoint: a loopback (host, port) or a Unix socket path; None: off
     metrics_listen: tuple[str, int] | Path | None = None
-    # Folding the log and purging tombstones (issue 11): off until snapshots reach devices that
-    # join or return after a compaction (see docs/architecture.md, "History and compaction").
-    history_compaction: bool = False
+    # Folding the log and purging tombstones (issue 11); devices that join or return after a
+    # compaction get a snapshot (see docs/architecture.md, "History and compaction").
+    history_compaction: bool = True
     keep_for_absent_days: float = 30.0
     history_interval: float = 300.0  # seconds between a device's reports while data is unsettled
     max_snapshot_mb: int = 16384  # the largest snapshot (MiB of rows) taken from a member
@@ -389,7 +389,7 @@ def _resolve(
         ui_enabled=settings.get("ui_enabled", True),
         ui_port=settings.get("ui_port", DEFAULT_UI_PORT),
         metrics_listen=settings.get("metrics_listen"),
-        history_compaction=settings.get("history_compaction", False),
+        history_compaction=settings.get("history_compaction", True),
         keep_for_absent_days=settings.get("keep_for_absent_days", 30.0),
         history_interval=settings.get("history_interval", 300.0),
         max_snapshot_mb=settings.get("max_snapshot_mb", 16384),

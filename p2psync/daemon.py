@@ -505,7 +505,12 @@ class Daemon(MembershipRole, PairingRole):
             "revoked": daemon_status.revoked_json(self.peers.revoked_us, self.members),
             "clock_skew": daemon_status.clock_skew_json(self.peers.skewed_clocks(), self.members),
             "history": daemon_status.history_json(
-                self.compaction, away, unheard, self.members, int(time.time() * 1000)
+                self.compaction,
+                away,
+                unheard,
+                self.members,
+                int(time.time() * 1000),
+                {device_id: self.last_seen.version_of(device_id) for device_id in unheard},
             ),
         }
 

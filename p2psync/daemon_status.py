@@ -17,6 +17,7 @@ from .history.stability import Away
 from .identity import short_id
 from .membership import Notice
 from .replica import DEFAULT_SHARE, DeviceRecord
+from .session import SNAPSHOT_RELEASE
 
 if TYPE_CHECKING:
     from .peers import PeerState
@@ -79,10 +80,12 @@ def history_json(
     unheard: Iterable[str],
     members: Mapping[str, DeviceRecord],
     now_ms: int,
+    versions: Mapping[str, str | None] | None = None,
 ) -> dict[str, Any]:
     """Whether the log is compacted, the members whose absence it waits for (or no longer
     does: their deletes are still kept for them, see docs/architecture.md), and the members it
-    waits for because they never reported (compaction off there, or not started since)."""
+    waits for because they never reported, with the p2psync version each last said (`versions`;
+    none from a release before 0.4.0, which cannot report, or a device not met yet)."""
     rows = []
     for member in away:
         name = name_of(members, member.device_id)
@@ -102,16 +105,31 @@ def history_json(
                 "text": text,
             }
         )
+    said = versions or {}
     waiting = [
         {
             "device": device_id,
             "name": name_of(members, device_id),
-            "text": f"{name_of(members, device_id)} has sent no stability report yet: compaction"
-            " waits for it (turn [history] compaction on there too)",
+            "version": said.get(device_id),
+            "text": _unreported_text(name_of(members, device_id), said.get(device_id)),
         }
         for device_id in unheard
     ]
     return {"compaction": compaction, "away": rows, "unreported": waiting}
+
+
+def _unreported_text(name: str, version: str | None) -> str:
+    """Why history waits for a member that never reported, and what to do about it."""
+    text = f"history is kept until {name} reports: "
+    if version is None:
+        # 0.3.0 and older say no version in their hello, and cannot report at all
+        return text + (
+            f"it may run p2psync before {SNAPSHOT_RELEASE} (upgrade it) or have"
+            " [history] compaction off"
+        )
+    return text + (
+        f"it runs p2psync {version}; if it has run a while, turn [history] compaction on there"
+    )
 
 
 def _utc_day(wall_ms: int) -> str:

@@ -302,12 +302,40 @@ def trust_checks(status: Mapping[str, Any]) -> list[Check]:
     return found
 
 
+def history_checks(status: Mapping[str, Any]) -> list[Check]:
+    """Members whose history every device keeps: away ones, and ones that never reported."""
+    history = status.get("history")
+    if not isinstance(history, Mapping):
+        return []
+    found = [
+        Check(
+            Level.INFO,
+            safe_text(str(row.get("text", ""))),
+            "turn it on so that it syncs; if it is gone for good, `p2psync revoke` it",
+        )
+        for row in history.get("away") or []
+        if isinstance(row, Mapping)
+    ]
+    found += [
+        Check(
+            Level.WARN,
+            safe_text(str(row.get("text", ""))),
+            "until it reports, no device folds its log or drops deletes: upgrade p2psync there"
+            " (0.4.0 or newer) and leave [history] compaction on",
+        )
+        for row in history.get("unreported") or []
+        if isinstance(row, Mapping)
+    ]
+    return found
+
+
 def diagnose(
     status: Mapping[str, Any], peers: Sequence[Peer], nearby: Sequence[Any] | None
 ) -> list[Check]:
     """The checks that need only the daemon's answers (`nearby`: None when not available)."""
     found = [daemon_check(status), discovery_check(status, peers, nearby), *peer_checks(peers)]
     found += [clock_check(peers), conflicts_check(status), *trust_checks(status)]
+    found += history_checks(status)
     return [check for check in found if check is not None]
 
 

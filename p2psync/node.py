@@ -142,7 +142,9 @@ class Node:
         return transaction
 
     async def commit(self, share: str, ops: Sequence[Op], checked: bool = False) -> Commit:
-        """One local transaction, durable when this returns."""
+        """One local transaction, durable when this returns. A caller cancelled with the node
+        (a daemon stopping) gets the cancellation here, as from `call`, not the refusal."""
+        await trio.lowlevel.checkpoint_if_cancelled()
         return await self.submit(share, ops, checked=checked).result()
 
     async def applied(self, last_position: int, touched_devices: bool) -> None:

@@ -10,6 +10,7 @@ handshake proved the peer is a current member and the peer answered with its own
 
 import contextlib
 import logging
+import math
 import ssl
 import time
 from collections import deque
@@ -147,6 +148,8 @@ class PeerManager:
         self._revoked: dict[str, str] = {}
         self.revoked_us: dict[str, str] = {}  # member -> what it said when it revoked us
         self.snapshots = SnapshotBudget(state_dir)  # what snapshots being received may take
+        # device -> (the bye telling it to upgrade, until when its connections get it at once)
+        self.outdated: dict[str, tuple[str, float]] = {}
         self.clock_offsets_ms: list[int] = []
         self.twins: dict[str, dict[str, _Session]] = {}  # second copies' sessions, by epoch
         self.running_twice: dict[str, set[str]] = {}  # device -> hosts seen running it at once
@@ -291,6 +294,12 @@ class PeerManager:
             log.info("refused connection from %s: device %s is not a member", address, peer_id)
             await trio.aclose_forcefully(stream)
             return None
+        outdated = self.outdated.get(peer_id)
+        if outdated is not None and trio.current_time() < outdated[1]:
+            log.debug("refused connection with %s: %s", address, outdated[0])
+            await self._say_bye(stream, outdated[0], "")
+            await trio.aclose_forcefully(stream)
+            return None
         return peer_id
 
     # outgoing -----------------------------------------------------------------------------
@@ -313,6 +322,8 @@ class PeerManager:
     def wake(self, device_id: str | None = None) -> None:
         """News that `device_id` (None: any device, e.g. a link came up) may be reachable now:
         its dialers try again at once, and their back-off starts over."""
+        if device_id in self.outdated:  # upgraded and restarted, maybe: its next hello says
+            self.outdated[device_id] = (self.outdated[device_id][0], -math.inf)
         for address, expected in self._dial_requests.items():
             dialer = self._dialers.get(address)
             if dialer is not None and (device_id is None or expected == device_id):

@@ -58,6 +58,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("p2psync.peers")
 RECEIVE_CHUNK = 256 * 1024
+# how long a peer told to upgrade gets that bye before its hello (an upgrade waits this at most)
+OUTDATED_REFUSAL_SECONDS = 300.0
 T = TypeVar("T")
 
 
@@ -111,6 +113,7 @@ class SessionPump:
             self.send,
             self._count_sent,
             lambda reason: manager._close(session, reason),
+            self._part_outdated,
         )
 
     async def send(self, data: bytes) -> None:
@@ -135,6 +138,20 @@ class SessionPump:
             self.link.stop()
             for share in self.receiving_snapshots:
                 self.manager.snapshots.release(share)
+
+    def _part_outdated(self, reason: str) -> None:
+        """The peer lacks entries we folded away and cannot take a snapshot (a release before
+        0.4.0): the session ends with a bye saying what to do. Such a peer dials again at once
+        after a session it was greeted in, so for a while (or until news of it: an upgrade
+        restarts it, and it announces itself) its connections get the same bye before any
+        hello, and it backs off as from a refusal. Logged once per device."""
+        peer = self.state.device_id
+        if peer not in self.manager.outdated:
+            log.warning("%s", reason, extra=log_extra(peer=peer))
+        self.manager.outdated[peer] = (reason, trio.current_time() + OUTDATED_REFUSAL_SECONDS)
+        self.session.reason = self.session.reason or reason
+        self.session.farewell = (reason, "")
+        self.session.cancel_scope.cancel()
 
     def _count_sent(self, entries: int) -> None:
         self.state.entries_sent += entries

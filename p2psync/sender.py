@@ -19,7 +19,7 @@ from . import relay
 from .history.snapshot import CHUNK_BYTES, Offer, decode_row, hold_seconds, pack_offer
 from .node import Node
 from .replica import Replica, WireItem
-from .session import Direct, SyncConnection
+from .session import Direct, SyncConnection, lacks_snapshots
 
 log = logging.getLogger("p2psync.peers")
 
@@ -86,6 +86,7 @@ class Link:
         send: Callable[[bytes], Awaitable[None]],
         on_sent: Callable[[int], None],
         end_session: Callable[[str], None],
+        part: Callable[[str], None],
     ) -> None:
         self.node = node
         self.replica: Replica = node.replica
@@ -95,7 +96,8 @@ class Link:
         self.known = known
         self.send = send
         self.on_sent = on_sent
-        self.end_session = end_session
+        self.end_session = end_session  # ends the session, no bye
+        self.part = part  # ends the session, telling the peer why in a bye
         self.peer_actor: str | None = None
         self.peer_claims: dict[str, frozenset[str]] = {}
         self.outbox = relay.Outbox()
@@ -164,13 +166,10 @@ class Link:
             if self.connection.peer_takes_snapshots:
                 await self._send_snapshot(share, known)
             else:
-                log.warning(
-                    "%s lacks entries of share %s that this device has folded away (history."
-                    "compaction) and does not take snapshots (it runs p2psync before 0.4.0): it "
-                    "cannot catch up from here",
-                    self.peer_device,
-                    share,
-                )
+                # what it would get next chains on entries it can never have: a bye telling
+                # its user what to do, not a session that stays stuck without a word
+                self.part(lacks_snapshots(self.replica.device_id, self.peer_device, share))
+                return
         cursor = await self.node.call(self.replica.cursor_for, share, known)
         caught_up_sent = False
         while True:

@@ -65,6 +65,9 @@ from .wire import MAX_FRAME, FrameDecoder, WireError, encode_frame
 PROTOCOL_VERSIONS = (3, 3)
 # The first release that speaks each protocol version, for "upgrade to ..." messages.
 RELEASE_OF_PROTOCOL = {1: "0.1.0", 2: "0.2.0", 3: "0.3.0"}
+# The first release whose hello says "sn" (and that writes stability reports): an older peer
+# cannot catch up from a member that folded entries it lacks, and holds folding back.
+SNAPSHOT_RELEASE = "0.4.0"
 _DIGEST_LABEL = b"p2psync-chain-heads-v2\x00"
 _DIGEST_BYTES = 16
 ACTORS_PER_FRAME = 20_000  # ~1.1 MB of vector per frame, far under the cap
@@ -564,6 +567,16 @@ def _version_mismatch(us: str, ours: tuple[int, int], peer: str, theirs: list[in
     return (
         f"no common sync protocol version: {us} speaks {ours[0]}..{ours[1]}, {peer} speaks "
         f"{theirs[0]}..{theirs[1]}; upgrade p2psync on {older} to {release} or newer"
+    )
+
+
+def lacks_snapshots(us: str, peer: str, share: str) -> str:
+    """Worded for both ends, like a version mismatch: logged here, sent to the peer in a bye
+    (a peer before 0.4.0 logs "peer said goodbye: " and the text)."""
+    return (
+        f"{peer} lacks entries of share {share} that {us} has folded away (history compaction)"
+        f" and its p2psync cannot take a snapshot of them; upgrade p2psync on {peer} to"
+        f" {SNAPSHOT_RELEASE} or newer"
     )
 
 

@@ -410,7 +410,7 @@ def test_seconds_since_reads_the_daemons_iso_times_only() -> None:
 
 def test_status_screen_names_devices_away_that_history_waits_for() -> None:
     text = "Küche has been away 41 days; history since then is kept for it until 2026-12-20"
-    waits = "tv has sent no stability report yet: compaction waits for it"
+    waits = "history is kept until tv reports: it may run p2psync before 0.4.0 (upgrade it)"
     history = {"compaction": True, "away": [{"text": text}], "unreported": [{"text": waits}]}
     shown = [
         line.split(None, 1) for line in status_lines({"name": "attic", "history": history}, [])

@@ -533,9 +533,10 @@ def test_metrics_listen_refuses_what_is_not_loopback_or_a_path(text, message):
 # history (issue 11)
 
 
-def test_compaction_is_off_by_default_and_its_policy_has_defaults():
+def test_compaction_is_on_by_default_and_its_policy_has_defaults():
     defaults = config.default_config(ROOT_ENV, 0, "kitchen")
-    assert not defaults.history_compaction
+    assert defaults.history_compaction
+    assert not parse("[history]\ncompaction = false\n").history_compaction
     assert (defaults.keep_for_absent_days, defaults.history_interval) == (30.0, 300.0)
     on = parse("[history]\ncompaction = true\nkeep_for_absent_days = 7\ninterval = 2\n")
     assert on.history_compaction and on.keep_for_absent_days == 7.0 and on.history_interval == 2.0

@@ -24,6 +24,7 @@ from p2psync.doctor import (
     diagnose,
     discovery_check,
     failed,
+    history_checks,
     loopback_target,
     peer_checks,
     port_check,
@@ -265,6 +266,20 @@ def test_a_revoked_device_and_a_copied_state_dir_are_named_with_advice() -> None
     assert "re-admit" in (revoked.advice or "")
     assert copied.level is Level.WARN and copied.message.startswith("Anna's iPad started twice")
     assert trust_checks({"revoked": [], "notices": []}) == []
+
+
+def test_members_whose_history_is_kept_are_named_with_what_to_do() -> None:
+    away = "Küche has been away 41 days; history since then is kept for it until 2026-12-20"
+    kept = "history is kept until tv reports: it may run p2psync before 0.4.0 (upgrade it)"
+    history = {"compaction": True, "away": [{"text": away}], "unreported": [{"text": kept}]}
+    status = {"history": history}
+    kitchen, tv = history_checks(status)
+    assert (kitchen.level, kitchen.message) == (Level.INFO, away)
+    assert "p2psync revoke" in kitchen.advice
+    assert (tv.level, tv.message) == (Level.WARN, kept)
+    assert "upgrade p2psync there (0.4.0 or newer)" in tv.advice
+    assert history_checks({"history": {"compaction": True, "away": [], "unreported": []}}) == []
+    assert history_checks({}) == [] and history_checks({"history": "junk"}) == []
 
 
 @needs_root

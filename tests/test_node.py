@@ -362,6 +362,36 @@ async def test_a_stopping_node_finishes_what_was_queued_and_refuses_more(
     replica.close()
 
 
+async def test_a_task_stopped_with_the_node_meets_the_cancellation_at_its_commit(
+    tmp_path: Path,
+) -> None:
+    """The daemon's tasks share a nursery with the database thread: at a stop, a task whose call
+    returns once the node has begun stopping is cancelled at its next commit, not refused (a
+    RuntimeError there ended the daemon with status 1: the history timer's report did)."""
+    replica = Replica.open(tmp_path / "replica.db", identity.DeviceIdentity.generate())
+    stopping = Node(replica)
+    gate = Gate()
+    went_on: list[bool] = []
+
+    async def report_after_a_call() -> None:
+        await stopping.call(replica.last_position)
+        await stopping.commit(DEFAULT_SHARE, put("report"))
+        went_on.append(True)
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as daemon:
+            daemon.start_soon(stopping.run_group_commit)
+            await gate.close(stopping, daemon)
+            daemon.start_soon(report_after_a_call)
+            await trio.testing.wait_all_tasks_blocked()
+            daemon.cancel_scope.cancel()  # the node waits for its thread, held at the gate
+            while not stopping._stopping:  # it refuses new jobs from now on
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            gate.open()
+    assert went_on == [] and replica.last_position() == 0
+    replica.close()
+
+
 async def test_jobs_queued_before_the_thread_starts_run_once_it_does(tmp_path: Path) -> None:
     replica = Replica.open(tmp_path / "replica.db", identity.DeviceIdentity.generate())
     early = Node(replica)

@@ -21,7 +21,7 @@ from p2psync.session import (
     ProtocolError,
     SyncConnection,
 )
-from tests.daemons import DaemonProcess, running, wait_for
+from tests.daemons import DaemonProcess, introduce, log_since, running, wait_for
 from tests.hostile_peer import HostileMember
 
 FIXTURE = Path(__file__).parent / "fixtures" / "release-0.1.0"
@@ -375,3 +375,52 @@ def test_a_daemon_greeted_by_the_recorded_0_3_hello_lists_that_peer_without_a_ve
         )
         assert device_row(daemon, old_peer.device_id)["version"] is None, "none kept either"
         assert device_row(daemon, daemon.device_id)["version"] == __version__
+
+
+def test_a_0_3_peer_lacking_folded_entries_is_told_to_upgrade_and_named_in_status(tmp_path):
+    """A real daemon that compacted with another member, then B's key and its recorded 0.3.0
+    hello (no `sn`): B lacks what was folded and cannot take a snapshot, so instead of a session
+    stuck without a word it gets a bye naming it, the share and the release to upgrade to (0.3.0
+    logs "peer said goodbye: " and the text); its next connection gets the same bye before any
+    hello (0.3.0 dials again at once after a greeted session, and backs off after a refusal);
+    and `status` says history is kept for it now, and why."""
+    hello = msgpack.unpackb((FIXTURE_0_3 / "frames-from-device-b.msgpack").read_bytes())[0]
+    shutil.copytree(FIXTURE_0_3 / "device-b", tmp_path / "device-b")
+    old_peer = HostileMember(tmp_path, "device-b")
+    compacting = "[history]\ncompaction = true\ninterval = 0.2\n"
+    daemon = DaemonProcess(tmp_path, "current", extra_config=compacting)
+    other = DaemonProcess(tmp_path, "other", peers=[daemon.address], extra_config=compacting)
+    with running(daemon, other):
+        introduce(daemon, other)
+        for n in range(20):
+            daemon.call("put", collection="notes", key=f"n{n}", value=n)
+        wait_for(lambda: "log entries folded" in daemon.log(), "a fold", daemon, other)
+        old_peer.admitted_by(daemon)
+        with old_peer.connect(daemon) as session:
+            session.session.send_hello({share: {} for share in SHARES_0_3})
+            session.send(hello)
+            session.send_vector({})  # B holds none of this household's writes
+            reason = session.wait_closed()
+        assert reason == (
+            f"{old_peer.device_id} lacks entries of share {SHARE} that {daemon.device_id} has"
+            " folded away (history compaction) and its p2psync cannot take a snapshot of them;"
+            f" upgrade p2psync on {old_peer.device_id} to 0.4.0 or newer"
+        )
+        with old_peer.connect(daemon) as again:
+            again.session.send_hello({share: {} for share in SHARES_0_3})
+            again.send(hello)
+            assert again.wait_closed() == reason
+            assert not [event for event in again.events if isinstance(event, PeerHello)]
+        lines = log_since(daemon, 0).splitlines()
+        warned = [line for line in lines if "WARNING" in line and reason in line]
+        assert len(warned) == 1, "said once, not at every connection"
+        history = daemon.call("status")["history"]
+        assert history["unreported"] == [
+            {
+                "device": old_peer.device_id,
+                "name": "device-b",
+                "version": None,
+                "text": "history is kept until device-b reports: it may run p2psync before"
+                " 0.4.0 (upgrade it) or have [history] compaction off",
+            }
+        ]
