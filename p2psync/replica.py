@@ -314,11 +314,11 @@ class Replica(VectorRules, ShareRules, SchemaRules, TrustRules, HistoryRules, Sn
                 for index, collection, key, value in replaced
             )
         heads = self._heads_of(share)
-        for e, _ in signed:
+        for e in written:
             heads[e.actor] = (e.seq, e.hash)
-            self._clock = hlc.observe(self._clock, e.hlc, self.now_ms())
-        for actor, (seq, entry_hash) in {e.actor: heads[e.actor] for e, _ in signed}.items():
-            self.store.set_head(share, actor, seq, entry_hash)
+        self._clock = hlc.observe_all(self._clock, [e.hlc for e in written], self.now_ms())
+        for actor in {e.actor for e in written}:
+            self.store.set_head(share, actor, *heads[actor])
         self.store.set_meta("hlc", self._clock.to_bytes(8, "big"))
         for e, _ in signed:
             if e.seq == 1:
@@ -498,17 +498,29 @@ class Replica(VectorRules, ShareRules, SchemaRules, TrustRules, HistoryRules, Sn
                     offenders.update(released.offenders)
                     self._note([membership.fork_notice(fork.actor) for fork in released.forks])
                     forks += released.forks
+                    vector, cap = self.held_vector(share), self._cap_of(share)
+                    # What is ready as it is released goes straight on (the common case: a
+                    # sender sends in causal order); the rest waits in `held`. Either way each
+                    # entry is ready against `vector`, which counts every entry taken before it.
+                    ready: list[merge.Held] = []
                     for verified in released.verified:
-                        if not held.hold(verified.entry, verified.signature, verified.peer):
+                        logged = verified.entry
+                        if merge.is_duplicate(logged, vector):
+                            continue
+                        if merge.is_ready(logged, vector, cap):
+                            ready.append(verified)
+                            vector[logged.actor] = logged.seq
+                        elif not held.hold(logged, verified.signature, verified.peer):
                             offenders.setdefault(
                                 verified.peer, "sent too many entries waiting for their causes"
                             )
-                    ready = held.pop_ready(self.held_vector(share), self._cap_of(share))
+                    if held:
+                        ready += held.pop_ready(vector, cap)
                     if not ready:
                         break
                     for run in _membership_runs(share, ready):
                         cap = self._cap_of(share)  # again for each run: a revocation may precede
-                        accepted = [(e, sig) for e, sig, _ in run if self._accepts(share, e, cap)]
+                        accepted = self._accepted(share, run, cap)
                         refused += len(run) - len(accepted)
                         applied += len(accepted)
                         if accepted and self._store_entries(share, accepted):
@@ -583,16 +595,16 @@ def _holds(siblings: list[Sibling], written: LogEntry) -> bool:
 def _membership_runs(share: str, ready: list[merge.Held]) -> Iterator[list[merge.Held]]:
     """`ready` cut after each entry that changes membership: the rules for what follows it may
     have changed (a revocation refuses the revoked device's later entries)."""
-    run: list[merge.Held] = []
-    for held in ready:
-        run.append(held)
-        if any(op.collection == MEMBERS for op in held[0].ops) or (
-            share == SYSTEM_SHARE and any(op.collection == DEVICES for op in held[0].ops)
-        ):
-            yield run
-            run = []
-    if run:
-        yield run
+    cutting = {MEMBERS, DEVICES} if share == SYSTEM_SHARE else {MEMBERS}
+    start = 0
+    for index, held in enumerate(ready):
+        for op in held[0].ops:
+            if op.collection in cutting:
+                yield ready[start : index + 1]
+                start = index + 1
+                break
+    if start < len(ready):
+        yield ready[start:]
 
 
 def _continues(first: LogEntry) -> dict[str, int]:
