@@ -95,8 +95,12 @@ class Intake:
             if entry.seq == head_seq and entry.hash != head_hash and signature is not None:
                 self._differing_heads.append((peer, entry, signature))  # judged on release
             return
-        queue = self._queues.setdefault(peer, _PeerQueue())
-        by_seq = queue.by_actor.setdefault(entry.actor, {})
+        # get before setdefault: this runs once per received entry, and setdefault would build
+        # a queue and a dict each time to throw them away
+        queue = self._queues.get(peer) or self._queues.setdefault(peer, _PeerQueue())
+        by_seq = queue.by_actor.get(entry.actor)
+        if by_seq is None:
+            by_seq = queue.by_actor[entry.actor] = {}
         held = by_seq.get(entry.seq)
         if held is not None:
             if held[0].hash != entry.hash:
