@@ -9,6 +9,8 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 
 from . import entry as entries
@@ -323,12 +325,13 @@ class Replica(VectorRules, ShareRules, SchemaRules, TrustRules, HistoryRules, Sn
         for e, _ in signed:
             if e.seq == 1:
                 self._note(self._book(share).learn(e, self._heads_of(share)))
-        devices_changed = share == SYSTEM_SHARE and any(
-            op.collection in (DEVICES, FORKS) for e in written for op in e.ops
-        )
+        watched = _SYSTEM_COLLECTIONS if share == SYSTEM_SHARE else _SHARE_COLLECTIONS
+        # in C, op by op: this runs over every op of a catch-up
+        collections = chain.from_iterable(map(_collection_of, e.ops) for e in written)
+        touched = watched.intersection(collections)
+        devices_changed = not touched.isdisjoint((DEVICES, FORKS))
         if devices_changed:
             self._load_device_keys()
-        touched = {op.collection for e in written for op in e.ops}
         members_changed = MEMBERS in touched
         if members_changed:
             self._members_changed(share)
@@ -592,17 +595,21 @@ def _holds(siblings: list[Sibling], written: LogEntry) -> bool:
     return any(s.actor == written.actor and s.seq == written.seq for s in siblings)
 
 
+_collection_of = itemgetter(1)  # an Op's collection, read in C
+# the collections whose writes change what the replica knows beyond records (see _store_entries)
+_SHARE_COLLECTIONS = frozenset((MEMBERS, SCHEMA))
+_SYSTEM_COLLECTIONS = frozenset((MEMBERS, SCHEMA, DEVICES, FORKS))
+
+
 def _membership_runs(share: str, ready: list[merge.Held]) -> Iterator[list[merge.Held]]:
     """`ready` cut after each entry that changes membership: the rules for what follows it may
     have changed (a revocation refuses the revoked device's later entries)."""
     cutting = {MEMBERS, DEVICES} if share == SYSTEM_SHARE else {MEMBERS}
     start = 0
     for index, held in enumerate(ready):
-        for op in held[0].ops:
-            if op.collection in cutting:
-                yield ready[start : index + 1]
-                start = index + 1
-                break
+        if not cutting.isdisjoint(map(_collection_of, held[0].ops)):
+            yield ready[start : index + 1]
+            start = index + 1
     if start < len(ready):
         yield ready[start:]
 
