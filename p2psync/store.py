@@ -434,12 +434,15 @@ class Store(BaselineTables):
         found: dict[RecordKey, list[Sibling]] = {}
         added = 0  # live user records among the rows inserted
         pending = iter(writes)
+        pack, known_ids = self._pack, self._actor_ids
         while chunk := list(islice(pending, _ROWS_PER_INSERT)):
             params: list[object] = [share_id]
             uncounted = 0  # deletes and system records
             for (collection, key), (actor, seq, hlc, deleted, value, meta) in chunk:
-                # _pack_one(sibling), inline: this line runs once per record of a catch-up
-                blob = self._pack(((self.actor_id(actor), seq, hlc, deleted, value, meta),))
+                # _pack_one(sibling), inline: this line runs once per record of a catch-up (ids
+                # start at 1, so a known actor's id is never mistaken for a missing one)
+                actor_id = known_ids.get(actor) or self.actor_id(actor)
+                blob = pack(((actor_id, seq, hlc, deleted, value, meta),))
                 params += (collection, key, blob, deleted)
                 if deleted or collection[:1] == "_":
                     uncounted += 1
