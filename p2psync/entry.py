@@ -14,7 +14,6 @@ touches storage or the network and never reads the clock.
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from typing import Any, NamedTuple, cast
 
@@ -100,8 +99,10 @@ def _is_actor_text(value: str) -> bool:
     return _ACTOR.fullmatch(value) is not None
 
 
-@dataclass(frozen=True, slots=True)
-class LogEntry:
+class LogEntry(NamedTuple):
+    """A NamedTuple rather than a frozen dataclass: `decode` builds one per received entry, and a
+    frozen dataclass's __init__ sets each of its ten fields through object.__setattr__."""
+
     share: str
     actor: str
     seq: int
@@ -109,9 +110,12 @@ class LogEntry:
     hlc: int
     context: Mapping[str, int]
     ops: tuple[Op, ...]
-    raw: bytes = field(repr=False)
-    hash: bytes = field(repr=False)
+    raw: bytes
+    hash: bytes
     retires: tuple[ChainHead, ...] = ()
+
+    def __repr__(self) -> str:  # the bytes fields are noise in a log line
+        return f"LogEntry(share={self.share!r}, actor={self.actor!r}, seq={self.seq})"
 
     @property
     def origin(self) -> str:
@@ -122,6 +126,10 @@ class LogEntry:
         if actor == self.actor:
             return seq < self.seq
         return self.context.get(actor, 0) >= seq
+
+
+# In C, as `_new_op` (a NamedTuple's __new__ is Python code); `decode` makes one per entry.
+_new_entry = partial(tuple.__new__, LogEntry)
 
 
 def encode(
@@ -164,15 +172,17 @@ def encode(
 
 def decode(raw: bytes) -> LogEntry:
     """Parse and validate entry bytes received from anywhere; raises IntegrityError."""
-    if not isinstance(raw, bytes) or len(raw) > MAX_ENTRY_BYTES:
-        raise IntegrityError("entry is not bytes or is larger than the entry size limit")
+    if type(raw) is not bytes or len(raw) > MAX_ENTRY_BYTES:
+        if not isinstance(raw, bytes) or len(raw) > MAX_ENTRY_BYTES:
+            raise IntegrityError("entry is not bytes or is larger than the entry size limit")
+        raw = bytes(raw)
     try:
         fields = msgpack.unpackb(raw, raw=False, strict_map_key=False)
     except Exception as exc:
         raise IntegrityError(f"entry is not valid msgpack: {exc}") from None
     if not isinstance(fields, dict):
         raise IntegrityError("entry is not a map")
-    fields = cast(Any, fields)  # every field is checked below before it is trusted
+    fields = cast(Any, fields)  # every field is checked before it is trusted
     share, actor, seq = fields.get("s"), fields.get("a"), fields.get("n")
     prev_hash, hlc, context, wire_ops = (
         fields.get("p"),
@@ -180,6 +190,26 @@ def decode(raw: bytes) -> LogEntry:
         fields.get("c"),
         fields.get("o"),
     )
+    # The entry of a catch-up, checked in one expression (this runs once per received entry);
+    # anything else, valid or not, goes through the checks one by one, which name what is wrong.
+    if (
+        type(share) is str
+        and share
+        and type(actor) is str
+        and _is_actor_text(actor)
+        and type(seq) is int
+        and type(prev_hash) is bytes
+        and (len(prev_hash) == HASH_BYTES if seq > 1 else seq == 1 and prev_hash == GENESIS_HASH)
+        and type(hlc) is int
+        and hlc >= 0
+        and type(context) is dict
+        and (not context or _plain_context(context, actor))
+        and "r" not in fields
+        and type(wire_ops) is list
+        and wire_ops
+    ):
+        ops = _decode_ops(wire_ops)
+        return _new_entry((share, actor, seq, prev_hash, hlc, context, ops, raw, _digest(raw), ()))
     _require(isinstance(share, str) and share, "share must be a non-empty string")
     _require(is_actor(actor), "actor must be '<device id>/<8 hex digits>'")
     _require(type(seq) is int and seq >= 1, "seq must be a positive integer")
@@ -193,27 +223,21 @@ def decode(raw: bytes) -> LogEntry:
     )
     _require(type(hlc) is int and hlc >= 0, "hlc must be a non-negative integer")
     _require(
-        isinstance(context, dict)
-        and len(context) <= MAX_CONTEXT_ACTORS
-        and all(is_actor(a) and type(n) is int and n > 0 for a, n in context.items())
-        and actor not in context,
+        isinstance(context, dict) and _plain_context(context, actor),
         "context must map at most 4096 other actors to positive integers",
     )
     retires = _decode_retires(fields["r"], actor, seq) if "r" in fields else ()
     if not isinstance(wire_ops, list) or not wire_ops:
         raise IntegrityError("malformed entry: ops must be a non-empty list")
     ops = _decode_ops(wire_ops)
-    return LogEntry(
-        share,
-        actor,
-        seq,
-        prev_hash,
-        hlc,
-        context,
-        ops,
-        raw,
-        _digest(raw),
-        retires,
+    return _new_entry((share, actor, seq, prev_hash, hlc, context, ops, raw, _digest(raw), retires))
+
+
+def _plain_context(context: dict[Any, Any], actor: str) -> bool:
+    return (
+        len(context) <= MAX_CONTEXT_ACTORS
+        and all(is_actor(a) and type(n) is int and n > 0 for a, n in context.items())
+        and actor not in context
     )
 
 

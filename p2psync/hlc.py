@@ -35,6 +35,12 @@ def observe(last: int, remote: int, now_ms: int) -> int:
     return max(last, remote)
 
 
+def observe_all(last: int, remotes: Iterable[int], now_ms: int) -> int:
+    """`observe` of each of `remotes` in turn (a batch of received entries), in one pass."""
+    too_far = from_millis(now_ms + MAX_ADOPTED_DRIFT_MS + 1)
+    return max(last, max((remote for remote in remotes if remote < too_far), default=last))
+
+
 def corrected_now(wall_ms: int, peer_offsets_ms: Iterable[int]) -> int:
     """Our wall clock, held back when it runs ahead of every connected peer's by more than
     MAX_ADOPTED_DRIFT_MS (offsets are theirs minus ours): a device with a fast clock then gives

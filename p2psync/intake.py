@@ -12,8 +12,10 @@ released, after which the forgery is dropped and its sender named. Entries from 
 key for wait for the membership record that introduces them. This module never stores anything.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
+from typing import NamedTuple
 
 from . import identity
 from .entry import IntegrityError, LogEntry, check_chain, head_message
@@ -26,11 +28,14 @@ MAX_PENDING_BYTES_PER_PEER = 32 * 1024 * 1024
 KEEP_SIGNATURE_EVERY_BYTES = 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
-class Verified:
+class Verified(NamedTuple):
     entry: LogEntry
     signature: bytes | None
     peer: Peer
+
+
+# Built in C (a NamedTuple's own __new__ is Python code): a catch-up releases one per entry.
+_new_verified = partial(tuple.__new__, Verified)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +63,7 @@ class _PeerQueue:
         self.by_actor: dict[str, dict[int, tuple[LogEntry, bytes | None]]] = {}
         self.size = 0
 
-    def drop(self, actor: str, seqs: list[int]) -> None:
+    def drop(self, actor: str, seqs: Iterable[int]) -> None:
         by_seq = self.by_actor[actor]
         for seq in seqs:
             self.size -= len(by_seq.pop(seq)[0].raw)
@@ -90,8 +95,12 @@ class Intake:
             if entry.seq == head_seq and entry.hash != head_hash and signature is not None:
                 self._differing_heads.append((peer, entry, signature))  # judged on release
             return
-        queue = self._queues.setdefault(peer, _PeerQueue())
-        by_seq = queue.by_actor.setdefault(entry.actor, {})
+        # get before setdefault: this runs once per received entry, and setdefault would build
+        # a queue and a dict each time to throw them away
+        queue = self._queues.get(peer) or self._queues.setdefault(peer, _PeerQueue())
+        by_seq = queue.by_actor.get(entry.actor)
+        if by_seq is None:
+            by_seq = queue.by_actor[entry.actor] = {}
         held = by_seq.get(entry.seq)
         if held is not None:
             if held[0].hash != entry.hash:
@@ -131,8 +140,7 @@ class Intake:
                         break
                     run = self._release_run(peer, queue, actor, public_key_of, released)
                     if run:
-                        released.verified.extend(run)
-                        self._drop_settled(actor, released)
+                        released.verified += run
                         progress = True
         for peer in released.offenders:
             self.forget_peer(peer)
@@ -150,10 +158,12 @@ class Intake:
         head_seq, head_hash = self._verified_heads[actor]
         run: list[tuple[LogEntry, bytes | None]] = []
         seq = head_seq + 1
-        while seq in by_seq:
-            run.append(by_seq[seq])
+        while (queued := by_seq.get(seq)) is not None:
+            run.append(queued)
             seq += 1
-        signed_end = max((i for i, (_, sig) in enumerate(run) if sig is not None), default=-1)
+        signed_end = len(run) - 1
+        while signed_end >= 0 and run[signed_end][1] is None:
+            signed_end -= 1
         if signed_end < 0:
             return []
         public_key = public_key_of(run[0][0].origin)
@@ -161,6 +171,7 @@ class Intake:
             return []
         run = _thin_signatures(run[: signed_end + 1])
         verdict = _judge(public_key, head_hash, run)
+        queue.drop(actor, range(head_seq + 1, head_seq + 1 + len(run)))
         if verdict is not None:
             if verdict == _FORK:
                 first_signed = next(i for i, (_, sig) in enumerate(run) if sig is not None)
@@ -168,24 +179,26 @@ class Intake:
                 released.forks.append(Fork(actor, run[0][0].seq, peer, evidence))
             else:
                 released.offenders[peer] = verdict
-            queue.drop(actor, [entry.seq for entry, _ in run])
             return []
-        queue.drop(actor, [entry.seq for entry, _ in run])
         last = run[-1][0]
         self._verified_heads[actor] = (last.seq, last.hash)
-        return [Verified(entry, signature, peer) for entry, signature in run]
+        self._drop_settled(actor, run, released)
+        return [_new_verified((entry, signature, peer)) for entry, signature in run]
 
-    def _drop_settled(self, actor: str, released: Released) -> None:
-        """Other peers' copies of entries now verified go; a different unsigned copy is a lie."""
+    def _drop_settled(
+        self, actor: str, run: list[tuple[LogEntry, bytes | None]], released: Released
+    ) -> None:
+        """Other peers' copies of the entries just verified go; a different unsigned copy is a
+        lie. (What runs verified before this one settled was dropped when they were.)"""
         head_seq, _ = self._verified_heads[actor]
-        verified = {v.entry.seq: v.entry.hash for v in released.verified if v.entry.actor == actor}
         for peer, queue in self._queues.items():
             by_seq = queue.by_actor.get(actor)
             if not by_seq:
                 continue
             settled = [seq for seq in by_seq if seq <= head_seq]
             for seq in settled:
-                if seq in verified and by_seq[seq][0].hash != verified[seq]:
+                offered = run[seq - run[0][0].seq][0] if seq >= run[0][0].seq else None
+                if offered is not None and by_seq[seq][0].hash != offered.hash:
                     released.offenders.setdefault(
                         peer, f"sent a forged copy of {actor} #{seq} (not what its origin signed)"
                     )
@@ -240,16 +253,17 @@ def _thin_signatures(
     entry before it through the hash chain, and one every KEEP_SIGNATURE_EVERY_BYTES, so what we
     relay later reaches a signature often enough for the receiver's allowance. The others are
     neither checked (an Ed25519 verify costs more than the rest of an entry) nor stored."""
-    thinned: list[tuple[LogEntry, bytes | None]] = []
+    thinned = list(run)
     since_kept = 0
+    last = len(run) - 1
     for index, (entry, signature) in enumerate(run):
         since_kept += len(entry.raw)
-        keep = index == len(run) - 1 or (
-            signature is not None and since_kept >= KEEP_SIGNATURE_EVERY_BYTES
-        )
-        thinned.append((entry, signature if keep else None))
-        if keep:
+        if signature is None:
+            continue
+        if index == last or since_kept >= KEEP_SIGNATURE_EVERY_BYTES:
             since_kept = 0
+        else:
+            thinned[index] = (entry, None)
     return thinned
 
 

@@ -9,6 +9,8 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 
 from . import entry as entries
@@ -314,21 +316,22 @@ class Replica(VectorRules, ShareRules, SchemaRules, TrustRules, HistoryRules, Sn
                 for index, collection, key, value in replaced
             )
         heads = self._heads_of(share)
-        for e, _ in signed:
+        for e in written:
             heads[e.actor] = (e.seq, e.hash)
-            self._clock = hlc.observe(self._clock, e.hlc, self.now_ms())
-        for actor, (seq, entry_hash) in {e.actor: heads[e.actor] for e, _ in signed}.items():
-            self.store.set_head(share, actor, seq, entry_hash)
+        self._clock = hlc.observe_all(self._clock, [e.hlc for e in written], self.now_ms())
+        for actor in {e.actor for e in written}:
+            self.store.set_head(share, actor, *heads[actor])
         self.store.set_meta("hlc", self._clock.to_bytes(8, "big"))
         for e, _ in signed:
             if e.seq == 1:
                 self._note(self._book(share).learn(e, self._heads_of(share)))
-        devices_changed = share == SYSTEM_SHARE and any(
-            op.collection in (DEVICES, FORKS) for e in written for op in e.ops
-        )
+        watched = _SYSTEM_COLLECTIONS if share == SYSTEM_SHARE else _SHARE_COLLECTIONS
+        # in C, op by op: this runs over every op of a catch-up
+        collections = chain.from_iterable(map(_collection_of, e.ops) for e in written)
+        touched = watched.intersection(collections)
+        devices_changed = not touched.isdisjoint((DEVICES, FORKS))
         if devices_changed:
             self._load_device_keys()
-        touched = {op.collection for e in written for op in e.ops}
         members_changed = MEMBERS in touched
         if members_changed:
             self._members_changed(share)
@@ -498,17 +501,29 @@ class Replica(VectorRules, ShareRules, SchemaRules, TrustRules, HistoryRules, Sn
                     offenders.update(released.offenders)
                     self._note([membership.fork_notice(fork.actor) for fork in released.forks])
                     forks += released.forks
+                    vector, cap = self.held_vector(share), self._cap_of(share)
+                    # What is ready as it is released goes straight on (the common case: a
+                    # sender sends in causal order); the rest waits in `held`. Either way each
+                    # entry is ready against `vector`, which counts every entry taken before it.
+                    ready: list[merge.Held] = []
                     for verified in released.verified:
-                        if not held.hold(verified.entry, verified.signature, verified.peer):
+                        logged = verified.entry
+                        if merge.is_duplicate(logged, vector):
+                            continue
+                        if merge.is_ready(logged, vector, cap):
+                            ready.append(verified)
+                            vector[logged.actor] = logged.seq
+                        elif not held.hold(logged, verified.signature, verified.peer):
                             offenders.setdefault(
                                 verified.peer, "sent too many entries waiting for their causes"
                             )
-                    ready = held.pop_ready(self.held_vector(share), self._cap_of(share))
+                    if held:
+                        ready += held.pop_ready(vector, cap)
                     if not ready:
                         break
                     for run in _membership_runs(share, ready):
                         cap = self._cap_of(share)  # again for each run: a revocation may precede
-                        accepted = [(e, sig) for e, sig, _ in run if self._accepts(share, e, cap)]
+                        accepted = self._accepted(share, run, cap)
                         refused += len(run) - len(accepted)
                         applied += len(accepted)
                         if accepted and self._store_entries(share, accepted):
@@ -580,19 +595,23 @@ def _holds(siblings: list[Sibling], written: LogEntry) -> bool:
     return any(s.actor == written.actor and s.seq == written.seq for s in siblings)
 
 
+_collection_of = itemgetter(1)  # an Op's collection, read in C
+# the collections whose writes change what the replica knows beyond records (see _store_entries)
+_SHARE_COLLECTIONS = frozenset((MEMBERS, SCHEMA))
+_SYSTEM_COLLECTIONS = frozenset((MEMBERS, SCHEMA, DEVICES, FORKS))
+
+
 def _membership_runs(share: str, ready: list[merge.Held]) -> Iterator[list[merge.Held]]:
     """`ready` cut after each entry that changes membership: the rules for what follows it may
     have changed (a revocation refuses the revoked device's later entries)."""
-    run: list[merge.Held] = []
-    for held in ready:
-        run.append(held)
-        if any(op.collection == MEMBERS for op in held[0].ops) or (
-            share == SYSTEM_SHARE and any(op.collection == DEVICES for op in held[0].ops)
-        ):
-            yield run
-            run = []
-    if run:
-        yield run
+    cutting = {MEMBERS, DEVICES} if share == SYSTEM_SHARE else {MEMBERS}
+    start = 0
+    for index, held in enumerate(ready):
+        if not cutting.isdisjoint(map(_collection_of, held[0].ops)):
+            yield ready[start : index + 1]
+            start = index + 1
+    if start < len(ready):
+        yield ready[start:]
 
 
 def _continues(first: LogEntry) -> dict[str, int]:

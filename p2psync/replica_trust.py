@@ -121,15 +121,22 @@ class TrustRules:
 
         return cap
 
-    def _accepts(self, share: str, entry: LogEntry, cap: merge.Cap | None) -> bool:
-        """Whether members may take `entry` (`cap`: this share's `_cap_of`)."""
-        limit = None if cap is None else cap(entry.actor)
-        if limit is not None and entry.seq > limit:
-            return False
+    def _accepted(
+        self, share: str, run: list[merge.Held], cap: merge.Cap | None
+    ) -> list[tuple[LogEntry, bytes | None]]:
+        """The entries of `run` members may take, with their signatures. `run` holds no entry
+        that changes membership but (perhaps) its last, so the rules hold for all of it."""
         members = self.share_members(share)
-        if members is not None and not members.accepts(entry):
-            return False
-        return self._book(share).admits(entry)
+        admits = self._book(share).admits
+        accepted = []
+        for entry, signature, _ in run:
+            if cap is not None and (limit := cap(entry.actor)) is not None and entry.seq > limit:
+                continue
+            if members is not None and not members.accepts(entry):
+                continue
+            if admits(entry):
+                accepted.append((entry, signature))
+        return accepted
 
     def _enforce_cuts(self, share: str) -> None:
         """Take back out what we applied of a revoked device beyond its revocation's cut."""

@@ -261,10 +261,13 @@ class Store(BaselineTables):
     ) -> int:
         """Append `(actor, seq, raw, signature)` rows in the given order; returns the last lseq."""
         share_id = self.share_id(share)
-        self._db.executemany(
-            "INSERT INTO entries(share, actor, seq, raw, sig) VALUES(?, ?, ?, ?, ?)",
-            ((share_id, self.actor_id(actor), seq, raw, sig) for actor, seq, raw, sig in rows),
-        )
+        pending = iter(rows)
+        # multi-row statements, as in `insert_new_records`: a catch-up appends one row per entry
+        while chunk := list(islice(pending, _ROWS_PER_INSERT)):
+            params: list[object] = []
+            for actor, seq, raw, sig in chunk:
+                params += (share_id, self.actor_id(actor), seq, raw, sig)
+            self._db.execute(_append_entries_sql(len(chunk)), params)
         return self.last_lseq()
 
     def last_lseq(self) -> int:
@@ -431,12 +434,15 @@ class Store(BaselineTables):
         found: dict[RecordKey, list[Sibling]] = {}
         added = 0  # live user records among the rows inserted
         pending = iter(writes)
+        pack, known_ids = self._pack, self._actor_ids
         while chunk := list(islice(pending, _ROWS_PER_INSERT)):
             params: list[object] = [share_id]
             uncounted = 0  # deletes and system records
             for (collection, key), (actor, seq, hlc, deleted, value, meta) in chunk:
-                # _pack_one(sibling), inline: this line runs once per record of a catch-up
-                blob = self._pack(((self.actor_id(actor), seq, hlc, deleted, value, meta),))
+                # _pack_one(sibling), inline: this line runs once per record of a catch-up (ids
+                # start at 1, so a known actor's id is never mistaken for a missing one)
+                actor_id = known_ids.get(actor) or self.actor_id(actor)
+                blob = pack(((actor_id, seq, hlc, deleted, value, meta),))
                 params += (collection, key, blob, deleted)
                 if deleted or collection[:1] == "_":
                     uncounted += 1
@@ -646,6 +652,12 @@ def _flags(siblings: list[Sibling]) -> tuple[bool, bool]:
 # Multi-row INSERTs. "?1" is the share in every row; each bare "?" numbers on from the highest
 # number used so far, so the rows bind (share, then each row's own columns).
 _INTO_RECORDS = "INSERT INTO records(share, coll, key, siblings, deleted, conflict) VALUES"
+
+
+@cache
+def _append_entries_sql(rows: int) -> str:
+    values = ",".join(["(?,?,?,?,?)"] * rows)
+    return f"INSERT INTO entries(share, actor, seq, raw, sig) VALUES{values}"
 
 
 @cache

@@ -63,6 +63,49 @@ def test_malformed_entries_are_rejected_with_a_reason(change, message):
         entry.decode(msgpack.packb(fields))
 
 
+# each field: a valid value, or a value of the right type at its edge, or of another type
+field_values = {
+    "s": st.sampled_from(["default", "", 3, None]),
+    "a": st.sampled_from([ACTOR, OTHER, "no-epoch", b"bytes"]),
+    "n": st.sampled_from([1, 2, 0, -1, True, 1.0]),
+    "p": st.sampled_from([entry.GENESIS_HASH, b"h" * 32, b"short", "text"]),
+    "h": st.sampled_from([0, 77 << 16, -1, False, 1.5]),
+    "c": st.sampled_from([{}, {OTHER: 1}, {ACTOR: 1}, {OTHER: 0}, {"x": 1}, [], None]),
+}
+
+
+@given(st.fixed_dictionaries(field_values))
+def test_decode_accepts_exactly_the_entries_the_named_checks_accept(fields):
+    ops = [{"o": "p", "c": "notes", "k": "a", "v": b"\x01"}]
+    raw = msgpack.packb({**fields, "o": ops})
+    valid = (
+        fields["s"] in ("default",)
+        and fields["a"] in (ACTOR, OTHER)
+        and type(fields["n"]) is int
+        and fields["n"] >= 1
+        and (fields["p"] == entry.GENESIS_HASH) == (fields["n"] == 1)
+        and fields["p"] in (entry.GENESIS_HASH, b"h" * 32)
+        and type(fields["h"]) is int
+        and fields["h"] >= 0
+        and isinstance(fields["c"], dict)
+        and all(entry.is_actor(a) and a != fields["a"] and n > 0 for a, n in fields["c"].items())
+    )
+    if not valid:
+        with pytest.raises(IntegrityError):
+            entry.decode(raw)
+        return
+    decoded = entry.decode(raw)
+    assert (decoded.share, decoded.actor, decoded.seq, decoded.prev_hash, decoded.hlc) == (
+        fields["s"],
+        fields["a"],
+        fields["n"],
+        fields["p"],
+        fields["h"],
+    )
+    assert decoded.context == fields["c"] and decoded.raw == raw
+    assert decoded.ops == (entry.put("notes", "a", b"\x01"),)
+
+
 @given(st.binary(max_size=300))
 def test_garbage_only_ever_raises_integrity_error(garbage):
     try:

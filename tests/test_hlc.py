@@ -42,3 +42,22 @@ def test_a_remote_clock_more_than_minutes_ahead_is_not_adopted():
     assert hlc.MAX_ADOPTED_DRIFT_MS <= 10 * 60 * 1000
     ahead = hlc.from_millis(now + 3_600_000)
     assert hlc.observe(hlc.from_millis(now), ahead, now) == hlc.from_millis(now)
+
+
+@given(
+    st.integers(min_value=0, max_value=2**40),
+    st.lists(st.integers(min_value=0, max_value=2**56), max_size=8),
+    st.integers(min_value=0, max_value=2**40),
+)
+def test_observing_a_batch_at_once_is_observing_each_in_turn(last, remotes, now):
+    one_by_one = last
+    for remote in remotes:
+        one_by_one = hlc.observe(one_by_one, remote, now)
+    assert hlc.observe_all(last, remotes, now) == one_by_one
+
+
+def test_observing_a_batch_skips_only_the_stamps_too_far_ahead():
+    now = 1_000_000
+    edge = hlc.from_millis(now + hlc.MAX_ADOPTED_DRIFT_MS)
+    far = hlc.from_millis(now + hlc.MAX_ADOPTED_DRIFT_MS + 1)
+    assert hlc.observe_all(0, [edge + 5, far, edge], now) == edge + 5

@@ -277,6 +277,28 @@ def test_entries_from_an_unknown_device_wait_for_its_membership_record():
     assert a.get(SHARE, "notes", "s") is not None, "applied once a member introduced the device"
 
 
+def test_an_entry_sent_before_its_cause_waits_for_it_in_the_same_batch_or_a_later_one():
+    a, b, c = household(3)
+    put(a, "k", "first")
+    sync(a, b)
+    put(b, "k", "second")  # replaces a's write: a's entry is in its causal past
+
+    def own(replica):
+        return [item for item in all_items(replica) if entry.decode(item[0]).actor == replica.actor]
+
+    effects, causes = own(b), own(a)
+    in_one_batch = c.apply(SHARE, effects + causes)
+    assert in_one_batch.applied == len(effects) + len(causes) and in_one_batch.waiting == 0
+    later = household(3)[2]
+    alone = later.apply(SHARE, effects)
+    assert alone.applied == len(effects) - 1 and alone.waiting == 1
+    assert later.apply(SHARE, causes).applied == len(causes) + 1
+    for replica in (c, later):
+        view = replica.get(SHARE, "notes", "k")
+        assert view is not None and not view.conflict
+        assert msgpack.unpackb(view.winner.value) == "second"
+
+
 script_step = st.one_of(
     st.tuples(
         st.just("write"),

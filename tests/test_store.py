@@ -148,6 +148,20 @@ def test_entries_after_stops_at_the_byte_budget(tmp_path):
     assert len(store.entries_after("s", 0, 100)) == 10
 
 
+def test_appended_entries_keep_their_order_across_statements(tmp_path):
+    store = Store(tmp_path / "db")
+    # more rows than one statement takes, from several actors, some signed
+    rows = [
+        (f"A{seq % 3}/1", seq, b"e%d" % seq, b"sig" if seq % 7 else None) for seq in range(1, 402)
+    ]
+    with store.transaction():
+        last = store.append_entries("s", rows)
+    stored = store.entries_after("s", 0, 1000)
+    assert last == len(rows)
+    assert [(actor, seq, raw, sig) for _, actor, seq, raw, sig in stored] == rows
+    assert [lseq for lseq, *_ in stored] == list(range(1, len(rows) + 1))
+
+
 def test_entries_before_reads_one_share_back_from_the_newest_without_sorting(tmp_path):
     store = Store(tmp_path / "db")
     with store.transaction():
