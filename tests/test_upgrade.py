@@ -514,6 +514,9 @@ def test_upgraded_0_4_devices_write_on_compact_drop_retired_heads_and_converge(t
         for name, replica in (("device-a", a), ("device-b", b))
     }
     assert all(len(epochs) > 1 for epochs in retired.values()), "0.4.0 kept retired ones"
+    assert not any(r.reads_implied for r in a.stability_reports(SHARE).values() if r), "no `i`"
+    first_report = msgpack.unpackb(a.stability_op(SHARE).value or b"")
+    assert first_report["v"] == a.held_vector(SHARE), "every epoch, while B's report is 0.4.0's"
     a.commit(SHARE, [entry.put("shopping", "milk", msgpack.packb({"qty": 5}))])
     b.commit(SHARE, [entry.delete("notes", "n0")])
     b.commit(RECIPES, [entry.put("cards", "cake", msgpack.packb({"title": "Kuchen"}))])
