@@ -3,9 +3,10 @@
 Each daemon gets its own state directory, control socket, config file and loopback port, and
 reports readiness through a real sd_notify socket, so tests wait on READY=1 instead of sleeping.
 Tests wait for data with the control socket's `watch` stream, never with sleeps. Daemons run the
-worktree's code (PYTHONPATH), and with P2PSYNC_SCHEMA_CHECK=1 (the tests' default) every line on
-their control sockets is checked against the protocol's JSON Schema (tests/schema_check.py):
-a violation fails the test when the daemon stops.
+worktree's code (PYTHONPATH; with `code=`, another release's exported tree, as their working
+directory and only path, unchecked by the schema), and with P2PSYNC_SCHEMA_CHECK=1 (the tests'
+default) every line on their control sockets is checked against the protocol's JSON Schema
+(tests/schema_check.py): a violation fails the test when the daemon stops.
 """
 
 import contextlib
