@@ -4,4 +4,4 @@ Every device keeps a replica of the household's records; paired devices exchange
 transaction logs over mutually authenticated TLS and merge them with version vectors.
 """
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"

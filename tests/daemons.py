@@ -3,9 +3,10 @@
 Each daemon gets its own state directory, control socket, config file and loopback port, and
 reports readiness through a real sd_notify socket, so tests wait on READY=1 instead of sleeping.
 Tests wait for data with the control socket's `watch` stream, never with sleeps. Daemons run the
-worktree's code (PYTHONPATH), and with P2PSYNC_SCHEMA_CHECK=1 (the tests' default) every line on
-their control sockets is checked against the protocol's JSON Schema (tests/schema_check.py):
-a violation fails the test when the daemon stops.
+worktree's code (PYTHONPATH; with `code=`, another release's exported tree, as their working
+directory and only path, unchecked by the schema), and with P2PSYNC_SCHEMA_CHECK=1 (the tests'
+default) every line on their control sockets is checked against the protocol's JSON Schema
+(tests/schema_check.py): a violation fails the test when the daemon stops.
 """
 
 import contextlib
@@ -55,6 +56,7 @@ class DaemonProcess:
         extra_config: str = "",
         nofile: int | None = None,
         ui_port: int | None = None,  # None: the web UI off; 0: on, on any free loopback port
+        code: Path | None = None,  # None: this worktree; else another release's exported tree
     ) -> None:
         self.directory = directory / name
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -75,6 +77,7 @@ class DaemonProcess:
         self.extra_config = extra_config
         self.nofile = nofile  # RLIMIT_NOFILE for the daemon, to make fd exhaustion reachable
         self.ui_port = ui_port
+        self.code = code
         self.process: subprocess.Popen[bytes] | None = None
         self.spawned_at = 0.0
         self.notifications: list[str] = []
@@ -119,7 +122,9 @@ class DaemonProcess:
         return ["[ui]", "enabled = true", f"port = {self.ui_port}"]
 
     def command(self) -> list[str]:
-        program = "tests.schema_daemon" if schema_checked() else "p2psync"
+        # another release's tree has its own schema: only this worktree's daemon is checked
+        checked = schema_checked() and self.code is None
+        program = "tests.schema_daemon" if checked else "p2psync"
         command = [sys.executable, "-m", program, "daemon", "--config", str(self.config_path)]
         return ["ip", "netns", "exec", self.netns, *command] if self.netns else command
 
@@ -135,8 +140,11 @@ class DaemonProcess:
             **inherited,
             "NOTIFY_SOCKET": str(notify_path),
             "PYTHONUNBUFFERED": "1",
-            # this worktree's p2psync (and tests.schema_daemon), whatever the venv installed
-            "PYTHONPATH": os.pathsep.join(
+            # this worktree's p2psync (and tests.schema_daemon), whatever the venv installed, or
+            # only the other release's tree (also the working directory, first on the path)
+            "PYTHONPATH": str(self.code)
+            if self.code is not None
+            else os.pathsep.join(
                 [str(REPO), *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
             ).rstrip(os.pathsep),
             "P2PSYNC_SCHEMA_VIOLATIONS": str(self.violations_path),
@@ -149,6 +157,7 @@ class DaemonProcess:
             stdout=log,
             stderr=log,
             env=env,
+            cwd=self.code,
             preexec_fn=self._limit_files if self.nofile is not None else None,
         )
         log.close()

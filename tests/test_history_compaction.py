@@ -434,3 +434,31 @@ def test_a_revocation_cut_names_the_retired_epochs_its_writer_dropped():
     hand_over(a, observer)  # the observer still keeps a head of every epoch: it takes back none
     assert visible(observer) == visible(a)
     assert [value_of(observer, f"r{i}") for i in range(4)] == [[f"r{i}"] for i in range(4)]
+
+
+def test_while_a_member_reads_vectors_as_written_reports_name_the_dropped_epochs_in_full():
+    """0.4.0 writes its reports without key "i" and takes every vector as written: its frontiers
+    would lack the retired epochs a report leaves out, so it would take what they wrote for
+    unsettled forever (reporting on, folding nothing). While such a report is a member's newest,
+    the others report every epoch in full; once it reports as a current release, compressed."""
+    members, observer = household(2)
+    a, b = members
+    for round_ in range(5):
+        restart_and_write(a, f"k{round_}")
+        report_round(members, observer)
+        for replica in members:
+            replica.compact(SHARE, FOREVER)
+    settle(members, observer)
+    held = a.held_vector(SHARE)
+    assert len(a.summary_vector(SHARE)) < len(held), "a dropped heads of retired epochs"
+
+    def reported(replica: Replica) -> dict[str, int]:
+        return msgpack.unpackb(replica.stability_op(SHARE).value or b"")["v"]
+
+    assert len(reported(a)) < len(held), "compressed among current members"
+    as_0_4 = msgpack.packb({"v": b.summary_vector(SHARE), "t": b.now_ms()})
+    b.commit(SHARE, [entry.put(STABLE, b.device_id, as_0_4)])
+    converge(members)
+    assert reported(a) == a.held_vector(SHARE), "every epoch, as 0.4.0 kept them"
+    report_round(members, observer)
+    assert len(reported(a)) < len(held), "b reports as a current release again"

@@ -29,9 +29,18 @@ def sibling(device, seq, value, deleted=False):
 
 def test_a_report_reads_back_with_the_report_it_replaces():
     first = read_report(A, [sibling(A, 3, report_value({"x/1": 2}, 5, None))])
-    assert first == report(A, 3, {"x/1": 2}, 5)
+    assert first == replace(report(A, 3, {"x/1": 2}, 5), reads_implied=True)
     second = read_report(A, [sibling(A, 9, report_value({"x/1": 4}, 8, first))])
     assert second is not None and second.previous == report(A, 3, {"x/1": 2}, 0)
+
+
+def test_a_report_without_key_i_comes_from_a_release_that_reads_vectors_as_written():
+    """0.4.0 wrote {"v", "t", "p", "b"}: its reader takes a vector as written, so the members
+    reading its reports leave no retired epoch out of theirs (history/compaction.py)."""
+    written_by_0_4 = msgpack.packb({"v": {"x/1": 2}, "t": 5})
+    found = read_report(A, [sibling(A, 3, written_by_0_4)])
+    assert found is not None and not found.reads_implied
+    assert msgpack.unpackb(report_value({"x/1": 2}, 5, None))["i"] == 1
 
 
 def test_junk_and_reports_written_by_another_device_say_nothing():

@@ -1,6 +1,7 @@
-"""Upgrades from releases 0.1.0, 0.2.0 and 0.3.0: their state dirs open with nothing lost, an old
-peer is told which release to upgrade to, and a 0.3.0 peer (same protocol) keeps syncing
-(fixtures made by each release's own code, see tests/fixtures/)."""
+"""Upgrades from releases 0.1.0 to 0.4.0: their state dirs open with nothing lost, an old peer is
+told which release to upgrade to, and 0.3.0 and 0.4.0 peers (same protocol) keep syncing
+(fixtures made by each release's own code, see tests/fixtures/; a real daemon of 0.4.0's code
+beside current ones: tests/test_upgrade_mixed.py)."""
 
 import json
 import shutil
@@ -424,3 +425,149 @@ def test_a_0_3_peer_lacking_folded_entries_is_told_to_upgrade_and_named_in_statu
                 " 0.4.0 (upgrade it) or have [history] compaction off",
             }
         ]
+
+
+# -- release 0.4.0 (protocol 3, schema 5): compaction on, folded retired epochs, reports ---------
+
+FIXTURE_0_4 = Path(__file__).parent / "fixtures" / "release-0.4.0"
+EXPECTED_0_4 = json.loads((FIXTURE_0_4 / "expected.json").read_text())
+KEEP_FOR_ABSENT_MS = 30 * 86_400_000
+
+
+def baseline_of(replica: Replica, share: str) -> dict:
+    """B and every baseline row, siblings in dot order, as the fixture's script lists them."""
+    rows = {
+        f"{collection}/{key}": sorted(
+            [s.actor, s.seq, s.hlc, s.deleted, s.value and s.value.hex(), s.meta and s.meta.hex()]
+            for s in siblings
+        )
+        for (collection, key), siblings in replica.store.baseline_rows(share, None, 1 << 30)
+    }
+    return {"frontier": replica.store.baseline_frontier(share), "rows": rows}
+
+
+def reports_of(replica: Replica, share: str) -> dict:
+    return {
+        device_id: [list(report.dot), report.vector, report.at_ms]
+        for device_id, report in sorted(replica.stability_reports(share).items())
+        if report is not None
+    }
+
+
+def own_epochs_with_heads(replica: Replica, share: str) -> list[str]:
+    return sorted(a for a in replica.store.heads(share) if a.startswith(f"{replica.device_id}/"))
+
+
+@pytest.mark.parametrize("device", ["device-a", "device-b"])
+def test_a_0_4_state_dir_opens_with_every_record_conflict_baseline_row_and_report(tmp_path, device):
+    replica = open_copy(tmp_path, device, FIXTURE_0_4)
+    assert EXPECTED_0_4["schema"] == store.SCHEMA_VERSION == replica.store.schema_version
+    for share in SHARES_0_3:
+        held = EXPECTED_0_4["shares"][share]
+        assert replica.summary_vector(share) == held["vector"], share
+        live = {
+            f"{collection}/{view.key}": [view.winner.value.hex(), len(view.siblings)]
+            for collection in sorted({path.split("/", 1)[0] for path in held["records"]})
+            for view in replica.scan(share, collection, limit=10_000)
+        }
+        assert live == held["records"], share
+        for path, meta_hex in held["meta"].items():
+            view = replica.get(share, *path.split("/", 1))
+            assert view is not None and view.winner.meta == bytes.fromhex(meta_hex), path
+        for path in held["deleted"]:
+            view = replica.get(share, *path.split("/", 1))
+            assert view is not None and view.deleted, path
+        for path in EXPECTED_0_4["purged"].get(share, []):
+            assert replica.get(share, *path.split("/", 1)) is None, "purged stays purged"
+        assert [f"{v.collection}/{v.key}" for v in replica.conflicts(share)] == held["conflicts"]
+        assert baseline_of(replica, share) == held["baseline"], share
+        assert reports_of(replica, share) == held["reports"], share
+        assert replica.store.count_records(share) == len(held["records"]), share
+    assert {d.device_id: d.name for d in replica.devices()} == EXPECTED_0_4["devices"]
+    assert revocations(replica) == EXPECTED_0_4["revoked"]
+    assert members_of(replica) == EXPECTED_0_4["share_members"]
+    assert hidden_by_deletes(replica) == EXPECTED_0_4["deleted_values"][device], "watch's previous"
+    assert {s: sorted(replica.store.heads(s)) for s in SHARES_0_3} == EXPECTED_0_4["heads"][device]
+    assert replica.actor != EXPECTED_0_4["actors"][device], "a start writes as a new epoch"
+
+
+def report_and_compact(replicas: list[Replica], rounds: int = 3) -> None:
+    """As the fixture's script: each member reports, the reports reach all, each one folds."""
+    for _ in range(rounds):
+        for replica in replicas:
+            for share in SHARES_0_3:
+                replica.commit(share, [replica.stability_op(share)])
+        for source in replicas:
+            for target in replicas:
+                if target is not source:
+                    sync_shares(source, target)
+        for replica in replicas:
+            for share in SHARES_0_3:
+                replica.compact(share, KEEP_FOR_ABSENT_MS)
+
+
+def test_upgraded_0_4_devices_write_on_compact_drop_retired_heads_and_converge(tmp_path):
+    a = open_copy(tmp_path, "device-a", FIXTURE_0_4)
+    b = open_copy(tmp_path, "device-b", FIXTURE_0_4)
+    retired = {
+        name: own_epochs_with_heads(replica, SHARE)
+        for name, replica in (("device-a", a), ("device-b", b))
+    }
+    assert all(len(epochs) > 1 for epochs in retired.values()), "0.4.0 kept retired ones"
+    assert not any(r.reads_implied for r in a.stability_reports(SHARE).values() if r), "no `i`"
+    first_report = msgpack.unpackb(a.stability_op(SHARE).value or b"")
+    assert first_report["v"] == a.held_vector(SHARE), "every epoch, while B's report is 0.4.0's"
+    a.commit(SHARE, [entry.put("shopping", "milk", msgpack.packb({"qty": 5}))])
+    b.commit(SHARE, [entry.delete("notes", "n0")])
+    b.commit(RECIPES, [entry.put("cards", "cake", msgpack.packb({"title": "Kuchen"}))])
+    sync_shares(a, b)
+    sync_shares(b, a)
+    report_and_compact([a, b])
+    for replica, name in ((a, "device-a"), (b, "device-b")):
+        milk = replica.get(SHARE, "shopping", "milk")
+        assert milk is not None and not milk.conflict, "the write after the upgrade resolved it"
+        for path in ("notes/n0", "notes/n11", *EXPECTED_0_4["purged"][SHARE]):
+            assert replica.get(SHARE, *path.split("/", 1)) is None, f"{path}: purged"
+        assert replica.get(RECIPES, "cards", "cake") is not None
+        assert revocations(replica) == EXPECTED_0_4["revoked"], "the cut stays"
+        assert members_of(replica) == EXPECTED_0_4["share_members"], "the members stay"
+        # the epochs 0.4.0's restarts retired (folded to their retirement) lose their heads
+        assert own_epochs_with_heads(replica, SHARE) == [replica.actor], name
+        first = entry.decode(replica.store.entry(SHARE, replica.actor, 1))
+        assert [r[0] for r in first.retires] == [EXPECTED_0_4["actors"][name]]
+    for share in SHARES_0_3:
+        assert a.summary_vector(share) == b.summary_vector(share), share
+        assert a.store.baseline_frontier(share) == b.store.baseline_frontier(share), share
+        assert baseline_of(a, share) == baseline_of(b, share), share
+        assert a.conflicts(share) == b.conflicts(share), share
+
+
+def test_a_0_4_peer_session_is_understood_whole(tmp_path):
+    """B's recorded 0.4.0 session (hello with `sw` and `sn`, vectors, entries past a compacted
+    log, caught_up, direct, have, ping, pong, bye) decodes into the current session's events,
+    and its entries apply to an upgraded A without a refusal."""
+    frames = msgpack.unpackb((FIXTURE_0_4 / "frames-from-device-b.msgpack").read_bytes())
+    a = open_copy(tmp_path, "device-a", FIXTURE_0_4)
+    b_id = EXPECTED_0_4["device_ids"]["device-b"]
+    connection = SyncConnection(a.device_id, b_id)
+    heads = {s: a.chain_heads(s) for s in a.shares_for(b_id)}
+    connection.send_hello(heads, a.actor, __version__, True)
+    events = []
+    for frame in frames:
+        connection.receive_data(frame)
+        while (event := connection.next_event()) not in (NEED_DATA, CLOSED):
+            events.append(event)
+    hello = events[0]
+    assert isinstance(hello, PeerHello) and hello.device_id == b_id
+    assert hello.shares == set(SHARES_0_3) and hello.actor == EXPECTED_0_4["actors"]["device-b"]
+    assert hello.software == "0.4.0" and hello.snapshots, "0.4.0 says its release and `sn`"
+    assert hello.version == EXPECTED_0_4["protocol"]
+    for event in events:
+        if isinstance(event, Entries):
+            result = a.apply(event.share, event.items, b_id)
+            assert result.refused == 0 and result.waiting == 0, result
+    kinds = [type(event).__name__ for event in events]
+    assert {"PeerVector", "Entries", "CaughtUp", "Direct", "Have"} <= set(kinds), kinds
+    assert kinds[-3:] == ["Ping", "Pong", "Bye"] and events[-1] == Bye("fixture ends")
+    for share in SHARES_0_3:  # A held all of it already: nothing is applied twice
+        assert a.summary_vector(share) == EXPECTED_0_4["shares"][share]["vector"], share

@@ -166,15 +166,28 @@ class HistoryRules:
 
     def stability_op(self, share: str) -> Op:
         """This device's report of `share` (naming the reports it replaces, less the retired
-        epochs this device dropped since: see vectors.compressed)."""
+        epochs this device dropped since: see vectors.compressed). While a member reads vectors
+        as written (0.4.0), the report names every epoch in full instead: that member's frontiers
+        would lack the epochs left out, and with them its folds and the end of its reports."""
         last = self.own_report(share)
-        if last is not None:
-            retirements = self._book(share).continued()
+        vector = self.summary_vector(share)
+        retirements = self._book(share).continued()
+        if self._literal_readers(share):
+            vector = vectors.implied(vector, retirements)
+        elif last is not None:
             last = _with_vectors(last, lambda v: vectors.compressed(v, retirements))
-        value = report_value(
-            self.summary_vector(share), self.now_ms(), last, self.baseline_claim(share)
-        )
+        value = report_value(vector, self.now_ms(), last, self.baseline_claim(share))
         return entries.put(STABLE, self.device_id, value)
+
+    def _literal_readers(self, share: str) -> bool:
+        """Whether another member's newest report of `share` comes from a release that reads
+        vectors as written (0.4.0; one not heard from yet may be such a release too)."""
+        reports = self.stability_reports(share)
+        return any(
+            (report := reports.get(member)) is None or not report.reads_implied
+            for member in self.history_members(share)
+            if member != self.device_id
+        )
 
     def due_stability_op(self, share: str, policy: HistoryPolicy) -> Op | None:
         """This device's report of `share` if one is due (see stability.should_report)."""

@@ -77,6 +77,9 @@ class Report:
     # history/snapshot.py; None from a device that had folded nothing (or a 0.4.0 one)
     baseline: tuple[dict[str, int], bytes] | None = None
     older: "tuple[Report, ...]" = ()  # the reports before `previous`, newest first
+    # its device reads vectors less the retired epochs they imply (key "i", 0.5.0 and later);
+    # False from 0.4.0, which takes a vector as written (see `report_value`)
+    reads_implied: bool = False
 
     @property
     def earlier(self) -> "tuple[Report, ...]":
@@ -98,7 +101,9 @@ def report_value(
     previous: Report | None,
     baseline: tuple[Mapping[str, int], bytes] | None = None,
 ) -> bytes:
-    value: dict[str, Any] = {"v": dict(vector), "t": at_ms}
+    # "i": this device puts back the retired epochs a vector implies (vectors.implied), so others
+    # may leave them out of their reports; 0.4.0 ignores the key, and is sent them in full
+    value: dict[str, Any] = {"v": dict(vector), "t": at_ms, "i": 1}
     if previous is not None:
         value["p"] = _wire_report(previous)
         older = previous.earlier[: EARLIER_REPORTS - 1]
@@ -167,6 +172,7 @@ def read_report(device_id: str, siblings: Iterable[Sibling]) -> Report | None:
             previous,
             _baseline(wire.get("b")),
             tuple(r for r in older[: EARLIER_REPORTS - 1] if r is not None),
+            wire.get("i") == 1,
         )
         if found is None or at_ms > found.at_ms:
             found = report
