@@ -189,6 +189,24 @@ def test_compaction_at_any_point_changes_no_visible_state_and_replicas_converge(
     assert all(found == baselines[0] for found in baselines)
 
 
+def test_concurrent_deletes_folded_in_another_order_than_applied_are_purged_everywhere():
+    members, observer = household(3)
+    a, b, c = members
+    a.commit(SHARE, [entry.delete("notes", "k")])
+    hand_over(a, b)
+    c.commit(SHARE, [entry.delete("notes", "k")])
+    hand_over(a, c)  # c applies its own delete, then a's
+    # a's delete settles a round before c's: every baseline takes a's first, so c's baseline
+    # row lists the two deletes in the other order than its live record does
+    for _ in range(4):
+        report_round(members, observer)
+        for replica in members:
+            replica.compact(SHARE, FOREVER)
+    converge(members)
+    assert [value_of(replica, "k") for replica in members] == [[], [], []]
+    assert baseline_rows(c) == baseline_rows(a)
+
+
 def value_of(replica: Replica, key: str) -> list:
     view = replica.get(SHARE, "notes", key)
     if view is None:

@@ -338,7 +338,9 @@ class HistoryRules:
         """Drop records that are deletes within `purge` and nothing else, both in the baseline
         and live. A record the log after B changed keeps its baseline row until that is folded
         too: a write concurrent with the deletes may be in the log already (it cannot arrive
-        any more), and the baseline must stay the state at B."""
+        any more), and the baseline must stay the state at B. Siblings are compared as sets:
+        a row lists them in the order its writes came, which for the baseline is the order the
+        folds took them, not the order they were applied live."""
         if not purge:
             return 0
         stable = {
@@ -349,7 +351,7 @@ class HistoryRules:
         if not stable:
             return 0
         live = self.store.load_records(share, stable)
-        gone = [k for k, siblings in stable.items() if live.get(k) == siblings]
+        gone = [k for k, siblings in stable.items() if set(live.get(k, ())) == set(siblings)]
         self.store.remove_baseline(share, gone)
         self.store.remove_records(share, gone)
         return len(gone)
