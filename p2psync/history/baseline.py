@@ -122,18 +122,6 @@ class BaselineTables:
             ((share_id, coll, key) for coll, key in keys),
         )
 
-    def baseline_rows(
-        self, share: str, after: RecordKey | None, limit: int
-    ) -> list[tuple[RecordKey, list[Sibling]]]:
-        """The baseline's rows after `after` in (collection, key) order."""
-        coll, key = after if after is not None else ("", "")
-        rows = self._db.execute(
-            "SELECT coll, key, siblings FROM baseline WHERE share=? AND (coll, key) > (?, ?)"
-            " ORDER BY coll, key LIMIT ?",
-            (self.share_id(share), coll, key, limit),
-        )
-        return [((c, k), self._unpack_siblings(blob)) for c, k, blob in rows]
-
     def baseline_fields(
         self, share: str, after: RecordKey | None = None
     ) -> Generator[tuple[str, str, list[list[Any]]], None, None]:
@@ -255,15 +243,6 @@ class BaselineTables:
             "INSERT OR REPLACE INTO snapshot_rows(share, coll, key, row) VALUES(?, ?, ?, ?)",
             ((share_id, coll, key, raw) for (coll, key), raw in rows),
         )
-
-    def staged_rows(self, share: str, after: RecordKey | None, limit: int) -> list[bytes]:
-        coll, key = after if after is not None else ("", "")
-        rows = self._db.execute(
-            "SELECT row FROM snapshot_rows WHERE share=? AND (coll, key) > (?, ?)"
-            " ORDER BY coll, key LIMIT ?",
-            (self.share_id(share), coll, key, limit),
-        )
-        return [bytes(raw) for (raw,) in rows]
 
     def clear_staged(self, share: str) -> None:
         share_id = self.share_id(share)
