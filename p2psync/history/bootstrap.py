@@ -349,9 +349,10 @@ class SnapshotRules:
         for coll, key, raw in self.store.staged_fields(share):
             # staged only once take_chunk found it canonical: msgpack alone reads it back
             fields = msgpack.unpackb(raw)[2]
-            tombstone = all(f[3] for f in fields)
+            several = len(fields) > 1
+            tombstone = all(f[3] for f in fields) if several else fields[0][3]
             found.add_encoded((coll, key), not tombstone, raw)
-            if len(fields) > 1 or coll == STABLE or (coll, key) in replayed:
+            if several or coll == STABLE or (coll, key) in replayed:
                 rebuilt[(coll, key)] = [Sibling(*f) for f in fields]
             yield coll, key, self.store.pack_fields(fields), tombstone
         check_digest(offer, found)
