@@ -164,6 +164,11 @@ def test_a_forged_row_is_refused_and_nothing_changes(tmp_path):
         new.install_snapshot(SHARE, a.device_id, key_of(members))
     assert visible(new) == before and new.store.baseline_frontier(SHARE) == {}
     assert new.staged_snapshot(SHARE) is None, "dropped: the next offer starts again"
+    # what the install read before the digest failed (rolled back) is not taken for the truth
+    assert transfer(a, new).accept and counted_right(new)
+    hand_over(a, new)
+    assert not a.folded_beyond(SHARE, new.summary_vector(SHARE))
+    assert value_of(new, "k01") == ["concurrent", "other"]
 
 
 def more_to_fold(members: list[Replica], observer: Replica) -> None:

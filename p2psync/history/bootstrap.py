@@ -296,6 +296,7 @@ class SnapshotRules:
                     self._check_staged(share, offer)
                 self.store.clear_staged(share)
         except SnapshotError:
+            self._forget_cached_state()  # what the rolled-back install read into memory
             with self.store.transaction():
                 self.store.clear_staged(share)
             raise
