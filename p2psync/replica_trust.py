@@ -179,6 +179,18 @@ class TrustRules:
                             rebuilt.get(record_key, []), logged, op, continues, seen
                         )
 
+    def keys_after_baseline(self, share: str) -> set[RecordKey]:
+        """The records the log beyond the baseline's frontier writes (one pass over it)."""
+        folded = self.folded_frontier(share)
+        found: set[RecordKey] = set()
+        cursor = 0
+        while rows := self.store.entries_after(share, cursor, 512):
+            for lseq, actor, seq, raw, _ in rows:
+                cursor = lseq
+                if seq > folded.get(actor, 0):
+                    found.update((op.collection, op.key) for op in entries.decode(raw).ops)
+        return found
+
     def _cut_back(
         self, share: str, limits: Mapping[str, int], restate: Collection[str] = ()
     ) -> None:

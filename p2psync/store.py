@@ -169,6 +169,7 @@ class Store(BaselineTables):
                 yield
             except BaseException:
                 self._db.execute("ROLLBACK")
+                self.baseline_changes += 1  # what was read of it inside may be gone
                 self._reload_ids()
                 self._counted.clear()
                 self._flipping.clear()

@@ -85,3 +85,84 @@ def test_the_pages_folding_freed_go_back_to_the_filesystem(tmp_path):
     assert list(store.entries_down("s", "A/1", 1000, 0)) == [bytes(4000)]
     wal = path.with_name("r.db-wal")
     assert not wal.exists() or wal.stat().st_size == 0
+
+
+def test_baseline_fields_read_in_key_order_with_actor_names_from_one_read(tmp_path):
+    store = Store(tmp_path / "r.db")
+    with store.transaction():
+        store.save_baseline(
+            "s",
+            {
+                ("c", "b"): [sibling(seq=2)],
+                ("c", "a"): [sibling("B/1", 5), sibling(seq=1, deleted=True)],
+                ("b", "z"): [sibling(seq=3)],
+            },
+        )
+    read = list(store.baseline_fields("s"))
+    assert [(c, k) for c, k, _ in read] == [("b", "z"), ("c", "a"), ("c", "b")]
+    assert read[1][2] == [list(sibling("B/1", 5)), list(sibling(seq=1, deleted=True))]
+    assert [k for _, k, _ in store.baseline_fields("s", ("c", "a"))] == ["b"]
+    rows = store.baseline_fields("s")
+    next(rows)
+    rows.close()  # stopped early: the read ends, and the store writes on
+    with store.transaction():
+        store.clear_baseline("s")
+    assert list(store.baseline_fields("s")) == []
+
+
+def test_each_write_to_the_baseline_and_each_rollback_tells_a_cache_of_its_totals(tmp_path):
+    store = Store(tmp_path / "r.db")
+    seen = [store.baseline_changes]
+    with store.transaction():
+        store.save_baseline("s", {("c", "k"): [sibling()]})
+    seen.append(store.baseline_changes)
+    with store.transaction():
+        store.insert_baseline("s", [("c", "j", store.pack_fields([list(sibling())]), False)])
+    seen.append(store.baseline_changes)
+    try:
+        with store.transaction():
+            raise RuntimeError("rolled back")
+    except RuntimeError:
+        seen.append(store.baseline_changes)
+    assert len(set(seen)) == 4
+    assert store.load_baseline("s", [("c", "j")]) == {("c", "j"): [sibling()]}
+
+
+def test_records_taken_from_the_baseline_count_and_flip_as_written_one_by_one(tmp_path):
+    store = Store(tmp_path / "r.db")
+    torn = [sibling("A/1", 1), Sibling("B/1", 1, 1, False, b"\x02", None)]  # a conflict
+    with store.transaction():
+        store.save_records(
+            "s",
+            {
+                ("c", "was-torn"): torn,
+                ("c", "stays-torn"): torn,
+                ("c", "gone"): [sibling()],
+                ("_sys", "x"): [sibling()],
+            },
+        )
+    store.take_conflict_flips()
+    baseline = {
+        ("c", "plain"): [sibling(seq=2)],
+        ("c", "dead"): [sibling(seq=3, deleted=True)],
+        ("c", "was-torn"): [sibling(seq=4)],
+        ("c", "stays-torn"): torn,
+        ("c", "new-torn"): torn,
+        ("_sys", "y"): [sibling()],
+    }
+    rebuilt = {  # what the merge rules give for rows of several siblings and replayed ones
+        ("c", "stays-torn"): torn,
+        ("c", "new-torn"): torn,
+        ("c", "offline"): [sibling("C/1", 1)],
+    }
+    with store.transaction():
+        store.save_baseline("s", baseline)
+        store.records_from_baseline("s", rebuilt)
+    expected = {**baseline, **rebuilt}
+    keys = [*expected, ("c", "gone"), ("_sys", "x")]
+    assert store.load_records("s", keys) == expected
+    assert store.count_records("s") == 5 and store.count_conflicts("s") == 2
+    assert sorted(store.take_conflict_flips()) == [
+        ("s", "c", "new-torn", True),
+        ("s", "c", "was-torn", False),
+    ]

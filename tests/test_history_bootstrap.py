@@ -90,6 +90,16 @@ def transfer(sender: Replica, receiver: Replica, max_bytes: int = 1 << 20, stop_
     return receiver.install_snapshot(SHARE, sender.device_id, key_of([sender]))
 
 
+def counted_right(replica: Replica) -> bool:
+    """The share's counts (what `status` shows) are those of its records, counted again."""
+    recount = replica.store._db.execute(
+        "SELECT coalesce(sum(NOT deleted), 0), coalesce(sum(conflict), 0) FROM records"
+        " WHERE coll NOT LIKE '\\_%' ESCAPE '\\'"
+    ).fetchone()
+    counts = (replica.store.count_records(SHARE), replica.store.count_conflicts(SHARE))
+    return counts == tuple(recount)
+
+
 def test_a_new_device_bootstraps_from_a_snapshot_then_the_log_and_converges(tmp_path):
     members, observer = compacted_household()
     a = members[0]
@@ -98,6 +108,8 @@ def test_a_new_device_bootstraps_from_a_snapshot_then_the_log_and_converges(tmp_
     assert a.folded_beyond(SHARE, new.summary_vector(SHARE))
     verdict = transfer(a, new, max_bytes=200)
     assert verdict.accept and len(verdict.vouchers) == 3, verdict
+    assert counted_right(new)
+    assert new.store.take_conflict_flips() == [(SHARE, "notes", "k01", True)]
     # another member's offer of the same baseline, made before the first one ended (two
     # sessions): nothing is sent again
     again = members[1].snapshot_offer(SHARE, {})
@@ -152,6 +164,11 @@ def test_a_forged_row_is_refused_and_nothing_changes(tmp_path):
         new.install_snapshot(SHARE, a.device_id, key_of(members))
     assert visible(new) == before and new.store.baseline_frontier(SHARE) == {}
     assert new.staged_snapshot(SHARE) is None, "dropped: the next offer starts again"
+    # what the install read before the digest failed (rolled back) is not taken for the truth
+    assert transfer(a, new).accept and counted_right(new)
+    hand_over(a, new)
+    assert not a.folded_beyond(SHARE, new.summary_vector(SHARE))
+    assert value_of(new, "k01") == ["concurrent", "other"]
 
 
 def more_to_fold(members: list[Replica], observer: Replica) -> None:
@@ -250,7 +267,7 @@ def test_rows_beyond_what_the_start_announced_are_refused_and_stage_nothing(tmp_
         new.snapshot_chunk(SHARE, rows[3:4])
     assert new.staged_snapshot(SHARE).rows == 3, "nothing of the chunk that went beyond"
     new.discard_staged(SHARE)  # what the session does before it drops that sender
-    assert new.staged_snapshot(SHARE) is None and new.store.staged_rows(SHARE, None, 10) == []
+    assert new.staged_snapshot(SHARE) is None and list(new.store.staged_fields(SHARE)) == []
 
 
 def test_an_offer_of_the_same_baseline_with_other_tombstones_starts_over(tmp_path):
@@ -311,6 +328,7 @@ def test_a_device_back_after_compaction_passed_it_converges_without_resurrecting
     assert a.folded_beyond(SHARE, away.summary_vector(SHARE))
     verdict = transfer(a, away)
     assert verdict.accept and verdict.vouchers == {a.device_id, b.device_id}
+    assert counted_right(away)
     hand_over(a, away)
     hand_over(away, a)
     hand_over(away, observer)
@@ -402,6 +420,7 @@ def test_any_compacted_household_bootstraps_a_newcomer_that_converges(writes, ow
     a.commit(SHARE, [a.device_op(new.identity.cert_pem, "new")])
     if a.folded_beyond(SHARE, new.summary_vector(SHARE)):
         assert transfer(a, new, max_bytes=chunk).accept
+        assert counted_right(new)
     hand_over(a, new)
     hand_over(new, a)
     assert visible(new) == visible(a)

@@ -7,25 +7,44 @@ and bytes, and never decides what is folded or purged (that is `history/compacti
 """
 
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from functools import cache
+from itertools import islice
 from typing import Any
 
 import msgpack
 
-from ..merge import RecordKey, Sibling
+from ..merge import RecordKey, Sibling, is_conflict, winner
 
 # keys per `IN (...)` list: under the 999 parameters older SQLite builds allow
 KEY_CHUNK = 900
+# rows per multi-row INSERT of the baseline (5 parameters a row, under the 999 too)
+_ROWS_PER_INSERT = 150
+# not a system collection ('_...'), as the store counts records
+_USER = "coll NOT LIKE '\\_%' ESCAPE '\\'"
 
 
 class BaselineTables:
     # set by Store
     _db: sqlite3.Connection
     _actor_ids: dict[str, int]
+    _actor_names: dict[int, str]
     _pack: Callable[[Any], bytes]
+    # bumped by every write to `baseline`: what a cache of the rows' totals is valid for
+    baseline_changes = 0
 
     def share_id(self, name: str) -> int:
         raise NotImplementedError
+
+    def actor_id(self, name: str) -> int:
+        raise NotImplementedError
+
+    def _note_flip(self, share_id: int, record_key: RecordKey, was: bool, now: bool) -> None:
+        raise NotImplementedError
+
+    def _counted_in(self, share_id: int) -> dict[RecordKey, tuple[bool, int]]:
+        raise NotImplementedError
+
 
     def _pack_siblings(self, siblings: list[Sibling]) -> bytes:
         raise NotImplementedError
@@ -76,6 +95,7 @@ class BaselineTables:
 
     def save_baseline(self, share: str, records: Mapping[RecordKey, list[Sibling]]) -> None:
         share_id = self.share_id(share)
+        self.baseline_changes += 1
         self._db.executemany(
             "INSERT OR REPLACE INTO baseline(share, coll, key, siblings, tombstone)"
             " VALUES(?, ?, ?, ?, ?)",
@@ -96,31 +116,99 @@ class BaselineTables:
 
     def remove_baseline(self, share: str, keys: Iterable[RecordKey]) -> None:
         share_id = self.share_id(share)
+        self.baseline_changes += 1
         self._db.executemany(
             "DELETE FROM baseline WHERE share=? AND coll=? AND key=?",
             ((share_id, coll, key) for coll, key in keys),
         )
 
-    def baseline_rows(
-        self, share: str, after: RecordKey | None, limit: int
-    ) -> list[tuple[RecordKey, list[Sibling]]]:
-        """The baseline's rows after `after` in (collection, key) order."""
+    def baseline_fields(
+        self, share: str, after: RecordKey | None = None
+    ) -> Generator[tuple[str, str, list[list[Any]]], None, None]:
+        """The baseline's rows after `after` in (collection, key) order, from one read, each
+        sibling as its fields [actor, seq, hlc, deleted, value, meta] (no Sibling built: a
+        snapshot encodes them straight away). Close it when stopping early."""
         coll, key = after if after is not None else ("", "")
+        names = self._actor_names
         rows = self._db.execute(
             "SELECT coll, key, siblings FROM baseline WHERE share=? AND (coll, key) > (?, ?)"
-            " ORDER BY coll, key LIMIT ?",
-            (self.share_id(share), coll, key, limit),
+            " ORDER BY coll, key",
+            (self.share_id(share), coll, key),
         )
-        return [((c, k), self._unpack_siblings(blob)) for c, k, blob in rows]
-
-    def record_keys(self, share: str) -> set[RecordKey]:
-        rows = self._db.execute(
-            "SELECT coll, key FROM records WHERE share=?", (self.share_id(share),)
-        )
-        return {(coll, key) for coll, key in rows}
+        try:
+            for c, k, blob in rows:
+                fields = msgpack.unpackb(blob)
+                for sibling in fields:
+                    sibling[0] = names[sibling[0]]
+                yield c, k, fields
+        finally:
+            rows.close()
 
     def clear_baseline(self, share: str) -> None:
+        self.baseline_changes += 1
         self._db.execute("DELETE FROM baseline WHERE share=?", (self.share_id(share),))
+
+    def pack_fields(self, fields: Iterable[Sequence[Any]]) -> bytes:
+        """What `_pack_siblings` gives for siblings given as their fields."""
+        return self._pack([(self.actor_id(f[0]), *f[1:]) for f in fields])
+
+    def insert_baseline(self, share: str, rows: Iterable[tuple[str, str, bytes, bool]]) -> None:
+        """Add rows (collection, key, packed siblings, only deletes) to a cleared baseline."""
+        share_id = self.share_id(share)
+        self.baseline_changes += 1
+        pending = iter(rows)
+        while chunk := list(islice(pending, _ROWS_PER_INSERT)):
+            params: list[object] = [share_id]
+            for row in chunk:
+                params += row
+            self._db.execute(_insert_baseline_sql(len(chunk)), params)
+
+    def records_from_baseline(
+        self, share: str, rebuilt: Mapping[RecordKey, list[Sibling]]
+    ) -> None:
+        """Make `records` the baseline's rows, but those of `rebuilt` (which may add keys):
+        copied in SQL, as a single sibling's row is the same in both tables (deleted when its
+        only sibling is; `rebuilt` must hold every row of several siblings, whose flags need
+        the merge rules). Counts are taken again, conflict flips noted."""
+        share_id = self.share_id(share)
+        in_conflict = "SELECT coll, key FROM records WHERE share=? AND conflict AND " + _USER
+        was = set(self._db.execute(in_conflict, (share_id,)))
+        self._counted_in(share_id).clear()
+        self._db.execute("DELETE FROM records WHERE share=?", (share_id,))
+        self._db.execute(
+            "INSERT INTO records(share, coll, key, siblings, deleted, conflict)"
+            " SELECT share, coll, key, siblings, tombstone, 0 FROM baseline WHERE share=?",
+            (share_id,),
+        )
+        self._db.executemany(
+            "INSERT INTO records(share, coll, key, siblings, deleted, conflict)"
+            " VALUES(?, ?, ?, ?, ?, ?) ON CONFLICT(share, coll, key) DO UPDATE SET"
+            " siblings=excluded.siblings, deleted=excluded.deleted, conflict=excluded.conflict",
+            (
+                (share_id, coll, key, self._pack_siblings(sibs), *_record_flags(sibs))
+                for (coll, key), sibs in rebuilt.items()
+            ),
+        )
+        self._db.execute(
+            "INSERT OR REPLACE INTO counts(share, live, conflicts) SELECT ?,"
+            f" coalesce(sum(NOT deleted), 0), coalesce(sum(conflict), 0) FROM records"
+            f" WHERE share=? AND {_USER}",
+            (share_id, share_id),
+        )
+        now = set(self._db.execute(in_conflict, (share_id,)))
+        for coll, key in was ^ now:
+            self._note_flip(share_id, (coll, key), (coll, key) in was, (coll, key) in now)
+
+    def staged_fields(self, share: str) -> Iterator[tuple[str, str, bytes]]:
+        """Every staged row (collection, key, row as received), in key order, from one read."""
+        rows = self._db.execute(
+            "SELECT coll, key, row FROM snapshot_rows WHERE share=? ORDER BY coll, key",
+            (self.share_id(share),),
+        )
+        try:
+            yield from rows
+        finally:
+            rows.close()
 
     def remove_entries_within(self, share: str, frontier: Mapping[str, int]) -> None:
         """Forget entries a snapshot's baseline holds (each epoch's first entry stays)."""
@@ -155,15 +243,6 @@ class BaselineTables:
             "INSERT OR REPLACE INTO snapshot_rows(share, coll, key, row) VALUES(?, ?, ?, ?)",
             ((share_id, coll, key, raw) for (coll, key), raw in rows),
         )
-
-    def staged_rows(self, share: str, after: RecordKey | None, limit: int) -> list[bytes]:
-        coll, key = after if after is not None else ("", "")
-        rows = self._db.execute(
-            "SELECT row FROM snapshot_rows WHERE share=? AND (coll, key) > (?, ?)"
-            " ORDER BY coll, key LIMIT ?",
-            (self.share_id(share), coll, key, limit),
-        )
-        return [bytes(raw) for (raw,) in rows]
 
     def clear_staged(self, share: str) -> None:
         share_id = self.share_id(share)
@@ -200,6 +279,17 @@ class BaselineTables:
         except sqlite3.OperationalError:
             return 0  # busy (a backup reading, say): the pages are reused, and the next time
         return total - int(self._db.execute("PRAGMA page_count").fetchone()[0]) * page
+
+
+@cache
+def _insert_baseline_sql(rows: int) -> str:
+    values = ",".join(["(?1,?,?,?,?)"] * rows)
+    return f"INSERT INTO baseline(share, coll, key, siblings, tombstone) VALUES {values}"
+
+
+def _record_flags(siblings: list[Sibling]) -> tuple[bool, bool]:
+    """A record's (winner is deleted, values conflict), as `records` keeps them."""
+    return winner(siblings).deleted, is_conflict(siblings)
 
 
 def _only_deletes(siblings: list[Sibling]) -> bool:

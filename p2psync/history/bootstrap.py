@@ -10,7 +10,7 @@ heads, the first entries, and `records` rebuilt from the baseline plus this devi
 B (its own writes made offline re-merge). It never talks to the network, never reads the clock.
 """
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import msgpack
 
@@ -26,16 +26,15 @@ from .snapshot import (
     CHUNK_BYTES,
     Offer,
     Room,
+    RowDigest,
     SnapshotError,
     Staged,
     Verdict,
     WireItem,
-    baseline_digest,
-    check_complete,
+    check_digest,
     check_room,
     contradicted,
-    decode_row,
-    encode_row,
+    encode_fields,
     pack_offer,
     take_chunk,
     unpack_offer,
@@ -43,7 +42,6 @@ from .snapshot import (
 )
 from .stability import STABLE, Report, read_report
 
-_PAGE = 2048  # rows per database read
 # where a snapshot resumes when its receiver holds that baseline already: after every key
 ALL_HELD = ("\U0010ffff", "")
 
@@ -62,6 +60,7 @@ class SnapshotRules:
     _held_head: Callable[[str, str], tuple[int, bytes]]
     stability_reports: Callable[[str], dict[str, Report | None]]
     replay_after_baseline: Callable[[str, dict[RecordKey, list[Sibling]], set[RecordKey]], None]
+    keys_after_baseline: Callable[[str], set[RecordKey]]
     _forget_cached_state: Callable[[], None]
     _note: Callable[[list[Notice]], None]
     notices: dict[tuple[str, str], Notice]
@@ -107,8 +106,19 @@ class SnapshotRules:
             if first is None:
                 return None
             firsts[actor] = entries.decode(first).hash
-        cache[share] = (written, baseline_digest(firsts, self._all_baseline_rows(share)))
+        cache[share] = (written, self._baseline_pass(share, RowDigest(firsts)).digest())
         return cache[share]
+
+    def _baseline_pass(self, share: str, found: RowDigest) -> RowDigest:
+        """Every baseline row, encoded, fed to `found` (whose count and bytes are then the
+        offer's: kept for `snapshot_offer`, as long as the baseline does not change)."""
+        changes = self.store.baseline_changes
+        for coll, key, fields in self.store.baseline_fields(share):
+            live = not all(sibling[3] for sibling in fields)
+            found.add_encoded((coll, key), live, encode_fields(coll, key, fields))
+        totals: dict[str, tuple[int, int, int]] = self.__dict__.setdefault("_baseline_totals", {})
+        totals[share] = (changes, found.rows, found.size)
+        return found
 
     def contradicted_baseline(self, share: str) -> list[str]:
         """Members whose report names this device's folded writes with another digest: their
@@ -138,12 +148,6 @@ class SnapshotRules:
         )
         return against
 
-    def _all_baseline_rows(self, share: str) -> list[tuple[RecordKey, list[Sibling]]]:
-        found: list[tuple[RecordKey, list[Sibling]]] = []
-        while page := self.store.baseline_rows(share, found[-1][0] if found else None, _PAGE):
-            found += page
-        return found
-
     # sending ----------------------------------------------------------------------------
 
     def snapshot_offer(self, share: str, peer_vector: Mapping[str, int]) -> Offer | None:
@@ -156,7 +160,10 @@ class SnapshotRules:
             return None
         written, digest = claim
         frontier = self.folded_frontier(share)
-        rows = [encode_row(k, s) for k, s in self._all_baseline_rows(share)]
+        totals = self.__dict__.get("_baseline_totals", {}).get(share)
+        if totals is None or totals[0] != self.store.baseline_changes:
+            passed = self._baseline_pass(share, RowDigest({}))
+            totals = (0, passed.rows, passed.size)
         firsts = []
         for actor in sorted(frontier):
             signed = self.store.signed_entry(share, actor, 1)
@@ -175,8 +182,8 @@ class SnapshotRules:
             heads,
             written,
             digest,
-            len(rows),
-            sum(map(len, rows)),
+            totals[1],
+            totals[2],
             tuple(firsts),
             tuple(evidence),
         )
@@ -187,14 +194,16 @@ class SnapshotRules:
         """The next chunk of baseline rows after key `after` (empty: none left)."""
         chunk: list[bytes] = []
         size = 0
-        while page := self.store.baseline_rows(share, after, 64):
-            for key, siblings in page:
-                raw = encode_row(key, siblings)
+        rows = self.store.baseline_fields(share, after)
+        try:
+            for coll, key, fields in rows:
+                raw = encode_fields(coll, key, fields)
                 if chunk and size + len(raw) > max_bytes:
-                    return chunk
+                    break
                 chunk.append(raw)
                 size += len(raw)
-                after = key
+        finally:
+            rows.close()
         return chunk
 
     # receiving --------------------------------------------------------------------------
@@ -271,40 +280,39 @@ class SnapshotRules:
                 self.discard_staged(share)  # the rows it did send cannot be resumed from
             raise SnapshotError("the snapshot ended before all its rows arrived")
         offer = staged.offer
-        raws = self._all_staged(share)
-        rows = [decode_row(raw) for raw in raws]
         try:
-            check_complete(offer, rows, raws)
             firsts = _check_firsts(offer, share)
             reports = dict(self.stability_reports(share))
             known = self._device_keys.get
             reports.update(_evidence_reports(offer, share, lambda d: public_key_of(d) or known(d)))
             verdict = vouch(offer, sender, reports)
+            # the rows are checked in the pass that installs them: a transaction rolled back
+            # when they do not add up (a refused snapshot's rows are checked all the same, so
+            # forged rows are named as such whatever the reports say)
+            with self.store.transaction():
+                if verdict.accept:
+                    self._install(share, offer, firsts)
+                else:
+                    self._check_staged(share, offer)
+                self.store.clear_staged(share)
         except SnapshotError:
+            self._forget_cached_state()  # what the rolled-back install read into memory
             with self.store.transaction():
                 self.store.clear_staged(share)
             raise
-        with self.store.transaction():
-            if verdict.accept:
-                self._install(share, offer, rows, firsts)
-            self.store.clear_staged(share)
         self._forget_cached_state()
         return verdict
 
-    def _all_staged(self, share: str) -> list[bytes]:
-        found: list[bytes] = []
-        last: RecordKey | None = None
-        while page := self.store.staged_rows(share, last, _PAGE):
-            found += page
-            last = decode_row(page[-1])[0]
-        return found
+    def _check_staged(self, share: str, offer: Offer) -> None:
+        found = RowDigest(offer.firsts_in_digest)
+        for coll, key, raw in self.store.staged_fields(share):
+            # staged only once take_chunk found it canonical: msgpack alone reads it back
+            fields = msgpack.unpackb(raw)[2]
+            found.add_encoded((coll, key), not all(f[3] for f in fields), raw)
+        check_digest(offer, found)
 
     def _install(
-        self,
-        share: str,
-        offer: Offer,
-        rows: list[tuple[RecordKey, list[Sibling]]],
-        firsts: list[tuple[LogEntry, bytes | None]],
+        self, share: str, offer: Offer, firsts: list[tuple[LogEntry, bytes | None]]
     ) -> None:
         # entries within B are in the baseline now; the ones beyond it (this device's own
         # offline writes among them) stay and are replayed onto it below
@@ -315,16 +323,40 @@ class SnapshotRules:
         for actor, (seq, at, _) in offer.heads.items():
             if held.get(actor, (0, b""))[0] < seq:
                 self.store.set_head(share, actor, seq, at)
-        self.store.clear_baseline(share)
-        baseline = dict(rows)
-        self.store.save_baseline(share, baseline)
         self.store.set_baseline_frontier(share, offer.frontier, offer.written)
-        before = self.store.record_keys(share)
-        rebuilt = dict(baseline)
-        touched = before | rebuilt.keys()
+        # Records are the baseline's rows, copied in SQL, but for those the log after B
+        # touches (replayed here, as merge rules say), the rows of several siblings (whose
+        # flags need those rules) and the reports (what the replay asks of its writers)
+        replayed = self.keys_after_baseline(share)
+        touched = replayed & self.store.load_records(share, replayed).keys()
+        rebuilt: dict[RecordKey, list[Sibling]] = {}
+        self.store.clear_baseline(share)
+        self.store.insert_baseline(share, self._staged_baseline(share, offer, replayed, rebuilt))
+        touched |= replayed & rebuilt.keys()
         self.replay_after_baseline(share, rebuilt, touched)
-        self.store.remove_records(share, before - rebuilt.keys())
-        self.store.save_records(share, rebuilt)
+        self.store.records_from_baseline(share, rebuilt)
+
+    def _staged_baseline(
+        self,
+        share: str,
+        offer: Offer,
+        replayed: set[RecordKey],
+        rebuilt: dict[RecordKey, list[Sibling]],
+    ) -> Iterator[tuple[str, str, bytes, bool]]:
+        """The staged rows in the baseline's form, checked against the offer as they go by
+        (SnapshotError at the end when they do not add up); the rows `_install` rebuilds
+        records of are put in `rebuilt`."""
+        found = RowDigest(offer.firsts_in_digest)
+        for coll, key, raw in self.store.staged_fields(share):
+            # staged only once take_chunk found it canonical: msgpack alone reads it back
+            fields = msgpack.unpackb(raw)[2]
+            several = len(fields) > 1
+            tombstone = all(f[3] for f in fields) if several else fields[0][3]
+            found.add_encoded((coll, key), not tombstone, raw)
+            if several or coll == STABLE or (coll, key) in replayed:
+                rebuilt[(coll, key)] = [Sibling(*f) for f in fields]
+            yield coll, key, self.store.pack_fields(fields), tombstone
+        check_digest(offer, found)
 
 
 def _check_firsts(offer: Offer, share: str) -> list[tuple[LogEntry, bytes | None]]:

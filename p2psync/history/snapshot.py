@@ -16,6 +16,9 @@ It never stores anything, never talks to the network and never reads the clock.
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
+from itertools import pairwise
+from typing import Any
 
 import msgpack
 
@@ -25,6 +28,7 @@ from .stability import Report
 CHUNK_BYTES = 1024 * 1024  # of rows per frame: far under the wire's 8 MiB cap
 _LABEL = b"p2psync-baseline-v1\x00"
 Row = tuple[RecordKey, list[Sibling]]
+_packb = partial(msgpack.packb, use_bin_type=True)
 
 
 class SnapshotError(ValueError):
@@ -34,11 +38,19 @@ class SnapshotError(ValueError):
 def encode_row(key: RecordKey, siblings: Iterable[Sibling]) -> bytes:
     """One baseline row in canonical form: siblings in dot order, each as (actor, seq, hlc,
     deleted, value, meta). The digest and the wire both carry these bytes."""
-    listed = sorted(siblings, key=lambda s: (s.actor, s.seq))
-    return msgpack.packb(
-        [key[0], key[1], [[s.actor, s.seq, s.hlc, s.deleted, s.value, s.meta] for s in listed]],
-        use_bin_type=True,
-    )
+    return encode_fields(key[0], key[1], [list(s) for s in siblings])
+
+
+def encode_fields(collection: str, key: str, fields: list[list[Any]]) -> bytes:
+    """`encode_row` from each sibling's fields as a list (put in dot order here): what a
+    stored row unpacks to, with no Sibling built per row."""
+    if len(fields) > 1:
+        fields.sort(key=_dot_of)
+    return _packb([collection, key, fields])
+
+
+def _dot_of(fields: list[Any]) -> tuple[str, int]:
+    return (fields[0], fields[1])
 
 
 def decode_row(raw: bytes) -> Row:
@@ -74,7 +86,9 @@ def decode_row(raw: bytes) -> Row:
             )
         siblings.append(Sibling(*item))
     key = (wire[0], wire[1])
-    if encode_row(key, siblings) != bytes(raw):
+    # canonical: siblings in dot order, and packed as encode_row packs them
+    in_order = len(wire[2]) == 1 or all(_dot_of(a) <= _dot_of(b) for a, b in pairwise(wire[2]))
+    if not in_order or _packb(wire) != bytes(raw):
         raise SnapshotError(f"snapshot row {key!r} is not in canonical form")
     return key, siblings
 
@@ -107,9 +121,13 @@ class RowDigest:
         self.size = 0
 
     def add(self, key: RecordKey, siblings: list[Sibling], raw: bytes) -> None:
+        self.add_encoded(key, _live(siblings), raw)
+
+    def add_encoded(self, key: RecordKey, live: bool, raw: bytes) -> None:
+        """`add` of a row whose siblings are not all deletes when `live`."""
         if self.last is not None and key <= self.last:
             raise SnapshotError(f"snapshot row {key!r} out of key order (after {self.last!r})")
-        if key[0] != STABLE and _live(siblings):
+        if live and key[0] != STABLE:
             self._hash.update(len(raw).to_bytes(4, "big"))
             self._hash.update(raw)
         self.last, self.rows, self.size = key, self.rows + 1, self.size + len(raw)
@@ -348,6 +366,11 @@ def check_complete(offer: Offer, rows: Sequence[Row], raws: Sequence[bytes] = ()
     found = RowDigest(offer.firsts_in_digest)
     for at, (key, siblings) in enumerate(rows):
         found.add(key, siblings, raws[at] if raws else encode_row(key, siblings))
+    check_digest(offer, found)
+
+
+def check_digest(offer: Offer, found: RowDigest) -> None:
+    """A RowDigest fed every staged row, against the offer: count, bytes and digest."""
     if (found.rows, found.size) != (offer.rows, offer.size):
         raise SnapshotError(
             f"the snapshot holds {found.rows} rows of {found.size} bytes,"
