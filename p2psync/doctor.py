@@ -280,26 +280,17 @@ def conflicts_check(status: Mapping[str, Any]) -> Check | None:
 
 def trust_checks(status: Mapping[str, Any]) -> list[Check]:
     """Revocation of this device, and copies or restores of any device's state."""
-    found = [
-        Check(
-            Level.FAIL,
-            safe_text(str(told.get("text", "this device was revoked"))),
-            "a member has to re-admit this device (pair it again) before it syncs again",
-        )
-        for told in status.get("revoked") or []
-        if isinstance(told, dict)
-    ]
-    found += [
-        Check(
-            Level.WARN,
-            safe_text(str(notice.get("text", ""))),
-            "if a machine was cloned or its state restored, stop the copy that should not run; "
-            "both copies' writes are kept",
-        )
-        for notice in status.get("notices") or []
-        if isinstance(notice, dict)
-    ]
-    return found
+    return _noted(
+        status.get("revoked"),
+        Level.FAIL,
+        "a member has to re-admit this device (pair it again) before it syncs again",
+        "this device was revoked",
+    ) + _noted(
+        status.get("notices"),
+        Level.WARN,
+        "if a machine was cloned or its state restored, stop the copy that should not run; "
+        "both copies' writes are kept",
+    )
 
 
 def history_checks(status: Mapping[str, Any]) -> list[Check]:
@@ -307,26 +298,27 @@ def history_checks(status: Mapping[str, Any]) -> list[Check]:
     history = status.get("history")
     if not isinstance(history, Mapping):
         return []
-    found = [
-        Check(
-            Level.INFO,
-            safe_text(str(row.get("text", ""))),
-            "turn it on so that it syncs; if it is gone for good, `p2psync revoke` it",
-        )
-        for row in history.get("away") or []
+    return _noted(
+        history.get("away"),
+        Level.INFO,
+        "turn it on so that it syncs; if it is gone for good, `p2psync revoke` it",
+    ) + _noted(
+        history.get("unreported"),
+        Level.WARN,
+        "until it reports, no device folds its log or drops deletes: upgrade p2psync there"
+        " (0.4.0 or newer) and leave [history] compaction on",
+    )
+
+
+def _noted(rows: object, level: Level, advice: str, untold: str = "") -> list[Check]:
+    """One check per row of a status list whose rows carry a `text` (anything else skipped)."""
+    if not isinstance(rows, list):
+        return []
+    return [
+        Check(level, safe_text(str(row.get("text", untold))), advice)
+        for row in rows
         if isinstance(row, Mapping)
     ]
-    found += [
-        Check(
-            Level.WARN,
-            safe_text(str(row.get("text", ""))),
-            "until it reports, no device folds its log or drops deletes: upgrade p2psync there"
-            " (0.4.0 or newer) and leave [history] compaction on",
-        )
-        for row in history.get("unreported") or []
-        if isinstance(row, Mapping)
-    ]
-    return found
 
 
 def diagnose(

@@ -309,6 +309,16 @@ def test_upgraded_0_3_devices_write_on_in_both_shares_and_converge(tmp_path):
             assert [r[0] for r in first.retires] == [EXPECTED_0_3["actors"][device]], share
 
 
+def recorded_events(connection: SyncConnection, frames: list[bytes]) -> list[object]:
+    """What our session makes of a peer's recorded frames, in order."""
+    events = []
+    for frame in frames:
+        connection.receive_data(frame)
+        while (event := connection.next_event()) not in (NEED_DATA, CLOSED):
+            events.append(event)
+    return events
+
+
 def test_a_0_3_peer_keeps_syncing_its_session_is_understood_whole(tmp_path):
     """The frames a 0.3.0 daemon sent (protocol 3, as today) decode in order into the events the
     current pump handles, and its entries apply to an upgraded replica without a refusal."""
@@ -317,11 +327,7 @@ def test_a_0_3_peer_keeps_syncing_its_session_is_understood_whole(tmp_path):
     b_id = EXPECTED_0_3["device_ids"]["device-b"]
     connection = SyncConnection(a.device_id, b_id)
     connection.send_hello({s: a.chain_heads(s) for s in a.shares_for(b_id)}, a.actor, __version__)
-    events = []
-    for frame in frames:
-        connection.receive_data(frame)
-        while (event := connection.next_event()) not in (NEED_DATA, CLOSED):
-            events.append(event)
+    events = recorded_events(connection, frames)
     hello = events[0]
     assert isinstance(hello, PeerHello) and hello.device_id == b_id
     assert hello.shares == set(SHARES_0_3) and hello.actor == EXPECTED_0_3["actors"]["device-b"]
@@ -438,10 +444,10 @@ def baseline_of(replica: Replica, share: str) -> dict:
     """B and every baseline row, siblings in dot order, as the fixture's script lists them."""
     rows = {
         f"{collection}/{key}": sorted(
-            [s.actor, s.seq, s.hlc, s.deleted, s.value and s.value.hex(), s.meta and s.meta.hex()]
-            for s in siblings
+            [actor, seq, hlc, bool(deleted), value and value.hex(), meta and meta.hex()]
+            for actor, seq, hlc, deleted, value, meta in fields
         )
-        for (collection, key), siblings in replica.store.baseline_rows(share, None, 1 << 30)
+        for collection, key, fields in replica.store.baseline_fields(share)
     }
     return {"frontier": replica.store.baseline_frontier(share), "rows": rows}
 
@@ -552,11 +558,7 @@ def test_a_0_4_peer_session_is_understood_whole(tmp_path):
     connection = SyncConnection(a.device_id, b_id)
     heads = {s: a.chain_heads(s) for s in a.shares_for(b_id)}
     connection.send_hello(heads, a.actor, __version__, True)
-    events = []
-    for frame in frames:
-        connection.receive_data(frame)
-        while (event := connection.next_event()) not in (NEED_DATA, CLOSED):
-            events.append(event)
+    events = recorded_events(connection, frames)
     hello = events[0]
     assert isinstance(hello, PeerHello) and hello.device_id == b_id
     assert hello.shares == set(SHARES_0_3) and hello.actor == EXPECTED_0_4["actors"]["device-b"]
