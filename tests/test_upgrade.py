@@ -309,6 +309,18 @@ def test_upgraded_0_3_devices_write_on_in_both_shares_and_converge(tmp_path):
             assert [r[0] for r in first.retires] == [EXPECTED_0_3["actors"][device]], share
 
 
+def apply_recorded(replica: Replica, events: list[object], peer: str) -> None:
+    """Apply every entries frame of a recorded session, which must all be taken at once, and
+    check the session held every kind of message and ended as recorded."""
+    for event in events:
+        if isinstance(event, Entries):
+            result = replica.apply(event.share, event.items, peer)
+            assert result.refused == 0 and result.waiting == 0, result
+    kinds = [type(event).__name__ for event in events]
+    assert {"PeerVector", "Entries", "CaughtUp", "Direct", "Have"} <= set(kinds), kinds
+    assert kinds[-3:] == ["Ping", "Pong", "Bye"] and events[-1] == Bye("fixture ends")
+
+
 def recorded_events(connection: SyncConnection, frames: list[bytes]) -> list[object]:
     """What our session makes of a peer's recorded frames, in order."""
     events = []
@@ -332,13 +344,7 @@ def test_a_0_3_peer_keeps_syncing_its_session_is_understood_whole(tmp_path):
     assert isinstance(hello, PeerHello) and hello.device_id == b_id
     assert hello.shares == set(SHARES_0_3) and hello.actor == EXPECTED_0_3["actors"]["device-b"]
     assert hello.software == "", "a 0.3.0 hello has no `sw`: the devices list shows no version"
-    for event in events:
-        if isinstance(event, Entries):
-            result = a.apply(event.share, event.items, b_id)
-            assert result.refused == 0 and result.waiting == 0, result
-    kinds = [type(event).__name__ for event in events]
-    assert {"PeerVector", "Entries", "CaughtUp", "Direct", "Have"} <= set(kinds), kinds
-    assert kinds[-3:] == ["Ping", "Pong", "Bye"] and events[-1] == Bye("fixture ends")
+    apply_recorded(a, events, b_id)
     assert events[-3].idle_ms is not None, "0.3.0 states its idle limit in its pings"
     assert hello.version == EXPECTED_0_3["protocol"], "protocol 3, as today"
 
@@ -564,12 +570,6 @@ def test_a_0_4_peer_session_is_understood_whole(tmp_path):
     assert hello.shares == set(SHARES_0_3) and hello.actor == EXPECTED_0_4["actors"]["device-b"]
     assert hello.software == "0.4.0" and hello.snapshots, "0.4.0 says its release and `sn`"
     assert hello.version == EXPECTED_0_4["protocol"]
-    for event in events:
-        if isinstance(event, Entries):
-            result = a.apply(event.share, event.items, b_id)
-            assert result.refused == 0 and result.waiting == 0, result
-    kinds = [type(event).__name__ for event in events]
-    assert {"PeerVector", "Entries", "CaughtUp", "Direct", "Have"} <= set(kinds), kinds
-    assert kinds[-3:] == ["Ping", "Pong", "Bye"] and events[-1] == Bye("fixture ends")
+    apply_recorded(a, events, b_id)
     for share in SHARES_0_3:  # A held all of it already: nothing is applied twice
         assert a.summary_vector(share) == EXPECTED_0_4["shares"][share]["vector"], share
