@@ -1,4 +1,5 @@
-"""The SQLite file behind a replica: schema, migrations and every query (the only disk I/O).
+"""The SQLite file behind a replica: opening it, running the schema's migration steps (held in
+`store_schema.py`) and every query (the only disk I/O).
 
 WAL mode with synchronous=FULL, so a committed transaction survives kill -9 and power loss; the
 caller groups many local transactions into one SQLite transaction (group commit) to amortise the
@@ -17,67 +18,8 @@ import msgpack
 
 from .history.baseline import KEY_CHUNK, BaselineTables
 from .merge import RecordKey, Sibling, SiblingFields, is_conflict, winner
+from .store_schema import MIGRATIONS, SCHEMA_VERSION
 
-SCHEMA_VERSION = 5
-# Each step takes a database at version N-1 to version N; never edit a released step, add one.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (
-        "CREATE TABLE meta(key TEXT PRIMARY KEY, value BLOB)",
-        "CREATE TABLE shares(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)",
-        "CREATE TABLE actors(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE)",
-        "CREATE TABLE heads(share INTEGER NOT NULL, actor INTEGER NOT NULL, seq INTEGER NOT NULL,"
-        " hash BLOB NOT NULL, PRIMARY KEY(share, actor)) WITHOUT ROWID",
-        "CREATE TABLE entries(lseq INTEGER PRIMARY KEY, share INTEGER NOT NULL,"
-        " actor INTEGER NOT NULL, seq INTEGER NOT NULL, raw BLOB NOT NULL, sig BLOB)",
-        "CREATE UNIQUE INDEX entries_by_actor ON entries(share, actor, seq)",
-        # a share's entries in apply order: catch-up reads them from a point on, never the whole log
-        "CREATE INDEX entries_by_share ON entries(share, lseq)",
-        # WITHOUT ROWID: the primary key is the only b-tree, so a record costs one insert, not two
-        "CREATE TABLE records(share INTEGER NOT NULL, coll TEXT NOT NULL, key TEXT NOT NULL,"
-        " siblings BLOB NOT NULL, deleted INTEGER NOT NULL, conflict INTEGER NOT NULL,"
-        " PRIMARY KEY(share, coll, key)) WITHOUT ROWID",
-        "CREATE INDEX records_conflicts ON records(share, coll, key) WHERE conflict",
-    ),
-    2: (
-        # what `status` shows, kept up to date by every record write so reading it costs one row
-        # whatever the size of the store: live records and conflicting records, both outside the
-        # system collections (named '_...')
-        "CREATE TABLE counts(share INTEGER PRIMARY KEY, live INTEGER NOT NULL,"
-        " conflicts INTEGER NOT NULL)",
-        "INSERT INTO counts(share, live, conflicts) SELECT share, sum(NOT deleted), sum(conflict)"
-        " FROM records WHERE coll NOT LIKE '\\_%' ESCAPE '\\' GROUP BY share",
-    ),
-    3: (
-        # the value each delete replaced here (its record's winner just before), by the local
-        # position of the delete's entry: `watch` shows it, and the log cannot say it (entries
-        # hold ops, not the state they were applied to). Deletes of nothing live have no row.
-        "CREATE TABLE deleted_values(lseq INTEGER NOT NULL, coll TEXT NOT NULL,"
-        " key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY(lseq, coll, key)) WITHOUT ROWID",
-    ),
-    4: (
-        # Compaction (issue 11, history/compaction.py): each share's state at its frontier B (the
-        # siblings of every record as of B, tombstones included until purged) and B itself. The
-        # entries within B are folded into it and gone from `entries` (but each epoch's first
-        # entry, which says what the epoch retires); `records` stays the live state.
-        "CREATE TABLE baseline(share INTEGER NOT NULL, coll TEXT NOT NULL, key TEXT NOT NULL,"
-        " siblings BLOB NOT NULL, tombstone INTEGER NOT NULL, PRIMARY KEY(share, coll, key))"
-        " WITHOUT ROWID",
-        "CREATE INDEX baseline_tombstones ON baseline(share, coll, key) WHERE tombstone",
-        # written: per actor, the newest folded entry that is more than a stability report
-        "CREATE TABLE baselines(share INTEGER PRIMARY KEY, frontier BLOB NOT NULL,"
-        " written BLOB NOT NULL)",
-    ),
-    5: (
-        # Snapshot bootstrap (history/snapshot.py, history/bootstrap.py): the snapshot a device
-        # is receiving for a share (its start, packed, with the progress so far) and the rows
-        # received, kept across restarts so an interrupted transfer resumes after the last key.
-        "CREATE TABLE snapshot_offers(share INTEGER PRIMARY KEY, offer BLOB NOT NULL,"
-        " progress BLOB NOT NULL)",
-        "CREATE TABLE snapshot_rows(share INTEGER NOT NULL, coll TEXT NOT NULL, key TEXT NOT NULL,"
-        " row BLOB NOT NULL, PRIMARY KEY(share, coll, key)) WITHOUT ROWID",
-    ),
-}
-_KEY_CHUNK = KEY_CHUNK
 WAL_SIZE_LIMIT = 8 * 1024 * 1024
 # Rows per multi-row INSERT: executemany pays its per-statement cost (step, reset, Python
 # round trip) on every row; one statement of 150 rows pays it once, and its at most 751
@@ -414,8 +356,8 @@ class Store(BaselineTables):
             by_collection.setdefault(collection, []).append(key)
         found: dict[RecordKey, tuple[bytes, int, int]] = {}
         for collection, wanted in by_collection.items():
-            for start in range(0, len(wanted), _KEY_CHUNK):
-                chunk = wanted[start : start + _KEY_CHUNK]
+            for start in range(0, len(wanted), KEY_CHUNK):
+                chunk = wanted[start : start + KEY_CHUNK]
                 rows = self._db.execute(
                     "SELECT key, siblings, deleted, conflict FROM records WHERE share=? AND coll=?"
                     f" AND key IN ({','.join('?' * len(chunk))})",
