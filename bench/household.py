@@ -3,7 +3,9 @@
 Measures how a write spreads through a household (issue 9):
 - one write, fan-out: copies of the entry each device receives (the `peers` call's per-peer
   `entries_received`), sync bytes of all daemons, CPU of all daemons (from /proc); against N-1
-  times what the same write costs between 2 devices (the cost of direct sends), interleaved;
+  times what the same write costs between 2 devices (the cost of direct sends), interleaved.
+  A write's window ends when no entry arrived for a while; the idle background of each mesh
+  (keep-alive pings, timers; measured first and printed) is taken off its bytes and CPU;
 - one write visible on all N (`one_write_all_ms`): put on one device until the change shows on
   every device's `watch` stream, p50 / p99;
 - concurrent writes: every device puts W single-record writes at once (pipelined on its control
@@ -51,6 +53,9 @@ from tests.daemons import DaemonProcess, free_port, introduce
 
 SETTLE_SECONDS = 0.3  # counters unchanged this long after the last arrival: nothing more comes
 SETTLE_LIMIT = 5.0
+IDLE_SECONDS = 6.0  # two keep-alive periods
+POLL_SECONDS = 0.05
+CPU_TAIL_SECONDS = 0.2
 
 
 class Cluster:
@@ -100,17 +105,32 @@ class Cluster:
     def cpu(self) -> float:
         return sum(cpu_seconds(pid_of(d)) for d in self.daemons)
 
-    def settled_counters(self) -> dict[str, int]:
-        """Counters once they stopped moving (late duplicates are counted too)."""
+    def settled_counters(self) -> dict[str, float]:
+        """Counters once no entry arrived for a while (late duplicates are counted too), with
+        the moment they were read. Bytes never settle: keep-alive pings go on while idle."""
         last = self.counters()
         stable_since = time.monotonic()
         deadline = stable_since + SETTLE_LIMIT
         while time.monotonic() - stable_since < SETTLE_SECONDS and time.monotonic() < deadline:
-            time.sleep(0.05)
+            time.sleep(POLL_SECONDS)
             now = self.counters()
-            if now != last:
-                last, stable_since = now, time.monotonic()
-        return last
+            if now["entries_received"] != last["entries_received"]:
+                stable_since = time.monotonic()
+            last = now
+        return {**last, "at": time.monotonic(), "cpu": self.cpu()}
+
+    def idle_rates(self, seconds: float) -> dict[str, float]:
+        """Sync bytes and CPU per second of all daemons while nothing is written and nobody
+        asks them anything: the background (keep-alive pings, timers) a write's window holds."""
+        before = self.settled_counters()
+        time.sleep(seconds)
+        after = self.counters()
+        elapsed = time.monotonic() - before["at"]
+        cpu = self.cpu()
+        return {
+            "bytes": (after["bytes_sent"] - before["bytes_sent"]) / elapsed,
+            "cpu_ms": 1000 * (cpu - before["cpu"]) / elapsed,
+        }
 
 
 class Arrivals:
@@ -170,21 +190,30 @@ class Arrivals:
             watch.close()
 
 
-def one_write(cluster: Cluster, arrivals: Arrivals, number: int) -> dict[str, float]:
-    """One put on one device (in turn), until every device shows it and counters settle."""
+def one_write(
+    cluster: Cluster, arrivals: Arrivals, number: int, idle: dict[str, float]
+) -> dict[str, float]:
+    """One put on one device (in turn), until every device shows it and no entry arrives any
+    more. Bytes and CPU less the idle background of the same time; CPU is read a moment after
+    the write showed everywhere, before this bench's polling (its `peers` calls cost CPU)."""
     writer = cluster.daemons[number % cluster.size]
-    before, cpu_before = cluster.settled_counters(), cluster.cpu()
+    before = cluster.settled_counters()
+    cpu_before, cpu_since = cluster.cpu(), time.monotonic()
     key = f"one-{number:05d}"
     started = time.perf_counter()
     writer.call("put", collection="one", key=key, value={"n": number})
     visible = arrivals.wait_everywhere(key, timeout=30)
+    time.sleep(CPU_TAIL_SECONDS)  # the work that follows the write: acks, senders going idle
+    cpu_ms = 1000 * (cluster.cpu() - cpu_before) - idle["cpu_ms"] * (time.monotonic() - cpu_since)
     after = cluster.settled_counters()
     return {
         "all_ms": 1000 * (visible - started),
         "copies_per_device": (after["entries_received"] - before["entries_received"])
         / (cluster.size - 1),
-        "bytes": after["bytes_sent"] - before["bytes_sent"],
-        "cpu_ms": 1000 * (cluster.cpu() - cpu_before),
+        "bytes": after["bytes_sent"]
+        - before["bytes_sent"]
+        - idle["bytes"] * (after["at"] - before["at"]),
+        "cpu_ms": cpu_ms,
     }
 
 
@@ -267,18 +296,33 @@ def interleaved(
 
 
 def fan_out(clusters: dict[int, Cluster], args: argparse.Namespace, result: dict[str, Any]) -> None:
+    idle = {n: cluster.idle_rates(IDLE_SECONDS) for n, cluster in clusters.items()}
+    print(f"\nidle background ({IDLE_SECONDS:g} s, nothing written; taken off each write's):")
+    for n, rates in idle.items():
+        sessions = n * (n - 1) // 2
+        print(
+            f"  N={n}: {rates['bytes']:.0f} sync bytes/s ({rates['bytes'] / sessions:.0f} per "
+            f"session), CPU {rates['cpu_ms']:.1f} ms/s of all daemons"
+        )
+        result["idle_bytes_per_second"][str(n)] = round(rates["bytes"])
+        result["idle_cpu_ms_per_second"][str(n)] = round(rates["cpu_ms"], 1)
     arrivals = {n: Arrivals(c.daemons, "one") for n, c in clusters.items()}
     try:
         samples = interleaved(
             args.one_writes,
-            {str(n): (lambda i, n=n: one_write(clusters[n], arrivals[n], i)) for n in clusters},
+            {
+                str(n): (lambda i, n=n: one_write(clusters[n], arrivals[n], i, idle[n]))
+                for n in clusters
+            },
         )
     finally:
         for watching in arrivals.values():
             watching.close()
     base = samples["2"]
     base_bytes = statistics.median(s["bytes"] for s in base)
-    base_cpu = statistics.median(s["cpu_ms"] for s in base)
+    # /proc counts CPU in ticks of 10 ms, more than one write costs: CPU is the mean of the
+    # windows (their total over the number of writes), which the ticks do not skew
+    base_cpu = statistics.fmean(s["cpu_ms"] for s in base)
     print(f"\none write, fan-out ({args.one_writes} interleaved writes per size):")
     for n in clusters:
         found = samples[str(n)]
@@ -293,12 +337,12 @@ def fan_out(clusters: dict[int, Cluster], args: argparse.Namespace, result: dict
             "p99": round(percentile(latencies, 0.99), 1),
         }
         result["one_write_bytes"][str(n)] = round(statistics.median(bytes_))
-        result["one_write_cpu_ms"][str(n)] = round(statistics.median(cpu), 1)
+        result["one_write_cpu_ms"][str(n)] = round(statistics.fmean(cpu), 1)
         result["one_write_bytes_ratio_to_direct"][str(n)] = round(
             statistics.median(bytes_) / direct_bytes, 2
         )
         result["one_write_cpu_ratio_to_direct"][str(n)] = round(
-            statistics.median(cpu) / direct_cpu, 2
+            statistics.fmean(cpu) / direct_cpu, 2
         )
         print(
             f"  N={n}: copies per device {median_spread(copies)}; visible on all "
@@ -307,8 +351,8 @@ def fan_out(clusters: dict[int, Cluster], args: argparse.Namespace, result: dict
         print(
             f"        sync bytes {median_spread(bytes_)} = "
             f"{statistics.median(bytes_) / direct_bytes:.2f}x {n - 1} direct sends; "
-            f"CPU of all daemons {median_spread(cpu)} ms = "
-            f"{statistics.median(cpu) / direct_cpu:.2f}x {n - 1} direct sends"
+            f"CPU of all daemons, mean {statistics.fmean(cpu):.3g} ms = "
+            f"{statistics.fmean(cpu) / direct_cpu:.2f}x {n - 1} direct sends"
         )
 
 
@@ -425,6 +469,8 @@ def main() -> None:
             "converge_seconds",
             "converge_seconds_2_devices",
             "bytes_per_record",
+            "idle_bytes_per_second",
+            "idle_cpu_ms_per_second",
         )
     }
     result["writes_per_device"] = args.writes

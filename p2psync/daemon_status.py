@@ -144,8 +144,7 @@ def peer_json(
     now: float,
 ) -> dict[str, Any]:
     """One row of `peers`: a member, and its session's state when we have one."""
-    # a copy: the database thread raises these vectors while we read (dict() is atomic)
-    theirs = dict(state.peer_vectors.get(DEFAULT_SHARE, {})) if state else {}
+    they_lack, we_lack = lag(state, DEFAULT_SHARE, ours) if state else (None, None)
     return {
         "device": device.device_id,
         "name": device.name,
@@ -161,8 +160,8 @@ def peer_json(
             round(now - state.last_seen, 1) if state and state.last_seen else None
         ),
         "in_sync": bool(state and DEFAULT_SHARE in state.in_sync),
-        "they_lack": count_missing(ours, theirs) if state else None,
-        "we_lack": count_missing(theirs, ours) if state else None,
+        "they_lack": they_lack,
+        "we_lack": we_lack,
         "receive_rate": round(state.receive_rate(now), 1) if connected and state else 0.0,
         "clock_offset_ms": state.clock_offset_ms if state else None,
         "entries_sent": state.entries_sent if state else 0,
@@ -171,6 +170,17 @@ def peer_json(
         "bytes_sent": state.bytes_sent if state else 0,
         "bytes_received": state.bytes_received if state else 0,
     }
+
+
+def lag(state: "PeerState", share: str, ours: dict[str, int]) -> tuple[int, int]:
+    """(entries we hold that the peer lacks, entries it holds that we lack), as far as its
+    session showed. Actors whose writers deliver to the peer themselves are not counted on its
+    side: we do not send them, and are not told its seqs of them (see relay.Outbox)."""
+    # a copy: the database thread raises these vectors while we read (dict() is atomic)
+    theirs = dict(state.peer_vectors.get(share, {}))
+    fed = state.fed_directly.get(share, frozenset())
+    ours_to_send = {actor: seq for actor, seq in ours.items() if actor not in fed}
+    return count_missing(ours_to_send, theirs), count_missing(theirs, ours)
 
 
 def count_missing(have: dict[str, int], other: dict[str, int]) -> int:

@@ -70,6 +70,9 @@ class PeerState:
     in_sync: set[str] = field(default_factory=set)
     entries_received: int = 0
     direct_actors: int = 0  # writers the peer says deliver to it (default share): not relayed
+    # per share, the actors whose own writers deliver to the peer (its claims, less us): we
+    # skip them, are not told their seqs while claimed, and `status` does not count them
+    fed_directly: dict[str, frozenset[str]] = field(default_factory=dict)
     entries_sent: int = 0
     bytes_received: int = 0
     bytes_sent: int = 0

@@ -31,6 +31,7 @@ from .history.snapshot import (
 from .journal import log_extra
 from .liveness import Liveness
 from .relay import raise_to as _raise_to
+from .relay import skipped
 from .replica import DEFAULT_SHARE, ApplyResult, Replica, WireItem, wall_clock_ms
 from .sender import Link
 from .session import (
@@ -222,6 +223,9 @@ class SessionPump:
         elif isinstance(event, Direct):
             self.link.on_direct(event)
             self.state.direct_actors = len(event.shares.get(DEFAULT_SHARE, ()))
+            self.state.fed_directly = {
+                share: skipped(event.shares, share, self.replica.actor) for share in event.shares
+            }
         elif isinstance(event, CaughtUp):
             vector = await self._database(self.replica.expand_vector, event.share, event.vector)
             _raise_to(self._known(event.share), vector)

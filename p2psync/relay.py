@@ -3,8 +3,9 @@
 The rules of "each entry crosses each link once" (docs/architecture.md): a device claims the
 actors whose writers deliver to it over a live session (`claims`); a sender skips those actors'
 entries for that peer (`skipped`, `Skipping`), except its own; when a claim goes, the sender
-rewinds (`lost`). A peer is told what we now hold of actors that reached us by relay at once,
-and of the others lazily (`Outbox`). No I/O here: the trio side lives in `sender.py`.
+rewinds (`lost`). A peer is told at once what we now hold of actors that reached us by relay,
+and of claimed actors only when the claim goes (`Outbox`). No I/O here: the trio side lives in
+`sender.py`.
 """
 
 from collections.abc import Iterable, Iterator, Mapping
@@ -69,9 +70,9 @@ class Outbox:
     """What one peer has been told about us: seqs we hold (`have`) and our claims (`direct`).
 
     `note` marks actors that reached us by relay: the peer hears of them at the next flush, so
-    its sender stops relaying them too. Actors we claim are told lazily (`wanted(lazy=True)`):
-    the peer skips them anyway, and it only needs their seqs for `status` and for the moment
-    the claim goes, when they are told at once, before the claims that drop them."""
+    its sender stops relaying them too. Actors we claim are not told while claimed: the peer
+    skips them anyway (and `status` does not count them), and needs their exact seqs only at the
+    moment the claim goes, when they are told at once, before the claims that drop them."""
 
     def __init__(self) -> None:
         self.told: dict[str, Vector] = {}
@@ -85,14 +86,11 @@ class Outbox:
     def urgent(self) -> bool:
         return bool(self._urgent)
 
-    def wanted(self, ours: Claims, lazy: bool, peer_actor: str | None) -> dict[str, set[str]]:
+    def wanted(self, ours: Claims, peer_actor: str | None) -> dict[str, set[str]]:
         """Whose seqs to look up for this flush (and forget the noted ones)."""
         found, self._urgent = self._urgent, {}
         for share, gone in lost(self.announced or {}, ours).items():
             found.setdefault(share, set()).update(gone)
-        if lazy:
-            for share, claimed in ours.items():
-                found.setdefault(share, set()).update(claimed)
         for actors in found.values():
             actors.discard(peer_actor or "")
         return {share: actors for share, actors in found.items() if actors}

@@ -23,7 +23,6 @@ from .session import Direct, SyncConnection, lacks_snapshots
 
 log = logging.getLogger("p2psync.peers")
 
-LAZY_HAVE_SECONDS = 5.0  # how stale a peer's idea of our claimed actors' seqs may get
 # what we send of our heads for the peer to compare (a fork of equal length shows only there)
 EQUAL_HEADS_BYTES = 2 * 1024 * 1024
 # rows per snapshot frame; tests make it small so that a transfer takes many frames
@@ -258,19 +257,14 @@ class Link:
             await self.send(self.connection.send_entries(share, batch))
 
     async def _announce(self) -> None:
-        """Tell the peer what we hold (relayed actors at once, claimed ones lazily) and our
-        claims when they change; everything waiting goes in one write."""
-        lazy_at = trio.current_time() + LAZY_HAVE_SECONDS
+        """Tell the peer what we hold of relayed actors, and of claimed ones when the claim
+        goes, then our claims when they change; everything waiting goes in one write."""
         while True:
-            with trio.move_on_at(lazy_at):
-                await self._wake.wait()
+            await self._wake.wait()
             self._wake = trio.Event()
-            lazy = trio.current_time() >= lazy_at
-            if lazy:
-                lazy_at = trio.current_time() + LAZY_HAVE_SECONDS
             shared = self.connection.common_shares  # claims of other shares are not its business
             ours = {s: a for s, a in self.neighbourhood.claims().items() if s in shared}
-            wanted = self.outbox.wanted(ours, lazy, self.peer_actor)
+            wanted = self.outbox.wanted(ours, self.peer_actor)
             frames = []
             if wanted:
                 held = await self.node.call(_seqs_of, self.replica, wanted)

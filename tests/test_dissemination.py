@@ -179,3 +179,36 @@ def test_a_relay_skipped_for_a_direct_link_is_sent_when_that_link_goes(tmp_path)
             assert peer_named(b, "c")["entries_received"] > from_c
     finally:
         proxy.close()
+
+
+def test_status_counts_only_what_a_peer_gets_from_us_and_no_have_follows_a_direct_write(tmp_path):
+    """In a full mesh each device hears a's write from a itself: c is never told b's seq of a
+    (no `have` for a claimed writer), and c's `peers` row for b does not count a's entries as
+    lacking on b, since a, not c, delivers them."""
+    a, b, c = (DaemonProcess(tmp_path, name) for name in "abc")
+    b.peers, c.peers = [a.address], [a.address, b.address]
+    b.write_config()
+    c.write_config()
+    with running(a, b, c):
+        introduce(a, b, c)
+        wait_for(
+            lambda: peer_named(c, "b").get("direct_actors") == 2
+            and peer_named(b, "c").get("direct_actors") == 2,
+            "b and c to say they hear from a and each other directly",
+            a, b, c,
+        )
+        marker_round([a, b, c], "warm")
+        a.call("put", collection="notes", key="direct", value="from a")
+        everyone_has([b, c], "notes", {"direct": "from a"})
+        row = peer_named(c, "b")
+        assert row["they_lack"] == 0 and row["we_lack"] == 0, row
+        bytes_before = peer_named(c, "b")["bytes_sent"]
+        for number in range(20):
+            a.call("put", collection="notes", key=f"more-{number}", value=number)
+        everyone_has([b, c], "notes", {"more-19": 19})
+        # a marker from b, sent after b applied a's writes: c has all b would say by then
+        b.call("put", collection="flush", key="b", value=1)
+        everyone_has([c], "flush", {"b": 1})
+        assert peer_named(c, "b")["they_lack"] == 0
+        # c sent b nothing about a's 20 writes (pings aside: well under one `have` per write)
+        assert peer_named(c, "b")["bytes_sent"] - bytes_before < 20 * 40

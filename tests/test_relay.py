@@ -40,14 +40,15 @@ def test_idle_senders_raise_known_only_for_actors_they_did_not_skip():
     assert known == {A: 1, B: 4}, "known only rises"
 
 
-def test_relayed_actors_are_told_at_once_claimed_ones_lazily_and_never_the_peers_own():
+def test_relayed_actors_are_told_at_once_claimed_ones_never_and_never_the_peers_own():
     outbox = Outbox()
     ours = {"default": frozenset({B})}
+    assert outbox.wanted(ours, peer_actor=C) == {}, "a claimed actor is not told while claimed"
+    outbox.announced = dict(ours)
     outbox.note("default", {A, C})
     assert outbox.urgent
-    assert outbox.wanted(ours, lazy=False, peer_actor=C) == {"default": {A}}
-    assert not outbox.urgent and outbox.wanted(ours, lazy=False, peer_actor=C) == {}
-    assert outbox.wanted(ours, lazy=True, peer_actor=C) == {"default": {B}}
+    assert outbox.wanted(ours, peer_actor=C) == {"default": {A}}
+    assert not outbox.urgent and outbox.wanted(ours, peer_actor=C) == {}
 
 
 def test_news_is_only_what_rose_since_last_told():
@@ -64,5 +65,5 @@ def test_a_lost_claim_is_told_at_once_and_the_new_claims_announced_after():
     outbox.announced = dict(ours)
     assert not outbox.direct_due(ours)
     now = {"default": frozenset({B})}
-    assert outbox.wanted(now, lazy=False, peer_actor=None) == {"default": {A}}
+    assert outbox.wanted(now, peer_actor=None) == {"default": {A}}
     assert outbox.direct_due(now)

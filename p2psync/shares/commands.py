@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..control.api import param
 from ..control.errors import BAD_REQUEST, NOT_FOUND, RequestError
-from ..daemon_status import count_missing
+from ..daemon_status import lag
 from ..device_names import find_device
 from ..membership import DeviceRecord
 from ..node import Node
@@ -167,10 +167,10 @@ def _sync_json(
         return {"online": True, "in_sync": True, "they_lack": 0, "we_lack": 0}
     if state is None or share not in state.peer_vectors:
         return {"online": connected, "in_sync": None, "they_lack": None, "we_lack": None}
-    theirs = dict(state.peer_vectors[share])  # a copy: the database thread raises it meanwhile
+    they_lack, we_lack = lag(state, share, ours)
     return {
         "online": connected,
         "in_sync": share in state.in_sync,
-        "they_lack": count_missing(ours, theirs),
-        "we_lack": count_missing(theirs, ours),
+        "they_lack": they_lack,
+        "we_lack": we_lack,
     }
