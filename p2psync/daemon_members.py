@@ -1,6 +1,7 @@
 """The daemon's side of membership (trio): the household's devices as the control socket sees
-them — listing them, renaming this one, trusting and revoking others (a mixin of `Daemon`, kept
-apart so each file reads whole, like `daemon_pairing.py`).
+them — listing them, renaming this one, trusting and revoking others — and following membership
+as it changes: trust refreshed, members reloaded, watchers told (`membership` events). A mixin
+of `Daemon`, kept apart so each file reads whole, like `daemon_pairing.py`.
 
 The rules of membership are `membership.py`'s and the replica's; this module only turns control
 requests into membership writes through the node and reports the result. It never writes
@@ -15,41 +16,16 @@ from typing import Any
 import trio
 
 from . import __version__, config, daemon_status, identity
+from .daemon_role import DaemonRole
 from .device_names import find_device
-from .discovery import Discovery
 from .journal import log_extra
-from .last_seen import LastSeen
 from .membership import DeviceRecord
-from .node import Node
-from .peers import PeerManager, PeerState
 from .replica import DEFAULT_SHARE
 
 log = logging.getLogger("p2psync")
 
 
-class MembershipRole:
-    # set by Daemon
-    node: Node
-    identity: identity.DeviceIdentity
-    peers: PeerManager
-    discovery: Discovery | None
-    members: dict[str, DeviceRecord]
-    last_seen: LastSeen
-
-    @property
-    def device_id(self) -> str:
-        raise NotImplementedError
-
-    @property
-    def device_name(self) -> str:
-        raise NotImplementedError
-
-    def peer_state(self, device_id: str) -> tuple[PeerState | None, bool]:
-        raise NotImplementedError
-
-    def _save_address(self, address: tuple[str, int]) -> None:
-        raise NotImplementedError
-
+class MembershipRole(DaemonRole):
     async def _write_own_record(self, name: str) -> None:
         op = self.node.replica.device_op(self.identity.cert_pem, name)
         await self.node.commit(DEFAULT_SHARE, [op])
@@ -141,3 +117,68 @@ class MembershipRole:
             extra=log_extra("revoked", peer=device_id, peer_name=device.name),
         )  # fmt: skip
         return {"device": device_id, "name": device.name, "revoked": True}
+
+    # following membership, and its events for watchers (docs/control-protocol.md, watch) ------
+
+    async def _load_share_members(self) -> dict[str, frozenset[str]]:
+        def current() -> dict[str, frozenset[str]]:
+            replica = self.node.replica
+            return {
+                share: frozenset(
+                    d for d, r in replica.share_records(share).items() if not r.removed
+                )
+                for share in replica.shares()
+                if share != DEFAULT_SHARE
+            }
+
+        return await self.node.call(current)
+
+    async def _follow_membership(self) -> None:
+        seen = self.node.membership_changed.position
+        self.share_members = await self._load_share_members()
+        while True:
+            seen = await self.node.membership_changed.wait_beyond(seen)
+            await self.peers.refresh_trust()
+            before = self.members
+            await self._load_members()
+            self._publish_membership(before, self.members)
+            shares_before, self.share_members = self.share_members, await self._load_share_members()
+            self._publish_share_members(shares_before, self.share_members)
+            self._recheck_nearby()
+
+    def _name_of(self, device_id: str) -> str | None:
+        record = self.members.get(device_id)
+        return record.name if record is not None else None
+
+    def _publish_membership(
+        self, before: dict[str, DeviceRecord], after: dict[str, DeviceRecord]
+    ) -> None:
+        for device_id, record in sorted(after.items()):
+            was = before.get(device_id)
+            if record.revoked and (was is None or not was.revoked):
+                change = "device_revoked"
+            elif not record.revoked and (was is None or was.revoked):
+                change = "device_added"
+            else:
+                continue
+            self.node.events.publish(
+                {"event": "membership", "change": change, "device": device_id, "name": record.name}
+            )
+
+    def _publish_share_members(
+        self, before: dict[str, frozenset[str]], after: dict[str, frozenset[str]]
+    ) -> None:
+        for share in sorted(after.keys() | before.keys()):
+            now, was = after.get(share, frozenset()), before.get(share, frozenset())
+            if now != was:
+                self.node.events.publish(
+                    {
+                        "event": "membership",
+                        "change": "share_members",
+                        "share": share,
+                        "members": sorted(now),
+                        "added": sorted(now - was),
+                        "removed": sorted(was - now),
+                        "names": {d: self._name_of(d) for d in sorted(now | was)},
+                    }
+                )

@@ -15,13 +15,10 @@ from typing import Any
 import trio
 
 from . import config, identity, pairing
-from .discovery import Discovery
+from .daemon_role import DaemonRole
 from .journal import log_extra
-from .membership import DeviceRecord
-from .node import Node
 from .pairing import PairingResult
-from .pairing_service import Invitation, PairingService, announcing
-from .peers import PeerManager
+from .pairing_service import Invitation, announcing
 from .replica import DEFAULT_SHARE
 from .shares.rules import ShareError
 
@@ -31,21 +28,7 @@ ENDED_CODE_GRACE_SECONDS = 2.0
 GIVEN_SHARES = "given_shares"  # the record of the pairing members list that names shares
 
 
-class PairingRole:
-    # set by Daemon
-    node: Node
-    identity: identity.DeviceIdentity
-    peers: PeerManager
-    pairing: PairingService
-    discovery: Discovery | None
-    nearby_changed: trio.Event
-    members: dict[str, DeviceRecord]
-    readmit_by_pairing: bool
-    shares_by_pairing: list[str]
-
-    async def _member(self, device_id: str) -> DeviceRecord | None:
-        raise NotImplementedError
-
+class PairingRole(DaemonRole):
     async def pair(
         self, ttl_seconds: float, readmit: bool = False, shares: Sequence[str] = ()
     ) -> Invitation:
