@@ -35,7 +35,7 @@ class PeerFigures:
     entries_received: int
     bytes_sent: int
     bytes_received: int
-    they_lack: int | None  # entries of ours (default share) the peer lacks; None: never met
+    they_lack: int | None  # entries (default share) we would send the peer; None: never met
     we_lack: int | None
 
 
