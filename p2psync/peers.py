@@ -13,9 +13,8 @@ import logging
 import math
 import ssl
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,11 @@ from . import hlc, identity, keystore, listening, tls
 from .config import format_address
 from .entry import IntegrityError
 from .journal import log_extra
-from .liveness import DEFAULT_LIMIT_SECONDS, Liveness
+from .liveness import DEFAULT_LIMIT_SECONDS
 from .membership import DeviceRecord
 from .node import Node
 from .pairing_service import PREFACE as PAIRING_PREFACE
+from .peer_state import PeerState
 from .pump import SessionPump, SnapshotBudget
 from .redial import Redial
 from .replica import ApplyResult, Replica, wall_clock_ms
@@ -39,7 +39,6 @@ from .wire import encode_frame
 
 log = logging.getLogger("p2psync.peers")
 TLS_HANDSHAKE_RECORD = b"\x16"  # the first byte of every TLS ClientHello
-RATE_WINDOW_SECONDS = 5.0
 CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 Address = tuple[str, int]
 
@@ -55,42 +54,6 @@ def preferred(dialer: str, listener: str) -> bool:
     """When two devices dial each other at once, both keep the connection dialled by the device
     with the smaller id, so they agree without talking about it."""
     return dialer < listener
-
-
-@dataclass
-class PeerState:
-    """What the daemon shows about one peer; updated by its session."""
-
-    device_id: str
-    address: str = ""
-    direction: str = ""
-    connected_at: float | None = None
-    last_seen: float | None = None
-    peer_vectors: dict[str, dict[str, int]] = field(default_factory=dict)
-    in_sync: set[str] = field(default_factory=set)
-    entries_received: int = 0
-    direct_actors: int = 0  # writers the peer says deliver to it (default share): not relayed
-    # per share, the actors whose own writers deliver to the peer (its claims, less us): we
-    # skip them, are not told their seqs while claimed, and `status` does not count them
-    fed_directly: dict[str, frozenset[str]] = field(default_factory=dict)
-    entries_sent: int = 0
-    bytes_received: int = 0
-    bytes_sent: int = 0
-    clock_offset_ms: int | None = None  # the peer's wall clock minus ours, from its pings
-    software: str | None = None  # its p2psync version, as its hello said (None: not said)
-    liveness: Liveness | None = None  # the session's clocks: is the peer answering?
-    recent_receipts: deque[tuple[float, int]] = field(default_factory=deque)
-
-    def count_received(self, now: float, entries: int) -> None:
-        self.entries_received += entries
-        self.recent_receipts.append((now, entries))
-        while self.recent_receipts and self.recent_receipts[0][0] < now - RATE_WINDOW_SECONDS:
-            self.recent_receipts.popleft()
-
-    def receive_rate(self, now: float) -> float:
-        """Entries per second received over the last few seconds."""
-        recent = sum(n for when, n in self.recent_receipts if when >= now - RATE_WINDOW_SECONDS)
-        return recent / RATE_WINDOW_SECONDS
 
 
 class _Dialer:
