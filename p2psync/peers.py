@@ -22,6 +22,7 @@ import trio
 
 from . import hlc, identity, keystore, listening, tls
 from .config import format_address
+from .connection_errors import CONNECTION_ERRORS, describe, first_reason
 from .entry import IntegrityError
 from .journal import log_extra
 from .liveness import DEFAULT_LIMIT_SECONDS
@@ -39,7 +40,6 @@ from .wire import encode_frame
 
 log = logging.getLogger("p2psync.peers")
 TLS_HANDSHAKE_RECORD = b"\x16"  # the first byte of every TLS ClientHello
-CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
 Address = tuple[str, int]
 
 
@@ -204,7 +204,7 @@ class PeerManager:
             with trio.fail_at(deadline):
                 opening = await _read_opening(tcp)
         except (trio.TooSlowError, trio.BrokenResourceError, OSError) as exc:
-            arrival.failed("dropped connection", _describe(exc))
+            arrival.failed("dropped connection", describe(exc))
             return
         if opening == PAIRING_PREFACE:
             # A pairing attempt proves nothing before its PAKE does, so it keeps its place under
@@ -222,7 +222,7 @@ class PeerManager:
             with trio.fail_at(deadline):
                 await stream.do_handshake()  # `_handshake` finds it done and checks membership
         except (trio.TooSlowError, trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-            arrival.failed("refused connection", _describe(exc))
+            arrival.failed("refused connection", describe(exc))
             await trio.aclose_forcefully(stream)
             return
         arrival.release()
@@ -246,9 +246,9 @@ class PeerManager:
             ValueError,
         ) as exc:
             if outgoing:
-                log.info("could not connect to %s: %s", address, _describe(exc))
+                log.info("could not connect to %s: %s", address, describe(exc))
             else:
-                log.info("refused connection from %s: %s", address, _describe(exc))
+                log.info("refused connection from %s: %s", address, describe(exc))
             await trio.aclose_forcefully(stream)
             return None
         if peer_id in self._revoked:
@@ -352,7 +352,7 @@ class PeerManager:
                 # an unreachable address fails as fast as the OS says so (refused, no route)
                 tcp = await trio.open_tcp_stream(host, port)
         except (OSError, trio.TooSlowError) as exc:
-            log.debug("cannot reach %s: %s", text, _describe(exc))
+            log.debug("cannot reach %s: %s", text, describe(exc))
             return False
         finally:
             if dialer is not None:
@@ -479,9 +479,9 @@ class PeerManager:
             with session.cancel_scope:
                 await SessionPump(self, session).run()
         except* (ProtocolError, IntegrityError) as group:
-            self.end_for_misbehaviour(session, _first_reason(group))
+            self.end_for_misbehaviour(session, first_reason(group))
         except* CONNECTION_ERRORS as group:
-            session.reason = session.reason or _first_reason(group)
+            session.reason = session.reason or first_reason(group)
         except* Exception as group:
             # a bug in one session must not take the daemon down for every other peer
             log.error("session with %s failed", peer_id, exc_info=group)
@@ -608,22 +608,3 @@ def _revocation_text(device: DeviceRecord, revoker: str) -> str:
         return "revoked by a member of this household"
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(device.revoked_at_ms / 1000))
     return f"revoked by {revoker} at {when}"
-
-
-def _first_reason(group: BaseExceptionGroup) -> str:
-    first: BaseException = group
-    while isinstance(first, BaseExceptionGroup):
-        first = first.exceptions[0]
-    return _describe(first)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, trio.TooSlowError):
-        return "timed out"
-    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
-        exc = exc.__cause__
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"not a member of this household (certificate not trusted: {exc.verify_message})"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS failed: {exc.reason or exc}"
-    return str(exc) or type(exc).__name__
