@@ -18,7 +18,7 @@ from . import __version__, daemon_status, metrics
 from .daemon_role import DaemonRole
 from .history.stability import Away
 from .journal import log_extra
-from .peers import PeerState
+from .peer_state import PeerState
 from .replica import DEFAULT_SHARE, Replica
 
 log = logging.getLogger("p2psync")

@@ -21,7 +21,8 @@ from .last_seen import LastSeen
 from .membership import DeviceRecord
 from .node import Node
 from .pairing_service import PairingService
-from .peers import PeerManager, PeerState
+from .peer_state import PeerState
+from .peers import PeerManager
 from .sdnotify import Notifier
 
 

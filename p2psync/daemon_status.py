@@ -20,7 +20,7 @@ from .replica import DEFAULT_SHARE, DeviceRecord
 from .session import SNAPSHOT_RELEASE
 
 if TYPE_CHECKING:
-    from .peers import PeerState
+    from .peer_state import PeerState
 
 
 def name_of(members: Mapping[str, DeviceRecord], device_id: str) -> str:

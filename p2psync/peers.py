@@ -1,11 +1,11 @@
-"""Connections to other devices: listener, dialers with backoff, and the sessions of each
-device (trio).
+"""Connections to other devices: the listener, and the sessions of each device (trio).
 
 Owns sockets and TLS streams, settles which sessions a device keeps (simultaneous dials, two
 running copies), tells revoked devices so, and ends the sessions of peers that sent false data;
-each session's bytes are moved by a `pump.SessionPump`. Whom to trust comes from the membership
-records. It never interprets entries itself, and never sends a peer anything before the TLS
-handshake proved the peer is a current member and the peer answered with its own hello.
+each session's bytes are moved by a `pump.SessionPump`, and the addresses we keep dialling are
+`dialers.Dialers`'. Whom to trust comes from the membership records. It never interprets entries
+itself, and never sends a peer anything before the TLS handshake proved the peer is a current
+member and the peer answered with its own hello.
 """
 
 import contextlib
@@ -13,24 +13,24 @@ import logging
 import math
 import ssl
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from . import hlc, identity, keystore, listening, tls
-from .config import format_address
+from .connection_errors import CONNECTION_ERRORS, describe, first_reason
+from .dialers import Address, Dialers
 from .entry import IntegrityError
 from .journal import log_extra
-from .liveness import DEFAULT_LIMIT_SECONDS, Liveness
+from .liveness import DEFAULT_LIMIT_SECONDS
 from .membership import DeviceRecord
 from .node import Node
 from .pairing_service import PREFACE as PAIRING_PREFACE
+from .peer_state import PeerState
 from .pump import SessionPump, SnapshotBudget
-from .redial import Redial
 from .replica import ApplyResult, Replica, wall_clock_ms
 from .sender import Neighbourhood
 from .session import ProtocolError
@@ -39,9 +39,6 @@ from .wire import encode_frame
 
 log = logging.getLogger("p2psync.peers")
 TLS_HANDSHAKE_RECORD = b"\x16"  # the first byte of every TLS ClientHello
-RATE_WINDOW_SECONDS = 5.0
-CONNECTION_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, ssl.SSLError, OSError)
-Address = tuple[str, int]
 
 
 @dataclass(frozen=True)
@@ -55,59 +52,6 @@ def preferred(dialer: str, listener: str) -> bool:
     """When two devices dial each other at once, both keep the connection dialled by the device
     with the smaller id, so they agree without talking about it."""
     return dialer < listener
-
-
-@dataclass
-class PeerState:
-    """What the daemon shows about one peer; updated by its session."""
-
-    device_id: str
-    address: str = ""
-    direction: str = ""
-    connected_at: float | None = None
-    last_seen: float | None = None
-    peer_vectors: dict[str, dict[str, int]] = field(default_factory=dict)
-    in_sync: set[str] = field(default_factory=set)
-    entries_received: int = 0
-    direct_actors: int = 0  # writers the peer says deliver to it (default share): not relayed
-    # per share, the actors whose own writers deliver to the peer (its claims, less us): we
-    # skip them, are not told their seqs while claimed, and `status` does not count them
-    fed_directly: dict[str, frozenset[str]] = field(default_factory=dict)
-    entries_sent: int = 0
-    bytes_received: int = 0
-    bytes_sent: int = 0
-    clock_offset_ms: int | None = None  # the peer's wall clock minus ours, from its pings
-    software: str | None = None  # its p2psync version, as its hello said (None: not said)
-    liveness: Liveness | None = None  # the session's clocks: is the peer answering?
-    recent_receipts: deque[tuple[float, int]] = field(default_factory=deque)
-
-    def count_received(self, now: float, entries: int) -> None:
-        self.entries_received += entries
-        self.recent_receipts.append((now, entries))
-        while self.recent_receipts and self.recent_receipts[0][0] < now - RATE_WINDOW_SECONDS:
-            self.recent_receipts.popleft()
-
-    def receive_rate(self, now: float) -> float:
-        """Entries per second received over the last few seconds."""
-        recent = sum(n for when, n in self.recent_receipts if when >= now - RATE_WINDOW_SECONDS)
-        return recent / RATE_WINDOW_SECONDS
-
-
-class _Dialer:
-    """One address's dialer task: its schedule, and what wakes it when there is news."""
-
-    def __init__(self, cap: float) -> None:
-        self.scope = trio.CancelScope()
-        self.schedule = Redial(cap)
-        self.news = trio.Event()
-        self.connecting: trio.CancelScope | None = None  # a TCP connect still unanswered
-
-    def wake(self) -> None:
-        self.schedule.woken(trio.current_time())
-        self.news.set()
-        if self.connecting is not None:
-            # a connect whose SYN went out before the news may wait seconds for its retransmit
-            self.connecting.cancel()
 
 
 class _Session:
@@ -144,9 +88,7 @@ class PeerManager:
         self._trusted: dict[str, bytes] = {}
         self._server_context: ssl.SSLContext | None = None
         self._client_context: ssl.SSLContext | None = None
-        self._dial_requests: dict[Address, str | None] = {}
-        self._dialers: dict[Address, _Dialer] = {}
-        self._nursery: trio.Nursery | None = None
+        self.dialers = Dialers(self)
         self.pairing_handler: Callable[[trio.abc.Stream, str], Awaitable[None]] | None = None
         self._revoked: dict[str, str] = {}
         self.revoked_us: dict[str, str] = {}  # member -> what it said when it revoked us
@@ -200,7 +142,7 @@ class PeerManager:
                 if device_id in self._revoked:
                     session.farewell = (self._revoked[device_id], BYE_REVOKED)
                 self._close(session, "device is no longer trusted")
-        for address, expected in list(self._dial_requests.items()):
+        for address, expected in list(self.dialers.requests.items()):
             if expected is not None and expected not in self._trusted:
                 self.undial(address)  # every attempt would be refused by both sides
         await self._follow_share_members(every_session)
@@ -241,7 +183,7 @@ class PeerManager:
             with trio.fail_at(deadline):
                 opening = await _read_opening(tcp)
         except (trio.TooSlowError, trio.BrokenResourceError, OSError) as exc:
-            arrival.failed("dropped connection", _describe(exc))
+            arrival.failed("dropped connection", describe(exc))
             return
         if opening == PAIRING_PREFACE:
             # A pairing attempt proves nothing before its PAKE does, so it keeps its place under
@@ -259,14 +201,14 @@ class PeerManager:
             with trio.fail_at(deadline):
                 await stream.do_handshake()  # `_handshake` finds it done and checks membership
         except (trio.TooSlowError, trio.BrokenResourceError, ssl.SSLError, OSError) as exc:
-            arrival.failed("refused connection", _describe(exc))
+            arrival.failed("refused connection", describe(exc))
             await trio.aclose_forcefully(stream)
             return
         arrival.release()
         peer_id = await self._handshake(stream, address)
         if peer_id is not None:
             self._arrived(peer_id)
-            await self._run_session(stream, peer_id, address, dialer=peer_id)
+            await self.run_session(stream, peer_id, address, dialer=peer_id)
 
     async def _handshake(
         self, stream: trio.SSLStream[Any], address: str, outgoing: bool = False
@@ -283,9 +225,9 @@ class PeerManager:
             ValueError,
         ) as exc:
             if outgoing:
-                log.info("could not connect to %s: %s", address, _describe(exc))
+                log.info("could not connect to %s: %s", address, describe(exc))
             else:
-                log.info("refused connection from %s: %s", address, _describe(exc))
+                log.info("refused connection from %s: %s", address, describe(exc))
             await trio.aclose_forcefully(stream)
             return None
         if peer_id in self._revoked:
@@ -308,29 +250,17 @@ class PeerManager:
     # outgoing -----------------------------------------------------------------------------
 
     def dial(self, address: Address, device_id: str | None = None) -> None:
-        """Keep a connection to `address` (for a known device, or any member answering there)."""
-        if address in self._dial_requests or device_id in self.revoked_us:
-            return
-        self._dial_requests[address] = device_id
-        if self._nursery is not None:
-            self._nursery.start_soon(self._dial_loop, address)
+        self.dialers.dial(address, device_id)
 
     def undial(self, address: Address) -> None:
-        """Stop trying `address` (a discovered device went away); a live session stays."""
-        self._dial_requests.pop(address, None)
-        dialer = self._dialers.pop(address, None)
-        if dialer is not None:
-            dialer.scope.cancel()
+        self.dialers.undial(address)
 
     def wake(self, device_id: str | None = None) -> None:
         """News that `device_id` (None: any device, e.g. a link came up) may be reachable now:
         its dialers try again at once, and their back-off starts over."""
         if device_id in self.outdated:  # upgraded and restarted, maybe: its next hello says
             self.outdated[device_id] = (self.outdated[device_id][0], -math.inf)
-        for address, expected in self._dial_requests.items():
-            dialer = self._dialers.get(address)
-            if dialer is not None and (device_id is None or expected == device_id):
-                dialer.wake()
+        self.dialers.wake(device_id)
 
     def _arrived(self, peer_id: str) -> None:
         """An incoming session from `peer_id`: the device is there, whatever our dialers think."""
@@ -344,69 +274,19 @@ class PeerManager:
     ) -> None:
         await self.refresh_trust()
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
             nursery.start_soon(self.serve, listeners)
-            for address in self._dial_requests:
-                nursery.start_soon(self._dial_loop, address)
+            self.dialers.start(nursery)
             task_status.started()
 
-    async def _dial_loop(self, address: Address) -> None:
-        dialer = self._dialers[address] = _Dialer(self.timeouts.reconnect_max)
-        schedule = dialer.schedule
-        try:
-            with dialer.scope:
-                while address in self._dial_requests:
-                    expected = self._dial_requests.get(address)
-                    if expected is not None and expected in self.sessions:
-                        await self.sessions[expected].closed.wait()
-                        continue
-                    delay = schedule.delay(trio.current_time())
-                    if delay > 0:
-                        dialer.news = trio.Event()
-                        with trio.move_on_after(delay):
-                            await dialer.news.wait()
-                        continue
-                    schedule.started(trio.current_time())
-                    connected = await self._dial_once(address, dialer)
-                    if self._dial_requests.get(address) in self.revoked_us:
-                        self._dial_requests.pop(address, None)
-                        return  # that household revoked this device: asking again changes nothing
-                    if connected:
-                        schedule.connected(trio.current_time())
-                    else:
-                        schedule.failed(trio.current_time())
-        finally:
-            if self._dialers.get(address) is dialer:
-                del self._dialers[address]
-
-    async def _dial_once(self, address: Address, dialer: _Dialer | None = None) -> bool:
-        host, port = address
-        text = format_address(*address)
-        try:
-            with trio.fail_after(self.timeouts.handshake), trio.CancelScope() as connecting:
-                if dialer is not None:
-                    dialer.connecting = connecting
-                # an unreachable address fails as fast as the OS says so (refused, no route)
-                tcp = await trio.open_tcp_stream(host, port)
-        except (OSError, trio.TooSlowError) as exc:
-            log.debug("cannot reach %s: %s", text, _describe(exc))
-            return False
-        finally:
-            if dialer is not None:
-                dialer.connecting = None
-        if connecting.cancelled_caught:
-            log.debug("connecting to %s again at once: there is news of it", text)
-            return False
+    async def secure_outgoing(
+        self, tcp: trio.SocketStream, address: str
+    ) -> tuple[trio.SSLStream[Any], str] | None:
+        """TLS over a connection we opened: the stream, and the member that answered (None:
+        the handshake failed, or the device is not one we talk to now)."""
         assert self._client_context is not None
         stream = trio.SSLStream(tcp, self._client_context, server_side=False)
-        peer_id = await self._handshake(stream, text, outgoing=True)
-        if peer_id is None:
-            return False
-        if self._dial_requests.get(address) is None:
-            self._dial_requests[address] = peer_id
-        # A TLS 1.3 handshake completes on the client's side before the server has checked the
-        # client's certificate: only the peer's hello shows that it accepted us.
-        return await self._run_session(stream, peer_id, text, dialer=self.device_id)
+        peer_id = await self._handshake(stream, address, outgoing=True)
+        return None if peer_id is None else (stream, peer_id)
 
     # sessions -----------------------------------------------------------------------------
 
@@ -503,7 +383,7 @@ class PeerManager:
         session.reason = session.reason or reason
         session.cancel_scope.cancel()
 
-    async def _run_session(
+    async def run_session(
         self, stream: trio.SSLStream[Any], peer_id: str, address: str, dialer: str
     ) -> bool:
         """Run one session to its end; whether the peer greeted us (or another session did)."""
@@ -516,9 +396,9 @@ class PeerManager:
             with session.cancel_scope:
                 await SessionPump(self, session).run()
         except* (ProtocolError, IntegrityError) as group:
-            self.end_for_misbehaviour(session, _first_reason(group))
+            self.end_for_misbehaviour(session, first_reason(group))
         except* CONNECTION_ERRORS as group:
-            session.reason = session.reason or _first_reason(group)
+            session.reason = session.reason or first_reason(group)
         except* Exception as group:
             # a bug in one session must not take the daemon down for every other peer
             log.error("session with %s failed", peer_id, exc_info=group)
@@ -645,22 +525,3 @@ def _revocation_text(device: DeviceRecord, revoker: str) -> str:
         return "revoked by a member of this household"
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(device.revoked_at_ms / 1000))
     return f"revoked by {revoker} at {when}"
-
-
-def _first_reason(group: BaseExceptionGroup) -> str:
-    first: BaseException = group
-    while isinstance(first, BaseExceptionGroup):
-        first = first.exceptions[0]
-    return _describe(first)
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, trio.TooSlowError):
-        return "timed out"
-    if isinstance(exc, trio.BrokenResourceError) and exc.__cause__ is not None:
-        exc = exc.__cause__
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"not a member of this household (certificate not trusted: {exc.verify_message})"
-    if isinstance(exc, ssl.SSLError):
-        return f"TLS failed: {exc.reason or exc}"
-    return str(exc) or type(exc).__name__

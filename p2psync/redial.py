@@ -1,6 +1,6 @@
 """When a dialer tries its address again: back-off for addresses that keep failing, at once when
 there is news that the device is reachable (pure: times in, times out; the trio shell is in
-peers.py).
+dialers.py).
 
 News is whatever shows the device or the network changed: an mDNS announcement or answer from the
 device, a connection it made to us, a link or address of ours coming up. It resets the back-off

@@ -17,7 +17,8 @@ from p2psync.liveness import (
     Liveness,
     ping_interval,
 )
-from p2psync.peers import PeerState, Timeouts, _Session
+from p2psync.peer_state import PeerState
+from p2psync.peers import Timeouts, _Session
 from p2psync.pump import SessionPump
 from p2psync.sender import Neighbourhood
 from p2psync.session import NEED_DATA, Ping, Pong, SyncConnection

@@ -1,17 +1,7 @@
-"""When a dialer retries: the pure schedule (p2psync/redial.py), and the trio dialer in
-p2psync/peers.py driven by it, on trio's autojump clock (no real sleeps, no sockets)."""
-
-from itertools import pairwise
-from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
+"""When a dialer retries: the pure schedule (p2psync/redial.py)."""
 
 import pytest
-import trio
-import trio.testing
 
-from p2psync import peers
-from p2psync.peers import PeerManager, Timeouts
 from p2psync.redial import WAKE_FLOOR_SECONDS, Redial, backoff_delay
 
 CAP = 60.0
@@ -124,91 +114,3 @@ def test_a_session_that_ran_starts_the_back_off_over() -> None:
     schedule.connected(now + 300.0)
     assert schedule.failures == 0
     assert schedule.delay(now + 300.0) == 0.5
-
-
-# --- the trio dialer ----------------------------------------------------------------------------
-
-ADDRESS = ("10.9.9.9", 47100)
-DEVICE = "B" * 52
-
-
-class Network:
-    """Stands in for trio.open_tcp_stream: every connect is refused at once, or hangs (a
-    dropped SYN) while `silent`."""
-
-    def __init__(self) -> None:
-        self.attempts: list[float] = []
-        self.silent = False
-
-    async def open_tcp_stream(self, host: str, port: int, **kwargs: Any) -> trio.SocketStream:
-        self.attempts.append(trio.current_time())
-        if self.silent:
-            await trio.sleep_forever()
-        raise ConnectionRefusedError(111, "Connection refused")
-
-
-@pytest.fixture
-def network(monkeypatch: pytest.MonkeyPatch) -> Network:
-    fake = Network()
-    monkeypatch.setattr(peers.trio, "open_tcp_stream", fake.open_tcp_stream)
-    return fake
-
-
-def manager(cap: float = CAP) -> PeerManager:
-    node: Any = SimpleNamespace(replica=SimpleNamespace(device_id="A" * 52))
-    return PeerManager(node, Path("/nonexistent"), Timeouts(handshake=10.0, reconnect_max=cap))
-
-
-async def test_a_backed_off_dialer_tries_at_once_when_woken(network: Network, autojump_clock):
-    peer_manager = manager()
-    async with trio.open_nursery() as nursery:
-        peer_manager._nursery = nursery
-        peer_manager.dial(ADDRESS, DEVICE)
-        await trio.sleep(300.0)
-        backed_off = len(network.attempts)
-        assert 8 <= backed_off <= 20, network.attempts  # 0.5, 1, 2 ... 60 s with jitter
-        last_gap = network.attempts[-1] - network.attempts[-2]
-        assert last_gap >= CAP / 2
-
-        woken_at = trio.current_time()
-        peer_manager.wake(DEVICE)
-        await trio.sleep(0.001)
-        assert network.attempts[-1] == woken_at, "news: dialled at once"
-        peer_manager.wake("C" * 52)  # another device's news changes nothing here
-        await trio.sleep(0.2)
-        assert len(network.attempts) == backed_off + 1
-        await trio.sleep(10.0)
-        # a floor apart during the grace period, then the back-off starts over (0.5-1 s ...)
-        gaps = [later - earlier for earlier, later in pairwise(network.attempts[backed_off:])]
-        assert gaps[:4] == pytest.approx([WAKE_FLOOR_SECONDS] * 4)
-        assert all(gap > WAKE_FLOOR_SECONDS for gap in gaps[5:])
-        assert 0.5 <= gaps[5] <= 1.0
-        peer_manager.undial(ADDRESS)
-    assert ADDRESS not in peer_manager._dialers
-
-
-async def test_news_interrupts_a_connect_that_hangs(network: Network, autojump_clock):
-    peer_manager = manager()
-    async with trio.open_nursery() as nursery:
-        peer_manager._nursery = nursery
-        network.silent = True  # the partition: SYNs are dropped, each connect times out
-        peer_manager.dial(ADDRESS, DEVICE)
-        await trio.sleep(100.0)
-        dialer = peer_manager._dialers[ADDRESS]
-        while dialer.connecting is None or trio.current_time() - network.attempts[-1] < 1.0:
-            await trio.sleep(0.1)  # until a connect has been waiting for an answer for 1 s
-        count = len(network.attempts)
-        network.silent = False  # the partition heals
-        woken_at = trio.current_time()
-        peer_manager.wake()  # a link came up: news for every device
-        await trio.sleep(0.001)
-        assert len(network.attempts) == count + 1, "the hanging connect gave way to a new one"
-        assert network.attempts[-1] == woken_at
-        peer_manager.undial(ADDRESS)
-
-
-async def test_a_wake_with_nothing_to_dial_does_nothing(network: Network, autojump_clock):
-    peer_manager = manager()
-    peer_manager.wake()
-    peer_manager.wake(DEVICE)
-    assert network.attempts == []

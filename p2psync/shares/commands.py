@@ -18,7 +18,7 @@ from ..node import Node
 from .members import ShareNameError, check_share_name
 
 if TYPE_CHECKING:
-    from ..peers import PeerState
+    from ..peer_state import PeerState
 
 
 class ShareContext(Protocol):
