@@ -438,14 +438,20 @@ class Replica(VectorRules, ShareRules, SchemaRules, TrustRules, HistoryRules, Sn
     # sync ---------------------------------------------------------------------------------
 
     def entries_after(
-        self, share: str, cursor: int, peer_vector: Mapping[str, int], max_bytes: int = 64 * 1024
+        self,
+        share: str,
+        cursor: int,
+        peer_vector: Mapping[str, int],
+        max_bytes: int = 64 * 1024,
+        skip: frozenset[str] = frozenset(),
     ) -> tuple[list[WireItem], int]:
-        """The next entries the peer lacks, in causal order, about `max_bytes` of them."""
+        """The next entries the peer lacks, in causal order, about `max_bytes` of them; none of
+        the actors in `skip` (not even read)."""
         items: list[WireItem] = []
         size = 0
         heads = self._heads_of(share)
         while size < max_bytes:
-            rows = self.store.entries_after(share, cursor, 256, max_bytes - size)
+            rows = self.store.entries_after(share, cursor, 256, max_bytes - size, skip)
             if not rows:
                 # nothing further in this share: skip past other shares' positions too
                 cursor = max(cursor, self.store.last_lseq())

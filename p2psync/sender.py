@@ -307,7 +307,7 @@ def _next_batch(
     after the removal is never sent, even before the session restarts without the share."""
     if replica.was_removed_from(share, peer):
         return [], cursor, None
-    items, cursor = replica.entries_after(share, cursor, relay.Skipping(known, skip))
+    items, cursor = replica.entries_after(share, cursor, relay.Skipping(known, skip), skip=skip)
     vector: dict[str, int] = {}
     if not items:
         relay.raise_to(known, relay.without(replica.summary_vector(share), skip))
