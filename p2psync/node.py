@@ -44,8 +44,8 @@ STORED_KEPT = 64
 @dataclass(frozen=True, slots=True)
 class Stored:
     """What one apply stored: the entries at positions after `after` up to `last`, and per share
-    the highest seq of each actor among them (read back from the log, so whatever the apply
-    wrote is in it)."""
+    the highest seq of each actor among them (`Replica.take_stored`: whatever the apply wrote,
+    restated values and fork reports too)."""
 
     after: int
     last: int

@@ -445,10 +445,10 @@ def _apply_noting(
     """The apply, and what it stored (whose entries, up to which seqs: senders whose peers hold
     them or get them from their writers need not read them)."""
     after = replica.last_position()
+    replica.take_stored()  # what was stored before is not this apply's
     result = replica.apply(share, items, peer)
     _raise_to(known, result.received)
-    position = result.position
-    return result, Stored(after, position, replica.store.seqs_between(after, position))
+    return result, Stored(after, result.position, replica.take_stored())
 
 
 def _no_key(device_id: str) -> None:

@@ -146,6 +146,7 @@ class Replica(VectorRules, ShareRules, SchemaRules, TrustRules, HistoryRules, Sn
         self._manifests = {}
         self.restate_pending: dict[str, list[Op]] = {}
         self.notices: dict[tuple[str, str], Notice] = {}
+        self._stored: dict[str, dict[str, int]] = {}  # see take_stored
         with store.transaction():  # keeps the certificates the records hold (see devices())
             self._load_device_keys()
 
@@ -319,8 +320,10 @@ class Replica(VectorRules, ShareRules, SchemaRules, TrustRules, HistoryRules, Sn
         for e in written:
             heads[e.actor] = (e.seq, e.hash)
         self._clock = hlc.observe_all(self._clock, [e.hlc for e in written], self.now_ms())
+        stored = self._stored.setdefault(share, {})
         for actor in {e.actor for e in written}:
             self.store.set_head(share, actor, *heads[actor])
+            stored[actor] = heads[actor][0]
         self.store.set_meta("hlc", self._clock.to_bytes(8, "big"))
         for e, _ in signed:
             if e.seq == 1:
@@ -338,6 +341,12 @@ class Replica(VectorRules, ShareRules, SchemaRules, TrustRules, HistoryRules, Sn
         if SCHEMA in touched:
             self._schemas_changed(share)
         return devices_changed or members_changed
+
+    def take_stored(self) -> dict[str, dict[str, int]]:
+        """Per share, the highest seq of each actor whose entries were stored (by any commit or
+        apply, rolled back or not) since the last call."""
+        stored, self._stored = self._stored, {}
+        return stored
 
     def _note(self, notices: list[Notice]) -> None:
         for notice in notices:

@@ -226,19 +226,6 @@ class Store(BaselineTables):
         ).fetchone()
         return None if row is None else int(row[0])
 
-    def seqs_between(self, after: int, last: int) -> dict[str, dict[str, int]]:
-        """Per share, the highest seq of each actor among the entries at positions after `after`
-        up to `last`."""
-        shares = {found: name for name, found in self._share_ids.items()}
-        seqs: dict[str, dict[str, int]] = {}
-        # one apply's rows, in apply order (a chain's seqs rise with it): no sorting to group them
-        rows = self._db.execute(
-            "SELECT share, actor, seq FROM entries WHERE lseq>? AND lseq<=?", (after, last)
-        )
-        for share, actor, seq in rows:
-            seqs.setdefault(shares[share], {})[self._actor_names[actor]] = seq
-        return seqs
-
     def entries_after(
         self,
         share: str | None,

@@ -162,17 +162,6 @@ def test_entries_after_leaves_out_the_skipped_actors_and_goes_past_them(tmp_path
     assert store.entries_after("s", 7, 100, skip=["A0/1", "A1/1", "A2/1"]) == []
 
 
-def test_seqs_between_names_the_highest_seq_of_each_actor_per_share(tmp_path):
-    store = Store(tmp_path / "db")
-    with store.transaction():
-        store.append_entries("s", [("A/1", 1, b"a", None), ("B/1", 1, b"b", None)])
-        store.append_entries("t", [("A/1", 1, b"t", None)])
-        store.append_entries("s", [("A/1", 2, b"a", None), ("A/1", 3, b"a", None)])
-    assert store.seqs_between(0, 5) == {"s": {"A/1": 3, "B/1": 1}, "t": {"A/1": 1}}
-    assert store.seqs_between(2, 4) == {"s": {"A/1": 2}, "t": {"A/1": 1}}
-    assert store.seqs_between(5, 5) == {}
-
-
 def test_appended_entries_keep_their_order_across_statements(tmp_path):
     store = Store(tmp_path / "db")
     # more rows than one statement takes, from several actors, some signed
@@ -415,10 +404,6 @@ HOT_QUERIES = {
     "entries after, one share, some actors skipped": (
         lambda st: st.entries_after("s", 1, 10, skip=["A/1", "B/1"]),
         "SEARCH entries USING INDEX entries_by_share (share=? AND lseq>?)",
-    ),
-    "seqs of what an apply stored": (
-        lambda st: st.seqs_between(3, 9),
-        "SEARCH entries USING INTEGER PRIMARY KEY (rowid>? AND rowid<?)",
     ),
     "entries after, every share": (
         lambda st: st.entries_after(None, 1, 10),
