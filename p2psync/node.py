@@ -6,15 +6,20 @@ once: local transactions from any number of clients commit together (one fsync, 
 then the calls run back to back, and each lot is answered in one wake-up of trio (a thread hop
 costs tens of microseconds here; trio.to_thread paid one per call, with a trip through the event
 loop between calls). Whoever waits for "something new was applied" — peer sessions, watchers —
-waits on the change notifier here instead of polling; records that went into conflict or out of
+waits on the change notifier here instead of polling; it also keeps whose entries the latest
+applies stored, so that a sender sees without a read that none is for its peer (in a full mesh,
+none ever is: every entry comes from its writer). Records that went into conflict or out of
 it are published on the daemon's event bus (`events`) as they commit. This module holds no
 protocol logic.
 """
 
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from itertools import groupby
+from operator import attrgetter
 from typing import Any, TypeVar
 
 import outcome
@@ -22,6 +27,7 @@ import trio
 
 from .entry import Op
 from .events import EventBus
+from .relay import raise_to
 from .replica import DEVICES, Commit, Precondition, Replica
 from .schemas.manifest import SCHEMA
 from .shares.members import MEMBERS
@@ -31,25 +37,69 @@ from .vectors import device_of
 T = TypeVar("T")
 MAX_GROUP_TRANSACTIONS = 512
 MAX_GROUP_OPS = 20_000
+# how many of the latest applies say what they stored: a sender further behind reads the log
+STORED_KEPT = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What one apply stored: the entries at positions after `after` up to `last`, and per share
+    the highest seq of each actor among them (`Replica.take_stored`: whatever the apply wrote,
+    restated values and fork reports too)."""
+
+    after: int
+    last: int
+    seqs: Mapping[str, Mapping[str, int]]
 
 
 class ChangeNotifier:
-    """A position that only grows, and a way to wait until it passes a point."""
+    """A position that only grows, and a way to wait until it passes a point. The latest advances
+    that said what they stored are kept, so a sender can tell that nothing stored beyond its
+    cursor is for its peer without reading the log (see `stored_after`)."""
 
     def __init__(self, position: int) -> None:
         self.position = position
         self._changed = trio.Event()
+        self._stored: deque[Stored] = deque(maxlen=STORED_KEPT)
 
-    def advance(self, position: int) -> None:
+    def advance(self, position: int, stored: Stored | None = None) -> None:
+        if stored is not None:
+            self._stored.append(stored)
         if position > self.position:
             self.position = position
             self._changed.set()
             self._changed = trio.Event()
 
+    def wake_all(self) -> None:
+        """Wake every task in `changed` with no change: one with its own reason to look again (a
+        sender whose peer's claims went) does, the others wait again."""
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def changed(self) -> None:
+        """Wait for the next advance (or `wake_all`)."""
+        await self._changed.wait()
+
     async def wait_beyond(self, position: int) -> int:
         while self.position <= position:
             await self._changed.wait()
         return self.position
+
+    def stored_after(self, position: int) -> dict[str, dict[str, int]] | None:
+        """Per share, the highest seq of each actor whose entries were stored after `position` up
+        to `self.position`; None unless every position in between is in a kept `Stored` (a
+        local commit, a snapshot, a membership change or an advance long ago says nothing of
+        what it stored)."""
+        spans = sorted((s for s in self._stored if s.last > position), key=attrgetter("after"))
+        reach = position
+        seqs: dict[str, dict[str, int]] = {}
+        for span in spans:
+            if span.after > reach:
+                return None  # a gap: something was stored there that no span accounts for
+            reach = max(reach, span.last)
+            for share, stored in span.seqs.items():
+                raise_to(seqs.setdefault(share, {}), stored)
+        return seqs if reach >= self.position else None
 
 
 class Transaction:
@@ -147,9 +197,12 @@ class Node:
         await trio.lowlevel.checkpoint_if_cancelled()
         return await self.submit(share, ops, checked=checked).result()
 
-    async def applied(self, last_position: int, touched_devices: bool) -> None:
-        """Tell waiters that entries up to `last_position` are in the store."""
-        self._advance(last_position, touched_devices)
+    async def applied(
+        self, last_position: int, touched_devices: bool, stored: Stored | None = None
+    ) -> None:
+        """Tell waiters that entries up to `last_position` are in the store; `stored`: what
+        an apply stored (kept unless it changed membership, after which senders read the log)."""
+        self._advance(last_position, touched_devices, stored)
 
     async def run_group_commit(self) -> None:
         """Run the database thread (every replica call, group commit) until cancelled; jobs
@@ -184,8 +237,10 @@ class Node:
         if self._stopping:
             raise RuntimeError("the database thread has stopped")
 
-    def _advance(self, last_position: int, touched_devices: bool) -> None:
-        self.changes.advance(last_position)
+    def _advance(
+        self, last_position: int, touched_devices: bool, stored: Stored | None = None
+    ) -> None:
+        self.changes.advance(last_position, None if touched_devices else stored)
         if touched_devices:
             self.membership_changed.advance(self.membership_changed.position + 1)
 

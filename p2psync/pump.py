@@ -30,6 +30,7 @@ from .history.snapshot import (
 )
 from .journal import log_extra
 from .liveness import Liveness
+from .node import Stored
 from .relay import raise_to as _raise_to
 from .relay import skipped
 from .replica import DEFAULT_SHARE, ApplyResult, Replica, WireItem, wall_clock_ms
@@ -382,7 +383,7 @@ class SessionPump:
     async def _apply(self, event: Entries) -> None:
         known = self._known(event.share)
         try:
-            result = await self._database(
+            result, stored = await self._database(
                 _apply_noting, self.replica, event.share, event.items, known, self.state.device_id
             )
         except IntegrityError as exc:
@@ -398,7 +399,7 @@ class SessionPump:
         self.manager.after_apply(result)
         if result.applied:
             self.manager.neighbourhood.received(self.link, event.share, result.received)
-            await self.node.applied(result.position, result.devices_changed)
+            await self.node.applied(result.position, result.devices_changed, stored)
 
     async def _database(self, function: Callable[..., T], *args: object) -> T:
         """A receiver's call on the database thread: the peer's silence does not count while
@@ -440,10 +441,14 @@ class SessionPump:
 
 def _apply_noting(
     replica: Replica, share: str, items: Sequence[WireItem], known: dict[str, int], peer: str
-) -> ApplyResult:
+) -> tuple[ApplyResult, Stored]:
+    """The apply, and what it stored (whose entries, up to which seqs: senders whose peers hold
+    them or get them from their writers need not read them)."""
+    after = replica.last_position()
+    replica.take_stored()  # what was stored before is not this apply's
     result = replica.apply(share, items, peer)
     _raise_to(known, result.received)
-    return result
+    return result, Stored(after, result.position, replica.take_stored())
 
 
 def _no_key(device_id: str) -> None:

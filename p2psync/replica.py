@@ -146,6 +146,7 @@ class Replica(VectorRules, ShareRules, SchemaRules, TrustRules, HistoryRules, Sn
         self._manifests = {}
         self.restate_pending: dict[str, list[Op]] = {}
         self.notices: dict[tuple[str, str], Notice] = {}
+        self._stored: dict[str, dict[str, int]] = {}  # see take_stored
         with store.transaction():  # keeps the certificates the records hold (see devices())
             self._load_device_keys()
 
@@ -319,8 +320,10 @@ class Replica(VectorRules, ShareRules, SchemaRules, TrustRules, HistoryRules, Sn
         for e in written:
             heads[e.actor] = (e.seq, e.hash)
         self._clock = hlc.observe_all(self._clock, [e.hlc for e in written], self.now_ms())
+        stored = self._stored.setdefault(share, {})
         for actor in {e.actor for e in written}:
             self.store.set_head(share, actor, *heads[actor])
+            stored[actor] = heads[actor][0]
         self.store.set_meta("hlc", self._clock.to_bytes(8, "big"))
         for e, _ in signed:
             if e.seq == 1:
@@ -338,6 +341,12 @@ class Replica(VectorRules, ShareRules, SchemaRules, TrustRules, HistoryRules, Sn
         if SCHEMA in touched:
             self._schemas_changed(share)
         return devices_changed or members_changed
+
+    def take_stored(self) -> dict[str, dict[str, int]]:
+        """Per share, the highest seq of each actor whose entries were stored (by any commit or
+        apply, rolled back or not) since the last call."""
+        stored, self._stored = self._stored, {}
+        return stored
 
     def _note(self, notices: list[Notice]) -> None:
         for notice in notices:
@@ -438,14 +447,20 @@ class Replica(VectorRules, ShareRules, SchemaRules, TrustRules, HistoryRules, Sn
     # sync ---------------------------------------------------------------------------------
 
     def entries_after(
-        self, share: str, cursor: int, peer_vector: Mapping[str, int], max_bytes: int = 64 * 1024
+        self,
+        share: str,
+        cursor: int,
+        peer_vector: Mapping[str, int],
+        max_bytes: int = 64 * 1024,
+        skip: frozenset[str] = frozenset(),
     ) -> tuple[list[WireItem], int]:
-        """The next entries the peer lacks, in causal order, about `max_bytes` of them."""
+        """The next entries the peer lacks, in causal order, about `max_bytes` of them; none of
+        the actors in `skip` (not even read)."""
         items: list[WireItem] = []
         size = 0
         heads = self._heads_of(share)
         while size < max_bytes:
-            rows = self.store.entries_after(share, cursor, 256, max_bytes - size)
+            rows = self.store.entries_after(share, cursor, 256, max_bytes - size, skip)
             if not rows:
                 # nothing further in this share: skip past other shares' positions too
                 cursor = max(cursor, self.store.last_lseq())

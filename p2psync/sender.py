@@ -11,7 +11,6 @@ messages are in `session.py`. See "Each entry crosses each link once" in docs/ar
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from functools import partial
 
 import trio
 
@@ -101,7 +100,6 @@ class Link:
         self.peer_claims: dict[str, frozenset[str]] = {}
         self.outbox = relay.Outbox()
         self._rewind: set[str] = set()
-        self._rewound = trio.Event()
         self._wake = trio.Event()
         self._started = False
         # share -> the vector the peer has from us (hello digests that matched, or our vector
@@ -140,8 +138,7 @@ class Link:
         self.peer_claims = event.shares
         if gone:
             self._rewind.update(gone)
-            self._rewound.set()
-            self._rewound = trio.Event()
+            self.node.changes.wake_all()
         if event.actor != self.peer_actor:
             self.peer_actor = event.actor
             self.neighbourhood.changed()
@@ -169,20 +166,34 @@ class Link:
                 # its user what to do, not a session that stays stuck without a word
                 self.part(lacks_snapshots(self.replica.device_id, self.peer_device, share))
                 return
+        changes = self.node.changes
         cursor = await self.node.call(self.replica.cursor_for, share, known)
         caught_up_sent = False
+        idle = False  # the last read found nothing to send (and raised known to all we hold)
         while True:
             if share in self._rewind:
                 self._rewind.discard(share)
                 cursor = await self.node.call(self.replica.cursor_for, share, known)
+                idle = False
                 continue  # the claims may have changed again meanwhile
             # no await between the rewind check and this: a claim that went is never skipped
             skip = relay.skipped(self.peer_claims, share, self.our_actor)
+            if idle:
+                if cursor >= changes.position:
+                    await changes.changed()  # or a claim went (on_direct wakes us)
+                    continue
+                if _nothing_for(changes.stored_after(cursor), share, known, skip):
+                    # what was stored since is the peer's writers' to send or the peer's already
+                    # (in a full mesh, every entry that reaches us): no read, no wake-up of the
+                    # database thread; `known` still covers all we hold but the skipped actors
+                    cursor = changes.position
+                    continue
             items, cursor, vector = await self.node.call(
                 _next_batch, self.replica, share, cursor, known, skip, self.peer_device
             )
             if vector is None:
                 return  # removed from the share: its session restarts without it
+            idle = not items
             if items:
                 await self.send(self.connection.send_entries(share, items))
                 self.on_sent(len(items))
@@ -192,8 +203,6 @@ class Link:
                 news = {actor: seq for actor, seq in vector.items() if told.get(actor) != seq}
                 await self.send(self.connection.send_caught_up(share, news))
                 caught_up_sent = True
-            if share not in self._rewind:
-                await _first_of(partial(self.node.changes.wait_beyond, cursor), self._rewound.wait)
 
     async def _send_snapshot(self, share: str, known: dict[str, int]) -> None:
         """The baseline the peer lacks, in chunks from where its staged copy ends; then the
@@ -278,15 +287,18 @@ class Link:
                 await self.send(b"".join(frames))
 
 
-async def _first_of(*waits: Callable[[], Awaitable[object]]) -> None:
-    async with trio.open_nursery() as nursery:
-        for wait in waits:
-            nursery.start_soon(_then_cancel, wait, nursery.cancel_scope)
-
-
-async def _then_cancel(wait: Callable[[], Awaitable[object]], scope: trio.CancelScope) -> None:
-    await wait()
-    scope.cancel()
+def _nothing_for(
+    stored: Mapping[str, Mapping[str, int]] | None,
+    share: str,
+    known: Mapping[str, int],
+    skip: frozenset[str],
+) -> bool:
+    """Whether `stored` (see ChangeNotifier.stored_after) is known to hold no entry of `share`
+    the peer lacks but of actors in `skip`. `known` is raised on the database thread, and only
+    ever raised: a seq read here that covers an entry is true (a stale one only costs a read)."""
+    return stored is not None and all(
+        actor in skip or known.get(actor, 0) >= seq for actor, seq in stored.get(share, {}).items()
+    )
 
 
 # on the database thread -------------------------------------------------------------------------
@@ -307,7 +319,7 @@ def _next_batch(
     after the removal is never sent, even before the session restarts without the share."""
     if replica.was_removed_from(share, peer):
         return [], cursor, None
-    items, cursor = replica.entries_after(share, cursor, relay.Skipping(known, skip))
+    items, cursor = replica.entries_after(share, cursor, relay.Skipping(known, skip), skip=skip)
     vector: dict[str, int] = {}
     if not items:
         relay.raise_to(known, relay.without(replica.summary_vector(share), skip))

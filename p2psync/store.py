@@ -227,20 +227,27 @@ class Store(BaselineTables):
         return None if row is None else int(row[0])
 
     def entries_after(
-        self, share: str | None, lseq: int, limit: int, max_bytes: int | None = None
+        self,
+        share: str | None,
+        lseq: int,
+        limit: int,
+        max_bytes: int | None = None,
+        skip: Iterable[str] = (),
     ) -> list[StoredEntry]:
         """`(lseq, actor, seq, raw, signature)` in local apply order, which is a causal order; no
-        more rows than needed to reach `max_bytes` of raw entries (entries can be megabytes)."""
+        more rows than needed to reach `max_bytes` of raw entries (entries can be megabytes).
+        The entries of the actors in `skip` are left out by SQLite (they are never read)."""
         if share is None:
             rows = self._db.execute(
                 "SELECT lseq, actor, seq, raw, sig FROM entries WHERE lseq>? ORDER BY lseq LIMIT ?",
                 (lseq, limit),
             )
         else:
+            skipped = [self._actor_ids[a] for a in skip if a in self._actor_ids]
             rows = self._db.execute(
                 "SELECT lseq, actor, seq, raw, sig FROM entries WHERE share=? AND lseq>?"
-                " ORDER BY lseq LIMIT ?",
-                (self.share_id(share), lseq, limit),
+                f"{_not_in('actor', len(skipped))} ORDER BY lseq LIMIT ?",
+                (self.share_id(share), lseq, *skipped, limit),
             )
         found: list[StoredEntry] = []
         size = 0
@@ -618,3 +625,8 @@ def _save_records_sql(rows: int) -> str:
         f"{_INTO_RECORDS} {values} ON CONFLICT(share, coll, key) DO UPDATE SET"
         " siblings=excluded.siblings, deleted=excluded.deleted, conflict=excluded.conflict"
     )
+
+
+def _not_in(column: str, count: int) -> str:
+    """An `AND column NOT IN (...)` clause for `count` parameters ("" for none)."""
+    return f" AND {column} NOT IN ({','.join('?' * count)})" if count else ""

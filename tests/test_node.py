@@ -15,7 +15,7 @@ import trio.testing
 
 from p2psync import entry, identity, node
 from p2psync.entry import Op
-from p2psync.node import ChangeNotifier, Node, Transaction
+from p2psync.node import STORED_KEPT, ChangeNotifier, Node, Stored, Transaction
 from p2psync.replica import (
     DEFAULT_SHARE,
     Commit,
@@ -455,6 +455,59 @@ async def test_waiters_wake_only_when_the_position_passes_theirs() -> None:
             assert sorted(woke) == [("first", 2), ("second", 2)]
             notifier.advance(3)
     assert sorted(woke) == [("first", 2), ("later", 3), ("second", 2)]
+
+
+async def test_what_was_stored_after_a_position_is_known_only_without_gaps() -> None:
+    notifier = ChangeNotifier(10)
+    assert notifier.stored_after(10) == {}  # nothing after it
+    notifier.advance(12, Stored(10, 12, {"s": {"A": 3}}))
+    # another apply's advance can come in before the one of an apply before it
+    notifier.advance(15, Stored(13, 15, {"s": {"A": 5, "B": 1}, "t": {"C": 2}}))
+    assert notifier.stored_after(13) == {"s": {"A": 5, "B": 1}, "t": {"C": 2}}
+    assert notifier.stored_after(12) is None, "position 13 was stored by no apply told yet"
+    notifier.advance(13, Stored(12, 13, {"s": {"B": 4}}))
+    assert notifier.position == 15
+    assert notifier.stored_after(10) == {"s": {"A": 5, "B": 4}, "t": {"C": 2}}
+    assert notifier.stored_after(9) is None, "position 10 is before every span"
+    notifier.advance(16)  # a local commit, a snapshot: it says nothing of what it stored
+    assert notifier.stored_after(12) is None
+    assert notifier.stored_after(16) == {}
+
+
+async def test_only_the_latest_applies_are_known() -> None:
+    notifier = ChangeNotifier(0)
+    for position in range(1, STORED_KEPT + 2):
+        notifier.advance(position, Stored(position - 1, position, {"s": {"A": position}}))
+    assert notifier.stored_after(0) is None
+    assert notifier.stored_after(1) == {"s": {"A": STORED_KEPT + 1}}
+
+
+async def test_wake_all_wakes_waiters_of_changed_without_a_change() -> None:
+    notifier = ChangeNotifier(4)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            woken = trio.Event()
+
+            async def waiter() -> None:
+                await notifier.changed()
+                woken.set()
+
+            nursery.start_soon(waiter)
+            await trio.testing.wait_all_tasks_blocked()
+            notifier.wake_all()
+            await woken.wait()
+    assert notifier.position == 4
+
+
+async def test_applied_keeps_what_an_apply_stored_unless_membership_changed(
+    running: Running,
+) -> None:
+    changes = running.node.changes
+    start = changes.position
+    await running.node.applied(start + 1, False, Stored(start, start + 1, {"s": {"A": 1}}))
+    assert changes.stored_after(start) == {"s": {"A": 1}}
+    await running.node.applied(start + 2, True, Stored(start + 1, start + 2, {"s": {"B": 1}}))
+    assert changes.stored_after(start) is None, "after a membership change, senders read"
 
 
 async def test_applied_announces_positions_and_membership(running: Running) -> None:

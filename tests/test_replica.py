@@ -209,6 +209,25 @@ def test_an_up_to_date_peer_costs_nothing_to_check():
     assert a.entries_after(SHARE, cursor, b.summary_vector(SHARE)) == ([], cursor)
 
 
+def test_take_stored_names_the_newest_seq_of_each_writer_stored_since_the_last_take():
+    a, b = household(2)
+    converge([a, b])
+    b.take_stored()
+    put(b, "own", 0)
+    b.take_stored()  # the apply below starts from here, as a session's does
+    for number in range(3):
+        put(a, f"k{number}", number)
+    items = all_items(a)
+    result = b.apply(SHARE, items[:-1])
+    assert b.take_stored() == {SHARE: {a.actor: a.summary_vector(SHARE)[a.actor] - 1}}
+    assert result.applied > 0
+    assert b.take_stored() == {}
+    b.apply(SHARE, items)  # all but the last are duplicates: nothing of them is stored again
+    assert b.take_stored() == {SHARE: {a.actor: a.summary_vector(SHARE)[a.actor]}}
+    put(b, "own", 1)
+    assert b.take_stored() == {SHARE: {b.actor: b.summary_vector(SHARE)[b.actor]}}
+
+
 def tampered(raw: bytes) -> bytes:
     fields = msgpack.unpackb(raw)
     fields["o"][0]["v"] = msgpack.packb("evil")

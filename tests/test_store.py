@@ -148,6 +148,20 @@ def test_entries_after_stops_at_the_byte_budget(tmp_path):
     assert len(store.entries_after("s", 0, 100)) == 10
 
 
+def test_entries_after_leaves_out_the_skipped_actors_and_goes_past_them(tmp_path):
+    store = Store(tmp_path / "db")
+    with store.transaction():
+        store.append_entries("s", [(f"A{seq % 3}/1", seq, b"e", None) for seq in range(1, 10)])
+        store.append_entries("other", [("A1/1", 1, b"o", None)])
+    found = store.entries_after("s", 0, 100, skip=["A0/1", "A2/1", "never-stored/1"])
+    assert [(actor, seq) for _, actor, seq, _, _ in found] == [
+        ("A1/1", 1),
+        ("A1/1", 4),
+        ("A1/1", 7),
+    ]
+    assert store.entries_after("s", 7, 100, skip=["A0/1", "A1/1", "A2/1"]) == []
+
+
 def test_appended_entries_keep_their_order_across_statements(tmp_path):
     store = Store(tmp_path / "db")
     # more rows than one statement takes, from several actors, some signed
@@ -385,6 +399,10 @@ HOT_QUERIES = {
     ),
     "entries after, one share": (
         lambda st: st.entries_after("s", 1, 10),
+        "SEARCH entries USING INDEX entries_by_share (share=? AND lseq>?)",
+    ),
+    "entries after, one share, some actors skipped": (
+        lambda st: st.entries_after("s", 1, 10, skip=["A/1", "B/1"]),
         "SEARCH entries USING INDEX entries_by_share (share=? AND lseq>?)",
     ),
     "entries after, every share": (
