@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import outcome
 import trio
@@ -28,7 +28,7 @@ import trio
 from .entry import Op
 from .events import EventBus
 from .relay import raise_to
-from .replica import DEVICES, Commit, Precondition, Replica
+from .replica import DEVICES, SEND_BATCH_BYTES, Commit, Precondition, Replica
 from .schemas.manifest import SCHEMA
 from .shares.members import MEMBERS
 from .store import ConflictFlip
@@ -37,19 +37,40 @@ from .vectors import device_of
 T = TypeVar("T")
 MAX_GROUP_TRANSACTIONS = 512
 MAX_GROUP_OPS = 20_000
-# how many of the latest applies say what they stored: a sender further behind reads the log
+# how many of the latest applies and commits say what they stored: a sender further behind reads
+# the log; a local commit's entries are kept for senders only up to one batch a sender would read
 STORED_KEPT = 64
+
+
+class KeptEntry(NamedTuple):
+    """One entry of a local commit, signed as peers get it, kept for senders."""
+
+    share: str
+    actor: str
+    seq: int
+    raw: bytes
+    signature: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """What one apply stored: the entries at positions after `after` up to `last`, and per share
-    the highest seq of each actor among them (`Replica.take_stored`: whatever the apply wrote,
-    restated values and fork reports too)."""
+    """What one apply or local commit stored: the entries at positions after `after` up to
+    `last`. `entries`: a local commit's own, kept whole (senders send them without a read);
+    `seqs`: per share, the highest seq of each actor among the others (`Replica.take_stored`:
+    whatever an apply wrote, restated values and fork reports too)."""
 
     after: int
     last: int
     seqs: Mapping[str, Mapping[str, int]]
+    entries: tuple[KeptEntry, ...] = ()
+
+
+class StoredSince(NamedTuple):
+    """What was stored after a position (see ChangeNotifier.stored_after): the kept entries in
+    position order, and per share the highest seq of each actor of the entries not kept."""
+
+    seqs: dict[str, dict[str, int]]
+    entries: list[KeptEntry]
 
 
 class ChangeNotifier:
@@ -85,21 +106,23 @@ class ChangeNotifier:
             await self._changed.wait()
         return self.position
 
-    def stored_after(self, position: int) -> dict[str, dict[str, int]] | None:
-        """Per share, the highest seq of each actor whose entries were stored after `position` up
-        to `self.position`; None unless every position in between is in a kept `Stored` (a
-        local commit, a snapshot, a membership change or an advance long ago says nothing of
-        what it stored)."""
+    def stored_after(self, position: int) -> StoredSince | None:
+        """What was stored after `position` up to `self.position`; None unless every position in
+        between is in a kept `Stored` (a snapshot, a membership change, a large local commit or
+        an advance long ago says nothing of what it stored)."""
         spans = sorted((s for s in self._stored if s.last > position), key=attrgetter("after"))
         reach = position
-        seqs: dict[str, dict[str, int]] = {}
+        since = StoredSince({}, [])
         for span in spans:
             if span.after > reach:
                 return None  # a gap: something was stored there that no span accounts for
+            if span.entries and span.after < reach:
+                return None  # it straddles `position`: which of its entries are beyond is unsaid
+            since.entries.extend(span.entries)
             reach = max(reach, span.last)
             for share, stored in span.seqs.items():
-                raise_to(seqs.setdefault(share, {}), stored)
-        return seqs if reach >= self.position else None
+                raise_to(since.seqs.setdefault(share, {}), stored)
+        return since if reach >= self.position else None
 
 
 class Transaction:
@@ -353,15 +376,27 @@ class Node:
     def _finish(self, group: list[Transaction]) -> None:
         for transaction in group:
             transaction.done.set()
-        positions = [t.commit.lseq for t in group if t.commit is not None]
-        if positions:
+        commits = [t.commit for t in group if t.commit is not None]
+        if commits:
             touched = any(
                 op.collection in (DEVICES, MEMBERS)
                 for t in group
                 if t.commit is not None
                 for op in t.ops
             )
-            self._advance(max(positions), touched)
+            self._advance(max(c.lseq for c in commits), touched, kept_commits(commits))
+
+
+def kept_commits(commits: list[Commit]) -> Stored | None:
+    """A group's commits as senders may send them without reading the log: only when they hold
+    every position from the first to the last (a fork's values restated in between do not) and
+    fit one batch."""
+    commits = sorted(commits, key=attrgetter("lseq"))
+    first, last = commits[0].lseq, commits[-1].lseq
+    if last - first + 1 != len(commits) or sum(len(c.raw) for c in commits) > SEND_BATCH_BYTES:
+        return None
+    kept = tuple(KeptEntry(c.share, c.actor, c.seq, c.raw, c.signature) for c in commits)
+    return Stored(first - 1, last, {}, kept)
 
 
 def _groups(transactions: list[Transaction]) -> list[list[Transaction]]:

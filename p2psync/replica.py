@@ -34,6 +34,7 @@ DEFAULT_SHARE = "default"
 # A group commit signs its chain head at least this often, so what a receiver must hold before it
 # can verify anything stays small (see intake.MAX_PENDING_BYTES_PER_PEER).
 SIGN_EVERY_BYTES = 4 * 1024 * 1024
+SEND_BATCH_BYTES = 64 * 1024  # about this much of the log goes to a peer in one message
 
 
 class ReplicaError(Exception):
@@ -64,6 +65,8 @@ class Commit:
     seq: int
     hlc: int
     lseq: int
+    raw: bytes = field(default=b"", repr=False)  # the entry as peers get it
+    signature: bytes | None = field(default=None, repr=False)
 
     @property
     def version(self) -> str:
@@ -213,7 +216,8 @@ class Replica(VectorRules, ShareRules, SchemaRules, TrustRules, HistoryRules, Sn
                     ),
                 )
                 written = self._encode(share, planned, prev_hash, existing, heads, concurrent)
-                if self._store_entries(share, self._sign(share, written), existing):
+                signed = self._sign(share, written)
+                if self._store_entries(share, signed, existing):
                     self._enforce_cuts(share)
         except BaseException:
             self._forget_cached_state()
@@ -221,7 +225,8 @@ class Replica(VectorRules, ShareRules, SchemaRules, TrustRules, HistoryRules, Sn
         first_lseq = self.store.last_lseq() - len(written) + 1
         self._restate()
         return [
-            Commit(share, self.actor, e.seq, e.hlc, first_lseq + i) for i, e in enumerate(written)
+            Commit(share, e.actor, e.seq, e.hlc, first_lseq + i, e.raw, signature)
+            for i, (e, signature) in enumerate(signed)
         ]
 
     def _encode(
@@ -375,12 +380,12 @@ class Replica(VectorRules, ShareRules, SchemaRules, TrustRules, HistoryRules, Sn
             if condition.version == "":
                 if view is not None and not view.deleted:
                     raise VersionConflict(
-                        f"{where} exists, at version {view.winner.version!r} (if_version \"\" "
+                        f'{where} exists, at version {view.winner.version!r} (if_version "" '
                         "writes only a record that does not exist or is deleted)"
                     )
             elif view is None:
                 raise VersionConflict(
-                    f"{where} does not exist (its version is \"\"), not at version "
+                    f'{where} does not exist (its version is ""), not at version '
                     f"{condition.version!r}"
                 )
             elif view.winner.version != condition.version:
@@ -451,7 +456,7 @@ class Replica(VectorRules, ShareRules, SchemaRules, TrustRules, HistoryRules, Sn
         share: str,
         cursor: int,
         peer_vector: Mapping[str, int],
-        max_bytes: int = 64 * 1024,
+        max_bytes: int = SEND_BATCH_BYTES,
         skip: frozenset[str] = frozenset(),
     ) -> tuple[list[WireItem], int]:
         """The next entries the peer lacks, in causal order, about `max_bytes` of them; none of

@@ -16,8 +16,8 @@ import trio
 
 from . import relay
 from .history.snapshot import CHUNK_BYTES, Offer, decode_row, hold_seconds, pack_offer
-from .node import Node
-from .replica import Replica, WireItem
+from .node import KeptEntry, Node, StoredSince
+from .replica import SEND_BATCH_BYTES, Replica, WireItem
 from .session import Direct, SyncConnection, lacks_snapshots
 
 log = logging.getLogger("p2psync.peers")
@@ -182,11 +182,24 @@ class Link:
                 if cursor >= changes.position:
                     await changes.changed()  # or a claim went (on_direct wakes us)
                     continue
-                if _nothing_for(changes.stored_after(cursor), share, known, skip):
-                    # what was stored since is the peer's writers' to send or the peer's already
-                    # (in a full mesh, every entry that reaches us): no read, no wake-up of the
-                    # database thread; `known` still covers all we hold but the skipped actors
+                unsent = _unsent(changes.stored_after(cursor), share, known, skip)
+                if unsent is not None:
+                    # what was stored since is the peer's writers' to send, the peer's already
+                    # (in a full mesh, every entry that reaches us) or our commits, kept whole:
+                    # no read, no wake-up of the database thread
                     cursor = changes.position
+                    if unsent:
+                        # Raised here, not on the database thread: these are our own actor's,
+                        # which that thread raises only in this task's reads (never under way
+                        # now) or when the peer sends them back (a restored device; a race
+                        # then can only leave `known` lower, which costs a resend)
+                        relay.raise_to(known, {e.actor: e.seq for e in unsent})
+                        await self.send(
+                            self.connection.send_entries(
+                                share, [(e.raw, e.signature) for e in unsent]
+                            )
+                        )
+                        self.on_sent(len(unsent))
                     continue
             items, cursor, vector = await self.node.call(
                 _next_batch, self.replica, share, cursor, known, skip, self.peer_device
@@ -287,18 +300,30 @@ class Link:
                 await self.send(b"".join(frames))
 
 
-def _nothing_for(
-    stored: Mapping[str, Mapping[str, int]] | None,
+def _unsent(
+    since: StoredSince | None,
     share: str,
     known: Mapping[str, int],
     skip: frozenset[str],
-) -> bool:
-    """Whether `stored` (see ChangeNotifier.stored_after) is known to hold no entry of `share`
-    the peer lacks but of actors in `skip`. `known` is raised on the database thread, and only
-    ever raised: a seq read here that covers an entry is true (a stale one only costs a read)."""
-    return stored is not None and all(
-        actor in skip or known.get(actor, 0) >= seq for actor, seq in stored.get(share, {}).items()
-    )
+) -> list[KeptEntry] | None:
+    """What the peer lacks of what was stored since a sender's cursor (see
+    ChangeNotifier.stored_after), when that is known without a read: the kept entries of `share`
+    it lacks, if every other entry stored since is of an actor in `skip` or held by the peer.
+    None: read the log. `known` is raised on the database thread, and only ever raised: a seq
+    read here that covers an entry is true (a stale one only costs a read)."""
+    if since is None or not all(
+        actor in skip or known.get(actor, 0) >= seq
+        for actor, seq in since.seqs.get(share, {}).items()
+    ):
+        return None
+    unsent = [
+        e
+        for e in since.entries
+        if e.share == share and e.actor not in skip and e.seq > known.get(e.actor, 0)
+    ]
+    if sum(len(e.raw) for e in unsent) > SEND_BATCH_BYTES:
+        return None  # several commits' worth: the log is read in batches that fit a message
+    return unsent
 
 
 # on the database thread -------------------------------------------------------------------------

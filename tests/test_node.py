@@ -15,9 +15,19 @@ import trio.testing
 
 from p2psync import entry, identity, node
 from p2psync.entry import Op
-from p2psync.node import STORED_KEPT, ChangeNotifier, Node, Stored, Transaction
+from p2psync.node import (
+    STORED_KEPT,
+    ChangeNotifier,
+    KeptEntry,
+    Node,
+    Stored,
+    StoredSince,
+    Transaction,
+    kept_commits,
+)
 from p2psync.replica import (
     DEFAULT_SHARE,
+    SEND_BATCH_BYTES,
     Commit,
     Precondition,
     Replica,
@@ -459,19 +469,61 @@ async def test_waiters_wake_only_when_the_position_passes_theirs() -> None:
 
 async def test_what_was_stored_after_a_position_is_known_only_without_gaps() -> None:
     notifier = ChangeNotifier(10)
-    assert notifier.stored_after(10) == {}  # nothing after it
+    assert notifier.stored_after(10) == StoredSince({}, [])  # nothing after it
     notifier.advance(12, Stored(10, 12, {"s": {"A": 3}}))
     # another apply's advance can come in before the one of an apply before it
     notifier.advance(15, Stored(13, 15, {"s": {"A": 5, "B": 1}, "t": {"C": 2}}))
-    assert notifier.stored_after(13) == {"s": {"A": 5, "B": 1}, "t": {"C": 2}}
+    assert notifier.stored_after(13) == StoredSince({"s": {"A": 5, "B": 1}, "t": {"C": 2}}, [])
     assert notifier.stored_after(12) is None, "position 13 was stored by no apply told yet"
     notifier.advance(13, Stored(12, 13, {"s": {"B": 4}}))
     assert notifier.position == 15
-    assert notifier.stored_after(10) == {"s": {"A": 5, "B": 4}, "t": {"C": 2}}
+    assert notifier.stored_after(10) == StoredSince({"s": {"A": 5, "B": 4}, "t": {"C": 2}}, [])
     assert notifier.stored_after(9) is None, "position 10 is before every span"
-    notifier.advance(16)  # a local commit, a snapshot: it says nothing of what it stored
+    notifier.advance(16)  # a snapshot, a large commit: it says nothing of what it stored
     assert notifier.stored_after(12) is None
-    assert notifier.stored_after(16) == {}
+    assert notifier.stored_after(16) == StoredSince({}, [])
+
+
+async def test_a_local_commits_entries_come_after_a_position_whole_or_not_at_all() -> None:
+    notifier = ChangeNotifier(10)
+    first, second, third = (
+        KeptEntry("s", "Me/1", seq, b"entry %d" % seq, None) for seq in (7, 8, 9)
+    )
+    notifier.advance(12, Stored(10, 12, {}, (first, second)))
+    notifier.advance(13, Stored(12, 13, {"s": {"B": 4}}))
+    notifier.advance(14, Stored(13, 14, {}, (third,)))
+    assert notifier.stored_after(10) == StoredSince({"s": {"B": 4}}, [first, second, third])
+    assert notifier.stored_after(12) == StoredSince({"s": {"B": 4}}, [third])
+    assert notifier.stored_after(11) is None, "which of the first commit's entries are beyond 11?"
+
+
+async def test_a_group_commit_keeps_its_entries_as_the_log_holds_them(
+    running: Running, nursery: trio.Nursery
+) -> None:
+    start = running.node.changes.position
+    gate = await running.gated(nursery)
+    queued = [running.node.submit(DEFAULT_SHARE, put(f"k{i}", i)) for i in range(3)]
+    gate.open()
+    await results(queued)
+    since = running.node.changes.stored_after(start)
+    assert since is not None and since.seqs == {}
+    logged = await running.node.call(running.replica.store.entries_after, None, start, 10)
+    assert [(e.raw, e.signature) for e in since.entries] == [(r[3], r[4]) for r in logged]
+    assert [(e.share, e.actor, e.seq) for e in since.entries] == [
+        (DEFAULT_SHARE, running.replica.actor, seq) for seq in (1, 2, 3)
+    ]
+    assert since.entries[-1].signature is not None, "the group's last entry is signed"
+
+
+def test_commits_are_kept_only_whole_and_within_one_batch() -> None:
+    def commit(lseq: int, size: int = 10) -> Commit:
+        return Commit("s", "Me/1", lseq, 0, lseq, b"x" * size, None)
+
+    kept = kept_commits([commit(6), commit(5)])
+    assert kept is not None and (kept.after, kept.last) == (4, 6)
+    assert [e.seq for e in kept.entries] == [5, 6], "in position order"
+    assert kept_commits([commit(5), commit(7)]) is None, "position 6 is something else"
+    assert kept_commits([commit(5, SEND_BATCH_BYTES), commit(6)]) is None
 
 
 async def test_only_the_latest_applies_are_known() -> None:
@@ -479,7 +531,7 @@ async def test_only_the_latest_applies_are_known() -> None:
     for position in range(1, STORED_KEPT + 2):
         notifier.advance(position, Stored(position - 1, position, {"s": {"A": position}}))
     assert notifier.stored_after(0) is None
-    assert notifier.stored_after(1) == {"s": {"A": STORED_KEPT + 1}}
+    assert notifier.stored_after(1) == StoredSince({"s": {"A": STORED_KEPT + 1}}, [])
 
 
 async def test_wake_all_wakes_waiters_of_changed_without_a_change() -> None:
@@ -505,7 +557,7 @@ async def test_applied_keeps_what_an_apply_stored_unless_membership_changed(
     changes = running.node.changes
     start = changes.position
     await running.node.applied(start + 1, False, Stored(start, start + 1, {"s": {"A": 1}}))
-    assert changes.stored_after(start) == {"s": {"A": 1}}
+    assert changes.stored_after(start) == StoredSince({"s": {"A": 1}}, [])
     await running.node.applied(start + 2, True, Stored(start + 1, start + 2, {"s": {"B": 1}}))
     assert changes.stored_after(start) is None, "after a membership change, senders read"
 
