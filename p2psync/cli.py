@@ -8,7 +8,8 @@ network itself, and `p2psync daemon` only hands over to `daemon.main`.
 The `share` command's parser and help are `cli_shares.py`'s, beside what its subcommands do; so
 are the `schema` command's `cli_schema.py`'s.
 The commands that need no daemon (install-service, completion, man) and -q/-v are
-`cli_setup.py`'s; backup, restore, export, import and history are `cli_data.py`'s.
+`cli_setup.py`'s; put, resolve, rm, get, ls, watch and conflicts are `cli_records.py`'s; backup,
+restore, export, import and history are `cli_data.py`'s.
 """
 
 import argparse
@@ -27,33 +28,27 @@ from .cli_commands import (
     EXIT_USAGE,
     Command,
     UsageError,
-    cmd_conflicts,
     cmd_devices,
     cmd_doctor,
     cmd_export_cert,
-    cmd_get,
     cmd_grant,
     cmd_grants,
     cmd_id,
     cmd_join,
-    cmd_ls,
     cmd_pair,
     cmd_peers,
-    cmd_put,
     cmd_reload,
     cmd_rename,
-    cmd_resolve,
     cmd_revoke,
     cmd_revoke_grant,
-    cmd_rm,
     cmd_status,
     cmd_trust,
     cmd_ui,
-    cmd_watch,
     report_error,
 )
 from .cli_data import add_data_commands
 from .cli_format import DEFAULT_SHARE
+from .cli_records import add_record_commands
 from .cli_schema import add_schema_command
 from .cli_setup import (
     add_daemon_verbosity_options,
@@ -294,84 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_share_command(commands, common, EPILOG)
     add_schema_command(commands, common, EPILOG)
     _add_grant_commands(command)
-
-    value_help = (
-        "the value as JSON (e.g. 42, true, '{\"a\": 1}'); anything else is stored as a string, "
-        "but text starting with {, [ or \" must be valid JSON (or pass --string); '-' reads it "
-        "from stdin"
-    )
-    put = command("put", cmd_put, "write a record")
-    put.add_argument("collection", metavar="COLLECTION")
-    put.add_argument("key", metavar="KEY")
-    put.add_argument("value", metavar="VALUE", help=value_help)
-    _add_value_options(put)
-    resolve = command(
-        "resolve",
-        cmd_resolve,
-        "settle a conflict by writing the value to keep, or by keeping one of the versions",
-        "`p2psync get COLLECTION KEY --all` and `p2psync conflicts` show the versions, each with "
-        "its VERSION; --pick takes it whole or its start. A record without a conflict (or that "
-        "does not exist) is refused, since resolving it would only overwrite it: --force writes "
-        "anyway. Exit 1 when there is no conflict or the picked version is gone, 4 when there is "
-        "no such record.",
-        '  p2psync resolve notes shopping \'{"items": ["milk", "eggs"]}\'\n'
-        "  p2psync resolve notes shopping --pick q2Xo0dW3mL8yJc1V\n"
-        "  p2psync resolve notes shopping --pick q2Xo    (the start of a version is enough)\n",
-    )
-    resolve.add_argument("collection", metavar="COLLECTION")
-    resolve.add_argument("key", metavar="KEY")
-    resolve.add_argument("value", metavar="VALUE", nargs="?", help=f"{value_help} (or use --pick)")
-    resolve.add_argument(
-        "--pick",
-        metavar="VERSION",
-        help="keep this existing version (as `get --all` shows it), with its type and schema "
-        "version; a deleted one deletes",
-    )
-    resolve.add_argument(
-        "--force",
-        action="store_true",
-        help="write even if the record has no conflict or does not exist",
-    )
-    _add_value_options(resolve)
-    get = command("get", cmd_get, "print a record's value as JSON")
-    get.add_argument("collection", metavar="COLLECTION")
-    get.add_argument("key", metavar="KEY")
-    get.add_argument("--all", action="store_true", help="show every version (conflicts)")
-    add_share_option(get)
-    rm = command("rm", cmd_rm, "delete a record")
-    rm.add_argument("collection", metavar="COLLECTION")
-    rm.add_argument("key", metavar="KEY")
-    add_share_option(rm)
-    ls = command(
-        "ls",
-        cmd_ls,
-        "list the records of a collection, by key; without one, the collections and their counts",
-        "",
-        "  p2psync ls                  every collection, with its live records\n"
-        "  p2psync ls notes            the records of notes\n"
-        "  p2psync ls notes 2024-      those whose key starts with 2024-\n",
-    )
-    ls.add_argument(
-        "collection",
-        metavar="COLLECTION",
-        nargs="?",
-        help="list its records (without it: the collections)",
-    )
-    ls.add_argument("prefix", metavar="PREFIX", nargs="?", default="", help="only keys with it")
-    ls.add_argument("--limit", metavar="N", type=_positive, help="at most N records")
-    add_share_option(ls)
-    watch = command(
-        "watch",
-        cmd_watch,
-        "print changes as they happen",
-        "To resume without missing or repeating anything, pass the last position printed.",
-    )
-    watch.add_argument("--since", metavar="N", type=_natural, help="start after position N")
-    watch.add_argument("--collection", metavar="C", help="only changes of collection C")
-    add_share_option(watch)
-    conflicts = command("conflicts", cmd_conflicts, "list records with conflicting versions")
-    conflicts.add_argument("collection", metavar="COLLECTION", nargs="?")
-    add_share_option(conflicts)
+    add_record_commands(command, add_share_option, _positive, _natural)
     add_data_commands(command, commands, add_share_option)
     add_setup_commands(commands)
     return parser
@@ -423,18 +341,6 @@ def _add_grant_commands(command: Callable[..., argparse.ArgumentParser]) -> None
         f"{APPS_HELP} COLLECTION * means every collection of the share.",
         "  p2psync grants\n  p2psync grants --json\n",
     )
-
-
-def _add_value_options(write: argparse.ArgumentParser) -> None:
-    """The options of put and resolve beside their VALUE."""
-    write.add_argument(
-        "--string",
-        action="store_true",
-        help="store VALUE as a string, as it is (even if it looks like JSON)",
-    )
-    write.add_argument("--type", metavar="TYPE", help="record type, kept with the value")
-    write.add_argument("--schema-version", metavar="N", type=int, help="schema version")
-    add_share_option(write)
 
 
 def _positive(text: str) -> int:

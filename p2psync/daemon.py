@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from . import __version__, config, identity, keystore
+from . import __version__, config_values, identity, keystore
 from .config import Config, ConfigError
 from .control.server import serve_control
 from .control.socket_file import remove_stale_socket
@@ -216,10 +216,10 @@ class Daemon(MembershipRole, PairingRole, DiscoveryRole, ReportsRole, ReloadRole
             listeners.extend(opened)
             for listener in opened:
                 bound = listener.socket.getsockname()
-                self.listen_addresses.append(config.format_address(bound[0], bound[1]))
+                self.listen_addresses.append(config_values.format_address(bound[0], bound[1]))
                 self.listen_port = self.listen_port or int(bound[1])
         for host, port, failure in failures:
-            where = config.format_address(host, port)
+            where = config_values.format_address(host, port)
             if failure.errno == errno.EADDRINUSE:
                 raise StartupError(
                     f"cannot listen on {where}: the port is in use (is another p2psync "

@@ -12,7 +12,8 @@ from typing import Any
 
 import trio
 
-from . import config, netwatch
+from . import netwatch
+from .config_values import format_address
 from .daemon_role import DaemonRole
 from .discovery import Discovery, Found
 
@@ -87,7 +88,7 @@ class DiscoveryRole(DaemonRole):
             {
                 "device": found.device_id,
                 "name": found.name,
-                "addresses": [config.format_address(host, port) for host, port in found.addresses],
+                "addresses": [format_address(host, port) for host, port in found.addresses],
                 "member": found.device_id in self.members
                 and not self.members[found.device_id].revoked,
                 "pairing": int(found.txt["pair"]) if found.txt.get("pair", "").isdigit() else None,

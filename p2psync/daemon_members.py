@@ -15,7 +15,7 @@ from typing import Any
 
 import trio
 
-from . import __version__, config, daemon_status, identity
+from . import __version__, config_values, daemon_status, identity
 from .daemon_role import DaemonRole
 from .device_names import find_device
 from .journal import log_extra
@@ -64,7 +64,7 @@ class MembershipRole(DaemonRole):
     async def rename(self, name: str) -> dict[str, Any]:
         """Give this device a new name, replicated to every member (the config's stays as it
         is, and counts again only once it is changed there)."""
-        name = config.check_device_name(name)
+        name = config_values.check_device_name(name)
         previous = self.device_name
         if name != previous:
             await self._write_own_record(name)
@@ -86,7 +86,7 @@ class MembershipRole(DaemonRole):
                 "`p2psync trust --readmit` (it starts on a new epoch; what it wrote after the "
                 "revocation stays out)"
             )
-        parsed = config.parse_address(address) if address else None
+        parsed = config_values.parse_address(address) if address else None
         label = name or f"device {identity.short_id(device_id)}"
         await self.node.commit(DEFAULT_SHARE, [self.node.replica.device_op(cert_pem, label)])
         log.info("trusted device %s (%s)", device_id, label)

@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from . import config, identity, pairing
+from . import config_values, identity, pairing
 from .daemon_role import DaemonRole
 from .journal import log_extra
 from .pairing import PairingResult
@@ -50,7 +50,7 @@ class PairingRole(DaemonRole):
     async def join(self, code_text: str, address: str | None) -> dict[str, Any]:
         code = pairing.parse_code(code_text)
         if address:
-            candidates = [config.parse_address(address)]
+            candidates = [config_values.parse_address(address)]
         else:
             candidates = await self._find_inviter(code.nameplate)
         result, inviter = await self.pairing.join(code, candidates)

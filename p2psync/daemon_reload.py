@@ -10,7 +10,7 @@ running on the one it has.
 import logging
 from typing import Any
 
-from . import config
+from . import config_values
 from .config import ConfigError
 from .daemon_role import DaemonRole
 from .daemon_setup import load_settings
@@ -61,7 +61,7 @@ class ReloadRole(DaemonRole):
         for address in fresh.peers:
             if address not in self.config.peers:
                 self.peers.dial(address)
-                changes.append(f"peer {config.format_address(*address)}")
+                changes.append(f"peer {config_values.format_address(*address)}")
         if fresh.listen != self.config.listen:
             log.warning("network.listen changed; it takes effect at the next restart")
         if (fresh.ui_enabled, fresh.ui_port) != (self.config.ui_enabled, self.config.ui_port):

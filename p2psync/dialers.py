@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .config import format_address
+from .config_values import format_address
 from .connection_errors import describe
 from .redial import Redial
 

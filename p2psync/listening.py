@@ -23,7 +23,7 @@ from .admission import (
     source_of,
     total_cap,
 )
-from .config import format_address
+from .config_values import format_address
 
 # accept(2) errors that mean "the system or this process is out of something", not "the
 # listener is broken": wait a little and try again

@@ -22,7 +22,7 @@ from pathlib import Path
 import trio
 
 from . import metrics
-from .config import format_address
+from .config_values import format_address
 
 EXCHANGE_TIMEOUT_SECONDS = 5.0
 MAX_CONNECTIONS = 8

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from p2psync import config
+from p2psync import config, config_values
 from p2psync.config import ConfigError, ConfigLocation
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.toml"
@@ -43,7 +43,7 @@ def test_the_defaults_shown_in_the_example_are_the_real_defaults():
 
 def test_the_example_documents_every_key_in_its_section():
     sections = dict(re.findall(r"^\[(\w+)\]\n(.*?)(?=^\[|\Z)", EXAMPLE.read_text(), re.M | re.S))
-    for key in config._KEYS:
+    for key in config_values.KEYS:
         section, _, name = key.partition(".")
         assert re.search(rf"^#( e\.g\. )?{name} = ", sections[section], re.M), key
 
@@ -261,31 +261,6 @@ def test_syntax_errors_give_the_line(text, expected):
     assert expected in message
 
 
-# addresses
-
-
-@pytest.mark.parametrize(
-    ("text", "parsed"),
-    [
-        ("0.0.0.0:47100", ("0.0.0.0", 47100)),
-        ("[::]:0", ("::", 0)),
-        ("nas.lan.:1", ("nas.lan.", 1)),
-        ("[fe80::1%wlan0]:47100", ("fe80::1%wlan0", 47100)),
-    ],
-)
-def test_listen_addresses(text, parsed):
-    assert config.parse_address(text, listening=True) == parsed
-    assert config.format_address(*parsed) == text
-
-
-host_names = st.from_regex(r"[a-z][a-z0-9-]{0,20}[a-z0-9]", fullmatch=True)
-
-
-@given(st.one_of(st.ip_addresses().map(str), host_names), st.integers(min_value=1, max_value=65535))
-def test_formatted_addresses_parse_back(host, port):
-    assert config.parse_address(config.format_address(host, port)) == (host, port)
-
-
 # a TOML writer for the few shapes our settings take, to feed random valid files to the parser
 
 
@@ -322,18 +297,18 @@ SETTINGS = {
     ),
     "network.listen": (
         st.lists(addresses, min_size=1, max_size=3, unique=True),
-        lambda found: [config.format_address(*a) for a in found],
+        lambda found: [config_values.format_address(*a) for a in found],
         "listen",
     ),
     "network.peers": (
         st.lists(addresses, max_size=3, unique=True),
-        lambda found: [config.format_address(*a) for a in found],
+        lambda found: [config_values.format_address(*a) for a in found],
         "peers",
     ),
     "discovery.enabled": (st.booleans(), bool, "discovery_enabled"),
     "control.apps": (st.booleans(), bool, "control_apps"),
     "sync.idle_timeout": (seconds, lambda number: number, "idle_timeout"),
-    "log.level": (st.sampled_from(config.LOG_LEVELS), str, "log_level"),
+    "log.level": (st.sampled_from(config_values.LOG_LEVELS), str, "log_level"),
 }
 
 
@@ -479,8 +454,8 @@ def test_a_file_is_read_and_its_errors_name_it(tmp_path):
 
 def test_the_web_ui_is_on_by_default_on_its_own_port_and_can_be_turned_off():
     defaults = config.default_config(ROOT_ENV, 0, "kitchen")
-    assert (defaults.ui_enabled, defaults.ui_port) == (True, config.DEFAULT_UI_PORT)
-    assert config.DEFAULT_UI_PORT != config.DEFAULT_PORT
+    assert (defaults.ui_enabled, defaults.ui_port) == (True, config_values.DEFAULT_UI_PORT)
+    assert config_values.DEFAULT_UI_PORT != config_values.DEFAULT_PORT
     off = parse("[ui]\nenabled = false\n")
     assert not off.ui_enabled
     assert parse("[ui]\nport = 0\n").ui_port == 0  # any free port

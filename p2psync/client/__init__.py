@@ -13,10 +13,10 @@
 `AsyncClient` has the same methods as coroutines, on anyio (asyncio or trio):
 `async with AsyncClient() as client: await client.get(...)`, `async for event in client.watch()`.
 
-Modules: `blocking` (Client), `asynchronous` (AsyncClient), `calls` (what each request sends,
-Pipeline), `exchange` (the pipelining window, shared by both), `results` and `events` (typed
-results), `values` (JSON and bytes), `errors` (the exception hierarchy and its codes), `paths`
-(default_socket_path).
+Modules: `blocking` (Client), `connection` (its connections, Stream and Watch), `asynchronous`
+(AsyncClient), `calls` (what each request sends, Pipeline), `exchange` (the pipelining window,
+shared by both), `results` and `events` (typed results), `values` (JSON and bytes), `errors` (the
+exception hierarchy and its codes), `paths` (default_socket_path).
 
 Errors: every failure is a `ControlError` with a stable `code`; its subclasses say which
 (`NotFound`, `Conflict`, `InvalidValue`, `Forbidden`, `BadRequest`, `TooLarge`, `DiskFull`,
@@ -26,8 +26,9 @@ what each means.
 """
 
 from .asynchronous import AsyncClient, AsyncPipeline, AsyncStream, AsyncWatch
-from .blocking import DEFAULT_TIMEOUT_SECONDS, BlockingPipeline, Client, Stream, Watch
+from .blocking import DEFAULT_TIMEOUT_SECONDS, BlockingPipeline, Client
 from .calls import MISSING, Pending, Pipeline
+from .connection import Stream, Watch
 from .errors import (
     DAEMON_HINT,
     BadRequest,

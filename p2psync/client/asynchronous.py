@@ -24,13 +24,9 @@ import anyio
 import anyio.abc
 
 from . import calls
-from .blocking import (
-    DEFAULT_TIMEOUT_SECONDS,
-    RECONNECT_FIRST_WAIT,
-    RECONNECT_LONGEST_WAIT,
-    peer_closed,
-)
+from .blocking import DEFAULT_TIMEOUT_SECONDS
 from .calls import MISSING, Call, Pending, Pipeline, WatchOptions, first_error
+from .connection import RECONNECT_FIRST_WAIT, RECONNECT_LONGEST_WAIT, peer_closed
 from .errors import (
     ConnectionFailed,
     connect_failure,
@@ -141,7 +137,7 @@ class AsyncLineConnection:
             return
 
     def idle_and_closed(self) -> bool:
-        """As blocking.LineConnection.idle_and_closed."""
+        """As connection.LineConnection.idle_and_closed."""
         idle = not self.exchange.waiting and not self.lines.has_line()
         return idle and peer_closed(self.stream.extra(anyio.abc.SocketAttribute.raw_socket))
 
@@ -447,7 +443,7 @@ class AsyncPipeline(Pipeline):
 
 
 class AsyncStream:
-    """A streaming request on a connection of its own (as blocking.Stream): it connects at
+    """A streaming request on a connection of its own (as connection.Stream): it connects at
     `async with` or at the first `async for` step; `result` is its first answer."""
 
     def __init__(
@@ -512,7 +508,7 @@ class AsyncStream:
 
 
 class AsyncWatch(AsyncStream):
-    """Typed watch events; `position` is where to resume from (as blocking.Watch)."""
+    """Typed watch events; `position` is where to resume from (as connection.Watch)."""
 
     def __init__(
         self,
@@ -550,7 +546,7 @@ class AsyncWatch(AsyncStream):
             return event
 
     async def _reconnect(self, patience: float) -> None:
-        """As blocking.Watch._reconnect, waiting with anyio."""
+        """As connection.Watch._reconnect, waiting with anyio."""
         await self.aclose()
         failure: ConnectionFailed = connection_lost(f"it did not come back within {patience:g} s")
         with anyio.move_on_after(patience) as waiting:
