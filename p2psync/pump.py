@@ -33,7 +33,8 @@ from .liveness import Liveness
 from .node import Stored
 from .relay import raise_to as _raise_to
 from .relay import skipped
-from .replica import DEFAULT_SHARE, ApplyResult, Replica, WireItem, wall_clock_ms
+from .replica import DEFAULT_SHARE, Replica, WireItem, wall_clock_ms
+from .replica_apply import ApplyResult
 from .sender import Link
 from .session import (
     CLOSED,
