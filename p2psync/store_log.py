@@ -3,7 +3,7 @@ heads, and what each logged delete replaced (sqlite3, through the store's connec
 
 A mixin of `store.Store`, beside `history/baseline.py`'s tables, kept apart so each file can be
 read whole. Like the store it knows rows and bytes: it never decodes an entry, never checks a
-signature or a chain, and never decides what is sent to whom (that is `replica_vectors.py` and
+signature or a chain, and never decides what is sent to whom (that is `replica.py` and
 `relay.py`).
 """
 
