@@ -27,8 +27,9 @@ import trio
 
 from .entry import Op
 from .events import EventBus
+from .membership import DEVICES
 from .relay import raise_to
-from .replica import DEVICES, SEND_BATCH_BYTES, Commit, Precondition, Replica
+from .replica import SEND_BATCH_BYTES, Commit, Precondition, Replica
 from .schemas.manifest import SCHEMA
 from .shares.members import MEMBERS
 from .store import ConflictFlip

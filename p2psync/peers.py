@@ -31,7 +31,8 @@ from .node import Node
 from .pairing_service import PREFACE as PAIRING_PREFACE
 from .peer_state import PeerState
 from .pump import SessionPump, SnapshotBudget
-from .replica import ApplyResult, Replica, wall_clock_ms
+from .replica import Replica, wall_clock_ms
+from .replica_apply import ApplyResult
 from .sender import Neighbourhood
 from .session import ProtocolError
 from .session_events import BYE_REVOKED

@@ -33,11 +33,12 @@ from .liveness import Liveness
 from .node import Stored
 from .relay import raise_to as _raise_to
 from .relay import skipped
-from .replica import DEFAULT_SHARE, ApplyResult, Replica, WireItem, wall_clock_ms
+from .replica import DEFAULT_SHARE, Replica, WireItem, wall_clock_ms
+from .replica_apply import ApplyResult
 from .sender import Link
-from .session import (
-    CLOSED,
-    NEED_DATA,
+from .session import CLOSED, NEED_DATA, SyncConnection
+from .session_events import (
+    BYE_REVOKED,
     Bye,
     CaughtUp,
     Direct,
@@ -51,9 +52,7 @@ from .session import (
     SnapshotFrom,
     SnapshotRows,
     SnapshotStart,
-    SyncConnection,
 )
-from .session_events import BYE_REVOKED
 
 if TYPE_CHECKING:
     from .peers import PeerManager, _Session

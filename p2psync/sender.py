@@ -18,7 +18,8 @@ from . import relay
 from .history.snapshot import CHUNK_BYTES, Offer, decode_row, hold_seconds, pack_offer
 from .node import KeptEntry, Node, StoredSince
 from .replica import SEND_BATCH_BYTES, Replica, WireItem
-from .session import Direct, SyncConnection, lacks_snapshots
+from .session import SyncConnection, lacks_snapshots
+from .session_events import Direct
 
 log = logging.getLogger("p2psync.peers")
 

@@ -4,7 +4,8 @@ Bytes from the peer go in with `receive_data`, events come out of `next_event` (
 `send_*` returns the bytes to write. This module enforces the protocol rules: hello first and once,
 the peer's device id, version negotiation, field types, no data before the peer has said hello. It
 never does I/O, never reads the clock and never decides what to sync: that is the daemon's job.
-The events it gives and their field shapes are `session_events.py`'s.
+The events it gives and their field shapes are `session_events.py`'s; the checks of each message
+after hello, `session_inbound.py`'s.
 
 Hellos carry a digest of each share's chain heads (actor, seq and the hash of the entry at seq)
 rather than the vector: full vectors run to kilobytes, and a reconnect with nothing new should
@@ -41,24 +42,20 @@ from typing import Any
 import msgpack
 
 from .session_events import (
-    Bye,
-    CaughtUp,
-    Direct,
-    Entries,
     Event,
-    Have,
     Heads,
-    NotMember,
     PeerHello,
-    PeerVector,
-    Ping,
     Pong,
-    SnapshotEnd,
-    SnapshotFrom,
-    SnapshotRows,
-    SnapshotStart,
     Vector,
     WireItem,
+)
+from .session_inbound import (
+    MAX_DIRECT_ACTORS,
+    BadField,
+    InboundMessages,
+    is_count,
+    on_ping,
+    require,
 )
 from .wire import MAX_FRAME, FrameDecoder, WireError, encode_frame
 
@@ -71,10 +68,7 @@ SNAPSHOT_RELEASE = "0.4.0"
 _DIGEST_LABEL = b"p2psync-chain-heads-v2\x00"
 _DIGEST_BYTES = 16
 ACTORS_PER_FRAME = 20_000  # ~1.1 MB of vector per frame, far under the cap
-MAX_VECTOR_ACTORS = 500_000  # what we buffer of one peer's vector before it is complete
-MAX_DIRECT_ACTORS = 10_000  # of all shares together in one `direct`: far above any household
 MAX_SOFTWARE_CHARS = 64  # a peer's p2psync version, as its hello says
-
 
 
 class ProtocolError(Exception):
@@ -98,14 +92,6 @@ NEED_DATA = Signal.NEED_DATA
 CLOSED = Signal.CLOSED
 
 
-def _on_ping(message: dict[str, Any]) -> Ping:
-    wall_ms, idle_ms = message.get("ms"), message.get("idle")
-    return Ping(
-        wall_ms if type(wall_ms) is int else None,
-        idle_ms if type(idle_ms) is int and idle_ms > 0 else None,
-    )
-
-
 def summary_digest(heads: Heads) -> bytes:
     """A digest equal for equal chain heads; absent actors and actors at 0 are the same thing."""
     canonical = sorted(
@@ -124,7 +110,7 @@ def _vector_of(heads: Heads) -> Vector:
     return {actor: _seq(head) for actor, head in heads.items()}
 
 
-class SyncConnection:
+class SyncConnection(InboundMessages):
     """Protocol state of one connection. `expected_peer_id` is the id taken from the peer's TLS
     certificate; the peer's hello must name the same device."""
 
@@ -157,7 +143,7 @@ class SyncConnection:
             "vector": self._on_vector,
             "entries": self._on_entries,
             "caught_up": self._on_caught_up,
-            "ping": _on_ping,
+            "ping": on_ping,
             "pong": lambda _: Pong(),
             "bye": self._on_bye,
             "have": self._on_have,
@@ -384,24 +370,24 @@ class SyncConnection:
             return None  # a message type from a newer version: ignored by design
         try:
             return handler(message)
-        except _BadField as exc:
+        except BadField as exc:
             raise self._failed(f"malformed {kind!r} message: {exc}") from None
 
     def _on_hello(self, message: dict[str, Any]) -> PeerHello:
         if self.version is not None:
             raise self._failed("peer sent a second hello")
         versions: Any = message.get("v")
-        _require(
+        require(
             isinstance(versions, list)
             and len(versions) == 2
-            and all(_is_count(v) for v in versions)
+            and all(is_count(v) for v in versions)
             and versions[0] <= versions[1],
             "'v' must be [lowest, highest] protocol version",
         )
         device_id: Any = message.get("id")
-        _require(isinstance(device_id, str) and device_id != "", "'id' must be a device id")
+        require(isinstance(device_id, str) and device_id != "", "'id' must be a device id")
         digests: Any = message.get("s")
-        _require(
+        require(
             isinstance(digests, dict)
             and all(isinstance(s, str) and isinstance(d, bytes) for s, d in digests.items()),
             "'s' must map share names to digests",
@@ -423,9 +409,9 @@ class SyncConnection:
             if share in self._announced and summary_digest(self._announced[share]) == digest
         }
         actor = message.get("a", "")
-        _require(isinstance(actor, str) and len(actor) <= 100, "'a' must be an actor")
+        require(isinstance(actor, str) and len(actor) <= 100, "'a' must be an actor")
         software = message.get("sw", "")
-        _require(
+        require(
             isinstance(software, str) and len(software) <= MAX_SOFTWARE_CHARS,
             f"'sw' must be a version of at most {MAX_SOFTWARE_CHARS} characters",
         )
@@ -440,121 +426,6 @@ class SyncConnection:
             software,
             self.peer_takes_snapshots,
         )
-
-    def _on_vector(self, message: dict[str, Any]) -> PeerVector | None:
-        share = _share_field(message)
-        assert self._announced is not None and self._peer_shares is not None
-        _require(share in self._announced, f"vector of share {share!r}, which we did not offer")
-        complete = self._gather_vector("vector", message)
-        if complete is None:
-            return None
-        self._peer_shares |= {share}  # a share we offered that the peer joins
-        return PeerVector(share, complete)
-
-    def _shared_field(self, kind: str, message: dict[str, Any]) -> str:
-        share = _share_field(message)
-        _require(share in self.common_shares, f"{kind} of share {share!r}, which is not shared")
-        return share
-
-    def _gather_vector(self, kind: str, message: dict[str, Any]) -> Vector | None:
-        """The whole vector once its last frame is in; None while more frames are due."""
-        key = (kind, _share_field(message))
-        gathered = self._partial_vectors.pop(key, {})
-        gathered.update(_vector_field(message))
-        _require(len(gathered) <= MAX_VECTOR_ACTORS, f"more than {MAX_VECTOR_ACTORS} actors")
-        if message.get("more") is True:
-            self._partial_vectors[key] = gathered
-            return None
-        return gathered
-
-    def _on_entries(self, message: dict[str, Any]) -> Entries:
-        share = self._shared_field("entries", message)
-        items: Any = message.get("i")
-        _require(isinstance(items, list), "'i' must be a list of [entry, signature]")
-        checked = tuple(
-            (item[0], item[1])
-            for item in items
-            # one expression per item, no call: a catch-up frame carries a thousand of them
-            if type(item) is list
-            and len(item) == 2
-            and type(item[0]) is bytes
-            and (item[1] is None or type(item[1]) is bytes)
-        )
-        _require(
-            len(checked) == len(items), "each item must be [entry bytes, signature bytes or nil]"
-        )
-        return Entries(share, checked)
-
-    def _on_caught_up(self, message: dict[str, Any]) -> CaughtUp | None:
-        share = self._shared_field("caught_up", message)
-        complete = self._gather_vector("caught_up", message)
-        return None if complete is None else CaughtUp(share, complete)
-
-    def _on_have(self, message: dict[str, Any]) -> Have:
-        return Have(self._shared_field("have", message), _vector_field(message))
-
-    def _on_direct(self, message: dict[str, Any]) -> Direct:
-        actor: Any = message.get("a")
-        _require(isinstance(actor, str) and actor != "", "'a' must be an actor")
-        listed: Any = message.get("d")
-        _require(
-            isinstance(listed, dict)
-            and all(
-                isinstance(share, str)
-                and isinstance(actors, list)
-                and all(isinstance(a, str) for a in actors)
-                for share, actors in listed.items()
-            ),
-            "'d' must map share names to lists of actors",
-        )
-        _require(set(listed) <= self.common_shares, "'d' names shares this session does not sync")
-        total = sum(len(actors) for actors in listed.values())
-        _require(total <= MAX_DIRECT_ACTORS, f"more than {MAX_DIRECT_ACTORS} direct actors")
-        return Direct(actor, {share: frozenset(actors) for share, actors in listed.items()})
-
-    def _on_snap_start(self, message: dict[str, Any]) -> SnapshotStart:
-        share = self._shared_field("snap_start", message)
-        offer: Any = message.get("o")
-        _require(isinstance(offer, bytes), "'o' must be a packed snapshot offer")
-        return SnapshotStart(share, offer)
-
-    def _on_snap_from(self, message: dict[str, Any]) -> SnapshotFrom:
-        share, after = self._shared_field("snap_from", message), message.get("k")
-        _require(
-            after is None
-            or (
-                isinstance(after, list)
-                and len(after) == 2
-                and all(isinstance(k, str) for k in after)
-            ),
-            "'k' must be [collection, key] or nil",
-        )
-        return SnapshotFrom(share, None if after is None else (after[0], after[1]))
-
-    def _on_snap_rows(self, message: dict[str, Any]) -> SnapshotRows:
-        share = self._shared_field("snap_rows", message)
-        rows: Any = message.get("r")
-        _require(
-            isinstance(rows, list) and all(isinstance(r, bytes) for r in rows),
-            "'r' must be a list of rows",
-        )
-        return SnapshotRows(share, tuple(rows))
-
-    def _on_snap_end(self, message: dict[str, Any]) -> SnapshotEnd:
-        return SnapshotEnd(self._shared_field("snap_end", message))
-
-    def _on_not_member(self, message: dict[str, Any]) -> NotMember:
-        share, reason = _share_field(message), message.get("r", "")
-        assert self._announced is not None
-        _require(share in self._announced, f"not_member of share {share!r}, which we did not offer")
-        _require(isinstance(reason, str) and len(reason) <= 1000, "'r' must be a short string")
-        return NotMember(share, reason)
-
-    def _on_bye(self, message: dict[str, Any]) -> Bye:
-        reason, code = message.get("r", ""), message.get("c", "")
-        _require(isinstance(reason, str) and isinstance(code, str), "'r' and 'c' must be strings")
-        self._closed = True
-        return Bye(reason, code)
 
     def _failed(self, reason: str) -> ProtocolError:
         self._failure = reason
@@ -580,32 +451,3 @@ def lacks_snapshots(us: str, peer: str, share: str) -> str:
         f" and its p2psync cannot take a snapshot of them; upgrade p2psync on {peer} to"
         f" {SNAPSHOT_RELEASE} or newer"
     )
-
-
-class _BadField(Exception):
-    pass
-
-
-def _require(condition: bool, complaint: str) -> None:
-    if not condition:
-        raise _BadField(complaint)
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _share_field(message: dict[str, Any]) -> str:
-    share = message.get("s")
-    _require(isinstance(share, str) and share != "", "'s' must be a share name")
-    return str(share)
-
-
-def _vector_field(message: dict[str, Any]) -> Vector:
-    vector: Any = message.get("vv")
-    _require(
-        isinstance(vector, dict)
-        and all(isinstance(actor, str) and _is_count(seq) for actor, seq in vector.items()),
-        "'vv' must map actors to sequence numbers",
-    )
-    return dict(vector)

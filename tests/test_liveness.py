@@ -21,7 +21,8 @@ from p2psync.peer_state import PeerState
 from p2psync.peers import Timeouts, _Session
 from p2psync.pump import SessionPump
 from p2psync.sender import Neighbourhood
-from p2psync.session import NEED_DATA, Ping, Pong, SyncConnection
+from p2psync.session import NEED_DATA, SyncConnection
+from p2psync.session_events import Ping, Pong
 from tests.test_session import ALICE, BOB, hand_frame
 
 LIMIT = DEFAULT_LIMIT_SECONDS

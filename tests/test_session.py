@@ -11,20 +11,22 @@ from p2psync import session, wire
 from p2psync.session import (
     CLOSED,
     NEED_DATA,
+    LocalProtocolError,
+    ProtocolError,
+    SyncConnection,
+    summary_digest,
+)
+from p2psync.session_events import (
     Bye,
     CaughtUp,
     Direct,
     Entries,
     Have,
-    LocalProtocolError,
     NotMember,
     PeerHello,
     PeerVector,
     Ping,
     Pong,
-    ProtocolError,
-    SyncConnection,
-    summary_digest,
 )
 
 
@@ -269,27 +271,6 @@ def test_malformed_hello_is_a_protocol_error(message):
         events_from(conn, hand_frame(message))
 
 
-@pytest.mark.parametrize(
-    "message",
-    [
-        {"t": "entries", "i": []},
-        {"t": "entries", "s": "default", "i": {}},
-        {"t": "entries", "s": "default", "i": [[b"e"]]},
-        {"t": "entries", "s": "default", "i": [["e", None]]},
-        {"t": "entries", "s": "default", "i": [[b"e", "sig"]]},
-        {"t": "caught_up", "s": "default", "vv": {"a/1": -1}},
-        {"t": "caught_up", "s": "default", "vv": {"a/1": 1.5}},
-        {"t": "caught_up", "s": "default", "vv": [["a/1", 1]]},
-        {"t": "vector", "s": 3, "vv": {}},
-        {"t": "bye", "r": 3},
-    ],
-)
-def test_bad_field_types_are_protocol_errors(message):
-    conn = listening()
-    with pytest.raises(ProtocolError, match=f"malformed '{message['t']}'"):
-        events_from(conn, hello_frame() + hand_frame(message))
-
-
 def test_garbage_frame_is_a_protocol_error_and_stays_one():
     conn = listening()
     with pytest.raises(ProtocolError, match="not valid msgpack"):
@@ -376,28 +357,6 @@ def test_garbage_after_hello_only_ever_raises_protocol_error(garbage):
         assert exc.reason
 
 
-def test_a_ping_may_carry_the_senders_wall_clock_for_skew_estimates():
-    alice, bob = SyncConnection(ALICE, BOB), SyncConnection(BOB, ALICE)
-    alice_hello, bob_hello = alice.send_hello({}), bob.send_hello({})
-    events_from(bob, alice_hello)
-    events_from(alice, bob_hello)
-    assert events_from(bob, alice.send_ping(wall_ms=1_700_000_000_123)) == [Ping(1_700_000_000_123)]
-    odd = wire.encode_frame({"t": "ping", "ms": "soon"})
-    assert events_from(bob, odd) == [Ping()], "a clock that is not a number is ignored"
-
-
-def test_a_ping_may_say_how_soon_its_sender_gives_up_on_silence():
-    alice, bob = SyncConnection(ALICE, BOB), SyncConnection(BOB, ALICE)
-    alice_hello, bob_hello = alice.send_hello({}), bob.send_hello({})
-    events_from(bob, alice_hello)
-    events_from(alice, bob_hello)
-    assert events_from(bob, alice.send_ping(123, idle_ms=8000)) == [Ping(123, 8000)]
-    assert events_from(bob, alice.send_ping()) == [Ping(None, None)], "older peers do not say"
-    for odd in ("soon", -5, 0, True, 2.5):
-        frame = wire.encode_frame({"t": "ping", "idle": odd})
-        assert events_from(bob, frame) == [Ping()], f"{odd!r} is no limit"
-
-
 def test_a_vector_of_any_size_crosses_in_frames_under_the_cap_and_arrives_whole():
     alice, bob = listening(), listening(expected=ALICE)
     [_] = events_from(alice, hello_frame())
@@ -480,25 +439,6 @@ def test_a_big_have_is_split_into_frames_that_each_stand_alone():
     assert {k: v for e in events for k, v in e.vector.items()} == huge
 
 
-@pytest.mark.parametrize(
-    "message",
-    [
-        {"t": "have", "s": "default", "vv": {"x": -1}},
-        {"t": "have", "s": "", "vv": {}},
-        {"t": "direct", "d": {}},
-        {"t": "direct", "a": 7, "d": {}},
-        {"t": "direct", "a": "x", "d": {"default": "y"}},
-        {"t": "direct", "a": "x", "d": {"default": [1]}},
-        {"t": "direct", "a": "x", "d": {"default": [str(n) for n in range(10_001)]}},
-    ],
-)
-def test_malformed_have_and_direct_are_protocol_errors(message):
-    conn = listening()
-    events_from(conn, hello_frame())
-    with pytest.raises(ProtocolError, match=f"malformed '{message['t']}'"):
-        events_from(conn, hand_frame(message))
-
-
 def test_too_many_direct_actors_is_our_bug():
     conn = listening()
     events_from(conn, hello_frame())
@@ -529,23 +469,6 @@ def test_nothing_of_a_share_the_peer_did_not_name_can_be_sent():
     ):
         with pytest.raises(LocalProtocolError, match=r"parents|recipes"):
             send()
-
-
-@pytest.mark.parametrize(
-    "message",
-    [
-        {"t": "entries", "s": "parents", "i": [[b"e", None]]},
-        {"t": "caught_up", "s": "parents", "vv": {}},
-        {"t": "have", "s": "parents", "vv": {}},
-        {"t": "direct", "a": "x", "d": {"parents": ["y"]}},
-        {"t": "vector", "s": "parents", "vv": {}},
-    ],
-)
-def test_a_peer_sending_anything_of_a_share_we_did_not_offer_breaks_the_protocol(message):
-    conn = listening()  # our hello named only `default`
-    events_from(conn, hello_frame(shares={"default": {}, "parents": {}}))
-    with pytest.raises(ProtocolError, match=r"parents|not sync"):
-        events_from(conn, hand_frame(message))
 
 
 def test_a_device_offered_a_share_it_lacks_joins_it_and_then_it_flows_both_ways():
@@ -600,13 +523,8 @@ def test_a_bad_version_in_a_hello_is_a_protocol_error(software: object) -> None:
 
 
 def test_snapshot_messages_go_only_to_a_peer_that_said_it_takes_them():
-    from p2psync.session import (
-        LocalProtocolError,
-        SnapshotEnd,
-        SnapshotFrom,
-        SnapshotRows,
-        SnapshotStart,
-    )
+    from p2psync.session import LocalProtocolError
+    from p2psync.session_events import SnapshotEnd, SnapshotFrom, SnapshotRows, SnapshotStart
 
     alice, bob = SyncConnection(ALICE, BOB), SyncConnection(BOB, ALICE)
     alice_out = alice.send_hello({"default": {}}, snapshots=True)
@@ -632,10 +550,3 @@ def test_snapshot_messages_go_only_to_a_peer_that_said_it_takes_them():
     assert events_from(bob, alice.send_snap_from("default", None)) == [
         SnapshotFrom("default", None)
     ]
-
-
-def test_a_malformed_snapshot_message_ends_the_session():
-    conn = listening()
-    events_from(conn, hello_frame())
-    with pytest.raises(ProtocolError, match="snap_rows"):
-        events_from(conn, hand_frame({"t": "snap_rows", "s": "default", "r": [1]}))
