@@ -3,7 +3,8 @@
 Measures how a write spreads through a household (issue 9):
 - one write, fan-out: copies of the entry each device receives (the `peers` call's per-peer
   `entries_received`), sync bytes of all daemons, CPU of all daemons (from /proc); against N-1
-  times what the same write costs between 2 devices (the cost of direct sends), interleaved.
+  times what the same write costs between 2 devices (the cost of direct sends), interleaved;
+  the writer's own CPU of it is printed apart (`one_write_writer_cpu_ms`).
   A write's window ends when no entry arrived for a while; the idle background of each mesh
   (keep-alive pings, timers; measured first and printed) is taken off its bytes and CPU;
 - one write visible on all N (`one_write_all_ms`): put on one device until the change shows on
@@ -199,12 +200,15 @@ def one_write(
     writer = cluster.daemons[number % cluster.size]
     before = cluster.settled_counters()
     cpu_before, cpu_since = cluster.cpu(), time.monotonic()
+    writer_before = cpu_seconds(pid_of(writer))
     key = f"one-{number:05d}"
     started = time.perf_counter()
     writer.call("put", collection="one", key=key, value={"n": number})
     visible = arrivals.wait_everywhere(key, timeout=30)
     time.sleep(CPU_TAIL_SECONDS)  # the work that follows the write: acks, senders going idle
-    cpu_ms = 1000 * (cluster.cpu() - cpu_before) - idle["cpu_ms"] * (time.monotonic() - cpu_since)
+    idle_share = idle["cpu_ms"] * (time.monotonic() - cpu_since)
+    cpu_ms = 1000 * (cluster.cpu() - cpu_before) - idle_share
+    writer_cpu_ms = 1000 * (cpu_seconds(pid_of(writer)) - writer_before) - idle_share / cluster.size
     after = cluster.settled_counters()
     return {
         "all_ms": 1000 * (visible - started),
@@ -214,6 +218,7 @@ def one_write(
         - before["bytes_sent"]
         - idle["bytes"] * (after["at"] - before["at"]),
         "cpu_ms": cpu_ms,
+        "writer_cpu_ms": writer_cpu_ms,
     }
 
 
@@ -338,6 +343,8 @@ def fan_out(clusters: dict[int, Cluster], args: argparse.Namespace, result: dict
         }
         result["one_write_bytes"][str(n)] = round(statistics.median(bytes_))
         result["one_write_cpu_ms"][str(n)] = round(statistics.fmean(cpu), 1)
+        writer_cpu = statistics.fmean(s["writer_cpu_ms"] for s in found)
+        result["one_write_writer_cpu_ms"][str(n)] = round(writer_cpu, 1)
         result["one_write_bytes_ratio_to_direct"][str(n)] = round(
             statistics.median(bytes_) / direct_bytes, 2
         )
@@ -352,7 +359,8 @@ def fan_out(clusters: dict[int, Cluster], args: argparse.Namespace, result: dict
             f"        sync bytes {median_spread(bytes_)} = "
             f"{statistics.median(bytes_) / direct_bytes:.2f}x {n - 1} direct sends; "
             f"CPU of all daemons, mean {statistics.fmean(cpu):.3g} ms = "
-            f"{statistics.fmean(cpu) / direct_cpu:.2f}x {n - 1} direct sends"
+            f"{statistics.fmean(cpu) / direct_cpu:.2f}x {n - 1} direct sends, "
+            f"of which the writer's {writer_cpu:.3g} ms"
         )
 
 
@@ -464,6 +472,7 @@ def main() -> None:
             "one_write_all_ms",
             "one_write_bytes",
             "one_write_cpu_ms",
+            "one_write_writer_cpu_ms",
             "one_write_bytes_ratio_to_direct",
             "one_write_cpu_ratio_to_direct",
             "converge_seconds",
