@@ -74,15 +74,28 @@ class StoredSince(NamedTuple):
     entries: list[KeptEntry]
 
 
+class _Follower:
+    """A task waiting past `cursor` for what `wants` (see ChangeNotifier.follow)."""
+
+    __slots__ = ("cursor", "wants", "woken")
+
+    def __init__(self, cursor: int, wants: Callable[[Stored], bool]) -> None:
+        self.cursor = cursor
+        self.wants = wants
+        self.woken = trio.Event()
+
+
 class ChangeNotifier:
     """A position that only grows, and a way to wait until it passes a point. The latest advances
     that said what they stored are kept, so a sender can tell that nothing stored beyond its
-    cursor is for its peer without reading the log (see `stored_after`)."""
+    cursor is for its peer without reading the log (see `stored_after`), and need not even be
+    woken for what is not (see `follow`)."""
 
     def __init__(self, position: int) -> None:
         self.position = position
         self._changed = trio.Event()
         self._stored: deque[Stored] = deque(maxlen=STORED_KEPT)
+        self._followers: set[_Follower] = set()
 
     def advance(self, position: int, stored: Stored | None = None) -> None:
         if stored is not None:
@@ -91,16 +104,34 @@ class ChangeNotifier:
             self.position = position
             self._changed.set()
             self._changed = trio.Event()
+        for follower in list(self._followers):
+            if stored is not None and not follower.wants(stored):
+                if stored.after <= follower.cursor:
+                    follower.cursor = max(follower.cursor, stored.last)
+                continue
+            follower.woken.set()
+            self._followers.discard(follower)
 
     def wake_all(self) -> None:
-        """Wake every task in `changed` with no change: one with its own reason to look again (a
-        sender whose peer's claims went) does, the others wait again."""
-        self._changed.set()
-        self._changed = trio.Event()
+        """Wake every follower with no change: one with its own reason to look again (a sender
+        whose peer's claims went) does, the others wait again."""
+        for follower in self._followers:
+            follower.woken.set()
+        self._followers.clear()
 
-    async def changed(self) -> None:
-        """Wait for the next advance (or `wake_all`)."""
-        await self._changed.wait()
+    async def follow(self, cursor: int, wants: Callable[[Stored], bool]) -> int:
+        """Wait for an advance that may hold something `wants` (an advance that does not say
+        what it stored may hold anything), or `wake_all`; return the cursor moved on past the
+        stored spans since that held nothing it wants. An advance costs a follower a call of
+        `wants`, not a wake-up: in a full mesh, where every entry comes from its writer, a
+        receiver's senders sleep through it all."""
+        follower = _Follower(cursor, wants)
+        self._followers.add(follower)
+        try:
+            await follower.woken.wait()
+        finally:
+            self._followers.discard(follower)
+        return follower.cursor
 
     async def wait_beyond(self, position: int) -> int:
         while self.position <= position:

@@ -11,12 +11,13 @@ messages are in `session.py`. See "Each entry crosses each link once" in docs/ar
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 
 import trio
 
 from . import relay
 from .history.snapshot import CHUNK_BYTES, Offer, decode_row, hold_seconds, pack_offer
-from .node import KeptEntry, Node, StoredSince
+from .node import KeptEntry, Node, Stored, StoredSince
 from .replica import SEND_BATCH_BYTES, Replica, WireItem
 from .session import SyncConnection, lacks_snapshots
 from .session_events import Direct
@@ -181,7 +182,9 @@ class Link:
             skip = relay.skipped(self.peer_claims, share, self.our_actor)
             if idle:
                 if cursor >= changes.position:
-                    await changes.changed()  # or a claim went (on_direct wakes us)
+                    # woken only for what may be for the peer, or when a claim went (on_direct)
+                    wants = partial(_may_lack, share=share, known=known, skip=skip)
+                    cursor = await changes.follow(cursor, wants)
                     continue
                 unsent = _unsent(changes.stored_after(cursor), share, known, skip)
                 if unsent is not None:
@@ -312,14 +315,32 @@ def _unsent(
     it lacks, if every other entry stored since is of an actor in `skip` or held by the peer.
     None: read the log. `known` is raised on the database thread, and only ever raised: a seq
     read here that covers an entry is true (a stale one only costs a read)."""
-    if since is None or not all(
-        actor in skip or known.get(actor, 0) >= seq
-        for actor, seq in since.seqs.get(share, {}).items()
+    if since is None:
+        return None
+    return _lacking(since.seqs, since.entries, share, known, skip)
+
+
+def _may_lack(stored: Stored, share: str, known: Mapping[str, int], skip: frozenset[str]) -> bool:
+    """Whether the peer may lack an entry of `share` that one apply or commit stored."""
+    return _lacking(stored.seqs, stored.entries, share, known, skip) != []
+
+
+def _lacking(
+    seqs: Mapping[str, Mapping[str, int]],
+    entries: Sequence[KeptEntry],
+    share: str,
+    known: Mapping[str, int],
+    skip: frozenset[str],
+) -> list[KeptEntry] | None:
+    """`_unsent` of stored entries named by `seqs` (per share, actor -> highest seq) and kept
+    `entries`."""
+    if not all(
+        actor in skip or known.get(actor, 0) >= seq for actor, seq in seqs.get(share, {}).items()
     ):
         return None
     unsent = [
         e
-        for e in since.entries
+        for e in entries
         if e.share == share and e.actor not in skip and e.seq > known.get(e.actor, 0)
     ]
     if sum(len(e.raw) for e in unsent) > SEND_BATCH_BYTES:

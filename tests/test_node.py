@@ -534,21 +534,49 @@ async def test_only_the_latest_applies_are_known() -> None:
     assert notifier.stored_after(1) == StoredSince({"s": {"A": STORED_KEPT + 1}}, [])
 
 
-async def test_wake_all_wakes_waiters_of_changed_without_a_change() -> None:
+async def test_wake_all_wakes_followers_without_a_change() -> None:
     notifier = ChangeNotifier(4)
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             woken = trio.Event()
 
-            async def waiter() -> None:
-                await notifier.changed()
+            async def follower() -> None:
+                await notifier.follow(4, lambda stored: False)
                 woken.set()
 
-            nursery.start_soon(waiter)
+            nursery.start_soon(follower)
             await trio.testing.wait_all_tasks_blocked()
             notifier.wake_all()
             await woken.wait()
     assert notifier.position == 4
+
+
+async def test_a_follower_sleeps_through_what_it_does_not_want_and_its_cursor_moves_on() -> None:
+    notifier = ChangeNotifier(10)
+    cursors: list[int] = []
+
+    def wants(stored: Stored) -> bool:
+        return "Me/1" in stored.seqs.get("s", {})
+
+    async def follower() -> None:
+        cursors.append(await notifier.follow(10, wants))
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follower)
+            await trio.testing.wait_all_tasks_blocked()
+            notifier.advance(12, Stored(10, 12, {"s": {"X/1": 3}}))
+            notifier.advance(15, Stored(13, 15, {"s": {"Y/1": 1}}))  # after a gap: 13 is unsaid
+            await trio.testing.wait_all_tasks_blocked()
+            assert cursors == [], "nothing it wants: not woken"
+            notifier.advance(13, Stored(12, 13, {"s": {"Me/1": 4}}))
+        assert cursors == [12], "woken by what it wants; moved past the span before it only"
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follower)
+            await trio.testing.wait_all_tasks_blocked()
+            notifier.advance(16)  # says nothing of what it stored: it may hold anything
+        assert cursors == [12, 10]
 
 
 async def test_applied_keeps_what_an_apply_stored_unless_membership_changed(
