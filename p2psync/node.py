@@ -29,7 +29,7 @@ from .entry import Op
 from .events import EventBus
 from .membership import DEVICES
 from .relay import raise_to
-from .replica import SEND_BATCH_BYTES, Commit, Precondition, Replica
+from .replica import SEND_BATCH_BYTES, Change, Commit, Precondition, Replica
 from .schemas.manifest import SCHEMA
 from .shares.members import MEMBERS
 from .store import ConflictFlip
@@ -41,6 +41,7 @@ MAX_GROUP_OPS = 20_000
 # how many of the latest applies and commits say what they stored: a sender further behind reads
 # the log; a local commit's entries are kept for senders only up to one batch a sender would read
 STORED_KEPT = 64
+KEPT_CHANGES_ENTRIES = 64  # a write's changes are kept for watchers up to this many entries
 
 
 class KeptEntry(NamedTuple):
@@ -64,6 +65,8 @@ class Stored:
     last: int
     seqs: Mapping[str, Mapping[str, int]]
     entries: tuple[KeptEntry, ...] = ()
+    # what the entries changed, as `Replica.changes` reads it, for watchers (None: not kept)
+    changes: tuple[Change, ...] | None = None
 
 
 class StoredSince(NamedTuple):
@@ -137,6 +140,27 @@ class ChangeNotifier:
         while self.position <= position:
             await self._changed.wait()
         return self.position
+
+    def changes_after(self, position: int, limit: int) -> tuple[list[Change], int, bool] | None:
+        """The changes of the entries stored after `position`, of the first `limit` of them, as
+        `Replica.changes` would read them: (changes, the position they reach, whether entries
+        are left beyond); None unless every position up to `self.position` is in a kept
+        `Stored` that kept its changes."""
+        spans = sorted((s for s in self._stored if s.last > position), key=attrgetter("after"))
+        reach = position
+        found: list[Change] = []
+        for span in spans:
+            if span.after > reach or span.changes is None:
+                return None
+            found.extend(c for c in span.changes if c.lseq > reach)
+            reach = max(reach, span.last)
+        if reach < self.position:
+            return None
+        positions = sorted({c.lseq for c in found})
+        if len(positions) <= limit:
+            return found, reach, False
+        last = positions[limit - 1]
+        return [c for c in found if c.lseq <= last], last, True
 
     def stored_after(self, position: int) -> StoredSince | None:
         """What was stored after `position` up to `self.position`; None unless every position in
@@ -216,6 +240,9 @@ class Node:
         # thread; otherwise the first woke the thread, which took the GIL to commit that one
         # alone while the loop still held the others.
         self._pending: list[Transaction] = []
+        # open watch streams: while there are any, applies and commits keep their changes for
+        # them (read on the database thread with the write, instead of a hop per watcher)
+        self.watchers = 0
         self._pending_arrived = trio.Event()
         self._started = False
         self._stopping = False
@@ -314,8 +341,12 @@ class Node:
             # are answered together.
             transactions = [t for job in jobs if isinstance(job, list) for t in job]
             for group in _groups(transactions):
+                before = self.replica.last_position() if self.watchers else None
                 self._commit_group(group)
-                token.run_sync_soon(self._finish, group)
+                changes = None
+                if before is not None:
+                    changes = read_changes(self.replica, before, self.replica.last_position())
+                token.run_sync_soon(self._finish, group, changes)
             calls = [job for job in jobs if isinstance(job, _Call)]
             if calls:
                 results = [(c.task, outcome.capture(c.function, *c.args)) for c in calls]
@@ -405,7 +436,7 @@ class Node:
                 }
             )
 
-    def _finish(self, group: list[Transaction]) -> None:
+    def _finish(self, group: list[Transaction], changes: tuple[Change, ...] | None = None) -> None:
         for transaction in group:
             transaction.done.set()
         commits = [t.commit for t in group if t.commit is not None]
@@ -416,19 +447,32 @@ class Node:
                 if t.commit is not None
                 for op in t.ops
             )
-            self._advance(max(c.lseq for c in commits), touched, kept_commits(commits))
+            self._advance(max(c.lseq for c in commits), touched, kept_commits(commits, changes))
 
 
-def kept_commits(commits: list[Commit]) -> Stored | None:
+def read_changes(replica: Replica, after: int, last: int) -> tuple[Change, ...] | None:
+    """On the database thread, right after a write: the changes at the positions after `after`
+    up to `last`, kept for watchers; None beyond a page of entries."""
+    if last - after > KEPT_CHANGES_ENTRIES:
+        return None
+    changes = [c for c in replica.changes(after, last - after) if c.lseq <= last]
+    return tuple(changes) if {c.lseq for c in changes} == set(range(after + 1, last + 1)) else None
+
+
+def kept_commits(commits: list[Commit], changes: tuple[Change, ...] | None = None) -> Stored | None:
     """A group's commits as senders may send them without reading the log: only when they hold
     every position from the first to the last (a fork's values restated in between do not) and
-    fit one batch."""
+    fit one batch; with `changes` (read since before the group) the watchers' part of them."""
     commits = sorted(commits, key=attrgetter("lseq"))
     first, last = commits[0].lseq, commits[-1].lseq
     if last - first + 1 != len(commits) or sum(len(c.raw) for c in commits) > SEND_BATCH_BYTES:
         return None
     kept = tuple(KeptEntry(c.share, c.actor, c.seq, c.raw, c.signature) for c in commits)
-    return Stored(first - 1, last, {}, kept)
+    if changes is not None:  # read from before the group to after it: a fork's restated values
+        changes = tuple(c for c in changes if first <= c.lseq <= last)  # may follow
+        if {c.lseq for c in changes} != set(range(first, last + 1)):
+            changes = None
+    return Stored(first - 1, last, {}, kept, changes)
 
 
 def _groups(transactions: list[Transaction]) -> list[list[Transaction]]:

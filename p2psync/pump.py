@@ -30,7 +30,7 @@ from .history.snapshot import (
 )
 from .journal import log_extra
 from .liveness import Liveness
-from .node import Stored
+from .node import Stored, read_changes
 from .relay import raise_to as _raise_to
 from .relay import skipped
 from .replica import DEFAULT_SHARE, Replica, WireItem, wall_clock_ms
@@ -383,7 +383,13 @@ class SessionPump:
         known = self._known(event.share)
         try:
             result, stored = await self._database(
-                _apply_noting, self.replica, event.share, event.items, known, self.state.device_id
+                _apply_noting,
+                self.replica,
+                event.share,
+                event.items,
+                known,
+                self.state.device_id,
+                self.node.watchers > 0,
             )
         except IntegrityError as exc:
             # The session ends by cancellation, not by this exception: its traceback holds the
@@ -439,15 +445,22 @@ class SessionPump:
 
 
 def _apply_noting(
-    replica: Replica, share: str, items: Sequence[WireItem], known: dict[str, int], peer: str
+    replica: Replica,
+    share: str,
+    items: Sequence[WireItem],
+    known: dict[str, int],
+    peer: str,
+    watched: bool,
 ) -> tuple[ApplyResult, Stored]:
     """The apply, and what it stored (whose entries, up to which seqs: senders whose peers hold
-    them or get them from their writers need not read them)."""
+    them or get them from their writers need not read them); `watched`: and what it changed,
+    for the watchers."""
     after = replica.last_position()
     replica.take_stored()  # what was stored before is not this apply's
     result = replica.apply(share, items, peer)
     _raise_to(known, result.received)
-    return result, Stored(after, result.position, replica.take_stored())
+    changes = read_changes(replica, after, result.position) if watched else None
+    return result, Stored(after, result.position, replica.take_stored(), changes=changes)
 
 
 def _no_key(device_id: str) -> None:

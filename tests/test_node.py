@@ -526,6 +526,33 @@ def test_commits_are_kept_only_whole_and_within_one_batch() -> None:
     assert kept_commits([commit(5, SEND_BATCH_BYTES), commit(6)]) is None
 
 
+async def test_watchers_get_from_memory_what_the_log_would_give_them(
+    running: Running, nursery: trio.Nursery
+) -> None:
+    start = running.node.changes.position
+    running.node.watchers = 1
+    for group in ([put("a", 1), put("b", 2)], [[entry.delete("c", "a")], put("b", 3)]):
+        gate = await running.gated(nursery)
+        queued = [running.node.submit(DEFAULT_SHARE, ops) for ops in group]
+        gate.open()
+        await results(queued)
+    end = running.node.changes.position
+    assert end == start + 4
+    for position in range(start, end + 1):
+        kept = running.node.changes.changes_after(position, 64)
+        logged = await running.node.call(running.replica.changes, position, 64)
+        assert kept == (logged, end, False)
+    first_two = await running.node.call(running.replica.changes, start, 2)
+    assert running.node.changes.changes_after(start, 2) == (first_two, start + 2, True)
+
+
+async def test_without_watchers_nothing_is_kept_for_them(running: Running) -> None:
+    start = running.node.changes.position
+    await running.node.commit(DEFAULT_SHARE, put("a"))
+    assert running.node.changes.stored_after(start) is not None, "senders still get it"
+    assert running.node.changes.changes_after(start, 64) is None
+
+
 async def test_only_the_latest_applies_are_known() -> None:
     notifier = ChangeNotifier(0)
     for position in range(1, STORED_KEPT + 2):

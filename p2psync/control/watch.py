@@ -177,8 +177,13 @@ class _Sender:
 async def _follow(node: Node, watch: _Watch, send: Send) -> None:
     others = watch.kinds - {CHANGE, OUTDATED}  # outdated comes from the changes
     subscribing = node.events.subscribe(EVENT_BUFFER) if others else nullcontext(None)
-    with subscribing as events:  # live only: what happens from the first answer on
-        await _stream(node, watch, _Sender(send), events)
+    follows_changes = int(bool({CHANGE, OUTDATED} & watch.kinds))
+    node.watchers += follows_changes  # writes keep their changes for us meanwhile
+    try:
+        with subscribing as events:  # live only: what happens from the first answer on
+            await _stream(node, watch, _Sender(send), events)
+    finally:
+        node.watchers -= follows_changes
 
 
 async def _stream(node: Node, watch: _Watch, sender: _Sender, events: Subscription | None) -> None:
@@ -216,13 +221,18 @@ async def _stream(node: Node, watch: _Watch, sender: _Sender, events: Subscripti
 
 async def _send_page(node: Node, watch: _Watch, position: int, sender: _Sender) -> tuple[int, bool]:
     """Send the wanted changes of the next page; (the position reached, whether the page was
-    full, so that more may follow at once)."""
-    changes = await node.call(node.replica.changes, position, WATCH_PAGE_ENTRIES)
+    full, so that more may follow at once). Live, the page is what the latest writes kept for
+    watchers; a watcher further behind reads the log."""
+    kept = node.changes.changes_after(position, WATCH_PAGE_ENTRIES)
+    if kept is None:
+        changes = await node.call(node.replica.changes, position, WATCH_PAGE_ENTRIES)
+        reach, more = (changes[-1].lseq if changes else position), None
+    else:
+        changes, reach, more = kept
     unsent = bytearray()
     entries = 0
     for lseq, ops in groupby(changes, key=lambda change: change.lseq):
         entries += 1
-        position = lseq
         listed = list(ops)
         if OUTDATED in watch.kinds:
             unsent += b"".join(json_line(event) for event in _outdated_by(watch, listed))
@@ -241,7 +251,7 @@ async def _send_page(node: Node, watch: _Watch, position: int, sender: _Sender) 
                 unsent.clear()
     if unsent:
         await sender.send(bytes(unsent))
-    return position, entries == WATCH_PAGE_ENTRIES
+    return reach, entries == WATCH_PAGE_ENTRIES if more is None else more
 
 
 def _outdated_by(watch: _Watch, changes: list[Change]) -> list[dict[str, Any]]:
