@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TypeVar
 import trio
 
 from . import __version__, hlc
+from .change_notifier import Stored
 from .entry import IntegrityError
 from .history.bootstrap import ALL_HELD
 from .history.snapshot import (
@@ -30,7 +31,7 @@ from .history.snapshot import (
 )
 from .journal import log_extra
 from .liveness import Liveness
-from .node import Stored, read_changes
+from .node import read_changes
 from .relay import raise_to as _raise_to
 from .relay import skipped
 from .replica import DEFAULT_SHARE, Replica, WireItem, wall_clock_ms

@@ -16,8 +16,9 @@ from functools import partial
 import trio
 
 from . import relay
+from .change_notifier import KeptEntry, Stored, StoredSince
 from .history.snapshot import CHUNK_BYTES, Offer, decode_row, hold_seconds, pack_offer
-from .node import KeptEntry, Node, Stored, StoredSince
+from .node import Node
 from .replica import SEND_BATCH_BYTES, Replica, WireItem
 from .session import SyncConnection, lacks_snapshots
 from .session_events import Direct

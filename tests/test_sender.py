@@ -11,7 +11,7 @@ own commits kept whole (then it sends those the peer lacks).
 import msgpack
 
 from p2psync import entry
-from p2psync.node import KeptEntry, StoredSince
+from p2psync.change_notifier import KeptEntry, StoredSince
 from p2psync.replica import SEND_BATCH_BYTES, Replica
 from p2psync.sender import _next_batch, _unsent
 from tests.test_replica import household
