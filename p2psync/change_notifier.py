@@ -22,7 +22,9 @@ from .replica import SEND_BATCH_BYTES, Change, Commit
 # how many of the latest applies and commits say what they stored: a sender further behind reads
 # the log; a local commit's entries are kept for senders only up to one batch a sender would read
 STORED_KEPT = 64
-KEPT_CHANGES_ENTRIES = 64  # a write's changes are kept for watchers up to this many entries
+# a write's changes are kept for watchers up to this many entries and bytes of values
+KEPT_CHANGES_ENTRIES = 64
+KEPT_CHANGES_BYTES = 64 * 1024
 
 
 class KeptEntry(NamedTuple):

@@ -22,7 +22,13 @@ from typing import Any, TypeVar
 import outcome
 import trio
 
-from .change_notifier import KEPT_CHANGES_ENTRIES, ChangeNotifier, Stored, kept_commits
+from .change_notifier import (
+    KEPT_CHANGES_BYTES,
+    KEPT_CHANGES_ENTRIES,
+    ChangeNotifier,
+    Stored,
+    kept_commits,
+)
 from .entry import Op
 from .events import EventBus
 from .membership import DEVICES
@@ -308,11 +314,19 @@ class Node:
 
 def read_changes(replica: Replica, after: int, last: int) -> tuple[Change, ...] | None:
     """On the database thread, right after a write: the changes at the positions after `after`
-    up to `last`, kept for watchers; None beyond a page of entries."""
+    up to `last`, kept for watchers; None beyond a page of entries or `KEPT_CHANGES_BYTES` of
+    values (the notifier keeps 64 writes: this bounds their memory)."""
     if last - after > KEPT_CHANGES_ENTRIES:
         return None
     changes = [c for c in replica.changes(after, last - after) if c.lseq <= last]
+    if sum(map(_size, changes)) > KEPT_CHANGES_BYTES:
+        return None
     return tuple(changes) if {c.lseq for c in changes} == set(range(after + 1, last + 1)) else None
+
+
+def _size(change: Change) -> int:
+    op = change.op
+    return len(op.key) + len(op.value or b"") + len(op.meta or b"") + len(change.previous or b"")
 
 
 def _groups(transactions: list[Transaction]) -> list[list[Transaction]]:

@@ -14,9 +14,14 @@ import trio
 import trio.testing
 
 from p2psync import entry, identity, node
-from p2psync.change_notifier import Stored, StoredSince
+from p2psync.change_notifier import (
+    KEPT_CHANGES_BYTES,
+    KEPT_CHANGES_ENTRIES,
+    Stored,
+    StoredSince,
+)
 from p2psync.entry import Op
-from p2psync.node import Node, Transaction
+from p2psync.node import Node, Transaction, read_changes
 from p2psync.replica import (
     DEFAULT_SHARE,
     Commit,
@@ -457,6 +462,20 @@ async def test_watchers_get_from_memory_what_the_log_would_give_them(
         assert kept == (logged, end, False)
     first_two = await running.node.call(running.replica.changes, start, 2)
     assert running.node.changes.changes_after(start, 2) == (first_two, start + 2, True)
+
+
+def test_changes_are_kept_for_watchers_up_to_a_page_and_a_size(tmp_path: Path) -> None:
+    replica = Replica.open(tmp_path / "replica.db", identity.DeviceIdentity.generate())
+    start = replica.last_position()
+    replica.commit(DEFAULT_SHARE, put("small"))
+    assert read_changes(replica, start, start + 1) == tuple(replica.changes(start))
+    replica.commit(DEFAULT_SHARE, put("big", "v" * KEPT_CHANGES_BYTES))  # as an apply stores it
+    assert read_changes(replica, start + 1, start + 2) is None, "its watchers read the log"
+    for number in range(KEPT_CHANGES_ENTRIES + 1):
+        replica.commit(DEFAULT_SHARE, put(f"k{number}"))
+    last = replica.last_position()
+    assert read_changes(replica, last - KEPT_CHANGES_ENTRIES, last) is not None
+    assert read_changes(replica, last - KEPT_CHANGES_ENTRIES - 1, last) is None
 
 
 async def test_without_watchers_nothing_is_kept_for_them(running: Running) -> None:
