@@ -129,19 +129,13 @@ class ChangeNotifier:
         `Replica.changes` would read them: (changes, the position they reach, whether entries
         are left beyond); None unless every position up to `self.position` is in a kept
         `Stored` that kept its changes."""
-        spans = sorted((s for s in self._stored if s.last > position), key=attrgetter("after"))
-        reach = position
-        found: list[Change] = []
-        for span in spans:
-            if span.after > reach or span.changes is None:
-                return None
-            found.extend(c for c in span.changes if c.lseq > reach)
-            reach = max(reach, span.last)
-        if reach < self.position:
+        spans = self._spans_after(position)
+        if spans is None or any(span.changes is None for span in spans):
             return None
+        found = [c for span in spans for c in span.changes or () if c.lseq > position]
         positions = sorted({c.lseq for c in found})
         if len(positions) <= limit:
-            return found, reach, False
+            return found, max(position, self.position), False
         last = positions[limit - 1]
         return [c for c in found if c.lseq <= last], last, True
 
@@ -149,32 +143,37 @@ class ChangeNotifier:
         """What was stored after `position` up to `self.position`; None unless every position in
         between is in a kept `Stored` (a snapshot, a membership change, a large local commit or
         an advance long ago says nothing of what it stored)."""
+        spans = self._spans_after(position)
+        if spans is None:
+            return None
+        since = StoredSince({}, [])
+        for span in spans:
+            if span.entries and span.after < position:
+                return None  # it straddles `position`: which of its entries are beyond is unsaid
+            since.entries.extend(span.entries)
+            for share, stored in span.seqs.items():
+                raise_to(since.seqs.setdefault(share, {}), stored)
+        return since
+
+    def _spans_after(self, position: int) -> list[Stored] | None:
+        """The kept spans that hold what was stored after `position`, in position order; None
+        when they leave a position up to `self.position` unaccounted for."""
         spans = sorted((s for s in self._stored if s.last > position), key=attrgetter("after"))
         reach = position
-        since = StoredSince({}, [])
         for span in spans:
             if span.after > reach:
                 return None  # a gap: something was stored there that no span accounts for
-            if span.entries and span.after < reach:
-                return None  # it straddles `position`: which of its entries are beyond is unsaid
-            since.entries.extend(span.entries)
             reach = max(reach, span.last)
-            for share, stored in span.seqs.items():
-                raise_to(since.seqs.setdefault(share, {}), stored)
-        return since if reach >= self.position else None
+        return spans if reach >= self.position else None
 
 
 def kept_commits(commits: list[Commit], changes: tuple[Change, ...] | None = None) -> Stored | None:
     """A group's commits as senders may send them without reading the log: only when they hold
     every position from the first to the last (a fork's values restated in between do not) and
-    fit one batch; with `changes` (read since before the group) the watchers' part of them."""
+    fit one batch; with `changes` (of those positions) for the watchers."""
     commits = sorted(commits, key=attrgetter("lseq"))
     first, last = commits[0].lseq, commits[-1].lseq
     if last - first + 1 != len(commits) or sum(len(c.raw) for c in commits) > SEND_BATCH_BYTES:
         return None
     kept = tuple(KeptEntry(c.share, c.actor, c.seq, c.raw, c.signature) for c in commits)
-    if changes is not None:  # read from before the group to after it: a fork's restated values
-        changes = tuple(c for c in changes if first <= c.lseq <= last)  # may follow
-        if {c.lseq for c in changes} != set(range(first, last + 1)):
-            changes = None
     return Stored(first - 1, last, {}, kept, changes)

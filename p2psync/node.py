@@ -203,12 +203,8 @@ class Node:
             # are answered together.
             transactions = [t for job in jobs if isinstance(job, list) for t in job]
             for group in _groups(transactions):
-                before = self.replica.last_position() if self.watchers else None
                 self._commit_group(group)
-                changes = None
-                if before is not None:
-                    changes = read_changes(self.replica, before, self.replica.last_position())
-                token.run_sync_soon(self._finish, group, changes)
+                token.run_sync_soon(self._finish, group, self._changes_of(group))
             calls = [job for job in jobs if isinstance(job, _Call)]
             if calls:
                 results = [(c.task, outcome.capture(c.function, *c.args)) for c in calls]
@@ -222,6 +218,14 @@ class Node:
                 token.run_sync_soon(_reschedule_all, results)
             if _STOP in jobs:
                 return
+
+    def _changes_of(self, group: list[Transaction]) -> tuple[Change, ...] | None:
+        """What a committed group changed, for watchers (None: nobody watches; see
+        read_changes)."""
+        positions = [t.commit.lseq for t in group if t.commit is not None]
+        if not self.watchers or not positions:
+            return None
+        return read_changes(self.replica, min(positions) - 1, max(positions))
 
     def _commit_group(self, group: list[Transaction]) -> None:
         """Commit a group, each transaction with a precondition only if it holds. A condition on

@@ -58,6 +58,10 @@ class _Watch:
     covers: Covers | None = None  # None: an admin, who may read everything
     told: dict[tuple[str, str], int] = field(default_factory=dict)  # (share, type) -> version
 
+    @property
+    def follows_changes(self) -> bool:
+        return bool({CHANGE, OUTDATED} & self.kinds)
+
     def wants(self, change: Change) -> bool:
         wanted = self.types is None or self.types.matches(change.op.meta)
         return wanted and self.follows(change.share, change.op.collection)
@@ -177,19 +181,18 @@ class _Sender:
 async def _follow(node: Node, watch: _Watch, send: Send) -> None:
     others = watch.kinds - {CHANGE, OUTDATED}  # outdated comes from the changes
     subscribing = node.events.subscribe(EVENT_BUFFER) if others else nullcontext(None)
-    follows_changes = int(bool({CHANGE, OUTDATED} & watch.kinds))
-    node.watchers += follows_changes  # writes keep their changes for us meanwhile
+    node.watchers += watch.follows_changes  # writes keep their changes for us meanwhile
     try:
         with subscribing as events:  # live only: what happens from the first answer on
             await _stream(node, watch, _Sender(send), events)
     finally:
-        node.watchers -= follows_changes
+        node.watchers -= watch.follows_changes
 
 
 async def _stream(node: Node, watch: _Watch, sender: _Sender, events: Subscription | None) -> None:
     position = watch.since
     caught_up = False
-    follows_changes = bool({CHANGE, OUTDATED} & watch.kinds)
+    follows_changes = watch.follows_changes
     if OUTDATED in watch.kinds:
         await _send_outdated_at_start(node, watch, sender)
     while True:
