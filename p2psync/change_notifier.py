@@ -91,9 +91,14 @@ class ChangeNotifier:
             self._changed.set()
             self._changed = trio.Event()
         for follower in list(self._followers):
-            if stored is not None and not follower.wants(stored):
-                if stored.after <= follower.cursor:
-                    follower.cursor = max(follower.cursor, stored.last)
+            # A span after a gap wakes it too: what was stored in the gap may never have an
+            # advance of its own (a fork's values restated after a group commit's last entry).
+            if (
+                stored is not None
+                and stored.after <= follower.cursor
+                and not follower.wants(stored)
+            ):
+                follower.cursor = max(follower.cursor, stored.last)
                 continue
             follower.woken.set()
             self._followers.discard(follower)
@@ -107,8 +112,9 @@ class ChangeNotifier:
 
     async def follow(self, cursor: int, wants: Callable[[Stored], bool]) -> int:
         """Wait for an advance that may hold something `wants` (an advance that does not say
-        what it stored may hold anything), or `wake_all`; return the cursor moved on past the
-        stored spans since that held nothing it wants. An advance costs a follower a call of
+        what it stored, or says it after positions nobody accounted for, may hold anything), or
+        `wake_all`; return the cursor moved on past the stored spans since that held nothing it
+        wants. An advance costs a follower a call of
         `wants`, not a wake-up: in a full mesh, where every entry comes from its writer, a
         receiver's senders sleep through it all."""
         follower = _Follower(cursor, wants)

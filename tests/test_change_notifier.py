@@ -136,14 +136,31 @@ async def test_a_follower_sleeps_through_what_it_does_not_want_and_its_cursor_mo
             nursery.start_soon(follower)
             await trio.testing.wait_all_tasks_blocked()
             notifier.advance(12, Stored(10, 12, {"s": {"X/1": 3}}))
-            notifier.advance(15, Stored(13, 15, {"s": {"Y/1": 1}}))  # after a gap: 13 is unsaid
+            notifier.advance(13, Stored(12, 13, {"s": {"Y/1": 1}}))
             await trio.testing.wait_all_tasks_blocked()
             assert cursors == [], "nothing it wants: not woken"
-            notifier.advance(13, Stored(12, 13, {"s": {"Me/1": 4}}))
-        assert cursors == [12], "woken by what it wants; moved past the span before it only"
+            notifier.advance(14, Stored(13, 14, {"s": {"Me/1": 4}}))
+        assert cursors == [13], "woken by what it wants; moved past the spans before it"
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(follower)
             await trio.testing.wait_all_tasks_blocked()
             notifier.advance(16)  # says nothing of what it stored: it may hold anything
-        assert cursors == [12, 10]
+        assert cursors == [13, 10]
+
+
+async def test_a_span_after_positions_nobody_accounted_for_wakes_a_follower() -> None:
+    """A fork's values restated after a group commit are stored with no advance of their own:
+    the next span starts after them, and the follower must look (it reads the log)."""
+    notifier = ChangeNotifier(10)
+    cursors: list[int] = []
+
+    async def follower() -> None:
+        cursors.append(await notifier.follow(10, lambda stored: False))
+
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follower)
+            await trio.testing.wait_all_tasks_blocked()
+            notifier.advance(15, Stored(13, 15, {"s": {"Y/1": 1}}))
+    assert cursors == [10]
