@@ -23,7 +23,8 @@ stopped even on error. Prints figures and ends with one line `RESULT {json}`.
 """
 
 import argparse
-import contextlib
+import json
+import selectors
 import signal
 import socket
 import statistics
@@ -49,7 +50,7 @@ from bench.sync import (
     record_value,
     stop_all,
 )
-from p2psync.client import ChangeEvent, ControlError, Watch
+from p2psync.client import ControlError
 from tests.daemons import DaemonProcess, free_port, introduce
 
 SETTLE_SECONDS = 0.3  # counters unchanged this long after the last arrival: nothing more comes
@@ -135,37 +136,65 @@ class Cluster:
 
 
 class Arrivals:
-    """Follows every daemon's watch stream of one collection in threads; notes when each key
-    first showed on each daemon."""
+    """Follows every daemon's `watch` stream of one collection and notes when each key first
+    showed on each daemon. One thread reads all the streams (a selector over raw sockets, as
+    `bench/writes.py` drives its clients): a thread per stream would take the GIL in turn for
+    every event and add the bench's own contention to what it measures."""
 
     def __init__(self, daemons: list[DaemonProcess], collection: str) -> None:
         self.seen: list[dict[str, float]] = [{} for _ in daemons]
         self.condition = threading.Condition()
-        self.failure: BaseException | None = None
-        self.watches: list[Watch] = [
-            d.client(timeout=CALL_TIMEOUT).watch(since=None, collection=collection) for d in daemons
-        ]
-        self.threads = [
-            threading.Thread(target=self._read, args=(index, watch), daemon=True)
-            for index, watch in enumerate(self.watches)
-        ]
-        for thread in self.threads:
-            thread.start()
+        self.failure: str | None = None
+        self.selector = selectors.DefaultSelector()
+        request = json.dumps({"id": 1, "method": "watch", "collection": collection})
+        self.sockets = []
+        for index, daemon in enumerate(daemons):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(daemon.socket_path))
+            sock.sendall(request.encode() + b"\n")
+            answer = bytearray()
+            while b"\n" not in answer:  # the stream follows from its answer on: nothing missed
+                answer += sock.recv(1 << 16) or b"closed\n"
+            line, _, rest = answer.partition(b"\n")
+            if not json.loads(line).get("ok"):
+                raise BenchError(f"{daemon.name} refused the watch: {line!r}")
+            self.sockets.append(sock)
+            self.selector.register(sock, selectors.EVENT_READ, (index, bytearray(rest)))
+        self.stopping = False
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
 
-    def _read(self, index: int, watch: Watch) -> None:
-        try:
-            for event in watch:
-                if not isinstance(event, ChangeEvent):
-                    continue  # caught_up, heartbeat: nothing arrived
+    def _read(self) -> None:
+        while not self.stopping:
+            for key, _ in self.selector.select(timeout=0.2):
+                index, buffer = key.data
+                chunk = key.fileobj.recv(1 << 16)  # type: ignore[union-attr]
                 now = time.perf_counter()
-                with self.condition:
-                    for change in event.changes:
-                        self.seen[index].setdefault(change.key, now)
-                    self.condition.notify_all()
-        except BaseException as exc:
-            with self.condition:
-                self.failure = self.failure or exc
-                self.condition.notify_all()
+                if not chunk:
+                    self._fail(f"daemon {index} closed its watch stream")
+                    return
+                buffer += chunk
+                *lines, rest = buffer.split(b"\n")
+                buffer[:] = rest
+                keys = [
+                    change["key"]
+                    for line in lines
+                    if b'"change"' in line
+                    for change in json.loads(line).get("changes", ())
+                ]
+                if any(b'"error"' in line for line in lines):
+                    self._fail(f"daemon {index}'s watch failed: {lines}")
+                    return
+                if keys:
+                    with self.condition:
+                        for key_seen in keys:
+                            self.seen[index].setdefault(key_seen, now)
+                        self.condition.notify_all()
+
+    def _fail(self, reason: str) -> None:
+        with self.condition:
+            self.failure = self.failure or reason
+            self.condition.notify_all()
 
     def wait_everywhere(self, key: str, timeout: float) -> float:
         """When the key showed on the last daemon."""
@@ -174,21 +203,18 @@ class Arrivals:
                 lambda: self.failure is not None or all(key in seen for seen in self.seen),
                 timeout,
             )
-            if self.failure is not None and not isinstance(self.failure, ControlError):
+            if self.failure is not None:
                 raise BenchError(f"a watch stream failed: {self.failure}")
             if not done:
                 raise BenchError(f"{key} did not reach every device in {timeout} s")
             return max(seen[key] for seen in self.seen)
 
     def close(self) -> None:
-        # the reading threads hold the streams' buffers: end the connections under them first
-        for watch in self.watches:
-            with contextlib.suppress(OSError):
-                watch._connection.sock.shutdown(socket.SHUT_RDWR)
-        for thread in self.threads:
-            thread.join(5)
-        for watch in self.watches:
-            watch.close()
+        self.stopping = True
+        self.thread.join(5)
+        for sock in self.sockets:
+            sock.close()
+        self.selector.close()
 
 
 def one_write(
