@@ -2,9 +2,11 @@
 
 It owns asking the kernel for a client's credentials (SO_PEERCRED: pid, uid, gid, recorded when
 the client connected; SO_PEERGROUPS: its supplementary groups), looking users and groups up, and
-noticing a user namespace that hides users from the daemon. It caches nothing: a user added to or
-removed from the control group counts from the next connection. Lookups may block on NSS (LDAP,
-sssd), so the trio side runs them in a thread. It never decides what a client may do (that is
+noticing a user namespace that hides users from the daemon. It caches nothing that decides: a user
+added to or removed from the control group counts from the next connection (only the names of
+root and the daemon's own user are kept, for display). Lookups may block on NSS (LDAP, sssd), so
+the trio side runs them in a thread, except for root and the daemon's own user, who are admins
+by rule and need none (`admin_by_rule`). It never decides what a client may do (that is
 `grants.py`) and never reads a request.
 """
 
@@ -16,6 +18,7 @@ import pwd
 import socket
 import struct
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Protocol
 
@@ -81,6 +84,22 @@ def identify(credentials: Credentials, admin_group: str | None) -> Peer:
     )
     user = entry.pw_name if entry else None
     return Peer(credentials.uid, user, admin, identified, credentials.pid)
+
+
+def admin_by_rule(credentials: Credentials) -> Peer | None:
+    """The client as a Peer when it is root or the daemon's own user: admins whatever the user
+    database says, so no lookup (and no thread) is needed; None for anyone else. Their uids are
+    always identified: a namespace that hides users shows them as the overflow uid, never as 0
+    or as the daemon's own."""
+    if credentials.uid not in (0, os.geteuid()):
+        return None
+    return Peer(credentials.uid, _privileged_name(credentials.uid), True, True, credentials.pid)
+
+
+@cache
+def _privileged_name(uid: int) -> str | None:
+    """Root's or the daemon user's name, looked up once (a daemon's first connection of them)."""
+    return user_name(uid)
 
 
 def user_is_admin(uid: int, admin_group: str | None) -> bool:

@@ -184,9 +184,13 @@ class ControlAccess:
     async def _identify(self, stream: trio.SocketStream) -> tuple[Peer, str]:
         try:
             found = credentials.peer_credentials(stream.socket)
-            peer, admins = await trio.to_thread.run_sync(
-                self._lookup, found, abandon_on_cancel=True
-            )
+            privileged = credentials.admin_by_rule(found)
+            if privileged is not None:  # root's CLI calls: without the thread's two hops (~1 ms)
+                peer, admins = privileged, ""
+            else:
+                peer, admins = await trio.to_thread.run_sync(
+                    self._lookup, found, abandon_on_cancel=True
+                )
         except Exception as exc:  # whoever we cannot identify gets nothing but `id`
             log.warning("cannot identify a control client, serving it as an app: %s", exc)
             return UNKNOWN_CLIENT, "root and members of the control group"
