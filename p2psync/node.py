@@ -5,12 +5,16 @@ and the replica is never used from two threads at once. The thread takes everyth
 once: local transactions from any number of clients commit together (one fsync, one signature),
 then the calls run back to back, and each lot is answered in one wake-up of trio (a thread hop
 costs tens of microseconds here; trio.to_thread paid one per call, with a trip through the event
-loop between calls). Whoever waits for "something new was applied" — peer sessions, watchers —
-waits on its change notifier (`change_notifier.py`) instead of polling; each write tells it
-what it stored, and while watch streams follow changes, what it changed (read in the write's
-own job, `read_changes`). Records that went into conflict or out of
-it are published on the daemon's event bus (`events`) as they commit. This module holds no
-protocol logic.
+loop between calls). A short call whose work is bounded and never waits for the disk (a
+received entry or two) runs on trio's own thread instead while the database thread is idle
+(`call_here`): there the two hops and the GIL changing hands cost more than the call. Such calls
+defer SQLite's automatic checkpoint, which the database thread runs for them.
+
+Whoever waits for "something new was applied" — peer sessions, watchers — waits on its change
+notifier (`change_notifier.py`) instead of polling; each write tells it what it stored, and
+while watch streams follow changes, what it changed (read in the write's own job,
+`read_changes`). Records that went into conflict or out of it are published on the daemon's
+event bus (`events`) as they commit. This module holds no protocol logic.
 """
 
 import queue
@@ -41,6 +45,9 @@ from .vectors import device_of
 T = TypeVar("T")
 MAX_GROUP_TRANSACTIONS = 512
 MAX_GROUP_OPS = 20_000
+# commits made by calls run here before the database thread checkpoints the WAL for them: these
+# calls are small (a few pages each), so the WAL stays near SQLite's own 1,000-page trigger
+CHECKPOINT_AFTER_COMMITS = 64
 
 
 class Transaction:
@@ -84,6 +91,7 @@ class _Call:
 
 
 _STOP = object()  # queued last when the node stops
+_CHECKPOINT = object()  # wakes the database thread to checkpoint for calls run here
 
 
 class Node:
@@ -106,6 +114,8 @@ class Node:
         # them (read on the database thread with the write, instead of a hop per watcher)
         self.watchers = 0
         self._pending_arrived = trio.Event()
+        # held by the database thread while it runs a lot of jobs, and by `call_here`
+        self._turn = threading.Lock()
         self._started = False
         self._stopping = False
 
@@ -117,6 +127,26 @@ class Node:
         self._refuse_if_stopping()
         self._jobs.put(_Call(function, args))
         result: T = await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+        return result
+
+    async def call_here(self, function: Callable[..., T], *args: Any) -> T:
+        """Run a replica method on this (trio's) thread if the database thread is idle, else as
+        `call`. Only for methods whose work is small and bounded and that do not fsync: the
+        event loop waits for them. Conflicts they flip are published as the thread's are."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._started or self._stopping or not self._turn.acquire(blocking=False):
+            return await self.call(function, *args)
+        try:
+            store = self.replica.store
+            with store.checkpoints_deferred():
+                result = function(*args)
+            conflicts = self._flipped_conflicts()
+            if store.deferred_commits >= CHECKPOINT_AFTER_COMMITS:
+                self._jobs.put(_CHECKPOINT)
+        finally:
+            self._turn.release()
+        if conflicts is not None:
+            self._publish_conflicts(*conflicts)
         return result
 
     def submit(
@@ -198,26 +228,43 @@ class Node:
                     jobs.append(self._jobs.get_nowait())
                 except queue.Empty:
                     break
-            # Everything waiting is taken at once: the transactions commit first, together (their
-            # clients wait for an fsync; a read does not), then the calls run back to back and
-            # are answered together.
-            transactions = [t for job in jobs if isinstance(job, list) for t in job]
-            for group in _groups(transactions):
-                self._commit_group(group)
-                token.run_sync_soon(self._finish, group, self._changes_of(group))
-            calls = [job for job in jobs if isinstance(job, _Call)]
-            if calls:
-                results = [(c.task, outcome.capture(c.function, *c.args)) for c in calls]
-            # after the calls too: received entries are applied by one
-            flips = self.replica.store.take_conflict_flips()
-            if flips:
-                writers = [self._writers(flip) for flip in flips]
-                position = self.replica.last_position()
-                token.run_sync_soon(self._publish_conflicts, flips, writers, position)
-            if calls:
-                token.run_sync_soon(_reschedule_all, results)
+            with self._turn:
+                self._serve(jobs, token)
             if _STOP in jobs:
                 return
+
+    def _serve(self, jobs: list[object], token: trio.lowlevel.TrioToken) -> None:
+        """One lot: the transactions commit first, together (their clients wait for an fsync; a
+        read does not), then the calls run back to back and are answered together; then the
+        checkpoint that calls run here deferred, if due."""
+        transactions = [t for job in jobs if isinstance(job, list) for t in job]
+        for group in _groups(transactions):
+            self._commit_group(group)
+            token.run_sync_soon(self._finish, group, self._changes_of(group))
+        calls = [job for job in jobs if isinstance(job, _Call)]
+        results = [(c.task, outcome.capture(c.function, *c.args)) for c in calls]
+        conflicts = self._flipped_conflicts()  # after the calls too: an apply is one
+        if conflicts is not None:
+            token.run_sync_soon(self._publish_conflicts, *conflicts)
+        if results:
+            token.run_sync_soon(_reschedule_all, results)
+        if self.replica.store.deferred_commits >= CHECKPOINT_AFTER_COMMITS:
+            self.replica.store.checkpoint()
+
+    def _flipped_conflicts(self) -> tuple[list[ConflictFlip], list[list[str]], int] | None:
+        """The conflict flips committed since the last call, with their writers and the store's
+        position, for `_publish_conflicts`; None when there were none."""
+        flips = self.replica.store.take_conflict_flips()
+        if not flips:
+            return None
+        return flips, [self._writers(flip) for flip in flips], self.replica.last_position()
+
+    def _writers(self, flip: ConflictFlip) -> list[str]:
+        """The devices whose writes a record's versions are, after a flip (with the replica's
+        turn; flips are rare, one read each)."""
+        share, collection, key, _ = flip
+        view = self.replica.get(share, collection, key)
+        return sorted({device_of(s.actor) for s in view.siblings}) if view else []
 
     def _changes_of(self, group: list[Transaction]) -> tuple[Change, ...] | None:
         """What a committed group changed, for watchers (None: nobody watches; see
@@ -276,13 +323,6 @@ class Node:
             transaction.commit = commit
 
     # back on the trio thread -----------------------------------------------------------------
-
-    def _writers(self, flip: ConflictFlip) -> list[str]:
-        """The devices whose writes a record's versions are, after a flip (database thread;
-        flips are rare, one read each)."""
-        share, collection, key, _ = flip
-        view = self.replica.get(share, collection, key)
-        return sorted({device_of(s.actor) for s in view.siblings}) if view else []
 
     def _publish_conflicts(
         self, flips: list[ConflictFlip], writers: list[list[str]], position: int

@@ -60,6 +60,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("p2psync.peers")
 RECEIVE_CHUNK = 256 * 1024
+# a batch this small is applied on the event loop's thread when it can be (Node.call_here)
+HERE_APPLY_ENTRIES = 8
+HERE_APPLY_BYTES = 8 * 1024
 # how long a peer told to upgrade gets that bye before its hello (an upgrade waits this at most)
 OUTDATED_REFUSAL_SECONDS = 300.0
 T = TypeVar("T")
@@ -382,16 +385,21 @@ class SessionPump:
 
     async def _apply(self, event: Entries) -> None:
         known = self._known(event.share)
+        arguments = (
+            self.replica,
+            event.share,
+            event.items,
+            known,
+            self.state.device_id,
+            self.node.watchers > 0,
+        )
         try:
-            result, stored = await self._database(
-                _apply_noting,
-                self.replica,
-                event.share,
-                event.items,
-                known,
-                self.state.device_id,
-                self.node.watchers > 0,
-            )
+            applied = None
+            if _small(event.items):
+                applied = await self._database(_apply_unless_waiting, *arguments, here=True)
+            if applied is None:
+                applied = await self._database(_apply_noting, *arguments)
+            result, stored = applied
         except IntegrityError as exc:
             # The session ends by cancellation, not by this exception: its traceback holds the
             # frames of the apply with every entry of the batch, and the cycles trio's nurseries
@@ -407,11 +415,14 @@ class SessionPump:
             self.manager.neighbourhood.received(self.link, event.share, result.received)
             await self.node.applied(result.position, result.devices_changed, stored)
 
-    async def _database(self, function: Callable[..., T], *args: object) -> T:
-        """A receiver's call on the database thread: the peer's silence does not count while
-        we do not read (its bytes wait in the socket), and it gets its whole limit after."""
+    async def _database(self, function: Callable[..., T], *args: object, here: bool = False) -> T:
+        """A receiver's call on the database thread (`here`: Node.call_here): the peer's
+        silence does not count while we do not read (its bytes wait in the socket), and it gets
+        its whole limit after."""
         self.liveness.waiting()
         try:
+            if here:
+                return await self.node.call_here(function, *args)
             return await self.node.call(function, *args)
         finally:
             self.liveness.waited(trio.current_time())
@@ -462,6 +473,28 @@ def _apply_noting(
     _raise_to(known, result.received)
     changes = read_changes(replica, after, result.position) if watched else None
     return result, Stored(after, result.position, replica.take_stored(), changes=changes)
+
+
+def _small(items: Sequence[WireItem]) -> bool:
+    if len(items) > HERE_APPLY_ENTRIES:
+        return False
+    return sum(len(raw) for raw, _ in items) <= HERE_APPLY_BYTES
+
+
+def _apply_unless_waiting(
+    replica: Replica,
+    share: str,
+    items: Sequence[WireItem],
+    known: dict[str, int],
+    peer: str,
+    watched: bool,
+) -> tuple[ApplyResult, Stored] | None:
+    """`_apply_noting` of a small batch, on the event loop's thread: None, having done nothing,
+    when entries of the share wait in the replica (releasing them may be long work; the database
+    thread does it then)."""
+    if replica.waits(share):
+        return None
+    return _apply_noting(replica, share, items, known, peer, watched)
 
 
 def _no_key(device_id: str) -> None:

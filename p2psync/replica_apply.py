@@ -207,6 +207,11 @@ class ReplicaApply:
         if len(value) < entries.MAX_ENTRY_BYTES // 2:
             self.commit(SYSTEM_SHARE, [entries.put(FORKS, fork.actor, value)])
 
+    def waits(self, share: str) -> bool:
+        """Whether received entries of `share` wait here (for a signature or a cause): the next
+        apply may release them all."""
+        return bool(self._intakes.get(share)) or bool(self._held.get(share))
+
     def forget_peer(self, peer: str) -> None:
         """Free what `peer` sent that still waits (it left; it sends again when it is back)."""
         for intake in self._intakes.values():

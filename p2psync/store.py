@@ -24,6 +24,7 @@ from .store_log import ROWS_PER_INSERT, EntryLog
 from .store_schema import MIGRATIONS, SCHEMA_VERSION
 
 WAL_SIZE_LIMIT = 8 * 1024 * 1024
+AUTO_CHECKPOINT_PAGES = 1000  # SQLite's default, set again after `checkpoints_deferred`
 _HIGHEST_CHAR = "\U0010ffff"
 # Not a system collection ('_...'); in Python, where the write path counts: `coll[:1] != "_"`.
 _USER_COLLECTION = "coll NOT LIKE '\\_%' ESCAPE '\\'"
@@ -57,6 +58,10 @@ class Store(BaselineTables, EntryLog):
         # whose state did change, until `take_conflict_flips` (the node publishes them).
         self._flipping: dict[tuple[str, str, str], tuple[bool, bool]] = {}
         self._flipped: list[ConflictFlip] = []
+        # commits made while `checkpoints_deferred` held SQLite's automatic checkpoint back, not
+        # checkpointed since (`checkpoint`)
+        self.deferred_commits = 0
+        self._deferring = False
         try:
             self._db = sqlite3.connect(
                 str(self.path), isolation_level=None, check_same_thread=False
@@ -115,10 +120,31 @@ class Store(BaselineTables, EntryLog):
                 self._flipping.clear()
                 raise
             self._db.execute("COMMIT")
+            self.deferred_commits += self._deferring
             self._flipped += [(*k, now) for k, (was, now) in self._flipping.items() if was != now]
         finally:
             if not fsync:
                 self._db.execute("PRAGMA synchronous=FULL")
+
+    @contextmanager
+    def checkpoints_deferred(self) -> Iterator[None]:
+        """Commits inside make no automatic checkpoint (which copies the WAL into the database
+        and fsyncs both: milliseconds, where the commit itself costs microseconds); they are
+        counted in `deferred_commits` for whoever calls `checkpoint` later. For short writes
+        made where a stall would hold up others (the daemon's event loop)."""
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+            self._db.execute(f"PRAGMA wal_autocheckpoint={AUTO_CHECKPOINT_PAGES}")
+
+    def checkpoint(self) -> None:
+        """Copy what the WAL holds into the database as far as readers allow (what SQLite does
+        by itself after a commit once the WAL passes `AUTO_CHECKPOINT_PAGES`)."""
+        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self.deferred_commits = 0
 
     def _reload_ids(self) -> None:
         self._actor_ids = dict(self._db.execute("SELECT name, id FROM actors"))

@@ -334,6 +334,72 @@ async def test_a_queued_call_runs_to_its_end_even_when_its_caller_is_cancelled(
     assert scope.cancelled_caught and went_on == []
 
 
+async def test_a_short_call_runs_on_trios_thread_while_the_database_thread_is_idle(
+    running: Running, nursery: trio.Nursery
+) -> None:
+    trio_thread = threading.get_ident()
+    found: list[int] = []
+
+    async def call_while_busy() -> None:
+        found.append(await running.node.call_here(threading.get_ident))
+
+    with trio.fail_after(TIMEOUT):
+        database_thread = await running.node.call(threading.get_ident)
+        assert await running.node.call_here(threading.get_ident) == trio_thread
+        gate = await running.gated(nursery)
+        async with trio.open_nursery() as callers:
+            callers.start_soon(call_while_busy)
+            await trio.testing.wait_all_tasks_blocked()
+            assert found == []  # the thread is busy: the call waits for its turn there
+            gate.open()
+    assert found == [database_thread]
+
+
+async def test_a_short_call_here_raises_its_error_and_publishes_the_conflicts_it_flips(
+    running: Running, tmp_path: Path
+) -> None:
+    other = Replica.open(tmp_path / "other.db", identity.DeviceIdentity.generate())
+    node = running.node
+    with node.events.subscribe(10) as events, trio.fail_after(TIMEOUT):
+        await node.commit(DEFAULT_SHARE, [running.replica.device_op(other.identity.cert_pem, "o")])
+        await node.commit(DEFAULT_SHARE, put("x", "ours"))
+        other.commit(DEFAULT_SHARE, put("x", "theirs"))
+        items, _ = other.entries_after(DEFAULT_SHARE, 0, {}, max_bytes=1 << 20)
+        with pytest.raises(IndexError):
+            await node.call_here(items.__getitem__, len(items))
+        applied = await node.call_here(running.replica.apply, DEFAULT_SHARE, items)
+        assert applied.applied == len(items)
+        await events.wait()
+        [appeared] = events.take()
+    assert (appeared["key"], appeared["state"], appeared["position"]) == (
+        "x",
+        "appeared",
+        applied.position,
+    )
+
+
+async def test_the_database_thread_checkpoints_for_the_commits_of_calls_run_here(
+    running: Running,
+) -> None:
+    store = running.replica.store
+
+    def commit_unsynced(key: str) -> None:
+        with store.transaction(fsync=False):
+            store.set_meta(key, b"x")
+
+    with trio.fail_after(TIMEOUT):
+        await running.node.call(int)  # the thread runs
+        for number in range(node.CHECKPOINT_AFTER_COMMITS - 1):
+            await running.node.call_here(commit_unsynced, f"k{number}")
+        assert store.deferred_commits == node.CHECKPOINT_AFTER_COMMITS - 1
+        await running.node.call(int)
+        assert store.deferred_commits == node.CHECKPOINT_AFTER_COMMITS - 1  # not due yet
+        await running.node.call_here(commit_unsynced, "due")  # queues the checkpoint
+        # a lot's checkpoint comes after its calls: the one after this call finds it done
+        await running.node.call(int)
+        assert await running.node.call(lambda: store.deferred_commits) == 0
+
+
 async def test_a_stopping_node_finishes_what_was_queued_and_refuses_more(
     tmp_path: Path,
 ) -> None:

@@ -50,9 +50,12 @@ def test_forget_peer_frees_what_it_sent_that_still_waits():
     put(a, "k", 1)
     put(a, "k", 2)
     early = [item for item in all_items(a) if entry.decode(item[0]).seq == 3]
+    assert not b.waits(SHARE)
     assert b.apply(SHARE, early, peer="carol").waiting == 1
+    assert b.waits(SHARE) and not b.waits("photos")
     b.forget_peer("carol")
     assert b.apply(SHARE, [], peer="carol").waiting == 0
+    assert not b.waits(SHARE)
     converge([a, b])
     assert msgpack.unpackb(b.get(SHARE, "notes", "k").winner.value) == 2
 

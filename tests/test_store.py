@@ -44,6 +44,32 @@ def test_a_new_file_gets_the_current_schema_and_wal(tmp_path):
     assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_commits_that_defer_checkpoints_grow_the_wal_past_sqlites_trigger_until_one_runs(
+    tmp_path,
+):
+    store = Store(tmp_path / "db")
+    wal = tmp_path / "db-wal"
+    page = store._db.execute("PRAGMA page_size").fetchone()[0]
+    value = b"v" * (2 * page)  # a few pages per commit
+
+    def commit(key):
+        with store.transaction(fsync=False):
+            store.set_meta(key, value)
+
+    with store.checkpoints_deferred():
+        for number in range(600):
+            commit(f"deferred-{number}")
+    # SQLite would have checkpointed at 1,000 pages and started the WAL over from its beginning
+    assert wal.stat().st_size > 1200 * page and store.deferred_commits == 600
+    assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # restored
+    in_database = (tmp_path / "db").stat().st_size
+    store.checkpoint()  # the values move from the WAL into the database file
+    assert (tmp_path / "db").stat().st_size > in_database + 600 * page
+    assert store.deferred_commits == 0
+    commit("not-deferred")
+    assert store.deferred_commits == 0
+
+
 def test_an_empty_file_from_before_any_schema_is_migrated(tmp_path):
     path = tmp_path / "db"
     sqlite3.connect(path).close()
