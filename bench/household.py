@@ -63,7 +63,9 @@ CPU_TAIL_SECONDS = 0.2
 class Cluster:
     """N daemons, every one told every other's address (as discovery would), all trusted."""
 
-    def __init__(self, directory: Path, number: int, size: int, history: str = "") -> None:
+    def __init__(
+        self, directory: Path, number: int, size: int, history: str = "", code: Path | None = None
+    ) -> None:
         self.size = size
         self.daemons = []
         for i in range(size):
@@ -72,6 +74,7 @@ class Cluster:
                 f"d{i}",
                 host=f"127.0.0.{10 * number + i + 1}",
                 extra_config=history,
+                code=code,
             )
             daemon.port = free_port()
             self.daemons.append(daemon)
@@ -437,7 +440,9 @@ def convergence(
 def run(directory: Path, args: argparse.Namespace, result: dict[str, Any]) -> None:
     sizes = sorted({2, *args.sizes})
     history = history_config(args)
-    clusters = {n: Cluster(directory, number, n, history) for number, n in enumerate(sizes)}
+    clusters = {
+        n: Cluster(directory, number, n, history, args.code) for number, n in enumerate(sizes)
+    }
     try:
         for cluster in clusters.values():
             cluster.start()
@@ -480,6 +485,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="interleaved convergence runs (>= 3)")
     parser.add_argument("--dir", type=Path, default=None, help="where the state dirs go")
     parser.add_argument(
+        "--code",
+        type=Path,
+        default=None,
+        help="run the daemons of this tree's p2psync (say the code before a change) under this"
+        " bench, for before/after figures from one bench",
+    )
+    parser.add_argument(
         "--compaction", choices=("default", "off"), default="default", help="[history] compaction"
     )
     parser.add_argument(
@@ -510,6 +522,7 @@ def main() -> None:
     }
     result["writes_per_device"] = args.writes
     result["history"] = {"compaction": args.compaction, "interval": args.interval}
+    result["code"] = str(args.code) if args.code else None
     started = time.monotonic()
 
     def measured(tmp: Path) -> None:

@@ -12,6 +12,7 @@ import base64
 import datetime
 import hashlib
 import secrets
+from functools import lru_cache
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -98,10 +99,15 @@ def _check_character(body: str) -> str:
 def verify_signature(public_key: bytes, signature: bytes, data: bytes) -> bool:
     """True only for a valid Ed25519 signature; any malformed input is simply not valid."""
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, data)
+        _public_key(public_key).verify(signature, data)
     except (InvalidSignature, ValueError, TypeError):
         return False
     return True
+
+
+# A household's few keys verify every entry they sign: building the key object each time cost
+# more than the verify itself once the process had been idle (OpenSSL fetches its key machinery).
+_public_key = lru_cache(maxsize=1024)(Ed25519PublicKey.from_public_bytes)
 
 
 def load_certificate(cert: bytes) -> x509.Certificate:
