@@ -6,7 +6,7 @@ once: local transactions from any number of clients commit together (one fsync, 
 then the calls run back to back, and each lot is answered in one wake-up of trio (a thread hop
 costs tens of microseconds here; trio.to_thread paid one per call, with a trip through the event
 loop between calls). A short call whose work is bounded and never waits for the disk (a
-received entry or two) runs on trio's own thread instead while the database thread is idle
+received entry or two) runs on trio's own thread instead while both threads are idle
 (`call_here`): there the two hops and the GIL changing hands cost more than the call. Such calls
 defer SQLite's automatic checkpoint, which the database thread runs for them.
 
@@ -130,11 +130,18 @@ class Node:
         return result
 
     async def call_here(self, function: Callable[..., T], *args: Any) -> T:
-        """Run a replica method on this (trio's) thread if the database thread is idle, else as
-        `call`. Only for methods whose work is small and bounded and that do not fsync: the
-        event loop waits for them. Conflicts they flip are published as the thread's are."""
+        """Run a replica method on this (trio's) thread if both threads are idle, else as `call`.
+        Only for methods whose work is small and bounded and that do not fsync: the event loop
+        waits for them. Under load the database thread is worth its hops: SQLite and signature
+        checks run there without the GIL, beside the loop's own work. Conflicts they flip are
+        published as the thread's are."""
         await trio.lowlevel.checkpoint_if_cancelled()
-        if not self._started or self._stopping or not self._turn.acquire(blocking=False):
+        if (
+            not self._started
+            or self._stopping
+            or trio.lowlevel.current_statistics().tasks_runnable
+            or not self._turn.acquire(blocking=False)
+        ):
             return await self.call(function, *args)
         try:
             store = self.replica.store

@@ -60,8 +60,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("p2psync.peers")
 RECEIVE_CHUNK = 256 * 1024
-# a batch this small is applied on the event loop's thread when it can be (Node.call_here)
-HERE_APPLY_ENTRIES = 8
+# A batch this small is applied on the event loop's thread when it can be (Node.call_here): a
+# lone write. Several entries at once mean a burst, where the database thread's work beside the
+# loop (SQLite and signature checks run without the GIL) is worth its hops.
+HERE_APPLY_ENTRIES = 1
 HERE_APPLY_BYTES = 8 * 1024
 # how long a peer told to upgrade gets that bye before its hello (an upgrade waits this at most)
 OUTDATED_REFUSAL_SECONDS = 300.0
@@ -491,7 +493,9 @@ def _apply_unless_waiting(
 ) -> tuple[ApplyResult, Stored] | None:
     """`_apply_noting` of a small batch, on the event loop's thread: None, having done nothing,
     when entries of the share wait in the replica (releasing them may be long work; the database
-    thread does it then)."""
+    thread does it then). Rare applies do more than their batch: a revocation that cuts the
+    revoked device's later entries, a fork whose proof is committed (with an fsync); the event
+    loop waits for those few."""
     if replica.waits(share):
         return None
     return _apply_noting(replica, share, items, known, peer, watched)

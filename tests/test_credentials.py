@@ -99,7 +99,9 @@ def test_root_and_the_daemons_own_user_are_admins_by_rule_without_a_lookup() -> 
     for uid in (0, os.geteuid()):
         found = Credentials(pid=7, uid=uid, gid=APP_GID, groups=())
         assert credentials.admin_by_rule(found) == identify(found, "no-such-group-here")
-    assert credentials.admin_by_rule(Credentials(pid=7, uid=APP_UID, gid=APP_GID, groups=())) is None
+    assert (
+        credentials.admin_by_rule(Credentials(pid=7, uid=APP_UID, gid=APP_GID, groups=())) is None
+    )
 
 
 def test_a_user_listed_in_the_control_group_is_an_admin_without_holding_it() -> None:

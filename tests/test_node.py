@@ -346,6 +346,9 @@ async def test_a_short_call_runs_on_trios_thread_while_the_database_thread_is_id
     with trio.fail_after(TIMEOUT):
         database_thread = await running.node.call(threading.get_ident)
         assert await running.node.call_here(threading.get_ident) == trio_thread
+        async with trio.open_nursery() as others:
+            others.start_soon(trio.lowlevel.checkpoint)  # the loop has other work: the thread
+            assert await running.node.call_here(threading.get_ident) == database_thread
         gate = await running.gated(nursery)
         async with trio.open_nursery() as callers:
             callers.start_soon(call_while_busy)
