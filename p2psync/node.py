@@ -5,8 +5,8 @@ and the replica is never used from two threads at once. The thread takes everyth
 once: local transactions from any number of clients commit together (one fsync, one signature),
 then the calls run back to back, and each lot is answered in one wake-up of trio (a thread hop
 costs tens of microseconds here; trio.to_thread paid one per call, with a trip through the event
-loop between calls). A short call whose work is bounded and never waits for the disk (a
-received entry or two) runs on trio's own thread instead while both threads are idle
+loop between calls). A short call whose work is bounded and never waits for the disk (a lone
+received entry) runs on trio's own thread instead while both threads are idle
 (`call_here`): there the two hops and the GIL changing hands cost more than the call. Such calls
 defer SQLite's automatic checkpoint, which the database thread runs for them.
 

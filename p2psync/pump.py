@@ -398,9 +398,10 @@ class SessionPump:
         try:
             applied = None
             if _small(event.items):
-                applied = await self._database(_apply_unless_waiting, *arguments, here=True)
+                applied = await self._database(_apply_noting, *arguments, True, here=True)
             if applied is None:
                 applied = await self._database(_apply_noting, *arguments)
+            assert applied is not None  # only `unless_waiting` gives None
             result, stored = applied
         except IntegrityError as exc:
             # The session ends by cancellation, not by this exception: its traceback holds the
@@ -453,7 +454,8 @@ class SessionPump:
         session.cancel()
 
 
-# `known` is read and raised on the database thread only, inside these calls, so that what the
+# `known` is read and raised only inside these calls, with the replica's turn (on the database
+# thread, or on trio's by Node.call_here), so that what the
 # sender skips always matches what was applied or sent at that same moment (no stale copies:
 # a stale one re-sends a peer its own entries, a too-new one skips entries never sent).
 
@@ -465,10 +467,17 @@ def _apply_noting(
     known: dict[str, int],
     peer: str,
     watched: bool,
-) -> tuple[ApplyResult, Stored]:
+    unless_waiting: bool = False,
+) -> tuple[ApplyResult, Stored] | None:
     """The apply, and what it stored (whose entries, up to which seqs: senders whose peers hold
     them or get them from their writers need not read them); `watched`: and what it changed,
-    for the watchers."""
+    for the watchers. `unless_waiting` (a lone entry on the event loop's thread): None, having
+    done nothing, when entries of the share wait in the replica, since releasing them may be
+    long work the database thread should do. Rare applies do more than their batch even so: a
+    revocation that cuts the revoked device's later entries, a fork whose proof is committed
+    (with an fsync); the event loop waits for those few."""
+    if unless_waiting and replica.waits(share):
+        return None
     after = replica.last_position()
     replica.take_stored()  # what was stored before is not this apply's
     result = replica.apply(share, items, peer)
@@ -481,24 +490,6 @@ def _small(items: Sequence[WireItem]) -> bool:
     if len(items) > HERE_APPLY_ENTRIES:
         return False
     return sum(len(raw) for raw, _ in items) <= HERE_APPLY_BYTES
-
-
-def _apply_unless_waiting(
-    replica: Replica,
-    share: str,
-    items: Sequence[WireItem],
-    known: dict[str, int],
-    peer: str,
-    watched: bool,
-) -> tuple[ApplyResult, Stored] | None:
-    """`_apply_noting` of a small batch, on the event loop's thread: None, having done nothing,
-    when entries of the share wait in the replica (releasing them may be long work; the database
-    thread does it then). Rare applies do more than their batch: a revocation that cuts the
-    revoked device's later entries, a fork whose proof is committed (with an fsync); the event
-    loop waits for those few."""
-    if replica.waits(share):
-        return None
-    return _apply_noting(replica, share, items, known, peer, watched)
 
 
 def _no_key(device_id: str) -> None:
