@@ -35,7 +35,7 @@ class ReloadRole(DaemonRole):
             await self._write_own_record(name)
         if config_changed:
             await self.node.call(
-                self.node.replica.store.set_meta, CONFIG_NAME_META_KEY, configured.encode()
+                self.node.replica.store.save_meta, CONFIG_NAME_META_KEY, configured.encode()
             )
 
     async def reload(self) -> dict[str, Any]:
@@ -50,7 +50,7 @@ class ReloadRole(DaemonRole):
         if fresh.device_name != self.config.device_name:
             await self._write_own_record(fresh.device_name)
             await self.node.call(
-                self.node.replica.store.set_meta, CONFIG_NAME_META_KEY, fresh.device_name.encode()
+                self.node.replica.store.save_meta, CONFIG_NAME_META_KEY, fresh.device_name.encode()
             )
             if self.discovery is not None:
                 self.discovery.rename(self.device_name)

@@ -62,6 +62,9 @@ class Store(BaselineTables, EntryLog):
         # checkpointed since (`checkpoint`)
         self.deferred_commits = 0
         self._deferring = False
+        # what the connection is set to (see `transaction`)
+        self._fsyncing = True
+        self._checkpointing_automatically = True
         try:
             self._db = sqlite3.connect(
                 str(self.path), isolation_level=None, check_same_thread=False
@@ -101,44 +104,49 @@ class Store(BaselineTables, EntryLog):
 
     @contextmanager
     def transaction(self, *, fsync: bool = True) -> Iterator[None]:
-        """One SQLite transaction. `fsync=False` skips the fsync of this commit only: for data
-        a peer would send again. The WAL is sequential, so the next fsynced commit makes it
-        durable too: nothing written later can survive without it."""
-        if not fsync:
-            self._db.execute("PRAGMA synchronous=NORMAL")
+        """One SQLite transaction. `fsync=False` skips the fsync of this commit: for data a peer
+        would send again. The WAL is sequential, so the next fsynced commit makes it durable
+        too: nothing written later can survive without it. Every write of the store is made in
+        one of these (`test_every_write_of_the_store_is_in_a_transaction`)."""
+        # The synchronous level and the automatic checkpoint are switched only when they
+        # change: a receiver applies one unsynced transaction after another, and two PRAGMAs
+        # per switch were ~20 us of each one-entry apply.
+        if fsync != self._fsyncing:
+            self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
+            self._fsyncing = fsync
+        if self._deferring == self._checkpointing_automatically:
+            pages = 0 if self._deferring else AUTO_CHECKPOINT_PAGES
+            self._db.execute(f"PRAGMA wal_autocheckpoint={pages}")
+            self._checkpointing_automatically = not self._deferring
+        self._db.execute("BEGIN IMMEDIATE")
+        self._counted.clear()
+        self._flipping.clear()
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            self.baseline_changes += 1  # what was read of it inside may be gone
+            self._reload_ids()
+            self.forget_last_position()
             self._counted.clear()
             self._flipping.clear()
-            try:
-                yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                self.baseline_changes += 1  # what was read of it inside may be gone
-                self._reload_ids()
-                self._counted.clear()
-                self._flipping.clear()
-                raise
-            self._db.execute("COMMIT")
-            self.deferred_commits += self._deferring
-            self._flipped += [(*k, now) for k, (was, now) in self._flipping.items() if was != now]
-        finally:
-            if not fsync:
-                self._db.execute("PRAGMA synchronous=FULL")
+            raise
+        self._db.execute("COMMIT")
+        self.deferred_commits += self._deferring
+        self._flipped += [(*k, now) for k, (was, now) in self._flipping.items() if was != now]
 
     @contextmanager
     def checkpoints_deferred(self) -> Iterator[None]:
         """Commits inside make no automatic checkpoint (which copies the WAL into the database
         and fsyncs both: milliseconds, where the commit itself costs microseconds); they are
         counted in `deferred_commits` for whoever calls `checkpoint` later. For short writes
-        made where a stall would hold up others (the daemon's event loop)."""
-        self._db.execute("PRAGMA wal_autocheckpoint=0")
+        made where a stall would hold up others (the daemon's event loop). The next
+        transaction made outside turns SQLite's automatic checkpoint back on."""
         self._deferring = True
         try:
             yield
         finally:
             self._deferring = False
-            self._db.execute(f"PRAGMA wal_autocheckpoint={AUTO_CHECKPOINT_PAGES}")
 
     def checkpoint(self) -> None:
         """Copy what the WAL holds into the database as far as readers allow (what SQLite does
@@ -180,6 +188,12 @@ class Store(BaselineTables, EntryLog):
             "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)
         )
         return dict(rows)
+
+    def save_meta(self, key: str, value: bytes) -> None:
+        """One meta value, committed (and fsynced) on its own: a setting someone was told is
+        kept."""
+        with self.transaction():
+            self.set_meta(key, value)
 
     def delete_meta(self, key: str) -> None:
         self._db.execute("DELETE FROM meta WHERE key=?", (key,))

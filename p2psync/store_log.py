@@ -25,6 +25,10 @@ class EntryLog:
     _db: sqlite3.Connection
     _actor_ids: dict[str, int]
     _actor_names: dict[int, str]
+    # The log's last position, as the last append left it (None: read it). Every apply and
+    # commit asks for it, often twice; a query each time was 3 statements of 13 per applied
+    # entry. Whatever deletes entries or rolls back forgets it (`forget_last_position`).
+    _last_position: int | None = None
 
     def share_id(self, name: str) -> int:
         raise NotImplementedError
@@ -50,16 +54,28 @@ class EntryLog:
         """Append `(actor, seq, raw, signature)` rows in the given order; returns the last lseq."""
         share_id = self.share_id(share)
         pending = iter(rows)
+        last = None
         # multi-row statements, as in `insert_new_records`: a catch-up appends one row per entry
         while chunk := list(islice(pending, ROWS_PER_INSERT)):
             params: list[object] = []
             for actor, seq, raw, sig in chunk:
                 params += (share_id, self.actor_id(actor), seq, raw, sig)
-            self._db.execute(_append_entries_sql(len(chunk)), params)
-        return self.last_lseq()
+            # an INTEGER PRIMARY KEY left to SQLite is max(lseq) + 1: the last row is the max
+            last = self._db.execute(_append_entries_sql(len(chunk)), params).lastrowid
+        if last is None:
+            return self.last_lseq()
+        self._last_position = last
+        return last
 
     def last_lseq(self) -> int:
-        return int(self._db.execute("SELECT coalesce(max(lseq), 0) FROM entries").fetchone()[0])
+        if self._last_position is None:
+            found = self._db.execute("SELECT coalesce(max(lseq), 0) FROM entries").fetchone()
+            self._last_position = int(found[0])
+        return self._last_position
+
+    def forget_last_position(self) -> None:
+        """After entries were deleted, or a transaction that appended some rolled back."""
+        self._last_position = None
 
     def lseq_of(self, share: str, actor: str, seq: int) -> int | None:
         actor_id = self._actor_ids.get(actor)
@@ -133,6 +149,7 @@ class EntryLog:
         self._db.execute(
             "DELETE FROM entries WHERE share=? AND actor=? AND seq>?", (share_id, actor_id, seq)
         )
+        self.forget_last_position()
         # their positions may be used again by later entries, which must not inherit these
         self._db.executemany(
             "DELETE FROM deleted_values WHERE lseq=?", ((lseq,) for lseq, _ in rows)

@@ -1,6 +1,7 @@
 """Shared fixtures: the network-namespace harness (see tests/netns.py) and its leak check, a
 control socket served in-process (see tests/control_harness.py), and the check of every control
-line against the protocol's JSON Schema (tests/schema_check.py; off with P2PSYNC_SCHEMA_CHECK=0)."""
+line against the protocol's JSON Schema (tests/schema_check.py; off with P2PSYNC_SCHEMA_CHECK=0),
+and the check that every store opened in-process writes only inside its transactions."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 import trio
 from hypothesis import settings
 
+from p2psync.store import Store
 from tests import schema_check
 from tests.control_harness import Served, start_served
 from tests.daemons import SCHEMA_CHECK_ENV, schema_checked
@@ -52,6 +54,40 @@ def control_lines_follow_the_schema() -> Iterator[None]:
     finally:
         uninstall()
     assert not violations, "control lines that break the schema:\n" + "\n".join(violations)
+
+
+_WRITES = ("INSERT", "UPDATE", "DELETE", "REPLACE")
+# Names given ids on first use, by reads too: a row nothing durable refers to until a commit
+# that uses it, which the WAL's order makes durable after it.
+_ID_ROWS = ("INSERT INTO SHARES(", "INSERT INTO ACTORS(")
+
+
+@pytest.fixture(autouse=True)
+def store_writes_are_in_transactions(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A store leaves SQLite's synchronous level as its last transaction set it (see
+    `Store.transaction`), so a write made outside one could skip its fsync: every store this
+    test opens traces its statements, and the test fails on a write outside a transaction."""
+    outside: list[str] = []
+    opened = Store.__init__
+
+    def open_traced(store: Store, *args: object, **kwargs: object) -> None:
+        opened(store, *args, **kwargs)  # type: ignore[arg-type]
+        connection = store._db
+
+        def trace(statement: str) -> None:
+            written = statement.lstrip().upper()
+            if (
+                written.startswith(_WRITES)
+                and not written.startswith(_ID_ROWS)
+                and not connection.in_transaction
+            ):
+                outside.append(statement[:200])
+
+        connection.set_trace_callback(trace)
+
+    monkeypatch.setattr(Store, "__init__", open_traced)
+    yield
+    assert not outside, "store writes outside a transaction:\n" + "\n".join(outside)
 
 
 @pytest.fixture

@@ -96,7 +96,8 @@ def test_a_peer_lacking_only_epochs_the_baseline_implies_still_lacks_folded_entr
     assert {a_now, b_now} <= b.store.baseline_frontier(SHARE).keys()
     # B as it is when a's newest epoch has only its first entry folded (which stays in the log)
     frontier = {a_now: 1, b_now: b.store.baseline_frontier(SHARE)[b_now]}
-    b.store.set_baseline_frontier(SHARE, frontier, {})
+    with b.store.transaction():
+        b.store.set_baseline_frontier(SHARE, frontier, {})
     peer = {b_now: frontier[b_now]}  # a's first entry it can get from the log; the rest it cannot
     assert b.folded_beyond(SHARE, peer), "the epochs a's first entry retired are folded away"
     assert not b.folded_beyond(SHARE, b.held_vector(SHARE))

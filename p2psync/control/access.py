@@ -131,7 +131,7 @@ class GrantBook:
 
     async def _save(self, grants: tuple[Grant, ...]) -> None:
         await self.node.call(
-            self.node.replica.store.set_meta, GRANTS_META_KEY, encode_grants(grants)
+            self.node.replica.store.save_meta, GRANTS_META_KEY, encode_grants(grants)
         )
         self.grants = grants  # only once stored: an acknowledged grant survives a restart
 

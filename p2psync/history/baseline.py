@@ -30,6 +30,7 @@ class BaselineTables:
     _actor_ids: dict[str, int]
     _actor_names: dict[int, str]
     _pack: Callable[[Any], bytes]
+    forget_last_position: Callable[[], None]  # store_log.EntryLog's
     # bumped by every write to `baseline`: what a cache of the rows' totals is valid for
     baseline_changes = 0
 
@@ -44,7 +45,6 @@ class BaselineTables:
 
     def _counted_in(self, share_id: int) -> dict[RecordKey, tuple[bool, int]]:
         raise NotImplementedError
-
 
     def _pack_siblings(self, siblings: list[Sibling]) -> bytes:
         raise NotImplementedError
@@ -163,9 +163,7 @@ class BaselineTables:
                 params += row
             self._db.execute(_insert_baseline_sql(len(chunk)), params)
 
-    def records_from_baseline(
-        self, share: str, rebuilt: Mapping[RecordKey, list[Sibling]]
-    ) -> None:
+    def records_from_baseline(self, share: str, rebuilt: Mapping[RecordKey, list[Sibling]]) -> None:
         """Make `records` the baseline's rows, but those of `rebuilt` (which may add keys):
         copied in SQL, as a single sibling's row is the same in both tables (deleted when its
         only sibling is; `rebuilt` must hold every row of several siblings, whose flags need
@@ -221,6 +219,7 @@ class BaselineTables:
                 if actor in self._actor_ids
             ),
         )
+        self.forget_last_position()
 
     # a snapshot being received (schema 5) -------------------------------------------------
 
@@ -262,6 +261,7 @@ class BaselineTables:
     def remove_entries(self, lseqs: Sequence[int]) -> None:
         """Forget folded entries (and what their deletes replaced)."""
         self._db.executemany("DELETE FROM entries WHERE lseq=?", ((lseq,) for lseq in lseqs))
+        self.forget_last_position()
         self._db.executemany("DELETE FROM deleted_values WHERE lseq=?", ((lseq,) for lseq in lseqs))
 
     def reclaim_free_pages(self, at_least: int) -> int:
