@@ -6,7 +6,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hypothesis import given
 from hypothesis import strategies as st
@@ -151,6 +152,24 @@ def test_signatures_verify_only_for_the_signer_and_the_data():
     assert identity.verify_signature(DEVICE.public_key, signature, b"chain head")
     assert not identity.verify_signature(DEVICE.public_key, signature, b"chain head!")
     assert not identity.verify_signature(OTHER.public_key, signature, b"chain head")
+
+
+def test_signatures_are_openssls_ed25519_both_ways():
+    """Log signatures are made and checked with libsodium; peers of earlier releases, and the
+    certificates, use OpenSSL's Ed25519: each must accept the other's."""
+    ours = DEVICE.sign(b"chain head")
+    openssl_key = Ed25519PublicKey.from_public_bytes(DEVICE.public_key)
+    openssl_key.verify(ours, b"chain head")  # raises unless valid
+    private_key = Ed25519PrivateKey.generate()
+    public_key = private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    theirs = private_key.sign(b"chain head")
+    assert identity.verify_signature(public_key, theirs, b"chain head")
+    assert not identity.verify_signature(public_key, theirs, b"chain head!")
+
+
+def test_a_key_that_is_no_curve_point_verifies_nothing():
+    assert not identity.verify_signature(b"\xff" * 32, b"\x00" * 64, b"data")
+    assert not identity.verify_signature(b"\x00" * 32, b"\x00" * 64, b"data")
 
 
 @given(st.binary(max_size=40), st.binary(max_size=80), st.binary(max_size=10))
