@@ -7,8 +7,10 @@ then the calls run back to back, and each lot is answered in one wake-up of trio
 costs tens of microseconds here; trio.to_thread paid one per call, with a trip through the event
 loop between calls). A short call whose work is bounded and never waits for the disk (a lone
 received entry) runs on trio's own thread instead while both threads are idle
-(`call_here`): there the two hops and the GIL changing hands cost more than the call. Such calls
-defer SQLite's automatic checkpoint, which the database thread runs for them.
+(`call_here`): there the two hops and the GIL changing hands cost more than the call. So does a
+lone small local write when nothing else waits and durable commits are quick on this disk: the
+loop waits for its fsync instead (`_commit_here`). Both defer SQLite's automatic checkpoint,
+which the database thread runs for them.
 
 Whoever waits for "something new was applied" — peer sessions, watchers — waits on its change
 notifier (`change_notifier.py`) instead of polling; each write tells it what it stored, and
@@ -19,6 +21,7 @@ event bus (`events`) as they commit. This module holds no protocol logic.
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from itertools import groupby
 from typing import Any, TypeVar
@@ -48,6 +51,10 @@ MAX_GROUP_OPS = 20_000
 # commits made by calls run here before the database thread checkpoints the WAL for them: these
 # calls are small (a few pages each), so the WAL stays near SQLite's own 1,000-page trigger
 CHECKPOINT_AFTER_COMMITS = 64
+# A lone local write is committed on the event loop's thread (see `_commit_here`) only while
+# durable commits take less than this, on average: the loop waits for the fsync.
+HERE_COMMIT_MAX_SECONDS = 0.002
+HERE_COMMIT_OPS = 16  # a lone write of at most this many ops (a put, a small transaction)
 
 
 class Transaction:
@@ -116,6 +123,13 @@ class Node:
         self._pending_arrived = trio.Event()
         # held by the database thread while it runs a lot of jobs, and by `call_here`
         self._turn = threading.Lock()
+        # transactions handed to the database thread whose `_finish` has not run yet (read and
+        # changed on trio's thread only): none, and a new one may commit here without passing
+        # one submitted before it
+        self._unfinished = 0
+        # how long the commit of a lone small write takes, fsync included: a moving average
+        # over both threads (so it comes down again once the thread's commits are quick)
+        self._commit_seconds = 0.0
         self._started = False
         self._stopping = False
 
@@ -199,7 +213,8 @@ class Node:
         try:
             while True:
                 await self._pending_arrived.wait()
-                self._hand_over()
+                if not self._commit_here():
+                    self._hand_over()
         finally:
             self._stopping = True
             self._hand_over()
@@ -212,7 +227,50 @@ class Node:
         self._pending_arrived = trio.Event()
         if self._pending:
             self._jobs.put(self._pending)
+            self._unfinished += len(self._pending)
             self._pending = []
+
+    def _commit_here(self) -> bool:
+        """Commit a lone pending transaction on this (trio's) thread when nothing else waits:
+        no earlier transaction unfinished, no other task ready, the database thread idle, and
+        durable commits quick on this disk. Two hops to the database thread and back cost a
+        lone write more CPU than its commit; under load, or on a disk whose fsync takes long,
+        the thread commits as before. False: nothing done."""
+        pending = self._pending
+        if (
+            not _lone_and_small(pending)
+            or self._unfinished
+            or self._stopping
+            or self._commit_seconds > HERE_COMMIT_MAX_SECONDS
+            or trio.lowlevel.current_statistics().tasks_runnable
+            or not self._turn.acquire(blocking=False)
+        ):
+            return False
+        self._pending_arrived = trio.Event()
+        self._pending = []
+        try:
+            store = self.replica.store
+            with store.checkpoints_deferred():
+                self._timed_commit(pending)
+                changes = self._changes_of(pending)
+            conflicts = self._flipped_conflicts()
+            if store.deferred_commits >= CHECKPOINT_AFTER_COMMITS:
+                self._jobs.put(_CHECKPOINT)
+        finally:
+            self._turn.release()
+        self._finish(pending, changes)
+        if conflicts is not None:
+            self._publish_conflicts(*conflicts)
+        return True
+
+    def _timed_commit(self, group: list[Transaction]) -> None:
+        """Commit, and average how long lone small writes take, on either thread."""
+        if not _lone_and_small(group):
+            self._commit_group(group)
+            return
+        started = time.perf_counter()
+        self._commit_group(group)
+        self._commit_seconds += (time.perf_counter() - started - self._commit_seconds) / 8
 
     def _refuse_if_stopping(self) -> None:
         if self._stopping:
@@ -246,8 +304,8 @@ class Node:
         checkpoint that calls run here deferred, if due."""
         transactions = [t for job in jobs if isinstance(job, list) for t in job]
         for group in _groups(transactions):
-            self._commit_group(group)
-            token.run_sync_soon(self._finish, group, self._changes_of(group))
+            self._timed_commit(group)
+            token.run_sync_soon(self._finish_handed, group, self._changes_of(group))
         calls = [job for job in jobs if isinstance(job, _Call)]
         results = [(c.task, outcome.capture(c.function, *c.args)) for c in calls]
         conflicts = self._flipped_conflicts()  # after the calls too: an apply is one
@@ -349,6 +407,12 @@ class Node:
                 }
             )
 
+    def _finish_handed(
+        self, group: list[Transaction], changes: tuple[Change, ...] | None = None
+    ) -> None:
+        self._unfinished -= len(group)
+        self._finish(group, changes)
+
     def _finish(self, group: list[Transaction], changes: tuple[Change, ...] | None = None) -> None:
         for transaction in group:
             transaction.done.set()
@@ -378,6 +442,10 @@ def read_changes(replica: Replica, after: int, last: int) -> tuple[Change, ...] 
 def _size(change: Change) -> int:
     op = change.op
     return len(op.key) + len(op.value or b"") + len(op.meta or b"") + len(change.previous or b"")
+
+
+def _lone_and_small(transactions: list[Transaction]) -> bool:
+    return len(transactions) == 1 and len(transactions[0].ops) <= HERE_COMMIT_OPS
 
 
 def _groups(transactions: list[Transaction]) -> list[list[Transaction]]:

@@ -65,10 +65,12 @@ class Running:
         self.replica = replica
         self.node = Node(replica)
         self.batches: list[list[int]] = []  # ops per transaction, one list per commit_many
+        self.threads: list[int] = []  # the thread of each commit_many
         real_commit_many = replica.commit_many
 
         def recorded(share: str, transactions: Sequence[Sequence[Op]]) -> list[Commit]:
             self.batches.append([len(ops) for ops in transactions])
+            self.threads.append(threading.get_ident())
             return real_commit_many(share, transactions)
 
         replica.commit_many = recorded  # type: ignore[method-assign]
@@ -356,6 +358,57 @@ async def test_a_short_call_runs_on_trios_thread_while_the_database_thread_is_id
             assert found == []  # the thread is busy: the call waits for its turn there
             gate.open()
     assert found == [database_thread]
+
+
+async def test_a_lone_small_write_commits_on_trios_thread_while_nothing_else_waits(
+    running: Running, nursery: trio.Nursery
+) -> None:
+    trio_thread, node_ = threading.get_ident(), running.node
+    with trio.fail_after(TIMEOUT):
+        database_thread = await node_.call(threading.get_ident)
+        first = await node_.commit(DEFAULT_SHARE, put("alone"))
+        assert running.threads == [trio_thread]
+        large = [entry.put("c", f"k{n}", b"\x01") for n in range(node.HERE_COMMIT_OPS + 1)]
+        await node_.commit(DEFAULT_SHARE, large)
+        await results([node_.submit(DEFAULT_SHARE, put(key)) for key in "ab"])  # together
+        gate = await running.gated(nursery)
+        waiting = node_.submit(DEFAULT_SHARE, put("while the thread is busy"))
+        await trio.testing.wait_all_tasks_blocked()
+        assert not waiting.done.is_set()
+        gate.open()
+        [last] = await results([waiting])
+    assert running.threads[1:] == [database_thread] * 3
+    assert isinstance(last, Commit) and last.lseq == first.lseq + 4
+    assert await running.node.call(running.replica.get, DEFAULT_SHARE, "c", "alone")
+
+
+async def test_a_write_never_commits_here_before_one_handed_to_the_thread(
+    running: Running,
+) -> None:
+    node_ = running.node
+    with trio.fail_after(TIMEOUT):
+        database_thread = await node_.call(threading.get_ident)
+        node_._unfinished += 1  # as while the thread's commit of an earlier one is not finished
+        try:
+            await node_.commit(DEFAULT_SHARE, put("later"))
+        finally:
+            node_._unfinished -= 1
+    assert running.threads == [database_thread]
+
+
+async def test_writes_go_to_the_thread_while_durable_commits_are_slow_and_come_back(
+    running: Running,
+) -> None:
+    trio_thread, node_ = threading.get_ident(), running.node
+    node_._commit_seconds = 1.0  # as after a few commits on a disk that takes a second to fsync
+    with trio.fail_after(TIMEOUT):
+        for number in range(100):
+            await node_.commit(DEFAULT_SHARE, put(f"k{number}"))
+            if running.threads[-1] == trio_thread:
+                break
+    # the thread's quick commits brought the average down: 1 s * (7/8)^n < 2 ms from n = 47
+    assert running.threads[:47] == [running.threads[0]] * 47 != [trio_thread] * 47
+    assert running.threads[-1] == trio_thread and len(running.threads) < 60
 
 
 async def test_a_short_call_here_raises_its_error_and_publishes_the_conflicts_it_flips(
