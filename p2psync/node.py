@@ -19,6 +19,7 @@ while watch streams follow changes, what it changed (read in the write's own job
 event bus (`events`) as they commit. This module holds no protocol logic.
 """
 
+import math
 import queue
 import threading
 import time
@@ -55,6 +56,10 @@ CHECKPOINT_AFTER_COMMITS = 64
 # durable commits take less than this, on average: the loop waits for the fsync.
 HERE_COMMIT_MAX_SECONDS = 0.002
 HERE_COMMIT_OPS = 16  # a lone write of at most this many ops (a put, a small transaction)
+# ... and not while concurrent writers are about: for this long after the database thread got
+# more than one transaction at once. Their requests keep coming; a commit on the loop would make
+# them wait for its fsync, where the thread's commit runs while the loop reads them.
+HERE_COMMIT_AFTER_CONCURRENT_SECONDS = 1.0
 
 
 class Transaction:
@@ -130,6 +135,7 @@ class Node:
         # how long the commit of a lone small write takes, fsync included: a moving average
         # over both threads (so it comes down again once the thread's commits are quick)
         self._commit_seconds = 0.0
+        self._concurrent_until = -math.inf  # trio's clock
         self._started = False
         self._stopping = False
 
@@ -228,20 +234,23 @@ class Node:
         if self._pending:
             self._jobs.put(self._pending)
             self._unfinished += len(self._pending)
+            if len(self._pending) > 1:
+                self._concurrent_until = trio.current_time() + HERE_COMMIT_AFTER_CONCURRENT_SECONDS
             self._pending = []
 
     def _commit_here(self) -> bool:
         """Commit a lone pending transaction on this (trio's) thread when nothing else waits:
-        no earlier transaction unfinished, no other task ready, the database thread idle, and
-        durable commits quick on this disk. Two hops to the database thread and back cost a
-        lone write more CPU than its commit; under load, or on a disk whose fsync takes long,
-        the thread commits as before. False: nothing done."""
+        no earlier transaction unfinished, no other task ready, no concurrent writers of late,
+        the database thread idle, and durable commits quick on this disk. Two hops to the
+        database thread and back cost a lone write more CPU than its commit; under load, or on
+        a disk whose fsync takes long, the thread commits as before. False: nothing done."""
         pending = self._pending
         if (
             not _lone_and_small(pending)
             or self._unfinished
             or self._stopping
             or self._commit_seconds > HERE_COMMIT_MAX_SECONDS
+            or trio.current_time() < self._concurrent_until
             or trio.lowlevel.current_statistics().tasks_runnable
             or not self._turn.acquire(blocking=False)
         ):

@@ -382,6 +382,19 @@ async def test_a_lone_small_write_commits_on_trios_thread_while_nothing_else_wai
     assert await running.node.call(running.replica.get, DEFAULT_SHARE, "c", "alone")
 
 
+async def test_after_concurrent_writes_lone_ones_go_to_the_thread_for_a_while(
+    running: Running, mock_clock: trio.testing.MockClock
+) -> None:
+    trio_thread, node_ = threading.get_ident(), running.node
+    with trio.fail_after(TIMEOUT):
+        database_thread = await node_.call(threading.get_ident)
+        await results([node_.submit(DEFAULT_SHARE, put(key)) for key in "ab"])  # concurrent
+        await node_.commit(DEFAULT_SHARE, put("soon after"))
+        mock_clock.jump(node.HERE_COMMIT_AFTER_CONCURRENT_SECONDS)
+        await node_.commit(DEFAULT_SHARE, put("once they are gone"))
+    assert running.threads == [database_thread, database_thread, trio_thread]
+
+
 async def test_a_write_never_commits_here_before_one_handed_to_the_thread(
     running: Running,
 ) -> None:
