@@ -107,7 +107,7 @@ class Store(BaselineTables, EntryLog):
         """One SQLite transaction. `fsync=False` skips the fsync of this commit: for data a peer
         would send again. The WAL is sequential, so the next fsynced commit makes it durable
         too: nothing written later can survive without it. Every write of the store is made in
-        one of these (`test_every_write_of_the_store_is_in_a_transaction`)."""
+        one of these (tests/conftest.py's `store_writes_are_in_transactions` checks it)."""
         # The synchronous level and the automatic checkpoint are switched only when they
         # change: a receiver applies one unsynced transaction after another, and two PRAGMAs
         # per switch were ~20 us of each one-entry apply.
