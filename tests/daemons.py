@@ -10,6 +10,7 @@ default) every line on their control sockets is checked against the protocol's J
 """
 
 import contextlib
+import itertools
 import json
 import os
 import resource
@@ -34,10 +35,33 @@ def schema_checked() -> bool:
     return os.environ.get(SCHEMA_CHECK_ENV) == "1"
 
 
+def _ports_below_the_ephemeral_range() -> Iterator[int]:
+    """Ports no outgoing connection takes, each handed out once per test process.
+
+    A port from the ephemeral range can be the source port of some connection while a daemon
+    restarts on it; the kernel then checks the restart's bind against the old daemon's closing
+    connections, and refuses it (EADDRINUSE, seen in CI). Below the range only listeners use
+    ports, and handing each out once keeps two daemons of one test off the same one."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+        ephemeral_low = int(ranges.read().split()[0])
+    lowest = 10000
+    first = lowest + os.getpid() % (ephemeral_low - lowest)  # parallel runs start apart
+    for port in itertools.chain(range(first, ephemeral_low), range(lowest, first)):
+        with socket.socket() as probe:
+            try:
+                # binding sends nothing; the wildcard collides with a use on any address
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        yield port
+    raise RuntimeError("no free port left below the ephemeral range")
+
+
+_unused_ports = _ports_below_the_ephemeral_range()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return next(_unused_ports)
 
 
 class DaemonProcess:
