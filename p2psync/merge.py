@@ -257,6 +257,8 @@ def replaced_dots(
 ) -> dict[str, int]:
     """The newest seq per actor among the siblings `ops` replace (our own actor is implied)."""
     context: dict[str, int] = {}
+    if not current:  # new records replace nothing: a batch of them skips a lookup per op
+        return context
     for op in ops:
         for sibling in current.get((op.collection, op.key), ()):
             if sibling.actor != own_actor and sibling.seq > context.get(sibling.actor, 0):
