@@ -50,3 +50,32 @@ def test_lone_surrogates_are_refused_with_where_they_were() -> None:
             values.reject_lone_surrogates(request)
         assert refused.value.code == BAD_REQUEST
         assert refused.value.message.startswith(f"{where} is not valid Unicode"), where
+
+
+tagged_or_not = st.recursive(
+    st.none()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.sampled_from(["$base64", "AAE=", "not base64", ""])
+    | st.builds(
+        lambda data: {"$base64": data}, st.sampled_from(["AAE=", "AAE", "", "!!", "$base64"])
+    ),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.sampled_from(["$base64", "a", "b"]), children, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@given(tagged_or_not)
+def test_bytes_tags_are_found_at_any_depth_and_only_there(value):
+    walked = values._untagged(value) if values._holds_bytes_tag(value) else value
+    assert value_from_json(value) == msgpack.packb(walked)
+
+
+def test_a_bytes_tag_is_stored_as_its_bytes_wherever_it_sits():
+    assert value_from_json({"$base64": "AAE="}) == msgpack.packb(b"\x00\x01")
+    assert value_from_json([{"x": {"$base64": "AAE="}}]) == msgpack.packb([{"x": b"\x00\x01"}])
+    # what only looks like a tag stays what it is
+    for plain in ["$base64", {"$base64": "AAE"}, {"$base64": "AAE=", "b": 1}, {"a": "$base64"}]:
+        assert value_from_json(plain) == msgpack.packb(plain)

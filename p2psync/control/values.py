@@ -52,13 +52,20 @@ def _key_text(key: Any) -> str:
     return key if isinstance(key, str) else json.dumps(jsonable(key), sort_keys=True)
 
 
+_PACKED_TAG_KEY = msgpack.packb("$base64")
+
+
 def value_from_json(value: Any) -> bytes:
     """A JSON value as stored: msgpack, with each `{"$base64": ...}` that `jsonable` would show
     for bytes stored as those bytes (so a value read and written back keeps its bytes)."""
-    if _holds_bytes_tag(value):
-        value = _untagged(value)
     try:
-        return msgpack.packb(value)
+        packed = msgpack.packb(value)
+        # A tag is a map with the key "$base64", which packs as these bytes: a value whose
+        # packing lacks them holds none, and is stored without walking it (a batch's thousand
+        # values spent a fifth of its event loop's time on the walk).
+        if _PACKED_TAG_KEY not in packed or not _holds_bytes_tag(value):
+            return packed
+        return msgpack.packb(_untagged(value))
     except (ValueError, OverflowError, TypeError) as exc:
         raise RequestError(BAD_REQUEST, f"value cannot be stored: {exc}") from None
 
