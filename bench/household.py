@@ -390,9 +390,9 @@ def fan_out(clusters: dict[int, Cluster], args: argparse.Namespace, result: dict
         result["one_write_bytes_ratio_to_direct"][str(n)] = round(
             statistics.median(bytes_) / direct_bytes, 2
         )
-        result["one_write_cpu_ratio_to_direct"][str(n)] = round(
-            statistics.fmean(cpu) / direct_cpu, 2
-        )
+        # a few writes may fall within one tick of the 2-device base: no ratio then
+        cpu_ratio = round(statistics.fmean(cpu) / direct_cpu, 2) if direct_cpu > 0 else None
+        result["one_write_cpu_ratio_to_direct"][str(n)] = cpu_ratio
         print(
             f"  N={n}: copies per device {median_spread(copies)}; visible on all "
             f"p50 {percentile(latencies, 0.5):.1f} ms p99 {percentile(latencies, 0.99):.1f} ms"
@@ -401,7 +401,7 @@ def fan_out(clusters: dict[int, Cluster], args: argparse.Namespace, result: dict
             f"        sync bytes {median_spread(bytes_)} = "
             f"{statistics.median(bytes_) / direct_bytes:.2f}x {n - 1} direct sends; "
             f"CPU of all daemons, mean {statistics.fmean(cpu):.3g} ms = "
-            f"{statistics.fmean(cpu) / direct_cpu:.2f}x {n - 1} direct sends, "
+            f"{cpu_ratio if cpu_ratio is not None else 'n/a'}x {n - 1} direct sends, "
             f"of which the writer's {writer_cpu:.3g} ms"
         )
 
