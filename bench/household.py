@@ -15,6 +15,9 @@ Measures how a write spreads through a household (issue 9):
   Here all N daemons share this machine's processors, so that time follows the sum of their
   work; `busiest_device_cpu_ratio_to_2_devices` compares the CPU of the busiest device until
   convergence, which is what bounds the time when every device has a processor of its own.
+Each daemon starts on one processor of this machine, spread evenly, and keeps to it as a
+device keeps to its own (`process.one_cpu`); a `--code` tree from before that setting is
+confined the same way, so the comparison leaves that setting out (`bench/writes.py` shows it).
 Every ratio compares medians of interleaved runs (at least three) and prints the spread.
 
 Each daemon listens on its own 127.0.0.x address with explicit config (no discovery); nothing
@@ -27,6 +30,7 @@ stopped even on error. Prints figures and ends with one line `RESULT {json}`.
 
 import argparse
 import json
+import os
 import selectors
 import signal
 import socket
@@ -86,7 +90,11 @@ class Cluster:
             daemon.write_config()
 
     def start(self) -> None:
-        for daemon in self.daemons:
+        processors = sorted(os.sched_getaffinity(0))
+        for number, daemon in enumerate(self.daemons):
+            # as devices each with a processor of their own would be, as far as this machine
+            # goes: each daemon keeps to one (`process.one_cpu`), and they are spread evenly
+            daemon.processor = processors[number % len(processors)]
             daemon.start(wait=False)
         for daemon in self.daemons:
             daemon.wait_for_notification("READY=1")

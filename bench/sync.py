@@ -629,6 +629,8 @@ def run(directory: Path, args: argparse.Namespace, result: dict[str, Any]) -> No
     a = DaemonProcess(directory, "a")
     b = DaemonProcess(directory, "b", peers=[a.address])
     daemons = [a, b]
+    processors = sorted(os.sched_getaffinity(0))  # two devices: a processor each, where there are
+    a.processor, b.processor = processors[0], processors[-1]
     try:
         a.start()
         load(a, args, result)

@@ -78,6 +78,7 @@ class Config:
     keep_for_absent_days: float = 30.0
     history_interval: float = 300.0  # seconds between a device's reports while data is unsettled
     max_snapshot_mb: int = 16384  # the largest snapshot (MiB of rows) taken from a member
+    one_cpu: bool = True  # keep the daemon's threads on one processor (p2psync/one_cpu.py)
     source: str = field(default="built-in defaults", compare=False)
     # True when control.socket was not set and defaulted to <state_dir>/control.sock, so that a
     # state directory given later (apply_overrides) takes the socket along.
@@ -133,6 +134,7 @@ def _resolve(
         keep_for_absent_days=settings.get("keep_for_absent_days", 30.0),
         history_interval=settings.get("history_interval", 300.0),
         max_snapshot_mb=settings.get("max_snapshot_mb", 16384),
+        one_cpu=settings.get("one_cpu", True),
         source=source,
         socket_in_state_dir=control_socket is None,
     )

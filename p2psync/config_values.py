@@ -283,5 +283,6 @@ KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "history.keep_for_absent_days": ("keep_for_absent_days", _days),
     "history.interval": ("history_interval", _seconds),
     "history.max_snapshot_mb": ("max_snapshot_mb", _mebibytes),
+    "process.one_cpu": ("one_cpu", _boolean),
 }
 SECTIONS = sorted({key.partition(".")[0] for key in KEYS})

@@ -53,6 +53,7 @@ from .journal import log_extra
 from .last_seen import LastSeen
 from .metrics_server import MetricsListen, MetricsUnavailable, serve_metrics
 from .node import Node
+from .one_cpu import keep_to_one_processor
 from .pairing_service import PairingService
 from .peers import PeerManager, Timeouts
 from .replica import DeviceRecord, Replica
@@ -331,6 +332,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"p2psync: {exc}", file=sys.stderr)
         return 2
     setup_logging(settings.log_level)
+    if settings.one_cpu:  # before any thread starts: they inherit it
+        keep_to_one_processor()
     warn_about_environment()
     try:
         prepare_state_dir(settings.state_dir)

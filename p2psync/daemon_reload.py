@@ -74,6 +74,8 @@ class ReloadRole(DaemonRole):
         if fresh.max_snapshot_mb != self.config.max_snapshot_mb:
             self.peers.snapshots.max_bytes = fresh.max_snapshot_mb * 1024 * 1024
             changes.append("history.max_snapshot_mb")
+        if fresh.one_cpu != self.config.one_cpu:
+            log.warning("process.one_cpu changed; it takes effect at the next restart")
         if fresh.control_socket_mode != self.config.control_socket_mode:
             log.warning("control.apps or control.mode changed; it takes effect at the next restart")
         self.config = fresh

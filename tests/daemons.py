@@ -100,6 +100,9 @@ class DaemonProcess:
         self.reconnect_max = reconnect_max
         self.extra_config = extra_config
         self.nofile = nofile  # RLIMIT_NOFILE for the daemon, to make fd exhaustion reachable
+        # None: wherever the kernel starts it; benches that run several daemons as separate
+        # devices spread them over this machine's processors
+        self.processor: int | None = None
         self.ui_port = ui_port
         self.code = code
         self.process: subprocess.Popen[bytes] | None = None
@@ -182,17 +185,20 @@ class DaemonProcess:
             stderr=log,
             env=env,
             cwd=self.code,
-            preexec_fn=self._limit_files if self.nofile is not None else None,
+            preexec_fn=self._in_child if (self.nofile, self.processor) != (None, None) else None,
         )
         log.close()
         if wait:
             self.wait_for_notification("READY=1")
         return self
 
-    def _limit_files(self) -> None:
-        """In the child, before exec."""
-        assert self.nofile is not None
-        resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+    def _in_child(self) -> None:
+        """Before exec: the open-file limit, and the processor it starts on (the daemon keeps to
+        the one it is allowed, as a device keeps to its own)."""
+        if self.nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+        if self.processor is not None:
+            os.sched_setaffinity(0, {self.processor})
 
     def wait_for_notification(self, wanted: str, timeout: float = READY_TIMEOUT) -> str:
         deadline = time.monotonic() + timeout
