@@ -38,5 +38,4 @@ def keep_to_one_processor() -> int | None:
     except (OSError, ValueError, IndexError) as exc:
         log.info("running on every processor: cannot keep to one (%s)", exc)
         return None
-    log.debug("keeping to processor %d of %d allowed", processor, len(allowed))
     return processor
