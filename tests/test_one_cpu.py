@@ -73,3 +73,16 @@ def test_within_a_narrower_affinity_it_keeps_to_one_of_those(tmp_path):
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     ).stdout.split(maxsplit=1)
     assert int(shown[0]) in two and shown[1].strip() == f"[{shown[0]}]"
+
+
+@several_processors
+def test_turning_one_cpu_off_by_reload_says_it_waits_for_a_restart(tmp_path):
+    daemon = DaemonProcess(tmp_path, "a")
+    with running(daemon):
+        assert daemon.process is not None
+        before = allowed_processors(daemon.process.pid)
+        daemon.extra_config = "[process]\none_cpu = false\n"
+        daemon.write_config()
+        assert daemon.call("reload") == {"reloaded": True, "changed": []}
+        assert "process.one_cpu changed; it takes effect at the next restart" in daemon.log()
+        assert allowed_processors(daemon.process.pid).items() >= before.items()
