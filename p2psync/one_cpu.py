@@ -2,7 +2,7 @@
 
 The event loop and the database thread take CPython's GIL in turn at every SQLite call. On two
 processors each hand-over wakes the other thread across them, which cost more than it saved:
-16 concurrent writers 3.8k -> 5.3k puts/s and 280 -> 180 us of CPU per put once the daemon
+16 concurrent writers 3.8k -> 5.2k puts/s and 285 -> 182 us of CPU per put once the daemon
 kept to one (docs/architecture.md, "One processor"). The kernel still moves every other program
 off a busy processor. This module only picks and sets the affinity, once at start, before any
 thread exists (threads inherit it); it never changes it later and never fails the start.
