@@ -7,6 +7,7 @@ connection is `PeerManager`'s. It never dials an address nobody asked for, never
 while a session with it runs, and stops dialling a household that revoked this device.
 """
 
+import enum
 import logging
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("p2psync.peers")  # the name these lines have always been logged under
 Address = tuple[str, int]
+
+
+class _Outcome(enum.Enum):
+    UNREACHABLE = enum.auto()  # nobody answered the connect (or news cut it short)
+    TURNED_AWAY = enum.auto()  # the host answered, but no session came of it
+    SESSION = enum.auto()
 
 
 class _Dialer:
@@ -86,7 +93,10 @@ class Dialers:
                 while address in self.requests:
                     expected = self.requests.get(address)
                     if expected is not None and expected in self.manager.sessions:
-                        await self.manager.sessions[expected].closed.wait()
+                        session = self.manager.sessions[expected]
+                        await session.closed.wait()
+                        if session.greeted:
+                            schedule.worked(trio.current_time())
                         continue
                     delay = schedule.delay(trio.current_time())
                     if delay > 0:
@@ -95,24 +105,28 @@ class Dialers:
                             await dialer.news.wait()
                         continue
                     schedule.started(trio.current_time())
-                    connected = await self._dial_once(address, dialer)
+                    outcome = await self._dial_once(address, dialer)
                     if self.requests.get(address) in self.manager.revoked_us:
                         self.requests.pop(address, None)
                         return  # that household revoked this device: asking again changes nothing
-                    if connected:
+                    if outcome is _Outcome.SESSION:
                         schedule.connected(trio.current_time())
                     else:
-                        schedule.failed(trio.current_time())
+                        reached = outcome is _Outcome.TURNED_AWAY
+                        schedule.failed(trio.current_time(), reached)
         finally:
             if self.running.get(address) is dialer:
                 del self.running[address]
 
-    async def _dial_once(self, address: Address, dialer: _Dialer) -> bool:
+    async def _dial_once(self, address: Address, dialer: _Dialer) -> _Outcome:
         host, port = address
         text = format_address(*address)
+        patience = dialer.schedule.connect_patience(
+            trio.current_time(), self.manager.timeouts.handshake
+        )
         try:
             with (
-                trio.fail_after(self.manager.timeouts.handshake),
+                trio.fail_after(patience),
                 trio.CancelScope() as connecting,
             ):
                 dialer.connecting = connecting
@@ -120,18 +134,21 @@ class Dialers:
                 tcp = await trio.open_tcp_stream(host, port)
         except (OSError, trio.TooSlowError) as exc:
             log.debug("cannot reach %s: %s", text, describe(exc))
-            return False
+            return _Outcome.UNREACHABLE
         finally:
             dialer.connecting = None
         if connecting.cancelled_caught:
             log.debug("connecting to %s again at once: there is news of it", text)
-            return False
+            return _Outcome.UNREACHABLE
         secured = await self.manager.secure_outgoing(tcp, text)
         if secured is None:
-            return False
+            return _Outcome.TURNED_AWAY
         stream, peer_id = secured
         if self.requests.get(address) is None:
             self.requests[address] = peer_id
         # A TLS 1.3 handshake completes on the client's side before the server has checked the
         # client's certificate: only the peer's hello shows that it accepted us.
-        return await self.manager.run_session(stream, peer_id, text, dialer=self.manager.device_id)
+        greeted = await self.manager.run_session(
+            stream, peer_id, text, dialer=self.manager.device_id
+        )
+        return _Outcome.SESSION if greeted else _Outcome.TURNED_AWAY

@@ -12,7 +12,7 @@ import trio.testing
 
 from p2psync import dialers
 from p2psync.peers import PeerManager, Timeouts
-from p2psync.redial import WAKE_FLOOR_SECONDS
+from p2psync.redial import PROBE_CONNECT_SECONDS, PROBE_SECONDS, WAKE_FLOOR_SECONDS
 
 CAP = 60.0
 ADDRESS = ("10.9.9.9", 47100)
@@ -91,6 +91,29 @@ async def test_news_interrupts_a_connect_that_hangs(network: Network, autojump_c
         await trio.sleep(0.001)
         assert len(network.attempts) == count + 1, "the hanging connect gave way to a new one"
         assert network.attempts[-1] == woken_at
+        peer_manager.undial(ADDRESS)
+
+
+async def test_after_a_session_ends_a_silent_path_is_probed_every_two_seconds(
+    network: Network, autojump_clock
+):
+    peer_manager = manager()
+    session = SimpleNamespace(closed=trio.Event(), greeted=True)
+    peer_manager.sessions[DEVICE] = session  # the device dialled us: no dialling meanwhile
+    async with trio.open_nursery() as nursery:
+        peer_manager.dialers.start(nursery)
+        peer_manager.dial(ADDRESS, DEVICE)
+        await trio.sleep(30.0)
+        assert network.attempts == []
+        network.silent = True  # the path is cut where neither end can see it
+        del peer_manager.sessions[DEVICE]
+        session.closed.set()  # and the session ends as its peer went silent
+        ended_at = trio.current_time()
+        await trio.sleep(60.0)
+        assert network.attempts[0] == ended_at
+        gaps = [later - earlier for earlier, later in pairwise(network.attempts)]
+        shortest = PROBE_CONNECT_SECONDS + PROBE_SECONDS / 2
+        assert all(shortest <= gap <= PROBE_CONNECT_SECONDS + PROBE_SECONDS for gap in gaps), gaps
         peer_manager.undial(ADDRESS)
 
 

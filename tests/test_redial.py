@@ -2,7 +2,14 @@
 
 import pytest
 
-from p2psync.redial import WAKE_FLOOR_SECONDS, Redial, backoff_delay
+from p2psync.redial import (
+    PROBE_CONNECT_SECONDS,
+    PROBE_SECONDS,
+    RECENT_SECONDS,
+    WAKE_FLOOR_SECONDS,
+    Redial,
+    backoff_delay,
+)
 
 CAP = 60.0
 
@@ -114,3 +121,67 @@ def test_a_session_that_ran_starts_the_back_off_over() -> None:
     schedule.connected(now + 300.0)
     assert schedule.failures == 0
     assert schedule.delay(now + 300.0) == 0.5
+
+
+HANDSHAKE = 10.0
+
+
+def test_a_path_that_just_worked_is_probed_about_every_second_then_backed_off() -> None:
+    schedule = Redial(CAP, rng=fixed(1.0))
+    schedule.connected(100.0)  # the session ends: its peer went silent
+    now = 100.0
+    delays = []
+    while now < 100.0 + RECENT_SECONDS + 200.0:
+        now += schedule.delay(now)
+        assert schedule.connect_patience(now, HANDSHAKE) == (
+            PROBE_CONNECT_SECONDS if now - 100.0 <= RECENT_SECONDS else HANDSHAKE
+        )
+        schedule.started(now)
+        now += schedule.connect_patience(now, HANDSHAKE)  # the connect times out
+        schedule.failed(now)
+        delays.append((now - 100.0, schedule.delay(now)))
+    probing = [delay for since, delay in delays if since <= RECENT_SECONDS]
+    later = [delay for since, delay in delays if since > RECENT_SECONDS]
+    assert set(probing) == {PROBE_SECONDS}
+    assert len(probing) >= RECENT_SECONDS / (PROBE_SECONDS + PROBE_CONNECT_SECONDS) - 1
+    assert later and set(later) == {CAP}, "a device away for long gets the ordinary back-off"
+
+
+def test_probing_attempts_are_jittered_between_half_and_all_of_the_interval() -> None:
+    schedule = Redial(CAP, rng=fixed(0.0))
+    schedule.connected(0.0)
+    schedule.started(0.5)
+    schedule.failed(2.0)
+    assert schedule.delay(2.0) == PROBE_SECONDS / 2
+
+
+def test_a_host_that_answers_but_turns_us_away_backs_off_and_ends_the_probing() -> None:
+    schedule = Redial(CAP, rng=fixed(1.0))
+    schedule.connected(0.0)
+    now = 10.0
+    for expected in (1, 2, 4):
+        schedule.started(now)
+        schedule.failed(now, reached=True)
+        assert schedule.delay(now) == expected
+        now += expected
+    schedule.started(now)
+    assert schedule.connect_patience(now, HANDSHAKE) == HANDSHAKE
+    schedule.failed(now)  # then nobody answers: still the back-off, not a probe
+    assert schedule.delay(now) == 8
+
+
+def test_a_session_the_device_dialled_starts_the_probing_too() -> None:
+    schedule = Redial(CAP, rng=fixed(1.0))
+    now = failing_for(schedule, 8)
+    assert schedule.connect_patience(now, HANDSHAKE) == HANDSHAKE
+    schedule.worked(now)  # its incoming session ended
+    schedule.started(now)
+    assert schedule.connect_patience(now, HANDSHAKE) == PROBE_CONNECT_SECONDS
+    schedule.failed(now + PROBE_CONNECT_SECONDS)
+    assert schedule.delay(now + PROBE_CONNECT_SECONDS) == PROBE_SECONDS
+
+
+def test_a_device_never_reached_is_never_probed() -> None:
+    schedule = Redial(CAP, rng=fixed(1.0))
+    assert schedule.connect_patience(0.0, HANDSHAKE) == HANDSHAKE
+    assert failing_for(schedule, 9) > 100.0
