@@ -14,7 +14,11 @@ Measures how a write spreads through a household (issue 9):
   device holds every record, against 2 devices writing the same number of records in total.
   Here all N daemons share this machine's processors, so that time follows the sum of their
   work; `busiest_device_cpu_ratio_to_2_devices` compares the CPU of the busiest device until
-  convergence, which is what bounds the time when every device has a processor of its own.
+  convergence, which is what bounds the time when every device has a processor of its own;
+- with `--partition SECONDS` (the issue's 180; needs root, iproute2 and nft): time to resume
+  after a partition of two devices in network namespaces heals, once with a cable pulled (news
+  of the link wakes the dialers) and once with frames dropped on the switch, which neither
+  device can see (`bench/resume.py`, which this runs; `resume_after_partition_s`).
 Each daemon starts on one processor of this machine, spread evenly, and keeps to it as a
 device keeps to its own (`process.one_cpu`); a `--code` tree from before that setting is
 confined the same way, so the comparison leaves that setting out (`bench/writes.py` shows it).
@@ -46,6 +50,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.report import run_and_report
+from bench.resume import one_run as resume_run
 from bench.sync import (
     CALL_TIMEOUT,
     BenchError,
@@ -59,6 +64,7 @@ from bench.sync import (
 )
 from p2psync.client import ControlError
 from tests.daemons import DaemonProcess, free_port, introduce
+from tests.netns import netns_unavailable_reason
 
 SETTLE_SECONDS = 0.3  # counters unchanged this long after the last arrival: nothing more comes
 SETTLE_LIMIT = 5.0
@@ -479,6 +485,10 @@ def run(directory: Path, args: argparse.Namespace, result: dict[str, Any]) -> No
         print(f"meshes of {sizes} connected")
         fan_out(clusters, args, result)
         convergence(clusters, args, result)
+        if args.partition:
+            for cluster in clusters.values():
+                stop_all(cluster.daemons)  # their CPU would slow the partitioned pair
+            resume_after_partition(directory / "partition", args, result)
     except BaseException:
         for cluster in clusters.values():
             for daemon in cluster.daemons:
@@ -491,6 +501,21 @@ def run(directory: Path, args: argparse.Namespace, result: dict[str, Any]) -> No
     finally:
         for cluster in clusters.values():
             stop_all(cluster.daemons)
+
+
+def resume_after_partition(
+    directory: Path, args: argparse.Namespace, result: dict[str, Any]
+) -> None:
+    print(f"\nresume after a {args.partition:g} s partition of 2 devices (network namespaces):")
+    for cut in ("link", "drop"):
+        figures = resume_run(
+            directory / cut, args.partition, cut, reconnect_max=60.0, idle_timeout=8.0
+        )
+        result["resume_after_partition_s"][cut] = figures["resume_s"]
+        how = "cable pulled" if cut == "link" else "frames dropped on the switch, unseen"
+        print(
+            f"  {how}: both sides had each other's write {figures['resume_s']:.2f} s after healing"
+        )
 
 
 def history_config(args: argparse.Namespace) -> str:
@@ -527,10 +552,18 @@ def main() -> None:
     parser.add_argument(
         "--interval", type=float, default=None, help="[history] interval (s) when compacting"
     )
+    parser.add_argument(
+        "--partition",
+        type=float,
+        default=0.0,
+        help="seconds of partition before measuring the time to resume (0: skip; needs root)",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _interrupt)  # so `timeout` still stops the daemons
     if args.runs < 3 or args.one_writes < 3:
         parser.error("ratios need at least three runs")
+    if args.partition and (reason := netns_unavailable_reason()) is not None:
+        parser.error(f"--partition needs network namespaces: {reason}")
     result: dict[str, Any] = {
         name: {}
         for name in (
@@ -549,6 +582,7 @@ def main() -> None:
             "bytes_per_record",
             "idle_bytes_per_second",
             "idle_cpu_ms_per_second",
+            "resume_after_partition_s",
         )
     }
     result["writes_per_device"] = args.writes
