@@ -32,6 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import as_shipped
 from bench.sync import cpu_seconds, pid_of
 from tests.daemons import DaemonProcess, introduce, running, wait_for
 from tests.netns import Host, netns_hosts, netns_unavailable_reason
@@ -198,6 +199,7 @@ def main() -> int:
     if reason is not None:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
+    as_shipped()
     if args.devices < 2:
         parser.error("--devices must be at least 2")
     with tempfile.TemporaryDirectory(prefix="p2ps-keepalive-") as tmp:

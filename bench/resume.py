@@ -27,6 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.report import as_shipped
 from p2psync.liveness import DEFAULT_LIMIT_SECONDS
 from tests.daemons import introduce, running, wait_for, wait_for_value
 from tests.netns import Host, netns_hosts, netns_unavailable_reason
@@ -109,6 +110,7 @@ def main() -> int:
     if reason is not None:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
+    as_shipped()
     runs = []
     with tempfile.TemporaryDirectory(prefix="p2ps-resume-") as tmp:
         for number in range(args.runs):

@@ -60,6 +60,11 @@ def _ports_below_the_ephemeral_range() -> Iterator[int]:
 _unused_ports = _ports_below_the_ephemeral_range()
 
 
+# The tests read the daemons' debug lines; a benchmark sets this to the level the daemon ships
+# with (bench/report.py), since logging every request and frame at debug costs CPU users never pay.
+LOG_LEVEL_ENV = "P2PSYNC_TEST_DAEMON_LOG_LEVEL"
+
+
 def free_port() -> int:
     return next(_unused_ports)
 
@@ -134,7 +139,7 @@ class DaemonProcess:
                     *([f"idle_timeout = {self.idle_timeout}"] if self.idle_timeout else []),
                     f"reconnect_max = {self.reconnect_max}",
                     "[log]",
-                    'level = "debug"',
+                    f"level = {json.dumps(os.environ.get(LOG_LEVEL_ENV, 'debug'))}",
                     *self.ui_config(),
                     self.extra_config,
                     "",
