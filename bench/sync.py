@@ -3,7 +3,9 @@
 Measures, in one run: the initial sync of N records from A to an empty B (against a plain SQLite
 bulk insert of the same rows), live propagation latency put-on-A -> change-event-on-B, write
 throughput through the control socket, the cost of a reconnect with nothing new, peak RSS and
-idle CPU of the daemons. Prints figures and ends with one line `RESULT {json}`; asserts nothing.
+idle CPU of the daemons; then the initial sync of records written one per entry (what apps and
+the CLI write) into fresh devices, in rounds interleaved with plain SQLite inserts of as many
+rows (`--single-entry-records`, 0 to skip). Prints figures and ends with one line `RESULT {json}`; asserts nothing.
 Sends traffic only to 127.0.0.1 and Unix sockets, stops by itself, and stops its daemons even on
 error.
 
@@ -401,33 +403,39 @@ def load(a: DaemonProcess, args: argparse.Namespace, result: dict[str, Any]) -> 
     )
 
 
+def connected_after_introducing(a: DaemonProcess, b: DaemonProcess, client: Client) -> float:
+    """Introduce `b` to `a`; when `b` (whose `client` this is) was last seen not connected."""
+    introduce(a, b)
+    return poll(lambda: client.call("status")["peers_connected"] > 0, "B to connect to A", 30)
+
+
+def holding_all(client: Client, records: int, since: float, timeout: float) -> float:
+    """Poll until the daemon of `client` holds `records` records, printing progress; when."""
+    next_progress = time.monotonic() + PROGRESS_SECONDS
+
+    def done() -> bool:
+        nonlocal next_progress
+        # status's record count is one row the store keeps as it writes (schema 2): polling
+        # it costs B the same at any size and runs no scan beside the sync being measured
+        held = client.call("status")["records"]
+        if time.monotonic() > next_progress:
+            next_progress += PROGRESS_SECONDS
+            print(f"  ... {time.perf_counter() - since:5.0f} s: B holds {held:,} records")
+        return bool(held >= records)
+
+    poll(done, "B to have every record", timeout)
+    return time.perf_counter()
+
+
 def initial_sync(
     a: DaemonProcess, b: DaemonProcess, args: argparse.Namespace, result: dict[str, Any]
 ) -> None:
     introduced = time.perf_counter()
-    introduce(a, b)
     with b.client(timeout=CALL_TIMEOUT) as client:
-        connected = poll(
-            lambda: client.call("status")["peers_connected"] > 0, "B to connect to A", 30
-        )
+        connected = connected_after_introducing(a, b, client)
         cpu_before = {d.name: cpu_seconds(pid_of(d)) for d in (a, b)}
         threads_before = {d.name: thread_cpu(pid_of(d)) for d in (a, b)}
-        next_progress = time.monotonic() + PROGRESS_SECONDS
-        deadline = time.monotonic() + args.sync_timeout
-
-        def done() -> bool:
-            nonlocal next_progress
-            # status's record count is one row the store keeps as it writes (schema 2): polling
-            # it costs B the same at any size and runs no scan beside the sync being measured
-            records = client.call("status")["records"]
-            if time.monotonic() > next_progress:
-                next_progress += PROGRESS_SECONDS
-                elapsed = time.perf_counter() - connected
-                print(f"  ... {elapsed:5.0f} s: B holds {records:,} records")
-            return bool(records >= args.records)
-
-        poll(done, "B to have every record", deadline - time.monotonic())
-        finished = time.perf_counter()
+        finished = holding_all(client, args.records, connected, args.sync_timeout)
     cpu_percent = {
         d.name: round(
             100 * (cpu_seconds(pid_of(d)) - cpu_before[d.name]) / (finished - connected), 1
@@ -462,6 +470,54 @@ def initial_sync(
         f"sync: {result['sync_cpu_percent']} %"
     )
     print(f"  CPU seconds by thread: {result['sync_thread_cpu_s']}")
+
+
+def single_entry_sync(directory: Path, args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """The initial sync of records written one per entry (what apps and the CLI write), into
+    fresh receivers, interleaved with plain SQLite inserts of as many rows: ratio of medians."""
+    count, rounds = args.single_entry_records, 3
+    rows = make_rows(count)
+    source = DaemonProcess(directory / "single", "c")
+    source.processor = sorted(os.sched_getaffinity(0))[0]
+    plain_rates: list[float] = []
+    sync_rates: list[float] = []
+    try:
+        source.start()
+        seconds = pipelined(source.socket_path, transaction_lines("single", count, 1))
+        print(f"\nload into C, one record per transaction: {count / seconds:,.0f} records/s")
+        for round_number in range(rounds):
+            started = time.perf_counter()
+            plain_insert(directory / "single" / f"plain-{round_number}.db", rows)
+            plain_rates.append(count / (time.perf_counter() - started))
+            receiver = DaemonProcess(
+                directory / "single", f"d{round_number}", peers=[source.address]
+            )
+            receiver.processor = sorted(os.sched_getaffinity(0))[-1]
+            try:
+                receiver.start()
+                with receiver.client(timeout=CALL_TIMEOUT) as client:
+                    connected = connected_after_introducing(source, receiver, client)
+                    finished = holding_all(client, count, connected, args.sync_timeout)
+                sync_rates.append(count / (finished - connected))
+            finally:
+                stop_all([receiver])
+    finally:
+        stop_all([source])
+    rate, baseline = statistics.median(sync_rates), statistics.median(plain_rates)
+    result.update(
+        single_entry_records=count,
+        single_entry_sync_records_per_s=round(rate),
+        single_entry_sync_spread=[round(min(sync_rates)), round(max(sync_rates))],
+        single_entry_plain_sqlite_records_per_s=round(baseline),
+        single_entry_plain_sqlite_spread=[round(min(plain_rates)), round(max(plain_rates))],
+        single_entry_sync_ratio_to_plain_sqlite=round(rate / baseline, 3),
+    )
+    print(
+        f"initial sync, one record per entry ({count:,} records into a fresh device, {rounds} "
+        f"rounds): {rate:,.0f} records/s (median; {min(sync_rates):,.0f}..{max(sync_rates):,.0f})"
+        f" = {rate / baseline:.0%} of plain SQLite inserts of as many rows ({baseline:,.0f}; "
+        f"{min(plain_rates):,.0f}..{max(plain_rates):,.0f})   target >= 30%"
+    )
 
 
 def live_propagation(
@@ -667,6 +723,8 @@ def run(directory: Path, args: argparse.Namespace, result: dict[str, Any]) -> No
             "   target <= 80 MB with 1M records"
         )
         print(f"  peak so far at each step: {peaks} MB")
+        if args.single_entry_records:
+            single_entry_sync(directory, args, result)
     except BaseException:
         for daemon in daemons:
             if daemon.process is not None:
@@ -695,6 +753,12 @@ def main() -> None:
         type=int,
         default=200_000,
         help="records for the batched write test (at most --records)",
+    )
+    parser.add_argument(
+        "--single-entry-records",
+        type=int,
+        default=200_000,
+        help="records written one per entry for the second initial sync (0: skip it)",
     )
     parser.add_argument("--idle-seconds", type=float, default=5.0, help="idle CPU window")
     parser.add_argument(
