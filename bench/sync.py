@@ -1,13 +1,14 @@
-"""End-to-end sync benchmark: two real `p2psync daemon` processes talking TLS on 127.0.0.1.
+"""End-to-end sync benchmark: real `p2psync daemon` processes talking TLS on 127.0.0.1.
 
-Measures, in one run: the initial sync of N records from A to an empty B (against a plain SQLite
-bulk insert of the same rows), live propagation latency put-on-A -> change-event-on-B, write
-throughput through the control socket, the cost of a reconnect with nothing new, peak RSS and
-idle CPU of the daemons; then the initial sync of records written one per entry (what apps and
-the CLI write) into fresh devices, in rounds interleaved with plain SQLite inserts of as many
-rows (`--single-entry-records`, 0 to skip). Prints figures and ends with one line `RESULT {json}`; asserts nothing.
-Sends traffic only to 127.0.0.1 and Unix sockets, stops by itself, and stops its daemons even on
-error.
+Measures, in one run: the initial sync of N records from A to an empty B (its speed, CPU and
+bytes), live propagation latency put-on-A -> change-event-on-B, write throughput through the
+control socket, the cost of a reconnect with nothing new, peak RSS and idle CPU of the daemons.
+Then the initial sync against plain SQLite: fresh devices sync from a source in 3 rounds, each
+after a plain SQLite bulk insert of as many rows, once at `--batch` records per entry and once
+at one record per entry (what apps and the CLI write; `--single-entry-records`, 0 to skip);
+ratios are of the medians. Prints figures and ends with one line `RESULT {json}`; asserts
+nothing. Sends traffic only to 127.0.0.1 and Unix sockets, stops by itself, and stops its
+daemons even on error.
 
     .venv/bin/python bench/sync.py --records 100000
 """
@@ -37,6 +38,7 @@ from tests.daemons import DaemonProcess, introduce
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SEND_CHUNK_BYTES = 256 * 1024
 PROGRESS_SECONDS = 5.0
+SYNC_ROUNDS = 3  # fresh devices syncing in turn, for ratios of medians
 CALL_TIMEOUT = 120.0
 
 
@@ -379,19 +381,6 @@ def stop_all(daemons: list[DaemonProcess]) -> None:
 # the phases -------------------------------------------------------------------------------------
 
 
-def measure_plain_insert(directory: Path, records: int, result: dict[str, Any]) -> None:
-    """One more run of the baseline; `plain_sqlite_records_per_s` is the median of the runs so
-    far (the baseline alone swings by a factor of two on a shared machine)."""
-    rows = make_rows(records)
-    runs: list[float] = result.setdefault("plain_sqlite_runs", [])
-    started = time.perf_counter()
-    plain_insert(directory / f"plain-{len(runs)}.db", rows)
-    rate = records / (time.perf_counter() - started)
-    runs.append(round(rate))
-    result["plain_sqlite_records_per_s"] = round(statistics.median(runs))
-    print(f"plain SQLite bulk insert:        {rate:>12,.0f} records/s (baseline run {len(runs)})")
-
-
 def load(a: DaemonProcess, args: argparse.Namespace, result: dict[str, Any]) -> None:
     lines = transaction_lines("items", args.records, args.batch)
     seconds = pipelined(a.socket_path, lines)
@@ -448,12 +437,10 @@ def initial_sync(
     }
     seconds = finished - connected
     rate = args.records / seconds
-    ratio = rate / result["plain_sqlite_records_per_s"]
     peer = peer_entry(b, a)
     result.update(
         sync_seconds=round(seconds, 2),
         sync_records_per_s=round(rate),
-        sync_ratio_to_plain_sqlite=round(ratio, 3),
         sync_introduce_to_connected_s=round(connected - introduced, 2),
         sync_entries_received=peer["entries_received"],
         sync_bytes_received=peer["bytes_received"],
@@ -464,7 +451,7 @@ def initial_sync(
         f"initial sync A -> B:             {rate:>12,.0f} records/s ({seconds:.1f} s from "
         f"connection; connected {connected - introduced:.2f} s after introduce)"
     )
-    print(f"  = {ratio:.0%} of the plain SQLite insert so far (final ratio: see below)")
+    print("  (its ratio to plain SQLite: from fresh devices in rounds, at the end)")
     print(
         f"  {peer['entries_received']:,} entries, {peer['bytes_received']:,} bytes; CPU during "
         f"sync: {result['sync_cpu_percent']} %"
@@ -472,51 +459,65 @@ def initial_sync(
     print(f"  CPU seconds by thread: {result['sync_thread_cpu_s']}")
 
 
-def single_entry_sync(directory: Path, args: argparse.Namespace, result: dict[str, Any]) -> None:
-    """The initial sync of records written one per entry (what apps and the CLI write), into
-    fresh receivers, interleaved with plain SQLite inserts of as many rows: ratio of medians."""
-    count, rounds = args.single_entry_records, 3
+def fresh_sync_rounds(
+    directory: Path, label: str, count: int, batch: int, timeout: float
+) -> tuple[list[float], list[float]]:
+    """A device holding `count` records written `batch` per entry; fresh devices sync from it
+    in 3 rounds, each after a plain SQLite insert of as many rows: (their rates, SQLite's)."""
     rows = make_rows(count)
-    source = DaemonProcess(directory / "single", "c")
-    source.processor = sorted(os.sched_getaffinity(0))[0]
+    here = directory / label
+    processors = sorted(os.sched_getaffinity(0))
+    source = DaemonProcess(here, "source")
+    source.processor = processors[0]
     plain_rates: list[float] = []
     sync_rates: list[float] = []
     try:
         source.start()
-        seconds = pipelined(source.socket_path, transaction_lines("single", count, 1))
-        print(f"\nload into C, one record per transaction: {count / seconds:,.0f} records/s")
-        for round_number in range(rounds):
+        seconds = pipelined(source.socket_path, transaction_lines(label, count, batch))
+        print(f"\n{label}: loaded {count:,} records, {batch} per entry, in {seconds:.1f} s")
+        for round_number in range(SYNC_ROUNDS):
             started = time.perf_counter()
-            plain_insert(directory / "single" / f"plain-{round_number}.db", rows)
+            plain_insert(here / f"plain-{round_number}.db", rows)
             plain_rates.append(count / (time.perf_counter() - started))
-            receiver = DaemonProcess(
-                directory / "single", f"d{round_number}", peers=[source.address]
-            )
-            receiver.processor = sorted(os.sched_getaffinity(0))[-1]
+            receiver = DaemonProcess(here, f"fresh-{round_number}", peers=[source.address])
+            receiver.processor = processors[-1]
             try:
                 receiver.start()
                 with receiver.client(timeout=CALL_TIMEOUT) as client:
                     connected = connected_after_introducing(source, receiver, client)
-                    finished = holding_all(client, count, connected, args.sync_timeout)
+                    finished = holding_all(client, count, connected, timeout)
                 sync_rates.append(count / (finished - connected))
             finally:
                 stop_all([receiver])
     finally:
         stop_all([source])
-    rate, baseline = statistics.median(sync_rates), statistics.median(plain_rates)
+    return sync_rates, plain_rates
+
+
+def sync_rounds(
+    directory: Path, label: str, batch: int, args: argparse.Namespace, result: dict[str, Any]
+) -> None:
+    """`fresh_sync_rounds`, its ratio of medians into `result` as `<label>_...`."""
+    count = args.records if label == "sync" else args.single_entry_records
+    rates, plain = fresh_sync_rounds(directory, label, count, batch, args.sync_timeout)
+    rate, baseline = statistics.median(rates), statistics.median(plain)
     result.update(
-        single_entry_records=count,
-        single_entry_sync_records_per_s=round(rate),
-        single_entry_sync_spread=[round(min(sync_rates)), round(max(sync_rates))],
-        single_entry_plain_sqlite_records_per_s=round(baseline),
-        single_entry_plain_sqlite_spread=[round(min(plain_rates)), round(max(plain_rates))],
-        single_entry_sync_ratio_to_plain_sqlite=round(rate / baseline, 3),
+        {
+            f"{label}_rounds_records": count,
+            f"{label}_rounds_records_per_s": round(rate),
+            f"{label}_rounds_spread": [round(min(rates)), round(max(rates))],
+            f"{label}_rounds_plain_sqlite_records_per_s": round(baseline),
+            f"{label}_rounds_plain_sqlite_spread": [round(min(plain)), round(max(plain))],
+            f"{label}_ratio_to_plain_sqlite": round(rate / baseline, 3),
+        }
     )
+    target = "30%" if batch == 1 else "100k/s and 50%"
     print(
-        f"initial sync, one record per entry ({count:,} records into a fresh device, {rounds} "
-        f"rounds): {rate:,.0f} records/s (median; {min(sync_rates):,.0f}..{max(sync_rates):,.0f})"
-        f" = {rate / baseline:.0%} of plain SQLite inserts of as many rows ({baseline:,.0f}; "
-        f"{min(plain_rates):,.0f}..{max(plain_rates):,.0f})   target >= 30%"
+        f"initial sync, {batch} record{'s' if batch > 1 else ''} per entry, into a fresh device "
+        f"({count:,} records, {SYNC_ROUNDS} rounds): {rate:,.0f} records/s (median; "
+        f"{min(rates):,.0f}..{max(rates):,.0f}) = {rate / baseline:.0%} of plain SQLite inserts "
+        f"of as many rows ({baseline:,.0f}; {min(plain):,.0f}..{max(plain):,.0f})   target >= "
+        f"{target}"
     )
 
 
@@ -681,7 +682,6 @@ def peer_in(client: Client, name: str) -> dict[str, Any]:
 
 
 def run(directory: Path, args: argparse.Namespace, result: dict[str, Any]) -> None:
-    measure_plain_insert(directory, args.records, result)
     a = DaemonProcess(directory, "a")
     b = DaemonProcess(directory, "b", peers=[a.address])
     daemons = [a, b]
@@ -693,7 +693,6 @@ def run(directory: Path, args: argparse.Namespace, result: dict[str, Any]) -> No
         peaks = {"a_after_load": memory_mb(pid_of(a))["VmHWM"]}
         b.start()
         initial_sync(a, b, args, result)
-        measure_plain_insert(directory, args.records, result)  # between the measured phases
         peaks.update(
             a_after_sync=memory_mb(pid_of(a))["VmHWM"], b_after_sync=memory_mb(pid_of(b))["VmHWM"]
         )
@@ -704,15 +703,6 @@ def run(directory: Path, args: argparse.Namespace, result: dict[str, Any]) -> No
         last_written = last_key(min(args.records, args.batched_records))
         catch_up_after_writes(a, b, last_collection, last_written, result)
         idle_cpu(a, b, args, result)
-        measure_plain_insert(directory, args.records, result)
-        baseline = result["plain_sqlite_records_per_s"]
-        result["sync_ratio_to_plain_sqlite"] = round(result["sync_records_per_s"] / baseline, 3)
-        runs = result["plain_sqlite_runs"]
-        print(
-            f"initial sync = {result['sync_ratio_to_plain_sqlite']:.0%} of the median of "
-            f"{len(runs)} plain SQLite runs ({min(runs):,}..{max(runs):,} records/s)"
-            "   targets: >= 100k/s and >= 50%"
-        )
         reconnect(a, b, result)
         rss.update(a=memory_mb(pid_of(a)), b_after_restart=memory_mb(pid_of(b)))
         result["rss_mb"] = {name: found["VmHWM"] for name, found in rss.items()}
@@ -723,8 +713,10 @@ def run(directory: Path, args: argparse.Namespace, result: dict[str, Any]) -> No
             "   target <= 80 MB with 1M records"
         )
         print(f"  peak so far at each step: {peaks} MB")
+        stop_all(daemons)  # idle, but the rounds below should have the machine to themselves
+        sync_rounds(directory, "sync", args.batch, args, result)
         if args.single_entry_records:
-            single_entry_sync(directory, args, result)
+            sync_rounds(directory, "single_entry_sync", 1, args, result)
     except BaseException:
         for daemon in daemons:
             if daemon.process is not None:
