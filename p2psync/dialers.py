@@ -8,6 +8,7 @@ while a session with it runs, and stops dialling a household that revoked this d
 """
 
 import enum
+import ipaddress
 import logging
 from typing import TYPE_CHECKING
 
@@ -121,9 +122,9 @@ class Dialers:
     async def _dial_once(self, address: Address, dialer: _Dialer) -> _Outcome:
         host, port = address
         text = format_address(*address)
-        patience = dialer.schedule.connect_patience(
-            trio.current_time(), self.manager.timeouts.handshake
-        )
+        patience = self.manager.timeouts.handshake
+        if _is_ip_address(host):  # a name's lookup (a static peer's) gets its usual time
+            patience = dialer.schedule.connect_patience(trio.current_time(), patience)
         try:
             with (
                 trio.fail_after(patience),
@@ -152,3 +153,11 @@ class Dialers:
             stream, peer_id, text, dialer=self.manager.device_id
         )
         return _Outcome.SESSION if greeted else _Outcome.TURNED_AWAY
+
+
+def _is_ip_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

@@ -11,10 +11,11 @@ the first packets (the kernel finishes bringing it up, neighbours are resolved a
 
 A path can also be cut and mended where no news shows it (a switch or access point between the
 two restarting, a cable pulled further along): for `recent` seconds after the address last
-worked, attempts that find nobody there go on about a second apart, each connect given
-`PROBE_CONNECT_SECONDS`, so a mended path is found within two seconds. Each costs a SYN (or a
-neighbour query), which a home network does not notice; a device away longer is tried on the
-ordinary back-off. An address whose host answers but whose session fails backs off as usual.
+worked, attempts that find nobody there go on about a second apart, each connect to an IP
+address given `PROBE_CONNECT_SECONDS` (a host name's lookup keeps its usual time), so a mended
+path is found within two seconds. Each costs a SYN (or a neighbour query), which a home network
+does not notice; a device away longer is tried on the ordinary back-off. An address whose host
+answers but whose session fails backs off as usual.
 """
 
 import math
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 WAKE_FLOOR_SECONDS = 0.5
 NEWS_GRACE_SECONDS = 2.0
 FIRST_DELAY_SECONDS = 0.5
-RECENT_SECONDS = 600.0  # a partition within this of the address last working is probed for
+RECENT_SECONDS = 600.0  # how long after a session ended its address is probed
 PROBE_SECONDS = 1.0  # between probing attempts (jittered: half to all of it)
 # the kernel sends a connect's first SYN again after 1 s: two SYNs, then a fresh attempt
 PROBE_CONNECT_SECONDS = 1.5

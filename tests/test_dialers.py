@@ -15,6 +15,7 @@ from p2psync.peers import PeerManager, Timeouts
 from p2psync.redial import PROBE_CONNECT_SECONDS, PROBE_SECONDS, WAKE_FLOOR_SECONDS
 
 CAP = 60.0
+HANDSHAKE_SECONDS = 10.0
 ADDRESS = ("10.9.9.9", 47100)
 DEVICE = "B" * 52
 
@@ -43,7 +44,9 @@ def network(monkeypatch: pytest.MonkeyPatch) -> Network:
 
 def manager(cap: float = CAP) -> PeerManager:
     node: Any = SimpleNamespace(replica=SimpleNamespace(device_id="A" * 52))
-    return PeerManager(node, Path("/nonexistent"), Timeouts(handshake=10.0, reconnect_max=cap))
+    return PeerManager(
+        node, Path("/nonexistent"), Timeouts(handshake=HANDSHAKE_SECONDS, reconnect_max=cap)
+    )
 
 
 async def test_a_backed_off_dialer_tries_at_once_when_woken(network: Network, autojump_clock):
@@ -94,27 +97,40 @@ async def test_news_interrupts_a_connect_that_hangs(network: Network, autojump_c
         peer_manager.undial(ADDRESS)
 
 
-async def test_after_a_session_ends_a_silent_path_is_probed_every_two_seconds(
-    network: Network, autojump_clock
-):
+async def gaps_after_a_session_ends(network: Network, address: tuple[str, int]) -> list[float]:
+    """Dial `address` while its device's session (which it dialled) runs; end the session as
+    the path is cut where neither end can see it; the gaps between the attempts of a minute."""
     peer_manager = manager()
     session = SimpleNamespace(closed=trio.Event(), greeted=True)
-    peer_manager.sessions[DEVICE] = session  # the device dialled us: no dialling meanwhile
+    peer_manager.sessions[DEVICE] = session
     async with trio.open_nursery() as nursery:
         peer_manager.dialers.start(nursery)
-        peer_manager.dial(ADDRESS, DEVICE)
+        peer_manager.dial(address, DEVICE)
         await trio.sleep(30.0)
-        assert network.attempts == []
-        network.silent = True  # the path is cut where neither end can see it
+        assert network.attempts == [], "no dialling while a session with the device runs"
+        network.silent = True
         del peer_manager.sessions[DEVICE]
-        session.closed.set()  # and the session ends as its peer went silent
+        session.closed.set()
         ended_at = trio.current_time()
         await trio.sleep(60.0)
         assert network.attempts[0] == ended_at
-        gaps = [later - earlier for earlier, later in pairwise(network.attempts)]
-        shortest = PROBE_CONNECT_SECONDS + PROBE_SECONDS / 2
-        assert all(shortest <= gap <= PROBE_CONNECT_SECONDS + PROBE_SECONDS for gap in gaps), gaps
-        peer_manager.undial(ADDRESS)
+        peer_manager.undial(address)
+    return [later - earlier for earlier, later in pairwise(network.attempts)]
+
+
+async def test_after_a_session_ends_a_silent_path_is_probed_every_two_seconds(
+    network: Network, autojump_clock
+):
+    gaps = await gaps_after_a_session_ends(network, ADDRESS)
+    shortest = PROBE_CONNECT_SECONDS + PROBE_SECONDS / 2
+    assert all(shortest <= gap <= PROBE_CONNECT_SECONDS + PROBE_SECONDS for gap in gaps), gaps
+
+
+async def test_a_host_name_keeps_its_usual_time_to_be_looked_up_and_answer(
+    network: Network, autojump_clock
+):
+    gaps = await gaps_after_a_session_ends(network, ("laptop.home.arpa", 47100))
+    assert gaps and all(gap >= HANDSHAKE_SECONDS for gap in gaps), gaps
 
 
 async def test_a_wake_with_nothing_to_dial_does_nothing(network: Network, autojump_clock):
