@@ -26,7 +26,7 @@ import msgpack
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.apply import build_source, catch_up, make_rows
-from p2psync import daemon, entry, identity, store
+from p2psync import daemon_reports, entry, identity, store
 from p2psync.replica import DEFAULT_SHARE, Replica
 
 
@@ -105,10 +105,12 @@ def main() -> None:
     started = time.perf_counter()
     replica = Replica.open(args.db, device(args.db.parent, "owner"))
     result["open_s"] = round(time.perf_counter() - started, 3)  # includes any migration
-    counts = daemon._counts(replica)
+    counts = daemon_reports._counts(replica)
     result.update(counts)
-    result["status_counts_ms"] = median_ms(lambda: daemon._counts(replica), args.repeat)
-    result["conflict_report_ms"] = median_ms(lambda: daemon._count_conflicts(replica), args.repeat)
+    result["status_counts_ms"] = median_ms(lambda: daemon_reports._counts(replica), args.repeat)
+    result["conflict_report_ms"] = median_ms(
+        lambda: daemon_reports._count_conflicts(replica), args.repeat
+    )
     result["list_conflicts_ms"] = median_ms(
         lambda: replica.conflicts(DEFAULT_SHARE, limit=1001), args.repeat
     )
