@@ -18,7 +18,8 @@ Measures how a write spreads through a household (issue 9):
 - with `--partition SECONDS` (the issue's 180; needs root, iproute2 and nft): time to resume
   after a partition of two devices in network namespaces heals, once with a cable pulled (news
   of the link wakes the dialers) and once with frames dropped on the switch, which neither
-  device can see (`bench/resume.py`, which this runs; `resume_after_partition_s`).
+  device can see (`bench/resume.py`, which this runs with this tree's code, whatever `--code`
+  says; `resume_after_partition_s`).
 Each daemon starts on one processor of this machine, spread evenly, and keeps to it as a
 device keeps to its own (`process.one_cpu`); a `--code` tree from before that setting is
 confined the same way, so the comparison leaves that setting out (`bench/writes.py` shows it).
@@ -63,6 +64,7 @@ from bench.sync import (
     stop_all,
 )
 from p2psync.client import ControlError
+from p2psync.liveness import DEFAULT_LIMIT_SECONDS
 from tests.daemons import DaemonProcess, free_port, introduce
 from tests.netns import netns_unavailable_reason
 
@@ -509,7 +511,11 @@ def resume_after_partition(
     print(f"\nresume after a {args.partition:g} s partition of 2 devices (network namespaces):")
     for cut in ("link", "drop"):
         figures = resume_run(
-            directory / cut, args.partition, cut, reconnect_max=60.0, idle_timeout=8.0
+            directory / cut,
+            args.partition,
+            cut,
+            reconnect_max=60.0,
+            idle_timeout=DEFAULT_LIMIT_SECONDS,
         )
         result["resume_after_partition_s"][cut] = figures["resume_s"]
         how = "cable pulled" if cut == "link" else "frames dropped on the switch, unseen"
