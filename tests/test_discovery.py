@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -329,7 +329,16 @@ async def test_two_hosts_find_each_other_and_see_goodbye_and_return(
             stopping = time.monotonic()
             probe_b.process.send_signal(signal.SIGTERM)
             # The PTR record lives 75 minutes: seeing Lost within seconds means the goodbye came.
-            lost = await probe_a.expect(5, event="lost", device_id=DEVICE_B)
+            try:
+                lost = await probe_a.expect(5, event="lost", device_id=DEVICE_B)
+            except AssertionError as missing:
+                # failed once in CI (the goodbye never came): whether B stopped, and when, tells
+                # which side to look at
+                with suppress(AssertionError):
+                    await probe_b.expect(5, event="stopped")
+                raise AssertionError(
+                    f"{missing}\nSIGTERM to B at {stopping:.3f}; B's events: {probe_b.history}"
+                ) from None
             print(f"Lost after SIGTERM: {lost['time'] - stopping:.3f} s")
             await probe_b.expect(5, event="stopped")
 
