@@ -70,6 +70,14 @@ def parse_address(text: str, *, listening: bool = False) -> tuple[str, int]:
     return host, _port(port_text, listening)
 
 
+def ip_of(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP address `text` spells (an IPv6 zone such as `%eth0` left out), or None: a name."""
+    try:
+        return ipaddress.ip_address(text.split("%")[0])
+    except ValueError:
+        return None
+
+
 def format_address(host: str, port: int) -> str:
     """The inverse of `parse_address`."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -8,13 +8,12 @@ while a session with it runs, and stops dialling a household that revoked this d
 """
 
 import enum
-import ipaddress
 import logging
 from typing import TYPE_CHECKING
 
 import trio
 
-from .config_values import format_address
+from .config_values import format_address, ip_of
 from .connection_errors import describe
 from .redial import Redial
 
@@ -123,7 +122,7 @@ class Dialers:
         host, port = address
         text = format_address(*address)
         patience = self.manager.timeouts.handshake
-        if _is_ip_address(host):  # a name's lookup (a static peer's) gets its usual time
+        if ip_of(host) is not None:  # a name's lookup (a static peer's) gets its usual time
             patience = dialer.schedule.connect_patience(trio.current_time(), patience)
         try:
             with (
@@ -153,11 +152,3 @@ class Dialers:
             stream, peer_id, text, dialer=self.manager.device_id
         )
         return _Outcome.SESSION if greeted else _Outcome.TURNED_AWAY
-
-
-def _is_ip_address(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

@@ -29,6 +29,7 @@ import trio
 from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo
 
+from .config_values import ip_of
 from .instance_names import (
     SERVICE_TYPE,
     device_name_from_label,
@@ -80,7 +81,7 @@ class Binding:
 
 def resolve_interfaces(specs: Sequence[str], adapters: Iterable[ifaddr.Adapter]) -> Binding:
     """Map interface names or IP addresses (empty: every non-loopback interface) to a Binding."""
-    wanted_ips = {_parse_ip(spec) for spec in specs} - {None}
+    wanted_ips = {ip_of(spec) for spec in specs} - {None}
     zeroconf_interfaces: list[str | int] = []
     published: list[str] = []
     for adapter in adapters:
@@ -114,7 +115,7 @@ def interfaces_looked_at(specs: Sequence[str], adapters: Iterable[ifaddr.Adapter
         return f"any interface but loopback ({', '.join(names) or 'there is none'})"
     shown = []
     for spec in specs:
-        if _parse_ip(spec) is not None:
+        if ip_of(spec) is not None:
             shown.append(f"{spec} (no interface has it)")
         elif any(spec in (a.nice_name, a.name) for a in found):
             shown.append(spec)
@@ -126,13 +127,6 @@ def interfaces_looked_at(specs: Sequence[str], adapters: Iterable[ifaddr.Adapter
 def _loopback_only(adapter: ifaddr.Adapter) -> bool:
     ips = [ip.ip[0] if isinstance(ip.ip, tuple) else ip.ip for ip in adapter.ips]
     return bool(ips) and all(ipaddress.ip_address(ip).is_loopback for ip in ips)
-
-
-def _parse_ip(spec: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    try:
-        return ipaddress.ip_address(spec.split("%")[0])
-    except ValueError:
-        return None
 
 
 def _address_order(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> tuple[int, bool, str]:

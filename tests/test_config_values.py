@@ -92,3 +92,10 @@ def test_an_interface_is_a_kernel_device_name_or_an_address():
         convert(["eth0", "a/b"])
     assert caught.value.index == 1
     assert "an interface name" in caught.value.reason
+
+
+def test_ip_of_reads_addresses_with_or_without_a_zone_and_refuses_names():
+    assert str(config_values.ip_of("192.168.1.20")) == "192.168.1.20"
+    assert str(config_values.ip_of("fe80::1%eth0")) == "fe80::1"
+    for name in ("laptop.home.arpa", "kitchen", "", "300.1.1.1"):
+        assert config_values.ip_of(name) is None, name
