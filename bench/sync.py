@@ -495,11 +495,10 @@ def fresh_sync_rounds(
 
 
 def sync_rounds(
-    directory: Path, label: str, batch: int, args: argparse.Namespace, result: dict[str, Any]
+    directory: Path, label: str, count: int, batch: int, timeout: float, result: dict[str, Any]
 ) -> None:
     """`fresh_sync_rounds`, its ratio of medians into `result` as `<label>_...`."""
-    count = args.records if label == "sync" else args.single_entry_records
-    rates, plain = fresh_sync_rounds(directory, label, count, batch, args.sync_timeout)
+    rates, plain = fresh_sync_rounds(directory, label, count, batch, timeout)
     rate, baseline = statistics.median(rates), statistics.median(plain)
     result.update(
         {
@@ -714,9 +713,10 @@ def run(directory: Path, args: argparse.Namespace, result: dict[str, Any]) -> No
         )
         print(f"  peak so far at each step: {peaks} MB")
         stop_all(daemons)  # idle, but the rounds below should have the machine to themselves
-        sync_rounds(directory, "sync", args.batch, args, result)
+        sync_rounds(directory, "sync", args.records, args.batch, args.sync_timeout, result)
         if args.single_entry_records:
-            sync_rounds(directory, "single_entry_sync", 1, args, result)
+            single = args.single_entry_records
+            sync_rounds(directory, "single_entry_sync", single, 1, args.sync_timeout, result)
     except BaseException:
         for daemon in daemons:
             if daemon.process is not None:
