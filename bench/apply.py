@@ -25,7 +25,8 @@ import msgpack
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from p2psync import entry, identity
-from p2psync.replica import DEFAULT_SHARE, Replica
+from p2psync.replica import Replica
+from p2psync.shares import DEFAULT_SHARE
 
 
 def make_rows(count: int) -> tuple[tuple[str, str, bytes], ...]:

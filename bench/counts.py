@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.apply import build_source, catch_up, make_rows
 from p2psync import daemon_reports, entry, identity, store
-from p2psync.replica import DEFAULT_SHARE, Replica
+from p2psync.replica import Replica
+from p2psync.shares import DEFAULT_SHARE
 
 
 def device(directory: Path, name: str) -> identity.DeviceIdentity:

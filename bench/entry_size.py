@@ -12,8 +12,8 @@ import json
 import msgpack
 
 from p2psync import entry, identity
-from p2psync.replica import DEFAULT_SHARE as SHARE
 from p2psync.replica import Replica
+from p2psync.shares import DEFAULT_SHARE as SHARE
 
 
 def one_op_entry_bytes(actors_known: int) -> int:

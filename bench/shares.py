@@ -45,6 +45,7 @@ from bench.sync import (
     poll,
     record_value,
     stop_all,
+    with_helpers,
 )
 from p2psync.client import ControlError
 from tests.daemons import DaemonProcess, free_port, introduce
@@ -58,12 +59,14 @@ ThreadTimes = dict[int, int]
 
 
 def thread_times(pid: int) -> ThreadTimes:
+    """CPU nanoseconds of each thread of a daemon and of its helper processes."""
     found: ThreadTimes = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found[int(task.name)] = int((task / "schedstat").read_text().split()[0])
-        except (FileNotFoundError, ProcessLookupError):
-            continue  # a worker thread that just ended
+    for process in with_helpers(pid):
+        for task in Path(f"/proc/{process}/task").iterdir():
+            try:
+                found[int(task.name)] = int((task / "schedstat").read_text().split()[0])
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # a worker thread that just ended
     return found
 
 

@@ -298,8 +298,26 @@ def pid_of(daemon: DaemonProcess) -> int:
     return daemon.process.pid
 
 
+def with_helpers(pid: int) -> list[int]:
+    """A daemon's process and the processes it started (its control front-end): the CPU of a
+    write is all of theirs."""
+    found = [pid]
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            found += map(int, Path(f"/proc/{pid}/task/{task}/children").read_text().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return found
+
+
 def cpu_seconds(pid: int, task: int | None = None) -> float:
-    path = f"/proc/{pid}/stat" if task is None else f"/proc/{pid}/task/{task}/stat"
+    """CPU seconds of a process and its helpers, or of one of its threads."""
+    if task is None:
+        return sum(_stat_seconds(f"/proc/{process}/stat") for process in with_helpers(pid))
+    return _stat_seconds(f"/proc/{pid}/task/{task}/stat")
+
+
+def _stat_seconds(path: str) -> float:
     fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 

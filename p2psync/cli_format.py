@@ -26,7 +26,7 @@ VERSION_WIDTH = 16
 BAR_WIDTH = 20
 # Bidirectional overrides and isolates can make a name display as something else entirely.
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-# The share every device of the household is in (replica.DEFAULT_SHARE: the CLI does not import
+# The share every device of the household is in (shares.DEFAULT_SHARE: the CLI does not import
 # the replica and its database code).
 DEFAULT_SHARE = "default"
 

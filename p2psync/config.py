@@ -60,6 +60,7 @@ class Config:
     control_mode: int
     control_group: str | None  # None: leave the socket with the daemon's own group
     control_apps: bool  # other local users may connect, as apps limited to their grants
+    control_front_end: bool  # a process of its own reads and answers writes (control/front_end.py)
     listen: tuple[tuple[str, int], ...]  # (host, port); IPv6 hosts without brackets
     peers: tuple[tuple[str, int], ...]
     discovery_enabled: bool
@@ -119,6 +120,7 @@ def _resolve(
         control_mode=settings.get("control_mode", 0o660),
         control_group=settings.get("control_group", "p2psync"),
         control_apps=settings.get("control_apps", False),
+        control_front_end=settings.get("control_front_end", True),
         listen=settings.get("listen", DEFAULT_LISTEN),
         peers=settings.get("peers", ()),
         discovery_enabled=settings.get("discovery_enabled", True),

@@ -271,6 +271,7 @@ KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "control.mode": ("control_mode", _file_mode),
     "control.group": ("control_group", _group),
     "control.apps": ("control_apps", _boolean),
+    "control.front_end": ("control_front_end", _boolean),
     "network.listen": (
         "listen",
         _list_of(

@@ -53,7 +53,7 @@ from .journal import log_extra
 from .last_seen import LastSeen
 from .metrics_server import MetricsListen, MetricsUnavailable, serve_metrics
 from .node import Node
-from .one_cpu import keep_to_one_processor
+from .one_cpu import keep_to_one_processor, processors_for_helpers
 from .pairing_service import PairingService
 from .peers import PeerManager, Timeouts
 from .replica import DeviceRecord, Replica
@@ -162,6 +162,7 @@ class Daemon(MembershipRole, PairingRole, DiscoveryRole, ReportsRole, ReloadRole
                     self,
                     mode=self.config.control_socket_mode,
                     group=self.config.control_group,
+                    front_end=processors_for_helpers() if self.config.control_front_end else None,
                 )
             )
             if self.ui is not None:

@@ -20,7 +20,7 @@ from .daemon_role import DaemonRole
 from .device_names import find_device
 from .journal import log_extra
 from .membership import DeviceRecord
-from .replica import DEFAULT_SHARE
+from .shares import DEFAULT_SHARE
 
 log = logging.getLogger("p2psync")
 

@@ -19,7 +19,7 @@ from .daemon_role import DaemonRole
 from .journal import log_extra
 from .pairing import PairingResult
 from .pairing_service import Invitation, announcing
-from .replica import DEFAULT_SHARE
+from .shares import DEFAULT_SHARE
 from .shares.rules import ShareError
 
 log = logging.getLogger("p2psync")

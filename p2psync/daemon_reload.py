@@ -78,6 +78,8 @@ class ReloadRole(DaemonRole):
             log.warning("process.one_cpu changed; it takes effect at the next restart")
         if fresh.control_socket_mode != self.config.control_socket_mode:
             log.warning("control.apps or control.mode changed; it takes effect at the next restart")
+        if fresh.control_front_end != self.config.control_front_end:
+            log.warning("control.front_end changed; it takes effect at the next restart")
         self.config = fresh
         log.info("configuration reloaded%s", f": {', '.join(changes)}" if changes else "")
         self.notifier.ready(self._status_line())

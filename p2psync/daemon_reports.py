@@ -19,7 +19,8 @@ from .daemon_role import DaemonRole
 from .history.stability import Away
 from .journal import log_extra
 from .peer_state import PeerState
-from .replica import DEFAULT_SHARE, Replica
+from .replica import Replica
+from .shares import DEFAULT_SHARE
 
 log = logging.getLogger("p2psync")
 CONFLICT_CHECK_SECONDS = 1.0

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from .history.stability import Away
 from .identity import short_id
 from .membership import Notice
-from .replica import DEFAULT_SHARE, DeviceRecord
+from .replica import DeviceRecord
 from .session import SNAPSHOT_RELEASE
+from .shares import DEFAULT_SHARE
 
 if TYPE_CHECKING:
     from .peer_state import PeerState

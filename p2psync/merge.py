@@ -51,6 +51,17 @@ def dot_version(actor: str, seq: int) -> str:
     return base64.urlsafe_b64encode(digest).decode()
 
 
+class Precondition(NamedTuple):
+    """A local write's condition on one record: its winner is at `version` (see `dot_version`);
+    "" means the record does not exist or its winner is a delete. `label` starts the message
+    when it does not hold (e.g. "ops[2]: ")."""
+
+    collection: str
+    key: str
+    version: str
+    label: str = ""
+
+
 def sibling_for(entry: LogEntry, op: Op) -> Sibling:
     return Sibling(entry.actor, entry.seq, entry.hlc, op.kind == DELETE, op.value, op.meta)
 

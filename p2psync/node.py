@@ -40,7 +40,8 @@ from .change_notifier import (
 from .entry import Op
 from .events import EventBus
 from .membership import DEVICES
-from .replica import Change, Commit, Precondition, Replica
+from .merge import Precondition
+from .replica import Change, Commit, Replica
 from .schemas.manifest import SCHEMA
 from .shares.members import MEMBERS
 from .store import ConflictFlip

@@ -5,13 +5,16 @@ processors each hand-over wakes the other thread across them, which cost more th
 16 concurrent writers 3.8k -> 5.2k puts/s and 285 -> 182 us of CPU per put once the daemon
 kept to one (docs/architecture.md, "One processor"). The kernel still moves every other program
 off a busy processor. This module only picks and sets the affinity, once at start, before any
-thread exists (threads inherit it); it never changes it later and never fails the start.
+thread exists (threads inherit it); it never changes it later and never fails the start. The
+processors it keeps off are the control front-end's (control/front_ends.py).
 """
 
 import logging
 import os
 
 log = logging.getLogger(__name__)
+
+_left: set[int] = set()  # the processors the daemon may use but keeps off, set once at start
 
 _PROCESSOR_FIELD = 38  # of /proc/<pid>/stat, counting from 0 at the pid
 
@@ -35,7 +38,19 @@ def keep_to_one_processor() -> int | None:
         if processor not in allowed:
             processor = min(allowed)
         os.sched_setaffinity(0, {processor})
+        _left.update(allowed - {processor})
     except (OSError, ValueError, IndexError) as exc:
         log.info("running on every processor: cannot keep to one (%s)", exc)
         return None
     return processor
+
+
+def processors_for_helpers() -> frozenset[int] | None:
+    """Where a helper process (the control front-end) should run: the processors the daemon
+    keeps off; empty: anywhere the daemon may; None: nowhere but the daemon's only one."""
+    if _left:
+        return frozenset(_left)
+    try:
+        return frozenset() if len(os.sched_getaffinity(0)) > 1 else None
+    except OSError:
+        return None

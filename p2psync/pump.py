@@ -34,7 +34,7 @@ from .liveness import Liveness
 from .node import read_changes
 from .relay import raise_to as _raise_to
 from .relay import skipped
-from .replica import DEFAULT_SHARE, Replica, WireItem, wall_clock_ms
+from .replica import Replica, WireItem, wall_clock_ms
 from .replica_apply import ApplyResult
 from .sender import Link
 from .session import CLOSED, NEED_DATA, SyncConnection
@@ -54,6 +54,7 @@ from .session_events import (
     SnapshotRows,
     SnapshotStart,
 )
+from .shares import DEFAULT_SHARE
 
 if TYPE_CHECKING:
     from .peers import PeerManager, _Session

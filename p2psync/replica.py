@@ -19,7 +19,7 @@ from .history.bootstrap import SnapshotRules
 from .history.compaction import HistoryRules
 from .intake import Intake
 from .membership import DeviceRecord, EpochBook, Notice
-from .merge import CausalBuffer, Sibling
+from .merge import CausalBuffer, Precondition, Sibling
 from .replica_apply import ReplicaApply
 from .replica_trust import TrustRules
 from .replica_vectors import VectorRules, WireItem
@@ -29,7 +29,6 @@ from .shares.rules import ShareError, ShareRules, unknown_share
 from .store import Store
 from .vectors import make_actor
 
-DEFAULT_SHARE = "default"
 # A group commit signs its chain head at least this often, so what a receiver must hold before it
 # can verify anything stays small (see intake.MAX_PENDING_BYTES_PER_PEER).
 SIGN_EVERY_BYTES = 4 * 1024 * 1024
@@ -43,18 +42,6 @@ class ReplicaError(Exception):
 class VersionConflict(Exception):
     """A local write whose precondition does not hold: the record is not (any more) at the
     version the writer expected. The message says which version it is at."""
-
-
-@dataclass(frozen=True, slots=True)
-class Precondition:
-    """A local write's condition on one record: its winner is at `version` (see
-    `merge.dot_version`); "" means the record does not exist or its winner is a delete.
-    `label` starts the message when it does not hold (e.g. "ops[2]: ")."""
-
-    collection: str
-    key: str
-    version: str
-    label: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ from p2psync import daemon_status, entry, identity
 from p2psync.control.errors import RequestError
 from p2psync.control.server import serve_control
 from p2psync.node import Node
-from p2psync.replica import DEFAULT_SHARE, Replica
+from p2psync.replica import Replica
+from p2psync.shares import DEFAULT_SHARE
 from tests.daemons import DaemonProcess
 
 TIMEOUT = 10
@@ -135,14 +136,17 @@ def open_replica(path: Path) -> Replica:
     return Replica.open(path, identity.DeviceIdentity.generate())
 
 
-async def start_served(nursery: trio.Nursery, tmp_path: Path) -> Served:
-    """A control socket in `tmp_path` over a fresh replica, until `nursery` ends."""
+async def start_served(
+    nursery: trio.Nursery, tmp_path: Path, front_end: frozenset[int] | None = None
+) -> Served:
+    """A control socket in `tmp_path` over a fresh replica, until `nursery` ends; `front_end`:
+    served through a front-end process (on those processors; empty: anywhere)."""
     replica = open_replica(tmp_path / "replica.db")
     node = Node(replica)
     nursery.start_soon(node.run_group_commit)
     household = Household(node)
     path = tmp_path / "run" / "control.sock"
-    await nursery.start(partial(serve_control, path, household, group=None))
+    await nursery.start(partial(serve_control, path, household, group=None, front_end=front_end))
     return Served(path, household)
 
 

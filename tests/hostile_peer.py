@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from p2psync import entry, keystore, tls
-from p2psync.replica import DEFAULT_SHARE
 from p2psync.session import CLOSED, NEED_DATA, ProtocolError, SyncConnection
 from p2psync.session_events import Bye, CaughtUp, Entries, Event, PeerHello, PeerVector, Pong
+from p2psync.shares import DEFAULT_SHARE
 from p2psync.wire import encode_frame
 from tests.daemons import DaemonProcess, wait_for
 

@@ -29,7 +29,7 @@ import trio
 if TYPE_CHECKING:
     import jsonschema
 
-from p2psync.control.connection import MAX_LINE_BYTES
+from p2psync.control.lines import MAX_LINE_BYTES
 
 SCHEMA_PATH = Path(__file__).parent.parent / "docs" / "control-protocol.schema.json"
 ENV = "P2PSYNC_SCHEMA_CHECK"
@@ -246,8 +246,14 @@ def install(report: Callable[[str], None]) -> Callable[[], None]:
 
     serve = ControlAccess.serve
 
-    async def checked(self: ControlAccess, server: Any, stream: trio.SocketStream) -> None:
-        await serve(self, server, CheckedStream(stream, ConnectionCheck(report)))
+    async def checked(
+        self: ControlAccess, server: Any, stream: trio.SocketStream, unread: bytes = b""
+    ) -> None:
+        # a connection a front-end process handed over: its writes before were answered there
+        # (tests/test_control_front_end.py checks those answers are the daemon's own lines)
+        check = ConnectionCheck(report)
+        check.received(unread)
+        await serve(self, server, CheckedStream(stream, check), unread)
 
     ControlAccess.serve = checked  # type: ignore[method-assign]
 

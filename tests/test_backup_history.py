@@ -8,7 +8,7 @@ import pytest
 
 from p2psync import entry
 from p2psync.backup import history
-from p2psync.replica import DEFAULT_SHARE
+from p2psync.shares import DEFAULT_SHARE
 from tests.control_harness import open_replica
 
 

@@ -12,7 +12,7 @@ import msgpack
 
 from p2psync import entry
 from p2psync.backup.stream import COPY_PREFIX, copy_database
-from p2psync.replica import DEFAULT_SHARE
+from p2psync.shares import DEFAULT_SHARE
 from p2psync.store import SCHEMA_VERSION
 from tests.control_harness import open_replica
 

@@ -12,7 +12,7 @@ import pytest
 import trio
 import trio.testing
 
-from p2psync.control.connection import MAX_LINE_BYTES
+from p2psync.control.lines import MAX_LINE_BYTES
 from tests.control_harness import (
     Served,
     control_lines,

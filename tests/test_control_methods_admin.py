@@ -1,7 +1,7 @@
 """The control socket's methods about the daemon itself (p2psync/control/methods_admin.py)."""
 
 from p2psync import __version__
-from p2psync.control.connection import MAX_IN_FLIGHT, MAX_LINE_BYTES
+from p2psync.control.lines import MAX_IN_FLIGHT, MAX_LINE_BYTES
 from p2psync.control.methods_data import SCAN_MAX_LIMIT
 from p2psync.control.schema import PARAMETERS
 from tests.control_harness import Served

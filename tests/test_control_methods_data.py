@@ -6,7 +6,8 @@ from pathlib import Path
 import msgpack
 
 from p2psync import entry, identity
-from p2psync.replica import DEFAULT_SHARE, Replica
+from p2psync.replica import Replica
+from p2psync.shares import DEFAULT_SHARE
 from tests.control_harness import (
     Served,
     conflicting_write,

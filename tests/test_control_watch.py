@@ -8,7 +8,7 @@ import trio
 import trio.testing
 
 from p2psync.control.watch import EVENT_BUFFER
-from p2psync.replica import DEFAULT_SHARE
+from p2psync.shares import DEFAULT_SHARE
 from tests.control_harness import (
     Connection,
     Served,

@@ -18,8 +18,8 @@ from p2psync.history.snapshot import (
     disk_needed,
 )
 from p2psync.history.stability import STABLE, report_value
-from p2psync.replica import DEFAULT_SHARE as SHARE
 from p2psync.replica import Replica
+from p2psync.shares import DEFAULT_SHARE as SHARE
 from tests.test_history_compaction import (
     FOREVER,
     Clock,

@@ -13,8 +13,8 @@ import pytest
 
 from p2psync.history.snapshot import Offer, encode_row, pack_offer
 from p2psync.merge import Sibling
-from p2psync.replica import DEFAULT_SHARE
 from p2psync.session_events import SnapshotFrom, SnapshotStart
+from p2psync.shares import DEFAULT_SHARE
 from p2psync.wire import encode_frame
 from tests.daemons import DaemonProcess, free_port, log_since, log_size, running, wait_for
 from tests.hostile_peer import HostileMember

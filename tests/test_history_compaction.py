@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from p2psync import entry, identity
 from p2psync.history import compaction
 from p2psync.history.stability import STABLE
-from p2psync.replica import DEFAULT_SHARE as SHARE
 from p2psync.replica import Replica
+from p2psync.shares import DEFAULT_SHARE as SHARE
 from p2psync.vectors import device_of
 
 _identities = [identity.DeviceIdentity.generate() for _ in range(4)]

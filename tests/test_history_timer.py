@@ -11,8 +11,8 @@ from p2psync import entry, identity
 from p2psync.history.stability import STABLE, HistoryPolicy
 from p2psync.history.timer import history_tick
 from p2psync.node import Node
-from p2psync.replica import DEFAULT_SHARE as SHARE
 from p2psync.replica import Replica
+from p2psync.shares import DEFAULT_SHARE as SHARE
 
 POLICY = HistoryPolicy.of(60, 30)
 

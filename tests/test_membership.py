@@ -8,8 +8,8 @@ import pytest
 from p2psync import entry, identity, membership, merge
 from p2psync.entry import IntegrityError
 from p2psync.membership import EpochBook
-from p2psync.replica import DEFAULT_SHARE as SHARE
 from p2psync.replica import Replica
+from p2psync.shares import DEFAULT_SHARE as SHARE
 from tests.test_replica import (
     FakeClock,
     _identities,

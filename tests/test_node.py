@@ -21,15 +21,10 @@ from p2psync.change_notifier import (
     StoredSince,
 )
 from p2psync.entry import Op
+from p2psync.merge import Precondition
 from p2psync.node import Node, Transaction, read_changes
-from p2psync.replica import (
-    DEFAULT_SHARE,
-    Commit,
-    Precondition,
-    Replica,
-    ReplicaError,
-    VersionConflict,
-)
+from p2psync.replica import Commit, Replica, ReplicaError, VersionConflict
+from p2psync.shares import DEFAULT_SHARE
 from p2psync.shares.rules import ShareError
 
 TIMEOUT = 10

@@ -4,8 +4,9 @@ import msgpack
 import pytest
 
 from p2psync import entry, identity
-from p2psync.replica import DEFAULT_SHARE as SHARE
-from p2psync.replica import Precondition, Replica, VersionConflict
+from p2psync.merge import Precondition
+from p2psync.replica import Replica, VersionConflict
+from p2psync.shares import DEFAULT_SHARE as SHARE
 
 _identities = [identity.DeviceIdentity.generate() for _ in range(5)]
 

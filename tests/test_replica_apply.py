@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 from p2psync import entry, identity, merge
 from p2psync.entry import IntegrityError
 from p2psync.membership import DEVICES
-from p2psync.replica import DEFAULT_SHARE as SHARE
 from p2psync.replica import Replica
 from p2psync.replica_apply import _membership_runs
+from p2psync.shares import DEFAULT_SHARE as SHARE
 from p2psync.shares.members import MEMBERS
 from tests.test_replica import (
     FakeClock,

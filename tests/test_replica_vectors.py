@@ -1,8 +1,8 @@
 import msgpack
 
 from p2psync import entry
-from p2psync.replica import DEFAULT_SHARE as SHARE
 from p2psync.replica import Replica
+from p2psync.shares import DEFAULT_SHARE as SHARE
 from tests.test_history_compaction import (
     FOREVER,
     Clock,

@@ -8,7 +8,7 @@ from typing import Any
 import msgpack
 
 from p2psync import entry
-from p2psync.replica import DEFAULT_SHARE
+from p2psync.shares import DEFAULT_SHARE
 from tests.control_harness import Connection, Served, open_replica, watch
 
 TODO_V1 = {

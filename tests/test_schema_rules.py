@@ -7,8 +7,8 @@ import msgpack
 import pytest
 
 from p2psync import entry
-from p2psync.replica import DEFAULT_SHARE
 from p2psync.schemas.manifest import SCHEMA, InvalidValue, ManifestError
+from p2psync.shares import DEFAULT_SHARE
 from tests.test_replica import household
 from tests.test_share_rules import FAMILY, family_of, sync
 

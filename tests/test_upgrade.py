@@ -11,10 +11,10 @@ import msgpack
 import pytest
 
 from p2psync import __version__, entry, keystore, store, wire
-from p2psync.replica import DEFAULT_SHARE as SHARE
 from p2psync.replica import Replica
 from p2psync.session import CLOSED, NEED_DATA, ProtocolError, SyncConnection
 from p2psync.session_events import Bye, Entries, PeerHello
+from p2psync.shares import DEFAULT_SHARE as SHARE
 from tests.daemons import DaemonProcess, introduce, log_since, running, wait_for
 from tests.hostile_peer import HostileMember
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from p2psync import __version__
-from p2psync.replica import DEFAULT_SHARE as SHARE
+from p2psync.shares import DEFAULT_SHARE as SHARE
 from tests.daemons import (
     REPO,
     DaemonProcess,

@@ -24,9 +24,10 @@ from typing import IO, Any
 import trio
 
 from .. import __version__
-from ..control.api import param
-from ..control.connection import Follow, Send, json_line
+from ..control.connection import Follow, Send
 from ..control.errors import DISK_FULL, INTERNAL, RequestError, is_disk_full
+from ..control.lines import json_line
+from ..control.writes import param
 from ..node import Node
 from . import archive
 

@@ -44,22 +44,21 @@ from ..access.grants import (
 )
 from ..node import Node
 from ..shares.rules import unknown_share
-from .api import Write, param, share_param
 from .connection import (
     Dispatcher,
     Follow,
     Reads,
     StartStream,
-    error_line,
-    json_line,
     serve_connection,
 )
 from .errors import BAD_REQUEST, FORBIDDEN, NOT_FOUND, RequestError
+from .lines import error_line, json_line
 from .methods_admin import AdminMethods
 from .methods_data import Covers, DataMethods
 from .schema import PARAMETERS
 from .socket_file import why_others_cannot_connect
 from .watch import ADMIN_EVENTS
+from .writes import Write, param, share_param
 
 log = logging.getLogger("p2psync.control")  # the name control lines have always been logged under
 
@@ -173,13 +172,14 @@ class ControlAccess:
                 "applies; set PrivateUsers=no (`systemctl edit p2psync`)"
             )
 
-    async def serve(self, server: Served, stream: trio.SocketStream) -> None:
-        """Serve one connection as what its client is; never raises."""
+    async def serve(self, server: Served, stream: trio.SocketStream, unread: bytes = b"") -> None:
+        """Serve one connection as what its client is; never raises. `unread`: what a front-end
+        process read of it before handing it over."""
         peer, admins = await self._identify(stream)
         if peer.admin:
-            await serve_connection(server, stream)
+            await serve_connection(server, stream, unread)
         else:
-            await serve_connection(_AppConnection(server, peer, admins, self), stream)
+            await serve_connection(_AppConnection(server, peer, admins, self), stream, unread)
 
     async def _identify(self, stream: trio.SocketStream) -> tuple[Peer, str]:
         try:

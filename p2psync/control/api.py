@@ -1,27 +1,25 @@
-"""Requests and answers of the control socket's data methods, between JSON and the replica (pure).
+"""Answers of the control socket's data methods: JSON shapes of records, changes and commits (pure).
 
-It owns the request parameter checks (types, missing ones, reserved collections, shares), the
-ops a write request makes, and the JSON shapes of records, siblings and changes. Values inside
-them are `values.py`'s, error codes `errors.py`'s. It never touches sockets or the store:
-`connection.py` reads lines, the method modules call the replica, this module only converts.
+It owns the JSON shapes of records, siblings, changes and commits, and the read parameters
+(type filters, `hello`'s reads); write requests are `writes.py`'s, values inside them
+`values.py`'s, error codes `errors.py`'s. It never touches sockets or the store: `connection.py`
+reads lines, the method modules call the replica, this module only converts.
 """
 
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
 from .. import entry as entries
 from .. import merge
-from ..entry import Op
 from ..merge import Sibling
-from ..replica import DEFAULT_SHARE, Change, Commit, Precondition, RecordView
+from ..replica import Change, Commit, RecordView
 from ..schemas.manifest import MAX_VERSION, ManifestError, meta_type, parse_reads
 from ..vectors import device_of
 from .errors import BAD_REQUEST, RequestError
-from .schema import check_op_parameters
-from .values import json_from_value, jsonable, value_from_json
+from .values import json_from_value, jsonable
+from .writes import Written, param, written_json
 
 # records and changes ----------------------------------------------------------------------------
 
@@ -81,56 +79,14 @@ def change_json(change: Change) -> dict[str, Any]:
 
 def commit_json(commit: Commit) -> dict[str, Any]:
     """The answer to a write: where it is in this daemon's log, and the version it wrote."""
-    return {
-        "position": commit.lseq,
-        "seq": commit.seq,
-        "hlc": commit.hlc,
-        "version": commit.version,
-    }
+    return written_json(written(commit))
+
+
+def written(commit: Commit) -> Written:
+    return commit.lseq, commit.seq, commit.hlc, commit.actor
 
 
 # request parameters ---------------------------------------------------------------------------
-
-_MISSING = object()
-_TYPE_NAMES = {
-    str: "a string",
-    int: "an integer",
-    bool: "true or false",
-    dict: "an object",
-    list: "a list",
-}
-
-
-def param(request: dict[str, Any], name: str, kind: type, default: Any = _MISSING) -> Any:
-    value = request.get(name)
-    if value is None:
-        if default is _MISSING:
-            raise RequestError(BAD_REQUEST, f"missing parameter {name!r}")
-        return default
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise RequestError(BAD_REQUEST, f"parameter {name!r} must be {_TYPE_NAMES[kind]}")
-    return value
-
-
-def collection_param(request: dict[str, Any], *, writing: bool = False) -> str:
-    collection: str = param(request, "collection", str)
-    if not collection:
-        raise RequestError(BAD_REQUEST, "parameter 'collection' must not be empty")
-    if writing and collection.startswith("_"):
-        raise RequestError(
-            BAD_REQUEST,
-            f"collection {collection!r} is reserved for p2psync itself (names starting with '_'); "
-            "use trust/revoke for devices, share_add/share_remove for members, schema_set for "
-            "schema manifests",
-        )
-    return collection
-
-
-def share_param(request: dict[str, Any]) -> str:
-    share: str = param(request, "share", str, DEFAULT_SHARE)
-    if not share:
-        raise RequestError(BAD_REQUEST, "parameter 'share' must not be empty")
-    return share
 
 
 @dataclass(frozen=True)
@@ -180,71 +136,3 @@ def reads_param(request: dict[str, Any]) -> dict[str, int]:
         return parse_reads(request.get("reads"))
     except ManifestError as exc:
         raise RequestError(BAD_REQUEST, str(exc)) from None
-
-
-@dataclass
-class Write:
-    """What a write request asks to commit: its ops, and the versions they expect."""
-
-    ops: list[Op]
-    preconditions: list[Precondition] = field(default_factory=list)
-
-
-def write_op(request: dict[str, Any], kind: str) -> Op:
-    collection, key = request.get("collection"), request.get("key")
-    # the usual op takes no param() call: the checks below pass exactly what they would pass
-    if type(collection) is not str or not collection or collection[0] == "_":
-        collection = collection_param(request, writing=True)
-    if type(key) is not str:
-        key = param(request, "key", str)
-    type_name, version = request.get("type"), request.get("schema_version")
-    if type_name is None and version is None:
-        meta = None
-    else:
-        meta = _packed_meta(
-            param(request, "type", str, None), param(request, "schema_version", int, None)
-        )
-    if kind == "delete":
-        return entries.packed_op(entries.DELETE, collection, key, None, meta)
-    if kind != "put":
-        raise RequestError(BAD_REQUEST, '\'op\' must be "put" or "delete"')
-    if "value" not in request:
-        raise RequestError(BAD_REQUEST, "missing parameter 'value' (null is a value: send null)")
-    return entries.packed_op(entries.PUT, collection, key, value_from_json(request["value"]), meta)
-
-
-@lru_cache(maxsize=256)  # writes name a few types: packing the same meta per op showed
-def _packed_meta(type_name: str | None, schema_version: int | None) -> bytes | None:
-    return entries.pack_meta({"type": type_name, "schema_version": schema_version})
-
-
-def if_version_param(request: dict[str, Any], op: Op, label: str = "") -> list[Precondition]:
-    """`if_version`: the write happens only if the record's winner is at that version ("": the
-    record does not exist or is deleted); otherwise the answer is `conflict`."""
-    version: str | None = param(request, "if_version", str, None)
-    return [] if version is None else [Precondition(op.collection, op.key, version, label)]
-
-
-def single_write(request: dict[str, Any], kind: str) -> Write:
-    """`put` and `delete`."""
-    op = write_op(request, kind)
-    return Write([op], if_version_param(request, op))
-
-
-def transaction_write(request: dict[str, Any]) -> Write:
-    listed: list[Any] = param(request, "ops", list)
-    if not listed:
-        raise RequestError(BAD_REQUEST, "a transaction needs at least one op")
-    write = Write([])
-    for index, item in enumerate(listed):
-        if not isinstance(item, dict):
-            raise RequestError(BAD_REQUEST, f"ops[{index}] must be an object")
-        try:
-            check_op_parameters(item)
-            op = write_op(item, param(item, "op", str))
-            if item.get("if_version") is not None:
-                write.preconditions += if_version_param(item, op, f"ops[{index}]: ")
-        except RequestError as exc:
-            raise RequestError(exc.code, f"ops[{index}]: {exc.message}") from None
-        write.ops.append(op)
-    return write

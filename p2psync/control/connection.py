@@ -9,9 +9,7 @@ see a traceback; a failure here ends this connection only.
 """
 
 import contextlib
-import json
 import logging
-import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
@@ -22,7 +20,7 @@ from ..node import Node, Transaction
 from ..replica import ReplicaError, VersionConflict
 from ..schemas.manifest import InvalidValue
 from ..shares.rules import ShareError
-from .api import Write, commit_json, reads_param, share_param
+from .api import reads_param, written
 from .errors import (
     BAD_REQUEST,
     CONFLICT,
@@ -36,15 +34,21 @@ from .errors import (
     RequestError,
     is_disk_full,
 )
+from .lines import (
+    MAX_IN_FLIGHT,
+    MAX_LINE_BYTES,
+    MAX_UNCOMMITTED_BYTES,
+    MAX_UNSENT_BYTES,
+    error_line,
+    json_line,
+    parse_request,
+)
 from .schema import check_parameters
 from .values import SURROGATE_ESCAPE, reject_lone_surrogates
+from .writes import Outcome, Write, answer_line, share_param
 
 log = logging.getLogger("p2psync.control")  # the name these lines have always been logged under
 
-MAX_LINE_BYTES = 1024 * 1024
-MAX_IN_FLIGHT = 128  # pipelined requests per connection before we stop reading from it
-MAX_UNSENT_BYTES = 1024 * 1024  # answers waiting for a client to read them, per connection
-MAX_UNCOMMITTED_BYTES = 1024 * 1024  # write requests waiting for their commit, per connection
 
 Send = Callable[[bytes], Awaitable[None]]
 Follow = Callable[[Send], Awaitable[None]]
@@ -69,11 +73,14 @@ class Dispatcher(Protocol):
     async def answer(self, request_id: Any, method: str, request: dict[str, Any]) -> bytes: ...
 
 
-async def serve_connection(dispatcher: Dispatcher, stream: trio.SocketStream) -> None:
-    """Serve one client until it hangs up; never raises."""
+async def serve_connection(
+    dispatcher: Dispatcher, stream: trio.SocketStream, unread: bytes = b""
+) -> None:
+    """Serve one client until it hangs up; never raises. `unread`: what the client sent that a
+    front-end process read before it handed the connection over (`front_end.py`)."""
     try:
         async with stream:
-            await _Connection(dispatcher, stream).serve()
+            await _Connection(dispatcher, stream, unread).serve()
     except (trio.BrokenResourceError, trio.ClosedResourceError):
         pass
     except Exception:
@@ -83,63 +90,12 @@ async def serve_connection(dispatcher: Dispatcher, stream: trio.SocketStream) ->
 # lines ----------------------------------------------------------------------------------------
 
 
-class _NotFinite(ValueError):
-    """A number JSON cannot mean (the protocol forbids NaN and infinities, docs say why)."""
-
-
-def _reject_constant(name: str) -> Any:
-    raise _NotFinite(f"{name} is not a JSON number; numbers must be finite")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):  # 1e400 parses as infinity, which JSON cannot carry back
-        raise _NotFinite(
-            f"number {text[:40]} is beyond a 64-bit float; numbers must be finite (send a "
-            "string for such values)"
-        )
-    return value
-
-
-# made once: json.loads/dumps with options build a new decoder/encoder on every call
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
-_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-_ASCII_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
-
-
-def json_line(response: dict[str, Any]) -> bytes:
-    """One answer or event as a line of JSON."""
-    try:
-        return _ENCODER.encode(response).encode() + b"\n"
-    except UnicodeEncodeError:  # lone surrogates sent to us in an id come back escaped
-        return _ASCII_ENCODER.encode(response).encode() + b"\n"
-
-
-def error_line(request_id: Any, code: str, message: str) -> bytes:
-    return json_line({"id": request_id, "ok": False, "error": {"code": code, "message": message}})
-
-
-def _parse(line: bytes) -> dict[str, Any]:
-    try:
-        request = _DECODER.decode(line.decode())
-    except _NotFinite as exc:
-        raise RequestError(BAD_REQUEST, str(exc)) from None
-    except (ValueError, RecursionError):
-        raise RequestError(BAD_REQUEST, "request is not valid JSON (one object per line)") from None
-    if not isinstance(request, dict):
-        raise RequestError(BAD_REQUEST, "request must be a JSON object")
-    method = request.get("method")
-    if not isinstance(method, str):
-        raise RequestError(BAD_REQUEST, "request needs a 'method' string")
-    return request
-
-
 class _Lines:
     """Lines from a stream; a line longer than the limit comes out as None and is skipped."""
 
-    def __init__(self, stream: trio.abc.ReceiveStream) -> None:
+    def __init__(self, stream: trio.abc.ReceiveStream, unread: bytes = b"") -> None:
         self.stream = stream
-        self.buffer = bytearray()
+        self.buffer = bytearray(unread)
         self.searched = 0
         self.skipping = False
 
@@ -199,32 +155,38 @@ class _WriteReply:
     @property
     def line(self) -> bytes:
         """Read once, when the reply is sent."""
-        commit, error = self.transaction.commit, self.transaction.error
-        if commit is not None:
-            return json_line({"id": self.request_id, "ok": True, "result": commit_json(commit)})
-        if isinstance(error, VersionConflict):
-            return error_line(self.request_id, CONFLICT, str(error))
-        if isinstance(error, InvalidValue):
-            return error_line(self.request_id, INVALID_VALUE, str(error))
-        if error is not None and is_disk_full(error):
-            log.warning("a control write was refused: the disk is full (%s)", error)
-            return error_line(self.request_id, DISK_FULL, DISK_FULL_MESSAGE)
-        if isinstance(error, ShareError):
-            return error_line(self.request_id, error.code, str(error))
-        if isinstance(error, ReplicaError):
-            return error_line(self.request_id, BAD_REQUEST, str(error))
-        log.error("control write failed", exc_info=error)
-        return error_line(self.request_id, INTERNAL, INTERNAL_MESSAGE)
+        return answer_line(self.request_id, write_outcome(self.transaction))
+
+
+def write_outcome(transaction: Transaction) -> Outcome:
+    """How a committed or refused write went (the front-end's answers are made of these too,
+    `front_end.py`)."""
+    commit, error = transaction.commit, transaction.error
+    if commit is not None:
+        return written(commit), "", ""
+    if isinstance(error, VersionConflict):
+        return None, CONFLICT, str(error)
+    if isinstance(error, InvalidValue):
+        return None, INVALID_VALUE, str(error)
+    if error is not None and is_disk_full(error):
+        log.warning("a control write was refused: the disk is full (%s)", error)
+        return None, DISK_FULL, DISK_FULL_MESSAGE
+    if isinstance(error, ShareError):
+        return None, error.code, str(error)
+    if isinstance(error, ReplicaError):
+        return None, BAD_REQUEST, str(error)
+    log.error("control write failed", exc_info=error)
+    return None, INTERNAL, INTERNAL_MESSAGE
 
 
 # the connection -------------------------------------------------------------------------------
 
 
 class _Connection:
-    def __init__(self, server: Dispatcher, stream: trio.SocketStream) -> None:
+    def __init__(self, server: Dispatcher, stream: trio.SocketStream, unread: bytes) -> None:
         self.server = server
         self.stream = stream
-        self.lines = _Lines(stream)
+        self.lines = _Lines(stream, unread)
         self.replies_in, self.replies_out = trio.open_memory_channel[_Reply | _WriteReply](
             MAX_IN_FLIGHT
         )
@@ -291,7 +253,7 @@ class _Connection:
                 continue
             request_id = None
             try:
-                request = _parse(line)
+                request = parse_request(line)
                 request_id = request.get("id")
                 if SURROGATE_ESCAPE.search(line):  # rare: only then walk the whole request
                     reject_lone_surrogates(request)

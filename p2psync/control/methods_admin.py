@@ -17,22 +17,15 @@ import trio
 from .. import __version__
 from ..identity import device_id_from_certificate
 from ..pairing_service import Invitation, PairingFailed
-from ..replica import DEFAULT_SHARE
+from ..shares import DEFAULT_SHARE
 from ..shares.commands import ShareContext
-from .api import param
-from .connection import (
-    MAX_IN_FLIGHT,
-    MAX_LINE_BYTES,
-    MAX_UNCOMMITTED_BYTES,
-    MAX_UNSENT_BYTES,
-    Follow,
-    Send,
-    json_line,
-)
+from .connection import Follow, Send
 from .errors import BAD_REQUEST, NOT_FOUND, PAIRING_FAILED, RequestError
+from .lines import MAX_IN_FLIGHT, MAX_LINE_BYTES, MAX_UNCOMMITTED_BYTES, MAX_UNSENT_BYTES, json_line
 from .methods_data import CONFLICTS_LIMIT, SCAN_MAX_LIMIT, SCAN_PAGE_VALUE_BYTES, Call
 from .schema import CAPABILITIES, PROTOCOL_VERSION
 from .watch import EVENT_BUFFER, HEARTBEAT_SECONDS
+from .writes import param
 
 log = logging.getLogger("p2psync.control")  # the name these lines have always been logged under
 

@@ -17,21 +17,17 @@ from ..entry import Op
 from ..merge import dot_version
 from ..node import Node
 from ..vectors import device_of
-from .api import (
-    Write,
-    collection_param,
-    commit_json,
-    meta_fields,
-    param,
-    record_json,
-    share_param,
-    single_write,
-    transaction_write,
-    type_filter_param,
-    write_op,
-)
+from .api import commit_json, meta_fields, record_json, type_filter_param
 from .errors import BAD_REQUEST, CONFLICT, NOT_FOUND, RequestError
 from .values import json_from_value, jsonable
+from .writes import (
+    WRITE_REQUESTS,
+    Write,
+    collection_param,
+    param,
+    share_param,
+    write_op,
+)
 
 SCAN_DEFAULT_LIMIT = 100
 SCAN_MAX_LIMIT = 1000
@@ -59,11 +55,7 @@ class DataMethods:
             "resolve": self.resolve,
         }
         # answered when their transaction commits (see connection.py)
-        self.writes: dict[str, WriteRequest] = {
-            "put": lambda request: single_write(request, "put"),
-            "delete": lambda request: single_write(request, "delete"),
-            "transaction": transaction_write,
-        }
+        self.writes: dict[str, WriteRequest] = dict(WRITE_REQUESTS)
 
     async def get(self, request: dict[str, Any]) -> Any:
         share, collection = share_param(request), collection_param(request)

@@ -9,7 +9,7 @@ logic (the daemon and the replica do); the protocol is documented in docs/contro
 """
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from ..schemas.manifest import InvalidValue, ManifestError
 from ..shares.commands import share_calls
 from ..shares.rules import ShareError
 from .access import ControlAccess
-from .connection import Follow, Reads, StartStream, error_line, json_line
+from .connection import Follow, Reads, StartStream
 from .errors import (
     BAD_REQUEST,
     DISK_FULL,
@@ -35,6 +35,8 @@ from .errors import (
     RequestError,
     is_disk_full,
 )
+from .front_ends import serve_with_front_end
+from .lines import error_line, json_line
 from .methods_admin import AdminMethods, ControlContext
 from .methods_data import Call, DataMethods, WriteRequest
 from .schema import PARAMETERS
@@ -50,11 +52,13 @@ async def serve_control(
     *,
     mode: int = 0o660,
     group: str | None = "p2psync",
+    front_end: Collection[int] | None = None,
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on `path` until cancelled; `task_status.started()` once clients can connect.
     Clients that are not admins (root, this user, members of `group`) are apps, held to their
-    grants (`access.py`)."""
+    grants (`access.py`). `front_end`: accept through a front-end process on those processors
+    (empty: the daemon's; `front_ends.py`), None: here."""
     server = Server(context)
     access = ControlAccess(context.node, context, Path(path), group)
     await access.load()
@@ -62,9 +66,13 @@ async def serve_control(
     server.check_declared()
     async with control_listener(Path(path), mode, group) as listener:
         access.warn_if_apps_cannot_connect(mode)
-        await trio.serve_listeners(
-            partial(access.serve, server), [listener], task_status=task_status
-        )
+        serve = partial(access.serve, server)
+        if front_end is None:
+            await trio.serve_listeners(serve, [listener], task_status=task_status)
+        else:
+            await serve_with_front_end(
+                listener, serve, context.node, front_end, task_status=task_status
+            )
 
 
 class Server:

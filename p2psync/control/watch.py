@@ -28,10 +28,12 @@ from ..node import Node
 from ..replica import Change
 from ..schemas.manifest import SCHEMA, decode_type, meta_type
 from ..shares.rules import unknown_share
-from .api import TypeFilter, change_json, collection_param, param, share_param, type_filter_param
-from .connection import Follow, Reads, Send, json_line
+from .api import TypeFilter, change_json, type_filter_param
+from .connection import Follow, Reads, Send
 from .errors import BAD_REQUEST, NOT_FOUND, RequestError
+from .lines import json_line
 from .methods_data import Covers
+from .writes import collection_param, param, share_param
 
 log = logging.getLogger("p2psync.control")
 

@@ -8,8 +8,8 @@ It owns no rule: the manifest's are `manifest.py`'s, reading it from the share `
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ..control.api import param, share_param
 from ..control.errors import BAD_REQUEST, RequestError
+from ..control.writes import param, share_param
 from ..node import Node
 from .manifest import ManifestError, check_type_name
 

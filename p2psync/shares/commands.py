@@ -9,8 +9,8 @@ of its own: who may do what is `members.py` and `rules.py`.
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..control.api import param
 from ..control.errors import BAD_REQUEST, NOT_FOUND, RequestError
+from ..control.writes import param
 from ..daemon_status import lag
 from ..device_names import find_device
 from ..membership import DeviceRecord

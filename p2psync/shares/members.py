@@ -24,7 +24,6 @@ from ..membership import int_field, record_fields
 from ..merge import Sibling
 from ..vectors import device_of
 
-DEFAULT_SHARE = "default"  # every device of the household, always
 MEMBERS = "_members"  # key: device id; value: member_value(...)
 SHARE_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 SHARE_NAME_RULE = "1 to 64 of a-z 0-9 . _ -, starting with a letter or digit"

@@ -14,8 +14,8 @@ from .. import entry as entries
 from ..entry import Op
 from ..merge import Sibling
 from ..store import Store
+from . import DEFAULT_SHARE
 from .members import (
-    DEFAULT_SHARE,
     MEMBERS,
     MemberRecord,
     ShareMembers,

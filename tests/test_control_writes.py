@@ -1,10 +1,10 @@
-"""Request parameters and the ops of writes (p2psync/control/api.py)."""
+"""Request parameters and the ops of writes (p2psync/control/writes.py)."""
 
 import pytest
 
 from p2psync import entry
-from p2psync.control.api import param, single_write, transaction_write, write_op
 from p2psync.control.errors import BAD_REQUEST, RequestError
+from p2psync.control.writes import param, single_write, transaction_write, write_op
 
 
 def test_parameters_are_checked_with_a_message_naming_them():
