@@ -140,3 +140,13 @@ def test_a_client_that_hangs_up_with_writes_in_flight_costs_nothing_else(front_e
     [(later, _, _, _)] = daemon.writes(1)
     daemon.answer([token, later])
     assert json.loads(answers.readline())["id"] == 2
+
+
+def test_a_last_request_without_its_newline_is_the_daemons_to_answer(front_end):
+    path, daemon, _ = front_end
+    client, _ = connect(path)
+    last = request(id=1, method="put", collection="c", key="a", value=1).rstrip(b"\n")
+    client.sendall(last)
+    client.shutdown(socket.SHUT_WR)
+    assert daemon.next_body() == [HAND_OVER, last]
+    assert len(daemon.handed) == 1

@@ -108,6 +108,8 @@ class FrontEnd:
                 return
             if data == b"":
                 connection.ended = True
+                # a last request without its newline: the daemon answers it, as it always did
+                connection.handing_over = connection.handing_over or bool(connection.buffer)
             elif data:
                 connection.buffer += data
                 self._take(client)
