@@ -209,6 +209,8 @@ class FrontEnd:
                 del self.to_daemon[: self.daemon.send(self.to_daemon)]
         except (BlockingIOError, InterruptedError):
             pass
+        except OSError:
+            raise SystemExit(0) from None  # the daemon is gone: so are we
         wanted = selectors.EVENT_READ | (
             selectors.EVENT_WRITE if self.to_daemon or self.hand_overs else 0
         )
