@@ -8,6 +8,7 @@ import pytest
 
 from p2psync import entry
 from p2psync.control.front_end import (
+    ALONE_LINE_BYTES,
     HAND_OVER,
     WRITES,
     ClientConnection,
@@ -32,7 +33,16 @@ def line(**request: object) -> bytes:
 
 
 def put(request_id: int, key: str = "k", **more: object) -> bytes:
-    return line(id=request_id, method="put", collection="c", key=key, value={"n": 1}, **more)
+    return line(
+        **{
+            "id": request_id,
+            "method": "put",
+            "collection": "c",
+            "key": key,
+            "value": {"n": 1},
+            **more,
+        }
+    )
 
 
 def taking(connection: ClientConnection, data: bytes) -> list:
@@ -187,3 +197,18 @@ def test_a_frame_no_version_sends_is_an_error():
         Frames().feed(b"\xff\xff\xff\xff")
     with pytest.raises(FrameError, match="not msgpack"):
         Frames().feed(b"\x00\x00\x00\x01\xc1")
+
+
+def test_a_connection_alone_whose_first_write_is_small_goes_to_the_daemon():
+    alone = ClientConnection(admin=True)
+    alone.buffer += put(1) + put(2)
+    assert alone.take(itertools.count(), alone=True) == []
+    assert alone.handing_over and bytes(alone.buffer) == put(1) + put(2)
+    large = ClientConnection(admin=True)
+    large.buffer += put(1, value="v" * ALONE_LINE_BYTES)
+    assert len(large.take(itertools.count(), alone=True)) == 1
+    kept = ClientConnection(admin=True)
+    kept.buffer += put(1)
+    assert len(kept.take(itertools.count(), alone=False)) == 1
+    kept.buffer += put(2)  # once served here, it stays, alone or not
+    assert len(kept.take(itertools.count(), alone=True)) == 1

@@ -103,6 +103,7 @@ def test_writes_go_to_the_daemon_in_batches_and_come_back_as_answers(front_end):
 
 def test_the_first_line_not_a_write_hands_the_socket_over_with_what_was_read(front_end):
     path, daemon, _ = front_end
+    _company = connect(path)
     client, answers = connect(path)
     rest = request(id=2, method="get", collection="c", key="a") + request(id=3, method="put")
     client.sendall(request(id=1, method="put", collection="c", key="a", value=1) + rest)
@@ -119,6 +120,7 @@ def test_the_first_line_not_a_write_hands_the_socket_over_with_what_was_read(fro
 
 def test_the_front_end_ends_when_the_daemon_does(front_end):
     path, daemon, process = front_end
+    _company = connect(path)
     client, answers = connect(path)
     client.sendall(request(id=1, method="put", collection="c", key="a", value=1))
     daemon.writes(1)
@@ -131,6 +133,7 @@ def test_the_front_end_ends_when_the_daemon_does(front_end):
 
 def test_a_client_that_hangs_up_with_writes_in_flight_costs_nothing_else(front_end):
     path, daemon, _ = front_end
+    _company = connect(path)
     gone, _ = connect(path)
     gone.sendall(request(id=1, method="put", collection="c", key="a", value=1))
     [(token, _, _, _)] = daemon.writes(1)
@@ -150,3 +153,16 @@ def test_a_last_request_without_its_newline_is_the_daemons_to_answer(front_end):
     client.shutdown(socket.SHUT_WR)
     assert daemon.next_body() == [HAND_OVER, last]
     assert len(daemon.handed) == 1
+
+
+def test_a_client_alone_with_small_writes_is_the_daemons(front_end):
+    path, daemon, _ = front_end
+    client, _ = connect(path)
+    first = request(id=1, method="put", collection="c", key="a", value=1)
+    client.sendall(first)
+    assert daemon.next_body() == [HAND_OVER, first]  # the hop would cost it more than it saves
+    large, _ = connect(path)
+    big = request(id=2, method="put", collection="c", key="b", value="v" * 20_000)
+    large.sendall(big)
+    [(_, _, ops, _)] = daemon.writes(1)  # alone too, but worth parsing here
+    assert ops[0].key == "b"

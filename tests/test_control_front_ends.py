@@ -26,6 +26,7 @@ def front_end_pid() -> int:
 async def test_writes_through_the_front_end_commit_and_answer_as_the_daemon_does(tmp_path):
     async with trio.open_nursery() as nursery:
         served = await start_served(nursery, tmp_path, EVERYWHERE)
+        _company = await served.connect()  # a client alone would be handed to the daemon
         client = await served.connect()
         written = await client.result("put", collection="c", key="a", value={"n": 1}, type="t")
         assert set(written) == {"position", "seq", "hlc", "version"}

@@ -56,6 +56,7 @@ class FrontEnd:
         self.batch: list[Queued] = []
         self.to_daemon = bytearray()
         self.hand_overs: list[tuple[bytes, _Client]] = []  # frames whose socket goes with them
+        self.held: set[_Client] = set()  # admins' connections served here, not handed over
         self.frames = Frames()
         self.daemon_events = selectors.EVENT_READ
         listener.setblocking(False)
@@ -65,7 +66,10 @@ class FrontEnd:
 
     def run(self) -> None:
         while True:
-            for key, events in self.selector.select():
+            ready = self.selector.select()
+            # new connections first: whether a client is alone is judged with them counted
+            ready.sort(key=lambda found: found[0].fileobj is not self.listener)
+            for key, events in ready:
                 key.data(key.fileobj, events)
             if self.batch:
                 self.to_daemon += writes_frame(self.batch)
@@ -90,6 +94,8 @@ class FrontEnd:
                 admin = False
             client = _Client(sock, ClientConnection(admin), None)
             client.on_events = lambda _, ready, client=client: self._on_client(client, ready)
+            if admin:
+                self.held.add(client)
             self._update(client)
 
     def _on_client(self, client: _Client, events: int) -> None:
@@ -116,7 +122,7 @@ class FrontEnd:
         self._update(client)
 
     def _take(self, client: _Client) -> None:
-        for queued, answer in client.connection.take(self.tokens):
+        for queued, answer in client.connection.take(self.tokens, alone=len(self.held) <= 1):
             self.waiting[queued.token] = (client, answer)
             self.batch.append(queued)
 
@@ -139,6 +145,7 @@ class FrontEnd:
         connection = client.connection
         if connection.settled and connection.handing_over:
             self._unregister(client)
+            self.held.discard(client)
             self.hand_overs.append((hand_over_frame(bytes(connection.buffer)), client))
             return
         if connection.settled and connection.ended:
@@ -165,6 +172,7 @@ class FrontEnd:
     def _drop(self, client: _Client) -> None:
         """The client is gone: answers still to come for it are dropped when they come."""
         self._unregister(client)
+        self.held.discard(client)
         client.connection.answers.clear()
         client.sock.close()
 
