@@ -241,7 +241,7 @@ class Daemon(MembershipRole, PairingRole, DiscoveryRole, ReportsRole, ReloadRole
             await trio.sleep(interval)
 
     def _status_line(self) -> str:
-        online = len(self.peers.sessions)
+        online = len(self.peers.connected)
         return f"{online} peer{'s' if online != 1 else ''} connected"
 
     def _update_status_line(self) -> None:

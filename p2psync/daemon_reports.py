@@ -49,7 +49,7 @@ class ReportsRole(DaemonRole):
             "state_dir": str(self.config.state_dir),
             "position": self.node.changes.position,
             "uptime": round(trio.current_time() - self.started_at, 1),
-            "peers_connected": len(self.peers.sessions),
+            "peers_connected": len(self.peers.connected),
             "peers_known": len([d for d in self.members.values() if not d.revoked]) - 1,
             "records": self.counts["records"],
             "conflicts": self.counts["conflicts"],
@@ -82,9 +82,7 @@ class ReportsRole(DaemonRole):
         for device in sorted(self.members.values(), key=lambda d: d.name):
             if device.device_id == self.device_id:
                 continue
-            session = self.peers.sessions.get(device.device_id)
-            state = session.state if session else self.peers.offline.get(device.device_id)
-            connected = session is not None
+            state, connected = self.peer_state(device.device_id)
             found.append(daemon_status.peer_json(device, state, connected, ours, now))
         return found
 
@@ -99,10 +97,11 @@ class ReportsRole(DaemonRole):
         return metrics.exposition(snapshot)
 
     def peer_state(self, device_id: str) -> tuple[PeerState | None, bool]:
-        """A device's session state (or its last one) and whether it is connected now."""
+        """A device's session state (or its last one) and whether it is connected now (its
+        session got past the hello)."""
         session = self.peers.sessions.get(device_id)
         if session is not None:
-            return session.state, True
+            return session.state, device_id in self.peers.connected
         return self.peers.offline.get(device_id), False
 
     async def _report_conflicts(self) -> None:

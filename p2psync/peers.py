@@ -106,6 +106,12 @@ class PeerManager:
         self.on_synced: Callable[[str, str], None] = lambda device_id, share: None
         self._connected: set[str] = set()  # devices on_peer was last told are connected
 
+    @property
+    def connected(self) -> frozenset[str]:
+        """The devices with a session that got past its hello: what users call connected (a
+        session still being set up is in `sessions` already)."""
+        return frozenset(self._connected)
+
     # trust --------------------------------------------------------------------------------
 
     async def refresh_trust(self) -> None:

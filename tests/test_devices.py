@@ -8,7 +8,9 @@ from pathlib import Path
 from p2psync import __version__
 from p2psync.daemon_status import iso_utc
 from p2psync.last_seen import decode, wall_ms_of
+from p2psync.session_events import PeerHello
 from tests.daemons import DaemonProcess, introduce, running, wait_for
+from tests.hostile_peer import HostileMember
 
 
 def _row(daemon: DaemonProcess, name: str) -> dict:
@@ -44,6 +46,25 @@ def test_devices_lists_this_device_and_its_peers_and_keeps_last_seen_over_a_rest
         assert after["last_seen"] == seen and not after["connected"]
         assert after["version"] == __version__  # what b's last hello said, kept too
         assert _row(a, "a")["this"]
+
+
+def test_a_device_is_connected_only_once_its_session_is_past_the_hello(tmp_path: Path) -> None:
+    """A session the daemon holds before the device's hello (TLS done, the daemon's hello sent)
+    is no connection yet: `devices` and `status` say so until the hello comes."""
+    member = HostileMember(tmp_path)
+    daemon = DaemonProcess(tmp_path, "a")
+    with running(daemon):
+        member.admitted_by(daemon)  # its probe session said hello, and left
+        wait_for(lambda: not _row(daemon, member.name)["connected"], "the probe to leave", daemon)
+        with member.connect(daemon) as session:
+            our_hello = session.hello_bytes()  # not sent yet; lets us read the daemon's frames
+            assert isinstance(session.read_until(lambda e: isinstance(e, PeerHello)), PeerHello)
+            assert not _row(daemon, member.name)["connected"]
+            assert daemon.call("status")["peers_connected"] == 0
+            session.send(our_hello)
+            wait_for(lambda: _row(daemon, member.name)["connected"], "the hello to count", daemon)
+            assert daemon.call("status")["peers_connected"] == 1
+            session.finish()
 
 
 def test_rename_reaches_the_other_device_and_survives_a_restart(tmp_path: Path) -> None:
