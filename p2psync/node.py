@@ -43,6 +43,7 @@ from .membership import DEVICES
 from .merge import Precondition
 from .replica import Change, Commit, Replica
 from .schemas.manifest import SCHEMA
+from .shared_entries import shared_entries
 from .shares.members import MEMBERS
 from .store import ConflictFlip
 from .vectors import device_of
@@ -387,6 +388,8 @@ class Node:
     def _commit_run(self, share: str, group: list[Transaction]) -> None:
         if not group:
             return
+        if len(group) > 1 and self._commit_sharing_entries(share, group):
+            return
         try:
             commits = self.replica.commit_many(share, [t.ops for t in group])
         except Exception as exc:
@@ -402,6 +405,21 @@ class Node:
             return
         for transaction, commit in zip(group, commits, strict=True):
             transaction.commit = commit
+
+    def _commit_sharing_entries(self, share: str, group: list[Transaction]) -> bool:
+        """Commit `group` with transactions sharing entries where they may (shared_entries.py);
+        False when none could, or when that commit failed (each then gets an entry of its own,
+        so that one failing transaction fails alone)."""
+        entries, owners = shared_entries([t.ops for t in group])
+        if len(entries) == len(group):
+            return False
+        try:
+            commits = self.replica.commit_many(share, entries)
+        except Exception:
+            return False
+        for transaction, owner in zip(group, owners, strict=True):
+            transaction.commit = commits[owner]
+        return True
 
     # back on the trio thread -----------------------------------------------------------------
 
@@ -432,7 +450,8 @@ class Node:
     def _finish(self, group: list[Transaction], changes: tuple[Change, ...] | None = None) -> None:
         for transaction in group:
             transaction.done.set()
-        commits = [t.commit for t in group if t.commit is not None]
+        # transactions that shared an entry share its commit
+        commits = list({t.commit.lseq: t.commit for t in group if t.commit is not None}.values())
         if commits:
             touched = any(
                 op.collection in (DEVICES, MEMBERS)

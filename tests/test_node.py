@@ -113,7 +113,8 @@ async def test_transactions_queued_together_commit_in_one_batch_in_order(
     running: Running, nursery: trio.Nursery
 ) -> None:
     gate = await running.gated(nursery)
-    queued = [running.node.submit(DEFAULT_SHARE, put(f"k{i}", i)) for i in range(50)]
+    # one record each: no two of them may share an entry, so each keeps its own, in order
+    queued = [running.node.submit(DEFAULT_SHARE, put("k", i)) for i in range(50)]
     gate.open()
     commits = await results(queued)
     assert running.batches == [[1] * 50]
@@ -122,8 +123,29 @@ async def test_transactions_queued_together_commit_in_one_batch_in_order(
     positions = [c.lseq for c in commits]  # type: ignore[union-attr]
     assert positions == sorted(positions)
     assert running.node.changes.position == positions[-1]
-    view = await running.node.call(running.replica.get, DEFAULT_SHARE, "c", "k49")
+    view = await running.node.call(running.replica.get, DEFAULT_SHARE, "c", "k")
     assert view is not None and msgpack.unpackb(view.winner.value) == 49
+    assert view.winner.version == commits[-1].version  # type: ignore[union-attr]
+
+
+async def test_transactions_on_different_records_share_an_entry_and_keep_their_versions(
+    running: Running, nursery: trio.Nursery
+) -> None:
+    gate = await running.gated(nursery)
+    groups = [put("a", 1), put("b", 2) + put("c", 3), put("a", 4), put("d", 5), put("e", 6)]
+    queued = [running.node.submit(DEFAULT_SHARE, ops) for ops in groups]
+    gate.open()
+    first, second, third, fourth, fifth = await results(queued)
+    assert running.batches == [[3, 3]], "a's second write starts the second entry"
+    assert first == second and third == fourth == fifth
+    assert isinstance(first, Commit) and isinstance(third, Commit)
+    assert (first.seq, third.seq) == (1, 2)
+    assert running.node.changes.position == third.lseq == first.lseq + 1
+    written = [(second, "b", 2), (second, "c", 3), (third, "a", 4), (fourth, "d", 5)]
+    for commit, key, value in [*written, (fifth, "e", 6)]:
+        view = await running.node.call(running.replica.get, DEFAULT_SHARE, "c", key)
+        assert view is not None and msgpack.unpackb(view.winner.value) == value
+        assert view.winner.version == commit.version  # type: ignore[union-attr]
 
 
 async def test_transactions_submitted_in_one_scheduler_pass_commit_together_ungated(
@@ -136,7 +158,8 @@ async def test_transactions_submitted_in_one_scheduler_pass_commit_together_unga
     near, far = socket.socketpair()
 
     async def submit(number: int) -> None:
-        queued.append(running.node.submit(DEFAULT_SHARE, put(f"k{number}", number)))
+        # one record: they cannot share entries, so the batch shows how they were handed over
+        queued.append(running.node.submit(DEFAULT_SHARE, put("k", number)))
         near.send(b"x")  # what a connection's read does: a system call, without the GIL
         far.recv(1)
 
@@ -152,19 +175,22 @@ async def test_transactions_submitted_in_one_scheduler_pass_commit_together_unga
 async def test_many_concurrent_committers_need_fewer_commits_than_transactions(
     running: Running,
 ) -> None:
-    commits: list[Commit] = []
+    commits: dict[str, Commit] = {}
 
     async def commit(key: str) -> None:
-        commits.append(await running.node.commit(DEFAULT_SHARE, put(key)))
+        commits[key] = await running.node.commit(DEFAULT_SHARE, put(key))
 
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as writers:
             for i in range(200):
                 writers.start_soon(commit, f"k{i}")
     assert len(commits) == 200
-    assert len({c.lseq for c in commits}) == 200
-    assert sum(len(batch) for batch in running.batches) == 200
     assert len(running.batches) < 200
+    assert sum(map(len, running.batches)) == len({c.lseq for c in commits.values()})
+    # many share an entry, and each one's version still names what it wrote
+    for key, written in commits.items():
+        view = await running.node.call(running.replica.get, DEFAULT_SHARE, "c", key)
+        assert view is not None and view.winner.version == written.version
 
 
 async def test_a_bad_transaction_fails_alone(running: Running, nursery: trio.Nursery) -> None:
@@ -214,7 +240,7 @@ async def test_groups_respect_the_size_limits_and_the_order_of_shares(
     queued = [running.node.submit(share, ops) for share, ops in shares_and_ops]
     gate.open()
     commits = await results(queued)
-    assert running.batches == [[1, 1, 1], [1], [3], [1], [1]]
+    assert running.batches == [[3], [1], [3], [1], [1]]  # a, b and c share an entry
     positions = [c.lseq for c in commits if isinstance(c, Commit)]
     assert positions == sorted(positions) and len(positions) == len(queued)
 
@@ -246,8 +272,9 @@ async def test_a_precondition_is_checked_against_what_the_group_wrote_before_it(
     assert isinstance(late, VersionConflict) and "exists" in str(late)
     assert isinstance(unknown, ShareError) and unknown.code == "not_found"
     # each condition on a key written earlier in the group was checked once that was on disk;
-    # the refused transactions failed alone and took nothing else with them
-    assert running.batches == [[1, 1], [1], [1]]
+    # the refused transactions failed alone and took nothing else with them (`other` and `won`
+    # share an entry)
+    assert running.batches == [[2], [1], [1]]
     view = await running.node.call(running.replica.get, DEFAULT_SHARE, "c", "k")
     assert view is not None and msgpack.unpackb(view.winner.value) == 1
     assert view.winner.version == won.version  # type: ignore[union-attr]
@@ -378,7 +405,7 @@ async def test_a_lone_small_write_commits_on_trios_thread_while_nothing_else_wai
         assert running.threads == [trio_thread]
         large = [entry.put("c", f"k{n}", b"\x01") for n in range(node.HERE_COMMIT_OPS + 1)]
         await node_.commit(DEFAULT_SHARE, large)
-        await results([node_.submit(DEFAULT_SHARE, put(key)) for key in "ab"])  # together
+        await results([node_.submit(DEFAULT_SHARE, put(key)) for key in "ab"])  # one entry
         gate = await running.gated(nursery)
         waiting = node_.submit(DEFAULT_SHARE, put("while the thread is busy"))
         await trio.testing.wait_all_tasks_blocked()
@@ -386,7 +413,7 @@ async def test_a_lone_small_write_commits_on_trios_thread_while_nothing_else_wai
         gate.open()
         [last] = await results([waiting])
     assert running.threads[1:] == [database_thread] * 3
-    assert isinstance(last, Commit) and last.lseq == first.lseq + 4
+    assert isinstance(last, Commit) and last.lseq == first.lseq + 3
     assert await running.node.call(running.replica.get, DEFAULT_SHARE, "c", "alone")
 
 
@@ -581,7 +608,7 @@ async def test_a_group_commit_keeps_its_entries_as_the_log_holds_them(
 ) -> None:
     start = running.node.changes.position
     gate = await running.gated(nursery)
-    queued = [running.node.submit(DEFAULT_SHARE, put(f"k{i}", i)) for i in range(3)]
+    queued = [running.node.submit(DEFAULT_SHARE, put("k", i)) for i in range(3)]  # 3 entries
     gate.open()
     await results(queued)
     since = running.node.changes.stored_after(start)
@@ -605,13 +632,14 @@ async def test_watchers_get_from_memory_what_the_log_would_give_them(
         gate.open()
         await results(queued)
     end = running.node.changes.position
-    assert end == start + 4
+    assert end == start + 2, "each group's two transactions shared an entry"
     for position in range(start, end + 1):
         kept = running.node.changes.changes_after(position, 64)
         logged = await running.node.call(running.replica.changes, position, 64)
         assert kept == (logged, end, False)
-    first_two = await running.node.call(running.replica.changes, start, 2)
-    assert running.node.changes.changes_after(start, 2) == (first_two, start + 2, True)
+    first = await running.node.call(running.replica.changes, start, 1)
+    assert len(first) == 2
+    assert running.node.changes.changes_after(start, 1) == (first, start + 1, True)
 
 
 def test_changes_are_kept_for_watchers_up_to_a_page_and_a_size(tmp_path: Path) -> None:
