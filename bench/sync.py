@@ -5,9 +5,10 @@ bytes), live propagation latency put-on-A -> change-event-on-B, write throughput
 control socket, the cost of a reconnect with nothing new, peak RSS and idle CPU of the daemons.
 Then the initial sync against plain SQLite: fresh devices sync from a source in 3 rounds, each
 after a plain SQLite bulk insert of as many rows, once at `--batch` records per entry and once
-at one record per entry (what apps and the CLI write; `--single-entry-records`, 0 to skip);
-ratios are of the medians. Prints figures and ends with one line `RESULT {json}`; asserts
-nothing. Sends traffic only to 127.0.0.1 and Unix sockets, stops by itself, and stops its
+at one record per entry (what apps and the CLI write one after another, written into the
+source's store directly: requests that arrive together share entries; `--single-entry-records`,
+0 to skip); ratios are of the medians. Prints figures and ends with one line `RESULT {json}`;
+asserts nothing. Sends traffic only to 127.0.0.1 and Unix sockets, stops by itself, and stops its
 daemons even on error.
 
     .venv/bin/python bench/sync.py --records 100000
@@ -32,13 +33,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.apply import make_rows, plain_insert
 from bench.report import run_and_report
+from p2psync import entry, keystore
 from p2psync.client import ChangeEvent, Client, ControlError, Watch
+from p2psync.replica import Replica
+from p2psync.shares import DEFAULT_SHARE
 from tests.daemons import DaemonProcess, introduce
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SEND_CHUNK_BYTES = 256 * 1024
 PROGRESS_SECONDS = 5.0
 SYNC_ROUNDS = 3  # fresh devices syncing in turn, for ratios of medians
+ENTRIES_PER_OFFLINE_COMMIT = 1000
 CALL_TIMEOUT = 120.0
 
 
@@ -491,7 +496,10 @@ def fresh_sync_rounds(
     sync_rates: list[float] = []
     try:
         source.start()
-        seconds = pipelined(source.socket_path, transaction_lines(label, count, batch))
+        if batch == 1:
+            seconds = written_one_per_entry(source, rows)
+        else:
+            seconds = pipelined(source.socket_path, transaction_lines(label, count, batch))
         print(f"\n{label}: loaded {count:,} records, {batch} per entry, in {seconds:.1f} s")
         for round_number in range(SYNC_ROUNDS):
             started = time.perf_counter()
@@ -510,6 +518,24 @@ def fresh_sync_rounds(
     finally:
         stop_all([source])
     return sync_rates, plain_rates
+
+
+def written_one_per_entry(source: DaemonProcess, rows: tuple[tuple[str, str, bytes], ...]) -> float:
+    """`rows` written into the source's store while it is stopped, each its own entry, as the
+    daemon keeps a device's writes made one after another; the seconds it took. (Through the
+    control socket, requests that arrive together commit together and share entries.)"""
+    started = time.perf_counter()
+    source.stop()
+    device = keystore.load_or_create_identity(source.state_dir)
+    replica = Replica.open(source.state_dir / "replica.db", device)
+    try:
+        for start in range(0, len(rows), ENTRIES_PER_OFFLINE_COMMIT):
+            group = rows[start : start + ENTRIES_PER_OFFLINE_COMMIT]
+            replica.commit_many(DEFAULT_SHARE, [[entry.put(*row)] for row in group])
+    finally:
+        replica.close()
+    source.start()
+    return time.perf_counter() - started
 
 
 def sync_rounds(
