@@ -29,6 +29,8 @@ READY_TIMEOUT = 20.0
 SOCKET_VARIABLES = ("P2PSYNC_SOCKET", "P2PSYNC_CONTROL_SOCKET")
 REPO = Path(__file__).parent.parent
 SCHEMA_CHECK_ENV = "P2PSYNC_SCHEMA_CHECK"
+POLL_LINE = "p2psync.control: control client pid"  # logged for every control connection
+LOG_TAIL_CHARS = 12_000
 
 
 def schema_checked() -> bool:
@@ -216,14 +218,21 @@ class DaemonProcess:
             if remaining <= 0 or (self.process and self.process.poll() is not None):
                 raise AssertionError(
                     f"{self.name}: no {wanted} (exit code {self.process and self.process.poll()});"
-                    f" log:\n{self.log()}"
+                    f" log:\n{self.log_tail()}"
                 )
             self._notify.settimeout(min(remaining, 0.5))
             with contextlib.suppress(TimeoutError):
                 self.notifications.append(self._notify.recv(4096).decode())
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
+        """The whole log: a line looked for may be followed by many of the test's own polls."""
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self) -> str:
+        """The end of the log for a failure message, without the lines the test's own control
+        calls leave (a wait polls every 50 ms: they would fill it)."""
+        lines = [line for line in self.log().splitlines() if POLL_LINE not in line]
+        return "\n".join(lines)[-LOG_TAIL_CHARS:]
 
     def check_schema_violations(self) -> None:
         """Fail if any line on this daemon's control socket broke the protocol's schema."""
@@ -290,7 +299,9 @@ def wait_for_change(
                     return change
             if time.monotonic() > deadline:
                 break
-    raise AssertionError(f"{daemon.name}: the expected change never arrived; log:\n{daemon.log()}")
+    raise AssertionError(
+        f"{daemon.name}: the expected change never arrived; log:\n{daemon.log_tail()}"
+    )
 
 
 def wait_for_value(daemon: DaemonProcess, collection: str, key: str, value: Any, **kw: Any) -> None:
@@ -311,7 +322,7 @@ def wait_for(
         if value:
             return value
         if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {d.name} ---\n{d.log()}" for d in daemons)
+            logs = "\n".join(f"--- {d.name} ---\n{d.log_tail()}" for d in daemons)
             raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{logs}")
         time.sleep(0.05)
 
