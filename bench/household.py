@@ -10,7 +10,9 @@ Measures how a write spreads through a household (issue 9):
 - one write visible on all N (`one_write_all_ms`): put on one device until the change shows on
   every device's `watch` stream, p50 / p99;
 - concurrent writes: every device puts W single-record writes at once (pipelined on its control
-  socket); the duplicate ratio (entries received / entries needed) and the time until every
+  socket); the duplicate ratio (entries received / entries needed: the entries the writes made,
+  as every device holds them at the end, times N-1; puts that commit together share an entry, so
+  `records_per_entry` says how many records an entry held) and the time until every
   device holds every record, against 2 devices writing the same number of records in total.
   Here all N daemons share this machine's processors, so that time follows the sum of their
   work; `busiest_device_cpu_ratio_to_2_devices` compares the CPU of the busiest device until
@@ -277,6 +279,7 @@ def concurrent_writes(cluster: Cluster, per_device: int, run: int) -> dict[str, 
     """Every device puts `per_device` records at once; until every device holds them all."""
     collection = f"many-{run}"
     before = cluster.settled_counters()
+    position_before = cluster.daemons[0].call("status")["position"]
     last_keys = {f"item-{per_device - 1:08d}@{d.name}" for d in cluster.daemons}
     lines = {d.name: device_put_lines(collection, per_device, d.name) for d in cluster.daemons}
     cpu_before = cluster.cpu_of_each()
@@ -289,6 +292,9 @@ def concurrent_writes(cluster: Cluster, per_device: int, run: int) -> dict[str, 
             write.result()
     after = cluster.settled_counters()
     needed = cluster.size * (cluster.size - 1) * per_device
+    # the entries the writes made, as every device holds them once converged (puts that commit
+    # together share an entry: fewer entries than records)
+    entries = cluster.daemons[0].call("status")["position"] - position_before
     return {
         "seconds": converged - started,
         # the busiest device's CPU until convergence: what bounds the time when every device
@@ -296,7 +302,9 @@ def concurrent_writes(cluster: Cluster, per_device: int, run: int) -> dict[str, 
         "busiest_device_cpu_seconds": max(
             b - a for a, b in zip(cpu_before, cpu_after, strict=True)
         ),
-        "duplicate_ratio": (after["entries_received"] - before["entries_received"]) / needed,
+        "duplicate_ratio": (after["entries_received"] - before["entries_received"])
+        / ((cluster.size - 1) * entries),
+        "records_per_entry": cluster.size * per_device / entries,
         "bytes_per_record": (after["bytes_sent"] - before["bytes_sent"]) / needed,
     }
 
@@ -459,6 +467,9 @@ def convergence(
         result["bytes_per_record"][str(n)] = round(
             statistics.median(s["bytes_per_record"] for s in samples["mesh"])
         )
+        result["records_per_entry"][str(n)] = round(
+            statistics.median(s["records_per_entry"] for s in samples["mesh"]), 1
+        )
         print(
             f"  N={n}, {total:,} records: converged in {median_spread(mesh_seconds)} s; "
             f"2 devices, same records: {median_spread(two_seconds)} s; ratio {ratio:.2f}"
@@ -470,7 +481,9 @@ def convergence(
         )
         print(
             f"        duplicate ratio {median_spread(duplicates)}; "
-            f"{result['bytes_per_record'][str(n)]} sync bytes per delivered record; 2 devices: "
+            f"{result['records_per_entry'][str(n)]} records per entry (puts that commit together "
+            f"share one); {result['bytes_per_record'][str(n)]} sync bytes per delivered record; "
+            "2 devices: "
             f"duplicate ratio {median_spread([s['duplicate_ratio'] for s in samples['two']])}"
         )
 
@@ -586,6 +599,7 @@ def main() -> None:
             "converge_seconds",
             "converge_seconds_2_devices",
             "bytes_per_record",
+            "records_per_entry",
             "idle_bytes_per_second",
             "idle_cpu_ms_per_second",
             "resume_after_partition_s",
