@@ -35,13 +35,22 @@ def shared_entries(transactions: Sequence[Sequence[Op]]) -> tuple[list[list[Op]]
     size = 0
     joinable = False  # whether the last entry may take more transactions
     for ops in transactions:
+        # an empty one is refused by the commit: on its own, it takes no other one with it; a
+        # large one (a batch of a thousand puts) is left as it is without looking at its ops
+        alone = (
+            not ops
+            or len(ops) > SHARED_ENTRY_OPS
+            or any(op.collection.startswith("_") for op in ops)
+        )
+        if alone:
+            entries.append(list(ops))
+            joinable = False
+            owners.append(len(entries) - 1)
+            continue
         touched = {(op.collection, op.key) for op in ops}
         ops_size = sum(map(op_bytes, ops))
-        # an empty one is refused by the commit: on its own, it takes no other one with it
-        alone = not ops or any(op.collection.startswith("_") for op in ops)
         if (
             joinable
-            and not alone
             and len(entries[-1]) + len(ops) <= SHARED_ENTRY_OPS
             and size + ops_size <= SHARED_ENTRY_BYTES
             and keys.isdisjoint(touched)
@@ -51,6 +60,6 @@ def shared_entries(transactions: Sequence[Sequence[Op]]) -> tuple[list[list[Op]]
             size += ops_size
         else:
             entries.append(list(ops))
-            keys, size, joinable = touched, ops_size, not alone
+            keys, size, joinable = touched, ops_size, True
         owners.append(len(entries) - 1)
     return entries, owners
