@@ -386,40 +386,26 @@ class Node:
         self._commit_run(share, ready)
 
     def _commit_run(self, share: str, group: list[Transaction]) -> None:
+        """One commit of `group`, transactions sharing entries where they may
+        (shared_entries.py); if it fails, each transaction is tried in an entry of its own, so
+        that one failing transaction fails alone."""
         if not group:
             return
-        if len(group) > 1 and self._commit_sharing_entries(share, group):
-            return
+        entries, owners = shared_entries([t.ops for t in group])
         try:
-            commits = self.replica.commit_many(share, [t.ops for t in group])
+            commits = self.replica.commit_many(share, entries)
         except Exception as exc:
             if len(group) == 1:
                 group[0].error = exc
                 return
-            # one failing transaction must not fail the others batched with it
             for transaction in group:
                 try:
                     transaction.commit = self.replica.commit(share, transaction.ops)
                 except Exception as alone:
                     transaction.error = alone
             return
-        for transaction, commit in zip(group, commits, strict=True):
-            transaction.commit = commit
-
-    def _commit_sharing_entries(self, share: str, group: list[Transaction]) -> bool:
-        """Commit `group` with transactions sharing entries where they may (shared_entries.py);
-        False when none could, or when that commit failed (each then gets an entry of its own,
-        so that one failing transaction fails alone)."""
-        entries, owners = shared_entries([t.ops for t in group])
-        if len(entries) == len(group):
-            return False
-        try:
-            commits = self.replica.commit_many(share, entries)
-        except Exception:
-            return False
         for transaction, owner in zip(group, owners, strict=True):
             transaction.commit = commits[owner]
-        return True
 
     # back on the trio thread -----------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import math
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,10 +108,10 @@ class PeerManager:
         self._connected: set[str] = set()  # devices on_peer was last told are connected
 
     @property
-    def connected(self) -> frozenset[str]:
+    def connected(self) -> AbstractSet[str]:
         """The devices with a session that got past its hello: what users call connected (a
         session still being set up is in `sessions` already)."""
-        return frozenset(self._connected)
+        return self._connected
 
     # trust --------------------------------------------------------------------------------
 
