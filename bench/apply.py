@@ -38,6 +38,7 @@ from p2psync import entry, identity
 from p2psync.replica import Replica, WireItem
 from p2psync.shares import DEFAULT_SHARE
 from p2psync.store import Store
+from p2psync.store_log import ROWS_PER_INSERT
 
 FRAME_BYTES = 256 * 1024  # what a sender puts in one `entries` message, about
 MEASURED = ("plain_sqlite", "catch_up", "rows_only", "decode_only", "floor")
@@ -95,11 +96,12 @@ def frames_of(source: Replica) -> list[list[WireItem]]:
         frames.append(items)
 
 
-Rows = list[tuple[object, ...]]
+Statement = tuple[str, list[object]]
 
 
-def stored_rows(path: Path, frames: list[list[WireItem]]) -> list[tuple[Rows, Rows]]:
-    """The log rows and record rows a catch-up stored, as the store holds them, cut where its
+def stored_rows(path: Path, frames: list[list[WireItem]]) -> list[list[Statement]]:
+    """The log rows and record rows a catch-up stored, as the store holds them, as the store's
+    statements would write them (rows of `ROWS_PER_INSERT` per INSERT), cut where its
     transactions were (a frame's entries, and the records their ops wrote)."""
     with closing(sqlite3.connect(path)) as db:
         (share_id,) = db.execute("SELECT id FROM shares WHERE name=?", (DEFAULT_SHARE,)).fetchone()
@@ -112,27 +114,40 @@ def stored_rows(path: Path, frames: list[list[WireItem]]) -> list[tuple[Rows, Ro
             " WHERE share=? AND coll=? ORDER BY key",
             (share_id, "items"),
         ).fetchall()
-    cut, logged, written = [], 0, 0
+    transactions, logged, written = [], 0, 0
     for items in frames:
         ops = sum(len(entry.decode(raw).ops) for raw, _ in items)
-        cut.append((log[logged : logged + len(items)], records[written : written + ops]))
+        transactions.append(
+            _inserts("entries(share, actor, seq, raw, sig)", log[logged : logged + len(items)])
+            + _inserts("records", records[written : written + ops])
+        )
         logged, written = logged + len(items), written + ops
-    return cut
+    return transactions
 
 
-def rows_only(path: Path, transactions: Sequence[tuple[Rows, Rows]]) -> None:
-    """SQLite alone storing what a catch-up stores: a fresh store's schema, the same rows, the
-    same transactions, with the apply's durability (its commits skip the fsync)."""
+def _inserts(table: str, rows: list[tuple[object, ...]]) -> list[Statement]:
+    statements = []
+    for start in range(0, len(rows), ROWS_PER_INSERT):
+        chunk = rows[start : start + ROWS_PER_INSERT]
+        values = ",".join(["(" + ",".join("?" * len(chunk[0])) + ")"] * len(chunk))
+        statements.append(
+            (f"INSERT INTO {table} VALUES {values}", [v for row in chunk for v in row])
+        )
+    return statements
+
+
+def rows_only(path: Path, transactions: Sequence[list[Statement]]) -> None:
+    """SQLite alone storing what a catch-up stores: a fresh store's schema, the same rows in
+    statements of the same shape, the same transactions, with the apply's durability (its
+    commits skip the fsync)."""
     Store(path).close()
     with closing(sqlite3.connect(path, isolation_level=None)) as db:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        for log, records in transactions:
+        for statements in transactions:
             db.execute("BEGIN IMMEDIATE")
-            db.executemany(
-                "INSERT INTO entries(share, actor, seq, raw, sig) VALUES(?,?,?,?,?)", log
-            )
-            db.executemany("INSERT INTO records VALUES(?,?,?,?,?,?)", records)
+            for sql, params in statements:
+                db.execute(sql, params)
             db.execute("COMMIT")
 
 
@@ -178,7 +193,7 @@ def main() -> None:
         frames = frames_of(source)
         gc.freeze()  # the bench's own data: no collection of the timed code should walk it
         rates: dict[str, list[float]] = {name: [] for name in MEASURED}
-        stored: list[tuple[Rows, Rows]] = []
+        stored: list[list[Statement]] = []
         for round_number in range(args.rounds):
             started = time.perf_counter()
             plain_insert(directory / f"plain-{round_number}.db", rows)
