@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -34,6 +35,12 @@ from tests.netns import netns_hosts as build_network
 settings.register_profile("ci", derandomize=True, deadline=None)
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+# A suite started as a background job (`cmd &` in a script, `setsid`) inherits SIGINT ignored,
+# and so would every CLI and example it starts: the tests that press Ctrl-C on them would wait
+# in vain. A handler, unlike "ignored", is not inherited across exec, so they get the default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The tests exercise the protocol's schema unless told not to: their daemons (tests/daemons.py)
 # and the control sockets they serve in-process check every line against it.
