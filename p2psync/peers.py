@@ -328,6 +328,9 @@ class PeerManager:
             return True
         listener = self.device_id if session.dialer != self.device_id else peer_id
         if preferred(session.dialer, listener):
+            # the same copy dialling at the same time: what the replaced session knew of the
+            # device's other running copy stays true, and is only named once this one speaks
+            session.newer_copy = current.newer_copy
             self._close(current, "replaced by a simultaneous connection")
             self.sessions[peer_id] = session
             self._tell_connected(peer_id)
