@@ -319,24 +319,36 @@ class PeerManager:
         if current is session:
             self._tell_connected(peer_id)
             return True
+        twins = self.twins.get(peer_id, {})
         if actor and current.actor and actor != current.actor and current.greeted:
-            # Another epoch of the same device: a second running copy, or a restart whose old
-            # session has not ended yet. Both are kept; the old one proves to be alive by
-            # sending anything more, and then the device is reported as running twice.
-            self.twins.setdefault(peer_id, {})[actor] = session
-            current.newer_copy = session
-            return True
+            same_epoch = twins.get(actor)
+            if same_epoch is None:
+                # Another epoch of the same device: a second running copy, or a restart whose
+                # old session has not ended yet. Both are kept; the old one proves to be alive
+                # by sending anything more, and then the device is reported as running twice.
+                self.twins.setdefault(peer_id, {})[actor] = session
+                current.newer_copy = session
+                return True
+        else:
+            same_epoch = current
+        # two sessions with the same running copy (both dialled at once): both sides keep the
+        # same one, whether it is the device's session or the session with its other copy
         listener = self.device_id if session.dialer != self.device_id else peer_id
-        if preferred(session.dialer, listener):
-            # the same copy dialling at the same time: what the replaced session knew of the
-            # device's other running copy stays true, and is only named once this one speaks
+        if not preferred(session.dialer, listener):
+            self._close(session, "replaced by a simultaneous connection")
+            return False
+        self._close(same_epoch, "replaced by a simultaneous connection")
+        if same_epoch is current:
+            # what the replaced session knew of the device's other running copy stays true,
+            # and is only named once this one speaks
             session.newer_copy = current.newer_copy
-            self._close(current, "replaced by a simultaneous connection")
             self.sessions[peer_id] = session
             self._tell_connected(peer_id)
-            return True
-        self._close(session, "replaced by a simultaneous connection")
-        return False
+        else:
+            twins[actor] = session
+            if current.newer_copy is same_epoch:
+                current.newer_copy = session
+        return True
 
     def _tell_connected(self, device_id: str) -> None:
         if device_id not in self._connected:

@@ -53,3 +53,33 @@ def test_the_copy_is_still_named_when_the_original_s_session_is_replaced_by_ours
     assert ours.newer_copy is not None
     peers.confirm_copies(ours)
     assert peers.running_twice == {DEVICE: {"10.0.0.2", "10.0.0.3"}}
+
+
+def test_the_copy_dialled_by_both_sides_at_once_keeps_one_session() -> None:
+    """The copy dialled us while our dial of it said hello: the session with the copy is settled
+    as the device's own session would be (one was filed over the other, left running untracked)."""
+    peers = manager()
+    original = greeted(peers, "10.0.0.2:50000", DEVICE, ORIGINAL)
+    copys_dial = greeted(peers, "10.0.0.3:50001", DEVICE, COPY)
+    ours = greeted(peers, "10.0.0.3:47100", US, COPY)
+    assert copys_dial.cancel_scope.cancel_called, "replaced by a simultaneous connection"
+    assert ours.reason == original.reason == "", "both kept"
+    assert peers.sessions[DEVICE] is original and peers.twins[DEVICE] == {COPY: ours}
+    assert original.newer_copy is ours
+    peers._unregister(copys_dial)  # its end must not drop the session that replaced it
+    assert peers.twins[DEVICE] == {COPY: ours}
+    peers.confirm_copies(original)
+    assert peers.running_twice == {DEVICE: {"10.0.0.2", "10.0.0.3"}}
+
+
+def test_the_copy_s_second_session_that_loses_is_closed_and_the_first_kept() -> None:
+    peers = manager()
+    original = greeted(peers, "10.0.0.2:50000", DEVICE, ORIGINAL)
+    ours = greeted(peers, "10.0.0.3:47100", US, COPY)
+    state = PeerState(DEVICE, "10.0.0.3:50001", "in")
+    copys_dial = _Session(None, state, DEVICE)  # type: ignore[arg-type]
+    peers._register(copys_dial)
+    copys_dial.greeted = True
+    assert not peers._greeted(copys_dial, COPY)
+    assert copys_dial.cancel_scope.cancel_called and ours.reason == ""
+    assert peers.twins[DEVICE] == {COPY: ours} and original.newer_copy is ours
